@@ -1,0 +1,261 @@
+//! The contract between the router and a bridge.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::event::{Event, EventId, Incoming};
+
+/// What a bridge's room can show. The router degrades the rest (see
+/// [`crate::degrade`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Capabilities {
+    /// The room accepts deliveries at all (an inbound-only webhook does not).
+    pub outbound: bool,
+    pub html: bool,
+    pub edits: bool,
+    pub retractions: bool,
+    pub reactions: bool,
+    pub replies: bool,
+    pub threads: bool,
+    pub files: bool,
+    pub presence: bool,
+    pub typing: bool,
+    pub membership: bool,
+    pub topic: bool,
+}
+
+impl Capabilities {
+    /// Everything the event model can express.
+    pub const ALL: Capabilities = Capabilities {
+        outbound: true,
+        html: true,
+        edits: true,
+        retractions: true,
+        reactions: true,
+        replies: true,
+        threads: true,
+        files: true,
+        presence: true,
+        typing: true,
+        membership: true,
+        topic: true,
+    };
+    /// Plain text messages only.
+    pub const TEXT_ONLY: Capabilities = Capabilities {
+        outbound: true,
+        html: false,
+        edits: false,
+        retractions: false,
+        reactions: false,
+        replies: false,
+        threads: false,
+        files: false,
+        presence: false,
+        typing: false,
+        membership: false,
+        topic: false,
+    };
+    /// Receives nothing.
+    pub const NONE: Capabilities = Capabilities { outbound: false, ..Capabilities::TEXT_ONLY };
+}
+
+/// What to do with an event the target cannot show as such.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Degrade {
+    /// Say it in a short text notice ("reacted 👍", "(edited) …").
+    #[default]
+    Notice,
+    /// Leave it out.
+    Drop,
+}
+
+/// One delivery of one event to one room. `id` is the idempotency key: it is
+/// the same on every attempt, so a bridge uses it as the network's
+/// transaction id / stanza id / Message-ID / `Idempotency-Key`.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub id: String,
+    pub room: String,
+    /// 1 on the first try.
+    pub attempt: u32,
+    /// The event, with references translated to the target network's ids
+    /// and already degraded to the room's capabilities.
+    pub event: Event<String>,
+}
+
+/// A successful delivery.
+#[derive(Clone, Debug, Default)]
+pub struct Delivered {
+    /// The id the network gave the message, if it differs from the delivery
+    /// id. Later replies, edits and reactions on this network refer to it.
+    pub remote_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Worth retrying: the network is down, slow, or rate limiting us.
+    #[error("transient: {reason}")]
+    Transient { reason: String, retry_after: Option<Duration> },
+    /// Retrying will not help: the network refused this delivery.
+    #[error("permanent: {reason}")]
+    Permanent { reason: String },
+}
+
+impl DeliveryError {
+    pub fn transient(reason: impl Into<String>) -> Self {
+        DeliveryError::Transient { reason: reason.into(), retry_after: None }
+    }
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        DeliveryError::Permanent { reason: reason.into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The router's answer to a submitted event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Durable: archived, mapped, and queued for every other link.
+    Stored { event_id: EventId },
+    /// The same (room, remote id) was accepted before.
+    Duplicate { event_id: EventId },
+    /// Our own delivery or ghost coming back: dropped to prevent a loop.
+    Echo,
+    /// Valid but nothing to do (e.g. an edit of a message we never saw).
+    Ignored { reason: &'static str },
+}
+
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("room {0:?} is not linked to any portal")]
+    NotLinked(String),
+    /// The store could not commit; the network should retry later.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// An archived event with its position in the archive.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    pub seq: i64,
+    pub event: Event,
+}
+
+/// What the daemon offers a running bridge.
+#[async_trait]
+pub trait Host: Send + Sync + 'static {
+    /// Hand an event to the router; returns once it is durable (or refused).
+    async fn submit(&self, bridge: &str, incoming: Incoming) -> Result<Accepted, SubmitError>;
+    /// The portal a room is linked to.
+    fn portal_of(&self, bridge: &str, room: &str) -> Option<String>;
+    /// Every event committed from now on, in archive order.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>>;
+    /// A portal's archived events after `after_seq`, oldest first.
+    async fn history(&self, portal: &str, after_seq: i64, limit: u32) -> Result<Vec<Committed>, SubmitError>;
+    /// Count an inbound request refused before it became an event.
+    fn count_rejected(&self, bridge: &str, reason: &'static str);
+    /// Durable per-bridge state (cursors, sync tokens).
+    async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, SubmitError>;
+    async fn save_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), SubmitError>;
+}
+
+/// A bridge's handle on the daemon, bound to the bridge's configured name.
+#[derive(Clone)]
+pub struct BridgeContext {
+    name: Arc<str>,
+    host: Arc<dyn Host>,
+}
+
+impl BridgeContext {
+    pub fn new(name: &str, host: Arc<dyn Host>) -> Self {
+        BridgeContext { name: name.into(), host }
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub async fn submit(&self, incoming: Incoming) -> Result<Accepted, SubmitError> {
+        self.host.submit(&self.name, incoming).await
+    }
+    pub fn portal_of(&self, room: &str) -> Option<String> {
+        self.host.portal_of(&self.name, room)
+    }
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
+        self.host.subscribe()
+    }
+    pub async fn history(&self, portal: &str, after_seq: i64, limit: u32) -> Result<Vec<Committed>, SubmitError> {
+        self.host.history(portal, after_seq, limit).await
+    }
+    pub fn count_rejected(&self, reason: &'static str) {
+        self.host.count_rejected(&self.name, reason)
+    }
+    pub async fn load_state(&self, key: &str) -> Result<Option<String>, SubmitError> {
+        self.host.load_state(&self.name, key).await
+    }
+    pub async fn save_state(&self, key: &str, value: &str) -> Result<(), SubmitError> {
+        self.host.save_state(&self.name, key, value).await
+    }
+}
+
+/// One configured connection to a network.
+#[async_trait]
+pub trait Bridge: Send + Sync + 'static {
+    /// The bridge type as written in the config (`webhook`, `xmpp`, …).
+    fn kind(&self) -> &'static str;
+
+    /// Check that `room` names something this bridge can link; the error says
+    /// what is wrong, for the config validator.
+    fn check_room(&self, room: &str) -> Result<(), String>;
+
+    /// What `room` can show.
+    fn capabilities(&self, room: &str) -> Capabilities;
+
+    /// Whether `sender` in `room` is one of our own ghosts (its messages are
+    /// echoes of our deliveries and must never come back in).
+    fn is_own_sender(&self, _room: &str, _sender: &str) -> bool {
+        false
+    }
+
+    /// Connect and start receiving. Returns HTTP routes to mount under
+    /// `/bridges/<name>`, if the bridge has any.
+    async fn start(self: Arc<Self>, ctx: BridgeContext) -> Result<Option<axum::Router>, BridgeError>;
+
+    /// Deliver one event. Called sequentially per room, in order.
+    async fn deliver(&self, delivery: &Delivery) -> Result<Delivered, DeliveryError>;
+
+    /// Whether the bridge is connected to its network (the `bridge_up` metric).
+    fn is_up(&self) -> bool {
+        true
+    }
+}
+
+/// A mistake in a bridge's options, at a path relative to the bridge's section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OptionError {
+    pub path: String,
+    pub message: String,
+}
+
+impl OptionError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        OptionError { path: path.into(), message: message.into() }
+    }
+}
+
+/// Deserialize a bridge's options, naming the failing option on error.
+pub fn parse_options<T: serde::de::DeserializeOwned>(options: serde_json::Value) -> Result<T, Vec<OptionError>> {
+    serde_path_to_error::deserialize(options).map_err(|e| {
+        let path = e.path().to_string();
+        vec![OptionError::new(if path == "." { String::new() } else { path }, e.into_inner().to_string())]
+    })
+}

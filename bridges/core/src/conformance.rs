@@ -1,0 +1,241 @@
+//! The conformance suite every bridge passes against its real server.
+//!
+//! A test puts two real clients ([`Peer`]s) in one portal: the network under
+//! test on one side and any other network (the webhook bridge needs no server,
+//! so it is the usual partner) on the other. [`run`] then sends text, a reply,
+//! an edit, a reaction, a retraction, a file and a presence change in both
+//! directions and checks that each arrives as the right event, *referencing
+//! the right message in the receiver's own ids*. A case is skipped only where
+//! a side declares the capability absent.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::bridge::Capabilities;
+use crate::event::{Attachment, Body, Show};
+
+/// Something a peer does on its network.
+#[derive(Clone, Debug)]
+pub enum Action {
+    Text { text: String, reply_to: Option<String> },
+    Edit { target: String, text: String },
+    Retract { target: String },
+    React { target: String, key: String },
+    File { attachment: Attachment, caption: String },
+    Presence { show: Show, status: Option<String> },
+}
+
+/// Something a peer saw on its network, in its network's ids.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// The network's id for what was seen (what a reply would refer to).
+    pub id: String,
+    pub sender_name: String,
+    pub body: Body<String>,
+}
+
+/// A real client of one network, in the portal's room on that network.
+#[async_trait]
+pub trait Peer: Send {
+    fn label(&self) -> String;
+    /// What this side's room can show (the bridge's declared capabilities).
+    fn capabilities(&self) -> Capabilities;
+    /// Do `action`; returns the network's id of the message it created.
+    async fn act(&mut self, action: Action) -> Result<String, String>;
+    /// The next thing this client sees, waiting at most `timeout`.
+    async fn next(&mut self, timeout: Duration) -> Result<Seen, String>;
+}
+
+/// Options for one run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How long to wait for each event to arrive on the other side.
+    pub timeout: Duration,
+    /// Distinguishes this run's messages from earlier ones in the same room.
+    pub nonce: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { timeout: Duration::from_secs(10), nonce: crate::event::new_id() }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub passed: Vec<String>,
+    pub skipped: Vec<String>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} passed: {}", self.passed.len(), self.passed.join(", "))?;
+        if !self.skipped.is_empty() {
+            write!(f, "; {} skipped: {}", self.skipped.len(), self.skipped.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Wait until `peer` sees something `want` accepts, skipping the rest
+/// (presence noise, other tests' leftovers).
+pub async fn expect<T>(
+    peer: &mut dyn Peer,
+    timeout: Duration,
+    what: &str,
+    mut want: impl FnMut(&Seen) -> Option<T>,
+) -> Result<T, String> {
+    let deadline = Instant::now() + timeout;
+    let mut skipped = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("{}: no {what} within {timeout:?}; saw instead: {skipped:?}", peer.label()));
+        }
+        match peer.next(left).await {
+            Ok(seen) => match want(&seen) {
+                Some(t) => return Ok(t),
+                None => skipped.push(seen),
+            },
+            Err(e) => return Err(format!("{}: waiting for {what}: {e}; saw instead: {skipped:?}", peer.label())),
+        }
+    }
+}
+
+/// Run the suite in both directions.
+pub async fn run(a: &mut dyn Peer, b: &mut dyn Peer, opts: &Options) -> Result<Report, String> {
+    let mut report = Report::default();
+    one_way(a, b, opts, "a→b", &mut report).await?;
+    one_way(b, a, opts, "b→a", &mut report).await?;
+    Ok(report)
+}
+
+fn message_text(body: &Body<String>) -> Option<(&str, Option<&String>, &[Attachment])> {
+    match body {
+        Body::Message { text, reply_to, attachments, .. } => Some((&text.plain, reply_to.as_ref(), attachments)),
+        _ => None,
+    }
+}
+
+async fn one_way(
+    from: &mut dyn Peer,
+    to: &mut dyn Peer,
+    opts: &Options,
+    dir: &str,
+    report: &mut Report,
+) -> Result<(), String> {
+    let (fc, tc) = (from.capabilities(), to.capabilities());
+    let t = opts.timeout;
+    let n = &opts.nonce;
+    let both = |f: fn(&Capabilities) -> bool| f(&fc) && f(&tc);
+
+    // Text.
+    let text = format!("conformance text {dir} {n}");
+    let from_id = from.act(Action::Text { text: text.clone(), reply_to: None }).await?;
+    let to_id = expect(to, t, "text message", |s| {
+        message_text(&s.body).filter(|(p, _, _)| p.contains(&text)).map(|_| s.id.clone())
+    })
+    .await?;
+    report.passed.push(format!("{dir} text"));
+
+    // Reply, answered from the receiving side: it must point at the sender's
+    // own id for the original.
+    if both(|c| c.replies) {
+        let reply = format!("conformance reply {dir} {n}");
+        to.act(Action::Text { text: reply.clone(), reply_to: Some(to_id.clone()) }).await?;
+        let got = expect(from, t, "reply", |s| {
+            message_text(&s.body).filter(|(p, _, _)| p.contains(&reply)).map(|(_, r, _)| r.cloned())
+        })
+        .await?;
+        if got.as_ref() != Some(&from_id) {
+            return Err(format!("{dir} reply: refers to {got:?}, expected {from_id:?}"));
+        }
+        report.passed.push(format!("{dir} reply"));
+    } else {
+        report.skipped.push(format!("{dir} reply"));
+    }
+
+    // Reaction from the receiving side.
+    if both(|c| c.reactions) {
+        to.act(Action::React { target: to_id.clone(), key: "👍".into() }).await?;
+        let target = expect(from, t, "reaction", |s| match &s.body {
+            Body::Reaction { target, key, removed: false } if key == "👍" => Some(target.clone()),
+            _ => None,
+        })
+        .await?;
+        if target != from_id {
+            return Err(format!("{dir} reaction: targets {target:?}, expected {from_id:?}"));
+        }
+        report.passed.push(format!("{dir} reaction"));
+    } else {
+        report.skipped.push(format!("{dir} reaction"));
+    }
+
+    // Edit.
+    if both(|c| c.edits) {
+        let edited = format!("conformance edited {dir} {n}");
+        from.act(Action::Edit { target: from_id.clone(), text: edited.clone() }).await?;
+        let target = expect(to, t, "edit", |s| match &s.body {
+            Body::Edit { target, text } if text.plain.contains(&edited) => Some(target.clone()),
+            _ => None,
+        })
+        .await?;
+        if target != to_id {
+            return Err(format!("{dir} edit: targets {target:?}, expected {to_id:?}"));
+        }
+        report.passed.push(format!("{dir} edit"));
+    } else {
+        report.skipped.push(format!("{dir} edit"));
+    }
+
+    // Retraction.
+    if both(|c| c.retractions) {
+        from.act(Action::Retract { target: from_id.clone() }).await?;
+        let target = expect(to, t, "retraction", |s| match &s.body {
+            Body::Retract { target } => Some(target.clone()),
+            _ => None,
+        })
+        .await?;
+        if target != to_id {
+            return Err(format!("{dir} retraction: targets {target:?}, expected {to_id:?}"));
+        }
+        report.passed.push(format!("{dir} retraction"));
+    } else {
+        report.skipped.push(format!("{dir} retraction"));
+    }
+
+    // File: as an attachment where both carry files, else as a link in text.
+    if fc.files {
+        let url = format!("https://files.example/conformance-{n}.txt");
+        let caption = format!("conformance file {dir} {n}");
+        let attachment = Attachment { url: url.clone(), name: Some("c.txt".into()), mime: Some("text/plain".into()), size: Some(4) };
+        from.act(Action::File { attachment, caption }).await?;
+        let files = tc.files;
+        expect(to, t, "file", |s| {
+            let (plain, _, attachments) = message_text(&s.body)?;
+            let found = if files { attachments.iter().any(|a| a.url == url) } else { plain.contains(&url) };
+            found.then_some(())
+        })
+        .await?;
+        report.passed.push(format!("{dir} file"));
+    } else {
+        report.skipped.push(format!("{dir} file"));
+    }
+
+    // Presence.
+    if both(|c| c.presence) {
+        let status = format!("conformance away {dir} {n}");
+        from.act(Action::Presence { show: Show::Away, status: Some(status.clone()) }).await?;
+        expect(to, t, "presence", |s| match &s.body {
+            Body::Presence { show: Show::Away, status: Some(st) } if st == &status => Some(()),
+            _ => None,
+        })
+        .await?;
+        report.passed.push(format!("{dir} presence"));
+    } else {
+        report.skipped.push(format!("{dir} presence"));
+    }
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! The normalized event model: what every bridge turns its network's data into,
+//! what the router stores in the archive, and what every bridge renders again.
+//!
+//! References to other messages (reply, thread root, edit/retraction/reaction
+//! target) are generic: a bridge hands the router ids *of its own network*, the
+//! archive stores Causeway event ids, and a delivery carries the ids *of the
+//! target network*. [`Body::map_refs`] is the one place where they are swapped.
+
+use serde::{Deserialize, Serialize};
+
+/// A Causeway event id (a UUIDv7, so ids sort by creation time).
+pub type EventId = String;
+
+/// Make a fresh event or delivery id.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Rich text: a plain rendering is always present; `html`, when present, is
+/// sanitized (see [`crate::text::sanitize_html`]) before it is stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Text {
+    pub plain: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+}
+
+impl Text {
+    pub fn plain(s: impl Into<String>) -> Self {
+        Text { plain: s.into(), html: None }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mime: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    #[default]
+    Text,
+    /// An automatic or bot message (Matrix `m.notice`); never answered by bots.
+    Notice,
+    /// "/me does something" (Matrix `m.emote`, XMPP `/me`).
+    Emote,
+}
+
+impl MessageKind {
+    fn is_text(&self) -> bool {
+        *self == MessageKind::Text
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Show {
+    /// Ordered from most to least available, so `min` over a person's
+    /// accounts is their aggregated presence.
+    Online,
+    Dnd,
+    Away,
+    Xa,
+    Offline,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Membership {
+    Join,
+    Leave,
+    Nick { name: String },
+}
+
+/// What happened. `R` is the type of a reference to another message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body<R = EventId> {
+    Message {
+        text: Text,
+        #[serde(default, skip_serializing_if = "MessageKind::is_text")]
+        kind: MessageKind,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        attachments: Vec<Attachment>,
+        #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+        reply_to: Option<R>,
+        /// The root message of the thread this message belongs to.
+        #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+        thread: Option<R>,
+        /// Native ids (or person ids) of people mentioned.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mentions: Vec<String>,
+    },
+    Edit {
+        target: R,
+        text: Text,
+    },
+    Retract {
+        target: R,
+    },
+    Reaction {
+        target: R,
+        key: String,
+        #[serde(default)]
+        removed: bool,
+    },
+    Presence {
+        show: Show,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+    },
+    Typing {
+        active: bool,
+    },
+    Membership(Membership),
+    Topic {
+        text: String,
+    },
+}
+
+fn none<R>() -> Option<R> {
+    None
+}
+
+impl<R> Body<R> {
+    /// A plain text message with no references.
+    pub fn text(plain: impl Into<String>) -> Self {
+        Body::Message {
+            text: Text::plain(plain),
+            kind: MessageKind::Text,
+            attachments: Vec::new(),
+            reply_to: None,
+            thread: None,
+            mentions: Vec::new(),
+        }
+    }
+
+    /// The name of the variant, as used in metrics, logs and the archive.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Message { .. } => "message",
+            Body::Edit { .. } => "edit",
+            Body::Retract { .. } => "retract",
+            Body::Reaction { .. } => "reaction",
+            Body::Presence { .. } => "presence",
+            Body::Typing { .. } => "typing",
+            Body::Membership(_) => "membership",
+            Body::Topic { .. } => "topic",
+        }
+    }
+
+    /// Every reference this body carries, in a fixed order.
+    pub fn refs(&self) -> Vec<&R> {
+        match self {
+            Body::Message { reply_to, thread, .. } => reply_to.iter().chain(thread.iter()).collect(),
+            Body::Edit { target, .. } | Body::Retract { target } | Body::Reaction { target, .. } => {
+                vec![target]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Translate every reference. Returns `None` when a *required* reference
+    /// (the target of an edit, retraction or reaction) cannot be translated;
+    /// an optional one (reply, thread) that cannot be translated is dropped.
+    pub fn map_refs<S>(self, mut f: impl FnMut(R) -> Option<S>) -> Option<Body<S>> {
+        Some(match self {
+            Body::Message { text, kind, attachments, reply_to, thread, mentions } => Body::Message {
+                text,
+                kind,
+                attachments,
+                reply_to: reply_to.and_then(&mut f),
+                thread: thread.and_then(&mut f),
+                mentions,
+            },
+            Body::Edit { target, text } => Body::Edit { target: f(target)?, text },
+            Body::Retract { target } => Body::Retract { target: f(target)? },
+            Body::Reaction { target, key, removed } => Body::Reaction { target: f(target)?, key, removed },
+            Body::Presence { show, status } => Body::Presence { show, status },
+            Body::Typing { active } => Body::Typing { active },
+            Body::Membership(m) => Body::Membership(m),
+            Body::Topic { text } => Body::Topic { text },
+        })
+    }
+
+    /// Ephemeral events are not worth a retry after a long outage: a typing
+    /// notification from an hour ago is noise.
+    pub fn is_ephemeral(&self) -> bool {
+        matches!(self, Body::Typing { .. })
+    }
+}
+
+/// Someone on a network, as that network names them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteSender {
+    /// The network-native id (`alice@corp`, `@alice:corp`, an email address).
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+}
+
+/// The sender of a stored event, resolved against the people directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sender {
+    /// The network-native id on the origin bridge.
+    pub id: String,
+    /// The directory's person id, when the sender is a known person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
+    /// The display name every network shows.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+}
+
+/// Where an event came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The bridge (the configured name, not the type).
+    pub bridge: String,
+    pub room: String,
+    /// The origin network's id of the message, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_id: Option<String>,
+}
+
+/// One normalized event, as archived (`R` = [`EventId`]) or as delivered to a
+/// bridge (`R` = the target network's message id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event<R = EventId> {
+    pub id: EventId,
+    pub portal: String,
+    pub origin: Origin,
+    pub sender: Sender,
+    /// When it happened on its network, in milliseconds since the epoch.
+    pub at_ms: i64,
+    pub body: Body<R>,
+}
+
+/// What a bridge hands the router: an event in its own network's terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    /// The bridge's room (MUC JID, Matrix room id, list address, endpoint name).
+    pub room: String,
+    pub sender: RemoteSender,
+    /// The network's id for this message: the dedupe key, and what later
+    /// replies and edits from this network refer to.
+    pub remote_id: Option<String>,
+    pub at_ms: Option<i64>,
+    /// References are ids of the same network and room.
+    pub body: Body<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_round_trips_through_json() {
+        let body: Body = Body::Message {
+            text: Text { plain: "hi".into(), html: Some("<b>hi</b>".into()) },
+            kind: MessageKind::Emote,
+            attachments: vec![Attachment { url: "https://x/y.png".into(), name: None, mime: None, size: Some(3) }],
+            reply_to: Some("e1".into()),
+            thread: None,
+            mentions: vec!["alice".into()],
+        };
+        let json = serde_json::to_string(&body).unwrap();
+        assert!(json.contains(r#""type":"message""#), "{json}");
+        let back: Body = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, body);
+        let m: Body = Body::Membership(Membership::Nick { name: "Al".into() });
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<Body>(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn map_refs_drops_optional_and_rejects_required() {
+        let reply: Body<String> = Body::Message {
+            text: Text::plain("x"),
+            kind: MessageKind::Text,
+            attachments: vec![],
+            reply_to: Some("unknown".into()),
+            thread: Some("root".into()),
+            mentions: vec![],
+        };
+        let mapped = reply.map_refs(|r| (r == "root").then(|| "ROOT".to_string())).unwrap();
+        assert_eq!(mapped.refs(), vec![&"ROOT".to_string()]);
+        let edit: Body<String> = Body::Edit { target: "unknown".into(), text: Text::plain("y") };
+        assert!(edit.map_refs(|_| None::<String>).is_none());
+    }
+
+    #[test]
+    fn presence_orders_by_availability() {
+        assert!(Show::Online < Show::Away);
+        assert_eq!([Show::Xa, Show::Dnd, Show::Offline].into_iter().min(), Some(Show::Dnd));
+    }
+}

@@ -1,0 +1,24 @@
+//! Causeway's core contract: the normalized event model, the [`Bridge`]
+//! trait every network implements, capabilities and degradation, and the
+//! conformance suite every bridge runs against its real server.
+//!
+//! The router and the store depend on this crate and on nothing
+//! protocol-specific; each bridge crate depends on this crate alone.
+
+pub mod bridge;
+pub mod conformance;
+pub mod degrade;
+pub mod event;
+pub mod secret;
+pub mod text;
+
+pub use bridge::{
+    Accepted, Bridge, BridgeContext, BridgeError, Capabilities, Committed, Degrade, Delivered, Delivery,
+    DeliveryError, Host, OptionError, SubmitError, parse_options,
+};
+pub use degrade::degrade;
+pub use event::{
+    Attachment, Body, Event, EventId, Incoming, Membership, MessageKind, Origin, RemoteSender, Sender, Show, Text,
+    new_id, now_ms,
+};
+pub use secret::Secret;

@@ -1,0 +1,142 @@
+//! The webhook bridge's options (`bridges.<name>` with `type: webhook`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use causeway_core::{OptionError, Secret};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookOptions {
+    /// Endpoint name → its settings. The name is the room to link in a portal.
+    pub endpoints: BTreeMap<String, EndpointOptions>,
+    /// Largest inbound request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_max_body() -> usize {
+    256 * 1024
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointOptions {
+    /// Accept events POSTed to `/bridges/<bridge>/<endpoint>`.
+    #[serde(default)]
+    pub inbound: Option<InboundOptions>,
+    /// POST every event of the portal to a URL.
+    #[serde(default)]
+    pub outbound: Option<OutboundOptions>,
+    /// Serve the portal's events as server-sent events at `/bridges/<bridge>/<endpoint>/events`.
+    #[serde(default)]
+    pub events: Option<EventsOptions>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// Causeway's own JSON (the same shape in both directions).
+    #[default]
+    Native,
+    /// Slack-compatible `{text, username, icon_url}` (also Mattermost, Rocket.Chat).
+    Slack,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundOptions {
+    #[serde(default)]
+    pub format: Format,
+    /// Accept `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Accept `X-Causeway-Signature: sha256=<hex HMAC-SHA256 of the body>`
+    /// (or GitHub's `X-Hub-Signature-256`).
+    #[serde(default)]
+    pub hmac_secret: Option<Secret>,
+    /// Accept requests with neither; must be said explicitly.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundOptions {
+    pub url: String,
+    #[serde(default)]
+    pub format: Format,
+    /// Sign each request: `X-Causeway-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    #[serde(default)]
+    pub hmac_secret: Option<Secret>,
+    /// Sent as `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Per-request timeout.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsOptions {
+    /// Readers send `Authorization: Bearer <token>`.
+    pub token: Secret,
+}
+
+impl WebhookOptions {
+    pub(crate) fn check(&self) -> Vec<OptionError> {
+        let mut errors = Vec::new();
+        if self.max_body_bytes < 64 {
+            errors.push(OptionError::new("max_body_bytes", "must be at least 64"));
+        }
+        for (name, ep) in &self.endpoints {
+            let path = format!("endpoints.{name}");
+            if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                errors.push(OptionError::new(&path, "endpoint names use letters, digits, `-`, `_` and `.` (at most 64)"));
+            }
+            if ep.inbound.is_none() && ep.outbound.is_none() && ep.events.is_none() {
+                errors.push(OptionError::new(&path, "give at least one of `inbound`, `outbound`, `events`"));
+            }
+            if let Some(i) = &ep.inbound {
+                let empty = |s: &Option<Secret>| s.as_ref().is_some_and(Secret::is_empty);
+                if empty(&i.token) {
+                    errors.push(OptionError::new(format!("{path}.inbound.token"), "must not be empty"));
+                }
+                if empty(&i.hmac_secret) {
+                    errors.push(OptionError::new(format!("{path}.inbound.hmac_secret"), "must not be empty"));
+                }
+                if i.token.is_none() && i.hmac_secret.is_none() && !i.allow_unauthenticated {
+                    errors.push(OptionError::new(
+                        format!("{path}.inbound"),
+                        "give `token` or `hmac_secret` (or set `allow_unauthenticated: true`)",
+                    ));
+                }
+            }
+            if let Some(o) = &ep.outbound {
+                match reqwest::Url::parse(&o.url) {
+                    Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                    Ok(u) => errors.push(OptionError::new(
+                        format!("{path}.outbound.url"),
+                        format!("scheme {:?} is not http or https", u.scheme()),
+                    )),
+                    Err(e) => errors.push(OptionError::new(format!("{path}.outbound.url"), format!("invalid URL: {e}"))),
+                }
+                if o.timeout.is_zero() {
+                    errors.push(OptionError::new(format!("{path}.outbound.timeout"), "must be longer than zero"));
+                }
+            }
+            if let Some(e) = &ep.events
+                && e.token.is_empty()
+            {
+                errors.push(OptionError::new(format!("{path}.events.token"), "must not be empty"));
+            }
+        }
+        errors
+    }
+}

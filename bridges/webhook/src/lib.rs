@@ -1,0 +1,342 @@
+//! The webhook bridge: each endpoint is a room.
+//!
+//! - inbound: `POST /bridges/<bridge>/<endpoint>` (native or Slack JSON),
+//!   authenticated by bearer token or HMAC signature, answered `202` only
+//!   once the event is durable;
+//! - outbound: a signed `POST` of every portal event to the endpoint's URL,
+//!   with the delivery id as `Idempotency-Key`;
+//! - events: `GET /bridges/<bridge>/<endpoint>/events`, the portal's events as
+//!   server-sent events, resumable with `Last-Event-ID`.
+
+pub mod config;
+pub mod payload;
+pub mod sign;
+
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use causeway_core::{
+    Accepted, Bridge, BridgeContext, BridgeError, Capabilities, Committed, Delivered, Delivery, DeliveryError,
+    OptionError, Secret, SubmitError, parse_options,
+};
+use futures_util::Stream;
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::{EndpointOptions, Format, WebhookOptions};
+use crate::payload::PayloadError;
+
+pub struct WebhookBridge {
+    options: WebhookOptions,
+    client: reqwest::Client,
+    ctx: OnceLock<BridgeContext>,
+}
+
+impl WebhookBridge {
+    pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
+        let options: WebhookOptions = parse_options(options)?;
+        let errors = options.check();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| vec![OptionError::new("", format!("cannot build the HTTP client: {e}"))])?;
+        Ok(WebhookBridge { options, client, ctx: OnceLock::new() })
+    }
+
+    fn endpoint(&self, name: &str) -> Option<&EndpointOptions> {
+        self.options.endpoints.get(name)
+    }
+}
+
+#[async_trait]
+impl Bridge for WebhookBridge {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn check_room(&self, room: &str) -> Result<(), String> {
+        if self.options.endpoints.contains_key(room) {
+            Ok(())
+        } else {
+            let known: Vec<&str> = self.options.endpoints.keys().map(String::as_str).collect();
+            Err(format!("no endpoint named {room:?} in this webhook bridge (endpoints: {})", known.join(", ")))
+        }
+    }
+
+    fn capabilities(&self, room: &str) -> Capabilities {
+        match self.endpoint(room).and_then(|e| e.outbound.as_ref()).map(|o| o.format) {
+            Some(Format::Native) => Capabilities::ALL,
+            Some(Format::Slack) => Capabilities::TEXT_ONLY,
+            None => Capabilities::NONE,
+        }
+    }
+
+    async fn start(self: Arc<Self>, ctx: BridgeContext) -> Result<Option<Router>, BridgeError> {
+        self.ctx.set(ctx).map_err(|_| BridgeError::Other("webhook bridge started twice".into()))?;
+        let limit = self.options.max_body_bytes;
+        let router = Router::new()
+            .route("/{endpoint}", post(inbound))
+            .route("/{endpoint}/events", get(events))
+            .layer(DefaultBodyLimit::max(limit))
+            .with_state(self);
+        Ok(Some(router))
+    }
+
+    async fn deliver(&self, delivery: &Delivery) -> Result<Delivered, DeliveryError> {
+        let out = self
+            .endpoint(&delivery.room)
+            .and_then(|e| e.outbound.as_ref())
+            .ok_or_else(|| DeliveryError::permanent(format!("endpoint {:?} has no outbound URL", delivery.room)))?;
+        let body = match out.format {
+            Format::Native => serde_json::to_vec(&payload::render_native(&delivery.event, Some(&delivery.id))),
+            Format::Slack => match payload::render_slack(&delivery.event) {
+                Some(s) => serde_json::to_vec(&s),
+                // Degradation leaves only messages for text-only endpoints.
+                None => return Ok(Delivered::default()),
+            },
+        }
+        .map_err(|e| DeliveryError::permanent(format!("cannot encode: {e}")))?;
+        let mut req = self
+            .client
+            .post(&out.url)
+            .timeout(out.timeout)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", &delivery.id)
+            .header("x-causeway-event", delivery.event.body.kind());
+        if let Some(secret) = &out.hmac_secret {
+            req = req.header(sign::SIGNATURE_HEADER, sign::sign(secret.expose().as_bytes(), &body));
+        }
+        if let Some(token) = &out.token {
+            req = req.bearer_auth(token.expose());
+        }
+        let resp = req.body(body).send().await.map_err(|e| DeliveryError::transient(format!("POST failed: {e}")))?;
+        let status = resp.status();
+        if status.is_success() {
+            // The receiver may name its own id for the message.
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let remote_id = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
+                .filter(|id| !id.is_empty() && id.len() <= 256);
+            return Ok(Delivered { remote_id });
+        }
+        let retry_after = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let reason = format!("{} answered {status}", out.url);
+        if status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429) {
+            Err(DeliveryError::Transient { reason, retry_after })
+        } else {
+            Err(DeliveryError::permanent(reason))
+        }
+    }
+}
+
+/// A JSON error response: `{"error": code, "message": text}`.
+fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({"error": code, "message": message.to_string()}))).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let v = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = (v.get(..7)?, v.get(7..)?);
+    scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
+}
+
+fn token_ok(secret: &Option<Secret>, headers: &HeaderMap) -> bool {
+    matches!((secret, bearer(headers)), (Some(s), Some(t)) if s.matches(t))
+}
+
+async fn inbound(
+    State(bridge): State<Arc<WebhookBridge>>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(ctx) = bridge.ctx.get() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "starting", "the bridge is starting");
+    };
+    let Some(inb) = bridge.endpoint(&endpoint).and_then(|e| e.inbound.as_ref()) else {
+        ctx.count_rejected("not_found");
+        return error(StatusCode::NOT_FOUND, "not_found", format!("no inbound endpoint {endpoint:?}"));
+    };
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if !json_type {
+        ctx.count_rejected("content_type");
+        return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "send Content-Type: application/json");
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_body" };
+            ctx.count_rejected(if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_body" });
+            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!("the body is larger than {} bytes", bridge.options.max_body_bytes)
+            } else {
+                rejection.body_text()
+            };
+            return error(status, code, message);
+        }
+    };
+    let signature = headers.get(sign::SIGNATURE_HEADER).or_else(|| headers.get(sign::GITHUB_SIGNATURE_HEADER));
+    let hmac_ok = match (&inb.hmac_secret, signature.and_then(|v| v.to_str().ok())) {
+        (Some(secret), Some(sig)) => sign::verify(secret.expose().as_bytes(), &body, sig),
+        _ => false,
+    };
+    let open = inb.token.is_none() && inb.hmac_secret.is_none() && inb.allow_unauthenticated;
+    if !(open || hmac_ok || token_ok(&inb.token, &headers)) {
+        ctx.count_rejected("unauthorized");
+        return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong token or signature");
+    }
+    let header_id = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let parsed = match inb.format {
+        Format::Native => payload::parse_native(&endpoint, &body, header_id),
+        Format::Slack => payload::parse_slack(&endpoint, &body, header_id),
+    };
+    let incoming = match parsed {
+        Ok(i) => i,
+        Err(e) => {
+            let (status, code) = match e {
+                PayloadError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
+                _ => (StatusCode::BAD_REQUEST, "malformed"),
+            };
+            ctx.count_rejected(code);
+            return error(status, code, e);
+        }
+    };
+    match ctx.submit(incoming).await {
+        Ok(Accepted::Stored { event_id }) => {
+            (StatusCode::ACCEPTED, axum::Json(json!({"status": "accepted", "event_id": event_id}))).into_response()
+        }
+        Ok(Accepted::Duplicate { event_id }) => {
+            (StatusCode::OK, axum::Json(json!({"status": "duplicate", "event_id": event_id}))).into_response()
+        }
+        Ok(Accepted::Echo) => (StatusCode::OK, axum::Json(json!({"status": "ignored", "reason": "echo"}))).into_response(),
+        Ok(Accepted::Ignored { reason }) => {
+            (StatusCode::OK, axum::Json(json!({"status": "ignored", "reason": reason}))).into_response()
+        }
+        Err(e @ SubmitError::NotLinked(_)) => error(StatusCode::NOT_FOUND, "not_linked", e),
+        Err(e @ SubmitError::Unavailable(_)) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+    }
+}
+
+async fn events(
+    State(bridge): State<Arc<WebhookBridge>>,
+    Path(endpoint): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(ctx) = bridge.ctx.get() else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "starting", "the bridge is starting");
+    };
+    let Some(opts) = bridge.endpoint(&endpoint).and_then(|e| e.events.as_ref()) else {
+        return error(StatusCode::NOT_FOUND, "not_found", format!("no event stream at endpoint {endpoint:?}"));
+    };
+    if !token_ok(&Some(opts.token.clone()), &headers) {
+        ctx.count_rejected("unauthorized");
+        return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong token");
+    }
+    let Some(portal) = ctx.portal_of(&endpoint) else {
+        return error(StatusCode::NOT_FOUND, "not_linked", format!("endpoint {endpoint:?} is not linked to a portal"));
+    };
+    let last_seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    Sse::new(portal_stream(ctx.clone(), portal, last_seen))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+fn sse_event(c: &Committed) -> SseEvent {
+    let data = serde_json::to_string(&payload::render_native(&c.event, None)).unwrap_or_default();
+    SseEvent::default().id(c.seq.to_string()).event(c.event.body.kind()).data(data)
+}
+
+/// The portal's events: the archive after `last_seen` (when resuming), then
+/// live ones, with gaps (a slow reader lagging behind) filled from the archive.
+fn portal_stream(
+    ctx: BridgeContext,
+    portal: String,
+    last_seen: Option<i64>,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let (tx, rx) = mpsc::channel(64);
+    let mut live = ctx.subscribe();
+    tokio::spawn(async move {
+        let mut last = last_seen;
+        let catch_up = |last: i64, tx: mpsc::Sender<Result<SseEvent, Infallible>>, ctx: BridgeContext, portal: String| async move {
+            let mut last = last;
+            loop {
+                let page = ctx.history(&portal, last, 500).await.unwrap_or_default();
+                let n = page.len();
+                for c in page {
+                    last = c.seq;
+                    if tx.send(Ok(sse_event(&c))).await.is_err() {
+                        return None;
+                    }
+                }
+                if n < 500 {
+                    return Some(last);
+                }
+            }
+        };
+        if let Some(l) = last {
+            match catch_up(l, tx.clone(), ctx.clone(), portal.clone()).await {
+                Some(l) => last = Some(l),
+                None => return,
+            }
+        }
+        loop {
+            let next = tokio::select! {
+                _ = tx.closed() => return,
+                n = live.recv() => n,
+            };
+            match next {
+                Ok(c) => {
+                    if c.event.portal != portal || last.is_some_and(|l| c.seq <= l) {
+                        continue;
+                    }
+                    last = Some(c.seq);
+                    if tx.send(Ok(sse_event(&c))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let from = last.unwrap_or(0);
+                    match catch_up(from, tx.clone(), ctx.clone(), portal.clone()).await {
+                        Some(l) => last = Some(l),
+                        None => return,
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}

@@ -1,0 +1,92 @@
+//! Wiring: open the store, start router, outbox and bridges, serve HTTP,
+//! and stop in order.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use causeway_core::{BridgeContext, Host};
+use tokio::sync::watch;
+
+use crate::config::{Loaded, Sync};
+use crate::http::{self, Surface};
+use crate::metrics::{self, Metrics};
+use crate::outbox::Outbox;
+use crate::router::Router;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// Open the configured store.
+pub async fn open_store(config: &crate::config::Config) -> anyhow::Result<Arc<dyn Store>> {
+    let path = &config.store.path;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let store = SqliteStore::open(path, config.store.sync == Sync::Full)
+        .await
+        .with_context(|| format!("cannot open the store at {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Run until `shutdown` resolves.
+pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let Loaded { config, bridges } = loaded;
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
+    let store = open_store(&config).await?;
+    let metrics = Arc::new(Metrics::new());
+    for (bridge, depth) in store.outbox_depths().await? {
+        let b = metrics::bridge(&bridge);
+        metrics.outbox_depth.get_or_create(&b).set(depth.pending as i64);
+        metrics.dead_letter_depth.get_or_create(&b).set(depth.dead as i64);
+    }
+    let router = Router::start(&config, bridges.clone(), store.clone(), metrics.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let by_name: HashMap<_, _> = bridges.iter().map(|(n, b)| (n.clone(), b.clone())).collect();
+    let outbox = Outbox::start(store, metrics.clone(), router.clone(), by_name, config.outbox.clone(), stop_rx.clone());
+
+    let host: Arc<dyn Host> = router.clone();
+    let mut routes = Vec::new();
+    for (name, bridge) in &bridges {
+        let ctx = BridgeContext::new(name, host.clone());
+        let r = bridge.clone().start(ctx).await.with_context(|| format!("bridge {name} did not start"))?;
+        if let Some(r) = r {
+            routes.push((name.clone(), r));
+        }
+        tracing::info!(bridge = %name, kind = bridge.kind(), "bridge started");
+    }
+    let up = {
+        let (bridges, metrics, mut stop) = (bridges.clone(), metrics.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                for (name, b) in &bridges {
+                    metrics.bridge_up.get_or_create(&metrics::bridge(name)).set(i64::from(b.is_up()));
+                }
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        })
+    };
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let app = http::router(Surface { metrics, ready: ready.clone() }, routes);
+    ready.store(true, Ordering::Release);
+    tracing::info!(listen = %config.http.listen, portals = config.portals.len(), "causeway is running");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("HTTP server failed")?;
+
+    tracing::info!("stopping: finishing deliveries in flight");
+    let _ = stop_tx.send(true);
+    drop(router);
+    drop(host);
+    let _ = up.await;
+    if tokio::time::timeout(Duration::from_secs(10), outbox).await.is_err() {
+        tracing::warn!("outbox did not stop within 10 s; unconfirmed deliveries will be retried at next start");
+    }
+    Ok(())
+}

@@ -1,0 +1,600 @@
+//! Configuration: YAML, with `${ENV}` substitution and `*_file` secrets,
+//! validated into errors that name the option path and what is wrong.
+//!
+//! Loading goes YAML → a JSON-like tree → secrets and environment resolved
+//! → typed structs (with the failing path on error) → cross-checks (links
+//! name existing bridges and rooms, people's accounts, one portal per room).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_core::{Bridge, Degrade};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// One thing wrong in a config, at an option path like `portals[0].links[1].bridge`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { path: path.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+    }
+}
+
+/// Everything wrong in a config, one per line.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+    #[serde(default)]
+    pub router: RouterConfig,
+    /// Bridge name → `{type: …, …options of that type}`; checked by the bridge.
+    #[serde(default)]
+    pub bridges: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub portals: Vec<PortalConfig>,
+    #[serde(default)]
+    pub people: Vec<PersonConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Where `/metrics`, `/healthz`, `/readyz` and the bridges' inbound routes listen.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: default_listen() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sync {
+    /// Every commit is on disk before the network is acknowledged (survives power loss).
+    #[default]
+    Full,
+    /// Commits survive a crash of Causeway but not of the machine.
+    Normal,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    #[serde(default = "default_db")]
+    pub path: PathBuf,
+    #[serde(default)]
+    pub sync: Sync,
+    /// Most events committed in one transaction (group commit).
+    #[serde(default = "default_batch")]
+    pub max_batch: usize,
+}
+
+fn default_db() -> PathBuf {
+    PathBuf::from("causeway.db")
+}
+fn default_batch() -> usize {
+    1024
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { path: default_db(), sync: Sync::default(), max_batch: default_batch() }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// First retry delay; doubles per attempt, with jitter.
+    #[serde(default = "default_retry_initial", with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    #[serde(default = "default_retry_max", with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// A delivery still failing this long after it was queued becomes a dead letter.
+    #[serde(default = "default_give_up", with = "humantime_serde")]
+    pub give_up_after: Duration,
+}
+
+fn default_retry_initial() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_retry_max() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_give_up() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            retry_initial: default_retry_initial(),
+            retry_max: default_retry_max(),
+            give_up_after: default_give_up(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterConfig {
+    /// What to do with an edit, retraction, reaction or topic a target cannot show.
+    #[serde(default)]
+    pub degrade: Degrade,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub links: Vec<LinkConfig>,
+    /// Overrides `router.degrade` for this portal.
+    #[serde(default)]
+    pub degrade: Option<Degrade>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    pub bridge: String,
+    pub room: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonConfig {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub avatar: Option<String>,
+    /// Bridge name → the person's id on that bridge's network.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, String>,
+}
+
+/// A config with its bridges built (not started).
+pub struct Loaded {
+    pub config: Config,
+    pub bridges: BTreeMap<String, Arc<dyn Bridge>>,
+}
+
+/// Where the config reads environment variables and files (tests give their own).
+pub trait Source {
+    fn var(&self, name: &str) -> Option<String>;
+    fn read(&self, path: &Path) -> std::io::Result<String>;
+}
+
+/// The real environment and file system; relative `*_file` paths are
+/// relative to the config file's directory.
+pub struct System {
+    pub base: PathBuf,
+}
+
+impl Source for System {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(self.base.join(path))
+    }
+}
+
+/// Read, parse and validate the config file at `path`.
+pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("", format!("cannot read config file {}: {e}", path.display())))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&text, &System { base })
+}
+
+/// Parse and validate config text.
+pub fn parse(text: &str, source: &dyn Source) -> Result<Loaded, ConfigErrors> {
+    let mut tree: Value = serde_saphyr::from_str(text).map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?;
+    match tree {
+        Value::Object(_) => {}
+        Value::Null => return Err(ConfigError::new("", "the config is empty").into()),
+        _ => return Err(ConfigError::new("", "the config must be a mapping of options").into()),
+    }
+    let mut errors = Vec::new();
+    resolve(&mut tree, "", source, &mut errors);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let path = e.path().to_string();
+        ConfigError::new(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+    })?;
+    let bridges = validate(&config)?;
+    Ok(Loaded { config, bridges })
+}
+
+/// Expand `${VAR}` / `${VAR:-default}` in every string and replace every
+/// `<name>_file: PATH` by `<name>: <contents of PATH>`.
+fn resolve(v: &mut Value, path: &str, source: &dyn Source, errors: &mut Vec<ConfigError>) {
+    match v {
+        Value::String(s) => match expand(s, source) {
+            Ok(x) => *s = x,
+            Err(m) => errors.push(ConfigError::new(path, m)),
+        },
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                resolve(item, &format!("{path}[{i}]"), source, errors);
+            }
+        }
+        Value::Object(map) => {
+            let file_keys: Vec<String> = map.keys().filter(|k| k.ends_with("_file") && k.len() > 5).cloned().collect();
+            for key in file_keys {
+                let target = key.trim_end_matches("_file").to_string();
+                let here = join(path, &key);
+                if map.contains_key(&target) {
+                    errors.push(ConfigError::new(here, format!("give either `{target}` or `{key}`, not both")));
+                    continue;
+                }
+                let Some(Value::String(file)) = map.remove(&key) else {
+                    errors.push(ConfigError::new(here, "expected a file path"));
+                    continue;
+                };
+                let file = match expand(&file, source) {
+                    Ok(f) => f,
+                    Err(m) => {
+                        errors.push(ConfigError::new(here, m));
+                        continue;
+                    }
+                };
+                match source.read(Path::new(&file)) {
+                    Ok(contents) => {
+                        let contents = contents.strip_suffix('\n').unwrap_or(&contents);
+                        let contents = contents.strip_suffix('\r').unwrap_or(contents);
+                        map.insert(target, Value::String(contents.to_string()));
+                    }
+                    Err(e) => errors.push(ConfigError::new(here, format!("cannot read {file}: {e}"))),
+                }
+            }
+            for (k, item) in map.iter_mut() {
+                resolve(item, &join(path, k), source, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+}
+
+/// `${NAME}` is the variable (an error if unset), `${NAME:-default}` falls
+/// back to `default`, `$$` is a literal `$`.
+fn expand(s: &str, source: &dyn Source) -> Result<String, String> {
+    if !s.contains('$') {
+        return Ok(s.to_string());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let end = inner.find('}').ok_or_else(|| format!("unclosed `${{` in {s:?}"))?;
+            let expr = &inner[..end];
+            let (name, default) = match expr.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (expr, None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("`${{{expr}}}` is not a valid environment variable reference"));
+            }
+            match (source.var(name), default) {
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => return Err(format!("environment variable {name} is not set")),
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn validate(config: &Config) -> Result<BTreeMap<String, Arc<dyn Bridge>>, ConfigErrors> {
+    let mut errors = Vec::new();
+    if config.store.max_batch == 0 {
+        errors.push(ConfigError::new("store.max_batch", "must be at least 1"));
+    }
+    if config.outbox.retry_initial.is_zero() {
+        errors.push(ConfigError::new("outbox.retry_initial", "must be longer than zero"));
+    }
+    if config.outbox.retry_max < config.outbox.retry_initial {
+        errors.push(ConfigError::new("outbox.retry_max", "must not be shorter than outbox.retry_initial"));
+    }
+
+    let mut bridges: BTreeMap<String, Arc<dyn Bridge>> = BTreeMap::new();
+    for (name, options) in &config.bridges {
+        let path = format!("bridges.{name}");
+        if !valid_name(name) {
+            errors.push(ConfigError::new(&path, "bridge names use letters, digits, `-` and `_` (at most 64)"));
+            continue;
+        }
+        match crate::bridges::build(options) {
+            Ok(b) => {
+                bridges.insert(name.clone(), b);
+            }
+            Err(errs) => errors.extend(errs.into_iter().map(|e| {
+                ConfigError::new(if e.path.is_empty() { path.clone() } else { format!("{path}.{}", e.path) }, e.message)
+            })),
+        }
+    }
+
+    let mut portal_ids = HashMap::new();
+    let mut linked: HashMap<&LinkConfig, String> = HashMap::new();
+    for (i, p) in config.portals.iter().enumerate() {
+        let path = format!("portals[{i}]");
+        if !valid_name(&p.id) {
+            errors.push(ConfigError::new(format!("{path}.id"), "portal ids use letters, digits, `-` and `_` (at most 64)"));
+        } else if let Some(j) = portal_ids.insert(p.id.as_str(), i) {
+            errors.push(ConfigError::new(format!("{path}.id"), format!("{:?} is already the id of portals[{j}]", p.id)));
+        }
+        if p.links.is_empty() {
+            errors.push(ConfigError::new(format!("{path}.links"), "a portal needs at least one link"));
+        }
+        for (k, link) in p.links.iter().enumerate() {
+            let lpath = format!("{path}.links[{k}]");
+            match bridges.get(&link.bridge) {
+                None if !config.bridges.contains_key(&link.bridge) => {
+                    let known: Vec<&str> = config.bridges.keys().map(String::as_str).collect();
+                    errors.push(ConfigError::new(
+                        format!("{lpath}.bridge"),
+                        format!("no bridge named {:?} (configured: {})", link.bridge, known.join(", ")),
+                    ));
+                }
+                None => {} // the bridge itself is broken; reported above
+                Some(b) => {
+                    if let Err(m) = b.check_room(&link.room) {
+                        errors.push(ConfigError::new(format!("{lpath}.room"), m));
+                    }
+                }
+            }
+            if let Some(other) = linked.insert(link, lpath.clone()) {
+                errors.push(ConfigError::new(
+                    lpath,
+                    format!("bridge {:?} room {:?} is already linked at {other}", link.bridge, link.room),
+                ));
+            }
+        }
+    }
+
+    let mut person_ids = HashMap::new();
+    let mut accounts: HashMap<(&str, &str), String> = HashMap::new();
+    for (i, person) in config.people.iter().enumerate() {
+        let path = format!("people[{i}]");
+        if person.id.is_empty() {
+            errors.push(ConfigError::new(format!("{path}.id"), "must not be empty"));
+        } else if let Some(j) = person_ids.insert(person.id.as_str(), i) {
+            errors.push(ConfigError::new(format!("{path}.id"), format!("{:?} is already the id of people[{j}]", person.id)));
+        }
+        if person.name.trim().is_empty() {
+            errors.push(ConfigError::new(format!("{path}.name"), "must not be empty"));
+        }
+        for (bridge, id) in &person.accounts {
+            let apath = format!("{path}.accounts.{bridge}");
+            if !config.bridges.contains_key(bridge) {
+                errors.push(ConfigError::new(&apath, format!("no bridge named {bridge:?}")));
+            }
+            if let Some(other) = accounts.insert((bridge.as_str(), id.as_str()), apath.clone()) {
+                errors.push(ConfigError::new(apath, format!("{id:?} on {bridge:?} already belongs to {other}")));
+            }
+        }
+    }
+
+    if errors.is_empty() { Ok(bridges) } else { Err(ConfigErrors(errors)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    struct Fake(HashMap<&'static str, &'static str>);
+
+    impl Source for Fake {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|s| s.to_string())
+        }
+        fn read(&self, path: &Path) -> std::io::Result<String> {
+            self.0
+                .get(path.to_str().unwrap_or(""))
+                .map(|s| s.to_string())
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
+        }
+    }
+
+    fn env() -> Fake {
+        Fake(HashMap::from([("TOKEN", "t0k"), ("/run/secret", "s3cret\n")]))
+    }
+
+    fn errors(yaml: &str) -> Vec<String> {
+        match parse(yaml, &env()) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    const GOOD: &str = r#"
+bridges:
+  hooks:
+    type: webhook
+    endpoints:
+      a:
+        inbound: { token: "${TOKEN}" }
+      b:
+        outbound: { url: "http://127.0.0.1:9/x", hmac_secret_file: /run/secret }
+portals:
+  - id: ops
+    links:
+      - { bridge: hooks, room: a }
+      - { bridge: hooks, room: b }
+people:
+  - id: alice
+    name: Alice
+    accounts: { hooks: alice }
+"#;
+
+    #[test]
+    fn a_good_config_loads_with_defaults() {
+        let loaded = parse(GOOD, &env()).unwrap();
+        assert_eq!(loaded.config.http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(loaded.config.store.sync, Sync::Full);
+        assert_eq!(loaded.config.portals[0].links.len(), 2);
+        assert_eq!(loaded.bridges["hooks"].kind(), "webhook");
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../config.example.yaml");
+        struct Env;
+        impl Source for Env {
+            fn var(&self, _: &str) -> Option<String> {
+                None
+            }
+            fn read(&self, p: &Path) -> std::io::Result<String> {
+                Err(std::io::Error::new(std::io::ErrorKind::NotFound, p.display().to_string()))
+            }
+        }
+        if let Err(e) = parse(text, &Env) {
+            panic!("config.example.yaml: {e}");
+        }
+    }
+
+    #[test]
+    fn environment_and_files() {
+        let f = env();
+        assert_eq!(expand("a${TOKEN}b", &f).unwrap(), "at0kb");
+        assert_eq!(expand("${NOPE:-dflt}", &f).unwrap(), "dflt");
+        assert_eq!(expand("cost $$5 and $x", &f).unwrap(), "cost $5 and $x");
+        assert_eq!(expand("${NOPE}", &f).unwrap_err(), "environment variable NOPE is not set");
+        assert!(expand("${OPEN", &f).unwrap_err().contains("unclosed"));
+        assert!(expand("${a b}", &f).unwrap_err().contains("not a valid"));
+    }
+
+    #[test]
+    fn mistakes_name_their_option() {
+        let cases: &[(&str, &str)] = &[
+            ("", "the config is empty"),
+            ("- a\n- b\n", "must be a mapping"),
+            ("bridges: [unclosed", "invalid YAML"),
+            ("htttp: {}\n", "unknown field `htttp`"),
+            ("http: { listen: nowhere }\n", "http.listen: invalid socket address"),
+            ("outbox: { retry_initial: soon }\n", "outbox.retry_initial"),
+            ("store: { max_batch: 0 }\n", "store.max_batch: must be at least 1"),
+            ("portals: [{ id: p, links: [{ bridge: nope, room: r }] }]\n", "portals[0].links[0].bridge: no bridge named \"nope\""),
+            ("portals: [{ id: p, links: [] }]\n", "portals[0].links: a portal needs at least one link"),
+            ("portals: [{ id: 'a b', links: [] }]\n", "portals[0].id"),
+            ("bridges: { x: { type: carrier-pigeon } }\n", "bridges.x.type: unknown bridge type \"carrier-pigeon\""),
+            ("bridges: { x: { endpoints: {} } }\n", "bridges.x: missing `type`"),
+            ("bridges: { x: { type: webhook, token: \"${MISSING}\" } }\n", "bridges.x.token: environment variable MISSING is not set"),
+            ("bridges: { x: { type: webhook, a: 1, a_file: /run/secret } }\n", "bridges.x.a_file: give either `a` or `a_file`"),
+            ("bridges: { x: { type: webhook, k_file: /nope } }\n", "bridges.x.k_file: cannot read /nope"),
+            ("people: [{ id: a, name: A, accounts: { ghost: a } }]\n", "people[0].accounts.ghost: no bridge named \"ghost\""),
+        ];
+        for (yaml, want) in cases {
+            let got = errors(yaml);
+            assert!(got.iter().any(|e| e.contains(want)), "config {yaml:?}: wanted {want:?}, got {got:?}");
+        }
+    }
+
+    #[test]
+    fn duplicates_are_reported_all_at_once() {
+        let yaml = format!(
+            "{GOOD}  - id: alice\n    name: ''\n    accounts: {{ hooks: alice }}\n  - id: bob\n    name: Bob\n"
+        );
+        let got = errors(&yaml);
+        for want in [
+            "people[1].id: \"alice\" is already the id of people[0]",
+            "people[1].name: must not be empty",
+            "people[1].accounts.hooks: \"alice\" on \"hooks\" already belongs to people[0].accounts.hooks",
+        ] {
+            assert!(got.iter().any(|e| e.contains(want)), "wanted {want:?}, got {got:?}");
+        }
+        let twice = GOOD.replace("      - { bridge: hooks, room: b }", "      - { bridge: hooks, room: a }");
+        assert!(errors(&twice).iter().any(|e| e.contains("portals[0].links[1]: bridge \"hooks\" room \"a\" is already linked")));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,300}") {
+            let _ = parse(&text, &env());
+        }
+
+        #[test]
+        fn arbitrary_yaml_structure_never_panics(
+            key in "[a-z_]{1,12}", value in "[ -~]{0,40}", nested in prop::bool::ANY
+        ) {
+            let yaml = if nested {
+                format!("bridges:\n  b:\n    type: webhook\n    {key}: {value:?}\nportals:\n  - id: p\n    links: [{{bridge: b, room: {value:?}}}]\n")
+            } else {
+                format!("{key}: {value:?}\n")
+            };
+            let _ = parse(&yaml, &env());
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The Causeway daemon: config, router, store, outbox, HTTP surface.
+//! Protocols live in the bridge crates (`bridges/`); nothing here names one
+//! except the registry in [`bridges`].
+
+pub mod app;
+pub mod bridges;
+pub mod config;
+pub mod directory;
+pub mod http;
+pub mod metrics;
+pub mod outbox;
+pub mod router;
+pub mod store;

@@ -1,0 +1,225 @@
+//! `causeway`: run the bridge, check a config, inspect the outbox.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use causeway::config;
+use causeway::store::OutboxState;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "causeway", version, about = "Protocol bridge daemon: XMPP, Matrix, email and webhooks as one conversation")]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CAUSEWAY_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Log filter (`info`, `debug`, `causeway=debug,warn`, …).
+    #[arg(long, global = true, default_value = "info", env = "CAUSEWAY_LOG")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge.
+    Run {
+        #[arg(long, short, env = "CAUSEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a config and exit; starts nothing.
+    Check {
+        #[arg(long, short, env = "CAUSEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Show pending deliveries and dead letters; retry a dead letter.
+    Outbox {
+        #[arg(long, short, env = "CAUSEWAY_CONFIG")]
+        config: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<OutboxAction>,
+    },
+    /// Print the version and the bridge types this build has.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum OutboxAction {
+    /// Pending deliveries, oldest first.
+    Pending {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Dead letters, oldest first.
+    Dead {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Queue a dead letter again (same delivery id, so no duplicate).
+    Retry { delivery_id: String },
+}
+
+fn init_logs(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).context("invalid --log-level")?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+fn load(path: &std::path::Path) -> Result<config::Loaded, ExitCode> {
+    config::load(path).map_err(|errors| {
+        eprintln!("{}: the config has {} problem(s):", path.display(), errors.0.len());
+        for e in &errors.0 {
+            eprintln!("  {e}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested");
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logs(cli.log_format, &cli.log_level) {
+        eprintln!("{e:#}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn command(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Version => {
+            println!("causeway {}", env!("CARGO_PKG_VERSION"));
+            println!("bridges: {}", causeway::bridges::compiled().join(", "));
+        }
+        Command::Check { config } => {
+            let loaded = match load(&config) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            let c = &loaded.config;
+            println!(
+                "{}: ok ({} bridges, {} portals, {} people)",
+                config.display(),
+                loaded.bridges.len(),
+                c.portals.len(),
+                c.people.len()
+            );
+        }
+        Command::Run { config } => {
+            let loaded = match load(&config) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            causeway::app::run(loaded, shutdown_signal()).await?;
+        }
+        Command::Outbox { config, json, action } => {
+            let loaded = match load(&config) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            let store = causeway::app::open_store(&loaded.config).await?;
+            return outbox(store.as_ref(), json, action).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn outbox(
+    store: &dyn causeway::store::Store,
+    json: bool,
+    action: Option<OutboxAction>,
+) -> anyhow::Result<ExitCode> {
+    let (state, limit) = match action {
+        None => {
+            let depths = store.outbox_depths().await?;
+            let mut names: Vec<_> = depths.keys().cloned().collect();
+            names.sort();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&depths)?);
+            } else {
+                println!("{:<24} {:>10} {:>10}", "BRIDGE", "PENDING", "DEAD");
+                for n in names {
+                    println!("{:<24} {:>10} {:>10}", n, depths[&n].pending, depths[&n].dead);
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(OutboxAction::Retry { delivery_id }) => {
+            return if store.requeue(&delivery_id).await? {
+                println!("{delivery_id}: queued again; a running causeway delivers it within seconds");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("{delivery_id}: no dead letter with this delivery id");
+                Ok(ExitCode::from(1))
+            };
+        }
+        Some(OutboxAction::Pending { limit }) => (OutboxState::Pending, limit),
+        Some(OutboxAction::Dead { limit }) => (OutboxState::Dead, limit),
+    };
+    let rows = store.list_outbox(state, limit).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<38} {:<10} {:<16} {:<20} {:>8}  LAST ERROR", "DELIVERY", "KIND", "BRIDGE", "ROOM", "ATTEMPTS");
+    for r in rows {
+        println!(
+            "{:<38} {:<10} {:<16} {:<20} {:>8}  {}",
+            r.delivery_id,
+            r.kind,
+            r.bridge,
+            r.room,
+            r.attempts,
+            r.last_error.unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

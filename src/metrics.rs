@@ -1,0 +1,134 @@
+//! Prometheus metrics. Every name here is used by the Grafana dashboard and
+//! the alert rules; rename with care.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BridgeLabel {
+    pub bridge: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub bridge: String,
+    pub reason: String,
+}
+
+type Hist = Family<BridgeLabel, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 1 ms … ~65 s
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 17))
+}
+
+fn batch_histogram() -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 12))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// Events accepted from a network and stored.
+    pub received: Family<BridgeLabel, Counter>,
+    /// Events from a network that were not stored: duplicate, loop, unknown target.
+    pub dropped: Family<ReasonLabel, Counter>,
+    /// Inbound requests refused before they became events (auth, size, format).
+    pub rejected: Family<ReasonLabel, Counter>,
+    /// Deliveries a target network accepted.
+    pub delivered: Family<BridgeLabel, Counter>,
+    /// Deliveries that needed nothing sent (degraded away for the target).
+    pub skipped: Family<BridgeLabel, Counter>,
+    /// Failed delivery attempts, by kind (transient, permanent).
+    pub failed: Family<ReasonLabel, Counter>,
+    /// Delivery attempts that were retries.
+    pub retries: Family<BridgeLabel, Counter>,
+    /// Deliveries given up on.
+    pub dead_letters: Family<BridgeLabel, Counter>,
+    /// Pending deliveries per target bridge.
+    pub outbox_depth: Family<BridgeLabel, Gauge>,
+    /// Dead letters waiting for an operator, per target bridge.
+    pub dead_letter_depth: Family<BridgeLabel, Gauge>,
+    /// From the event's acceptance to the target's acceptance.
+    pub delivery_latency: Hist,
+    /// Events per store transaction.
+    pub commit_batch: Histogram,
+    /// 1 while the bridge is connected to its network.
+    pub bridge_up: Family<BridgeLabel, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("causeway");
+        let received = Family::<BridgeLabel, Counter>::default();
+        let dropped = Family::<ReasonLabel, Counter>::default();
+        let rejected = Family::<ReasonLabel, Counter>::default();
+        let delivered = Family::<BridgeLabel, Counter>::default();
+        let skipped = Family::<BridgeLabel, Counter>::default();
+        let failed = Family::<ReasonLabel, Counter>::default();
+        let retries = Family::<BridgeLabel, Counter>::default();
+        let dead_letters = Family::<BridgeLabel, Counter>::default();
+        let outbox_depth = Family::<BridgeLabel, Gauge>::default();
+        let dead_letter_depth = Family::<BridgeLabel, Gauge>::default();
+        let delivery_latency: Hist = Family::new_with_constructor(latency_histogram);
+        let commit_batch = batch_histogram();
+        let bridge_up = Family::<BridgeLabel, Gauge>::default();
+        registry.register("events_received", "Events accepted from a network and stored", received.clone());
+        registry.register("events_dropped", "Inbound events not stored (duplicate, loop, unknown_target)", dropped.clone());
+        registry.register("inbound_rejected", "Inbound requests refused before they became events", rejected.clone());
+        registry.register("events_delivered", "Deliveries the target network accepted", delivered.clone());
+        registry.register("deliveries_skipped", "Deliveries degraded away for the target", skipped.clone());
+        registry.register("delivery_failures", "Failed delivery attempts by kind", failed.clone());
+        registry.register("delivery_retries", "Delivery attempts that were retries", retries.clone());
+        registry.register("dead_letters", "Deliveries given up on", dead_letters.clone());
+        registry.register("outbox_depth", "Pending deliveries per target bridge", outbox_depth.clone());
+        registry.register("dead_letter_depth", "Dead letters waiting for an operator", dead_letter_depth.clone());
+        registry.register(
+            "delivery_latency_seconds",
+            "Time from an event's acceptance to the target's acceptance",
+            delivery_latency.clone(),
+        );
+        registry.register("store_commit_batch_events", "Events per store transaction", commit_batch.clone());
+        registry.register("bridge_up", "1 while the bridge is connected to its network", bridge_up.clone());
+        Metrics {
+            registry,
+            received,
+            dropped,
+            rejected,
+            delivered,
+            skipped,
+            failed,
+            retries,
+            dead_letters,
+            outbox_depth,
+            dead_letter_depth,
+            delivery_latency,
+            commit_batch,
+            bridge_up,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+pub fn bridge(name: &str) -> BridgeLabel {
+    BridgeLabel { bridge: name.to_string() }
+}
+
+pub fn reason(name: &str, reason: &str) -> ReasonLabel {
+    ReasonLabel { bridge: name.to_string(), reason: reason.to_string() }
+}

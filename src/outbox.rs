@@ -1,0 +1,333 @@
+//! Outbox workers: one lane per receiving link delivers that link's rows in
+//! order (so order is kept per portal and target, while links run in
+//! parallel), retries transient failures with exponential backoff and
+//! jitter, and turns permanent failures into dead letters.
+//!
+//! A delivered row is confirmed to the store by a separate task in groups;
+//! if Causeway dies before that, the row is delivered again with the same
+//! delivery id, which the target network uses to drop the repeat.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use causeway_core::{Body, Bridge, Delivery, DeliveryError, Event, degrade, now_ms};
+use tokio::sync::{Notify, mpsc, watch};
+
+use crate::config::OutboxConfig;
+use crate::metrics::{self, Metrics};
+use crate::router::{Link, Router};
+use crate::store::{Completion, OutboxItem, Store};
+
+/// How many rows a lane reads at a time.
+const LANE_BATCH: u32 = 256;
+/// Deliveries whose ids a lane remembers before they are confirmed in the
+/// store (a reply right after its original needs the original's id).
+const RECENT: usize = 1024;
+/// Typing notifications older than this are not delivered.
+const EPHEMERAL_MAX_AGE_MS: i64 = 60_000;
+
+/// Delay before retry number `attempt` (1-based): exponential, capped, with
+/// "equal jitter" (half fixed, half random) so lanes do not retry in step.
+pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    let exp = initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(max);
+    let half = exp / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+pub struct Outbox {
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    router: Arc<Router>,
+    bridges: HashMap<String, Arc<dyn Bridge>>,
+    config: OutboxConfig,
+    completions: mpsc::Sender<Completion>,
+}
+
+impl Outbox {
+    /// Start the completion writer and one lane per receiving link. The
+    /// returned handle finishes once every lane has stopped and every
+    /// confirmation is written.
+    pub fn start(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        router: Arc<Router>,
+        bridges: HashMap<String, Arc<dyn Bridge>>,
+        config: OutboxConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let (tx, rx) = mpsc::channel(4096);
+        let completer = tokio::spawn(complete(store.clone(), metrics.clone(), rx));
+        let outbox = Arc::new(Outbox { store, metrics, router: router.clone(), bridges, config, completions: tx });
+        let mut lanes = Vec::new();
+        for (link, notify) in router.lanes() {
+            lanes.push(tokio::spawn(outbox.clone().lane(link.clone(), notify.clone(), shutdown.clone())));
+        }
+        tokio::spawn(outbox.clone().watch_foreign(shutdown.clone()));
+        drop(outbox);
+        tokio::spawn(async move {
+            for l in lanes {
+                let _ = l.await;
+            }
+            let _ = completer.await;
+        })
+    }
+
+    /// Rows queued by another process (`causeway outbox retry`) wake their lanes.
+    async fn watch_foreign(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut seen = self.store.max_outbox_seq().await.unwrap_or(0);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            match self.store.lanes_after(seen).await {
+                Ok(lanes) => {
+                    for (bridge, room, max) in lanes {
+                        self.router.wake_lane(&bridge, &room);
+                        seen = seen.max(max);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot check the outbox for new rows"),
+            }
+            if let Ok(depths) = self.store.outbox_depths().await {
+                for (bridge, d) in depths {
+                    let b = metrics::bridge(&bridge);
+                    self.metrics.dead_letter_depth.get_or_create(&b).set(d.dead as i64);
+                }
+            }
+        }
+    }
+
+    async fn lane(self: Arc<Self>, link: Link, notify: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let Some(bridge) = self.bridges.get(&link.bridge).cloned() else { return };
+        let mut last_seq = 0;
+        let mut recent = Recent::default();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let items = match self.store.pending(&link.bridge, &link.room, last_seq, LANE_BATCH).await {
+                Ok(items) => items,
+                Err(e) => {
+                    tracing::error!(bridge = %link.bridge, room = %link.room, error = %e, "cannot read the outbox");
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            if items.is_empty() {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = notify.notified() => continue,
+                }
+            }
+            for item in items {
+                let seq = item.seq;
+                if !self.deliver(bridge.as_ref(), &link, item, &mut recent, &mut shutdown).await {
+                    return;
+                }
+                last_seq = seq;
+            }
+        }
+    }
+
+    /// The event's references, as ids of the target room.
+    async fn translate(&self, body: Body, link: &Link, recent: &Recent) -> Result<Body<Option<String>>, String> {
+        let mut ids = HashMap::new();
+        for r in body.refs() {
+            let id = match recent.get(r) {
+                Some(id) => Some(id.to_string()),
+                None => self.store.remote_for(r, &link.bridge, &link.room).await.map_err(|e| e.to_string())?,
+            };
+            ids.insert(r.clone(), id);
+        }
+        // `Some(…)` everywhere: an unknown reference is for `degrade` to judge.
+        Ok(body.map_refs(|r| Some(ids.remove(&r).flatten())).expect("every reference is Some"))
+    }
+
+    /// Deliver one row, retrying until it is delivered, skipped or dead.
+    /// Returns false when shutting down.
+    async fn deliver(
+        &self,
+        bridge: &dyn Bridge,
+        link: &Link,
+        item: OutboxItem,
+        recent: &mut Recent,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> bool {
+        let label = metrics::bridge(&link.bridge);
+        let OutboxItem { seq, delivery_id, mut attempts, enqueued_ms, event } = item;
+        let done = |remote_id: Option<String>| Completion {
+            seq,
+            delivery_id: delivery_id.clone(),
+            event_id: event.id.clone(),
+            bridge: link.bridge.clone(),
+            room: link.room.clone(),
+            remote_id,
+        };
+        loop {
+            let age_ms = now_ms() - enqueued_ms;
+            let translated = match self.translate(event.body.clone(), link, recent).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot translate references; retrying");
+                    if !pause(Duration::from_secs(1), shutdown).await {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            let caps = bridge.capabilities(&link.room);
+            let body = degrade(translated, &caps, self.router.degrade_policy(link))
+                .filter(|b| !(b.is_ephemeral() && age_ms > EPHEMERAL_MAX_AGE_MS));
+            let Some(body) = body else {
+                self.metrics.skipped.get_or_create(&label).inc();
+                let _ = self.completions.send(done(None)).await;
+                return true;
+            };
+            let delivery = Delivery {
+                id: delivery_id.clone(),
+                room: link.room.clone(),
+                attempt: attempts + 1,
+                event: Event {
+                    id: event.id.clone(),
+                    portal: event.portal.clone(),
+                    origin: event.origin.clone(),
+                    sender: event.sender.clone(),
+                    at_ms: event.at_ms,
+                    body,
+                },
+            };
+            if attempts > 0 {
+                self.metrics.retries.get_or_create(&label).inc();
+            }
+            match bridge.deliver(&delivery).await {
+                Ok(d) => {
+                    let remote = d.remote_id.clone().unwrap_or_else(|| delivery_id.clone());
+                    recent.insert(event.id.clone(), remote);
+                    self.metrics.delivered.get_or_create(&label).inc();
+                    let latency = (now_ms() - enqueued_ms).max(0) as f64 / 1000.0;
+                    self.metrics.delivery_latency.get_or_create(&label).observe(latency);
+                    let _ = self.completions.send(done(d.remote_id)).await;
+                    return true;
+                }
+                Err(DeliveryError::Transient { reason, retry_after }) => {
+                    attempts += 1;
+                    self.metrics.failed.get_or_create(&metrics::reason(&link.bridge, "transient")).inc();
+                    if age_ms > self.config.give_up_after.as_millis() as i64 {
+                        let why = format!("gave up after {attempts} attempts: {reason}");
+                        self.dead_letter(seq, attempts, &why, link).await;
+                        return true;
+                    }
+                    let delay = backoff(attempts, self.config.retry_initial, self.config.retry_max)
+                        .max(retry_after.unwrap_or_default().min(self.config.retry_max));
+                    tracing::warn!(
+                        bridge = %link.bridge, room = %link.room, delivery = %delivery_id, attempts,
+                        retry_in_ms = delay.as_millis() as u64, "delivery failed: {reason}"
+                    );
+                    let next = now_ms() + delay.as_millis() as i64;
+                    if let Err(e) = self.store.record_failure(seq, attempts, next, &reason).await {
+                        tracing::warn!(error = %e, "cannot record the failed attempt");
+                    }
+                    if !pause(delay, shutdown).await {
+                        return false;
+                    }
+                }
+                Err(DeliveryError::Permanent { reason }) => {
+                    attempts += 1;
+                    self.metrics.failed.get_or_create(&metrics::reason(&link.bridge, "permanent")).inc();
+                    self.dead_letter(seq, attempts, &reason, link).await;
+                    return true;
+                }
+            }
+        }
+    }
+
+    async fn dead_letter(&self, seq: i64, attempts: u32, reason: &str, link: &Link) {
+        tracing::error!(bridge = %link.bridge, room = %link.room, seq, attempts, "dead letter: {reason}");
+        let label = metrics::bridge(&link.bridge);
+        self.metrics.dead_letters.get_or_create(&label).inc();
+        self.metrics.dead_letter_depth.get_or_create(&label).inc();
+        self.metrics.outbox_depth.get_or_create(&label).dec();
+        // Until it is recorded the row is still pending, and would be tried
+        // again after a restart: better than losing it.
+        while let Err(e) = self.store.dead_letter(seq, attempts, reason).await {
+            tracing::error!(error = %e, "cannot record the dead letter; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Sleep unless shutting down; false when shutting down.
+async fn pause(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = shutdown.changed() => false,
+        _ = tokio::time::sleep(d) => true,
+    }
+}
+
+/// Write confirmations in groups, until every lane has dropped its sender.
+async fn complete(store: Arc<dyn Store>, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Completion>) {
+    let mut buf = Vec::with_capacity(1024);
+    while rx.recv_many(&mut buf, 1024).await > 0 {
+        while let Err(e) = store.complete(&buf).await {
+            tracing::error!(error = %e, "cannot confirm {} deliveries; retrying", buf.len());
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        for c in buf.drain(..) {
+            metrics.outbox_depth.get_or_create(&metrics::bridge(&c.bridge)).dec();
+        }
+    }
+}
+
+/// A lane's recently delivered (event id → target id), newest last.
+#[derive(Default)]
+struct Recent {
+    ids: HashMap<String, String>,
+    order: VecDeque<String>,
+}
+
+impl Recent {
+    fn get(&self, event_id: &str) -> Option<&str> {
+        self.ids.get(event_id).map(String::as_str)
+    }
+    fn insert(&mut self, event_id: String, remote: String) {
+        if self.ids.insert(event_id.clone(), remote).is_none() {
+            self.order.push_back(event_id);
+        }
+        if self.order.len() > RECENT
+            && let Some(old) = self.order.pop_front()
+        {
+            self.ids.remove(&old);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let (i, m) = (Duration::from_millis(100), Duration::from_secs(2));
+        for attempt in 1..40 {
+            let exp = (i * 2u32.pow((attempt - 1).min(20))).min(m);
+            let d = backoff(attempt, i, m);
+            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?} outside {:?}..={exp:?}", exp / 2);
+        }
+        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(5, i, m)).collect();
+        assert!(samples.len() > 1, "no jitter");
+    }
+
+    #[test]
+    fn recent_forgets_the_oldest() {
+        let mut r = Recent::default();
+        for i in 0..=RECENT {
+            r.insert(format!("e{i}"), format!("r{i}"));
+        }
+        assert_eq!(r.get("e0"), None);
+        assert_eq!(r.get(&format!("e{RECENT}")), Some(format!("r{RECENT}").as_str()));
+    }
+}

@@ -1,0 +1,137 @@
+//! Durable state: archive, message map, outbox, bridge state.
+//!
+//! The router and the outbox talk to [`Store`] only, so another database
+//! (PostgreSQL) is one more implementation of this trait.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use causeway_core::{Committed, Event, EventId};
+
+pub mod sqlite;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored event {0} is not readable: {1}")]
+    Corrupt(String, serde_json::Error),
+}
+
+/// A network's message id, scoped to its bridge and room.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RemoteKey {
+    pub bridge: String,
+    pub room: String,
+    pub remote_id: String,
+}
+
+/// What the message map knows of a [`RemoteKey`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapHit {
+    pub event_id: EventId,
+    /// The id came in from the network (true) or is one of our deliveries (false).
+    pub origin: bool,
+}
+
+/// One accepted event, as committed in one transaction with its deliveries.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub event: Event,
+    /// The origin's id for the event (the event id itself when the network has none).
+    pub origin_key: RemoteKey,
+    pub deliveries: Vec<NewDelivery>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    pub id: String,
+    pub bridge: String,
+    pub room: String,
+}
+
+/// A pending delivery with its event, as an outbox lane works on it.
+#[derive(Clone, Debug)]
+pub struct OutboxItem {
+    pub seq: i64,
+    pub delivery_id: String,
+    pub attempts: u32,
+    pub enqueued_ms: i64,
+    pub event: Event,
+}
+
+/// A delivery the target accepted.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub seq: i64,
+    pub delivery_id: String,
+    pub event_id: EventId,
+    pub bridge: String,
+    pub room: String,
+    /// The id the network gave the message, when it is not the delivery id.
+    pub remote_id: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboxState {
+    Pending,
+    Dead,
+}
+
+/// An outbox row for operators (`causeway outbox`).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub delivery_id: String,
+    pub event_id: String,
+    pub portal: String,
+    pub kind: String,
+    pub bridge: String,
+    pub room: String,
+    pub attempts: u32,
+    pub enqueued_ms: i64,
+    pub next_attempt_ms: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Per-bridge outbox counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OutboxDepth {
+    pub pending: u64,
+    pub dead: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Look up many network ids at once.
+    async fn lookup_remotes(&self, keys: &[RemoteKey]) -> Result<HashMap<RemoteKey, MapHit>, StoreError>;
+    /// The id of `event_id` on (bridge, room): the one the network reported,
+    /// else our delivery id, else the origin's id.
+    async fn remote_for(&self, event_id: &str, bridge: &str, room: &str) -> Result<Option<String>, StoreError>;
+    /// Archive, map and enqueue a batch in ONE transaction. Returns each
+    /// event's archive sequence number.
+    async fn commit(&self, batch: &[NewEvent]) -> Result<Vec<i64>, StoreError>;
+    /// Pending deliveries of one lane after `after_seq`, in order.
+    async fn pending(&self, bridge: &str, room: &str, after_seq: i64, limit: u32) -> Result<Vec<OutboxItem>, StoreError>;
+    /// Lanes with pending rows after `after_seq` (rows another process
+    /// queued, e.g. `causeway outbox retry`), with their highest seq.
+    async fn lanes_after(&self, after_seq: i64) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// The highest outbox sequence number ever used.
+    async fn max_outbox_seq(&self) -> Result<i64, StoreError>;
+    /// Mark deliveries done and map the ids the networks reported.
+    async fn complete(&self, done: &[Completion]) -> Result<(), StoreError>;
+    /// Remember a failed attempt (for operators; the lane keeps retrying).
+    async fn record_failure(&self, seq: i64, attempts: u32, next_attempt_ms: i64, error: &str) -> Result<(), StoreError>;
+    /// Give up on a delivery: it stays as a dead letter until requeued.
+    async fn dead_letter(&self, seq: i64, attempts: u32, error: &str) -> Result<(), StoreError>;
+    /// Pending and dead counts per target bridge.
+    async fn outbox_depths(&self) -> Result<HashMap<String, OutboxDepth>, StoreError>;
+    async fn list_outbox(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Put a dead letter back at the end of its lane (same delivery id).
+    async fn requeue(&self, delivery_id: &str) -> Result<bool, StoreError>;
+    async fn history(&self, portal: &str, after_seq: i64, limit: u32) -> Result<Vec<Committed>, StoreError>;
+    async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, StoreError>;
+    async fn save_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), StoreError>;
+}

@@ -1,0 +1,445 @@
+//! The SQLite store (WAL mode). All writes go through one connection, so
+//! they never contend inside the process; reads use a small pool beside it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use causeway_core::{Committed, Event, now_ms};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlSafeStr};
+
+use super::{
+    Completion, MapHit, NewEvent, OutboxDepth, OutboxItem, OutboxRow, OutboxState, RemoteKey, Store, StoreError,
+};
+
+/// Rows per multi-row statement (SQLite allows 32766 bound parameters).
+const CHUNK: usize = 200;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql"))];
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(v, d, sql)| Migration::new(*v, (*d).into(), MigrationType::Simple, sql.into_sql_str(), false))
+            .collect(),
+    )
+}
+
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating and migrating if needed) the database at `path`.
+    /// `full_sync` makes every commit survive power loss, not just a crash.
+    pub async fn open(path: &Path, full_sync: bool) -> Result<Self, StoreError> {
+        let opts = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if full_sync { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(false);
+        let write = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+        migrator().run(&write).await?;
+        let read = SqlitePoolOptions::new().max_connections(4).connect_with(opts.read_only(true)).await?;
+        Ok(SqliteStore { write, read })
+    }
+}
+
+fn parse_event(id: &str, json: &str) -> Result<Event, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(id.to_string(), e))
+}
+
+fn outbox_row(r: &SqliteRow) -> OutboxRow {
+    OutboxRow {
+        seq: r.get("seq"),
+        delivery_id: r.get("delivery_id"),
+        event_id: r.get("event_id"),
+        portal: r.get("portal"),
+        kind: r.get("kind"),
+        bridge: r.get("bridge"),
+        room: r.get("room"),
+        attempts: r.get::<i64, _>("attempts").try_into().unwrap_or(u32::MAX),
+        enqueued_ms: r.get("enqueued_ms"),
+        next_attempt_ms: r.get("next_attempt_ms"),
+        last_error: r.get("last_error"),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn lookup_remotes(&self, keys: &[RemoteKey]) -> Result<HashMap<RemoteKey, MapHit>, StoreError> {
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT bridge, room, remote_id, event_id, kind FROM message_map WHERE (bridge, room, remote_id) IN (VALUES ",
+            );
+            let mut sep = q.separated(", ");
+            for k in chunk {
+                sep.push("(")
+                    .push_bind_unseparated(k.bridge.clone())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(k.room.clone())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(k.remote_id.clone())
+                    .push_unseparated(")");
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&self.read).await? {
+                let key = RemoteKey { bridge: r.get("bridge"), room: r.get("room"), remote_id: r.get("remote_id") };
+                let kind: i64 = r.get("kind");
+                found.insert(key, MapHit { event_id: r.get("event_id"), origin: kind == 0 });
+            }
+        }
+        Ok(found)
+    }
+
+    async fn remote_for(&self, event_id: &str, bridge: &str, room: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT remote_id FROM message_map WHERE event_id = ? AND bridge = ? AND room = ? ORDER BY kind DESC LIMIT 1",
+        )
+        .bind(event_id)
+        .bind(bridge)
+        .bind(room)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn commit(&self, batch: &[NewEvent]) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let mut seqs = Vec::with_capacity(batch.len());
+        // The archive first, one row at a time: we need each row's seq.
+        for ne in batch {
+            let e = &ne.event;
+            let json = serde_json::to_string(e).map_err(|err| StoreError::Corrupt(e.id.clone(), err))?;
+            let seq: i64 = sqlx::query(
+                "INSERT INTO archive (event_id, portal, at_ms, kind, origin_bridge, origin_room, sender, person, event) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            )
+            .bind(&e.id)
+            .bind(&e.portal)
+            .bind(e.at_ms)
+            .bind(e.body.kind())
+            .bind(&e.origin.bridge)
+            .bind(&e.origin.room)
+            .bind(&e.sender.id)
+            .bind(e.sender.person.as_deref())
+            .bind(json)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            seqs.push(seq);
+        }
+        // Map rows: the origin's id, and each delivery id (so an echo of a
+        // delivery is recognised even before the target confirms it).
+        let maps: Vec<(&str, &str, &str, &str, i64)> = batch
+            .iter()
+            .flat_map(|ne| {
+                let k = &ne.origin_key;
+                std::iter::once((k.bridge.as_str(), k.room.as_str(), k.remote_id.as_str(), ne.event.id.as_str(), 0))
+                    .chain(ne.deliveries.iter().map(|d| {
+                        (d.bridge.as_str(), d.room.as_str(), d.id.as_str(), ne.event.id.as_str(), 1)
+                    }))
+            })
+            .collect();
+        for chunk in maps.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT OR IGNORE INTO message_map (bridge, room, remote_id, event_id, kind) ");
+            q.push_values(chunk, |mut b, (bridge, room, remote, event, kind)| {
+                b.push_bind(*bridge).push_bind(*room).push_bind(*remote).push_bind(*event).push_bind(*kind);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        let now = now_ms();
+        let rows: Vec<(&str, &str, &str, &str)> = batch
+            .iter()
+            .flat_map(|ne| {
+                ne.deliveries
+                    .iter()
+                    .map(|d| (d.id.as_str(), ne.event.id.as_str(), d.bridge.as_str(), d.room.as_str()))
+            })
+            .collect();
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms) ");
+            q.push_values(chunk, |mut b, (id, event, bridge, room)| {
+                b.push_bind(*id).push_bind(*event).push_bind(*bridge).push_bind(*room).push_bind(now);
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(seqs)
+    }
+
+    async fn pending(&self, bridge: &str, room: &str, after_seq: i64, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT o.seq, o.delivery_id, o.attempts, o.enqueued_ms, o.event_id, a.event FROM outbox o \
+             JOIN archive a ON a.event_id = o.event_id \
+             WHERE o.bridge = ? AND o.room = ? AND o.state = 0 AND o.seq > ? ORDER BY o.seq LIMIT ?",
+        )
+        .bind(bridge)
+        .bind(room)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.get("event_id");
+                Ok(OutboxItem {
+                    seq: r.get("seq"),
+                    delivery_id: r.get("delivery_id"),
+                    attempts: r.get::<i64, _>("attempts").try_into().unwrap_or(u32::MAX),
+                    enqueued_ms: r.get("enqueued_ms"),
+                    event: parse_event(&id, r.get("event"))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn lanes_after(&self, after_seq: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT bridge, room, MAX(seq) FROM outbox WHERE seq > ? AND state = 0 GROUP BY bridge, room",
+        )
+        .bind(after_seq)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    async fn max_outbox_seq(&self) -> Result<i64, StoreError> {
+        // sqlite_sequence keeps the high-water mark even after rows are deleted.
+        let row = sqlx::query("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| r.get(0)).unwrap_or(0))
+    }
+
+    async fn complete(&self, done: &[Completion]) -> Result<(), StoreError> {
+        let mut tx = self.write.begin().await?;
+        for chunk in done.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM outbox WHERE seq IN (");
+            let mut sep = q.separated(", ");
+            for c in chunk {
+                sep.push_bind(c.seq);
+            }
+            q.push(")");
+            q.build().execute(&mut *tx).await?;
+            let reported: Vec<&Completion> =
+                chunk.iter().filter(|c| c.remote_id.as_ref().is_some_and(|r| *r != c.delivery_id)).collect();
+            if !reported.is_empty() {
+                let mut q =
+                    QueryBuilder::<Sqlite>::new("INSERT OR IGNORE INTO message_map (bridge, room, remote_id, event_id, kind) ");
+                q.push_values(reported, |mut b, c| {
+                    b.push_bind(&c.bridge)
+                        .push_bind(&c.room)
+                        .push_bind(c.remote_id.as_deref())
+                        .push_bind(&c.event_id)
+                        .push_bind(2i64);
+                });
+                q.build().execute(&mut *tx).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_failure(&self, seq: i64, attempts: u32, next_attempt_ms: i64, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET attempts = ?, next_attempt_ms = ?, last_error = ? WHERE seq = ?")
+            .bind(i64::from(attempts))
+            .bind(next_attempt_ms)
+            .bind(error)
+            .bind(seq)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, seq: i64, attempts: u32, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET state = 2, attempts = ?, next_attempt_ms = NULL, last_error = ? WHERE seq = ?")
+            .bind(i64::from(attempts))
+            .bind(error)
+            .bind(seq)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn outbox_depths(&self) -> Result<HashMap<String, OutboxDepth>, StoreError> {
+        let rows = sqlx::query("SELECT bridge, state, COUNT(*) FROM outbox GROUP BY bridge, state")
+            .fetch_all(&self.read)
+            .await?;
+        let mut out: HashMap<String, OutboxDepth> = HashMap::new();
+        for r in rows {
+            let d = out.entry(r.get(0)).or_default();
+            let n = r.get::<i64, _>(2).try_into().unwrap_or(0);
+            match r.get::<i64, _>(1) {
+                0 => d.pending += n,
+                _ => d.dead += n,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_outbox(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+        let state = match state {
+            OutboxState::Pending => 0,
+            OutboxState::Dead => 2,
+        };
+        let rows = sqlx::query(
+            "SELECT o.seq, o.delivery_id, o.event_id, a.portal, a.kind, o.bridge, o.room, o.attempts, o.enqueued_ms, \
+             o.next_attempt_ms, o.last_error FROM outbox o JOIN archive a ON a.event_id = o.event_id \
+             WHERE o.state = ? ORDER BY o.seq LIMIT ?",
+        )
+        .bind(state)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(outbox_row).collect())
+    }
+
+    async fn requeue(&self, delivery_id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query("DELETE FROM outbox WHERE delivery_id = ? AND state = 2 RETURNING event_id, bridge, room")
+            .bind(delivery_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        sqlx::query("INSERT INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms) VALUES (?, ?, ?, ?, ?)")
+            .bind(delivery_id)
+            .bind(row.get::<String, _>(0))
+            .bind(row.get::<String, _>(1))
+            .bind(row.get::<String, _>(2))
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn history(&self, portal: &str, after_seq: i64, limit: u32) -> Result<Vec<Committed>, StoreError> {
+        let rows = sqlx::query("SELECT seq, event_id, event FROM archive WHERE portal = ? AND seq > ? ORDER BY seq LIMIT ?")
+            .bind(portal)
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(Committed { seq: r.get(0), event: parse_event(r.get(1), r.get(2))? }))
+            .collect()
+    }
+
+    async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT value FROM bridge_state WHERE bridge = ? AND key = ?")
+            .bind(bridge)
+            .bind(key)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn save_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO bridge_state (bridge, key, value) VALUES (?, ?, ?) \
+             ON CONFLICT (bridge, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(bridge)
+        .bind(key)
+        .bind(value)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::NewDelivery;
+    use causeway_core::{Body, Origin, Sender};
+
+    fn event(id: &str, portal: &str) -> Event {
+        Event {
+            id: id.into(),
+            portal: portal.into(),
+            origin: Origin { bridge: "a".into(), room: "r".into(), remote_id: Some(format!("remote-{id}")) },
+            sender: Sender { id: "alice".into(), person: None, name: "Alice".into(), avatar: None },
+            at_ms: 1,
+            body: Body::text(format!("text {id}")),
+        }
+    }
+
+    fn new_event(id: &str) -> NewEvent {
+        NewEvent {
+            event: event(id, "p"),
+            origin_key: RemoteKey { bridge: "a".into(), room: "r".into(), remote_id: format!("remote-{id}") },
+            deliveries: vec![NewDelivery { id: format!("d-{id}"), bridge: "b".into(), room: "s".into() }],
+        }
+    }
+
+    #[tokio::test]
+    async fn commit_map_deliver_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), true).await.unwrap();
+        let seqs = store.commit(&[new_event("e1"), new_event("e2")]).await.unwrap();
+        assert!(seqs[0] < seqs[1]);
+
+        let key = RemoteKey { bridge: "a".into(), room: "r".into(), remote_id: "remote-e1".into() };
+        let echo = RemoteKey { bridge: "b".into(), room: "s".into(), remote_id: "d-e2".into() };
+        let hits = store.lookup_remotes(&[key.clone(), echo.clone()]).await.unwrap();
+        assert_eq!(hits[&key], MapHit { event_id: "e1".into(), origin: true });
+        assert_eq!(hits[&echo], MapHit { event_id: "e2".into(), origin: false });
+
+        let pending = store.pending("b", "s", 0, 10).await.unwrap();
+        assert_eq!(pending.len(), 2);
+        assert_eq!(pending[0].event, event("e1", "p"));
+        assert_eq!(store.remote_for("e1", "b", "s").await.unwrap().as_deref(), Some("d-e1"));
+
+        store
+            .complete(&[Completion {
+                seq: pending[0].seq,
+                delivery_id: "d-e1".into(),
+                event_id: "e1".into(),
+                bridge: "b".into(),
+                room: "s".into(),
+                remote_id: Some("net-1".into()),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.remote_for("e1", "b", "s").await.unwrap().as_deref(), Some("net-1"));
+        assert_eq!(store.pending("b", "s", 0, 10).await.unwrap().len(), 1);
+        assert_eq!(store.max_outbox_seq().await.unwrap(), pending[1].seq);
+
+        store.dead_letter(pending[1].seq, 3, "refused").await.unwrap();
+        assert_eq!(store.outbox_depths().await.unwrap()["b"], OutboxDepth { pending: 0, dead: 1 });
+        let dead = store.list_outbox(OutboxState::Dead, 10).await.unwrap();
+        assert_eq!(dead[0].last_error.as_deref(), Some("refused"));
+        assert!(store.requeue("d-e2").await.unwrap());
+        assert!(!store.requeue("d-e2").await.unwrap());
+        let lanes = store.lanes_after(pending[1].seq).await.unwrap();
+        assert_eq!(lanes.len(), 1);
+        assert_eq!(store.history("p", seqs[0], 10).await.unwrap()[0].event.id, "e2");
+    }
+
+    #[tokio::test]
+    async fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        {
+            let store = SqliteStore::open(&path, false).await.unwrap();
+            store.save_state("imap", "uid", "1").await.unwrap();
+            store.save_state("imap", "uid", "2").await.unwrap();
+        }
+        let store = SqliteStore::open(&path, false).await.unwrap();
+        assert_eq!(store.load_state("imap", "uid").await.unwrap().as_deref(), Some("2"));
+        assert_eq!(store.load_state("imap", "nope").await.unwrap(), None);
+    }
+}
