@@ -17,6 +17,9 @@ struct Cli {
     /// Log filter (`info`, `debug`, `causeway=debug,warn`, …).
     #[arg(long, global = true, default_value = "info", env = "CAUSEWAY_LOG")]
     log_level: String,
+    /// The config file (for run, check and outbox).
+    #[arg(long, short, global = true, env = "CAUSEWAY_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,19 +33,11 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the bridge.
-    Run {
-        #[arg(long, short, env = "CAUSEWAY_CONFIG")]
-        config: PathBuf,
-    },
+    Run,
     /// Validate a config and exit; starts nothing.
-    Check {
-        #[arg(long, short, env = "CAUSEWAY_CONFIG")]
-        config: PathBuf,
-    },
+    Check,
     /// Show pending deliveries and dead letters; retry a dead letter.
     Outbox {
-        #[arg(long, short, env = "CAUSEWAY_CONFIG")]
-        config: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -123,7 +118,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(command(cli.command)) {
+    match runtime.block_on(command(cli.command, cli.config)) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -133,13 +128,15 @@ fn main() -> ExitCode {
     }
 }
 
-async fn command(command: Command) -> anyhow::Result<ExitCode> {
+async fn command(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = || config.clone().ok_or_else(|| anyhow::anyhow!("give the config file: --config FILE (or CAUSEWAY_CONFIG)"));
     match command {
         Command::Version => {
             println!("causeway {}", env!("CARGO_PKG_VERSION"));
             println!("bridges: {}", causeway::bridges::compiled().join(", "));
         }
-        Command::Check { config } => {
+        Command::Check => {
+            let config = config()?;
             let loaded = match load(&config) {
                 Ok(l) => l,
                 Err(code) => return Ok(code),
@@ -153,15 +150,15 @@ async fn command(command: Command) -> anyhow::Result<ExitCode> {
                 c.people.len()
             );
         }
-        Command::Run { config } => {
-            let loaded = match load(&config) {
+        Command::Run => {
+            let loaded = match load(&config()?) {
                 Ok(l) => l,
                 Err(code) => return Ok(code),
             };
             causeway::app::run(loaded, shutdown_signal()).await?;
         }
-        Command::Outbox { config, json, action } => {
-            let loaded = match load(&config) {
+        Command::Outbox { json, action } => {
+            let loaded = match load(&config()?) {
                 Ok(l) => l,
                 Err(code) => return Ok(code),
             };

@@ -1,0 +1,291 @@
+//! Test harness: the real `causeway` binary as a child process, and real
+//! HTTP listeners standing in for webhook receivers.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// What a receiver does with a delivery.
+#[derive(Clone, Debug)]
+pub enum Mode {
+    /// 200, optionally naming its own id for the message (`{"id": "<prefix><n>"}`).
+    Accept { own_ids: Option<String> },
+    /// Answer this status.
+    Fail(u16),
+    /// POST the delivery back to Causeway (as a misconfigured peer would),
+    /// then answer 200.
+    Echo { url: String, token: String, keep_id: bool },
+}
+
+/// One received delivery.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// The `Idempotency-Key` header.
+    pub key: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub json: Value,
+    /// The id this receiver gave it (when it named one), else the key.
+    pub id: String,
+}
+
+struct HookState {
+    mode: Mutex<Mode>,
+    tx: mpsc::UnboundedSender<Received>,
+    counter: Mutex<u64>,
+    client: reqwest::Client,
+}
+
+/// A webhook receiver listening on 127.0.0.1.
+pub struct Hook {
+    pub addr: SocketAddr,
+    pub rx: mpsc::UnboundedReceiver<Received>,
+    state: Arc<HookState>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+async fn receive(State(s): State<Arc<HookState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let mode = s.mode.lock().unwrap().clone();
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    match mode {
+        Mode::Fail(code) => StatusCode::from_u16(code).unwrap().into_response(),
+        Mode::Accept { own_ids } => {
+            let id = match &own_ids {
+                Some(prefix) => {
+                    let mut c = s.counter.lock().unwrap();
+                    *c += 1;
+                    format!("{prefix}{c}")
+                }
+                None => key.clone(),
+            };
+            let _ = s.tx.send(Received { key, headers, body, json, id: id.clone() });
+            match own_ids {
+                Some(_) => axum::Json(serde_json::json!({"id": id})).into_response(),
+                None => StatusCode::NO_CONTENT.into_response(),
+            }
+        }
+        Mode::Echo { url, token, keep_id } => {
+            let mut echo = json.clone();
+            if !keep_id && let Some(o) = echo.as_object_mut() {
+                o.remove("id");
+            }
+            let resp = s
+                .client
+                .post(&url)
+                .bearer_auth(&token)
+                .header("idempotency-key", &key)
+                .json(&echo)
+                .send()
+                .await
+                .expect("echo POST");
+            let status = resp.status().as_u16();
+            let answer: Value = resp.json().await.unwrap_or(Value::Null);
+            let mut headers = headers;
+            headers.insert("x-echo-status", status.to_string().parse().unwrap());
+            headers.insert("x-echo-answer", answer.to_string().parse().unwrap());
+            let _ = s.tx.send(Received { key: key.clone(), headers, body, json, id: key });
+            StatusCode::NO_CONTENT.into_response()
+        }
+    }
+}
+
+impl Hook {
+    pub async fn start(mode: Mode) -> Hook {
+        Self::start_on(0, mode).await
+    }
+
+    pub async fn start_on(port: u16, mode: Mode) -> Hook {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind receiver");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = Arc::new(HookState {
+            mode: Mutex::new(mode),
+            tx,
+            counter: Mutex::new(0),
+            client: reqwest::Client::new(),
+        });
+        let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(state.clone());
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Hook { addr, rx, state, server }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        *self.state.mode.lock().unwrap() = mode;
+    }
+
+    /// The next delivery, or panic after `timeout`.
+    pub async fn next(&mut self, timeout: Duration) -> Received {
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no delivery at {} within {timeout:?}", self.addr))
+            .expect("receiver closed")
+    }
+
+    /// Whatever arrives within `wait`.
+    pub async fn drain(&mut self, wait: Duration) -> Vec<Received> {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + wait;
+        while let Ok(Some(r)) = tokio::time::timeout_at(deadline.into(), self.rx.recv()).await {
+            out.push(r);
+        }
+        out
+    }
+
+    pub fn stop(self) -> mpsc::UnboundedReceiver<Received> {
+        self.server.abort();
+        self.rx
+    }
+}
+
+/// The real daemon, run from its binary with a config in a temporary directory.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Write `config` (with `{port}` and `{db}` filled in) and start.
+    pub async fn start(config: &str) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = config.replace("{port}", &port.to_string()).replace("{db}", &dir.path().join("causeway.db").display().to_string());
+        std::fs::write(dir.path().join("causeway.yaml"), config).unwrap();
+        let mut d = Daemon { dir, port, child: None };
+        d.restart().await;
+        d
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("causeway.yaml")
+    }
+
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("causeway.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(["run", "--config"])
+            .arg(self.config_path())
+            .env("CAUSEWAY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start causeway");
+        self.child = Some(child);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("causeway exited with {status} while starting:\n{}", self.log());
+            }
+            if let Ok(r) = client.get(self.url("/readyz")).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "causeway not ready in 20 s:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("causeway.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
+        c.wait().unwrap()
+    }
+
+    /// The value of one sample of `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let text = reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap();
+        metric_value(&text, name, labels)
+    }
+
+    /// Run the CLI against this daemon's config.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_causeway"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .output()
+            .unwrap()
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("causeway.db")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
+    let want = if labels.is_empty() { name.to_string() } else { format!("{name}{{{labels}}}") };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == want).then(|| v.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// POST JSON to a Causeway endpoint with a bearer token.
+pub async fn post(client: &reqwest::Client, url: &str, token: &str, body: &Value) -> (u16, Value) {
+    let r = client.post(url).bearer_auth(token).json(body).send().await.expect("POST");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Open the daemon's store read-side, for checking what was (not) stored.
+pub async fn archive_len(db: &Path, portal: &str) -> usize {
+    let store = causeway::store::sqlite::SqliteStore::open(db, false).await.unwrap();
+    use causeway::store::Store;
+    store.history(portal, 0, 100_000).await.unwrap().len()
+}

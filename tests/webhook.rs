@@ -1,0 +1,383 @@
+//! End to end through the real `causeway` binary: webhook ↔ router ↔ webhook.
+#![cfg(feature = "webhook")]
+
+mod common;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use causeway_core::conformance::{self, Action, Peer, Seen};
+use causeway_core::Capabilities;
+use causeway_webhook::payload::parse_native;
+use causeway_webhook::sign;
+use common::{Daemon, Hook, Mode, archive_len, post};
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(10);
+
+/// Portal `ops`: endpoint `a` (HMAC-signed inbound, native outbound to
+/// `hook_a`) and endpoint `b` (token inbound, signed native outbound to `hook_b`).
+fn two_links(hook_a: &str, hook_b: &str) -> String {
+    format!(
+        r#"
+http: {{ listen: "127.0.0.1:{{port}}" }}
+store: {{ path: "{{db}}" }}
+outbox: {{ retry_initial: 50ms, retry_max: 300ms }}
+bridges:
+  hooks:
+    type: webhook
+    max_body_bytes: 4096
+    endpoints:
+      a:
+        inbound: {{ hmac_secret: "secret-a", token: "token-a" }}
+        outbound: {{ url: "{hook_a}" }}
+        events: {{ token: "events-token" }}
+      b:
+        inbound: {{ token: "token-b" }}
+        outbound: {{ url: "{hook_b}", hmac_secret: "secret-out-b" }}
+      c:
+        inbound: {{ format: slack, token: "token-c" }}
+portals:
+  - id: ops
+    links:
+      - {{ bridge: hooks, room: a }}
+      - {{ bridge: hooks, room: b }}
+      - {{ bridge: hooks, room: c }}
+people:
+  - id: alice
+    name: Alice Liddell
+    accounts: {{ hooks: alice }}
+"#
+    )
+}
+
+async fn post_signed(d: &Daemon, endpoint: &str, secret: &[u8], body: &Value) -> (u16, Value) {
+    let raw = serde_json::to_vec(body).unwrap();
+    let r = reqwest::Client::new()
+        .post(d.url(&format!("/bridges/hooks/{endpoint}")))
+        .header("content-type", "application/json")
+        .header("x-causeway-signature", sign::sign(secret, &raw))
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn signed_message_and_replies_cross_with_translated_references() {
+    let mut hook_a = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut hook_b = Hook::start(Mode::Accept { own_ids: Some("B-".into()) }).await;
+    let d = Daemon::start(&two_links(&hook_a.url(), &hook_b.url())).await;
+
+    // A signed message on `a` reaches `b`, from the directory's person.
+    let msg = json!({"id": "a-1", "sender": {"id": "alice", "name": "al"}, "text": "deploy done", "html": "<b>deploy</b> done<script>x</script>"});
+    let (status, answer) = post_signed(&d, "a", b"secret-a", &msg).await;
+    assert_eq!(status, 202, "{answer}");
+    let got = hook_b.next(T).await;
+    assert_eq!(got.json["text"], "deploy done");
+    assert_eq!(got.json["html"], "<b>deploy</b> done");
+    assert_eq!(got.json["sender"]["name"], "Alice Liddell");
+    assert_eq!(got.json["sender"]["person"], "alice");
+    assert_eq!(got.json["id"], got.key.as_str());
+    assert_eq!(got.json["event_id"], answer["event_id"]);
+    let sig = got.headers["x-causeway-signature"].to_str().unwrap();
+    assert!(sign::verify(b"secret-out-b", &got.body, sig), "outbound signature does not verify");
+    assert_eq!(got.id, "B-1");
+
+    // A reply from `a` points, on `b`, at the id `b` gave the original.
+    let reply = json!({"id": "a-2", "sender": {"id": "alice"}, "text": "and verified", "reply_to": "a-1"});
+    assert_eq!(post_signed(&d, "a", b"secret-a", &reply).await.0, 202);
+    let got = hook_b.next(T).await;
+    assert_eq!(got.json["reply_to"], "B-1");
+
+    // A reply from `b` (in b's ids) points, on `a`, at a's own id; `a`
+    // receives neither of its own messages back.
+    let client = reqwest::Client::new();
+    let back = json!({"id": "b-9", "sender": {"id": "bob", "name": "Bob"}, "text": "thanks", "reply_to": "B-1"});
+    let (status, _) = post(&client, &d.url("/bridges/hooks/b"), "token-b", &back).await;
+    assert_eq!(status, 202);
+    let got = hook_a.next(T).await;
+    assert_eq!((got.json["text"].as_str(), got.json["reply_to"].as_str()), (Some("thanks"), Some("a-1")));
+    assert_eq!(got.json["sender"]["name"], "Bob");
+
+    // The same event again (a retrying sender) is a duplicate, not a second delivery.
+    let (status, answer) = post_signed(&d, "a", b"secret-a", &msg).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")));
+
+    // Slack-compatible inbound on `c`.
+    let (status, _) = post(&client, &d.url("/bridges/hooks/c"), "token-c", &json!({"text": "from slack", "username": "CI"})).await;
+    assert_eq!(status, 202);
+    let got = hook_b.next(T).await;
+    assert_eq!((got.json["text"].as_str(), got.json["sender"]["name"].as_str()), (Some("from slack"), Some("CI")));
+    assert_eq!(hook_a.next(T).await.json["text"], "from slack");
+
+    // A bad signature or token: 401, nothing stored, nothing delivered.
+    let stored = archive_len(&d.db(), "ops").await;
+    let evil = json!({"id": "evil", "sender": {"id": "mallory"}, "text": "pwned"});
+    assert_eq!(post_signed(&d, "a", b"wrong-secret", &evil).await.0, 401);
+    assert_eq!(post(&client, &d.url("/bridges/hooks/a"), "token-b", &evil).await.0, 401);
+    assert_eq!(post(&client, &d.url("/bridges/hooks/b"), "", &evil).await.0, 401);
+    let r = client.post(d.url("/bridges/hooks/b")).header("content-type", "application/json").body(evil.to_string()).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "unauthorized");
+    assert!(hook_b.drain(Duration::from_millis(500)).await.is_empty());
+    assert!(hook_a.drain(Duration::from_millis(10)).await.is_empty());
+    assert_eq!(archive_len(&d.db(), "ops").await, stored);
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="hooks",reason="unauthorized""#).await, 4.0);
+    assert_eq!(d.metric("causeway_events_received_total", r#"bridge="hooks""#).await, 4.0);
+    assert_eq!(d.metric("causeway_events_delivered_total", r#"bridge="hooks""#).await, 5.0);
+}
+
+#[tokio::test]
+async fn an_echoed_delivery_is_not_delivered_again() {
+    let mut hook_a = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut hook_b = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut d = Daemon::start(&two_links(&hook_a.url(), &hook_b.url())).await;
+    // `b` posts every delivery straight back into Causeway: once with the
+    // payload as is, once with only the Idempotency-Key header to go by.
+    for keep_id in [true, false] {
+        hook_b.set_mode(Mode::Echo { url: d.url("/bridges/hooks/b"), token: "token-b".into(), keep_id });
+        let text = format!("loop test keep_id={keep_id}");
+        let msg = json!({"sender": {"id": "alice"}, "text": text});
+        assert_eq!(post_signed(&d, "a", b"secret-a", &msg).await.0, 202);
+        let got = hook_b.next(T).await;
+        assert_eq!(got.json["text"], text.as_str());
+        assert_eq!(got.headers["x-echo-status"], "200");
+        assert_eq!(got.headers["x-echo-answer"].to_str().unwrap(), r#"{"reason":"echo","status":"ignored"}"#);
+        // Nothing comes back to `a`, and `b` gets nothing more.
+        assert!(hook_a.drain(Duration::from_millis(700)).await.is_empty());
+        assert!(hook_b.drain(Duration::from_millis(10)).await.is_empty());
+    }
+    assert_eq!(d.metric("causeway_events_dropped_total", r#"bridge="hooks",reason="loop""#).await, 2.0);
+    // Also after a restart (the map is durable, not a memory).
+    d.terminate();
+    d.restart().await;
+    hook_b.set_mode(Mode::Accept { own_ids: None });
+    let first = {
+        let msg = json!({"sender": {"id": "alice"}, "text": "after restart"});
+        post_signed(&d, "a", b"secret-a", &msg).await;
+        hook_b.next(T).await
+    };
+    let (status, answer) = post(&reqwest::Client::new(), &d.url("/bridges/hooks/b"), "token-b", &first.json).await;
+    assert_eq!((status, answer["reason"].as_str()), (200, Some("echo")));
+    assert!(hook_a.drain(Duration::from_millis(700)).await.is_empty());
+}
+
+#[tokio::test]
+async fn hostile_requests_get_clear_errors_and_store_nothing() {
+    let mut hook_b = Hook::start(Mode::Accept { own_ids: None }).await;
+    let hook_a = Hook::start(Mode::Accept { own_ids: None }).await;
+    let d = Daemon::start(&two_links(&hook_a.url(), &hook_b.url())).await;
+    let client = reqwest::Client::new();
+    let url = d.url("/bridges/hooks/b");
+    let send = |body: Vec<u8>, ctype: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let r = client.post(url).bearer_auth("token-b").header("content-type", ctype).body(body).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+    let json_ct = "application/json";
+    let cases: Vec<(Vec<u8>, &str, u16, &str)> = vec![
+        (b"{not json".to_vec(), json_ct, 400, "malformed"),
+        (b"\xff\xfe\xfd".to_vec(), json_ct, 400, "malformed"),
+        (b"[1,2,3]".to_vec(), json_ct, 400, "malformed"),
+        (br#"{"sender":{"id":"x"},"text":5}"#.to_vec(), json_ct, 400, "malformed"),
+        (br#"{"sender":{"id":"x"}}"#.to_vec(), json_ct, 422, "invalid"),
+        (br#"{"sender":{"id":"x"},"type":"reaction","target":"nope","key":"+1"}"#.to_vec(), json_ct, 200, ""),
+        (br#"{"sender":{"id":"x"},"text":"hi"}"#.to_vec(), "text/plain", 415, "unsupported_media_type"),
+        (br#"{"sender":{"id":"x"},"text":"hi"}"#.to_vec(), "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        (vec![b' '; 5000], json_ct, 413, "too_large"),
+        (format!(r#"{{"sender":{{"id":"x"}},"text":"{}"}}"#, "a".repeat(10_000)).into_bytes(), json_ct, 413, "too_large"),
+    ];
+    for (body, ctype, want_status, want_error) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(40)]).to_string();
+        let (status, answer) = send(body, ctype).await;
+        assert_eq!(status, want_status, "{shown:?} as {ctype}: {answer}");
+        if want_error.is_empty() {
+            assert_eq!(answer["status"], "ignored", "{shown:?}");
+        } else {
+            assert_eq!(answer["error"], want_error, "{shown:?}: {answer}");
+            assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{shown:?}: no message");
+        }
+    }
+    let r = client.post(d.url("/bridges/hooks/nope")).bearer_auth("x").json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = client.post(d.url("/bridges/nope/a")).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    // Still healthy, nothing stored or delivered.
+    assert_eq!(client.get(d.url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(archive_len(&d.db(), "ops").await, 0);
+    assert!(hook_b.drain(Duration::from_millis(300)).await.is_empty());
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="hooks",reason="too_large""#).await, 2.0);
+    assert_eq!(d.metric("causeway_events_dropped_total", r#"bridge="hooks",reason="unknown_target""#).await, 1.0);
+}
+
+#[tokio::test]
+async fn config_mistakes_are_named_by_causeway_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        r#"
+http: { listen: "127.0.0.1:99999" }
+bridges:
+  hooks:
+    type: webhook
+    endpoints:
+      a: { inbound: {} }
+      b: { outbound: { url: "ftp://x" } }
+  mx: { type: matrix }
+portals:
+  - id: ops
+    links: [{ bridge: hooks, room: zz }, { bridge: nope, room: a }]
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway")).args(["check", "--config"]).arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("http.listen: invalid socket address"), "{err}");
+    std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace("99999", "8080")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway")).args(["check", "--config"]).arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for want in [
+        "bridges.hooks.endpoints.a.inbound: give `token` or `hmac_secret`",
+        "bridges.hooks.endpoints.b.outbound.url: scheme \"ftp\" is not http or https",
+        "bridges.mx.type: bridge type \"matrix\" is not compiled into this build",
+        "portals[0].links[1].bridge: no bridge named \"nope\"",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["check", "--config", "config.example.yaml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn a_refused_delivery_becomes_a_dead_letter_that_the_cli_can_retry() {
+    let mut hook_a = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut hook_b = Hook::start(Mode::Fail(400)).await;
+    let d = Daemon::start(&two_links(&hook_a.url(), &hook_b.url())).await;
+    let msg = json!({"sender": {"id": "alice"}, "text": "refused"});
+    assert_eq!(post_signed(&d, "a", b"secret-a", &msg).await.0, 202);
+    let deadline = std::time::Instant::now() + T;
+    while d.metric("causeway_dead_letters_total", r#"bridge="hooks""#).await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "no dead letter:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let out = d.cli(&["outbox", "--json", "dead"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dead: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(dead.as_array().unwrap().len(), 1, "{dead}");
+    assert!(dead[0]["last_error"].as_str().unwrap().contains("400"), "{dead}");
+    let id = dead[0]["delivery_id"].as_str().unwrap().to_string();
+    let table = String::from_utf8(d.cli(&["outbox"]).stdout).unwrap();
+    assert!(table.lines().any(|l| l.starts_with("hooks") && l.trim_end().ends_with('1')), "{table}");
+
+    // Fixed receiver, operator retries: delivered with the same key.
+    hook_b.set_mode(Mode::Accept { own_ids: None });
+    let out = d.cli(&["outbox", "retry", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = hook_b.next(T).await;
+    assert_eq!((got.key.as_str(), got.json["text"].as_str()), (id.as_str(), Some("refused")));
+    assert_eq!(d.cli(&["outbox", "retry", &id]).status.code(), Some(1));
+    assert!(hook_a.drain(Duration::from_millis(100)).await.is_empty());
+}
+
+#[tokio::test]
+async fn server_sent_events_stream_the_portal_and_resume() {
+    let hook_a = Hook::start(Mode::Accept { own_ids: None }).await;
+    let hook_b = Hook::start(Mode::Accept { own_ids: None }).await;
+    let d = Daemon::start(&two_links(&hook_a.url(), &hook_b.url())).await;
+    let client = reqwest::Client::new();
+    let events = d.url("/bridges/hooks/a/events");
+    assert_eq!(client.get(&events).send().await.unwrap().status(), 401);
+
+    let mut resp = client.get(&events).bearer_auth("events-token").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    for i in 0..3 {
+        let msg = json!({"sender": {"id": "bob"}, "text": format!("sse {i}")});
+        assert_eq!(post(&client, &d.url("/bridges/hooks/b"), "token-b", &msg).await.0, 202);
+    }
+    let mut text = String::new();
+    while text.matches("event: message").count() < 3 {
+        let chunk = tokio::time::timeout(T, resp.chunk()).await.expect("SSE timed out").unwrap().expect("SSE ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.contains(r#""text":"sse 2""#), "{text}");
+    let first_id = text.lines().find_map(|l| l.strip_prefix("id: ")).unwrap().to_string();
+    drop(resp);
+
+    // Resume after the first: the archive replays the two that followed.
+    let mut resp = client.get(&events).bearer_auth("events-token").header("last-event-id", &first_id).send().await.unwrap();
+    let mut text = String::new();
+    while text.matches("event: message").count() < 2 {
+        let chunk = tokio::time::timeout(T, resp.chunk()).await.expect("SSE timed out").unwrap().expect("SSE ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!text.contains("sse 0") && text.contains("sse 1") && text.contains("sse 2"), "{text}");
+}
+
+/// A webhook endpoint seen from outside: what it POSTs in, what it receives.
+struct WebhookPeer {
+    label: &'static str,
+    url: String,
+    token: &'static str,
+    hook: Hook,
+    n: u32,
+}
+
+#[async_trait]
+impl Peer for WebhookPeer {
+    fn label(&self) -> String {
+        self.label.to_string()
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+    async fn act(&mut self, action: Action) -> Result<String, String> {
+        self.n += 1;
+        let id = format!("{}-{}", self.label, self.n);
+        let sender = json!({"id": self.label, "name": self.label});
+        let body = match action {
+            Action::Text { text, reply_to } => json!({"id": id, "sender": sender, "text": text, "reply_to": reply_to}),
+            Action::Edit { target, text } => json!({"id": id, "sender": sender, "type": "edit", "target": target, "text": text}),
+            Action::Retract { target } => json!({"id": id, "sender": sender, "type": "retract", "target": target}),
+            Action::React { target, key } => json!({"id": id, "sender": sender, "type": "reaction", "target": target, "key": key}),
+            Action::File { attachment, caption } => json!({"id": id, "sender": sender, "text": caption, "attachments": [attachment]}),
+            Action::Presence { show, status } => json!({"id": id, "sender": sender, "type": "presence", "show": show, "status": status}),
+        };
+        let (status, answer) = post(&reqwest::Client::new(), &self.url, self.token, &body).await;
+        if status != 202 {
+            return Err(format!("POST answered {status}: {answer}"));
+        }
+        Ok(id)
+    }
+    async fn next(&mut self, timeout: Duration) -> Result<Seen, String> {
+        let got = tokio::time::timeout(timeout, self.hook.rx.recv()).await.map_err(|_| "timed out".to_string())?;
+        let got = got.ok_or("receiver closed")?;
+        let incoming = parse_native("x", &got.body, None).map_err(|e| e.to_string())?;
+        Ok(Seen { id: got.id, sender_name: incoming.sender.name.unwrap_or_default(), body: incoming.body })
+    }
+}
+
+#[tokio::test]
+async fn webhook_conformance() {
+    let hook_a = Hook::start(Mode::Accept { own_ids: Some("A-".into()) }).await;
+    let hook_b = Hook::start(Mode::Accept { own_ids: None }).await;
+    let d = Daemon::start(&two_links(&hook_a.url(), &hook_b.url())).await;
+    let mut a = WebhookPeer { label: "a", url: d.url("/bridges/hooks/a"), token: "token-a", hook: hook_a, n: 0 };
+    let mut b = WebhookPeer { label: "b", url: d.url("/bridges/hooks/b"), token: "token-b", hook: hook_b, n: 0 };
+    let report = conformance::run(&mut a, &mut b, &conformance::Options::default()).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    assert_eq!(report.passed.len(), 14, "{report}");
+    assert!(report.skipped.is_empty(), "{report}");
+}
