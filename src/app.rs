@@ -34,6 +34,13 @@ pub async fn open_store(config: &crate::config::Config) -> anyhow::Result<Arc<dy
 /// Run until `shutdown` resolves.
 pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let Loaded { config, bridges } = loaded;
+    if !config.http.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %config.http.listen,
+            "http.listen is not a loopback address: /metrics is open to that network; \
+             put a reverse proxy with TLS and access control in front"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;

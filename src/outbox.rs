@@ -90,9 +90,13 @@ impl Outbox {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot check the outbox for new rows"),
             }
+            // The gauges count in memory; rows changed by another process
+            // (a retried dead letter) are only seen here.
             if let Ok(depths) = self.store.outbox_depths().await {
-                for (bridge, d) in depths {
-                    let b = metrics::bridge(&bridge);
+                for bridge in self.bridges.keys() {
+                    let d = depths.get(bridge).cloned().unwrap_or_default();
+                    let b = metrics::bridge(bridge);
+                    self.metrics.outbox_depth.get_or_create(&b).set(d.pending as i64);
                     self.metrics.dead_letter_depth.get_or_create(&b).set(d.dead as i64);
                 }
             }

@@ -153,7 +153,7 @@ async fn an_echoed_delivery_is_not_delivered_again() {
     }
     assert_eq!(d.metric("causeway_events_dropped_total", r#"bridge="hooks",reason="loop""#).await, 2.0);
     // Also after a restart (the map is durable, not a memory).
-    d.terminate();
+    assert!(d.terminate().success(), "unclean exit on SIGTERM:\n{}", d.log());
     d.restart().await;
     hook_b.set_mode(Mode::Accept { own_ids: None });
     let first = {
@@ -274,6 +274,8 @@ async fn a_refused_delivery_becomes_a_dead_letter_that_the_cli_can_retry() {
         assert!(std::time::Instant::now() < deadline, "no dead letter:\n{}", d.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(d.metric("causeway_dead_letter_depth", r#"bridge="hooks""#).await, 1.0);
+    assert_eq!(d.metric("causeway_delivery_failures_total", r#"bridge="hooks",reason="permanent""#).await, 1.0);
     let out = d.cli(&["outbox", "--json", "dead"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let dead: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -290,6 +292,14 @@ async fn a_refused_delivery_becomes_a_dead_letter_that_the_cli_can_retry() {
     let got = hook_b.next(T).await;
     assert_eq!((got.key.as_str(), got.json["text"].as_str()), (id.as_str(), Some("refused")));
     assert_eq!(d.cli(&["outbox", "retry", &id]).status.code(), Some(1));
+    // The gauges follow what another process changed.
+    let deadline = std::time::Instant::now() + T;
+    while d.metric("causeway_dead_letter_depth", r#"bridge="hooks""#).await != 0.0
+        || d.metric("causeway_outbox_depth", r#"bridge="hooks""#).await != 0.0
+    {
+        assert!(std::time::Instant::now() < deadline, "depth gauges did not settle at 0");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(hook_a.drain(Duration::from_millis(100)).await.is_empty());
 }
 
@@ -380,4 +390,31 @@ async fn webhook_conformance() {
     let report = conformance::run(&mut a, &mut b, &conformance::Options::default()).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     assert_eq!(report.passed.len(), 14, "{report}");
     assert!(report.skipped.is_empty(), "{report}");
+}
+
+#[tokio::test]
+async fn json_logs_and_a_clear_error_when_the_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.yaml");
+    let db = dir.path().join("c.db");
+    std::fs::write(
+        &path,
+        format!(
+            "http: {{ listen: \"{}\" }}\nstore: {{ path: \"{}\" }}\nbridges: {{ h: {{ type: webhook, endpoints: {{ a: {{ inbound: {{ token: t }} }} }} }} }}\nportals: [{{ id: p, links: [{{ bridge: h, room: a }}] }}]\n",
+            taken.local_addr().unwrap(),
+            db.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let logged: Vec<Value> = err.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let line = logged.iter().find(|l| l["level"] == "ERROR").unwrap_or_else(|| panic!("no JSON error line in:\n{err}"));
+    assert!(line["message"].as_str().unwrap().contains("(http.listen)"), "{line}");
 }

@@ -115,29 +115,37 @@ impl Store for SqliteStore {
 
     async fn commit(&self, batch: &[NewEvent]) -> Result<Vec<i64>, StoreError> {
         let mut tx = self.write.begin().await?;
-        let mut seqs = Vec::with_capacity(batch.len());
-        // The archive first, one row at a time: we need each row's seq.
+        let mut jsons = Vec::with_capacity(batch.len());
         for ne in batch {
             let e = &ne.event;
-            let json = serde_json::to_string(e).map_err(|err| StoreError::Corrupt(e.id.clone(), err))?;
-            let seq: i64 = sqlx::query(
-                "INSERT INTO archive (event_id, portal, at_ms, kind, origin_bridge, origin_room, sender, person, event) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-            )
-            .bind(&e.id)
-            .bind(&e.portal)
-            .bind(e.at_ms)
-            .bind(e.body.kind())
-            .bind(&e.origin.bridge)
-            .bind(&e.origin.room)
-            .bind(&e.sender.id)
-            .bind(e.sender.person.as_deref())
-            .bind(json)
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
-            seqs.push(seq);
+            jsons.push(serde_json::to_string(e).map_err(|err| StoreError::Corrupt(e.id.clone(), err))?);
         }
+        // Archive rows, many per statement; RETURNING names each row's seq
+        // (in no promised order, hence by event id).
+        let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(batch.len());
+        let rows: Vec<(&NewEvent, &String)> = batch.iter().zip(&jsons).collect();
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO archive (event_id, portal, at_ms, kind, origin_bridge, origin_room, sender, person, event) ",
+            );
+            q.push_values(chunk, |mut b, (ne, json)| {
+                let e = &ne.event;
+                b.push_bind(&e.id)
+                    .push_bind(&e.portal)
+                    .push_bind(e.at_ms)
+                    .push_bind(e.body.kind())
+                    .push_bind(&e.origin.bridge)
+                    .push_bind(&e.origin.room)
+                    .push_bind(&e.sender.id)
+                    .push_bind(e.sender.person.as_deref())
+                    .push_bind(json.as_str());
+            });
+            q.push(" RETURNING event_id, seq");
+            for r in q.build().fetch_all(&mut *tx).await? {
+                seq_of.insert(r.get(0), r.get(1));
+            }
+        }
+        let seqs = batch.iter().map(|ne| seq_of.get(&ne.event.id).copied().unwrap_or_default()).collect();
         // Map rows: the origin's id, and each delivery id (so an echo of a
         // delivery is recognised even before the target confirms it).
         let maps: Vec<(&str, &str, &str, &str, i64)> = batch

@@ -42,6 +42,8 @@ pub struct Received {
     pub json: Value,
     /// The id this receiver gave it (when it named one), else the key.
     pub id: String,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 struct HookState {
@@ -74,7 +76,7 @@ async fn receive(State(s): State<Arc<HookState>>, headers: HeaderMap, body: Byte
                 }
                 None => key.clone(),
             };
-            let _ = s.tx.send(Received { key, headers, body, json, id: id.clone() });
+            let _ = s.tx.send(Received { key, headers, body, json, id: id.clone(), at: Instant::now() });
             match own_ids {
                 Some(_) => axum::Json(serde_json::json!({"id": id})).into_response(),
                 None => StatusCode::NO_CONTENT.into_response(),
@@ -99,7 +101,7 @@ async fn receive(State(s): State<Arc<HookState>>, headers: HeaderMap, body: Byte
             let mut headers = headers;
             headers.insert("x-echo-status", status.to_string().parse().unwrap());
             headers.insert("x-echo-answer", answer.to_string().parse().unwrap());
-            let _ = s.tx.send(Received { key: key.clone(), headers, body, json, id: key });
+            let _ = s.tx.send(Received { key: key.clone(), headers, body, json, id: key, at: Instant::now() });
             StatusCode::NO_CONTENT.into_response()
         }
     }
@@ -252,6 +254,28 @@ impl Daemon {
             .arg(self.config_path())
             .output()
             .unwrap()
+    }
+
+    /// CPU time (user + system) the daemon has used so far, from /proc.
+    pub fn cpu_time(&self) -> Duration {
+        let pid = self.child.as_ref().expect("running").id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are 14th and 15th.
+        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+        let ticks: u64 = fields.get(11..13).map(|f| f.iter().filter_map(|x| x.parse::<u64>().ok()).sum()).unwrap_or(0);
+        // USER_HZ is 100 on Linux.
+        Duration::from_millis(ticks * 10)
+    }
+
+    /// Peak resident memory (VmHWM) of the daemon, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
 
     pub fn db(&self) -> PathBuf {

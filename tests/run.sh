@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite: unit and property tests of every crate, and the
+# end-to-end tests that run the real `causeway` binary against real HTTP
+# peers on 127.0.0.1. Benchmarks are separate (BENCHMARKS.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --workspace --locked "$@"
