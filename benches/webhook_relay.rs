@@ -41,6 +41,19 @@ fn config(portals: usize, hooks: &[String], sync: &str) -> String {
     )
 }
 
+/// `p50 … | p99 … | max …` of the deliveries' latencies.
+fn latencies(got: &[Received], sent: &Sent) -> String {
+    let mut lat: Vec<Duration> = got.iter().filter_map(|r| sent.latency(r)).collect();
+    lat.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "p50 {:.1} ms | p99 {:.1} ms | max {:.1} ms",
+        ms(percentile(&lat, 0.5)),
+        ms(percentile(&lat, 0.99)),
+        ms(lat.last().copied().unwrap_or_default())
+    )
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -120,16 +133,12 @@ async fn run(sync: &str) {
     let got = collect(&mut hooks, events, Instant::now() + Duration::from_secs(300)).await;
     let delivered_in = start.elapsed();
     let cpu1 = d.cpu_time();
-    let mut lat: Vec<Duration> = got.iter().filter_map(|r| sent.latency(r)).collect();
-    lat.sort();
     println!(
-        "| {sync} | throughput | {events} events, {portals} portals, {concurrency} senders | accepted {:.0}/s | delivered {} ({:.0}/s) | p50 {:.1} ms | p99 {:.1} ms | max {:.1} ms | refused {refused}; causeway CPU {:.0} µs/event ({:.0}% of a core) |",
+        "| {sync} | throughput | {events} events, {portals} portals, {concurrency} senders | accepted {:.0}/s | delivered {} ({:.0}/s) | {} | refused {refused}; causeway CPU {:.0} µs/event ({:.0}% of a core) |",
         events as f64 / accepted_in.as_secs_f64(),
         got.len(),
         got.len() as f64 / delivered_in.as_secs_f64(),
-        percentile(&lat, 0.5).as_secs_f64() * 1e3,
-        percentile(&lat, 0.99).as_secs_f64() * 1e3,
-        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        latencies(&got, &sent),
         (cpu1 - cpu0).as_secs_f64() * 1e6 / events as f64,
         (cpu1 - cpu0).as_secs_f64() * 100.0 / delivered_in.as_secs_f64(),
     );
@@ -160,15 +169,11 @@ async fn run(sync: &str) {
     let sending = start.elapsed();
     let got = collect(&mut hooks, total, Instant::now() + Duration::from_secs(120)).await;
     let cpu2 = d.cpu_time();
-    let mut lat: Vec<Duration> = got.iter().filter_map(|r| sent.latency(r)).collect();
-    lat.sort();
     println!(
-        "| {sync} | latency | {rate}/s for {seconds} s (offered {:.0}/s) | delivered {} of {total} | p50 {:.1} ms | p99 {:.1} ms | max {:.1} ms | causeway CPU {:.0} µs/event; peak RSS {:.1} MiB |",
+        "| {sync} | latency | {rate}/s for {seconds} s (offered {:.0}/s) | delivered {} of {total} | {} | causeway CPU {:.0} µs/event; peak RSS {:.1} MiB |",
         total as f64 / sending.as_secs_f64(),
         got.len(),
-        percentile(&lat, 0.5).as_secs_f64() * 1e3,
-        percentile(&lat, 0.99).as_secs_f64() * 1e3,
-        lat.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        latencies(&got, &sent),
         (cpu2 - cpu1).as_secs_f64() * 1e6 / total as f64,
         d.peak_rss_kib() as f64 / 1024.0,
     );

@@ -2,7 +2,7 @@
 //! and stop in order.
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -83,17 +83,37 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
 
     let ready = Arc::new(AtomicBool::new(false));
     let app = http::router(Surface { metrics, ready: ready.clone() }, routes);
+    let graceful = {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        }
+    };
+    let mut server = tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(graceful).into_future());
     ready.store(true, Ordering::Release);
     tracing::info!(listen = %config.http.listen, portals = config.portals.len(), "causeway is running");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("HTTP server failed")?;
+    tokio::select! {
+        _ = shutdown => {}
+        ended = &mut server => {
+            let _ = stop_tx.send(true);
+            ended.context("HTTP server task failed")?.context("HTTP server failed")?;
+            anyhow::bail!("HTTP server stopped unexpectedly");
+        }
+    }
 
-    tracing::info!("stopping: finishing deliveries in flight");
+    tracing::info!("stopping: finishing requests and deliveries in flight");
+    ready.store(false, Ordering::Release);
     let _ = stop_tx.send(true);
+    // Requests in flight get a moment; long-lived ones (event streams) are cut.
+    if tokio::time::timeout(Duration::from_secs(5), &mut server).await.is_err() {
+        server.abort();
+    }
     drop(router);
     drop(host);
     let _ = up.await;
     if tokio::time::timeout(Duration::from_secs(10), outbox).await.is_err() {
         tracing::warn!("outbox did not stop within 10 s; unconfirmed deliveries will be retried at next start");
     }
+    tracing::info!("stopped");
     Ok(())
 }

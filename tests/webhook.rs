@@ -335,6 +335,13 @@ async fn server_sent_events_stream_the_portal_and_resume() {
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(!text.contains("sse 0") && text.contains("sse 1") && text.contains("sse 2"), "{text}");
+
+    // A reader still connected does not hold up a clean stop.
+    let mut d = d;
+    let started = std::time::Instant::now();
+    assert!(d.terminate().success(), "unclean exit:\n{}", d.log());
+    assert!(started.elapsed() < Duration::from_secs(8), "stop took {:?}", started.elapsed());
+    drop(resp);
 }
 
 /// A webhook endpoint seen from outside: what it POSTs in, what it receives.

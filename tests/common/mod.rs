@@ -233,11 +233,22 @@ impl Daemon {
         }
     }
 
-    /// SIGTERM and wait for a clean exit.
+    /// SIGTERM and wait for the exit (at most 15 s, then SIGKILL and panic).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
         Command::new("kill").args(["-TERM", &c.id().to_string()]).status().unwrap();
-        c.wait().unwrap()
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("causeway did not stop within 15 s of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The value of one sample of `/metrics` (0 when absent).

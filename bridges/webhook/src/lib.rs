@@ -161,7 +161,7 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
 }
 
-fn token_ok(secret: &Option<Secret>, headers: &HeaderMap) -> bool {
+fn token_ok(secret: Option<&Secret>, headers: &HeaderMap) -> bool {
     matches!((secret, bearer(headers)), (Some(s), Some(t)) if s.matches(t))
 }
 
@@ -189,16 +189,14 @@ async fn inbound(
     }
     let body = match body {
         Ok(b) => b,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ctx.count_rejected("too_large");
+            let message = format!("the body is larger than {} bytes", bridge.options.max_body_bytes);
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message);
+        }
         Err(rejection) => {
-            let status = rejection.status();
-            let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_body" };
-            ctx.count_rejected(if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_body" });
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("the body is larger than {} bytes", bridge.options.max_body_bytes)
-            } else {
-                rejection.body_text()
-            };
-            return error(status, code, message);
+            ctx.count_rejected("bad_body");
+            return error(rejection.status(), "bad_body", rejection.body_text());
         }
     };
     let signature = headers.get(sign::SIGNATURE_HEADER).or_else(|| headers.get(sign::GITHUB_SIGNATURE_HEADER));
@@ -207,7 +205,7 @@ async fn inbound(
         _ => false,
     };
     let open = inb.token.is_none() && inb.hmac_secret.is_none() && inb.allow_unauthenticated;
-    if !(open || hmac_ok || token_ok(&inb.token, &headers)) {
+    if !(open || hmac_ok || token_ok(inb.token.as_ref(), &headers)) {
         ctx.count_rejected("unauthorized");
         return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong token or signature");
     }
@@ -258,7 +256,7 @@ async fn events(
     let Some(opts) = bridge.endpoint(&endpoint).and_then(|e| e.events.as_ref()) else {
         return error(StatusCode::NOT_FOUND, "not_found", format!("no event stream at endpoint {endpoint:?}"));
     };
-    if !token_ok(&Some(opts.token.clone()), &headers) {
+    if !token_ok(Some(&opts.token), &headers) {
         ctx.count_rejected("unauthorized");
         return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong token");
     }
