@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use causeway_core::{
-    Accepted, Body, Bridge, Capabilities, Committed, Degrade, Event, Host, Incoming, Origin, SubmitError, degrade,
+    Accepted, Body, Bridge, Capabilities, Committed, Degrade, Event, Host, IdKind, Incoming, Origin, SubmitError, degrade,
     new_id, now_ms,
 };
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
@@ -164,7 +164,7 @@ impl Router {
         let mut new_events = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         for Submission { bridge, incoming, reply } in batch {
-            let Incoming { room, sender, remote_id, at_ms, body } = incoming;
+            let Incoming { room, sender, remote_id, aliases, at_ms, body } = incoming;
             let dropped = |reason: &str| self.metrics.dropped.get_or_create(&metrics::reason(&bridge, reason)).inc();
             if let Some(rid) = &remote_id {
                 let k = key(&bridge, &room, rid);
@@ -219,8 +219,11 @@ impl Router {
                 .map(|l| NewDelivery { id: new_id(), bridge: l.bridge.clone(), room: l.room.clone() })
                 .collect();
             let origin_key = key(&bridge, &room, remote_id.as_deref().unwrap_or(&event_id));
+            for a in &aliases {
+                fresh.insert(key(&bridge, &room, a), event_id.clone());
+            }
             fresh.insert(origin_key.clone(), event_id);
-            new_events.push(NewEvent { event, origin_key, deliveries });
+            new_events.push(NewEvent { event, origin_key, aliases, deliveries });
             replies.push(reply);
         }
         if new_events.is_empty() {
@@ -283,6 +286,10 @@ impl Host for Router {
 
     fn count_rejected(&self, bridge: &str, reason: &'static str) {
         self.metrics.rejected.get_or_create(&metrics::reason(bridge, reason)).inc();
+    }
+
+    async fn ids_of(&self, bridge: &str, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, SubmitError> {
+        self.store.ids_of(bridge, room, remote_id).await.map_err(|e| SubmitError::Unavailable(e.to_string()))
     }
 
     async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, SubmitError> {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use causeway_core::{Committed, Event, EventId};
+use causeway_core::{Committed, Event, EventId, IdKind};
 
 pub mod sqlite;
 
@@ -42,6 +42,8 @@ pub struct NewEvent {
     pub event: Event,
     /// The origin's id for the event (the event id itself when the network has none).
     pub origin_key: RemoteKey,
+    /// Other ids of the event on its origin (same bridge and room).
+    pub aliases: Vec<String>,
     pub deliveries: Vec<NewDelivery>,
 }
 
@@ -110,6 +112,8 @@ pub trait Store: Send + Sync + 'static {
     /// The id of `event_id` on (bridge, room): the one the network reported,
     /// else our delivery id, else the origin's id.
     async fn remote_for(&self, event_id: &str, bridge: &str, room: &str) -> Result<Option<String>, StoreError>;
+    /// Every id of the message `remote_id` stands for on (bridge, room).
+    async fn ids_of(&self, bridge: &str, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, StoreError>;
     /// Archive, map and enqueue a batch in ONE transaction. Returns each
     /// event's archive sequence number.
     async fn commit(&self, batch: &[NewEvent]) -> Result<Vec<i64>, StoreError>;

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use causeway_core::{Committed, Event, now_ms};
+use causeway_core::{Committed, Event, IdKind, now_ms};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlSafeStr};
@@ -95,7 +95,7 @@ impl Store for SqliteStore {
             for r in q.build().fetch_all(&self.read).await? {
                 let key = RemoteKey { bridge: r.get("bridge"), room: r.get("room"), remote_id: r.get("remote_id") };
                 let kind: i64 = r.get("kind");
-                found.insert(key, MapHit { event_id: r.get("event_id"), origin: kind == 0 });
+                found.insert(key, MapHit { event_id: r.get("event_id"), origin: kind == 0 || kind == 3 });
             }
         }
         Ok(found)
@@ -111,6 +111,30 @@ impl Store for SqliteStore {
         .fetch_optional(&self.read)
         .await?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    async fn ids_of(&self, bridge: &str, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT m.remote_id, m.kind FROM message_map m WHERE m.bridge = ?1 AND m.room = ?2 AND m.event_id = \
+             (SELECT event_id FROM message_map WHERE bridge = ?1 AND room = ?2 AND remote_id = ?3)",
+        )
+        .bind(bridge)
+        .bind(room)
+        .bind(remote_id)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let kind = match r.get::<i64, _>(1) {
+                    0 => IdKind::Origin,
+                    1 => IdKind::DeliveryKey,
+                    2 => IdKind::Reported,
+                    _ => IdKind::Alias,
+                };
+                (r.get(0), kind)
+            })
+            .collect())
     }
 
     async fn commit(&self, batch: &[NewEvent]) -> Result<Vec<i64>, StoreError> {
@@ -153,6 +177,7 @@ impl Store for SqliteStore {
             .flat_map(|ne| {
                 let k = &ne.origin_key;
                 std::iter::once((k.bridge.as_str(), k.room.as_str(), k.remote_id.as_str(), ne.event.id.as_str(), 0))
+                    .chain(ne.aliases.iter().map(|a| (k.bridge.as_str(), k.room.as_str(), a.as_str(), ne.event.id.as_str(), 3)))
                     .chain(ne.deliveries.iter().map(|d| {
                         (d.bridge.as_str(), d.room.as_str(), d.id.as_str(), ne.event.id.as_str(), 1)
                     }))
@@ -389,6 +414,7 @@ mod tests {
         NewEvent {
             event: event(id, "p"),
             origin_key: RemoteKey { bridge: "a".into(), room: "r".into(), remote_id: format!("remote-{id}") },
+            aliases: vec![format!("alias-{id}")],
             deliveries: vec![NewDelivery { id: format!("d-{id}"), bridge: "b".into(), room: "s".into() }],
         }
     }
@@ -410,6 +436,10 @@ mod tests {
         assert_eq!(pending.len(), 2);
         assert_eq!(pending[0].event, event("e1", "p"));
         assert_eq!(store.remote_for("e1", "b", "s").await.unwrap().as_deref(), Some("d-e1"));
+        let mut ids = store.ids_of("a", "r", "alias-e1").await.unwrap();
+        ids.sort();
+        assert_eq!(ids, vec![("alias-e1".to_string(), IdKind::Alias), ("remote-e1".to_string(), IdKind::Origin)]);
+        assert!(store.ids_of("a", "r", "nope").await.unwrap().is_empty());
 
         store
             .complete(&[Completion {

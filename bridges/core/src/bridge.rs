@@ -145,6 +145,19 @@ pub enum SubmitError {
     Unavailable(String),
 }
 
+/// How an id in the message map came to stand for its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IdKind {
+    /// The network's id of a message that came in from it.
+    Origin,
+    /// Another id of a message that came in ([`Incoming::aliases`]).
+    Alias,
+    /// The delivery id Causeway sent the message with.
+    DeliveryKey,
+    /// The id the network reported for a delivered message.
+    Reported,
+}
+
 /// An archived event with its position in the archive.
 #[derive(Clone, Debug)]
 pub struct Committed {
@@ -165,6 +178,9 @@ pub trait Host: Send + Sync + 'static {
     async fn history(&self, portal: &str, after_seq: i64, limit: u32) -> Result<Vec<Committed>, SubmitError>;
     /// Count an inbound request refused before it became an event.
     fn count_rejected(&self, bridge: &str, reason: &'static str);
+    /// Every id the message map has, on (bridge, room), for the message
+    /// that `remote_id` stands for there.
+    async fn ids_of(&self, bridge: &str, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, SubmitError>;
     /// Durable per-bridge state (cursors, sync tokens).
     async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, SubmitError>;
     async fn save_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), SubmitError>;
@@ -198,6 +214,9 @@ impl BridgeContext {
     }
     pub fn count_rejected(&self, reason: &'static str) {
         self.host.count_rejected(&self.name, reason)
+    }
+    pub async fn ids_of(&self, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, SubmitError> {
+        self.host.ids_of(&self.name, room, remote_id).await
     }
     pub async fn load_state(&self, key: &str) -> Result<Option<String>, SubmitError> {
         self.host.load_state(&self.name, key).await

@@ -263,6 +263,9 @@ pub struct Incoming {
     /// The network's id for this message: the dedupe key, and what later
     /// replies and edits from this network refer to.
     pub remote_id: Option<String>,
+    /// Other ids the network uses for the same message (XMPP: the sender's
+    /// stanza id beside the group chat's stanza-id). Mapped like `remote_id`.
+    pub aliases: Vec<String>,
     pub at_ms: Option<i64>,
     /// References are ids of the same network and room.
     pub body: Body<String>,

@@ -14,7 +14,7 @@ pub mod text;
 
 pub use bridge::{
     Accepted, Bridge, BridgeContext, BridgeError, Capabilities, Committed, Degrade, Delivered, Delivery,
-    DeliveryError, Host, OptionError, SubmitError, parse_options,
+    DeliveryError, Host, IdKind, OptionError, SubmitError, parse_options,
 };
 pub use degrade::degrade;
 pub use event::{

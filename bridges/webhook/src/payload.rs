@@ -221,7 +221,7 @@ pub fn parse_native(room: &str, body: &[u8], header_id: Option<String>) -> Resul
             )));
         }
     };
-    Ok(Incoming { room: room.to_string(), sender, remote_id, at_ms: parse_at(n.at)?, body })
+    Ok(Incoming { room: room.to_string(), sender, remote_id, aliases: Vec::new(), at_ms: parse_at(n.at)?, body })
 }
 
 /// Parse a Slack-compatible payload into a message event.
@@ -239,6 +239,7 @@ pub fn parse_slack(room: &str, body: &[u8], header_id: Option<String>) -> Result
             avatar: bounded("icon_url", s.icon_url, 2048)?,
         },
         remote_id: bounded("Idempotency-Key", header_id, MAX_ID)?,
+        aliases: Vec::new(),
         at_ms: None,
         body: Body::text(s.text),
     })

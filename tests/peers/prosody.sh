@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# A real Prosody on 127.0.0.1 for the tests.
+#
+#   prosody.sh install                      install Prosody (idempotent)
+#   prosody.sh start DIR C2S_PORT COMP_PORT start one in DIR; prints when ready
+#   prosody.sh stop DIR                     stop the one started in DIR
+#   prosody.sh register DIR USER PASSWORD   add a user on xmpp.test
+#
+# Domain xmpp.test; MUC service conference.xmpp.test (with MAM, rooms usable
+# at once); external component bridge.xmpp.test (secret "component-secret").
+# Users alice/bob/carol with password "pw" exist from the start.
+set -euo pipefail
+
+DOMAIN=xmpp.test
+SECRET=component-secret
+
+install() {
+    if command -v prosody >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "installing prosody…" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    # The package would start a system-wide Prosody; we start our own.
+    local guard=/usr/sbin/policy-rc.d created=0
+    if [ ! -e "$guard" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$guard" && chmod +x "$guard" && created=1
+    fi
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends prosody lua-unbound >/dev/null
+    if [ "$created" = 1 ]; then rm -f "$guard"; fi
+}
+
+start_time() { # the process's start time in clock ticks, to never mistake a reused PID
+    awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null || true
+}
+
+start() {
+    local dir=$1 c2s=$2 comp=$3
+    dir=$(realpath -m "$dir")
+    mkdir -p "$dir/data" "$dir/certs"
+    cat > "$dir/prosody.cfg.lua" <<CFG
+run_as_root = true
+pidfile = "$dir/prosody.pid.internal"
+data_path = "$dir/data"
+certificates = "$dir/certs"
+log = { { levels = { min = "info" }, to = "file", filename = "$dir/prosody.log" } }
+interfaces = { "127.0.0.1" }
+c2s_ports = { $c2s }
+component_ports = { $comp }
+component_interfaces = { "127.0.0.1" }
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+authentication = "internal_plain"
+modules_enabled = { "roster", "saslauth", "disco", "ping", "presence", "message" }
+modules_disabled = { "s2s", "tls", "http" }
+VirtualHost "$DOMAIN"
+Component "conference.$DOMAIN" "muc"
+    modules_enabled = { "muc_mam" }
+    muc_room_locking = false
+    muc_log_all_rooms = true
+    muc_room_default_public = true
+    muc_room_default_history_length = 20
+Component "bridge.$DOMAIN"
+    component_secret = "$SECRET"
+CFG
+    for u in alice bob carol; do
+        prosodyctl --config "$dir/prosody.cfg.lua" register "$u" "$DOMAIN" pw >/dev/null 2>&1
+    done
+    prosody --config "$dir/prosody.cfg.lua" -F >>"$dir/stdout.log" 2>&1 &
+    local pid=$!
+    echo "$pid $(start_time "$pid")" > "$dir/prosody.pid"
+    for _ in $(seq 1 200); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "prosody exited while starting:" >&2
+            tail -20 "$dir/prosody.log" "$dir/stdout.log" >&2 || true
+            exit 1
+        fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$c2s") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$comp") 2>/dev/null; then
+            echo "prosody ready (pid $pid, c2s $c2s, component $comp)"
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "prosody did not open its ports in 10 s" >&2
+    exit 1
+}
+
+stop() {
+    local dir=$1 pid started
+    [ -f "$dir/prosody.pid" ] || return 0
+    read -r pid started < "$dir/prosody.pid"
+    if [ -n "$pid" ] && [ "$(start_time "$pid")" = "$started" ]; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 1 100); do
+            # Gone, or a zombie waiting for its parent: either way stopped.
+            local state
+            state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null || echo gone)
+            [ "$state" = gone ] || [ "$state" = Z ] && break
+            sleep 0.05
+        done
+        if [ "$(start_time "$pid")" = "$started" ] && [ "$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$dir/prosody.pid"
+}
+
+register() {
+    prosodyctl --config "$1/prosody.cfg.lua" register "$2" "$DOMAIN" "$3" >/dev/null
+}
+
+case "${1:-}" in
+    install) install ;;
+    start) shift; start "$@" ;;
+    stop) shift; stop "$@" ;;
+    register) shift; register "$@" ;;
+    *) echo "usage: $0 install | start DIR C2S_PORT COMP_PORT | stop DIR | register DIR USER PASSWORD" >&2; exit 2 ;;
+esac
