@@ -75,7 +75,7 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
                 }
                 tokio::select! {
                     _ = stop.changed() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
         })

@@ -15,6 +15,9 @@ pub fn compiled() -> Vec<&'static str> {
     if cfg!(feature = "webhook") {
         v.push("webhook");
     }
+    if cfg!(feature = "xmpp") {
+        v.push("xmpp");
+    }
     v
 }
 
@@ -34,6 +37,8 @@ pub fn build(section: &Value) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
     match kind {
         #[cfg(feature = "webhook")]
         "webhook" => Ok(Arc::new(causeway_webhook::WebhookBridge::from_options(options)?)),
+        #[cfg(feature = "xmpp")]
+        "xmpp" => Ok(Arc::new(causeway_xmpp::XmppBridge::from_options(options)?)),
         k if ALL_TYPES.contains(&k) => Err(vec![OptionError::new(
             "type",
             format!("bridge type {k:?} is not compiled into this build (cargo feature `{k}`)"),

@@ -276,6 +276,12 @@ impl Host for Router {
         self.link_portal.get(&link).map(|&i| self.portals[i].id.clone())
     }
 
+    fn rooms(&self, bridge: &str) -> Vec<String> {
+        let mut rooms: Vec<String> = self.link_portal.keys().filter(|l| l.bridge == bridge).map(|l| l.room.clone()).collect();
+        rooms.sort();
+        rooms
+    }
+
     fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.committed.subscribe()
     }

@@ -4,4 +4,6 @@
 # peers on 127.0.0.1. Benchmarks are separate (BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash tests/peers/prosody.sh install
+bash tests/peers/python.sh install
 cargo test --workspace --locked "$@"

@@ -5,12 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use async_trait::async_trait;
-use causeway_core::conformance::{self, Action, Peer, Seen};
-use causeway_core::Capabilities;
-use causeway_webhook::payload::parse_native;
+use causeway_core::conformance;
 use causeway_webhook::sign;
-use common::{Daemon, Hook, Mode, archive_len, post};
+use common::{Daemon, Hook, Mode, WebhookPeer, archive_len, post};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(10);
@@ -344,56 +341,13 @@ async fn server_sent_events_stream_the_portal_and_resume() {
     drop(resp);
 }
 
-/// A webhook endpoint seen from outside: what it POSTs in, what it receives.
-struct WebhookPeer {
-    label: &'static str,
-    url: String,
-    token: &'static str,
-    hook: Hook,
-    n: u32,
-}
-
-#[async_trait]
-impl Peer for WebhookPeer {
-    fn label(&self) -> String {
-        self.label.to_string()
-    }
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
-    }
-    async fn act(&mut self, action: Action) -> Result<String, String> {
-        self.n += 1;
-        let id = format!("{}-{}", self.label, self.n);
-        let sender = json!({"id": self.label, "name": self.label});
-        let body = match action {
-            Action::Text { text, reply_to } => json!({"id": id, "sender": sender, "text": text, "reply_to": reply_to}),
-            Action::Edit { target, text } => json!({"id": id, "sender": sender, "type": "edit", "target": target, "text": text}),
-            Action::Retract { target } => json!({"id": id, "sender": sender, "type": "retract", "target": target}),
-            Action::React { target, key } => json!({"id": id, "sender": sender, "type": "reaction", "target": target, "key": key}),
-            Action::File { attachment, caption } => json!({"id": id, "sender": sender, "text": caption, "attachments": [attachment]}),
-            Action::Presence { show, status } => json!({"id": id, "sender": sender, "type": "presence", "show": show, "status": status}),
-        };
-        let (status, answer) = post(&reqwest::Client::new(), &self.url, self.token, &body).await;
-        if status != 202 {
-            return Err(format!("POST answered {status}: {answer}"));
-        }
-        Ok(id)
-    }
-    async fn next(&mut self, timeout: Duration) -> Result<Seen, String> {
-        let got = tokio::time::timeout(timeout, self.hook.rx.recv()).await.map_err(|_| "timed out".to_string())?;
-        let got = got.ok_or("receiver closed")?;
-        let incoming = parse_native("x", &got.body, None).map_err(|e| e.to_string())?;
-        Ok(Seen { id: got.id, sender_name: incoming.sender.name.unwrap_or_default(), body: incoming.body })
-    }
-}
-
 #[tokio::test]
 async fn webhook_conformance() {
     let hook_a = Hook::start(Mode::Accept { own_ids: Some("A-".into()) }).await;
     let hook_b = Hook::start(Mode::Accept { own_ids: None }).await;
     let d = Daemon::start(&two_links(&hook_a.url(), &hook_b.url())).await;
-    let mut a = WebhookPeer { label: "a", url: d.url("/bridges/hooks/a"), token: "token-a", hook: hook_a, n: 0 };
-    let mut b = WebhookPeer { label: "b", url: d.url("/bridges/hooks/b"), token: "token-b", hook: hook_b, n: 0 };
+    let mut a = WebhookPeer::new("a", d.url("/bridges/hooks/a"), "token-a", hook_a);
+    let mut b = WebhookPeer::new("b", d.url("/bridges/hooks/b"), "token-b", hook_b);
     let report = conformance::run(&mut a, &mut b, &conformance::Options::default()).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     assert_eq!(report.passed.len(), 14, "{report}");
     assert!(report.skipped.is_empty(), "{report}");

@@ -109,8 +109,9 @@ pub struct OutboxDepth {
 pub trait Store: Send + Sync + 'static {
     /// Look up many network ids at once.
     async fn lookup_remotes(&self, keys: &[RemoteKey]) -> Result<HashMap<RemoteKey, MapHit>, StoreError>;
-    /// The id of `event_id` on (bridge, room): the one the network reported,
-    /// else our delivery id, else the origin's id.
+    /// The id of `event_id` on (bridge, room) that references should use:
+    /// the one the network reported, else the origin's id, else our delivery
+    /// id, else an alias.
     async fn remote_for(&self, event_id: &str, bridge: &str, room: &str) -> Result<Option<String>, StoreError>;
     /// Every id of the message `remote_id` stands for on (bridge, room).
     async fn ids_of(&self, bridge: &str, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, StoreError>;

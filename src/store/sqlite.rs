@@ -103,7 +103,8 @@ impl Store for SqliteStore {
 
     async fn remote_for(&self, event_id: &str, bridge: &str, room: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query(
-            "SELECT remote_id FROM message_map WHERE event_id = ? AND bridge = ? AND room = ? ORDER BY kind DESC LIMIT 1",
+            "SELECT remote_id FROM message_map WHERE event_id = ? AND bridge = ? AND room = ? \
+             ORDER BY CASE kind WHEN 2 THEN 0 WHEN 0 THEN 1 WHEN 1 THEN 2 ELSE 3 END LIMIT 1",
         )
         .bind(event_id)
         .bind(bridge)
@@ -436,6 +437,7 @@ mod tests {
         assert_eq!(pending.len(), 2);
         assert_eq!(pending[0].event, event("e1", "p"));
         assert_eq!(store.remote_for("e1", "b", "s").await.unwrap().as_deref(), Some("d-e1"));
+        assert_eq!(store.remote_for("e1", "a", "r").await.unwrap().as_deref(), Some("remote-e1"), "origin id before alias");
         let mut ids = store.ids_of("a", "r", "alias-e1").await.unwrap();
         ids.sort();
         assert_eq!(ids, vec![("alias-e1".to_string(), IdKind::Alias), ("remote-e1".to_string(), IdKind::Origin)]);

@@ -9,12 +9,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use axum::body::Bytes;
+use causeway_core::Capabilities;
+use causeway_core::conformance::{Action, Peer, Seen};
+use causeway_webhook::payload::parse_native;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+#[cfg(feature = "xmpp")]
+pub mod xmpp;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -324,3 +331,53 @@ pub async fn archive_len(db: &Path, portal: &str) -> usize {
     use causeway::store::Store;
     store.history(portal, 0, 100_000).await.unwrap().len()
 }
+
+/// A webhook endpoint seen from outside: what it POSTs in, what it receives.
+pub struct WebhookPeer {
+    label: &'static str,
+    url: String,
+    token: &'static str,
+    hook: Hook,
+    n: u32,
+}
+
+impl WebhookPeer {
+    pub fn new(label: &'static str, url: String, token: &'static str, hook: Hook) -> Self {
+        WebhookPeer { label, url, token, hook, n: 0 }
+    }
+}
+
+#[async_trait]
+impl Peer for WebhookPeer {
+    fn label(&self) -> String {
+        self.label.to_string()
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+    async fn act(&mut self, action: Action) -> Result<String, String> {
+        self.n += 1;
+        let id = format!("{}-{}", self.label, self.n);
+        let sender = json!({"id": self.label, "name": self.label});
+        let body = match action {
+            Action::Text { text, reply_to } => json!({"id": id, "sender": sender, "text": text, "reply_to": reply_to}),
+            Action::Edit { target, text } => json!({"id": id, "sender": sender, "type": "edit", "target": target, "text": text}),
+            Action::Retract { target } => json!({"id": id, "sender": sender, "type": "retract", "target": target}),
+            Action::React { target, key } => json!({"id": id, "sender": sender, "type": "reaction", "target": target, "key": key}),
+            Action::File { attachment, caption } => json!({"id": id, "sender": sender, "text": caption, "attachments": [attachment]}),
+            Action::Presence { show, status } => json!({"id": id, "sender": sender, "type": "presence", "show": show, "status": status}),
+        };
+        let (status, answer) = post(&reqwest::Client::new(), &self.url, self.token, &body).await;
+        if status != 202 {
+            return Err(format!("POST answered {status}: {answer}"));
+        }
+        Ok(id)
+    }
+    async fn next(&mut self, timeout: Duration) -> Result<Seen, String> {
+        let got = tokio::time::timeout(timeout, self.hook.rx.recv()).await.map_err(|_| "timed out".to_string())?;
+        let got = got.ok_or("receiver closed")?;
+        let incoming = parse_native("x", &got.body, None).map_err(|e| e.to_string())?;
+        Ok(Seen { id: got.id, sender_name: incoming.sender.name.unwrap_or_default(), body: incoming.body })
+    }
+}
+

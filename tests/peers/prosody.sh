@@ -59,7 +59,9 @@ Component "conference.$DOMAIN" "muc"
     muc_room_locking = false
     muc_log_all_rooms = true
     muc_room_default_public = true
-    muc_room_default_history_length = 20
+    muc_room_default_persistent = true
+    muc_room_default_history_length = 1000
+    max_history_messages = 1000
 Component "bridge.$DOMAIN"
     component_secret = "$SECRET"
 CFG

@@ -172,6 +172,8 @@ pub trait Host: Send + Sync + 'static {
     async fn submit(&self, bridge: &str, incoming: Incoming) -> Result<Accepted, SubmitError>;
     /// The portal a room is linked to.
     fn portal_of(&self, bridge: &str, room: &str) -> Option<String>;
+    /// Every room of `bridge` linked to a portal.
+    fn rooms(&self, bridge: &str) -> Vec<String>;
     /// Every event committed from now on, in archive order.
     fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>>;
     /// A portal's archived events after `after_seq`, oldest first.
@@ -205,6 +207,9 @@ impl BridgeContext {
     }
     pub fn portal_of(&self, room: &str) -> Option<String> {
         self.host.portal_of(&self.name, room)
+    }
+    pub fn rooms(&self) -> Vec<String> {
+        self.host.rooms(&self.name)
     }
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {
         self.host.subscribe()

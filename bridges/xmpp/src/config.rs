@@ -1,0 +1,83 @@
+//! The XMPP bridge's options (`bridges.<name>` with `type: xmpp`).
+
+use std::time::Duration;
+
+use causeway_core::{OptionError, Secret};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct XmppOptions {
+    /// The server's component port (XEP-0114), `host:port`. Components
+    /// connect in plaintext: keep this on loopback next to the server.
+    #[serde(default = "default_server")]
+    pub server: String,
+    /// The component's domain, as configured on the server (`bridge.example.org`).
+    pub domain: String,
+    /// The component secret shared with the server.
+    pub secret: Secret,
+    /// The nick under which the bridge itself sits in each linked room (it
+    /// reads the room for the other networks).
+    #[serde(default = "default_bot_nick")]
+    pub bot_nick: String,
+    /// Shown after a ghost's name when the name is already taken in a room.
+    #[serde(default = "default_nick_suffix")]
+    pub nick_suffix: String,
+    /// First reconnect delay; doubles per failed attempt.
+    #[serde(default = "default_reconnect_initial", with = "humantime_serde")]
+    pub reconnect_initial: Duration,
+    /// Longest reconnect delay.
+    #[serde(default = "default_reconnect_max", with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// How long a delivery waits for the room to reflect the message (which
+    /// confirms it and carries the room's stanza-id).
+    #[serde(default = "default_confirm_timeout", with = "humantime_serde")]
+    pub confirm_timeout: Duration,
+    /// Largest stanza taken in, in bytes of its text content; larger ones are dropped.
+    #[serde(default = "default_max_stanza")]
+    pub max_stanza_bytes: usize,
+}
+
+fn default_server() -> String {
+    "127.0.0.1:5347".into()
+}
+fn default_bot_nick() -> String {
+    "Causeway".into()
+}
+fn default_nick_suffix() -> String {
+    " (bridge)".into()
+}
+fn default_reconnect_initial() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_reconnect_max() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_confirm_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_stanza() -> usize {
+    256 * 1024
+}
+
+impl XmppOptions {
+    pub(crate) fn check(&self) -> Vec<OptionError> {
+        let mut errors = Vec::new();
+        if self.server.parse::<std::net::SocketAddr>().is_err() {
+            errors.push(OptionError::new("server", format!("{:?} is not an address like 127.0.0.1:5347", self.server)));
+        }
+        if self.domain.parse::<tokio_xmpp::jid::BareJid>().map(|j| j.node().is_some()).unwrap_or(true) {
+            errors.push(OptionError::new("domain", format!("{:?} is not a domain name", self.domain)));
+        }
+        if self.secret.is_empty() {
+            errors.push(OptionError::new("secret", "must not be empty"));
+        }
+        if self.bot_nick.trim().is_empty() {
+            errors.push(OptionError::new("bot_nick", "must not be empty"));
+        }
+        if self.reconnect_initial.is_zero() || self.reconnect_max < self.reconnect_initial {
+            errors.push(OptionError::new("reconnect_max", "must be at least reconnect_initial, which must be above zero"));
+        }
+        errors
+    }
+}

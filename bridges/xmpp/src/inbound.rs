@@ -1,0 +1,478 @@
+//! XMPP stanzas → events. Everything here takes outside data: a malformed
+//! or unexpected stanza is logged and dropped, never a panic.
+
+use causeway_core::{
+    Attachment, Body, BridgeContext, DeliveryError, Incoming, Membership, MessageKind, RemoteSender, Show, Text,
+};
+use tokio::sync::mpsc;
+use tokio_xmpp::Stanza;
+use tokio_xmpp::jid::Jid;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceType};
+use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+use crate::stanzas::{self, Fallback, NS_DELAY, NS_REPLY, Reply, Retract};
+use crate::{BOT_NODE, Inner, styling};
+
+const NS_SID: &str = "urn:xmpp:sid:0";
+const NS_CORRECT: &str = "urn:xmpp:message-correct:0";
+const NS_REACTIONS: &str = "urn:xmpp:reactions:0";
+const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+const NS_OOB: &str = "jabber:x:oob";
+const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+const NS_PING: &str = "urn:xmpp:ping";
+
+/// Submit events one at a time, in the order the server sent them.
+pub(crate) async fn submit_in_order(ctx: BridgeContext, mut rx: mpsc::Receiver<Incoming>) {
+    while let Some(incoming) = rx.recv().await {
+        let room = incoming.room.clone();
+        if let Err(e) = ctx.submit(incoming).await {
+            tracing::warn!(bridge = ctx.name(), room = %room, "event not taken: {e}");
+        }
+    }
+}
+
+/// Whether `to` is the bridge's own occupant JID.
+fn to_bot(inner: &Inner, to: &Jid) -> bool {
+    to.node().map(|n| n.as_str()) == Some(BOT_NODE) && to.domain().as_str() == inner.domain()
+}
+
+/// The defined condition of an error stanza (`conflict`, `forbidden`, …).
+fn error_condition(payloads: &[Element]) -> String {
+    payloads
+        .iter()
+        .find(|e| e.name() == "error")
+        .and_then(|e| e.children().find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name() != "text"))
+        .map(|c| c.name().to_string())
+        .unwrap_or_else(|| "undefined-condition".into())
+}
+
+fn child<'a>(payloads: &'a [Element], name: &str, ns: &str) -> Option<&'a Element> {
+    payloads.iter().find(|e| e.is(name, ns))
+}
+
+pub(crate) fn message(inner: &Inner, m: Message) -> Vec<Incoming> {
+    let (Some(from), Some(to)) = (m.from.clone(), m.to.clone()) else {
+        return Vec::new();
+    };
+    let id = m.id.as_ref().map(|i| i.0.clone());
+    let room = from.to_bare().to_string();
+    if m.type_ == MessageType::Error {
+        if let Some(id) = &id
+            && let Some(waiter) = inner.state().confirms.remove(id)
+        {
+            let condition = error_condition(&m.payloads);
+            let reason = format!("{room} refused the message: {condition}");
+            let temporary = matches!(condition.as_str(), "resource-constraint" | "remote-server-timeout" | "internal-server-error");
+            let _ = waiter.send(Err(if temporary { DeliveryError::transient(reason) } else { DeliveryError::permanent(reason) }));
+        }
+        return Vec::new();
+    }
+    if m.type_ != MessageType::Groupchat {
+        if to_bot(inner, &to) || to.domain().as_str() == inner.domain() {
+            tracing::debug!(from = %from, "ignoring a direct message (direct chats are not bridged yet)");
+        }
+        return Vec::new();
+    }
+    // Our own delivery reflected by the room: it is confirmed, and its
+    // stanza-id is how the room refers to it.
+    if let Some(id) = &id {
+        let mut st = inner.state();
+        let sid = || child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(&room));
+        if let Some(waiter) = st.confirms.remove(id) {
+            let _ = waiter.send(Ok(sid()));
+            return Vec::new();
+        }
+        if st.in_doubt.contains(id) && child(&m.payloads, "delay", NS_DELAY).is_none() {
+            let found = sid();
+            st.found.insert(id.clone(), found);
+            return Vec::new();
+        }
+    }
+    if !to_bot(inner, &to) {
+        return Vec::new(); // every ghost gets a copy; the bridge's own copy counts
+    }
+    let nick = from.resource().map(|r| r.as_str().to_string());
+    if m.bodies.is_empty() && !m.subjects.is_empty() {
+        // The first subject after joining is the room's current one (and
+        // ends the history replay); later ones are changes.
+        let first = inner.state().subject_seen.insert(room.clone());
+        let Some(nick) = nick.filter(|_| !first && child(&m.payloads, "delay", NS_DELAY).is_none()) else {
+            return Vec::new();
+        };
+        if nick == inner.options.bot_nick || inner.state().ghost_nicks.get(&room).is_some_and(|n| n.contains(&nick)) {
+            return Vec::new();
+        }
+        let text = m.subjects.values().next().cloned().unwrap_or_default();
+        let body = Body::Topic { text };
+        let sender = sender(inner, &room, &nick);
+        return vec![Incoming { room, sender, remote_id: None, aliases: Vec::new(), at_ms: None, body }];
+    }
+    let Some(nick) = nick else {
+        return Vec::new(); // the room speaking for itself (status messages)
+    };
+    if child(&m.payloads, "delay", NS_DELAY).is_some() {
+        // History replayed on join: not new, but it may show that a delivery
+        // in doubt did reach the room.
+        if let Some(id) = &id {
+            let mut st = inner.state();
+            if st.in_doubt.contains(id) {
+                let sid = child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(&room));
+                st.found.insert(id.clone(), sid);
+            }
+        }
+        return Vec::new();
+    }
+    {
+        let st = inner.state();
+        if nick == inner.options.bot_nick || st.ghost_nicks.get(&room).is_some_and(|n| n.contains(&nick)) {
+            return Vec::new(); // our own echo
+        }
+    }
+    let body_text = m.get_best_body_cloned(vec![]).map(|(_, b)| b);
+    let size = body_text.as_ref().map_or(0, String::len) + m.subjects.values().map(String::len).sum::<usize>();
+    if size > inner.options.max_stanza_bytes {
+        tracing::warn!(room = %room, nick = %nick, size, "dropping an oversized message");
+        return Vec::new();
+    }
+    match parse_message(inner, &room, &nick, id, body_text, m) {
+        Ok(Some(incoming)) => vec![incoming],
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            tracing::warn!(room = %room, nick = %nick, "dropping a malformed message: {e}");
+            Vec::new()
+        }
+    }
+}
+
+fn child_attr(payloads: &[Element], name: &str, ns: &str, attr: &str, by: Option<&str>) -> Option<String> {
+    payloads
+        .iter()
+        .filter(|e| e.is(name, ns))
+        .find(|e| by.is_none_or(|b| e.attr("by") == Some(b)))
+        .and_then(|e| e.attr(attr))
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .map(str::to_string)
+}
+
+fn sender(inner: &Inner, room: &str, nick: &str) -> RemoteSender {
+    let real = inner.state().occupants.get(room).and_then(|o| o.get(nick)).cloned().flatten();
+    RemoteSender { id: real.unwrap_or_else(|| format!("{room}/{nick}")), name: Some(nick.to_string()), avatar: None }
+}
+
+fn styled(plain: String) -> Text {
+    let html = styling::to_html(&plain);
+    Text { plain, html }
+}
+
+fn parse_message(
+    inner: &Inner,
+    room: &str,
+    nick: &str,
+    id: Option<String>,
+    body_text: Option<String>,
+    m: Message,
+) -> Result<Option<Incoming>, String> {
+    let p = &m.payloads;
+    let stanza_id = child_attr(p, "stanza-id", NS_SID, "id", Some(room));
+    let body = if let Some(r) = stanzas::find(p, Retract::parse) {
+        Body::Retract { target: r?.id }
+    } else if let Some(reactions) = child(p, "reactions", NS_REACTIONS) {
+        let target = reactions.attr("id").filter(|t| !t.is_empty()).ok_or("reactions without an id")?.to_string();
+        let keys: Vec<String> = reactions.children().filter(|c| c.name() == "reaction").map(|c| c.text()).filter(|k| !k.is_empty() && k.len() <= 64).collect();
+        match keys.into_iter().next() {
+            Some(key) => Body::Reaction { target, key, removed: false },
+            // An empty set takes this person's reactions back; we do not know which.
+            None => return Ok(None),
+        }
+    } else if let Some(replace) = child_attr(p, "replace", NS_CORRECT, "id", None) {
+        let text = body_text.ok_or("a correction without a body")?;
+        Body::Edit { target: replace, text: styled(text) }
+    } else if let Some(text) = body_text {
+        let reply = stanzas::find(p, Reply::parse).transpose()?;
+        let mut text = text;
+        if reply.is_some() {
+            for f in p.iter().filter_map(Fallback::parse) {
+                let f = f?;
+                if f.for_ns == NS_REPLY {
+                    text = f.strip(&text);
+                }
+            }
+        }
+        let mut attachments = Vec::new();
+        for x in p.iter().filter(|e| e.is("x", NS_OOB)) {
+            let url = x.get_child("url", NS_OOB).map(|u| u.text()).unwrap_or_default();
+            if url.starts_with("https://") || url.starts_with("http://") {
+                let name = x.get_child("desc", NS_OOB).map(|d| d.text()).filter(|d| !d.is_empty());
+                if text.trim() == url {
+                    text.clear();
+                }
+                attachments.push(Attachment { url, name, mime: None, size: None });
+            }
+        }
+        let (kind, text) = match text.strip_prefix("/me ") {
+            Some(rest) => (MessageKind::Emote, rest.to_string()),
+            None => (MessageKind::Text, text),
+        };
+        if text.trim().is_empty() && attachments.is_empty() {
+            return Ok(None);
+        }
+        Body::Message { text: styled(text), kind, attachments, reply_to: reply.map(|r| r.id), thread: None, mentions: Vec::new() }
+    } else if let Some(state) = p.iter().find(|e| e.ns() == NS_CHATSTATES) {
+        Body::Typing { active: state.name() == "composing" }
+    } else {
+        return Ok(None);
+    };
+    let remote_id = stanza_id.clone().or_else(|| id.clone());
+    let aliases = match (&stanza_id, id) {
+        (Some(_), Some(id)) => vec![id],
+        _ => Vec::new(),
+    };
+    Ok(Some(Incoming { room: room.to_string(), sender: sender(inner, room, nick), remote_id, aliases, at_ms: None, body }))
+}
+
+fn show(p: &Presence) -> Show {
+    match p.show {
+        None | Some(XShow::Chat) => Show::Online,
+        Some(XShow::Away) => Show::Away,
+        Some(XShow::Xa) => Show::Xa,
+        Some(XShow::Dnd) => Show::Dnd,
+    }
+}
+
+pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
+    let (Some(from), Some(to)) = (p.from.clone(), p.to.clone()) else {
+        return Vec::new();
+    };
+    let room = from.to_bare().to_string();
+    let Some(nick) = from.resource().map(|r| r.as_str().to_string()) else {
+        return Vec::new();
+    };
+    let x = child(&p.payloads, "x", NS_MUC_USER);
+    let codes: Vec<&str> = x.map(|x| x.children().filter(|c| c.name() == "status").filter_map(|c| c.attr("code")).collect()).unwrap_or_default();
+    let item = x.and_then(|x| x.children().find(|c| c.name() == "item"));
+    let mine = codes.contains(&"110");
+    if !to_bot(inner, &to) {
+        // A ghost's join being answered.
+        let key = (room.clone(), to.to_bare().to_string());
+        let answer = match p.type_ {
+            PresenceType::Error => Some(Err(error_condition(&p.payloads))),
+            PresenceType::None if mine => Some(Ok(())),
+            _ => None,
+        };
+        if let Some(answer) = answer
+            && let Some(w) = inner.state().joins.remove(&key)
+        {
+            let _ = w.send(answer);
+        }
+        return Vec::new();
+    }
+    if p.type_ == PresenceType::Error {
+        tracing::error!(room = %room, "cannot join the room: {}", error_condition(&p.payloads));
+        return Vec::new();
+    }
+    let mut st = inner.state();
+    if mine {
+        if p.type_ == PresenceType::None {
+            st.subject_seen.remove(&room);
+            st.joined.insert(room);
+        }
+        return Vec::new();
+    }
+    if st.ghost_nicks.get(&room).is_some_and(|n| n.contains(&nick)) {
+        return Vec::new();
+    }
+    let joined = st.joined.contains(&room);
+    let real = item.and_then(|i| i.attr("jid")).and_then(|j| j.parse::<Jid>().ok()).map(|j| j.to_bare().to_string());
+    let occupants = st.occupants.entry(room.clone()).or_default();
+    let who = RemoteSender { id: real.clone().unwrap_or_else(|| format!("{room}/{nick}")), name: Some(nick.clone()), avatar: None };
+    let event = |body| Incoming { room: room.clone(), sender: who.clone(), remote_id: None, aliases: Vec::new(), at_ms: None, body };
+    let mut events = Vec::new();
+    match p.type_ {
+        PresenceType::Unavailable => {
+            occupants.remove(&nick);
+            if codes.contains(&"303") {
+                if let Some(new) = item.and_then(|i| i.attr("nick")).filter(|n| !n.is_empty() && n.len() <= 256) {
+                    occupants.insert(new.to_string(), real);
+                    events.push(event(Body::Membership(Membership::Nick { name: new.to_string() })));
+                }
+            } else if joined {
+                events.push(event(Body::Membership(Membership::Leave)));
+            }
+        }
+        PresenceType::None => {
+            let new = occupants.insert(nick.clone(), real).is_none();
+            if joined {
+                if new {
+                    events.push(event(Body::Membership(Membership::Join)));
+                }
+                let status = p.statuses.values().next().cloned().filter(|s| s.len() <= 1024);
+                events.push(event(Body::Presence { show: show(&p), status }));
+            }
+        }
+        _ => {}
+    }
+    events
+}
+
+/// Answer pings; refuse other requests politely.
+pub(crate) fn iq(iq: Iq) -> Option<Stanza> {
+    let (from, id, payload) = match &iq {
+        Iq::Get { from, id, payload, .. } | Iq::Set { from, id, payload, .. } => (from.clone()?, id.clone(), payload),
+        _ => return None,
+    };
+    let me = iq_to(&iq);
+    let reply = if payload.is("ping", NS_PING) {
+        Iq::empty_result(from, id)
+    } else {
+        let error = StanzaError::new(ErrorType::Cancel, DefinedCondition::ServiceUnavailable, "en", "not supported by this bridge");
+        Iq::from_error(id, error).with_to(from)
+    };
+    Some(Stanza::Iq(match me {
+        Some(me) => reply.with_from(me),
+        None => reply,
+    }))
+}
+
+fn iq_to(iq: &Iq) -> Option<Jid> {
+    match iq {
+        Iq::Get { to, .. } | Iq::Set { to, .. } | Iq::Result { to, .. } | Iq::Error { to, .. } => to.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::XmppBridge;
+    use proptest::prelude::*;
+
+    const ROOM: &str = "ops@conference.example.org";
+
+    fn bridge() -> XmppBridge {
+        let options = serde_json::json!({"domain": "bridge.example.org", "secret": "s", "max_stanza_bytes": 1000});
+        let b = XmppBridge::from_options(options).unwrap();
+        b.inner.state().ghost_nicks.entry(ROOM.into()).or_default().insert("Ghost".into());
+        b.inner.state().joined.insert(ROOM.into());
+        b
+    }
+
+    /// A group chat message to the bridge's occupant from `nick`, with `inner` XML inside.
+    fn msg(nick: &str, inner: &str) -> Message {
+        let xml = format!(
+            "<message xmlns='jabber:component:accept' from='{ROOM}/{nick}' to='causeway@bridge.example.org/causeway' type='groupchat' id='m1'>{inner}<stanza-id xmlns='urn:xmpp:sid:0' by='{ROOM}' id='s1'/></message>"
+        );
+        Message::try_from(xml.parse::<Element>().unwrap()).unwrap()
+    }
+
+    fn one(b: &XmppBridge, m: Message) -> Option<Incoming> {
+        let mut v = message(&b.inner, m);
+        assert!(v.len() <= 1);
+        v.pop()
+    }
+
+    #[test]
+    fn a_message_with_everything() {
+        let b = bridge();
+        let i = one(
+            &b,
+            msg(
+                "Alice",
+                "<body>&gt; quoted\n*hi* there</body><reply xmlns='urn:xmpp:reply:0' id='s0'/>\
+                 <fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'><body start='0' end='9'/></fallback>\
+                 <unknown xmlns='urn:example:whatever'><deep/></unknown>",
+            ),
+        )
+        .unwrap();
+        assert_eq!((i.remote_id.as_deref(), i.aliases.as_slice()), (Some("s1"), &["m1".to_string()][..]));
+        assert_eq!(i.sender.id, format!("{ROOM}/Alice"));
+        match i.body {
+            Body::Message { text, reply_to, .. } => {
+                assert_eq!(text.plain, "*hi* there");
+                assert_eq!(text.html.as_deref(), Some("<strong>hi</strong> there"));
+                assert_eq!(reply_to.as_deref(), Some("s0"));
+            }
+            b => panic!("{b:?}"),
+        }
+    }
+
+    #[test]
+    fn corrections_retractions_reactions_states() {
+        let b = bridge();
+        let kinds: Vec<&str> = [
+            "<body>fixed</body><replace xmlns='urn:xmpp:message-correct:0' id='m0'/>",
+            "<retract xmlns='urn:xmpp:message-retract:1' id='s0'/><body>fallback</body>",
+            "<reactions xmlns='urn:xmpp:reactions:0' id='s0'><reaction>👍</reaction></reactions>",
+            "<composing xmlns='http://jabber.org/protocol/chatstates'/>",
+            "<body>/me waves</body>",
+        ]
+        .iter()
+        .map(|x| one(&b, msg("Alice", x)).unwrap().body.kind())
+        .collect();
+        assert_eq!(kinds, ["edit", "retract", "reaction", "typing", "message"]);
+    }
+
+    #[test]
+    fn hostile_or_irrelevant_stanzas_are_dropped() {
+        let b = bridge();
+        let big = format!("<body>{}</body>", "x".repeat(2000));
+        for (nick, inner) in [
+            ("Ghost", "<body>our own ghost's echo</body>"),
+            ("Causeway", "<body>the bridge itself</body>"),
+            ("Alice", "<body>old</body><delay xmlns='urn:xmpp:delay' stamp='2020-01-01T00:00:00Z'/>"),
+            ("Alice", big.as_str()),
+            ("Alice", "<retract xmlns='urn:xmpp:message-retract:1'/>"),
+            ("Alice", "<reply xmlns='urn:xmpp:reply:0'/><body>x</body>"),
+            ("Alice", "<body>x</body><reply xmlns='urn:xmpp:reply:0' id='s0'/><fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'><body start='9' end='1'/></fallback>"),
+            ("Alice", "<reactions xmlns='urn:xmpp:reactions:0'><reaction>x</reaction></reactions>"),
+            ("Alice", "<replace xmlns='urn:xmpp:message-correct:0' id='m0'/>"),
+            ("Alice", "<unknown xmlns='urn:example:x'/>"),
+            ("Alice", "<body>   </body>"),
+        ] {
+            assert!(one(&b, msg(nick, inner)).is_none(), "{nick}: {inner:.80}");
+        }
+        // Not for the bridge's occupant: one of the ghosts' copies.
+        let copy = "<message xmlns='jabber:component:accept' from='ops@conference.example.org/Alice' to='ghost@bridge.example.org/causeway' type='groupchat'><body>x</body></message>";
+        assert!(message(&b.inner, Message::try_from(copy.parse::<Element>().unwrap()).unwrap()).is_empty());
+        // A direct message is not bridged (yet), whoever claims to send it.
+        let dm = "<message xmlns='jabber:component:accept' from='mallory@evil.example/x' to='causeway@bridge.example.org/causeway' type='chat'><body>x</body></message>";
+        assert!(message(&b.inner, Message::try_from(dm.parse::<Element>().unwrap()).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn occupants_join_change_and_leave() {
+        let b = bridge();
+        let presence = |inner: &str, ty: &str| {
+            let xml = format!(
+                "<presence xmlns='jabber:component:accept' from='{ROOM}/Bob' to='causeway@bridge.example.org/causeway'{ty}>{inner}<x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='participant' jid='bob@example.org/phone'/></x></presence>"
+            );
+            Presence::try_from(xml.parse::<Element>().unwrap()).unwrap()
+        };
+        let events = super::presence(&b.inner, presence("<show>dnd</show><status>busy</status>", ""));
+        let kinds: Vec<&str> = events.iter().map(|e| e.body.kind()).collect();
+        assert_eq!(kinds, ["membership", "presence"]);
+        assert_eq!(events[1].sender.id, "bob@example.org");
+        assert_eq!(events[1].body, Body::Presence { show: Show::Dnd, status: Some("busy".into()) });
+        let events = super::presence(&b.inner, presence("", " type='unavailable'"));
+        assert_eq!(events[0].body, Body::Membership(Membership::Leave));
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_payloads_never_panic(
+            name in "[a-z]{1,8}", ns in "(urn:xmpp:[a-z:-]{0,20})|(jabber:x:oob)|(urn:xmpp:reactions:0)",
+            attr in "[a-zA-Z0-9 ]{0,12}", text in "[^<>&]{0,40}"
+        ) {
+            let b = bridge();
+            let inner = format!("<{name} xmlns='{ns}' id='{attr}' start='{attr}' end='{attr}'>{text}<url>{text}</url></{name}><body>{text}</body>");
+            let xml = format!(
+                "<message xmlns='jabber:component:accept' from='{ROOM}/Alice' to='causeway@bridge.example.org/causeway' type='groupchat' id='m1'>{inner}</message>"
+            );
+            // What is not XML, or not a message, never gets past the stream parser.
+            let parsed = xml.parse::<Element>().ok().and_then(|e| Message::try_from(e).ok());
+            prop_assume!(parsed.is_some());
+            let _ = message(&b.inner, parsed.unwrap());
+        }
+    }
+}

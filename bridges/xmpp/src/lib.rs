@@ -1,0 +1,350 @@
+//! The XMPP bridge: an external component (XEP-0114).
+//!
+//! - The bridge sits in every linked group chat (MUC) under `bot_nick` and
+//!   turns what people say there into events.
+//! - Everyone from another network is a ghost: a JID under the component's
+//!   domain that joins the room with the person's name as nick and speaks
+//!   there. A delivery is done when the room reflects the ghost's message
+//!   back (which also gives the room's stanza-id, what replies, reactions and
+//!   retractions in the room refer to).
+//! - The connection is re-established with backoff; ghosts rejoin.
+
+pub mod config;
+pub mod inbound;
+pub mod jid;
+pub mod outbound;
+pub mod stanzas;
+pub mod styling;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use causeway_core::{
+    Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, OptionError, parse_options,
+};
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_xmpp::connect::DnsConfig;
+use tokio_xmpp::jid::{BareJid, FullJid, Jid};
+use tokio_xmpp::xmlstream::Timeouts;
+use tokio_xmpp::{Component, Stanza};
+
+use crate::config::XmppOptions;
+
+/// The resource every ghost and the bridge's own occupant use.
+const RESOURCE: &str = "causeway";
+/// The localpart of the bridge's own occupant JID.
+const BOT_NODE: &str = "causeway";
+/// Messages of history the bridge asks for when it (re)joins a room, to find
+/// deliveries whose confirmation was lost.
+const BOT_HISTORY: u32 = 100;
+
+pub struct XmppBridge {
+    inner: Arc<Inner>,
+}
+
+/// A ghost's place in one room.
+#[derive(Clone, Debug)]
+struct Seat {
+    nick: String,
+    /// The presence to show again after a reconnect.
+    presence: Option<(Option<causeway_core::Show>, Option<String>)>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Delivery id → who waits for the room to reflect it.
+    confirms: HashMap<String, oneshot::Sender<Result<Option<String>, DeliveryError>>>,
+    /// (room, ghost JID) → who waits for the ghost's join to be answered.
+    joins: HashMap<(String, String), oneshot::Sender<Result<(), String>>>,
+    /// (room, ghost bare JID) → its seat, once joined.
+    seats: HashMap<(String, String), Seat>,
+    /// Seats to take again after a reconnect.
+    lost_seats: HashMap<(String, String), Seat>,
+    /// room → ghost nicks in it (their messages are our own echoes).
+    ghost_nicks: HashMap<String, HashSet<String>>,
+    /// room → occupants (nick → real bare JID when the room shows it).
+    occupants: HashMap<String, HashMap<String, Option<String>>>,
+    /// Rooms where the bridge's own join has completed.
+    joined: HashSet<String>,
+    /// Rooms whose current subject has been seen since joining. The subject
+    /// comes after the history replay, so this also means "history done".
+    subject_seen: HashSet<String>,
+    /// Deliveries whose fate is unknown (the connection dropped, or no
+    /// reflection came in time): before sending one again, the room's
+    /// history is checked for it.
+    in_doubt: HashSet<String>,
+    /// In-doubt deliveries found in the room after all, with their stanza-ids.
+    found: HashMap<String, Option<String>>,
+}
+
+struct Inner {
+    options: XmppOptions,
+    ctx: OnceLock<BridgeContext>,
+    up: AtomicBool,
+    out: mpsc::UnboundedSender<Stanza>,
+    out_rx: Mutex<Option<mpsc::UnboundedReceiver<Stanza>>>,
+    state: Mutex<State>,
+}
+
+impl XmppBridge {
+    pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
+        let options: XmppOptions = parse_options(options)?;
+        let errors = options.check();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let (out, out_rx) = mpsc::unbounded_channel();
+        Ok(XmppBridge {
+            inner: Arc::new(Inner {
+                options,
+                ctx: OnceLock::new(),
+                up: AtomicBool::new(false),
+                out,
+                out_rx: Mutex::new(Some(out_rx)),
+                state: Mutex::new(State::default()),
+            }),
+        })
+    }
+}
+
+impl Inner {
+    fn domain(&self) -> &str {
+        &self.options.domain
+    }
+
+    fn bot_jid(&self) -> FullJid {
+        FullJid::new(&format!("{BOT_NODE}@{}/{RESOURCE}", self.domain())).expect("validated domain")
+    }
+
+    fn send(&self, stanza: impl Into<Stanza>) {
+        // The receiver lives as long as the bridge.
+        let _ = self.out.send(stanza.into());
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keep connected: connect, serve until the stream ends, back off, again.
+    async fn run(self: Arc<Self>, mut out_rx: mpsc::UnboundedReceiver<Stanza>, ctx: BridgeContext) {
+        let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+        tokio::spawn(inbound::submit_in_order(ctx.clone(), inbound_rx));
+        let mut delay = self.options.reconnect_initial;
+        loop {
+            let dns = DnsConfig::addr(&self.options.server);
+            let connected =
+                Component::new_plaintext(self.domain(), self.options.secret.expose(), dns, Timeouts::default()).await;
+            let mut component = match connected {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(bridge = ctx.name(), server = %self.options.server, retry_in = ?delay, "cannot connect: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.options.reconnect_max);
+                    continue;
+                }
+            };
+            delay = self.options.reconnect_initial;
+            // Whatever was queued for the old connection belongs to deliveries
+            // that have already failed and will be retried.
+            while out_rx.try_recv().is_ok() {}
+            self.up.store(true, Ordering::Release);
+            tracing::info!(bridge = ctx.name(), domain = self.domain(), "connected to the XMPP server");
+            for room in ctx.rooms() {
+                self.send(outbound::join(&self.bot_jid(), &room, &self.options.bot_nick, None, BOT_HISTORY));
+            }
+            let lost: Vec<_> = std::mem::take(&mut self.state().lost_seats).into_iter().collect();
+            for ((room, ghost), seat) in lost {
+                if let Ok(from) = FullJid::new(&format!("{ghost}/{RESOURCE}")) {
+                    self.send(outbound::join(&from, &room, &seat.nick, seat.presence.clone(), 0));
+                    let mut st = self.state();
+                    st.ghost_nicks.entry(room.clone()).or_default().insert(seat.nick.clone());
+                    st.seats.insert((room, ghost), seat);
+                }
+            }
+            loop {
+                tokio::select! {
+                    incoming = component.next() => match incoming {
+                        Some(stanza) => self.handle(stanza, &inbound_tx),
+                        None => break,
+                    },
+                    Some(stanza) = out_rx.recv() => {
+                        if let Err(e) = component.send_stanza(stanza).await {
+                            tracing::warn!(bridge = ctx.name(), "send failed: {e}");
+                            break;
+                        }
+                    }
+                }
+            }
+            self.up.store(false, Ordering::Release);
+            tracing::warn!(bridge = ctx.name(), "disconnected from the XMPP server; reconnecting");
+            let mut st = self.state();
+            let pending: Vec<_> = st.confirms.drain().collect();
+            for (id, w) in pending {
+                st.in_doubt.insert(id);
+                let _ = w.send(Err(DeliveryError::transient("disconnected from the XMPP server")));
+            }
+            for (_, w) in st.joins.drain() {
+                let _ = w.send(Err("disconnected from the XMPP server".into()));
+            }
+            let seats: Vec<_> = st.seats.drain().collect();
+            st.lost_seats.extend(seats);
+            st.ghost_nicks.clear();
+            st.occupants.clear();
+            st.joined.clear();
+            st.subject_seen.clear();
+        }
+    }
+
+    fn handle(&self, stanza: Stanza, inbound_tx: &mpsc::Sender<causeway_core::Incoming>) {
+        let events = match stanza {
+            Stanza::Message(m) => inbound::message(self, m),
+            Stanza::Presence(p) => inbound::presence(self, p),
+            Stanza::Iq(iq) => {
+                if let Some(reply) = inbound::iq(iq) {
+                    self.send(reply);
+                }
+                Vec::new()
+            }
+        };
+        for e in events {
+            if inbound_tx.try_send(e).is_err() {
+                tracing::error!("inbound queue full; dropping an event from XMPP");
+            }
+        }
+    }
+
+    /// Make sure `ghost` sits in `room`; returns its nick there.
+    async fn seat(&self, room: &str, ghost: &BareJid, name: &str) -> Result<String, DeliveryError> {
+        let key = (room.to_string(), ghost.to_string());
+        if let Some(seat) = self.state().seats.get(&key) {
+            return Ok(seat.nick.clone());
+        }
+        let from = FullJid::new(&format!("{ghost}/{RESOURCE}")).map_err(|e| DeliveryError::permanent(format!("ghost JID: {e}")))?;
+        let base = outbound::nick(name);
+        for attempt in 0..5 {
+            let nick = match attempt {
+                0 => base.clone(),
+                1 => format!("{base}{}", self.options.nick_suffix),
+                n => format!("{base}{} {n}", self.options.nick_suffix),
+            };
+            let (tx, rx) = oneshot::channel();
+            self.state().joins.insert(key.clone(), tx);
+            self.state().ghost_nicks.entry(room.to_string()).or_default().insert(nick.clone());
+            self.send(outbound::join(&from, room, &nick, None, 0));
+            let answer = tokio::time::timeout(self.options.confirm_timeout, rx).await;
+            match answer {
+                Ok(Ok(Ok(()))) => {
+                    self.state().seats.insert(key, Seat { nick: nick.clone(), presence: None });
+                    return Ok(nick);
+                }
+                Ok(Ok(Err(e))) if e.contains("conflict") => {
+                    self.state().ghost_nicks.entry(room.to_string()).or_default().remove(&nick);
+                    continue;
+                }
+                Ok(Ok(Err(e))) => {
+                    self.state().ghost_nicks.entry(room.to_string()).or_default().remove(&nick);
+                    return Err(if e.contains("disconnected") {
+                        DeliveryError::transient(e)
+                    } else {
+                        DeliveryError::permanent(format!("cannot join {room}: {e}"))
+                    });
+                }
+                _ => {
+                    self.state().joins.remove(&key);
+                    return Err(DeliveryError::transient(format!("no answer to joining {room}")));
+                }
+            }
+        }
+        Err(DeliveryError::permanent(format!("no free nick for {name:?} in {room}")))
+    }
+
+    /// Send a message and wait for the room to reflect it.
+    async fn send_confirmed(&self, id: &str, message: tokio_xmpp::parsers::message::Message) -> Result<Option<String>, DeliveryError> {
+        let (tx, rx) = oneshot::channel();
+        self.state().confirms.insert(id.to_string(), tx);
+        self.send(message);
+        match tokio::time::timeout(self.options.confirm_timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(DeliveryError::transient("confirmation lost")),
+            Err(_) => {
+                let mut st = self.state();
+                st.confirms.remove(id);
+                st.in_doubt.insert(id.to_string());
+                Err(DeliveryError::transient("the room did not reflect the message in time"))
+            }
+        }
+    }
+
+    /// For a delivery in doubt: wait for the room's history replay after the
+    /// bridge's (re)join, then say whether the message is already there.
+    async fn already_delivered(&self, room: &str, id: &str) -> Option<Option<String>> {
+        if !self.state().in_doubt.contains(id) {
+            return None;
+        }
+        let deadline = tokio::time::Instant::now() + self.options.confirm_timeout;
+        while !self.state().subject_seen.contains(room) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut st = self.state();
+        st.in_doubt.remove(id);
+        st.found.remove(id)
+    }
+}
+
+#[async_trait]
+impl Bridge for XmppBridge {
+    fn kind(&self) -> &'static str {
+        "xmpp"
+    }
+
+    fn check_room(&self, room: &str) -> Result<(), String> {
+        match room.parse::<BareJid>() {
+            Ok(j) if j.node().is_some() => Ok(()),
+            _ => Err(format!("{room:?} is not a group chat address like room@conference.example.org")),
+        }
+    }
+
+    fn capabilities(&self, _room: &str) -> Capabilities {
+        Capabilities { threads: false, ..Capabilities::ALL }
+    }
+
+    fn is_own_sender(&self, room: &str, sender: &str) -> bool {
+        let own_domain = format!("@{}", self.inner.domain());
+        if sender.ends_with(&own_domain) || sender.contains(&format!("{own_domain}/")) {
+            return true;
+        }
+        let st = self.inner.state();
+        sender
+            .strip_prefix(room)
+            .and_then(|r| r.strip_prefix('/'))
+            .is_some_and(|nick| st.ghost_nicks.get(room).is_some_and(|n| n.contains(nick)))
+    }
+
+    async fn start(self: Arc<Self>, ctx: BridgeContext) -> Result<Option<axum::Router>, BridgeError> {
+        self.inner.ctx.set(ctx.clone()).map_err(|_| BridgeError::Other("xmpp bridge started twice".into()))?;
+        let rx = self.inner.out_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let rx = rx.ok_or_else(|| BridgeError::Other("xmpp bridge started twice".into()))?;
+        tokio::spawn(self.inner.clone().run(rx, ctx));
+        Ok(None)
+    }
+
+    async fn deliver(&self, delivery: &Delivery) -> Result<Delivered, DeliveryError> {
+        if !self.inner.up.load(Ordering::Acquire) {
+            return Err(DeliveryError::Transient { reason: "not connected to the XMPP server".into(), retry_after: Some(Duration::from_secs(1)) });
+        }
+        outbound::deliver(&self.inner, delivery).await
+    }
+
+    fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Acquire)
+    }
+}
+
+/// The JID of a room occupant: `room/nick`.
+fn occupant(room: &str, nick: &str) -> Option<Jid> {
+    Jid::new(&format!("{room}/{nick}")).ok()
+}

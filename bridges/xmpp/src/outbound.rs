@@ -1,0 +1,231 @@
+//! Events → XMPP stanzas, spoken by ghosts in the room.
+
+use causeway_core::{Body, Delivered, Delivery, DeliveryError, IdKind, Membership, MessageKind, Sender, Show};
+use tokio_xmpp::jid::{BareJid, FullJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::minidom::rxml::xml_ncname;
+use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType};
+use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceType};
+
+use crate::stanzas::{Fallback, NS_MUC, NS_RETRACT, Reply, Retract};
+use crate::{Inner, RESOURCE, Seat, jid, occupant, styling};
+
+const NS_CORRECT: &str = "urn:xmpp:message-correct:0";
+const NS_REACTIONS: &str = "urn:xmpp:reactions:0";
+const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+const NS_OOB: &str = "jabber:x:oob";
+const NS_SID: &str = "urn:xmpp:sid:0";
+
+/// A nick from a display name: one line, no control characters, not empty.
+pub fn nick(name: &str) -> String {
+    let n: String = name.chars().filter(|c| !c.is_control()).collect::<String>().trim().chars().take(64).collect();
+    if n.is_empty() { "someone".to_string() } else { n }
+}
+
+/// The ghost JID of a sender from another network: the person's id when
+/// the directory knows them (one ghost per person, whatever network they
+/// speak from), else the origin bridge and the sender's id there.
+pub fn ghost_jid(domain: &str, sender: &Sender, origin_bridge: &str) -> Result<BareJid, DeliveryError> {
+    let node = match &sender.person {
+        Some(person) => jid::escape_node(person),
+        None => jid::escape_node(&format!("{origin_bridge}.{}", sender.id)),
+    };
+    BareJid::new(&format!("{node}@{domain}")).map_err(|e| DeliveryError::permanent(format!("no ghost JID for {:?}: {e}", sender.id)))
+}
+
+fn show(s: Show) -> Option<XShow> {
+    match s {
+        Show::Online | Show::Offline => None,
+        Show::Away => Some(XShow::Away),
+        Show::Xa => Some(XShow::Xa),
+        Show::Dnd => Some(XShow::Dnd),
+    }
+}
+
+/// The presence that joins `room` as `nick`, asking for `history` old messages.
+pub fn join(from: &FullJid, room: &str, nick: &str, presence: Option<(Option<Show>, Option<String>)>, history: u32) -> Presence {
+    let history = Element::builder("history", NS_MUC).attr(xml_ncname!("maxstanzas").into(), history.to_string()).build();
+    let mut p = Presence::new(PresenceType::None).with_from(from.clone());
+    if let Some(to) = occupant(room, nick) {
+        p = p.with_to(to);
+    }
+    p.payloads.push(Element::builder("x", NS_MUC).append(history).build());
+    if let Some((s, status)) = presence {
+        p.show = s.and_then(show);
+        if let Some(status) = status {
+            p.statuses.insert(Lang::new(), status);
+        }
+    }
+    p
+}
+
+fn groupchat(from: &FullJid, room: &str, id: &str) -> Result<Message, DeliveryError> {
+    let to = Jid::new(room).map_err(|e| DeliveryError::permanent(format!("room {room:?}: {e}")))?;
+    let mut m = Message::new_with_type(MessageType::Groupchat, Some(to));
+    m.from = Some(from.clone().into());
+    m.id = Some(Id(id.to_string()));
+    Ok(m)
+}
+
+fn with_body(mut m: Message, body: String) -> Message {
+    m.bodies.insert(Lang::new(), body);
+    m
+}
+
+/// The id to correct: corrections refer to the sender's own stanza id, not
+/// the room's stanza-id that other references use.
+async fn correction_target(inner: &Inner, room: &str, target: &str) -> String {
+    let Some(ctx) = inner.ctx.get() else { return target.to_string() };
+    let ids = ctx.ids_of(room, target).await.unwrap_or_default();
+    ids.iter()
+        .find(|(_, k)| *k == IdKind::Alias || *k == IdKind::DeliveryKey)
+        .map(|(id, _)| id.clone())
+        .unwrap_or_else(|| target.to_string())
+}
+
+pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, DeliveryError> {
+    let room = d.room.as_str();
+    let ghost = ghost_jid(inner.domain(), &d.event.sender, &d.event.origin.bridge)?;
+    let from = FullJid::new(&format!("{ghost}/{RESOURCE}")).map_err(|e| DeliveryError::permanent(e.to_string()))?;
+    let name = &d.event.sender.name;
+    match &d.event.body {
+        Body::Presence { show: s, status } => {
+            let key = (room.to_string(), ghost.to_string());
+            if *s == Show::Offline {
+                let seat = inner.state().seats.remove(&key);
+                if let Some(seat) = seat {
+                    inner.state().ghost_nicks.entry(room.to_string()).or_default().remove(&seat.nick);
+                    let mut p = Presence::new(PresenceType::Unavailable).with_from(from.clone());
+                    if let Some(to) = occupant(room, &seat.nick) {
+                        p = p.with_to(to);
+                    }
+                    inner.send(p);
+                }
+                return Ok(Delivered::default());
+            }
+            let nick = inner.seat(room, &ghost, name).await?;
+            let presence = (Some(*s), status.clone());
+            inner.send(join(&from, room, &nick, Some(presence.clone()), 0));
+            if let Some(seat) = inner.state().seats.get_mut(&key) {
+                seat.presence = Some(presence);
+            }
+            Ok(Delivered::default())
+        }
+        Body::Membership(Membership::Leave) => {
+            let seat = inner.state().seats.remove(&(room.to_string(), ghost.to_string()));
+            if let Some(Seat { nick, .. }) = seat {
+                let mut p = Presence::new(PresenceType::Unavailable).with_from(from.clone());
+                if let Some(to) = occupant(room, &nick) {
+                    p = p.with_to(to);
+                }
+                inner.send(p);
+            }
+            Ok(Delivered::default())
+        }
+        Body::Membership(_) => {
+            inner.seat(room, &ghost, name).await?;
+            Ok(Delivered::default())
+        }
+        Body::Typing { active } => {
+            inner.seat(room, &ghost, name).await?;
+            let state = if *active { "composing" } else { "active" };
+            let mut m = groupchat(&from, room, &d.id)?;
+            m.payloads.push(Element::builder(state, NS_CHATSTATES).build());
+            inner.send(m);
+            Ok(Delivered::default())
+        }
+        Body::Topic { text } => {
+            inner.seat(room, &ghost, name).await?;
+            let mut m = groupchat(&from, room, &d.id)?;
+            m.subjects.insert(Lang::new(), text.clone());
+            inner.send(m);
+            Ok(Delivered::default())
+        }
+        body => {
+            if let Some(sid) = inner.already_delivered(room, &d.id).await {
+                return Ok(Delivered { remote_id: sid });
+            }
+            inner.seat(room, &ghost, name).await?;
+            let m = message(inner, &from, room, &d.id, body).await?;
+            let sid = inner.send_confirmed(&d.id, m).await?;
+            Ok(Delivered { remote_id: sid })
+        }
+    }
+}
+
+async fn message(inner: &Inner, from: &FullJid, room: &str, id: &str, body: &Body<String>) -> Result<Message, DeliveryError> {
+    let mut m = groupchat(from, room, id)?;
+    m.payloads.push(Element::builder("origin-id", NS_SID).attr(xml_ncname!("id").into(), id).build());
+    Ok(match body {
+        Body::Message { text, kind, attachments, reply_to, .. } => {
+            let mut plain = match &text.html {
+                Some(html) => styling::from_html(html),
+                None => text.plain.clone(),
+            };
+            if *kind == MessageKind::Emote {
+                plain = format!("/me {plain}");
+            }
+            for a in attachments {
+                let mut x = Element::builder("x", NS_OOB).append(Element::builder("url", NS_OOB).append(a.url.as_str()).build());
+                if let Some(n) = &a.name {
+                    x = x.append(Element::builder("desc", NS_OOB).append(n.as_str()).build());
+                }
+                m.payloads.push(x.build());
+                if !plain.is_empty() {
+                    plain.push('\n');
+                }
+                plain.push_str(&a.url);
+            }
+            if let Some(target) = reply_to {
+                m.payloads.push(Reply { id: target.clone(), to: None }.to_element());
+            }
+            with_body(m, plain)
+        }
+        Body::Edit { target, text } => {
+            let plain = match &text.html {
+                Some(html) => styling::from_html(html),
+                None => text.plain.clone(),
+            };
+            let original = correction_target(inner, room, target).await;
+            m.payloads.push(Element::builder("replace", NS_CORRECT).attr(xml_ncname!("id").into(), original).build());
+            with_body(m, plain)
+        }
+        Body::Retract { target } => {
+            m.payloads.push(Retract { id: target.clone() }.to_element());
+            let notice = "This person took back a previous message; your client does not show retractions.";
+            m.payloads.push(Fallback { for_ns: NS_RETRACT.into(), ranges: vec![None] }.to_element());
+            with_body(m, notice.into())
+        }
+        Body::Reaction { target, key, removed } => {
+            let mut r = Element::builder("reactions", NS_REACTIONS).attr(xml_ncname!("id").into(), target.as_str());
+            if !removed {
+                r = r.append(Element::builder("reaction", NS_REACTIONS).append(key.as_str()).build());
+            }
+            m.payloads.push(r.build());
+            // Reactions carry no body; a store hint keeps them in the room's archive.
+            m.payloads.push(Element::builder("store", "urn:xmpp:hints").build());
+            m
+        }
+        other => return Err(DeliveryError::permanent(format!("{} is not sent as a message", other.kind()))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nicks_are_one_clean_line() {
+        assert_eq!(nick("  Alice\nLiddell\u{7} "), "AliceLiddell");
+        assert_eq!(nick("\n\t"), "someone");
+        assert_eq!(nick(&"x".repeat(100)).len(), 64);
+    }
+
+    #[test]
+    fn ghosts_are_per_person_or_per_origin_sender() {
+        let mut s = Sender { id: "@bob:matrix.test".into(), person: None, name: "Bob".into(), avatar: None };
+        assert_eq!(ghost_jid("bridge.x", &s, "matrix").unwrap().to_string(), "matrix.\\40bob\\3amatrix.test@bridge.x");
+        s.person = Some("bob".into());
+        assert_eq!(ghost_jid("bridge.x", &s, "matrix").unwrap().to_string(), "bob@bridge.x");
+    }
+}

@@ -1,0 +1,374 @@
+//! A real Prosody (started by tests/peers/prosody.sh) and a real XMPP client.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use causeway_core::conformance::{Action, Peer, Seen};
+use causeway_core::{Attachment, Body, Capabilities, Show, Text};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::minidom::rxml::xml_ncname;
+
+use super::free_port;
+
+pub const DOMAIN: &str = "xmpp.test";
+pub const COMPONENT: &str = "bridge.xmpp.test";
+pub const SECRET: &str = "component-secret";
+
+fn peers(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(file)
+}
+
+fn script() -> PathBuf {
+    peers("prosody.sh")
+}
+
+/// One Prosody on loopback, stopped when dropped.
+pub struct Prosody {
+    pub dir: tempfile::TempDir,
+    pub c2s: u16,
+    pub component: u16,
+}
+
+impl Prosody {
+    pub fn start() -> Prosody {
+        let p = Prosody { dir: tempfile::tempdir().unwrap(), c2s: free_port(), component: free_port() };
+        p.up();
+        p
+    }
+
+    /// Start (again) in the same directory, on the same ports.
+    pub fn up(&self) {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(self.dir.path())
+            .arg(self.c2s.to_string())
+            .arg(self.component.to_string())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "prosody did not start:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn down(&self) {
+        let out = Command::new("bash").arg(script()).arg("stop").arg(self.dir.path()).output().unwrap();
+        assert!(out.status.success(), "prosody did not stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The `bridges.<name>` section for Causeway's XMPP bridge against this server.
+    pub fn bridge_config(&self) -> String {
+        format!(
+            "{{ type: xmpp, server: \"127.0.0.1:{}\", domain: {COMPONENT}, secret: {SECRET}, reconnect_initial: 200ms, reconnect_max: 2s }}",
+            self.component
+        )
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prosody.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Prosody {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(script()).arg("stop").arg(self.dir.path()).output();
+    }
+}
+
+pub const NS_CLIENT: &str = "jabber:client";
+pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
+const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+const NS_SID: &str = "urn:xmpp:sid:0";
+const NS_DELAY: &str = "urn:xmpp:delay";
+
+fn child<'a>(e: &'a Element, name: &str, ns: &str) -> Option<&'a Element> {
+    e.children().find(|c| c.is(name, ns))
+}
+
+fn nick_of(e: &Element) -> Option<String> {
+    e.attr("from").and_then(|f| f.split_once('/')).map(|(_, n)| n.to_string())
+}
+
+fn el(name: &str, ns: &str, id: &str) -> Element {
+    Element::builder(name, ns).attr(xml_ncname!("id").into(), id).build()
+}
+
+fn text_el(name: &str, ns: &str, text: &str) -> Element {
+    Element::builder(name, ns).append(text).build()
+}
+
+/// A person in a group chat, with a real XMPP client (slixmpp, driven
+/// through tests/peers/xmpp_client.py).
+pub struct XmppPeer {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    pub room: String,
+    pub nick: String,
+    /// Message id → the room's stanza-id, for everything seen.
+    ids: HashMap<String, String>,
+    buffered: VecDeque<Element>,
+    n: u32,
+}
+
+impl XmppPeer {
+    /// Log in as `user` (password `pw`) and join `room` as `nick`, asking
+    /// for up to `history` old messages.
+    pub async fn join(prosody: &Prosody, user: &str, room: &str, nick: &str, history: u32) -> XmppPeer {
+        let python = String::from_utf8(Command::new("bash").arg(peers("python.sh")).arg("path").output().unwrap().stdout).unwrap();
+        let mut process = tokio::process::Command::new(python.trim())
+            .arg(peers("xmpp_client.py"))
+            .arg(format!("{user}@{DOMAIN}"))
+            .arg("pw")
+            .arg("127.0.0.1")
+            .arg(prosody.c2s.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the XMPP client (bash tests/peers/python.sh install)");
+        let stdin = process.stdin.take().unwrap();
+        let lines = BufReader::new(process.stdout.take().unwrap()).lines();
+        let mut peer = XmppPeer { child: process, stdin, lines, room: room.to_string(), nick: nick.to_string(), ids: HashMap::new(), buffered: VecDeque::new(), n: 0 };
+        match tokio::time::timeout(Duration::from_secs(10), peer.lines.next_line()).await {
+            Ok(Ok(Some(l))) if l.contains("\"online\"") => {}
+            other => panic!("{user} could not log in: {other:?}"),
+        }
+        let hist = Element::builder("history", NS_MUC).attr(xml_ncname!("maxstanzas").into(), history.to_string()).build();
+        let join = Element::builder("presence", NS_CLIENT)
+            .attr(xml_ncname!("to").into(), format!("{room}/{nick}"))
+            .append(Element::builder("x", NS_MUC).append(hist).build())
+            .build();
+        peer.send(&join).await;
+        // Until our own presence comes back (status 110), we are not in.
+        loop {
+            let s = peer.stanza_live(Duration::from_secs(10)).await.expect("no answer to joining");
+            if s.name() == "presence" && s.attr("from") == Some(&format!("{room}/{nick}")) {
+                assert_ne!(s.attr("type"), Some("error"), "join refused: {s:?}");
+                let x = child(&s, "x", NS_MUC_USER);
+                if x.is_some_and(|x| x.children().any(|c| c.name() == "status" && c.attr("code") == Some("110"))) {
+                    break;
+                }
+            }
+            peer.buffered.push_back(s);
+        }
+        peer
+    }
+
+    async fn send(&mut self, e: &Element) {
+        let mut xml = Vec::new();
+        e.write_to(&mut xml).unwrap();
+        let line = serde_json::json!({"send": String::from_utf8(xml).unwrap()}).to_string() + "\n";
+        self.stdin.write_all(line.as_bytes()).await.expect("XMPP client gone");
+    }
+
+    async fn stanza(&mut self, timeout: Duration) -> Result<Element, String> {
+        if let Some(s) = self.buffered.pop_front() {
+            return Ok(s);
+        }
+        self.stanza_live(timeout).await
+    }
+
+    /// The next stanza from the server (not the buffer).
+    async fn stanza_live(&mut self, timeout: Duration) -> Result<Element, String> {
+        let line = tokio::time::timeout(timeout, self.lines.next_line()).await.map_err(|_| "timed out".to_string())?;
+        let line = line.map_err(|e| e.to_string())?.ok_or("the XMPP client ended")?;
+        let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
+        match v["stanza"].as_str() {
+            Some(xml) => xml.parse::<Element>().map_err(|e| format!("{e}: {xml}")),
+            None => Err(format!("client says: {line}")),
+        }
+    }
+
+    /// Send a group chat message; returns the room's stanza-id for it.
+    pub async fn say(&mut self, payloads: Vec<Element>) -> Result<String, String> {
+        self.n += 1;
+        let id = format!("{}-{}-{}", self.nick.replace(' ', "_"), self.n, causeway_core::new_id());
+        let mut m = Element::builder("message", NS_CLIENT)
+            .attr(xml_ncname!("to").into(), self.room.as_str())
+            .attr(xml_ncname!("type").into(), "groupchat")
+            .attr(xml_ncname!("id").into(), id.as_str());
+        for p in payloads {
+            m = m.append(p);
+        }
+        let m = m.build();
+        if std::env::var("XMPP_DEBUG").is_ok() {
+            let mut b = Vec::new();
+            m.write_to(&mut b).unwrap();
+            eprintln!("SEND {}", String::from_utf8_lossy(&b));
+        }
+        self.send(&m).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut held = Vec::new();
+        let result = loop {
+            let s = match self.stanza_live(deadline.saturating_duration_since(Instant::now())).await {
+                Ok(s) => s,
+                Err(e) => break Err(format!("no reflection of our message: {e}")),
+            };
+            if std::env::var("XMPP_DEBUG").is_ok() {
+                let mut b = Vec::new();
+                s.write_to(&mut b).unwrap();
+                eprintln!("GOT {}", String::from_utf8_lossy(&b));
+            }
+            if s.name() == "message" && s.attr("id") == Some(id.as_str()) {
+                let sid = child(&s, "stanza-id", NS_SID).and_then(|e| e.attr("id")).map(str::to_string).unwrap_or_else(|| id.clone());
+                self.ids.insert(id.clone(), sid.clone());
+                break Ok(sid);
+            }
+            held.push(s);
+        };
+        self.buffered.extend(held);
+        result
+    }
+
+    pub async fn set_presence(&mut self, show: Option<&str>, status: Option<&str>) {
+        let mut p = Element::builder("presence", NS_CLIENT).attr(xml_ncname!("to").into(), format!("{}/{}", self.room, self.nick));
+        if let Some(show) = show {
+            p = p.append(text_el("show", NS_CLIENT, show));
+        }
+        if let Some(status) = status {
+            p = p.append(text_el("status", NS_CLIENT, status));
+        }
+        self.send(&p.build()).await;
+    }
+
+    /// Nicks present in the room, from presences seen so far and within `wait`.
+    pub async fn occupants(&mut self, wait: Duration) -> Vec<String> {
+        let mut nicks = Vec::new();
+        let mut keep = Vec::new();
+        let deadline = Instant::now() + wait;
+        while let Ok(s) = self.stanza(deadline.saturating_duration_since(Instant::now())).await {
+            if s.name() == "presence" && s.attr("type").is_none() {
+                nicks.extend(nick_of(&s));
+            } else {
+                keep.push(s);
+            }
+        }
+        self.buffered.extend(keep);
+        nicks
+    }
+
+    /// Group chat messages replayed on join, as (nick, body).
+    pub async fn history(&mut self, quiet: Duration) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        while let Ok(s) = self.stanza(quiet).await {
+            if s.name() == "message"
+                && child(&s, "delay", NS_DELAY).is_some()
+                && let Some(body) = child(&s, "body", NS_CLIENT)
+            {
+                out.push((nick_of(&s).unwrap_or_default(), body.text()));
+            }
+        }
+        out
+    }
+
+    /// The next live message or presence from someone else, as the suite sees it.
+    pub async fn seen(&mut self, timeout: Duration) -> Result<Seen, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timed out".into());
+            }
+            let s = self.stanza(left).await?;
+            let Some(nick) = nick_of(&s) else { continue };
+            if s.name() == "message" && s.attr("type") == Some("groupchat") {
+                let id = s.attr("id").unwrap_or("").to_string();
+                let sid = child(&s, "stanza-id", NS_SID).and_then(|e| e.attr("id")).map(str::to_string).unwrap_or_else(|| id.clone());
+                self.ids.insert(id.clone(), sid.clone());
+                if nick == self.nick || child(&s, "delay", NS_DELAY).is_some() {
+                    continue;
+                }
+                let body_text = child(&s, "body", NS_CLIENT).map(|b| b.text()).unwrap_or_default();
+                let body = if let Some(r) = child(&s, "retract", "urn:xmpp:message-retract:1") {
+                    Body::Retract { target: r.attr("id").unwrap_or("").to_string() }
+                } else if let Some(r) = child(&s, "reactions", "urn:xmpp:reactions:0") {
+                    let key = r.children().next().map(|c| c.text()).unwrap_or_default();
+                    Body::Reaction { target: r.attr("id").unwrap_or("").to_string(), key, removed: false }
+                } else if let Some(r) = child(&s, "replace", "urn:xmpp:message-correct:0") {
+                    let original = r.attr("id").unwrap_or("").to_string();
+                    let target = self.ids.get(&original).cloned().unwrap_or(original);
+                    Body::Edit { target, text: Text::plain(body_text) }
+                } else if !body_text.is_empty() {
+                    let reply_to = child(&s, "reply", "urn:xmpp:reply:0").and_then(|r| r.attr("id")).map(str::to_string);
+                    let attachments = s
+                        .children()
+                        .filter(|e| e.is("x", "jabber:x:oob"))
+                        .filter_map(|x| x.get_child("url", "jabber:x:oob").map(|u| Attachment { url: u.text(), name: None, mime: None, size: None }))
+                        .collect();
+                    Body::Message { text: Text::plain(body_text), kind: Default::default(), attachments, reply_to, thread: None, mentions: vec![] }
+                } else {
+                    continue;
+                };
+                return Ok(Seen { id: sid, sender_name: nick, body });
+            }
+            if s.name() == "presence" && s.attr("type").is_none() && nick != self.nick {
+                let show = match child(&s, "show", NS_CLIENT).map(|e| e.text()).as_deref() {
+                    Some("away") => Show::Away,
+                    Some("xa") => Show::Xa,
+                    Some("dnd") => Show::Dnd,
+                    _ => Show::Online,
+                };
+                let status = child(&s, "status", NS_CLIENT).map(|e| e.text());
+                return Ok(Seen { id: String::new(), sender_name: nick, body: Body::Presence { show, status } });
+            }
+        }
+    }
+
+    /// Stop the client.
+    pub async fn quit(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+#[async_trait]
+impl Peer for XmppPeer {
+    fn label(&self) -> String {
+        format!("xmpp {}", self.nick)
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { threads: false, ..Capabilities::ALL }
+    }
+    async fn act(&mut self, action: Action) -> Result<String, String> {
+        let payloads = match action {
+            Action::Text { text, reply_to } => {
+                let mut p = vec![text_el("body", NS_CLIENT, &text)];
+                p.extend(reply_to.map(|r| el("reply", "urn:xmpp:reply:0", &r)));
+                p
+            }
+            Action::Edit { target, text } => {
+                let original = self.ids.iter().find(|(_, sid)| **sid == target).map(|(id, _)| id.clone()).unwrap_or(target);
+                vec![text_el("body", NS_CLIENT, &text), el("replace", "urn:xmpp:message-correct:0", &original)]
+            }
+            Action::Retract { target } => vec![text_el("body", NS_CLIENT, "retracted"), el("retract", "urn:xmpp:message-retract:1", &target)],
+            Action::React { target, key } => {
+                let r = Element::builder("reactions", "urn:xmpp:reactions:0")
+                    .attr(xml_ncname!("id").into(), target.as_str())
+                    .append(text_el("reaction", "urn:xmpp:reactions:0", &key))
+                    .build();
+                vec![r, Element::builder("store", "urn:xmpp:hints").build()]
+            }
+            Action::File { attachment, caption } => {
+                let x = Element::builder("x", "jabber:x:oob").append(text_el("url", "jabber:x:oob", &attachment.url)).build();
+                vec![text_el("body", NS_CLIENT, &format!("{caption}\n{}", attachment.url)), x]
+            }
+            Action::Presence { show, status } => {
+                let s = match show {
+                    Show::Away => Some("away"),
+                    Show::Xa => Some("xa"),
+                    Show::Dnd => Some("dnd"),
+                    _ => None,
+                };
+                self.set_presence(s, status.as_deref()).await;
+                return Ok(String::new());
+            }
+        };
+        self.say(payloads).await
+    }
+    async fn next(&mut self, timeout: Duration) -> Result<Seen, String> {
+        self.seen(timeout).await
+    }
+}

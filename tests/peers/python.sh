@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The Python environment of the test peers (real clients such as slixmpp),
+# kept in one venv that is reused when present.
+#
+#   python.sh install   create or update the venv (idempotent)
+#   python.sh path      print the venv's python
+set -euo pipefail
+VENV=${CAUSEWAY_PEERS_VENV:-$HOME/.cache/causeway-peers/venv}
+PACKAGES=(slixmpp==1.17.0)
+
+case "${1:-}" in
+    install)
+        if [ ! -x "$VENV/bin/python" ]; then
+            mkdir -p "$(dirname "$VENV")"
+            python3 -m venv "$VENV"
+        fi
+        if ! "$VENV/bin/python" -c 'import slixmpp' 2>/dev/null; then
+            "$VENV/bin/pip" install -q "${PACKAGES[@]}"
+        fi
+        ;;
+    path) echo "$VENV/bin/python" ;;
+    *) echo "usage: $0 install | path" >&2; exit 2 ;;
+esac

@@ -1,0 +1,182 @@
+//! The XMPP bridge against a real Prosody (tests/peers/prosody.sh) with
+//! real XMPP clients, through the real `causeway` binary.
+#![cfg(all(feature = "webhook", feature = "xmpp"))]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use causeway_core::conformance::{self, Peer};
+use common::xmpp::{Prosody, XmppPeer};
+use common::{Daemon, Hook, Mode, WebhookPeer, post};
+use serde_json::json;
+
+const ROOM: &str = "ops@conference.xmpp.test";
+const T: Duration = Duration::from_secs(15);
+
+fn config(prosody: &Prosody, hook: &str) -> String {
+    format!(
+        r#"
+http: {{ listen: "127.0.0.1:{{port}}" }}
+store: {{ path: "{{db}}" }}
+outbox: {{ retry_initial: 100ms, retry_max: 1s }}
+bridges:
+  hooks:
+    type: webhook
+    endpoints:
+      w: {{ inbound: {{ token: tw }}, outbound: {{ url: "{hook}" }} }}
+  xmpp: {bridge}
+portals:
+  - id: ops
+    links: [{{ bridge: hooks, room: w }}, {{ bridge: xmpp, room: "{ROOM}" }}]
+people:
+  - id: dave
+    name: Dave Bowman
+    accounts: {{ hooks: dave }}
+"#,
+        bridge = prosody.bridge_config()
+    )
+}
+
+/// Start Causeway and wait until it is connected and sits in the room.
+async fn start(prosody: &Prosody, hook: &Hook) -> Daemon {
+    let d = Daemon::start(&config(prosody, &hook.url())).await;
+    let deadline = Instant::now() + T;
+    while d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await != 1.0 {
+        assert!(Instant::now() < deadline, "XMPP bridge not connected:\n{}\n{}", d.log(), prosody.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    d
+}
+
+/// Join as `user` once the bridge sits in the room (so it hears us).
+async fn join_after_bridge(prosody: &Prosody, user: &str, nick: &str) -> XmppPeer {
+    let deadline = Instant::now() + T;
+    loop {
+        let mut peer = XmppPeer::join(prosody, user, ROOM, nick, 0).await;
+        if peer.occupants(Duration::from_millis(300)).await.contains(&"Causeway".to_string()) {
+            return peer;
+        }
+        assert!(Instant::now() < deadline, "the bridge never joined {ROOM}:\n{}", prosody.log());
+        drop(peer);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xmpp_conformance_with_a_webhook() {
+    let prosody = Prosody::start();
+    let hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let d = start(&prosody, &hook).await;
+    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    let mut web = WebhookPeer::new("w", d.url("/bridges/hooks/w"), "tw", hook);
+    let opts = conformance::Options { timeout: T, ..Default::default() };
+    let report = conformance::run(&mut web, &mut alice, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n--- prosody ---\n{}", d.log(), prosody.log()));
+    assert_eq!(report.passed.len(), 14, "{report}");
+    assert_eq!(alice.label(), "xmpp Alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ghosts_take_free_nicks_and_follow_presence() {
+    let prosody = Prosody::start();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let d = start(&prosody, &hook).await;
+    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    // Somebody on XMPP already uses Dave's name.
+    let _carol = XmppPeer::join(&prosody, "carol", ROOM, "Dave Bowman", 0).await;
+    let client = reqwest::Client::new();
+    let url = d.url("/bridges/hooks/w");
+    let msg = json!({"sender": {"id": "dave", "name": "dave"}, "text": "open the pod bay doors"});
+    assert_eq!(post(&client, &url, "tw", &msg).await.0, 202);
+    let seen = loop {
+        let s = alice.seen(T).await.unwrap();
+        if matches!(s.body, causeway_core::Body::Message { .. }) {
+            break s;
+        }
+    };
+    assert_eq!(seen.sender_name, "Dave Bowman (bridge)", "{seen:?}");
+    // Dave goes away on the webhook side: his ghost goes away in the room.
+    let away = json!({"type": "presence", "sender": {"id": "dave"}, "show": "dnd", "status": "in the pod"});
+    assert_eq!(post(&client, &url, "tw", &away).await.0, 202);
+    let deadline = Instant::now() + T;
+    loop {
+        let s = alice.seen(deadline.saturating_duration_since(Instant::now())).await.unwrap();
+        if s.sender_name == "Dave Bowman (bridge)"
+            && let causeway_core::Body::Presence { show: causeway_core::Show::Dnd, status } = &s.body
+        {
+            assert_eq!(status.as_deref(), Some("in the pod"));
+            break;
+        }
+    }
+    // XMPP presence comes the other way as an event.
+    alice.set_presence(Some("away"), Some("lunch")).await;
+    loop {
+        let got = hook.next(T).await;
+        // Her join said "online" first; the change follows.
+        if got.json["type"] == "presence" && got.json["sender"]["name"] == "Alice" && got.json["show"] == "away" {
+            assert_eq!(got.json["status"], "lunch", "{}", got.json);
+            assert_eq!(got.json["sender"]["id"], "alice@xmpp.test", "the room shows real JIDs to the bridge");
+            break;
+        }
+    }
+}
+
+/// Prosody goes away for `CAUSEWAY_TEST_OUTAGE_SECS` (30) in the middle of
+/// 500 messages: afterwards the room has every one of them exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prosody_outage_mid_stream_loses_and_doubles_nothing() {
+    const N: usize = 500;
+    let outage = Duration::from_secs(std::env::var("CAUSEWAY_TEST_OUTAGE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(30));
+    let prosody = Prosody::start();
+    let hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let d = start(&prosody, &hook).await;
+    // The stream: 500 messages at about 50 a second, still going while the server is away.
+    let url = d.url("/bridges/hooks/w");
+    let sender = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        for i in 0..N {
+            tick.tick().await;
+            let msg = json!({"id": format!("m{i}"), "sender": {"id": "dave"}, "text": format!("m #{i}")});
+            assert_eq!(post(&client, &url, "tw", &msg).await.0, 202);
+        }
+    });
+    // Pull the plug once part of the stream has gone through.
+    let deadline = Instant::now() + T;
+    while d.metric("causeway_events_delivered_total", r#"bridge="xmpp""#).await < 50.0 {
+        assert!(Instant::now() < deadline, "nothing delivered:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    prosody.down();
+    let at_kill = d.metric("causeway_events_delivered_total", r#"bridge="xmpp""#).await;
+    assert!((at_kill as usize) < N, "the outage came after the stream");
+    tokio::time::sleep(outage).await;
+    assert_eq!(d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await, 0.0);
+    prosody.up();
+    sender.await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while d.metric("causeway_outbox_depth", r#"bridge="xmpp""#).await > 0.0 {
+        assert!(Instant::now() < deadline, "outbox not drained:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A fresh client reads the room's history: each message exactly once.
+    let mut bob = XmppPeer::join(&prosody, "bob", ROOM, "Bob", 1000).await;
+    let history = bob.history(Duration::from_secs(2)).await;
+    let mut count: HashMap<usize, usize> = HashMap::new();
+    for (nick, body) in &history {
+        if nick.starts_with("Dave Bowman")
+            && let Some(n) = body.strip_prefix("m #").and_then(|n| n.parse().ok())
+        {
+            *count.entry(n).or_default() += 1;
+        }
+    }
+    let missing: Vec<usize> = (0..N).filter(|i| !count.contains_key(i)).collect();
+    let doubled: Vec<(&usize, &usize)> = count.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(missing.is_empty(), "missing {} messages, first {:?}\n{}", missing.len(), &missing[..missing.len().min(10)], d.log());
+    assert!(doubled.is_empty(), "doubled: {doubled:?}");
+    eprintln!("{N} messages, {at_kill} delivered before the outage, all present once after it");
+}
