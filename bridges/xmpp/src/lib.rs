@@ -168,7 +168,7 @@ impl Inner {
             loop {
                 tokio::select! {
                     incoming = component.next() => match incoming {
-                        Some(stanza) => self.handle(stanza, &inbound_tx),
+                        Some(stanza) => self.handle(stanza, &inbound_tx).await,
                         None => break,
                     },
                     Some(stanza) = out_rx.recv() => {
@@ -199,7 +199,10 @@ impl Inner {
         }
     }
 
-    fn handle(&self, stanza: Stanza, inbound_tx: &mpsc::Sender<causeway_core::Incoming>) {
+    /// Handle one stanza. Events wait for room in the queue to the router:
+    /// while it is full the connection is not read (TCP pushes back on the
+    /// server) rather than anything being dropped.
+    async fn handle(&self, stanza: Stanza, inbound_tx: &mpsc::Sender<causeway_core::Incoming>) {
         let events = match stanza {
             Stanza::Message(m) => inbound::message(self, m),
             Stanza::Presence(p) => inbound::presence(self, p),
@@ -211,9 +214,8 @@ impl Inner {
             }
         };
         for e in events {
-            if inbound_tx.try_send(e).is_err() {
-                tracing::error!("inbound queue full; dropping an event from XMPP");
-            }
+            // Only fails when the daemon is shutting down.
+            let _ = inbound_tx.send(e).await;
         }
     }
 
