@@ -276,10 +276,19 @@ impl OptionError {
     }
 }
 
-/// Deserialize a bridge's options, naming the failing option on error.
-pub fn parse_options<T: serde::de::DeserializeOwned>(options: serde_json::Value) -> Result<T, Vec<OptionError>> {
-    serde_path_to_error::deserialize(options).map_err(|e| {
+/// A bridge's options: deserialized from its config section, then checked
+/// for what types alone cannot say.
+pub trait BridgeOptions: serde::de::DeserializeOwned {
+    /// Everything wrong beyond the types, each at its option path.
+    fn check(&self) -> Vec<OptionError>;
+}
+
+/// Deserialize and check a bridge's options, naming the failing option on error.
+pub fn parse_options<T: BridgeOptions>(options: serde_json::Value) -> Result<T, Vec<OptionError>> {
+    let parsed: T = serde_path_to_error::deserialize(options).map_err(|e| {
         let path = e.path().to_string();
         vec![OptionError::new(if path == "." { String::new() } else { path }, e.into_inner().to_string())]
-    })
+    })?;
+    let errors = parsed.check();
+    if errors.is_empty() { Ok(parsed) } else { Err(errors) }
 }

@@ -13,7 +13,7 @@ pub mod secret;
 pub mod text;
 
 pub use bridge::{
-    Accepted, Bridge, BridgeContext, BridgeError, Capabilities, Committed, Degrade, Delivered, Delivery,
+    Accepted, Bridge, BridgeContext, BridgeError, BridgeOptions, Capabilities, Committed, Degrade, Delivered, Delivery,
     DeliveryError, Host, IdKind, OptionError, SubmitError, parse_options,
 };
 pub use degrade::degrade;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use causeway_core::{OptionError, Secret};
+use causeway_core::{BridgeOptions, OptionError, Secret};
 use serde::Deserialize;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -89,8 +89,8 @@ pub struct EventsOptions {
     pub token: Secret,
 }
 
-impl WebhookOptions {
-    pub(crate) fn check(&self) -> Vec<OptionError> {
+impl BridgeOptions for WebhookOptions {
+    fn check(&self) -> Vec<OptionError> {
         let mut errors = Vec::new();
         if self.max_body_bytes < 64 {
             errors.push(OptionError::new("max_body_bytes", "must be at least 64"));

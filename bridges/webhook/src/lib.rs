@@ -46,10 +46,6 @@ pub struct WebhookBridge {
 impl WebhookBridge {
     pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
         let options: WebhookOptions = parse_options(options)?;
-        let errors = options.check();
-        if !errors.is_empty() {
-            return Err(errors);
-        }
         let client = reqwest::Client::builder()
             .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use causeway_core::{OptionError, Secret};
+use causeway_core::{BridgeOptions, OptionError, Secret};
 use serde::Deserialize;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -60,8 +60,8 @@ fn default_max_stanza() -> usize {
     256 * 1024
 }
 
-impl XmppOptions {
-    pub(crate) fn check(&self) -> Vec<OptionError> {
+impl BridgeOptions for XmppOptions {
+    fn check(&self) -> Vec<OptionError> {
         let mut errors = Vec::new();
         if self.server.parse::<std::net::SocketAddr>().is_err() {
             errors.push(OptionError::new("server", format!("{:?} is not an address like 127.0.0.1:5347", self.server)));

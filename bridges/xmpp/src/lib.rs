@@ -93,10 +93,6 @@ struct Inner {
 impl XmppBridge {
     pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
         let options: XmppOptions = parse_options(options)?;
-        let errors = options.check();
-        if !errors.is_empty() {
-            return Err(errors);
-        }
         let (out, out_rx) = mpsc::unbounded_channel();
         Ok(XmppBridge {
             inner: Arc::new(Inner {
