@@ -41,7 +41,11 @@ people:
 
 /// Start Causeway and wait until it is connected and sits in the room.
 async fn start(prosody: &Prosody, hook: &Hook) -> Daemon {
-    let d = Daemon::start(&config(prosody, &hook.url())).await;
+    start_with(prosody, &config(prosody, &hook.url())).await
+}
+
+async fn start_with(prosody: &Prosody, config: &str) -> Daemon {
+    let d = Daemon::start(config).await;
     let deadline = Instant::now() + T;
     while d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await != 1.0 {
         assert!(Instant::now() < deadline, "XMPP bridge not connected:\n{}\n{}", d.log(), prosody.log());
@@ -179,4 +183,34 @@ async fn a_prosody_outage_mid_stream_loses_and_doubles_nothing() {
     assert!(missing.is_empty(), "missing {} messages, first {:?}\n{}", missing.len(), &missing[..missing.len().min(10)], d.log());
     assert!(doubled.is_empty(), "doubled: {doubled:?}");
     eprintln!("{N} messages, {at_kill} delivered before the outage, all present once after it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_copied_to_the_servers_upload_service() {
+    let prosody = Prosody::start();
+    // Where the file lives on the other network.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let files = listener.local_addr().unwrap();
+    let app = axum::Router::new().route("/report.txt", axum::routing::get(|| async { ([("content-type", "text/plain")], "quarterly numbers") }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let cfg = config(&prosody, &hook.url()).replace("reconnect_max: 2s }", "reconnect_max: 2s, upload_service: upload.xmpp.test }");
+    assert!(cfg.contains("upload_service"));
+    let d = start_with(&prosody, &cfg).await;
+    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    let msg = json!({"sender": {"id": "dave"}, "text": "see attached",
+                     "attachments": [{"url": format!("http://{files}/report.txt"), "name": "report.txt", "mime": "text/plain"}]});
+    assert_eq!(post(&reqwest::Client::new(), &d.url("/bridges/hooks/w"), "tw", &msg).await.0, 202);
+    let seen = loop {
+        let s = alice.seen(T).await.unwrap();
+        if let causeway_core::Body::Message { attachments, text, .. } = s.body {
+            break (attachments, text);
+        }
+    };
+    let (attachments, text) = seen;
+    let url = &attachments[0].url;
+    assert!(url.starts_with(&format!("http://127.0.0.1:{}/file_share/", prosody.http)), "{url}\n{}", d.log());
+    assert!(text.plain.starts_with("see attached\n"), "{}", text.plain);
+    let body = reqwest::get(url).await.unwrap().text().await.unwrap();
+    assert_eq!(body, "quarterly numbers");
 }

@@ -32,11 +32,13 @@ pub struct Prosody {
     pub dir: tempfile::TempDir,
     pub c2s: u16,
     pub component: u16,
+    /// HTTP File Upload (upload.xmpp.test) serves files here.
+    pub http: u16,
 }
 
 impl Prosody {
     pub fn start() -> Prosody {
-        let p = Prosody { dir: tempfile::tempdir().unwrap(), c2s: free_port(), component: free_port() };
+        let p = Prosody { dir: tempfile::tempdir().unwrap(), c2s: free_port(), component: free_port(), http: free_port() };
         p.up();
         p
     }
@@ -49,6 +51,7 @@ impl Prosody {
             .arg(self.dir.path())
             .arg(self.c2s.to_string())
             .arg(self.component.to_string())
+            .arg(self.http.to_string())
             .output()
             .unwrap();
         assert!(out.status.success(), "prosody did not start:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -2,12 +2,15 @@
 # A real Prosody on 127.0.0.1 for the tests.
 #
 #   prosody.sh install                      install Prosody (idempotent)
-#   prosody.sh start DIR C2S_PORT COMP_PORT start one in DIR; prints when ready
+#   prosody.sh start DIR C2S_PORT COMP_PORT [HTTP_PORT]
+#                                           start one in DIR; prints when ready
 #   prosody.sh stop DIR                     stop the one started in DIR
 #   prosody.sh register DIR USER PASSWORD   add a user on xmpp.test
 #
 # Domain xmpp.test; MUC service conference.xmpp.test (with MAM, rooms usable
-# at once); external component bridge.xmpp.test (secret "component-secret").
+# at once); external component bridge.xmpp.test (secret "component-secret");
+# with HTTP_PORT, HTTP File Upload (XEP-0363) at upload.xmpp.test, files
+# served from http://127.0.0.1:HTTP_PORT/file_share/.
 # Users alice/bob/carol with password "pw" exist from the start.
 set -euo pipefail
 
@@ -35,7 +38,7 @@ start_time() { # the process's start time in clock ticks, to never mistake a reu
 }
 
 start() {
-    local dir=$1 c2s=$2 comp=$3
+    local dir=$1 c2s=$2 comp=$3 http=${4:-}
     dir=$(realpath -m "$dir")
     mkdir -p "$dir/data" "$dir/certs"
     cat > "$dir/prosody.cfg.lua" <<CFG
@@ -52,7 +55,12 @@ c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 authentication = "internal_plain"
 modules_enabled = { "roster", "saslauth", "disco", "ping", "presence", "message" }
-modules_disabled = { "s2s", "tls", "http" }
+modules_disabled = { "s2s", "tls" }
+http_ports = { ${http:-} }
+http_interfaces = { "127.0.0.1" }
+https_ports = { }
+http_external_url = "http://127.0.0.1:${http:-0}/"
+http_default_host = "upload.$DOMAIN"
 VirtualHost "$DOMAIN"
 Component "conference.$DOMAIN" "muc"
     modules_enabled = { "muc_mam" }
@@ -65,6 +73,12 @@ Component "conference.$DOMAIN" "muc"
 Component "bridge.$DOMAIN"
     component_secret = "$SECRET"
 CFG
+    if [ -n "$http" ]; then
+        cat >> "$dir/prosody.cfg.lua" <<CFG
+Component "upload.$DOMAIN" "http_file_share"
+    http_file_share_size_limit = 1048576
+CFG
+    fi
     for u in alice bob carol; do
         prosodyctl --config "$dir/prosody.cfg.lua" register "$u" "$DOMAIN" pw >/dev/null 2>&1
     done

@@ -36,6 +36,19 @@ pub struct XmppOptions {
     /// Largest stanza taken in, in bytes of its text content; larger ones are dropped.
     #[serde(default = "default_max_stanza")]
     pub max_stanza_bytes: usize,
+    /// The server's HTTP File Upload service (XEP-0363), e.g.
+    /// `upload.example.org`. When set, files from other networks are copied
+    /// there and XMPP clients get the server's link; otherwise they get the
+    /// original link.
+    #[serde(default)]
+    pub upload_service: Option<String>,
+    /// Largest file copied to the upload service; larger ones keep their link.
+    #[serde(default = "default_upload_max")]
+    pub upload_max_bytes: u64,
+}
+
+fn default_upload_max() -> u64 {
+    10 * 1024 * 1024
 }
 
 fn default_server() -> String {
@@ -74,6 +87,11 @@ impl BridgeOptions for XmppOptions {
         }
         if self.bot_nick.trim().is_empty() {
             errors.push(OptionError::new("bot_nick", "must not be empty"));
+        }
+        if let Some(u) = &self.upload_service
+            && u.parse::<tokio_xmpp::jid::BareJid>().is_err()
+        {
+            errors.push(OptionError::new("upload_service", format!("{u:?} is not a JID")));
         }
         if self.reconnect_initial.is_zero() || self.reconnect_max < self.reconnect_initial {
             errors.push(OptionError::new("reconnect_max", "must be at least reconnect_initial, which must be above zero"));

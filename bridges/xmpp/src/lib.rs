@@ -15,6 +15,7 @@ pub mod jid;
 pub mod outbound;
 pub mod stanzas;
 pub mod styling;
+pub mod upload;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,6 +80,8 @@ struct State {
     in_doubt: HashSet<String>,
     /// In-doubt deliveries found in the room after all, with their stanza-ids.
     found: HashMap<String, Option<String>>,
+    /// Our requests (iq id) waiting for the answer's payload.
+    iqs: HashMap<String, oneshot::Sender<Result<Option<tokio_xmpp::minidom::Element>, String>>>,
 }
 
 struct Inner {
@@ -88,6 +91,7 @@ struct Inner {
     out: mpsc::UnboundedSender<Stanza>,
     out_rx: Mutex<Option<mpsc::UnboundedReceiver<Stanza>>>,
     state: Mutex<State>,
+    http: reqwest::Client,
 }
 
 impl XmppBridge {
@@ -102,6 +106,10 @@ impl XmppBridge {
                 out,
                 out_rx: Mutex::new(Some(out_rx)),
                 state: Mutex::new(State::default()),
+                http: reqwest::Client::builder()
+                    .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| vec![OptionError::new("", format!("cannot build the HTTP client: {e}"))])?,
             }),
         })
     }
@@ -186,6 +194,9 @@ impl Inner {
             for (_, w) in st.joins.drain() {
                 let _ = w.send(Err("disconnected from the XMPP server".into()));
             }
+            for (_, w) in st.iqs.drain() {
+                let _ = w.send(Err("disconnected from the XMPP server".into()));
+            }
             let seats: Vec<_> = st.seats.drain().collect();
             st.lost_seats.extend(seats);
             st.ghost_nicks.clear();
@@ -203,8 +214,23 @@ impl Inner {
             Stanza::Message(m) => inbound::message(self, m),
             Stanza::Presence(p) => inbound::presence(self, p),
             Stanza::Iq(iq) => {
-                if let Some(reply) = inbound::iq(iq) {
-                    self.send(reply);
+                use tokio_xmpp::parsers::iq::Iq;
+                match iq {
+                    Iq::Result { id, payload, .. } => {
+                        if let Some(w) = self.state().iqs.remove(&id) {
+                            let _ = w.send(Ok(payload));
+                        }
+                    }
+                    Iq::Error { id, error, .. } => {
+                        if let Some(w) = self.state().iqs.remove(&id) {
+                            let _ = w.send(Err(format!("{:?}", error.defined_condition)));
+                        }
+                    }
+                    request => {
+                        if let Some(reply) = inbound::iq(request) {
+                            self.send(reply);
+                        }
+                    }
                 }
                 Vec::new()
             }
@@ -258,6 +284,25 @@ impl Inner {
             }
         }
         Err(DeliveryError::permanent(format!("no free nick for {name:?} in {room}")))
+    }
+
+    /// Send an iq get and wait for the answer's payload.
+    async fn request(&self, from: &FullJid, to: &str, payload: tokio_xmpp::minidom::Element) -> Result<Option<tokio_xmpp::minidom::Element>, String> {
+        use tokio_xmpp::parsers::iq::Iq;
+        let to = Jid::new(to).map_err(|e| e.to_string())?;
+        let id = causeway_core::new_id();
+        let iq = Iq::Get { from: Some(from.clone().into()), to: Some(to), id: id.clone(), payload };
+        let (tx, rx) = oneshot::channel();
+        self.state().iqs.insert(id.clone(), tx);
+        self.send(iq);
+        match tokio::time::timeout(self.options.confirm_timeout, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err("request lost".into()),
+            Err(_) => {
+                self.state().iqs.remove(&id);
+                Err("no answer in time".into())
+            }
+        }
     }
 
     /// Send a message and wait for the room to reflect it.

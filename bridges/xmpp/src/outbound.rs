@@ -166,7 +166,17 @@ async fn message(inner: &Inner, from: &FullJid, room: &str, id: &str, body: &Bod
                 plain = format!("/me {plain}");
             }
             for a in attachments {
-                let mut x = Element::builder("x", NS_OOB).append(Element::builder("url", NS_OOB).append(a.url.as_str()).build());
+                let url = match &inner.options.upload_service {
+                    Some(service) => match crate::upload::copy(inner, service, from, a).await {
+                        Ok(url) => url,
+                        Err(e) => {
+                            tracing::warn!(url = %a.url, "not copied to the upload service, sending the link: {e}");
+                            a.url.clone()
+                        }
+                    },
+                    None => a.url.clone(),
+                };
+                let mut x = Element::builder("x", NS_OOB).append(Element::builder("url", NS_OOB).append(url.as_str()).build());
                 if let Some(n) = &a.name {
                     x = x.append(Element::builder("desc", NS_OOB).append(n.as_str()).build());
                 }
@@ -174,7 +184,7 @@ async fn message(inner: &Inner, from: &FullJid, room: &str, id: &str, body: &Bod
                 if !plain.is_empty() {
                     plain.push('\n');
                 }
-                plain.push_str(&a.url);
+                plain.push_str(&url);
             }
             if let Some(target) = reply_to {
                 m.payloads.push(Reply { id: target.clone(), to: None }.to_element());

@@ -1,0 +1,112 @@
+//! HTTP File Upload (XEP-0363): copy a file from another network to the XMPP
+//! server, so XMPP clients fetch it from their own server.
+
+use causeway_core::Attachment;
+use tokio_xmpp::jid::FullJid;
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::minidom::rxml::xml_ncname;
+
+use crate::Inner;
+
+const NS_UPLOAD: &str = "urn:xmpp:http:upload:0";
+/// Headers a slot may ask for (XEP-0363 §5); others are ignored.
+const ALLOWED_HEADERS: [&str; 3] = ["authorization", "cookie", "expires"];
+
+/// Where to PUT the file and where it will be fetched from.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Slot {
+    pub put: String,
+    pub headers: Vec<(String, String)>,
+    pub get: String,
+}
+
+impl Slot {
+    /// Read a `<slot/>` answer; refuses anything that is not http(s).
+    pub fn parse(e: &Element) -> Result<Slot, String> {
+        if !e.is("slot", NS_UPLOAD) {
+            return Err(format!("expected a slot, got <{}/>", e.name()));
+        }
+        let url = |name: &str| -> Result<String, String> {
+            let u = e.get_child(name, NS_UPLOAD).and_then(|c| c.attr("url")).ok_or(format!("slot without {name} url"))?;
+            if u.starts_with("https://") || u.starts_with("http://") { Ok(u.to_string()) } else { Err(format!("{name} url {u:?} is not http(s)")) }
+        };
+        let headers = e
+            .get_child("put", NS_UPLOAD)
+            .map(|p| {
+                p.children()
+                    .filter(|h| h.name() == "header")
+                    .filter_map(|h| Some((h.attr("name")?.to_string(), h.text())))
+                    .filter(|(n, v)| ALLOWED_HEADERS.contains(&n.to_ascii_lowercase().as_str()) && !v.contains(['\r', '\n']))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Slot { put: url("put")?, headers, get: url("get")? })
+    }
+}
+
+/// Copy `a` to the upload service; returns the link XMPP clients should use.
+pub(crate) async fn copy(inner: &Inner, service: &str, from: &FullJid, a: &Attachment) -> Result<String, String> {
+    let max = inner.options.upload_max_bytes;
+    if a.size.is_some_and(|s| s > max) {
+        return Err(format!("{} bytes is over upload_max_bytes", a.size.unwrap_or(0)));
+    }
+    let resp = inner.http.get(&a.url).timeout(std::time::Duration::from_secs(60)).send().await.map_err(|e| format!("download: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("download: {} answered {}", a.url, resp.status()));
+    }
+    if resp.content_length().is_some_and(|l| l > max) {
+        return Err("the file is over upload_max_bytes".into());
+    }
+    let mime = a.mime.clone().or_else(|| resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string));
+    let bytes = resp.bytes().await.map_err(|e| format!("download: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err("the file is over upload_max_bytes".into());
+    }
+    let name = a
+        .name
+        .clone()
+        .or_else(|| a.url.rsplit('/').next().map(str::to_string))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "file".into());
+    let mut request = Element::builder("request", NS_UPLOAD)
+        .attr(xml_ncname!("filename").into(), name)
+        .attr(xml_ncname!("size").into(), bytes.len().to_string());
+    if let Some(m) = &mime {
+        request = request.attr(xml_ncname!("content-type").into(), m.as_str());
+    }
+    let answer = inner.request(from, service, request.build()).await.map_err(|e| format!("slot request: {e}"))?;
+    let slot = Slot::parse(&answer.ok_or("empty slot answer")?)?;
+    let mut put = inner.http.put(&slot.put).body(bytes);
+    for (n, v) in &slot.headers {
+        put = put.header(n.as_str(), v.as_str());
+    }
+    if let Some(m) = &mime {
+        put = put.header("content-type", m.as_str());
+    }
+    let done = put.send().await.map_err(|e| format!("upload: {e}"))?;
+    if !done.status().is_success() {
+        return Err(format!("upload answered {}", done.status()));
+    }
+    Ok(slot.get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_read_and_checked() {
+        let xml = "<slot xmlns='urn:xmpp:http:upload:0'><put url='https://up/x'><header name='Authorization'>Basic a</header>\
+                   <header name='X-Evil'>1</header><header name='Cookie'>a\nb</header></put><get url='https://dl/x'/></slot>";
+        let slot = Slot::parse(&xml.parse().unwrap()).unwrap();
+        assert_eq!(slot, Slot { put: "https://up/x".into(), headers: vec![("Authorization".into(), "Basic a".into())], get: "https://dl/x".into() });
+        for bad in [
+            "<slot xmlns='urn:xmpp:http:upload:0'><get url='https://dl/x'/></slot>",
+            "<slot xmlns='urn:xmpp:http:upload:0'><put url='file:///etc/passwd'/><get url='https://dl/x'/></slot>",
+            "<slot xmlns='urn:xmpp:http:upload:0'><put url='https://up/x'/><get url='javascript:x'/></slot>",
+            "<other xmlns='urn:xmpp:http:upload:0'/>",
+        ] {
+            assert!(Slot::parse(&bad.parse().unwrap()).is_err(), "{bad}");
+        }
+    }
+}
