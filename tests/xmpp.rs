@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use causeway_core::conformance::{self, Peer};
 use common::xmpp::{Prosody, XmppPeer};
 use common::{Daemon, Hook, Mode, WebhookPeer, post};
+use tokio_xmpp::minidom::Element;
 use serde_json::json;
 
 const ROOM: &str = "ops@conference.xmpp.test";
@@ -213,4 +214,59 @@ async fn files_are_copied_to_the_servers_upload_service() {
     assert!(text.plain.starts_with("see attached\n"), "{}", text.plain);
     let body = reqwest::get(url).await.unwrap().text().await.unwrap();
     assert_eq!(body, "quarterly numbers");
+}
+
+/// Retractions of someone else's message need a moderator (XEP-0425): a
+/// retraction from the webhook side of an XMPP person's message is done by
+/// the bridge as the room's moderator, and an XMPP moderator taking back a
+/// ghost's message reaches the webhook side as a retraction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderation_crosses_both_ways() {
+    let prosody = Prosody::start();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let d = start(&prosody, &hook).await;
+    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    // carol is a server admin, so a moderator in every room.
+    let mut carol = XmppPeer::join(&prosody, "carol", ROOM, "Carol", 0).await;
+    let client = reqwest::Client::new();
+    let url = d.url("/bridges/hooks/w");
+
+    // Alice's message, taken back from the webhook side: the bridge moderates it.
+    let sid = alice.say(vec![Element::builder("body", common::xmpp::NS_CLIENT).append("buy cheap pills").build()]).await.unwrap();
+    let delivered = loop {
+        let got = hook.next(T).await;
+        if got.json["type"] == "message" && got.json["text"] == "buy cheap pills" {
+            break got;
+        }
+    };
+    let retract = json!({"sender": {"id": "dave"}, "type": "retract", "target": delivered.id});
+    assert_eq!(post(&client, &url, "tw", &retract).await.0, 202);
+    let deadline = Instant::now() + T;
+    loop {
+        let s = carol.seen(deadline.saturating_duration_since(Instant::now())).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+        if let causeway_core::Body::Retract { target } = &s.body {
+            assert_eq!(target, &sid, "the moderation names Alice's message");
+            assert_eq!(s.sender_name, "Causeway", "the bridge moderated it");
+            break;
+        }
+    }
+
+    // A ghost's message, taken back by an XMPP moderator: the webhook side hears of it.
+    let msg = json!({"id": "spam-1", "sender": {"id": "dave"}, "text": "a ghost's mistake"});
+    assert_eq!(post(&client, &url, "tw", &msg).await.0, 202);
+    let ghost_sid = loop {
+        let s = carol.seen(T).await.unwrap();
+        if matches!(&s.body, causeway_core::Body::Message { text, .. } if text.plain == "a ghost's mistake") {
+            break s.id;
+        }
+    };
+    carol.moderate(&ghost_sid).await;
+    loop {
+        let got = hook.next(T).await;
+        if got.json["type"] == "retract" {
+            assert_eq!(got.json["target"], "spam-1", "{}", got.json);
+            assert_eq!(got.json["sender"]["name"], "Carol");
+            break;
+        }
+    }
 }

@@ -86,6 +86,8 @@ pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
 const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 const NS_SID: &str = "urn:xmpp:sid:0";
 const NS_DELAY: &str = "urn:xmpp:delay";
+const NS_FASTEN: &str = "urn:xmpp:fasten:0";
+const NS_MODERATE_0: &str = "urn:xmpp:message-moderate:0";
 
 fn child<'a>(e: &'a Element, name: &str, ns: &str) -> Option<&'a Element> {
     e.children().find(|c| c.is(name, ns))
@@ -277,7 +279,17 @@ impl XmppPeer {
                 return Err("timed out".into());
             }
             let s = self.stanza(left).await?;
-            let Some(nick) = nick_of(&s) else { continue };
+            let Some(nick) = nick_of(&s) else {
+                // The room itself speaks: a moderator took a message back.
+                if let Some(apply) = child(&s, "apply-to", NS_FASTEN)
+                    && let Some(m) = child(apply, "moderated", NS_MODERATE_0)
+                    && child(&s, "delay", NS_DELAY).is_none()
+                {
+                    let by = m.attr("by").and_then(|b| b.split_once('/')).map(|(_, n)| n.to_string()).unwrap_or_default();
+                    return Ok(Seen { id: String::new(), sender_name: by, body: Body::Retract { target: apply.attr("id").unwrap_or("").to_string() } });
+                }
+                continue;
+            };
             if s.name() == "message" && s.attr("type") == Some("groupchat") {
                 let id = s.attr("id").unwrap_or("").to_string();
                 let sid = child(&s, "stanza-id", NS_SID).and_then(|e| e.attr("id")).map(str::to_string).unwrap_or_else(|| id.clone());
@@ -319,6 +331,22 @@ impl XmppPeer {
                 return Ok(Seen { id: String::new(), sender_name: nick, body: Body::Presence { show, status } });
             }
         }
+    }
+
+    /// As a moderator, take back the message with the room's stanza-id
+    /// `id` (XEP-0425 as Prosody's mod_muc_moderation speaks it).
+    pub async fn moderate(&mut self, id: &str) {
+        let moderate = Element::builder("moderate", NS_MODERATE_0)
+            .append(Element::builder("retract", "urn:xmpp:message-retract:0").build())
+            .append(text_el("reason", NS_MODERATE_0, "spam"))
+            .build();
+        let iq = Element::builder("iq", NS_CLIENT)
+            .attr(xml_ncname!("type").into(), "set")
+            .attr(xml_ncname!("id").into(), causeway_core::new_id())
+            .attr(xml_ncname!("to").into(), self.room.as_str())
+            .append(Element::builder("apply-to", NS_FASTEN).attr(xml_ncname!("id").into(), id).append(moderate).build())
+            .build();
+        self.send(&iq).await;
     }
 
     /// Stop the client.

@@ -7,8 +7,8 @@
 #   prosody.sh stop DIR                     stop the one started in DIR
 #   prosody.sh register DIR USER PASSWORD   add a user on xmpp.test
 #
-# Domain xmpp.test; MUC service conference.xmpp.test (with MAM, rooms usable
-# at once); external component bridge.xmpp.test (secret "component-secret");
+# Domain xmpp.test; MUC service conference.xmpp.test (with MAM and
+# moderation, rooms usable at once); external component bridge.xmpp.test (secret "component-secret");
 # with HTTP_PORT, HTTP File Upload (XEP-0363) at upload.xmpp.test, files
 # served from http://127.0.0.1:HTTP_PORT/file_share/.
 # Users alice/bob/carol with password "pw" exist from the start.
@@ -18,7 +18,7 @@ DOMAIN=xmpp.test
 SECRET=component-secret
 
 install() {
-    if command -v prosody >/dev/null 2>&1; then
+    if command -v prosody >/dev/null 2>&1 && [ -e /usr/lib/prosody/modules/mod_muc_moderation/mod_muc_moderation.lua ]; then
         return 0
     fi
     echo "installing prosody…" >&2
@@ -29,7 +29,8 @@ install() {
         printf '#!/bin/sh\nexit 101\n' > "$guard" && chmod +x "$guard" && created=1
     fi
     apt-get update -qq >/dev/null
-    apt-get install -y -qq --no-install-recommends prosody lua-unbound >/dev/null
+    # prosody-modules brings mod_muc_moderation (XEP-0425).
+    apt-get install -y -qq --no-install-recommends prosody lua-unbound prosody-modules >/dev/null
     if [ "$created" = 1 ]; then rm -f "$guard"; fi
 }
 
@@ -43,6 +44,8 @@ start() {
     mkdir -p "$dir/data" "$dir/certs"
     cat > "$dir/prosody.cfg.lua" <<CFG
 run_as_root = true
+-- carol is a server admin: an owner, so a moderator, in every room.
+admins = { "carol@$DOMAIN" }
 pidfile = "$dir/prosody.pid.internal"
 data_path = "$dir/data"
 certificates = "$dir/certs"
@@ -63,7 +66,7 @@ http_external_url = "http://127.0.0.1:${http:-0}/"
 http_default_host = "upload.$DOMAIN"
 VirtualHost "$DOMAIN"
 Component "conference.$DOMAIN" "muc"
-    modules_enabled = { "muc_mam" }
+    modules_enabled = { "muc_mam", "muc_moderation" }
     muc_room_locking = false
     muc_log_all_rooms = true
     muc_room_default_public = true

@@ -94,6 +94,12 @@ pub(crate) fn message(inner: &Inner, m: Message) -> Vec<Incoming> {
     if !to_bot(inner, &to) {
         return Vec::new(); // every ghost gets a copy; the bridge's own copy counts
     }
+    if !inner.state().joined.contains(&room) {
+        // Only rooms the bridge sits in send group chat to it: anything else
+        // claims a `from` it cannot have.
+        tracing::warn!(from = %from, "dropping a group chat message from a room the bridge is not in");
+        return Vec::new();
+    }
     let nick = from.resource().map(|r| r.as_str().to_string());
     if m.bodies.is_empty() && !m.subjects.is_empty() {
         // The first subject after joining is the room's current one (and
@@ -111,7 +117,18 @@ pub(crate) fn message(inner: &Inner, m: Message) -> Vec<Incoming> {
         return vec![Incoming { room, sender, remote_id: None, aliases: Vec::new(), at_ms: None, body }];
     }
     let Some(nick) = nick else {
-        return Vec::new(); // the room speaking for itself (status messages)
+        // The room speaking for itself: a moderator took a message back, or
+        // a status message (not bridged).
+        return match stanzas::Moderated::find(&m.payloads) {
+            // Replayed from history on (re)join: bridged when it happened.
+            Some(Ok(_)) if child(&m.payloads, "delay", NS_DELAY).is_some() => Vec::new(),
+            Some(Ok(moderated)) => moderation(inner, &room, moderated, &m),
+            Some(Err(e)) => {
+                tracing::warn!(room = %room, "dropping a malformed moderation: {e}");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
     };
     if child(&m.payloads, "delay", NS_DELAY).is_some() {
         // History replayed on join: not new, but it may show that a delivery
@@ -145,6 +162,21 @@ pub(crate) fn message(inner: &Inner, m: Message) -> Vec<Incoming> {
             Vec::new()
         }
     }
+}
+
+/// A moderator's retraction, as the moderator's retraction event.
+fn moderation(inner: &Inner, room: &str, moderated: stanzas::Moderated, m: &Message) -> Vec<Incoming> {
+    let nick = moderated.by.as_deref().and_then(|b| b.split_once('/')).map(|(_, n)| n.to_string()).unwrap_or_default();
+    if nick == inner.options.bot_nick || inner.state().ghost_nicks.get(room).is_some_and(|n| n.contains(&nick)) {
+        return Vec::new(); // our own moderation, announced back
+    }
+    let remote_id = child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(room)).or_else(|| m.id.as_ref().map(|i| i.0.clone()));
+    let sender = if nick.is_empty() {
+        RemoteSender { id: room.to_string(), name: Some("moderator".into()), avatar: None }
+    } else {
+        sender(inner, room, &nick)
+    };
+    vec![Incoming { room: room.to_string(), sender, remote_id, aliases: Vec::new(), at_ms: None, body: Body::Retract { target: moderated.id } }]
 }
 
 fn child_attr(payloads: &[Element], name: &str, ns: &str, attr: &str, by: Option<&str>) -> Option<String> {
@@ -435,9 +467,29 @@ mod tests {
         // Not for the bridge's occupant: one of the ghosts' copies.
         let copy = "<message xmlns='jabber:component:accept' from='ops@conference.example.org/Alice' to='ghost@bridge.example.org/causeway' type='groupchat'><body>x</body></message>";
         assert!(message(&b.inner, Message::try_from(copy.parse::<Element>().unwrap()).unwrap()).is_empty());
+        // A room the bridge is not in (a forged `from`).
+        let forged = "<message xmlns='jabber:component:accept' from='other@conference.evil.example/Alice' to='causeway@bridge.example.org/causeway' type='groupchat' id='f1'><body>x</body></message>";
+        assert!(message(&b.inner, Message::try_from(forged.parse::<Element>().unwrap()).unwrap()).is_empty());
         // A direct message is not bridged (yet), whoever claims to send it.
         let dm = "<message xmlns='jabber:component:accept' from='mallory@evil.example/x' to='causeway@bridge.example.org/causeway' type='chat'><body>x</body></message>";
         assert!(message(&b.inner, Message::try_from(dm.parse::<Element>().unwrap()).unwrap()).is_empty());
+    }
+
+    #[test]
+    fn a_moderators_retraction_is_a_retraction() {
+        let b = bridge();
+        let announce = |by: &str| {
+            let xml = format!(
+                "<message xmlns='jabber:component:accept' from='{ROOM}' to='causeway@bridge.example.org/causeway' type='groupchat' id='a1'>\
+                 <apply-to xmlns='urn:xmpp:fasten:0' id='s9'><moderated xmlns='urn:xmpp:message-moderate:0' by='{ROOM}/{by}'>\
+                 <retract xmlns='urn:xmpp:message-retract:0'/></moderated></apply-to></message>"
+            );
+            Message::try_from(xml.parse::<Element>().unwrap()).unwrap()
+        };
+        let i = one(&b, announce("Mod")).unwrap();
+        assert_eq!(i.body, Body::Retract { target: "s9".into() });
+        assert_eq!(i.sender.name.as_deref(), Some("Mod"));
+        assert!(one(&b, announce("Causeway")).is_none(), "our own moderation comes back");
     }
 
     #[test]

@@ -286,12 +286,24 @@ impl Inner {
         Err(DeliveryError::permanent(format!("no free nick for {name:?} in {room}")))
     }
 
-    /// Send an iq get and wait for the answer's payload.
-    async fn request(&self, from: &FullJid, to: &str, payload: tokio_xmpp::minidom::Element) -> Result<Option<tokio_xmpp::minidom::Element>, String> {
+    /// Send an iq (`set`, else `get`) and wait for the answer's payload; an
+    /// error answer is its defined condition (`Forbidden`, …).
+    async fn request(
+        &self,
+        from: &FullJid,
+        to: &str,
+        set: bool,
+        payload: tokio_xmpp::minidom::Element,
+    ) -> Result<Option<tokio_xmpp::minidom::Element>, String> {
         use tokio_xmpp::parsers::iq::Iq;
         let to = Jid::new(to).map_err(|e| e.to_string())?;
         let id = causeway_core::new_id();
-        let iq = Iq::Get { from: Some(from.clone().into()), to: Some(to), id: id.clone(), payload };
+        let (from, to) = (Some(from.clone().into()), Some(to));
+        let iq = if set {
+            Iq::Set { from, to, id: id.clone(), payload }
+        } else {
+            Iq::Get { from, to, id: id.clone(), payload }
+        };
         let (tx, rx) = oneshot::channel();
         self.state().iqs.insert(id.clone(), tx);
         self.send(iq);

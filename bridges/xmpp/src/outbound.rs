@@ -7,7 +7,7 @@ use tokio_xmpp::minidom::rxml::xml_ncname;
 use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType};
 use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceType};
 
-use crate::stanzas::{Fallback, NS_MUC, NS_RETRACT, Reply, Retract};
+use crate::stanzas::{Fallback, Moderated, NS_MUC, NS_RETRACT, Reply, Retract};
 use crate::{Inner, RESOURCE, Seat, jid, occupant, styling};
 
 const NS_CORRECT: &str = "urn:xmpp:message-correct:0";
@@ -83,6 +83,33 @@ async fn correction_target(inner: &Inner, room: &str, target: &str) -> String {
         .unwrap_or_else(|| target.to_string())
 }
 
+/// Whether the message `target` came into the portal from this room (so it
+/// is a person's message there, not one of our ghosts').
+async fn came_from_xmpp(inner: &Inner, room: &str, target: &str) -> bool {
+    let Some(ctx) = inner.ctx.get() else { return false };
+    let ids = ctx.ids_of(room, target).await.unwrap_or_default();
+    ids.iter().any(|(_, k)| *k == IdKind::Origin || *k == IdKind::Alias)
+}
+
+/// Retract someone's message as the room's moderator (XEP-0425), in the
+/// current protocol, or the earlier one where the room only knows that.
+async fn moderate(inner: &Inner, room: &str, target: &str, by: &str) -> Result<(), DeliveryError> {
+    let reason = format!("taken back by {by} on another network");
+    let bot = inner.bot_jid();
+    let mut last = String::new();
+    for earlier in [false, true] {
+        match inner.request(&bot, room, true, Moderated::request(target, &reason, earlier)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.contains("ServiceUnavailable") || e.contains("FeatureNotImplemented") || e.contains("BadRequest") => last = e,
+            Err(e) if e.contains("Forbidden") || e.contains("NotAllowed") || e.contains("ItemNotFound") => {
+                return Err(DeliveryError::permanent(format!("cannot moderate in {room}: {e} (is the bridge a moderator there?)")));
+            }
+            Err(e) => return Err(DeliveryError::transient(format!("moderation in {room}: {e}"))),
+        }
+    }
+    Err(DeliveryError::permanent(format!("{room} does not support moderation (XEP-0425): {last}")))
+}
+
 pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, DeliveryError> {
     let room = d.room.as_str();
     let ghost = ghost_jid(inner.domain(), &d.event.sender, &d.event.origin.bridge)?;
@@ -139,6 +166,11 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             let mut m = groupchat(&from, room, &d.id)?;
             m.subjects.insert(Lang::new(), text.clone());
             inner.send(m);
+            Ok(Delivered::default())
+        }
+        Body::Retract { target } if came_from_xmpp(inner, room, target).await => {
+            // Not a ghost's message: only a moderator can take it back.
+            moderate(inner, room, target, &d.event.sender.name).await?;
             Ok(Delivered::default())
         }
         body => {

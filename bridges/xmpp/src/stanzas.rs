@@ -9,6 +9,12 @@ pub const NS_RETRACT: &str = "urn:xmpp:message-retract:1";
 pub const NS_REPLY: &str = "urn:xmpp:reply:0";
 pub const NS_FALLBACK: &str = "urn:xmpp:fallback:0";
 pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
+pub const NS_MODERATE: &str = "urn:xmpp:message-moderate:1";
+/// The earlier moderation protocol (XEP-0425 0.2, with fastening), still
+/// what Prosody 0.12's module speaks.
+pub const NS_MODERATE_0: &str = "urn:xmpp:message-moderate:0";
+pub const NS_RETRACT_0: &str = "urn:xmpp:message-retract:0";
+pub const NS_FASTEN: &str = "urn:xmpp:fasten:0";
 pub const NS_DELAY: &str = "urn:xmpp:delay";
 
 const MAX_ID: usize = 256;
@@ -118,6 +124,49 @@ impl Fallback {
     }
 }
 
+/// A moderator took a message back (XEP-0425): which one, and who did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Moderated {
+    /// The room's stanza-id of the message.
+    pub id: String,
+    /// The moderator's occupant JID (`room/nick`).
+    pub by: Option<String>,
+}
+
+impl Moderated {
+    /// Read a room's moderation announcement from its payloads, in either
+    /// protocol version. `None` when there is none.
+    pub fn find(payloads: &[Element]) -> Option<Result<Self, String>> {
+        if let Some(r) = payloads.iter().find(|e| e.is("retract", NS_RETRACT))
+            && let Some(m) = r.get_child("moderated", NS_MODERATE)
+        {
+            return Some(id_attr(r, "moderated retract").map(|id| Moderated { id, by: m.attr("by").map(str::to_string) }));
+        }
+        let apply = payloads.iter().find(|e| e.is("apply-to", NS_FASTEN))?;
+        let m = apply.get_child("moderated", NS_MODERATE_0)?;
+        m.get_child("retract", NS_RETRACT_0)?;
+        Some(id_attr(apply, "apply-to").map(|id| Moderated { id, by: m.attr("by").map(str::to_string) }))
+    }
+
+    /// The moderation request for `id`, in the current protocol or the earlier one.
+    pub fn request(id: &str, reason: &str, earlier: bool) -> Element {
+        let reason = Element::builder("reason", if earlier { NS_MODERATE_0 } else { NS_MODERATE }).append(reason).build();
+        if earlier {
+            let moderate = Element::builder("moderate", NS_MODERATE_0)
+                .append(Element::builder("retract", NS_RETRACT_0).build())
+                .append(reason)
+                .build();
+            Element::builder("apply-to", NS_FASTEN).attr(xml_ncname!("id").into(), id).append(moderate).build()
+        } else {
+            Element::builder("moderate", NS_MODERATE)
+                .attr(xml_ncname!("id").into(), id)
+                .append(Element::builder("retract", NS_RETRACT).build())
+                .append(reason)
+                .build()
+        }
+    }
+}
+
 /// The first payload for which `parse` recognises its element.
 pub fn find<T>(payloads: &[Element], parse: fn(&Element) -> Option<Result<T, String>>) -> Option<Result<T, String>> {
     payloads.iter().find_map(parse)
@@ -168,6 +217,25 @@ mod tests {
         ] {
             assert!(Fallback::parse(&el(xml)).unwrap().is_err(), "{xml}");
         }
+    }
+
+    #[test]
+    fn moderation_in_both_versions() {
+        let v1 = el("<m xmlns='jabber:client'><retract xmlns='urn:xmpp:message-retract:1' id='s1'><moderated xmlns='urn:xmpp:message-moderate:1' by='r@m/mod'/></retract></m>");
+        let v0 = el("<m xmlns='jabber:client'><apply-to xmlns='urn:xmpp:fasten:0' id='s1'><moderated xmlns='urn:xmpp:message-moderate:0' by='r@m/mod'><retract xmlns='urn:xmpp:message-retract:0'/></moderated></apply-to></m>");
+        for m in [v1, v0] {
+            let payloads: Vec<Element> = m.children().cloned().collect();
+            assert_eq!(Moderated::find(&payloads).unwrap().unwrap(), Moderated { id: "s1".into(), by: Some("r@m/mod".into()) });
+        }
+        // A self-retraction is not a moderation; an apply-to without moderation neither.
+        let plain: Vec<Element> = vec![Retract { id: "s1".into() }.to_element()];
+        assert!(Moderated::find(&plain).is_none());
+        let other = vec![el("<apply-to xmlns='urn:xmpp:fasten:0' id='s1'><x xmlns='urn:example'/></apply-to>")];
+        assert!(Moderated::find(&other).is_none());
+        let no_id = vec![el("<apply-to xmlns='urn:xmpp:fasten:0'><moderated xmlns='urn:xmpp:message-moderate:0'><retract xmlns='urn:xmpp:message-retract:0'/></moderated></apply-to>")];
+        assert!(Moderated::find(&no_id).unwrap().is_err());
+        assert!(Moderated::request("s1", "why", true).is("apply-to", NS_FASTEN));
+        assert!(Moderated::request("s1", "why", false).is("moderate", NS_MODERATE));
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub(crate) async fn copy(inner: &Inner, service: &str, from: &FullJid, a: &Attac
     if let Some(m) = &mime {
         request = request.attr(xml_ncname!("content-type").into(), m.as_str());
     }
-    let answer = inner.request(from, service, request.build()).await.map_err(|e| format!("slot request: {e}"))?;
+    let answer = inner.request(from, service, false, request.build()).await.map_err(|e| format!("slot request: {e}"))?;
     let slot = Slot::parse(&answer.ok_or("empty slot answer")?)?;
     let mut put = inner.http.put(&slot.put).body(bytes);
     for (n, v) in &slot.headers {
