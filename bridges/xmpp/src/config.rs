@@ -20,6 +20,13 @@ pub struct XmppOptions {
     /// reads the room for the other networks).
     #[serde(default = "default_bot_nick")]
     pub bot_nick: String,
+    /// The localpart of a directory person's ghost; `{person}` is their id.
+    #[serde(default = "default_person_localpart")]
+    pub person_localpart: String,
+    /// The localpart of the ghost of a sender the directory does not know;
+    /// `{bridge}` is the bridge they speak from, `{id}` their id there.
+    #[serde(default = "default_ghost_localpart")]
+    pub ghost_localpart: String,
     /// Shown after a ghost's name when the name is already taken in a room.
     #[serde(default = "default_nick_suffix")]
     pub nick_suffix: String,
@@ -49,6 +56,13 @@ pub struct XmppOptions {
 
 fn default_upload_max() -> u64 {
     10 * 1024 * 1024
+}
+
+fn default_person_localpart() -> String {
+    "{person}".into()
+}
+fn default_ghost_localpart() -> String {
+    "{bridge}.{id}".into()
 }
 
 fn default_server() -> String {
@@ -87,6 +101,12 @@ impl BridgeOptions for XmppOptions {
         }
         if self.bot_nick.trim().is_empty() {
             errors.push(OptionError::new("bot_nick", "must not be empty"));
+        }
+        if let Some(e) = crate::jid::check_template(&self.person_localpart, &["person"], &["person"]) {
+            errors.push(OptionError::new("person_localpart", e));
+        }
+        if let Some(e) = crate::jid::check_template(&self.ghost_localpart, &["id"], &["bridge", "id"]) {
+            errors.push(OptionError::new("ghost_localpart", e));
         }
         if let Some(u) = &self.upload_service
             && u.parse::<tokio_xmpp::jid::BareJid>().is_err()

@@ -1,4 +1,5 @@
-//! Ghost addresses: XEP-0106 escaping of ids into JID localparts.
+//! Ghost addresses: XEP-0106 escaping of ids into JID localparts, and the
+//! templates that name ghosts.
 
 /// Escape `s` for use as a JID localpart (XEP-0106), lowercased so the
 /// server's case-folding cannot make two ghosts one. Where nodeprep refuses
@@ -75,9 +76,69 @@ pub fn unescape_node(s: &str) -> String {
     out
 }
 
+/// Fill a localpart template: every `{name}` becomes the XEP-0106-escaped
+/// value of that name. Other text is kept as written.
+pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{name}}}"), &escape_node(value));
+    }
+    out
+}
+
+/// What is wrong with a localpart template that must use `required` and
+/// may use `allowed` placeholders, if anything.
+pub fn check_template(template: &str, required: &[&str], allowed: &[&str]) -> Option<String> {
+    for r in required {
+        if !template.contains(&format!("{{{r}}}")) {
+            return Some(format!("must contain {{{r}}}"));
+        }
+    }
+    let mut rest = template;
+    while let Some(i) = rest.find('{') {
+        let Some(end) = rest[i..].find('}') else { return Some("has a `{` without `}`".into()) };
+        let name = &rest[i + 1..i + end];
+        if !allowed.contains(&name) {
+            return Some(format!("unknown placeholder {{{name}}} (use {})", allowed.iter().map(|a| format!("{{{a}}}")).collect::<Vec<_>>().join(", ")));
+        }
+        rest = &rest[i + end + 1..];
+    }
+    let sample: Vec<(&str, &str)> = allowed.iter().map(|a| (*a, "x")).collect();
+    let jid = format!("{}@example.org", fill(template, &sample));
+    match jid.parse::<tokio_xmpp::jid::BareJid>() {
+        Ok(_) => None,
+        Err(e) => Some(format!("does not make a valid JID localpart: {e}")),
+    }
+}
+
+/// The value of the single placeholder `{name}` in a localpart made from
+/// `template`, unescaped; `None` when `node` was not made from it.
+pub fn parse_single(template: &str, name: &str, node: &str) -> Option<String> {
+    let (prefix, suffix) = template.split_once(&format!("{{{name}}}"))?;
+    if suffix.contains('{') || prefix.contains('{') {
+        return None;
+    }
+    let inner = node.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    (!inner.is_empty()).then(|| unescape_node(inner))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn templates_are_filled_checked_and_read_back() {
+        assert_eq!(fill("{bridge}.{id}", &[("bridge", "matrix"), ("id", "@bob:m.org")]), "matrix.\\40bob\\3am.org");
+        assert_eq!(fill("p-{person}", &[("person", "Ann Lee")]), "p-ann\\20lee");
+        assert_eq!(check_template("{bridge}.{id}", &["id"], &["bridge", "id"]), None);
+        assert!(check_template("{bridge}", &["id"], &["bridge", "id"]).unwrap().contains("{id}"));
+        assert!(check_template("{id}{nick}", &["id"], &["bridge", "id"]).unwrap().contains("{nick}"));
+        assert!(check_template("{id", &[], &["id"]).is_some());
+        assert!(check_template("a@{id}", &["id"], &["id"]).unwrap().contains("JID"));
+        assert_eq!(parse_single("p-{person}", "person", "p-ann\\20lee").as_deref(), Some("ann lee"));
+        assert_eq!(parse_single("p-{person}", "person", "q-ann"), None);
+        assert_eq!(parse_single("{person}", "person", ""), None);
+    }
 
     #[test]
     fn escapes_per_xep_0106() {

@@ -8,7 +8,8 @@ use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType};
 use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceType};
 
 use crate::stanzas::{Fallback, Moderated, NS_MUC, NS_RETRACT, Reply, Retract};
-use crate::{Inner, RESOURCE, Seat, jid, occupant, styling};
+use crate::config::XmppOptions;
+use crate::{BOT_NODE, Inner, RESOURCE, Seat, jid, occupant, styling};
 
 const NS_CORRECT: &str = "urn:xmpp:message-correct:0";
 const NS_REACTIONS: &str = "urn:xmpp:reactions:0";
@@ -22,15 +23,19 @@ pub fn nick(name: &str) -> String {
     if n.is_empty() { "someone".to_string() } else { n }
 }
 
-/// The ghost JID of a sender from another network: the person's id when
-/// the directory knows them (one ghost per person, whatever network they
-/// speak from), else the origin bridge and the sender's id there.
-pub fn ghost_jid(domain: &str, sender: &Sender, origin_bridge: &str) -> Result<BareJid, DeliveryError> {
-    let node = match &sender.person {
-        Some(person) => jid::escape_node(person),
-        None => jid::escape_node(&format!("{origin_bridge}.{}", sender.id)),
+/// The ghost JID of a sender from another network: from the person's id
+/// when the directory knows them (one ghost per person, whatever network
+/// they speak from), else from the origin bridge and the sender's id there.
+pub fn ghost_jid(options: &XmppOptions, sender: &Sender, origin_bridge: &str) -> Result<BareJid, DeliveryError> {
+    let mut node = match &sender.person {
+        Some(person) => jid::fill(&options.person_localpart, &[("person", person)]),
+        None => jid::fill(&options.ghost_localpart, &[("bridge", origin_bridge), ("id", &sender.id)]),
     };
-    BareJid::new(&format!("{node}@{domain}")).map_err(|e| DeliveryError::permanent(format!("no ghost JID for {:?}: {e}", sender.id)))
+    if node == BOT_NODE {
+        node.push('_'); // the bridge's own address is not anyone's ghost
+    }
+    BareJid::new(&format!("{node}@{}", options.domain))
+        .map_err(|e| DeliveryError::permanent(format!("no ghost JID for {:?}: {e}", sender.id)))
 }
 
 fn show(s: Show) -> Option<XShow> {
@@ -112,7 +117,7 @@ async fn moderate(inner: &Inner, room: &str, target: &str, by: &str) -> Result<(
 
 pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, DeliveryError> {
     let room = d.room.as_str();
-    let ghost = ghost_jid(inner.domain(), &d.event.sender, &d.event.origin.bridge)?;
+    let ghost = ghost_jid(&inner.options, &d.event.sender, &d.event.origin.bridge)?;
     let from = FullJid::new(&format!("{ghost}/{RESOURCE}")).map_err(|e| DeliveryError::permanent(e.to_string()))?;
     let name = &d.event.sender.name;
     match &d.event.body {
@@ -263,11 +268,32 @@ mod tests {
         assert_eq!(nick(&"x".repeat(100)).len(), 64);
     }
 
+    fn options(extra: serde_json::Value) -> XmppOptions {
+        let mut o = serde_json::json!({"domain": "bridge.x", "secret": "s"});
+        o.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        causeway_core::parse_options(o).unwrap()
+    }
+
     #[test]
     fn ghosts_are_per_person_or_per_origin_sender() {
+        let o = options(serde_json::json!({}));
         let mut s = Sender { id: "@bob:matrix.test".into(), person: None, name: "Bob".into(), avatar: None };
-        assert_eq!(ghost_jid("bridge.x", &s, "matrix").unwrap().to_string(), "matrix.\\40bob\\3amatrix.test@bridge.x");
+        assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "matrix.\\40bob\\3amatrix.test@bridge.x");
         s.person = Some("bob".into());
-        assert_eq!(ghost_jid("bridge.x", &s, "matrix").unwrap().to_string(), "bob@bridge.x");
+        assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "bob@bridge.x");
+        s.person = Some("causeway".into());
+        assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "causeway_@bridge.x", "not the bridge's own JID");
+        let o = options(serde_json::json!({"person_localpart": "p.{person}", "ghost_localpart": "{id}_{bridge}"}));
+        assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "p.causeway@bridge.x");
+        s.person = None;
+        assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "\\40bob\\3amatrix.test_matrix@bridge.x");
+    }
+
+    #[test]
+    fn bad_templates_are_named() {
+        let o = serde_json::json!({"domain": "bridge.x", "secret": "s", "ghost_localpart": "{bridge}", "person_localpart": "{who}"});
+        let errors = causeway_core::parse_options::<XmppOptions>(o).unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["person_localpart", "ghost_localpart"], "{errors:?}");
     }
 }
