@@ -51,7 +51,8 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
         metrics.outbox_depth.get_or_create(&b).set(depth.pending as i64);
         metrics.dead_letter_depth.get_or_create(&b).set(depth.dead as i64);
     }
-    let router = Router::start(&config, bridges.clone(), store.clone(), metrics.clone());
+    let stored = store.load_portals().await.context("cannot read the stored direct conversations")?;
+    let router = Router::start(&config, bridges.clone(), store.clone(), metrics.clone(), stored);
     let (stop_tx, stop_rx) = watch::channel(false);
     let by_name: HashMap<_, _> = bridges.iter().map(|(n, b)| (n.clone(), b.clone())).collect();
     let outbox = Outbox::start(store, metrics.clone(), router.clone(), by_name, config.outbox.clone(), stop_rx.clone());

@@ -23,6 +23,11 @@ impl Directory {
         Directory { people: people.to_vec(), by_account }
     }
 
+    /// The person with this id; ghost addresses may have lowercased it.
+    pub fn person(&self, id: &str) -> Option<&PersonConfig> {
+        self.people.iter().find(|p| p.id == id).or_else(|| self.people.iter().find(|p| p.id.eq_ignore_ascii_case(id)))
+    }
+
     /// The sender as every network should show them: the person's name when
     /// they are in the directory, else the network's display name, else the id.
     pub fn resolve(&self, bridge: &str, sender: RemoteSender) -> Sender {

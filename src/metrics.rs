@@ -58,6 +58,8 @@ pub struct Metrics {
     pub commit_batch: Histogram,
     /// 1 while the bridge is connected to its network.
     pub bridge_up: Family<BridgeLabel, Gauge>,
+    /// Direct conversations opened, by the bridge where they started.
+    pub direct_opened: Family<BridgeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -82,6 +84,7 @@ impl Metrics {
         let delivery_latency: Hist = Family::new_with_constructor(latency_histogram);
         let commit_batch = batch_histogram();
         let bridge_up = Family::<BridgeLabel, Gauge>::default();
+        let direct_opened = Family::<BridgeLabel, Counter>::default();
         registry.register("events_received", "Events accepted from a network and stored", received.clone());
         registry.register("events_dropped", "Inbound events not stored (duplicate, loop, unknown_target)", dropped.clone());
         registry.register("inbound_rejected", "Inbound requests refused before they became events", rejected.clone());
@@ -99,6 +102,7 @@ impl Metrics {
         );
         registry.register("store_commit_batch_events", "Events per store transaction", commit_batch.clone());
         registry.register("bridge_up", "1 while the bridge is connected to its network", bridge_up.clone());
+        registry.register("direct_conversations_opened", "Direct conversations opened, by the bridge where they started", direct_opened.clone());
         Metrics {
             registry,
             received,
@@ -114,6 +118,7 @@ impl Metrics {
             delivery_latency,
             commit_batch,
             bridge_up,
+            direct_opened,
         }
     }
 

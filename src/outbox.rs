@@ -59,13 +59,24 @@ impl Outbox {
         let (tx, rx) = mpsc::channel(4096);
         let completer = tokio::spawn(complete(store.clone(), metrics.clone(), rx));
         let outbox = Arc::new(Outbox { store, metrics, router: router.clone(), bridges, config, completions: tx });
+        let (now, mut added) = router.take_lanes();
         let mut lanes = Vec::new();
-        for (link, notify) in router.lanes() {
-            lanes.push(tokio::spawn(outbox.clone().lane(link.clone(), notify.clone(), shutdown.clone())));
+        for (link, notify) in now {
+            lanes.push(tokio::spawn(outbox.clone().lane(link, notify, shutdown.clone())));
         }
         tokio::spawn(outbox.clone().watch_foreign(shutdown.clone()));
-        drop(outbox);
+        let mut stop = shutdown.clone();
         tokio::spawn(async move {
+            // Lanes of direct conversations opened from now on.
+            loop {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    Some((link, notify)) = added.recv() => {
+                        lanes.push(tokio::spawn(outbox.clone().lane(link, notify, shutdown.clone())));
+                    }
+                }
+            }
+            drop(outbox);
             for l in lanes {
                 let _ = l.await;
             }

@@ -8,19 +8,19 @@
 //! writer also gives every portal one total order.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use causeway_core::{
-    Accepted, Body, Bridge, Capabilities, Committed, Degrade, Event, Host, IdKind, Incoming, Origin, SubmitError, degrade,
-    new_id, now_ms,
+    Accepted, Body, Bridge, Capabilities, Committed, Degrade, DirectError, Event, Host, IdKind, Incoming, Origin, Recipient,
+    RemoteSender, SubmitError, degrade, new_id, now_ms,
 };
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::metrics::{self, Metrics};
-use crate::store::{NewDelivery, NewEvent, RemoteKey, Store};
+use crate::store::{NewDelivery, NewEvent, RemoteKey, Store, StoredLink, StoredPortal};
 
 /// One link of a portal: a room on a bridge.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -35,6 +35,18 @@ pub struct Portal {
     pub degrade: Degrade,
 }
 
+/// Which rooms make which portal, and which links receive deliveries.
+/// Configured portals are fixed; direct conversations are added at run time.
+#[derive(Default)]
+struct Topology {
+    /// Only ever appended to, so an index stays valid.
+    portals: Vec<Portal>,
+    /// Link → index into `portals`.
+    link_portal: HashMap<Link, usize>,
+    /// One wake-up per outbox lane (a link that receives deliveries).
+    lanes: HashMap<Link, Arc<Notify>>,
+}
+
 struct Submission {
     bridge: String,
     incoming: Incoming,
@@ -45,79 +57,130 @@ pub struct Router {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     bridges: BTreeMap<String, Arc<dyn Bridge>>,
-    portals: Vec<Portal>,
-    /// Link → index into `portals`.
-    link_portal: HashMap<Link, usize>,
+    topology: RwLock<Topology>,
+    default_degrade: Degrade,
     directory: Directory,
     submissions: mpsc::Sender<Submission>,
     committed: broadcast::Sender<Arc<Committed>>,
-    /// One wake-up per outbox lane (a link that receives deliveries).
-    lanes: HashMap<Link, Arc<Notify>>,
+    /// Lanes added at run time, for the outbox to start.
+    new_lanes: mpsc::UnboundedSender<(Link, Arc<Notify>)>,
+    new_lanes_rx: Mutex<Option<mpsc::UnboundedReceiver<(Link, Arc<Notify>)>>>,
+    /// One direct conversation is opened at a time (two first messages of
+    /// the same conversation must not open it twice).
+    opening: tokio::sync::Mutex<()>,
 }
 
 impl Router {
-    /// Build the router and start its writer task.
+    /// Build the router and start its writer task. `stored` are the portals
+    /// opened at run time before (direct conversations).
     pub fn start(
         config: &Config,
         bridges: BTreeMap<String, Arc<dyn Bridge>>,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
+        stored: Vec<StoredPortal>,
     ) -> Arc<Router> {
         let default_degrade = config.router.degrade;
-        let portals: Vec<Portal> = config
-            .portals
-            .iter()
-            .map(|p| Portal {
-                id: p.id.clone(),
-                links: p.links.iter().map(|l| Link { bridge: l.bridge.clone(), room: l.room.clone() }).collect(),
-                degrade: p.degrade.unwrap_or(default_degrade),
-            })
-            .collect();
-        let mut link_portal = HashMap::new();
-        let mut lanes = HashMap::new();
-        for (i, p) in portals.iter().enumerate() {
-            for l in &p.links {
-                link_portal.insert(l.clone(), i);
-                if bridges.get(&l.bridge).is_some_and(|b| b.capabilities(&l.room).outbound) {
-                    lanes.insert(l.clone(), Arc::new(Notify::new()));
-                }
-            }
-        }
         let max_batch = config.store.max_batch;
         let (tx, rx) = mpsc::channel(max_batch * 4);
         let (committed, _) = broadcast::channel(4096);
+        let (new_lanes, new_lanes_rx) = mpsc::unbounded_channel();
         let router = Arc::new(Router {
             store,
             metrics,
             bridges,
-            portals,
-            link_portal,
+            topology: RwLock::new(Topology::default()),
+            default_degrade,
             directory: Directory::new(&config.people),
             submissions: tx,
             committed,
-            lanes,
+            new_lanes,
+            new_lanes_rx: Mutex::new(Some(new_lanes_rx)),
+            opening: tokio::sync::Mutex::new(()),
         });
+        for p in &config.portals {
+            let links = p.links.iter().map(|l| Link { bridge: l.bridge.clone(), room: l.room.clone() }).collect();
+            router.add_portal(Portal { id: p.id.clone(), links, degrade: p.degrade.unwrap_or(default_degrade) });
+        }
+        for p in stored {
+            let links: Vec<Link> = p
+                .links
+                .into_iter()
+                .map(|l| Link { bridge: l.bridge, room: l.room })
+                .filter(|l| {
+                    let known = router.bridges.get(&l.bridge).is_some_and(|b| b.check_room(&l.room).is_ok());
+                    let free = router.portal_index(l).is_none();
+                    if !(known && free) {
+                        tracing::warn!(portal = %p.id, bridge = %l.bridge, room = %l.room,
+                            "a stored direct conversation's room is no longer available (bridge removed, or the room is now configured); left out");
+                    }
+                    known && free
+                })
+                .collect();
+            if links.len() >= 2 {
+                router.add_portal(Portal { id: p.id, links, degrade: default_degrade });
+            }
+        }
         tokio::spawn(router.clone().writer(rx, max_batch));
         router
     }
 
-    pub fn portals(&self) -> &[Portal] {
-        &self.portals
+    fn topology(&self) -> std::sync::RwLockReadGuard<'_, Topology> {
+        self.topology.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn lanes(&self) -> impl Iterator<Item = (&Link, &Arc<Notify>)> {
-        self.lanes.iter()
+    fn portal_index(&self, link: &Link) -> Option<usize> {
+        self.topology().link_portal.get(link).copied()
+    }
+
+    /// Add a portal (or, when one of its links is taken, add its other
+    /// links to that portal); new receiving links get a lane. Returns the
+    /// id of the portal the links are in.
+    fn add_portal(&self, portal: Portal) -> String {
+        let Portal { id, links, degrade } = portal;
+        let mut t = self.topology.write().unwrap_or_else(|p| p.into_inner());
+        let index = match links.iter().find_map(|l| t.link_portal.get(l).copied()) {
+            Some(i) => i,
+            None => {
+                t.portals.push(Portal { id, links: Vec::new(), degrade });
+                t.portals.len() - 1
+            }
+        };
+        for l in links {
+            if t.link_portal.contains_key(&l) {
+                continue;
+            }
+            t.link_portal.insert(l.clone(), index);
+            t.portals[index].links.push(l.clone());
+            if self.bridges.get(&l.bridge).is_some_and(|b| b.capabilities(&l.room).outbound) {
+                let notify = Arc::new(Notify::new());
+                t.lanes.insert(l.clone(), notify.clone());
+                // The outbox reads this channel once it runs (see take_lanes).
+                let _ = self.new_lanes.send((l, notify));
+            }
+        }
+        t.portals[index].id.clone()
+    }
+
+    /// Lanes as they are now, and from now on every lane added later.
+    pub fn take_lanes(&self) -> (Vec<(Link, Arc<Notify>)>, mpsc::UnboundedReceiver<(Link, Arc<Notify>)>) {
+        let mut rx = self.new_lanes_rx.lock().unwrap_or_else(|p| p.into_inner()).take().expect("lanes taken once");
+        // Those already announced are in the snapshot.
+        while rx.try_recv().is_ok() {}
+        let now = self.topology().lanes.iter().map(|(l, n)| (l.clone(), n.clone())).collect();
+        (now, rx)
     }
 
     pub fn wake_lane(&self, bridge: &str, room: &str) {
-        if let Some(n) = self.lanes.get(&Link { bridge: bridge.into(), room: room.into() }) {
+        if let Some(n) = self.topology().lanes.get(&Link { bridge: bridge.into(), room: room.into() }) {
             n.notify_one();
         }
     }
 
     /// The degradation policy of the portal a link belongs to.
     pub fn degrade_policy(&self, link: &Link) -> Degrade {
-        self.link_portal.get(link).map(|&i| self.portals[i].degrade).unwrap_or_default()
+        let t = self.topology();
+        t.link_portal.get(link).map(|&i| t.portals[i].degrade).unwrap_or(self.default_degrade)
     }
 
     fn capabilities(&self, link: &Link) -> Capabilities {
@@ -128,6 +191,30 @@ impl Router {
     fn wanted_on(&self, link: &Link, body: &Body, policy: Degrade) -> bool {
         let caps = self.capabilities(link);
         caps.outbound && body.clone().map_refs(|r| Some(Some(r))).and_then(|b| degrade(b, &caps, policy)).is_some()
+    }
+
+    /// Where a direct conversation with `with` goes: (bridge, account) pairs
+    /// to try, in order.
+    fn direct_targets(&self, from_bridge: &str, with: &Recipient) -> Result<Vec<(String, String)>, DirectError> {
+        match with {
+            Recipient::Person(id) => {
+                let person = self.directory.person(id).ok_or_else(|| DirectError::Unknown(format!("nobody called {id:?} in the directory")))?;
+                let targets: Vec<_> = person.accounts.iter().filter(|(b, _)| b.as_str() != from_bridge).map(|(b, a)| (b.clone(), a.clone())).collect();
+                if targets.is_empty() {
+                    return Err(DirectError::Unsupported(format!("{} has no account on another network", person.name)));
+                }
+                Ok(targets)
+            }
+            Recipient::Account { bridge, id } => {
+                if !self.bridges.contains_key(bridge) {
+                    return Err(DirectError::Unknown(format!("no bridge named {bridge:?}")));
+                }
+                if bridge == from_bridge {
+                    return Err(DirectError::Unsupported(format!("{id} is on this network: write to them directly")));
+                }
+                Ok(vec![(bridge.clone(), id.clone())])
+            }
+        }
     }
 
     async fn writer(self: Arc<Self>, mut rx: mpsc::Receiver<Submission>, max_batch: usize) {
@@ -195,11 +282,13 @@ impl Router {
                 continue;
             };
             let link = Link { bridge, room };
-            let Some(&pi) = self.link_portal.get(&link) else {
+            let topology = self.topology();
+            let Some(&pi) = topology.link_portal.get(&link) else {
+                drop(topology);
                 let _ = reply.send(Err(SubmitError::NotLinked(link.room)));
                 continue;
             };
-            let portal = &self.portals[pi];
+            let portal = &topology.portals[pi];
             let Link { bridge, room } = link;
             let event_id = new_id();
             let sender = self.directory.resolve(&bridge, sender);
@@ -218,6 +307,7 @@ impl Router {
                 .filter(|l| self.wanted_on(l, &event.body, portal.degrade))
                 .map(|l| NewDelivery { id: new_id(), bridge: l.bridge.clone(), room: l.room.clone() })
                 .collect();
+            drop(topology);
             let origin_key = key(&bridge, &room, remote_id.as_deref().unwrap_or(&event_id));
             for a in &aliases {
                 fresh.insert(key(&bridge, &room, a), event_id.clone());
@@ -258,7 +348,7 @@ impl Router {
 impl Host for Router {
     async fn submit(&self, bridge: &str, incoming: Incoming) -> Result<Accepted, SubmitError> {
         let link = Link { bridge: bridge.to_string(), room: incoming.room.clone() };
-        if !self.link_portal.contains_key(&link) {
+        if self.portal_index(&link).is_none() {
             return Err(SubmitError::NotLinked(incoming.room));
         }
         if self.bridges.get(bridge).is_some_and(|b| b.is_own_sender(&incoming.room, &incoming.sender.id)) {
@@ -273,13 +363,59 @@ impl Host for Router {
 
     fn portal_of(&self, bridge: &str, room: &str) -> Option<String> {
         let link = Link { bridge: bridge.to_string(), room: room.to_string() };
-        self.link_portal.get(&link).map(|&i| self.portals[i].id.clone())
+        let t = self.topology();
+        t.link_portal.get(&link).map(|&i| t.portals[i].id.clone())
     }
 
     fn rooms(&self, bridge: &str) -> Vec<String> {
-        let mut rooms: Vec<String> = self.link_portal.keys().filter(|l| l.bridge == bridge).map(|l| l.room.clone()).collect();
+        let mut rooms: Vec<String> = self.topology().link_portal.keys().filter(|l| l.bridge == bridge).map(|l| l.room.clone()).collect();
         rooms.sort();
         rooms
+    }
+
+    async fn open_direct(&self, bridge: &str, room: &str, with: &Recipient, initiator: RemoteSender) -> Result<String, DirectError> {
+        let _one_at_a_time = self.opening.lock().await;
+        if let Some(portal) = self.portal_of(bridge, room) {
+            return Ok(portal);
+        }
+        let peer = self.directory.resolve(bridge, initiator);
+        let mut refusals = Vec::new();
+        for (target, account) in self.direct_targets(bridge, with)? {
+            let Some(b) = self.bridges.get(&target) else { continue };
+            let target_room = match b.open_direct(&account, &peer, bridge).await {
+                Ok(r) => r,
+                Err(DirectError::Unavailable(e)) => return Err(DirectError::Unavailable(e)),
+                Err(e) => {
+                    refusals.push((matches!(e, DirectError::Unknown(_)), format!("{target}: {e}")));
+                    continue;
+                }
+            };
+            let links = vec![Link { bridge: bridge.to_string(), room: room.to_string() }, Link { bridge: target.clone(), room: target_room }];
+            // The other side's room may be a conversation already (opened
+            // from there): this room joins it. Stored before it is used.
+            let (id, mut all) = match self.portal_index(&links[1]) {
+                Some(i) => {
+                    let t = self.topology();
+                    (t.portals[i].id.clone(), t.portals[i].links.clone())
+                }
+                None => (format!("dm-{}", new_id()), Vec::new()),
+            };
+            all.extend(links.iter().filter(|l| !all.contains(l)).cloned().collect::<Vec<_>>());
+            let links_stored = all.into_iter().map(|l| StoredLink { bridge: l.bridge, room: l.room }).collect();
+            let stored = StoredPortal { id: id.clone(), created_ms: now_ms(), links: links_stored };
+            self.store.save_portal(&stored).await.map_err(|e| DirectError::Unavailable(e.to_string()))?;
+            let id = self.add_portal(Portal { id, links, degrade: self.default_degrade });
+            tracing::info!(portal = %id, bridge, room, with = %with, "opened a direct conversation");
+            self.metrics.direct_opened.get_or_create(&metrics::bridge(bridge)).inc();
+            return Ok(id);
+        }
+        let unknown_everywhere = refusals.iter().all(|(unknown, _)| *unknown);
+        let why = refusals.into_iter().map(|(_, r)| r).collect::<Vec<_>>().join("; ");
+        Err(if unknown_everywhere {
+            DirectError::Unknown(format!("{with} cannot be reached: {why}"))
+        } else {
+            DirectError::Unsupported(format!("no network of {with} takes direct conversations ({why})"))
+        })
     }
 
     fn subscribe(&self) -> broadcast::Receiver<Arc<Committed>> {

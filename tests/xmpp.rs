@@ -270,3 +270,96 @@ async fn moderation_crosses_both_ways() {
         }
     }
 }
+
+/// A direct message to a ghost's JID reaches the person on their network
+/// (here a webhook's direct endpoint), the answer comes back one to one,
+/// references cross, the conversation outlives a restart, and a message to
+/// a ghost that stands for nobody is refused to the sender.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_to_ghosts_reach_the_person() {
+    let prosody = Prosody::start();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let cfg = config(&prosody, &hook.url()).replace(
+        "      w: {",
+        &format!("      dm: {{ direct: true, inbound: {{ token: tdm }}, outbound: {{ url: \"{}\" }} }}\n      w: {{", hook.url()),
+    );
+    assert!(cfg.contains("direct: true"));
+    let mut d = start_with(&prosody, &cfg).await;
+    let client = reqwest::Client::new();
+    let dm_url = d.url("/bridges/hooks/dm");
+    let body = |text: &str| Element::builder("body", common::xmpp::NS_CLIENT).append(text).build();
+
+    // Alice writes to Dave's ghost; Dave's webhook gets it, one to one.
+    let mut alice = XmppPeer::login(&prosody, "alice", ROOM, "Alice").await;
+    let alice_id = alice.chat("dave@bridge.xmpp.test", vec![body("hi Dave, got a minute?")]).await;
+    let got = hook.next(T).await;
+    assert_eq!(got.json["text"], "hi Dave, got a minute?", "{}\n{}", got.json, d.log());
+    assert_eq!(got.json["direct"], json!({"to": "dave", "with": "xmpp:alice@xmpp.test"}));
+    assert_eq!(got.json["sender"]["name"], "alice");
+    let portal = got.json["portal"].as_str().unwrap().to_string();
+    assert!(portal.starts_with("dm-"), "{portal}");
+
+    // Dave answers, as a reply: it reaches Alice from his ghost, pointing at her message.
+    let answer = json!({"id": "dave-1", "sender": {"id": "dave"}, "to": "xmpp:alice@xmpp.test", "text": "sure", "reply_to": got.id});
+    assert_eq!(post(&client, &dm_url, "tdm", &answer).await.0, 202);
+    let m = alice.next_chat(T).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    assert_eq!(m.attr("from"), Some("dave@bridge.xmpp.test/causeway"));
+    assert_eq!(m.get_child("body", common::xmpp::NS_CLIENT).map(|b| b.text()).as_deref(), Some("sure"));
+    let reply = m.get_child("reply", "urn:xmpp:reply:0").expect("a reply element");
+    assert_eq!(reply.attr("id"), Some(alice_id.as_str()));
+    let dave_msg_id = m.attr("id").unwrap().to_string();
+
+    // Alice reacts to it: Dave's side sees a reaction to his own message.
+    let reaction = Element::builder("reactions", "urn:xmpp:reactions:0")
+        .attr(tokio_xmpp::minidom::rxml::xml_ncname!("id").into(), dave_msg_id.as_str())
+        .append(Element::builder("reaction", "urn:xmpp:reactions:0").append("👍").build())
+        .build();
+    alice.chat("dave@bridge.xmpp.test", vec![reaction]).await;
+    let got = hook.next(T).await;
+    assert_eq!((got.json["type"].as_str(), got.json["target"].as_str()), (Some("reaction"), Some("dave-1")), "{}", got.json);
+
+    // After a restart the conversation is the same portal.
+    d.terminate();
+    d.restart().await;
+    let deadline = Instant::now() + T;
+    while d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await != 1.0 {
+        assert!(Instant::now() < deadline, "not reconnected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    alice.chat("dave@bridge.xmpp.test", vec![body("still there?")]).await;
+    let got = hook.next(T).await;
+    assert_eq!((got.json["text"].as_str(), got.json["portal"].as_str()), (Some("still there?"), Some(portal.as_str())));
+
+    // Dave starts a conversation with Bob, who has never written to him.
+    let mut bob = XmppPeer::login(&prosody, "bob", ROOM, "Bob").await;
+    let start = json!({"sender": {"id": "dave", "name": "dave"}, "to": "xmpp:bob@xmpp.test", "text": "Bob, a word?"});
+    assert_eq!(post(&client, &dm_url, "tdm", &start).await.0, 202);
+    let m = bob.next_chat(T).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    assert_eq!(m.attr("from"), Some("dave@bridge.xmpp.test/causeway"), "the same ghost for the same person");
+    assert_eq!(m.get_child("body", common::xmpp::NS_CLIENT).map(|b| b.text()).as_deref(), Some("Bob, a word?"));
+
+    // A ghost that stands for nobody: the sender hears why.
+    alice.chat("nobody@bridge.xmpp.test", vec![body("hello?")]).await;
+    let m = alice.next_chat(T).await.unwrap();
+    assert_eq!(m.attr("type"), Some("error"));
+    assert_eq!(m.attr("from"), Some("nobody@bridge.xmpp.test/causeway"));
+    let error = m.get_child("error", common::xmpp::NS_CLIENT).expect("an error element");
+    assert!(error.children().any(|c| c.name() == "item-not-found"), "{error:?}");
+
+    // Hostile or mistaken posts to the direct endpoint: clear errors, nothing opened.
+    for (payload, status) in [
+        (json!({"sender": {"id": "dave"}, "text": "to whom?"}), 422),
+        (json!({"sender": {"id": "dave"}, "to": "nobody", "text": "x"}), 404),
+        (json!({"sender": {"id": "dave"}, "to": "ghost:x", "text": "x"}), 404),
+        (json!({"sender": {"id": "da/ve"}, "to": "xmpp:bob@xmpp.test", "text": "x"}), 422),
+        (json!({"sender": {"id": "dave"}, "to": "hooks:someone", "text": "x"}), 422),
+        (json!({"sender": {"id": "dave"}, "to": "xmpp:not a jid", "text": "x"}), 404),
+    ] {
+        let (got, answer) = post(&client, &dm_url, "tdm", &payload).await;
+        assert_eq!(got, status, "{payload} → {answer}");
+    }
+    // Since the restart: Bob's conversation only (Alice's was stored, the refused ones never opened).
+    assert_eq!(d.metric("causeway_direct_conversations_opened_total", r#"bridge="hooks""#).await, 1.0);
+    assert_eq!(d.metric("causeway_direct_conversations_opened_total", r#"bridge="xmpp""#).await, 0.0);
+    let _ = hook.drain(Duration::from_millis(300)).await;
+}

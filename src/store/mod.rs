@@ -98,6 +98,20 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
 }
 
+/// A portal opened at run time (a direct conversation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredPortal {
+    pub id: String,
+    pub created_ms: i64,
+    pub links: Vec<StoredLink>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredLink {
+    pub bridge: String,
+    pub room: String,
+}
+
 /// Per-bridge outbox counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct OutboxDepth {
@@ -139,4 +153,8 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, portal: &str, after_seq: i64, limit: u32) -> Result<Vec<Committed>, StoreError>;
     async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, StoreError>;
     async fn save_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Store a run-time portal (or its new set of links).
+    async fn save_portal(&self, portal: &StoredPortal) -> Result<(), StoreError>;
+    /// Every run-time portal, oldest first.
+    async fn load_portals(&self) -> Result<Vec<StoredPortal>, StoreError>;
 }

@@ -14,12 +14,16 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlSafeStr};
 
 use super::{
     Completion, MapHit, NewEvent, OutboxDepth, OutboxItem, OutboxRow, OutboxState, RemoteKey, Store, StoreError,
+    StoredPortal,
 };
 
 /// Rows per multi-row statement (SQLite allows 32766 bound parameters).
 const CHUNK: usize = 200;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
+    (2, "portals", include_str!("../../migrations/sqlite/0002_portals.sql")),
+];
 
 fn migrator() -> Migrator {
     Migrator::with_migrations(
@@ -392,6 +396,29 @@ impl Store for SqliteStore {
         .await?;
         Ok(())
     }
+
+    async fn save_portal(&self, portal: &StoredPortal) -> Result<(), StoreError> {
+        let links = serde_json::to_string(&portal.links).expect("links serialize");
+        sqlx::query("INSERT INTO portals (id, created_ms, links) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET links = excluded.links")
+            .bind(&portal.id)
+            .bind(portal.created_ms)
+            .bind(links)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn load_portals(&self) -> Result<Vec<StoredPortal>, StoreError> {
+        let rows = sqlx::query("SELECT id, created_ms, links FROM portals ORDER BY created_ms, id").fetch_all(&self.read).await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.get("id");
+                let links: String = r.get("links");
+                let links = serde_json::from_str(&links).map_err(|e| StoreError::Corrupt(format!("portal {id}"), e))?;
+                Ok(StoredPortal { id, created_ms: r.get("created_ms"), links })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -481,5 +508,22 @@ mod tests {
         let store = SqliteStore::open(&path, false).await.unwrap();
         assert_eq!(store.load_state("imap", "uid").await.unwrap().as_deref(), Some("2"));
         assert_eq!(store.load_state("imap", "nope").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn portals_survive_reopen_and_grow_links() {
+        use crate::store::{StoredLink, StoredPortal};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let link = |b: &str, r: &str| StoredLink { bridge: b.into(), room: r.into() };
+        let mut p = StoredPortal { id: "dm-1".into(), created_ms: 5, links: vec![link("xmpp", "direct:a|b"), link("hooks", "dm/b/a")] };
+        {
+            let store = SqliteStore::open(&path, false).await.unwrap();
+            store.save_portal(&p).await.unwrap();
+            p.links.push(link("matrix", "!r"));
+            store.save_portal(&p).await.unwrap();
+        }
+        let store = SqliteStore::open(&path, false).await.unwrap();
+        assert_eq!(store.load_portals().await.unwrap(), vec![p]);
     }
 }

@@ -123,6 +123,13 @@ impl XmppPeer {
     /// Log in as `user` (password `pw`) and join `room` as `nick`, asking
     /// for up to `history` old messages.
     pub async fn join(prosody: &Prosody, user: &str, room: &str, nick: &str, history: u32) -> XmppPeer {
+        let mut peer = Self::login(prosody, user, room, nick).await;
+        peer.enter(history).await;
+        peer
+    }
+
+    /// Log in as `user` without joining a room (yet).
+    pub async fn login(prosody: &Prosody, user: &str, room: &str, nick: &str) -> XmppPeer {
         let python = String::from_utf8(Command::new("bash").arg(peers("python.sh")).arg("path").output().unwrap().stdout).unwrap();
         let mut process = tokio::process::Command::new(python.trim())
             .arg(peers("xmpp_client.py"))
@@ -142,6 +149,16 @@ impl XmppPeer {
             Ok(Ok(Some(l))) if l.contains("\"online\"") => {}
             other => panic!("{user} could not log in: {other:?}"),
         }
+        // Available, so one-to-one messages to the bare JID come here
+        // rather than to offline storage.
+        peer.send(&Element::builder("presence", NS_CLIENT).build()).await;
+        peer
+    }
+
+    /// Join the peer's room, asking for up to `history` old messages.
+    pub async fn enter(&mut self, history: u32) {
+        let (room, nick) = (self.room.clone(), self.nick.clone());
+        let peer = self;
         let hist = Element::builder("history", NS_MUC).attr(xml_ncname!("maxstanzas").into(), history.to_string()).build();
         let join = Element::builder("presence", NS_CLIENT)
             .attr(xml_ncname!("to").into(), format!("{room}/{nick}"))
@@ -160,7 +177,39 @@ impl XmppPeer {
             }
             peer.buffered.push_back(s);
         }
-        peer
+    }
+
+    /// Send a one-to-one chat message to `to` with `payloads`; returns its id.
+    pub async fn chat(&mut self, to: &str, payloads: Vec<Element>) -> String {
+        self.n += 1;
+        let id = format!("{}-chat-{}-{}", self.nick.replace(' ', "_"), self.n, causeway_core::new_id());
+        let mut m = Element::builder("message", NS_CLIENT)
+            .attr(xml_ncname!("to").into(), to)
+            .attr(xml_ncname!("type").into(), "chat")
+            .attr(xml_ncname!("id").into(), id.as_str());
+        for p in payloads {
+            m = m.append(p);
+        }
+        self.send(&m.build()).await;
+        id
+    }
+
+    /// The next one-to-one message (chat or error) from anyone, raw.
+    pub async fn next_chat(&mut self, timeout: Duration) -> Result<Element, String> {
+        let deadline = Instant::now() + timeout;
+        let mut keep = Vec::new();
+        let found = loop {
+            let s = match self.stanza(deadline.saturating_duration_since(Instant::now())).await {
+                Ok(s) => s,
+                Err(e) => break Err(e),
+            };
+            if s.name() == "message" && matches!(s.attr("type"), Some("chat") | Some("error")) {
+                break Ok(s);
+            }
+            keep.push(s);
+        };
+        self.buffered.extend(keep);
+        found
     }
 
     async fn send(&mut self, e: &Element) {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::event::{Event, EventId, Incoming};
+use crate::event::{Event, EventId, Incoming, RemoteSender, Sender};
 
 /// What a bridge's room can show. The router degrades the rest (see
 /// [`crate::degrade`]).
@@ -145,6 +145,63 @@ pub enum SubmitError {
     Unavailable(String),
 }
 
+/// The other side of a direct conversation, as the bridge where it starts
+/// knows them (from a ghost's address, or a `to` field).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Recipient {
+    /// A person from the directory, by id.
+    Person(String),
+    /// An account on another bridge's network.
+    Account { bridge: String, id: String },
+}
+
+impl Recipient {
+    /// Read `person-id` or `bridge:account-id` (person ids never hold a `:`).
+    pub fn parse(s: &str) -> Option<Recipient> {
+        let s = s.trim();
+        match s.split_once(':') {
+            Some((bridge, id)) if !bridge.is_empty() && !id.is_empty() => {
+                Some(Recipient::Account { bridge: bridge.to_string(), id: id.to_string() })
+            }
+            Some(_) => None,
+            None if !s.is_empty() => Some(Recipient::Person(s.to_string())),
+            None => None,
+        }
+    }
+
+    /// How a sender is named as a recipient: their person id when the
+    /// directory knows them, else `bridge:id`. [`Recipient::parse`] reads it back.
+    pub fn key_of(sender: &Sender, bridge: &str) -> String {
+        match &sender.person {
+            Some(p) => p.clone(),
+            None => format!("{bridge}:{}", sender.id),
+        }
+    }
+}
+
+impl std::fmt::Display for Recipient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recipient::Person(p) => f.write_str(p),
+            Recipient::Account { bridge, id } => write!(f, "{bridge}:{id}"),
+        }
+    }
+}
+
+/// Why a direct conversation could not be opened.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DirectError {
+    /// Nobody by that name, or not reachable from here.
+    #[error("{0}")]
+    Unknown(String),
+    /// None of their networks takes direct conversations through Causeway.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Try again later (the store or the other network is not answering).
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+}
+
 /// How an id in the message map came to stand for its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum IdKind {
@@ -183,6 +240,10 @@ pub trait Host: Send + Sync + 'static {
     /// Every id the message map has, on (bridge, room), for the message
     /// that `remote_id` stands for there.
     async fn ids_of(&self, bridge: &str, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, SubmitError>;
+    /// The portal of the direct conversation in `room` (on `bridge`) between
+    /// `initiator` and `with`: found, or opened on the recipient's network
+    /// and stored, so it outlives restarts.
+    async fn open_direct(&self, bridge: &str, room: &str, with: &Recipient, initiator: RemoteSender) -> Result<String, DirectError>;
     /// Durable per-bridge state (cursors, sync tokens).
     async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, SubmitError>;
     async fn save_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), SubmitError>;
@@ -223,6 +284,9 @@ impl BridgeContext {
     pub async fn ids_of(&self, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, SubmitError> {
         self.host.ids_of(&self.name, room, remote_id).await
     }
+    pub async fn open_direct(&self, room: &str, with: &Recipient, initiator: RemoteSender) -> Result<String, DirectError> {
+        self.host.open_direct(&self.name, room, with, initiator).await
+    }
     pub async fn load_state(&self, key: &str) -> Result<Option<String>, SubmitError> {
         self.host.load_state(&self.name, key).await
     }
@@ -253,6 +317,14 @@ pub trait Bridge: Send + Sync + 'static {
     /// Connect and start receiving. Returns HTTP routes to mount under
     /// `/bridges/<name>`, if the bridge has any.
     async fn start(self: Arc<Self>, ctx: BridgeContext) -> Result<Option<axum::Router>, BridgeError>;
+
+    /// The room of a direct conversation between `account` (someone on this
+    /// network) and `peer`, who speaks from `peer_bridge`: where `peer`'s
+    /// messages reach `account`. Called once, when the conversation starts
+    /// on the other network. The default: this network has none.
+    async fn open_direct(&self, _account: &str, _peer: &Sender, _peer_bridge: &str) -> Result<String, DirectError> {
+        Err(DirectError::Unsupported(format!("{} bridges carry no direct conversations", self.kind())))
+    }
 
     /// Deliver one event. Called sequentially per room, in order.
     async fn deliver(&self, delivery: &Delivery) -> Result<Delivered, DeliveryError>;
@@ -291,4 +363,26 @@ pub fn parse_options<T: BridgeOptions>(options: serde_json::Value) -> Result<T, 
     })?;
     let errors = parsed.check();
     if errors.is_empty() { Ok(parsed) } else { Err(errors) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_read_back_what_key_of_writes() {
+        let mut s = Sender { id: "bob@xmpp.test".into(), person: None, name: "Bob".into(), avatar: None };
+        let key = Recipient::key_of(&s, "xmpp");
+        assert_eq!(Recipient::parse(&key), Some(Recipient::Account { bridge: "xmpp".into(), id: "bob@xmpp.test".into() }));
+        s.person = Some("bob".into());
+        assert_eq!(Recipient::parse(&Recipient::key_of(&s, "xmpp")), Some(Recipient::Person("bob".into())));
+        // Matrix ids hold colons of their own: only the first one splits.
+        assert_eq!(
+            Recipient::parse("matrix:@bob:matrix.test"),
+            Some(Recipient::Account { bridge: "matrix".into(), id: "@bob:matrix.test".into() })
+        );
+        for bad in ["", "  ", ":x", "x:", ":"] {
+            assert_eq!(Recipient::parse(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -14,7 +14,7 @@ pub mod text;
 
 pub use bridge::{
     Accepted, Bridge, BridgeContext, BridgeError, BridgeOptions, Capabilities, Committed, Degrade, Delivered, Delivery,
-    DeliveryError, Host, IdKind, OptionError, SubmitError, parse_options,
+    DeliveryError, DirectError, Host, IdKind, OptionError, Recipient, SubmitError, parse_options,
 };
 pub use degrade::degrade;
 pub use event::{

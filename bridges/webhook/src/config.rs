@@ -32,6 +32,11 @@ pub struct EndpointOptions {
     /// Serve the portal's events as server-sent events at `/bridges/<bridge>/<endpoint>/events`.
     #[serde(default)]
     pub events: Option<EventsOptions>,
+    /// Carry direct conversations instead of a portal's room: inbound
+    /// payloads name their recipient (`to`), outbound ones say whose
+    /// conversation they belong to (`direct`). Not linked in portals.
+    #[serde(default)]
+    pub direct: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -102,6 +107,14 @@ impl BridgeOptions for WebhookOptions {
             }
             if ep.inbound.is_none() && ep.outbound.is_none() && ep.events.is_none() {
                 errors.push(OptionError::new(&path, "give at least one of `inbound`, `outbound`, `events`"));
+            }
+            if ep.direct {
+                if ep.events.is_some() {
+                    errors.push(OptionError::new(format!("{path}.events"), "a direct endpoint has no single portal to stream"));
+                }
+                if ep.inbound.as_ref().is_some_and(|i| i.format != Format::Native) {
+                    errors.push(OptionError::new(format!("{path}.inbound.format"), "a direct endpoint takes the native format (it needs `to`)"));
+                }
             }
             if let Some(i) = &ep.inbound {
                 let empty = |s: &Option<Secret>| s.as_ref().is_some_and(Secret::is_empty);

@@ -27,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use causeway_core::{
     Accepted, Bridge, BridgeContext, BridgeError, Capabilities, Committed, Delivered, Delivery, DeliveryError,
-    OptionError, Secret, SubmitError, parse_options,
+    DirectError, Incoming, OptionError, Recipient, Secret, Sender, SubmitError, parse_options,
 };
 use futures_util::Stream;
 use serde_json::json;
@@ -54,8 +54,33 @@ impl WebhookBridge {
         Ok(WebhookBridge { options, client, ctx: OnceLock::new() })
     }
 
-    fn endpoint(&self, name: &str) -> Option<&EndpointOptions> {
+    /// The endpoint of a room: the room itself, or for a direct
+    /// conversation (`<endpoint>/<account>/<with>`) its first part.
+    fn endpoint(&self, room: &str) -> Option<&EndpointOptions> {
+        let name = room.split_once('/').map_or(room, |(e, _)| e);
         self.options.endpoints.get(name)
+    }
+}
+
+/// A direct conversation's room on a direct endpoint.
+#[derive(Debug, PartialEq, Eq)]
+struct DirectRoom<'a> {
+    endpoint: &'a str,
+    /// The account on this network (no `/`).
+    account: &'a str,
+    /// The other side: a person id or `bridge:id`.
+    with: &'a str,
+}
+
+impl<'a> DirectRoom<'a> {
+    fn parse(room: &'a str) -> Option<Self> {
+        let (endpoint, rest) = room.split_once('/')?;
+        let (account, with) = rest.split_once('/')?;
+        (!endpoint.is_empty() && !account.is_empty() && !with.is_empty()).then_some(DirectRoom { endpoint, account, with })
+    }
+
+    fn name(endpoint: &str, account: &str, with: &str) -> String {
+        format!("{endpoint}/{account}/{with}")
     }
 }
 
@@ -66,7 +91,16 @@ impl Bridge for WebhookBridge {
     }
 
     fn check_room(&self, room: &str) -> Result<(), String> {
-        if self.options.endpoints.contains_key(room) {
+        if let Some(d) = DirectRoom::parse(room) {
+            return match self.options.endpoints.get(d.endpoint) {
+                Some(e) if e.direct => Ok(()),
+                _ => Err(format!("{room:?} is not a direct conversation of a direct endpoint")),
+            };
+        }
+        if let Some(e) = self.options.endpoints.get(room) {
+            if e.direct {
+                return Err(format!("endpoint {room:?} carries direct conversations (`direct: true`); it is not linked in portals"));
+            }
             Ok(())
         } else {
             let known: Vec<&str> = self.options.endpoints.keys().map(String::as_str).collect();
@@ -93,13 +127,32 @@ impl Bridge for WebhookBridge {
         Ok(Some(router))
     }
 
+    async fn open_direct(&self, account: &str, peer: &Sender, peer_bridge: &str) -> Result<String, DirectError> {
+        let endpoint = self
+            .options
+            .endpoints
+            .iter()
+            .find(|(_, e)| e.direct && e.outbound.is_some())
+            .map(|(name, _)| name)
+            .ok_or_else(|| DirectError::Unsupported("this webhook bridge has no direct endpoint with an outbound URL".into()))?;
+        if account.is_empty() || account.contains('/') {
+            return Err(DirectError::Unknown(format!("{account:?} cannot be a webhook account in a direct conversation")));
+        }
+        Ok(DirectRoom::name(endpoint, account, &Recipient::key_of(peer, peer_bridge)))
+    }
+
     async fn deliver(&self, delivery: &Delivery) -> Result<Delivered, DeliveryError> {
         let out = self
             .endpoint(&delivery.room)
             .and_then(|e| e.outbound.as_ref())
             .ok_or_else(|| DeliveryError::permanent(format!("endpoint {:?} has no outbound URL", delivery.room)))?;
         let body = match out.format {
-            Format::Native => serde_json::to_vec(&payload::render_native(&delivery.event, Some(&delivery.id))),
+            Format::Native => {
+                let mut n = payload::render_native(&delivery.event, Some(&delivery.id));
+                n.direct = DirectRoom::parse(&delivery.room)
+                    .map(|d| payload::Direct { to: d.account.to_string(), with: d.with.to_string() });
+                serde_json::to_vec(&n)
+            }
             Format::Slack => match payload::render_slack(&delivery.event) {
                 Some(s) => serde_json::to_vec(&s),
                 // Degradation leaves only messages for text-only endpoints.
@@ -207,11 +260,15 @@ async fn inbound(
     }
     let header_id = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
     let parsed = match inb.format {
-        Format::Native => payload::parse_native(&endpoint, &body, header_id),
-        Format::Slack => payload::parse_slack(&endpoint, &body, header_id),
+        Format::Native => payload::parse_native_to(&endpoint, &body, header_id),
+        Format::Slack => payload::parse_slack(&endpoint, &body, header_id).map(|i| (i, None)),
     };
     let incoming = match parsed {
-        Ok(i) => i,
+        Ok((i, to)) if bridge.endpoint(&endpoint).is_some_and(|e| e.direct) => match direct_room(ctx, &endpoint, i, to).await {
+            Ok(i) => i,
+            Err(response) => return response,
+        },
+        Ok((i, _)) => i,
         Err(e) => {
             let (status, code) = match e {
                 PayloadError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid"),
@@ -239,6 +296,39 @@ async fn inbound(
             r
         }
     }
+}
+
+/// Put a message posted to a direct endpoint into its conversation
+/// (`<endpoint>/<sender>/<to>`), opening the conversation on first use.
+async fn direct_room(ctx: &BridgeContext, endpoint: &str, mut incoming: Incoming, to: Option<String>) -> Result<Incoming, Response> {
+    let refuse = |status, code, message: String| {
+        ctx.count_rejected(code);
+        error(status, code, message)
+    };
+    let Some(to) = to else {
+        return Err(refuse(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "a direct endpoint needs `to`: a person id or bridge:id".into()));
+    };
+    let Some(with) = Recipient::parse(&to) else {
+        return Err(refuse(StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("`to` {to:?} is not a person id or bridge:id")));
+    };
+    if incoming.sender.id.contains('/') {
+        return Err(refuse(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "on a direct endpoint `sender.id` cannot contain `/`".into()));
+    }
+    let room = DirectRoom::name(endpoint, &incoming.sender.id, &with.to_string());
+    if ctx.portal_of(&room).is_none() {
+        match ctx.open_direct(&room, &with, incoming.sender.clone()).await {
+            Ok(_) => {}
+            Err(e @ DirectError::Unknown(_)) => return Err(refuse(StatusCode::NOT_FOUND, "unknown_recipient", e.to_string())),
+            Err(e @ DirectError::Unsupported(_)) => return Err(refuse(StatusCode::UNPROCESSABLE_ENTITY, "no_direct", e.to_string())),
+            Err(e @ DirectError::Unavailable(_)) => {
+                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return Err(r);
+            }
+        }
+    }
+    incoming.room = room;
+    Ok(incoming)
 }
 
 async fn events(
@@ -333,4 +423,43 @@ fn portal_stream(
         }
     });
     ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_rooms_read_back() {
+        let name = DirectRoom::name("dm", "dave", "matrix:@al/ice:m.org");
+        assert_eq!(DirectRoom::parse(&name), Some(DirectRoom { endpoint: "dm", account: "dave", with: "matrix:@al/ice:m.org" }));
+        for bad in ["dm", "dm/dave", "dm//x", "/a/b", "dm/a/"] {
+            assert_eq!(DirectRoom::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn direct_endpoints_are_not_linked_in_portals() {
+        let b = WebhookBridge::from_options(serde_json::json!({"endpoints": {
+            "dm": {"direct": true, "outbound": {"url": "http://127.0.0.1:1/x"}},
+            "w": {"outbound": {"url": "http://127.0.0.1:1/x"}},
+        }}))
+        .unwrap();
+        assert!(b.check_room("dm").unwrap_err().contains("direct"));
+        assert!(b.check_room("dm/dave/alice").is_ok());
+        assert!(b.check_room("w/dave/alice").is_err());
+        assert!(b.check_room("w").is_ok());
+        assert_eq!(b.capabilities("dm/dave/alice"), Capabilities::ALL);
+    }
+
+    #[test]
+    fn direct_endpoints_take_native_and_stream_nothing() {
+        let errors = WebhookBridge::from_options(serde_json::json!({"endpoints": {
+            "dm": {"direct": true, "inbound": {"format": "slack", "token": "t"}, "events": {"token": "t"}},
+        }}))
+        .err()
+        .unwrap();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["endpoints.dm.events", "endpoints.dm.inbound.format"]);
+    }
 }

@@ -89,11 +89,27 @@ pub struct Native {
     /// RFC 3339; outbound always, inbound optional.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
+    /// Inbound on a direct endpoint: who the message is for, a person id
+    /// or `bridge:id` (what `direct.with` of a delivery says).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Outbound on a direct endpoint: whose conversation this is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direct: Option<Direct>,
     /// Outbound only: the Causeway event id and portal.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub portal: Option<String>,
+}
+
+/// The two sides of a direct conversation, as a delivery names them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Direct {
+    /// The account on this endpoint's side the message is for.
+    pub to: String,
+    /// The other side: a person id or `bridge:id`. Answer with `"to": <this>`.
+    pub with: String,
 }
 
 /// Slack-compatible incoming-webhook JSON.
@@ -159,7 +175,14 @@ fn check_attachments(list: &[Attachment]) -> Result<(), PayloadError> {
 /// Parse a native payload into an event. `header_id` is the request's
 /// `Idempotency-Key`, used when the payload has no `id`.
 pub fn parse_native(room: &str, body: &[u8], header_id: Option<String>) -> Result<Incoming, PayloadError> {
+    parse_native_to(room, body, header_id).map(|(incoming, _)| incoming)
+}
+
+/// [`parse_native`], also returning the `to` field (checked for length and
+/// control characters, not yet read as a recipient).
+pub fn parse_native_to(room: &str, body: &[u8], header_id: Option<String>) -> Result<(Incoming, Option<String>), PayloadError> {
     let n: Native = serde_json::from_str(json_object(body)?).map_err(|e| PayloadError::Syntax(e.to_string()))?;
+    let to = bounded("to", n.to, 2 * MAX_ID)?.filter(|t| !t.trim().is_empty());
     let sender = n.sender.unwrap_or_default();
     let sender = RemoteSender {
         id: required("sender.id", Some(sender.id), MAX_ID)?,
@@ -221,7 +244,8 @@ pub fn parse_native(room: &str, body: &[u8], header_id: Option<String>) -> Resul
             )));
         }
     };
-    Ok(Incoming { room: room.to_string(), sender, remote_id, aliases: Vec::new(), at_ms: parse_at(n.at)?, body })
+    let incoming = Incoming { room: room.to_string(), sender, remote_id, aliases: Vec::new(), at_ms: parse_at(n.at)?, body };
+    Ok((incoming, to))
 }
 
 /// Parse a Slack-compatible payload into a message event.

@@ -1,12 +1,15 @@
 //! XMPP stanzas → events. Everything here takes outside data: a malformed
 //! or unexpected stanza is logged and dropped, never a panic.
 
+use std::sync::Arc;
+
 use causeway_core::{
-    Attachment, Body, BridgeContext, DeliveryError, Incoming, Membership, MessageKind, RemoteSender, Show, Text,
+    Attachment, Body, BridgeContext, DeliveryError, DirectError, Incoming, Membership, MessageKind, RemoteSender, Show,
+    Text,
 };
 use tokio::sync::mpsc;
 use tokio_xmpp::Stanza;
-use tokio_xmpp::jid::Jid;
+use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Message, MessageType};
@@ -14,7 +17,7 @@ use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceTyp
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use crate::stanzas::{self, Fallback, NS_DELAY, NS_REPLY, Reply, Retract};
-use crate::{BOT_NODE, Inner, styling};
+use crate::{BOT_NODE, Inner, direct, styling};
 
 const NS_SID: &str = "urn:xmpp:sid:0";
 const NS_CORRECT: &str = "urn:xmpp:message-correct:0";
@@ -24,9 +27,37 @@ const NS_OOB: &str = "jabber:x:oob";
 const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 const NS_PING: &str = "urn:xmpp:ping";
 
+/// What the connection hands on to the router, in order.
+pub(crate) enum Inbound {
+    Event(Incoming),
+    /// A one-to-one message to a ghost: its conversation may need opening first.
+    Direct { incoming: Incoming, ghost: BareJid, from: Jid },
+}
+
 /// Submit events one at a time, in the order the server sent them.
-pub(crate) async fn submit_in_order(ctx: BridgeContext, mut rx: mpsc::Receiver<Incoming>) {
-    while let Some(incoming) = rx.recv().await {
+pub(crate) async fn submit_in_order(inner: Arc<Inner>, ctx: BridgeContext, mut rx: mpsc::Receiver<Inbound>) {
+    while let Some(item) = rx.recv().await {
+        let incoming = match item {
+            Inbound::Event(incoming) => incoming,
+            Inbound::Direct { incoming, ghost, from } => {
+                if ctx.portal_of(&incoming.room).is_none() {
+                    // Only something said opens a conversation (not a chat state).
+                    if !matches!(incoming.body, Body::Message { .. }) {
+                        continue;
+                    }
+                    let opened = match direct::recipient_of(&inner, &ghost).await {
+                        Some(with) => ctx.open_direct(&incoming.room, &with, incoming.sender.clone()).await,
+                        None => Err(DirectError::Unknown(format!("{ghost} stands for nobody Causeway knows"))),
+                    };
+                    if let Err(e) = opened {
+                        tracing::info!(bridge = ctx.name(), from = %incoming.sender.id, to = %ghost, "direct message refused: {e}");
+                        direct::refuse(&inner, &incoming, &ghost, &from, &e);
+                        continue;
+                    }
+                }
+                incoming
+            }
+        };
         let room = incoming.room.clone();
         if let Err(e) = ctx.submit(incoming).await {
             tracing::warn!(bridge = ctx.name(), room = %room, "event not taken: {e}");
@@ -71,9 +102,9 @@ pub(crate) fn message(inner: &Inner, m: Message) -> Vec<Incoming> {
         return Vec::new();
     }
     if m.type_ != MessageType::Groupchat {
-        if to_bot(inner, &to) || to.domain().as_str() == inner.domain() {
-            tracing::debug!(from = %from, "ignoring a direct message (direct chats are not bridged yet)");
-        }
+        // One-to-one messages to ghosts are handled in `direct`; the rest
+        // (to the bridge itself, headlines, private messages in rooms) are not bridged.
+        tracing::debug!(from = %from, to = %to, "ignoring a {:?} message", m.type_);
         return Vec::new();
     }
     // Our own delivery reflected by the room: it is confirmed, and its
@@ -154,7 +185,8 @@ pub(crate) fn message(inner: &Inner, m: Message) -> Vec<Incoming> {
         tracing::warn!(room = %room, nick = %nick, size, "dropping an oversized message");
         return Vec::new();
     }
-    match parse_message(inner, &room, &nick, id, body_text, m) {
+    let stanza_id = child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(&room));
+    match parse_message(&room, sender(inner, &room, &nick), stanza_id, id, body_text, m) {
         Ok(Some(incoming)) => vec![incoming],
         Ok(None) => Vec::new(),
         Err(e) => {
@@ -199,16 +231,17 @@ fn styled(plain: String) -> Text {
     Text { plain, html }
 }
 
-fn parse_message(
-    inner: &Inner,
+/// A message's payloads as an event of `sender` in `room`. Its id there is
+/// `stanza_id` (a group chat's) when given, else the sender's own `id`.
+pub(crate) fn parse_message(
     room: &str,
-    nick: &str,
+    sender: RemoteSender,
+    stanza_id: Option<String>,
     id: Option<String>,
     body_text: Option<String>,
     m: Message,
 ) -> Result<Option<Incoming>, String> {
     let p = &m.payloads;
-    let stanza_id = child_attr(p, "stanza-id", NS_SID, "id", Some(room));
     let body = if let Some(r) = stanzas::find(p, Retract::parse) {
         Body::Retract { target: r?.id }
     } else if let Some(reactions) = child(p, "reactions", NS_REACTIONS) {
@@ -262,7 +295,7 @@ fn parse_message(
         (Some(_), Some(id)) => vec![id],
         _ => Vec::new(),
     };
-    Ok(Some(Incoming { room: room.to_string(), sender: sender(inner, room, nick), remote_id, aliases, at_ms: None, body }))
+    Ok(Some(Incoming { room: room.to_string(), sender, remote_id, aliases, at_ms: None, body }))
 }
 
 fn show(p: &Presence) -> Show {
@@ -278,6 +311,9 @@ pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
     let (Some(from), Some(to)) = (p.from.clone(), p.to.clone()) else {
         return Vec::new();
     };
+    if direct::subscription(inner, &p) {
+        return Vec::new();
+    }
     let room = from.to_bare().to_string();
     let Some(nick) = from.resource().map(|r| r.as_str().to_string()) else {
         return Vec::new();

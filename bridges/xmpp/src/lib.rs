@@ -10,6 +10,7 @@
 //! - The connection is re-established with backoff; ghosts rejoin.
 
 pub mod config;
+pub mod direct;
 pub mod inbound;
 pub mod jid;
 pub mod outbound;
@@ -24,7 +25,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use causeway_core::{
-    Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, OptionError, parse_options,
+    Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, DirectError, OptionError, Sender,
+    parse_options,
 };
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
@@ -81,7 +83,21 @@ struct State {
     /// In-doubt deliveries found in the room after all, with their stanza-ids.
     found: HashMap<String, Option<String>>,
     /// Our requests (iq id) waiting for the answer's payload.
-    iqs: HashMap<String, oneshot::Sender<Result<Option<tokio_xmpp::minidom::Element>, String>>>,
+    iqs: HashMap<String, oneshot::Sender<Result<Option<tokio_xmpp::minidom::Element>, RequestError>>>,
+    /// Ghost bare JID → who it stands for (a [`causeway_core::Recipient`]
+    /// key), for direct messages to ghosts; also stored durably.
+    ghosts: HashMap<String, String>,
+}
+
+/// Why an iq request got no result.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    /// The other side answered with an error.
+    #[error("refused: {0:?}")]
+    Refused(tokio_xmpp::parsers::stanza_error::DefinedCondition),
+    /// No answer (disconnected, timed out).
+    #[error("{0}")]
+    Lost(String),
 }
 
 struct Inner {
@@ -136,7 +152,7 @@ impl Inner {
     /// Keep connected: connect, serve until the stream ends, back off, again.
     async fn run(self: Arc<Self>, mut out_rx: mpsc::UnboundedReceiver<Stanza>, ctx: BridgeContext) {
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
-        tokio::spawn(inbound::submit_in_order(ctx.clone(), inbound_rx));
+        tokio::spawn(inbound::submit_in_order(self.clone(), ctx.clone(), inbound_rx));
         let mut delay = self.options.reconnect_initial;
         loop {
             let dns = DnsConfig::addr(&self.options.server);
@@ -157,8 +173,8 @@ impl Inner {
             while out_rx.try_recv().is_ok() {}
             self.up.store(true, Ordering::Release);
             tracing::info!(bridge = ctx.name(), domain = self.domain(), "connected to the XMPP server");
-            for room in ctx.rooms() {
-                self.send(outbound::join(&self.bot_jid(), &room, &self.options.bot_nick, None, BOT_HISTORY));
+            for room in ctx.rooms().iter().filter(|r| direct::DirectRoom::parse(r, self.domain()).is_none()) {
+                self.send(outbound::join(&self.bot_jid(), room, &self.options.bot_nick, None, BOT_HISTORY));
             }
             let lost: Vec<_> = std::mem::take(&mut self.state().lost_seats).into_iter().collect();
             for ((room, ghost), seat) in lost {
@@ -195,7 +211,7 @@ impl Inner {
                 let _ = w.send(Err("disconnected from the XMPP server".into()));
             }
             for (_, w) in st.iqs.drain() {
-                let _ = w.send(Err("disconnected from the XMPP server".into()));
+                let _ = w.send(Err(RequestError::Lost("disconnected from the XMPP server".into())));
             }
             let seats: Vec<_> = st.seats.drain().collect();
             st.lost_seats.extend(seats);
@@ -209,10 +225,14 @@ impl Inner {
     /// Handle one stanza. Events wait for room in the queue to the router:
     /// while it is full the connection is not read (TCP pushes back on the
     /// server) rather than anything being dropped.
-    async fn handle(&self, stanza: Stanza, inbound_tx: &mpsc::Sender<causeway_core::Incoming>) {
-        let events = match stanza {
-            Stanza::Message(m) => inbound::message(self, m),
-            Stanza::Presence(p) => inbound::presence(self, p),
+    async fn handle(&self, stanza: Stanza, inbound_tx: &mpsc::Sender<inbound::Inbound>) {
+        use inbound::Inbound;
+        let events: Vec<Inbound> = match stanza {
+            Stanza::Message(m) if direct::is_direct(self, &m) => {
+                direct::inbound(self, m).map(|(incoming, ghost, from)| Inbound::Direct { incoming, ghost, from }).into_iter().collect()
+            }
+            Stanza::Message(m) => inbound::message(self, m).into_iter().map(Inbound::Event).collect(),
+            Stanza::Presence(p) => inbound::presence(self, p).into_iter().map(Inbound::Event).collect(),
             Stanza::Iq(iq) => {
                 use tokio_xmpp::parsers::iq::Iq;
                 match iq {
@@ -223,7 +243,7 @@ impl Inner {
                     }
                     Iq::Error { id, error, .. } => {
                         if let Some(w) = self.state().iqs.remove(&id) {
-                            let _ = w.send(Err(format!("{:?}", error.defined_condition)));
+                            let _ = w.send(Err(RequestError::Refused(error.defined_condition)));
                         }
                     }
                     request => {
@@ -286,17 +306,16 @@ impl Inner {
         Err(DeliveryError::permanent(format!("no free nick for {name:?} in {room}")))
     }
 
-    /// Send an iq (`set`, else `get`) and wait for the answer's payload; an
-    /// error answer is its defined condition (`Forbidden`, …).
+    /// Send an iq (`set`, else `get`) and wait for the answer's payload.
     async fn request(
         &self,
         from: &FullJid,
         to: &str,
         set: bool,
         payload: tokio_xmpp::minidom::Element,
-    ) -> Result<Option<tokio_xmpp::minidom::Element>, String> {
+    ) -> Result<Option<tokio_xmpp::minidom::Element>, RequestError> {
         use tokio_xmpp::parsers::iq::Iq;
-        let to = Jid::new(to).map_err(|e| e.to_string())?;
+        let to = Jid::new(to).map_err(|e| RequestError::Lost(format!("{to:?}: {e}")))?;
         let id = causeway_core::new_id();
         let (from, to) = (Some(from.clone().into()), Some(to));
         let iq = if set {
@@ -309,10 +328,10 @@ impl Inner {
         self.send(iq);
         match tokio::time::timeout(self.options.confirm_timeout, rx).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err("request lost".into()),
+            Ok(Err(_)) => Err(RequestError::Lost("request lost".into())),
             Err(_) => {
                 self.state().iqs.remove(&id);
-                Err("no answer in time".into())
+                Err(RequestError::Lost("no answer in time".into()))
             }
         }
     }
@@ -357,13 +376,20 @@ impl Bridge for XmppBridge {
     }
 
     fn check_room(&self, room: &str) -> Result<(), String> {
+        if let Some(direct) = direct::DirectRoom::parse(room, self.inner.domain()) {
+            return direct.map(|_| ());
+        }
         match room.parse::<BareJid>() {
             Ok(j) if j.node().is_some() => Ok(()),
             _ => Err(format!("{room:?} is not a group chat address like room@conference.example.org")),
         }
     }
 
-    fn capabilities(&self, _room: &str) -> Capabilities {
+    fn capabilities(&self, room: &str) -> Capabilities {
+        if room.starts_with("direct:") {
+            // One to one: no room to show presence, membership or a subject in.
+            return Capabilities { threads: false, presence: false, membership: false, topic: false, ..Capabilities::ALL };
+        }
         Capabilities { threads: false, ..Capabilities::ALL }
     }
 
@@ -387,11 +413,19 @@ impl Bridge for XmppBridge {
         Ok(None)
     }
 
+    async fn open_direct(&self, account: &str, peer: &Sender, peer_bridge: &str) -> Result<String, DirectError> {
+        direct::open(&self.inner, account, peer, peer_bridge).await
+    }
+
     async fn deliver(&self, delivery: &Delivery) -> Result<Delivered, DeliveryError> {
         if !self.inner.up.load(Ordering::Acquire) {
             return Err(DeliveryError::Transient { reason: "not connected to the XMPP server".into(), retry_after: Some(Duration::from_secs(1)) });
         }
-        outbound::deliver(&self.inner, delivery).await
+        match direct::DirectRoom::parse(&delivery.room, self.inner.domain()) {
+            Some(Ok(room)) => direct::deliver(&self.inner, &room, delivery).await,
+            Some(Err(e)) => Err(DeliveryError::permanent(e)),
+            None => outbound::deliver(&self.inner, delivery).await,
+        }
     }
 
     fn is_up(&self) -> bool {

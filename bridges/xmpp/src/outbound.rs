@@ -9,7 +9,8 @@ use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceTyp
 
 use crate::stanzas::{Fallback, Moderated, NS_MUC, NS_RETRACT, Reply, Retract};
 use crate::config::XmppOptions;
-use crate::{BOT_NODE, Inner, RESOURCE, Seat, jid, occupant, styling};
+use crate::{BOT_NODE, Inner, RESOURCE, RequestError, Seat, jid, occupant, styling};
+use tokio_xmpp::parsers::stanza_error::DefinedCondition as Condition;
 
 const NS_CORRECT: &str = "urn:xmpp:message-correct:0";
 const NS_REACTIONS: &str = "urn:xmpp:reactions:0";
@@ -64,6 +65,14 @@ pub fn join(from: &FullJid, room: &str, nick: &str, presence: Option<(Option<Sho
     p
 }
 
+/// A chat message (one to one) from a ghost.
+pub(crate) fn chat(from: &FullJid, to: &BareJid, id: &str) -> Message {
+    let mut m = Message::new_with_type(MessageType::Chat, Some(to.clone().into()));
+    m.from = Some(from.clone().into());
+    m.id = Some(Id(id.to_string()));
+    m
+}
+
 fn groupchat(from: &FullJid, room: &str, id: &str) -> Result<Message, DeliveryError> {
     let to = Jid::new(room).map_err(|e| DeliveryError::permanent(format!("room {room:?}: {e}")))?;
     let mut m = Message::new_with_type(MessageType::Groupchat, Some(to));
@@ -105,11 +114,13 @@ async fn moderate(inner: &Inner, room: &str, target: &str, by: &str) -> Result<(
     for earlier in [false, true] {
         match inner.request(&bot, room, true, Moderated::request(target, &reason, earlier)).await {
             Ok(_) => return Ok(()),
-            Err(e) if e.contains("ServiceUnavailable") || e.contains("FeatureNotImplemented") || e.contains("BadRequest") => last = e,
-            Err(e) if e.contains("Forbidden") || e.contains("NotAllowed") || e.contains("ItemNotFound") => {
-                return Err(DeliveryError::permanent(format!("cannot moderate in {room}: {e} (is the bridge a moderator there?)")));
+            Err(RequestError::Refused(c @ (Condition::ServiceUnavailable | Condition::FeatureNotImplemented | Condition::BadRequest))) => {
+                last = format!("{c:?}");
             }
-            Err(e) => return Err(DeliveryError::transient(format!("moderation in {room}: {e}"))),
+            Err(RequestError::Refused(c)) => {
+                return Err(DeliveryError::permanent(format!("cannot moderate in {room}: {c:?} (is the bridge a moderator there?)")));
+            }
+            Err(e @ RequestError::Lost(_)) => return Err(DeliveryError::transient(format!("moderation in {room}: {e}"))),
         }
     }
     Err(DeliveryError::permanent(format!("{room} does not support moderation (XEP-0425): {last}")))
@@ -118,6 +129,7 @@ async fn moderate(inner: &Inner, room: &str, target: &str, by: &str) -> Result<(
 pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, DeliveryError> {
     let room = d.room.as_str();
     let ghost = ghost_jid(&inner.options, &d.event.sender, &d.event.origin.bridge)?;
+    crate::direct::remember(inner, &ghost, &d.event.sender, &d.event.origin.bridge).await;
     let from = FullJid::new(&format!("{ghost}/{RESOURCE}")).map_err(|e| DeliveryError::permanent(e.to_string()))?;
     let name = &d.event.sender.name;
     match &d.event.body {
@@ -183,15 +195,16 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
                 return Ok(Delivered { remote_id: sid });
             }
             inner.seat(room, &ghost, name).await?;
-            let m = message(inner, &from, room, &d.id, body).await?;
+            let m = message(inner, groupchat(&from, room, &d.id)?, &from, room, &d.id, body).await?;
             let sid = inner.send_confirmed(&d.id, m).await?;
             Ok(Delivered { remote_id: sid })
         }
     }
 }
 
-async fn message(inner: &Inner, from: &FullJid, room: &str, id: &str, body: &Body<String>) -> Result<Message, DeliveryError> {
-    let mut m = groupchat(from, room, id)?;
+/// `body` as a message from `from` built on `m` (a group chat message to
+/// `room`, or a chat message in a direct conversation), with id `id`.
+pub(crate) async fn message(inner: &Inner, mut m: Message, from: &FullJid, room: &str, id: &str, body: &Body<String>) -> Result<Message, DeliveryError> {
     m.payloads.push(Element::builder("origin-id", NS_SID).attr(xml_ncname!("id").into(), id).build());
     Ok(match body {
         Body::Message { text, kind, attachments, reply_to, .. } => {

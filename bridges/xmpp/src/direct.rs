@@ -1,0 +1,238 @@
+//! Direct conversations: someone on XMPP writes to a ghost's JID, or
+//! someone elsewhere writes to an XMPP account, and the two talk one to one.
+//!
+//! A direct conversation's room is `direct:<account>|<ghost>`: the XMPP
+//! account's bare JID and the ghost's. Messages are `chat` messages between
+//! the two. The router keeps the conversation as a portal of its own.
+
+use causeway_core::{Body, Delivered, Delivery, DeliveryError, DirectError, Incoming, Recipient, RemoteSender, Sender};
+use tokio_xmpp::jid::{BareJid, FullJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::parsers::message::{Id, Message, MessageType};
+use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
+use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
+
+use crate::outbound::{self, ghost_jid};
+use crate::{BOT_NODE, Inner, RESOURCE, RequestError, jid};
+
+const PREFIX: &str = "direct:";
+const NS_NICK: &str = "http://jabber.org/protocol/nick";
+const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+const NS_PING: &str = "urn:xmpp:ping";
+/// Where a ghost's record (who it stands for) is kept in the bridge's state.
+const GHOST_KEY: &str = "ghost:";
+
+/// The room of a direct conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectRoom {
+    /// The XMPP account.
+    pub account: BareJid,
+    /// The ghost of the person on the other network.
+    pub ghost: BareJid,
+}
+
+impl DirectRoom {
+    /// `None` when `room` is not a direct conversation's; an error when it
+    /// looks like one but is not valid on `domain`.
+    pub fn parse(room: &str, domain: &str) -> Option<Result<DirectRoom, String>> {
+        let rest = room.strip_prefix(PREFIX)?;
+        let parse = || {
+            let (account, ghost) = rest.split_once('|').ok_or("expected direct:<account>|<ghost>")?;
+            let account: BareJid = account.parse().map_err(|e| format!("account {account:?}: {e}"))?;
+            let ghost: BareJid = ghost.parse().map_err(|e| format!("ghost {ghost:?}: {e}"))?;
+            if account.node().is_none() || account.domain().as_str() == domain {
+                return Err(format!("{account} is not an XMPP account outside {domain}"));
+            }
+            if ghost.domain().as_str() != domain || ghost.node().is_none_or(|n| n.as_str() == BOT_NODE) {
+                return Err(format!("{ghost} is not a ghost of {domain}"));
+            }
+            Ok(DirectRoom { account, ghost })
+        };
+        Some(parse())
+    }
+
+    pub fn name(&self) -> String {
+        format!("{PREFIX}{}|{}", self.account, self.ghost)
+    }
+}
+
+/// Whether `m` is a one-to-one message from an account to one of our ghosts.
+pub(crate) fn is_direct(inner: &Inner, m: &Message) -> bool {
+    matches!(m.type_, MessageType::Chat | MessageType::Normal)
+        && m.to.as_ref().is_some_and(|to| to.domain().as_str() == inner.domain() && to.node().is_some_and(|n| n.as_str() != BOT_NODE))
+}
+
+/// A one-to-one message to a ghost, as an event in the conversation's room
+/// (which may not be open yet). Malformed or unwanted ones give `None`.
+pub(crate) fn inbound(inner: &Inner, m: Message) -> Option<(Incoming, BareJid, Jid)> {
+    let from = m.from.clone()?;
+    let ghost = m.to.as_ref()?.to_bare();
+    if from.node().is_none() || from.domain().as_str() == inner.domain() {
+        tracing::debug!(from = %from, "ignoring a direct message that no account sent");
+        return None;
+    }
+    let room = DirectRoom { account: from.to_bare(), ghost: ghost.clone() }.name();
+    let body_text = m.get_best_body_cloned(vec![]).map(|(_, b)| b);
+    if body_text.as_ref().map_or(0, String::len) > inner.options.max_stanza_bytes {
+        tracing::warn!(from = %from, "dropping an oversized direct message");
+        return None;
+    }
+    let name = m
+        .payloads
+        .iter()
+        .find(|e| e.is("nick", NS_NICK))
+        .map(Element::text)
+        .filter(|n| !n.trim().is_empty() && n.len() <= 256)
+        .or_else(|| from.node().map(|n| n.to_string()));
+    let sender = RemoteSender { id: from.to_bare().to_string(), name, avatar: None };
+    let id = m.id.as_ref().map(|i| i.0.clone()).filter(|i| !i.is_empty() && i.len() <= 256);
+    match crate::inbound::parse_message(&room, sender, None, id, body_text, m) {
+        Ok(Some(incoming)) => Some((incoming, ghost, from)),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(from = %from, "dropping a malformed direct message: {e}");
+            None
+        }
+    }
+}
+
+/// Remember who `ghost` stands for, so a direct message to it finds them.
+pub(crate) async fn remember(inner: &Inner, ghost: &BareJid, sender: &Sender, bridge: &str) {
+    let key = Recipient::key_of(sender, bridge);
+    let jid = ghost.to_string();
+    if inner.state().ghosts.get(&jid) == Some(&key) {
+        return;
+    }
+    if let Some(ctx) = inner.ctx.get() {
+        if let Err(e) = ctx.save_state(&format!("{GHOST_KEY}{jid}"), &key).await {
+            // Not fatal: the next delivery tries again.
+            tracing::warn!(ghost = %jid, "cannot remember the ghost: {e}");
+            return;
+        }
+    }
+    inner.state().ghosts.insert(jid, key);
+}
+
+/// Who a ghost stands for: as remembered, or a directory person by the
+/// ghost's name.
+pub(crate) async fn recipient_of(inner: &Inner, ghost: &BareJid) -> Option<Recipient> {
+    let jid = ghost.to_string();
+    let known = inner.state().ghosts.get(&jid).cloned();
+    let known = match known {
+        Some(k) => Some(k),
+        None => match inner.ctx.get() {
+            Some(ctx) => ctx.load_state(&format!("{GHOST_KEY}{jid}")).await.ok().flatten(),
+            None => None,
+        },
+    };
+    if let Some(key) = known {
+        inner.state().ghosts.insert(jid, key.clone());
+        return Recipient::parse(&key);
+    }
+    let node = ghost.node()?.as_str();
+    jid::parse_single(&inner.options.person_localpart, "person", node).map(Recipient::Person)
+}
+
+/// Tell the account (at the client `to` that wrote) why its message to a
+/// ghost went nowhere. Errors to a bare JID are dropped by servers.
+pub(crate) fn refuse(inner: &Inner, incoming: &Incoming, ghost: &BareJid, to: &Jid, error: &DirectError) {
+    let condition = match error {
+        DirectError::Unknown(_) => DefinedCondition::ItemNotFound,
+        DirectError::Unsupported(_) => DefinedCondition::ServiceUnavailable,
+        DirectError::Unavailable(_) => DefinedCondition::RemoteServerTimeout,
+    };
+    let kind = if matches!(error, DirectError::Unavailable(_)) { ErrorType::Wait } else { ErrorType::Cancel };
+    let mut m = Message::new_with_type(MessageType::Error, Some(to.clone()));
+    m.from = FullJid::new(&format!("{ghost}/{RESOURCE}")).ok().map(Jid::from);
+    m.id = incoming.remote_id.clone().map(Id);
+    m.payloads.push(StanzaError::new(kind, condition, "en", error.to_string()).into());
+    inner.send(m);
+}
+
+/// The direct conversation of `account` with `peer` (from `peer_bridge`).
+pub(crate) async fn open(inner: &Inner, account: &str, peer: &Sender, peer_bridge: &str) -> Result<String, DirectError> {
+    let account: BareJid = account.parse().map_err(|e| DirectError::Unknown(format!("{account:?} is not a JID: {e}")))?;
+    let ghost = ghost_jid(&inner.options, peer, peer_bridge).map_err(|e| DirectError::Unknown(e.to_string()))?;
+    let room = DirectRoom { account, ghost: ghost.clone() };
+    // Validates the account as the room would be validated after a restart.
+    if let Err(e) = DirectRoom::parse(&room.name(), inner.domain()).expect("a direct room") {
+        return Err(DirectError::Unknown(e));
+    }
+    remember(inner, &ghost, peer, peer_bridge).await;
+    Ok(room.name())
+}
+
+/// Deliver into a direct conversation: the room's ghost writes to the account.
+pub(crate) async fn deliver(inner: &Inner, room: &DirectRoom, d: &Delivery) -> Result<Delivered, DeliveryError> {
+    let from = FullJid::new(&format!("{}/{RESOURCE}", room.ghost)).map_err(|e| DeliveryError::permanent(e.to_string()))?;
+    let m = match &d.event.body {
+        Body::Typing { active } => {
+            let mut m = outbound::chat(&from, &room.account, &d.id);
+            m.payloads.push(Element::builder(if *active { "composing" } else { "active" }, NS_CHATSTATES).build());
+            inner.send(m);
+            return Ok(Delivered::default());
+        }
+        body @ (Body::Message { .. } | Body::Edit { .. } | Body::Retract { .. } | Body::Reaction { .. }) => {
+            outbound::message(inner, outbound::chat(&from, &room.account, &d.id), &from, &d.room, &d.id, body).await?
+        }
+        // Presence, membership and topic are not part of a one-to-one chat.
+        _ => return Ok(Delivered::default()),
+    };
+    inner.send(m);
+    // The server handles a connection's stanzas in order: once it answers a
+    // ping sent after the message, it has routed (or stored) the message.
+    match inner.request(&from, room.account.domain().as_str(), false, Element::builder("ping", NS_PING).build()).await {
+        Ok(_) | Err(RequestError::Refused(_)) => Ok(Delivered::default()),
+        Err(e @ RequestError::Lost(_)) => Err(DeliveryError::transient(format!("direct message to {}: {e}", room.account))),
+    }
+}
+
+/// Answer an account's presence subscription to a ghost (so ghosts can sit
+/// in rosters). Returns whether `p` was such a request.
+pub(crate) fn subscription(inner: &Inner, p: &Presence) -> bool {
+    let (Some(from), Some(to)) = (&p.from, &p.to) else { return false };
+    if to.domain().as_str() != inner.domain() || to.node().is_none_or(|n| n.as_str() == BOT_NODE) || to.resource().is_some() {
+        return false;
+    }
+    let answer = match p.type_ {
+        PresenceType::Subscribe => vec![PresenceType::Subscribed, PresenceType::None],
+        PresenceType::Probe => vec![PresenceType::None],
+        PresenceType::Unsubscribe => vec![PresenceType::Unsubscribed],
+        _ => return false,
+    };
+    let ghost = to.to_bare();
+    for t in answer {
+        let available = t == PresenceType::None;
+        let mut reply = Presence::new(t).with_to(from.to_bare());
+        reply.from = Some(if available {
+            FullJid::new(&format!("{ghost}/{RESOURCE}")).map(Jid::from).unwrap_or_else(|_| ghost.clone().into())
+        } else {
+            ghost.clone().into()
+        });
+        inner.send(reply);
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_read_back_and_refuse_what_is_not_one() {
+        let r = DirectRoom { account: "alice@xmpp.test".parse().unwrap(), ghost: "dave@bridge.xmpp.test".parse().unwrap() };
+        assert_eq!(r.name(), "direct:alice@xmpp.test|dave@bridge.xmpp.test");
+        assert_eq!(DirectRoom::parse(&r.name(), "bridge.xmpp.test").unwrap().unwrap(), r);
+        assert!(DirectRoom::parse("ops@conference.xmpp.test", "bridge.xmpp.test").is_none());
+        for bad in [
+            "direct:alice@xmpp.test",
+            "direct:alice@xmpp.test|dave@elsewhere.test",
+            "direct:xmpp.test|dave@bridge.xmpp.test",
+            "direct:alice@xmpp.test|causeway@bridge.xmpp.test",
+            "direct:x@bridge.xmpp.test|dave@bridge.xmpp.test",
+            "direct:a@b@c|dave@bridge.xmpp.test",
+        ] {
+            assert!(DirectRoom::parse(bad, "bridge.xmpp.test").unwrap().is_err(), "{bad}");
+        }
+    }
+}
