@@ -356,6 +356,10 @@ fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+fn valid_person_id(s: &str) -> bool {
+    s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 fn validate(config: &Config) -> Result<BTreeMap<String, Arc<dyn Bridge>>, ConfigErrors> {
     let mut errors = Vec::new();
     if config.store.max_batch == 0 {
@@ -429,6 +433,9 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Arc<dyn Bridge>>, Config
         let path = format!("people[{i}]");
         if person.id.is_empty() {
             errors.push(ConfigError::new(format!("{path}.id"), "must not be empty"));
+        } else if !valid_person_id(&person.id) {
+            // No `:`, so a person id and a `bridge:account` never look alike.
+            errors.push(ConfigError::new(format!("{path}.id"), "person ids use letters, digits, `-`, `_` and `.` (at most 64)"));
         } else if let Some(j) = person_ids.insert(person.id.as_str(), i) {
             errors.push(ConfigError::new(format!("{path}.id"), format!("{:?} is already the id of people[{j}]", person.id)));
         }
@@ -555,6 +562,7 @@ people:
             ("bridges: { x: { type: webhook, a: 1, a_file: /run/secret } }\n", "bridges.x.a_file: give either `a` or `a_file`"),
             ("bridges: { x: { type: webhook, k_file: /nope } }\n", "bridges.x.k_file: cannot read /nope"),
             ("people: [{ id: a, name: A, accounts: { ghost: a } }]\n", "people[0].accounts.ghost: no bridge named \"ghost\""),
+            ("people: [{ id: 'xmpp:a', name: A }]\n", "people[0].id: person ids use"),
         ];
         for (yaml, want) in cases {
             let got = errors(yaml);
