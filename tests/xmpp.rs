@@ -7,6 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use causeway_core::Capabilities;
 use causeway_core::conformance::{self, Peer};
 use common::xmpp::{Prosody, XmppPeer};
 use common::{Daemon, Hook, Mode, WebhookPeer, post};
@@ -362,4 +363,177 @@ async fn direct_messages_to_ghosts_reach_the_person() {
     assert_eq!(d.metric("causeway_direct_conversations_opened_total", r#"bridge="hooks""#).await, 1.0);
     assert_eq!(d.metric("causeway_direct_conversations_opened_total", r#"bridge="xmpp""#).await, 0.0);
     let _ = hook.drain(Duration::from_millis(300)).await;
+}
+
+/// Client mode, for servers that allow no component: one account logs in
+/// with STARTTLS (the server's certificate checked against its CA) and SCRAM,
+/// relays everyone's messages with their name, and passes the conformance
+/// suite for what one account can show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mode_relays_over_starttls_and_passes_conformance() {
+    let prosody = Prosody::start();
+    let hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let cfg = config(&prosody, &hook.url()).replace(&prosody.bridge_config(), &prosody.client_bridge_config("pw"));
+    assert!(cfg.contains("mode: client"));
+    let ca = prosody.ca_file().display().to_string();
+    let d = Daemon::start_with_env(&cfg, &[("SSL_CERT_FILE", &ca)]).await;
+    let deadline = Instant::now() + T;
+    while d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await != 1.0 {
+        assert!(Instant::now() < deadline, "client mode not connected:\n{}\n{}", d.log(), prosody.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The server saw an encrypted session log in (SCRAM: the test server offers nothing else).
+    let log = prosody.log();
+    let session = log
+        .lines()
+        .find(|l| l.contains("Authenticated as causeway@xmpp.test"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .unwrap_or_else(|| panic!("no login in:\n{log}"));
+    assert!(log.lines().any(|l| l.contains(session) && l.contains("Stream encrypted")), "{log}");
+    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    alice.caps = Capabilities { threads: false, presence: false, typing: false, membership: false, reactions: false, ..Capabilities::ALL };
+
+    // The relay names the sender.
+    let client = reqwest::Client::new();
+    let msg = json!({"sender": {"id": "dave"}, "text": "relayed hello"});
+    assert_eq!(post(&client, &d.url("/bridges/hooks/w"), "tw", &msg).await.0, 202);
+    let seen = loop {
+        let s = alice.seen(T).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+        if matches!(s.body, causeway_core::Body::Message { .. }) {
+            break s;
+        }
+    };
+    assert_eq!(seen.sender_name, "Causeway", "one account speaks for everyone");
+    match &seen.body {
+        causeway_core::Body::Message { text, .. } => assert_eq!(text.plain, "<Dave Bowman> relayed hello"),
+        b => panic!("{b:?}"),
+    }
+
+    let mut web = WebhookPeer::new("w", d.url("/bridges/hooks/w"), "tw", hook);
+    let opts = conformance::Options { timeout: T, ..Default::default() };
+    let report = conformance::run(&mut web, &mut alice, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n--- prosody ---\n{}", d.log(), prosody.log()));
+    // Text, reply, edit, retraction and file both ways; reactions and presence
+    // are not shown by one account and skipped.
+    assert_eq!(report.passed.len(), 10, "{report}");
+    assert_eq!(report.skipped.len(), 4, "{report}");
+}
+
+/// A wrong password is said plainly and retried with backoff; the bridge
+/// counts as down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mode_with_a_wrong_password_says_so() {
+    let prosody = Prosody::start();
+    let hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let cfg = config(&prosody, &hook.url()).replace(&prosody.bridge_config(), &prosody.client_bridge_config("not-the-password"));
+    let ca = prosody.ca_file().display().to_string();
+    let d = Daemon::start_with_env(&cfg, &[("SSL_CERT_FILE", &ca)]).await;
+    let deadline = Instant::now() + T;
+    while !d.log().contains("check `password`") {
+        assert!(Instant::now() < deadline, "no clear error:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await, 0.0);
+    // Without the test CA the server's certificate is not trusted: no login at all.
+    drop(d);
+    let cfg = config(&prosody, &hook.url()).replace(&prosody.bridge_config(), &prosody.client_bridge_config("pw"));
+    let d = Daemon::start_with_env(&cfg, &[("SSL_CERT_FILE", "/dev/null")]).await;
+    let deadline = Instant::now() + T;
+    while !d.log().contains("cannot connect") {
+        assert!(Instant::now() < deadline, "no TLS error:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(d.log().to_lowercase().contains("certificate"), "{}", d.log());
+    assert_eq!(d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await, 0.0);
+}
+
+/// A stanza the parser refuses (here a message with two threads) is
+/// logged and dropped: the connection stays, and what follows
+/// is bridged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stanza_that_does_not_parse_is_dropped_not_fatal() {
+    let prosody = Prosody::start();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let d = start(&prosody, &hook).await;
+    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    let body = |t: &str| Element::builder("body", common::xmpp::NS_CLIENT).append(t).build();
+    // No reflection check: the room may refuse it or pass it on as is.
+    let thread = |t: &str| Element::builder("thread", common::xmpp::NS_CLIENT).append(t).build();
+    let _ = alice.say(vec![body("one"), thread("a"), thread("b")]).await;
+    alice.say(vec![body("after the bad one")]).await.unwrap();
+    loop {
+        let got = hook.next(T).await;
+        if got.json["text"] == "after the bad one" {
+            break;
+        }
+        assert_ne!(got.json["text"], "one", "the malformed message was bridged: {}", got.json);
+    }
+    let log = d.log();
+    assert!(log.contains("dropping a stanza that does not parse"), "the bad stanza never reached the bridge:\n{log}");
+    assert!(!log.contains("disconnected from the XMPP server"), "{log}");
+}
+
+/// Typing, the subject and comings and goings cross both ways through the
+/// real server: chat states (XEP-0085), subject changes, occupants joining
+/// and leaving, and a ghost leaving when its person leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_topic_and_membership_cross_both_ways() {
+    use tokio_xmpp::minidom::rxml::xml_ncname;
+    const NS: &str = common::xmpp::NS_CLIENT;
+    let prosody = Prosody::start();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let d = start(&prosody, &hook).await;
+    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    let client = reqwest::Client::new();
+    let url = d.url("/bridges/hooks/w");
+    let from_hook = async |hook: &mut Hook, what: &str, want: &dyn Fn(&serde_json::Value) -> bool| {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + T;
+        while let Ok(Some(got)) = tokio::time::timeout_at(deadline.into(), hook.rx.recv()).await {
+            if want(&got.json) {
+                return got.json;
+            }
+            seen.push(got.json);
+        }
+        panic!("no {what} on the webhook side; got {seen:?}");
+    };
+
+    // XMPP → webhook: typing, a subject change, someone joining and leaving.
+    let groupchat = |payload: Element| {
+        Element::builder("message", NS)
+            .attr(xml_ncname!("to").into(), ROOM)
+            .attr(xml_ncname!("type").into(), "groupchat")
+            .append(payload)
+            .build()
+    };
+    alice.send_raw(&groupchat(Element::builder("composing", "http://jabber.org/protocol/chatstates").build())).await;
+    from_hook(&mut hook, "typing", &|j| j["type"] == "typing" && j["active"] == true && j["sender"]["name"] == "Alice").await;
+    alice.send_raw(&groupchat(Element::builder("subject", NS).append("release day").build())).await;
+    from_hook(&mut hook, "topic", &|j| j["type"] == "topic" && j["topic"] == "release day").await;
+    let bob = XmppPeer::join(&prosody, "bob", ROOM, "Bob", 0).await;
+    from_hook(&mut hook, "membership", &|j| j["type"] == "membership" && j["membership"] == "join" && j["sender"]["name"] == "Bob").await;
+    bob.quit().await;
+    from_hook(&mut hook, "membership", &|j| j["type"] == "membership" && j["membership"] == "leave" && j["sender"]["name"] == "Bob").await;
+
+    // Webhook → XMPP: Dave types, changes the subject, then leaves.
+    let dave = |extra: serde_json::Value| {
+        let mut j = json!({"sender": {"id": "dave"}});
+        j.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        j
+    };
+    assert_eq!(post(&client, &url, "tw", &dave(json!({"type": "typing", "active": true}))).await.0, 202);
+    let s = alice
+        .next_matching(T, |s| s.name() == "message" && s.get_child("composing", "http://jabber.org/protocol/chatstates").is_some() && s.attr("from") != Some(&format!("{ROOM}/Alice")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    assert_eq!(s.attr("from"), Some(format!("{ROOM}/Dave Bowman").as_str()));
+    assert_eq!(post(&client, &url, "tw", &dave(json!({"type": "topic", "topic": "release moved"}))).await.0, 202);
+    let s = alice.next_matching(T, |s| s.get_child("subject", NS).is_some_and(|t| t.text() == "release moved")).await.unwrap();
+    assert_eq!(s.attr("from"), Some(format!("{ROOM}/Dave Bowman").as_str()));
+    assert_eq!(post(&client, &url, "tw", &dave(json!({"type": "membership", "membership": "leave"}))).await.0, 202);
+    alice
+        .next_matching(T, |s| s.name() == "presence" && s.attr("type") == Some("unavailable") && s.attr("from") == Some(format!("{ROOM}/Dave Bowman").as_str()))
+        .await
+        .unwrap_or_else(|e| panic!("the ghost did not leave: {e}\n{}", d.log()));
 }

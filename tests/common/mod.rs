@@ -173,16 +173,24 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
+    /// Extra environment for the process.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Write `config` (with `{port}` and `{db}` filled in) and start.
     pub async fn start(config: &str) -> Daemon {
+        Self::start_with_env(config, &[]).await
+    }
+
+    /// Start with extra environment variables.
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = config.replace("{port}", &port.to_string()).replace("{db}", &dir.path().join("causeway.db").display().to_string());
         std::fs::write(dir.path().join("causeway.yaml"), config).unwrap();
-        let mut d = Daemon { dir, port, child: None };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut d = Daemon { dir, port, child: None, env };
         d.restart().await;
         d
     }
@@ -198,6 +206,7 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(self.config_path())
             .env("CAUSEWAY_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

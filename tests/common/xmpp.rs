@@ -70,6 +70,19 @@ impl Prosody {
         )
     }
 
+    /// The bridge section for client mode: one account, STARTTLS.
+    pub fn client_bridge_config(&self, password: &str) -> String {
+        format!(
+            "{{ type: xmpp, mode: client, jid: causeway@{DOMAIN}, password: {password}, server: \"127.0.0.1:{}\", reconnect_initial: 200ms, reconnect_max: 2s }}",
+            self.c2s
+        )
+    }
+
+    /// The test CA that signed the server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("certs/ca.pem")
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("prosody.log")).unwrap_or_default()
     }
@@ -117,6 +130,8 @@ pub struct XmppPeer {
     ids: HashMap<String, String>,
     buffered: VecDeque<Element>,
     n: u32,
+    /// What the room can show through the bridge (the bridge's declared capabilities).
+    pub caps: Capabilities,
 }
 
 impl XmppPeer {
@@ -144,7 +159,7 @@ impl XmppPeer {
             .expect("start the XMPP client (bash tests/peers/python.sh install)");
         let stdin = process.stdin.take().unwrap();
         let lines = BufReader::new(process.stdout.take().unwrap()).lines();
-        let mut peer = XmppPeer { child: process, stdin, lines, room: room.to_string(), nick: nick.to_string(), ids: HashMap::new(), buffered: VecDeque::new(), n: 0 };
+        let mut peer = XmppPeer { child: process, stdin, lines, room: room.to_string(), nick: nick.to_string(), ids: HashMap::new(), buffered: VecDeque::new(), n: 0, caps: Capabilities { threads: false, ..Capabilities::ALL } };
         match tokio::time::timeout(Duration::from_secs(10), peer.lines.next_line()).await {
             Ok(Ok(Some(l))) if l.contains("\"online\"") => {}
             other => panic!("{user} could not log in: {other:?}"),
@@ -192,6 +207,26 @@ impl XmppPeer {
         }
         self.send(&m.build()).await;
         id
+    }
+
+    /// The next stanza `want` accepts, raw (others are kept for later reads).
+    pub async fn next_matching(&mut self, timeout: Duration, want: impl Fn(&Element) -> bool) -> Result<Element, String> {
+        let deadline = Instant::now() + timeout;
+        let mut keep = Vec::new();
+        let found = loop {
+            match self.stanza(deadline.saturating_duration_since(Instant::now())).await {
+                Ok(s) if want(&s) => break Ok(s),
+                Ok(s) => keep.push(s),
+                Err(e) => break Err(e),
+            }
+        };
+        self.buffered.extend(keep);
+        found
+    }
+
+    /// Send any stanza as is.
+    pub async fn send_raw(&mut self, e: &Element) {
+        self.send(e).await;
     }
 
     /// The next one-to-one message (chat or error) from anyone, raw.
@@ -410,7 +445,7 @@ impl Peer for XmppPeer {
         format!("xmpp {}", self.nick)
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities { threads: false, ..Capabilities::ALL }
+        self.caps
     }
     async fn act(&mut self, action: Action) -> Result<String, String> {
         let payloads = match action {

@@ -11,7 +11,9 @@
 # moderation, rooms usable at once); external component bridge.xmpp.test (secret "component-secret");
 # with HTTP_PORT, HTTP File Upload (XEP-0363) at upload.xmpp.test, files
 # served from http://127.0.0.1:HTTP_PORT/file_share/.
-# Users alice/bob/carol with password "pw" exist from the start.
+# Users alice/bob/carol (carol is a server admin) and causeway (for the
+# bridge's client mode), password "pw", exist from the start. STARTTLS with
+# a certificate from a test CA: DIR/certs/ca.pem.
 set -euo pipefail
 
 DOMAIN=xmpp.test
@@ -38,10 +40,25 @@ start_time() { # the process's start time in clock ticks, to never mistake a reu
     awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null || true
 }
 
+# A test CA and a certificate for the domain signed by it, so clients can
+# use STARTTLS and check the server (trust $dir/certs/ca.pem).
+certificates() {
+    local certs=$1
+    [ -f "$certs/$DOMAIN.crt" ] && return 0
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+        -subj "/CN=Causeway test CA" -keyout "$certs/ca.key" -out "$certs/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$DOMAIN" \
+        -keyout "$certs/$DOMAIN.key" -out "$certs/$DOMAIN.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:%s\nbasicConstraints=CA:FALSE\n' "$DOMAIN" > "$certs/ext.cnf"
+    openssl x509 -req -in "$certs/$DOMAIN.csr" -CA "$certs/ca.pem" -CAkey "$certs/ca.key" -CAcreateserial \
+        -days 3650 -extfile "$certs/ext.cnf" -out "$certs/$DOMAIN.crt" 2>/dev/null
+}
+
 start() {
     local dir=$1 c2s=$2 comp=$3 http=${4:-}
     dir=$(realpath -m "$dir")
     mkdir -p "$dir/data" "$dir/certs"
+    certificates "$dir/certs"
     cat > "$dir/prosody.cfg.lua" <<CFG
 run_as_root = true
 -- carol is a server admin: an owner, so a moderator, in every room.
@@ -54,11 +71,13 @@ interfaces = { "127.0.0.1" }
 c2s_ports = { $c2s }
 component_ports = { $comp }
 component_interfaces = { "127.0.0.1" }
+-- STARTTLS is offered (for the bridge's client mode), not required (the
+-- test clients stay in plaintext on loopback). Logins are SCRAM only.
 c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
-authentication = "internal_plain"
-modules_enabled = { "roster", "saslauth", "disco", "ping", "presence", "message" }
-modules_disabled = { "s2s", "tls" }
+disable_sasl_mechanisms = { "PLAIN" }
+authentication = "internal_hashed"
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "presence", "message" }
+modules_disabled = { "s2s" }
 http_ports = { ${http:-} }
 http_interfaces = { "127.0.0.1" }
 https_ports = { }
@@ -70,6 +89,7 @@ Component "conference.$DOMAIN" "muc"
     muc_room_locking = false
     muc_log_all_rooms = true
     muc_room_default_public = true
+    muc_room_default_change_subject = true
     muc_room_default_persistent = true
     muc_room_default_history_length = 1000
     max_history_messages = 1000
@@ -82,7 +102,7 @@ Component "upload.$DOMAIN" "http_file_share"
     http_file_share_size_limit = 1048576
 CFG
     fi
-    for u in alice bob carol; do
+    for u in alice bob carol causeway; do
         prosodyctl --config "$dir/prosody.cfg.lua" register "$u" "$DOMAIN" pw >/dev/null 2>&1
     done
     prosody --config "$dir/prosody.cfg.lua" -F >>"$dir/stdout.log" 2>&1 &

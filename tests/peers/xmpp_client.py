@@ -3,7 +3,7 @@
 
     xmpp_client.py JID PASSWORD HOST PORT
 
-It logs in (SASL over the plaintext loopback port), then relays stanzas:
+It logs in (SASL SCRAM over the plaintext loopback port), then relays stanzas:
 every stanza received is printed as one JSON line {"stanza": "<xml/>"}; every
 line {"send": "<xml/>"} read from stdin is sent as is. {"online": "jid"} is
 printed once the session starts, {"disconnected": true} when it ends.
@@ -26,8 +26,8 @@ def emit(obj):
 
 class Relay(slixmpp.ClientXMPP):
     def __init__(self, jid, password):
-        # Loopback without TLS: allow PLAIN there (the test server offers it).
-        super().__init__(jid, password, plugin_config={"feature_mechanisms": {"unencrypted_plain": True}})
+        # Loopback without TLS; the test server offers SCRAM only.
+        super().__init__(jid, password, plugin_config={"feature_mechanisms": {"unencrypted_scram": True}})
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("disconnected", self.on_disconnected)
         # Every message and presence, raw (slixmpp's "message" event skips

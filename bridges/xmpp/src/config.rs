@@ -5,17 +5,43 @@ use std::time::Duration;
 use causeway_core::{BridgeOptions, OptionError, Secret};
 use serde::Deserialize;
 
+/// How the bridge connects to the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// An external component (XEP-0114): ghosts under its own domain.
+    #[default]
+    Component,
+    /// One client account (STARTTLS, SASL SCRAM) that relays everyone's
+    /// messages with their name, for servers that allow no components.
+    Client,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct XmppOptions {
-    /// The server's component port (XEP-0114), `host:port`. Components
-    /// connect in plaintext: keep this on loopback next to the server.
-    #[serde(default = "default_server")]
-    pub server: String,
-    /// The component's domain, as configured on the server (`bridge.example.org`).
+    #[serde(default)]
+    pub mode: Mode,
+    /// `host:port` to connect to. Component: the component port (plaintext:
+    /// keep it on loopback; default `127.0.0.1:5347`). Client: the client
+    /// port (default: the JID's domain, by DNS SRV, else port 5222).
+    #[serde(default)]
+    pub server: Option<String>,
+    /// Component: its domain, as configured on the server (`bridge.example.org`).
+    #[serde(default)]
     pub domain: String,
-    /// The component secret shared with the server.
-    pub secret: Secret,
+    /// Component: the secret shared with the server.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Client: the bridge's account (`causeway@example.org`).
+    #[serde(default)]
+    pub jid: Option<String>,
+    /// Client: the account's password.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// Client: what precedes each relayed message; `{name}` is the sender's name.
+    #[serde(default = "default_relay_prefix")]
+    pub relay_prefix: String,
     /// The nick under which the bridge itself sits in each linked room (it
     /// reads the room for the other networks).
     #[serde(default = "default_bot_nick")]
@@ -65,8 +91,8 @@ fn default_ghost_localpart() -> String {
     "{bridge}.{id}".into()
 }
 
-fn default_server() -> String {
-    "127.0.0.1:5347".into()
+fn default_relay_prefix() -> String {
+    "<{name}> ".into()
 }
 fn default_bot_nick() -> String {
     "Causeway".into()
@@ -87,17 +113,57 @@ fn default_max_stanza() -> usize {
     256 * 1024
 }
 
+impl XmppOptions {
+    /// Where to connect in component mode.
+    pub fn server_or_default(&self) -> String {
+        self.server.clone().unwrap_or_else(|| "127.0.0.1:5347".into())
+    }
+}
+
 impl BridgeOptions for XmppOptions {
     fn check(&self) -> Vec<OptionError> {
         let mut errors = Vec::new();
-        if self.server.parse::<std::net::SocketAddr>().is_err() {
-            errors.push(OptionError::new("server", format!("{:?} is not an address like 127.0.0.1:5347", self.server)));
-        }
-        if self.domain.parse::<tokio_xmpp::jid::BareJid>().map(|j| j.node().is_some()).unwrap_or(true) {
-            errors.push(OptionError::new("domain", format!("{:?} is not a domain name", self.domain)));
-        }
-        if self.secret.is_empty() {
-            errors.push(OptionError::new("secret", "must not be empty"));
+        let empty = |s: &Option<Secret>| s.as_ref().is_none_or(Secret::is_empty);
+        match self.mode {
+            Mode::Component => {
+                if self.domain.parse::<tokio_xmpp::jid::BareJid>().map(|j| j.node().is_some()).unwrap_or(true) {
+                    errors.push(OptionError::new("domain", format!("{:?} is not a domain name (the component's, e.g. bridge.example.org)", self.domain)));
+                }
+                if empty(&self.secret) {
+                    errors.push(OptionError::new("secret", "the component secret is required and must not be empty"));
+                }
+                for (field, given) in [("jid", self.jid.is_some()), ("password", self.password.is_some())] {
+                    if given {
+                        errors.push(OptionError::new(field, "is for `mode: client`"));
+                    }
+                }
+                if self.server_or_default().parse::<std::net::SocketAddr>().is_err() {
+                    errors.push(OptionError::new("server", format!("{:?} is not an address like 127.0.0.1:5347", self.server_or_default())));
+                }
+            }
+            Mode::Client => {
+                match self.jid.as_deref().map(str::parse::<tokio_xmpp::jid::BareJid>) {
+                    Some(Ok(j)) if j.node().is_some() => {}
+                    Some(_) => errors.push(OptionError::new("jid", format!("{:?} is not an account JID like causeway@example.org", self.jid.as_deref().unwrap_or("")))),
+                    None => errors.push(OptionError::new("jid", "the bridge's account is required in client mode")),
+                }
+                if empty(&self.password) {
+                    errors.push(OptionError::new("password", "is required in client mode and must not be empty"));
+                }
+                for (field, given) in [("domain", !self.domain.is_empty()), ("secret", self.secret.is_some())] {
+                    if given {
+                        errors.push(OptionError::new(field, "is for `mode: component`"));
+                    }
+                }
+                if let Some(s) = &self.server
+                    && !s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+                {
+                    errors.push(OptionError::new("server", format!("{s:?} is not host:port")));
+                }
+                if !self.relay_prefix.contains("{name}") {
+                    errors.push(OptionError::new("relay_prefix", "must contain {name}"));
+                }
+            }
         }
         if self.bot_nick.trim().is_empty() {
             errors.push(OptionError::new("bot_nick", "must not be empty"));

@@ -58,7 +58,8 @@ impl DirectRoom {
 
 /// Whether `m` is a one-to-one message from an account to one of our ghosts.
 pub(crate) fn is_direct(inner: &Inner, m: &Message) -> bool {
-    matches!(m.type_, MessageType::Chat | MessageType::Normal)
+    !inner.client_mode()
+        && matches!(m.type_, MessageType::Chat | MessageType::Normal)
         && m.to.as_ref().is_some_and(|to| to.domain().as_str() == inner.domain() && to.node().is_some_and(|n| n.as_str() != BOT_NODE))
 }
 

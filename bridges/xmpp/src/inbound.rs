@@ -17,7 +17,7 @@ use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceTyp
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
 use crate::stanzas::{self, Fallback, NS_DELAY, NS_REPLY, Reply, Retract};
-use crate::{BOT_NODE, Inner, direct, styling};
+use crate::{Inner, direct, styling};
 
 const NS_SID: &str = "urn:xmpp:sid:0";
 const NS_CORRECT: &str = "urn:xmpp:message-correct:0";
@@ -67,7 +67,7 @@ pub(crate) async fn submit_in_order(inner: Arc<Inner>, ctx: BridgeContext, mut r
 
 /// Whether `to` is the bridge's own occupant JID.
 fn to_bot(inner: &Inner, to: &Jid) -> bool {
-    to.node().map(|n| n.as_str()) == Some(BOT_NODE) && to.domain().as_str() == inner.domain()
+    inner.is_bot(to)
 }
 
 /// The defined condition of an error stanza (`conflict`, `forbidden`, …).

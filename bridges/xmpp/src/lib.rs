@@ -10,6 +10,7 @@
 //! - The connection is re-established with backoff; ghosts rejoin.
 
 pub mod config;
+mod connection;
 pub mod direct;
 pub mod inbound;
 pub mod jid;
@@ -28,14 +29,12 @@ use causeway_core::{
     Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, DirectError, OptionError, Sender,
     parse_options,
 };
-use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
-use tokio_xmpp::connect::DnsConfig;
+use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
-use tokio_xmpp::xmlstream::Timeouts;
-use tokio_xmpp::{Component, Stanza};
 
-use crate::config::XmppOptions;
+use crate::config::{Mode, XmppOptions};
+use crate::connection::{ConnectError, Connection};
 
 /// The resource every ghost and the bridge's own occupant use.
 const RESOURCE: &str = "causeway";
@@ -44,6 +43,8 @@ const BOT_NODE: &str = "causeway";
 /// Messages of history the bridge asks for when it (re)joins a room, to find
 /// deliveries whose confirmation was lost.
 const BOT_HISTORY: u32 = 100;
+/// After this long without a word from the server, the bridge pings it.
+const KEEPALIVE: Duration = Duration::from_secs(60);
 
 pub struct XmppBridge {
     inner: Arc<Inner>,
@@ -84,6 +85,8 @@ struct State {
     found: HashMap<String, Option<String>>,
     /// Our requests (iq id) waiting for the answer's payload.
     iqs: HashMap<String, oneshot::Sender<Result<Option<tokio_xmpp::minidom::Element>, RequestError>>>,
+    /// The client's bound JID (client mode), once connected.
+    bound: Option<FullJid>,
     /// Ghost bare JID → who it stands for (a [`causeway_core::Recipient`]
     /// key), for direct messages to ghosts; also stored durably.
     ghosts: HashMap<String, String>,
@@ -132,12 +135,34 @@ impl XmppBridge {
 }
 
 impl Inner {
+    /// The component's domain, under which ghosts live (empty in client mode).
     fn domain(&self) -> &str {
         &self.options.domain
     }
 
+    fn client_mode(&self) -> bool {
+        self.options.mode == Mode::Client
+    }
+
+    /// The bridge's own occupant JID: `causeway@<domain>/causeway` as a
+    /// component, the bound JID as a client.
     fn bot_jid(&self) -> FullJid {
+        if self.client_mode() {
+            if let Some(bound) = self.state().bound.clone() {
+                return bound;
+            }
+            let jid = self.options.jid.as_deref().unwrap_or_default();
+            return FullJid::new(&format!("{jid}/{RESOURCE}")).expect("validated jid");
+        }
         FullJid::new(&format!("{BOT_NODE}@{}/{RESOURCE}", self.domain())).expect("validated domain")
+    }
+
+    /// Whether `to` is the bridge's own address (not a ghost's).
+    fn is_bot(&self, to: &Jid) -> bool {
+        if self.client_mode() {
+            return self.options.jid.as_deref().is_some_and(|j| to.to_bare().to_string().eq_ignore_ascii_case(j));
+        }
+        to.node().map(|n| n.as_str()) == Some(BOT_NODE) && to.domain().as_str() == self.domain()
     }
 
     fn send(&self, stanza: impl Into<Stanza>) {
@@ -155,24 +180,26 @@ impl Inner {
         tokio::spawn(inbound::submit_in_order(self.clone(), ctx.clone(), inbound_rx));
         let mut delay = self.options.reconnect_initial;
         loop {
-            let dns = DnsConfig::addr(&self.options.server);
-            let connected =
-                Component::new_plaintext(self.domain(), self.options.secret.expose(), dns, Timeouts::default()).await;
-            let mut component = match connected {
+            let mut conn = match Connection::open(&self.options).await {
                 Ok(c) => c,
                 Err(e) => {
-                    tracing::warn!(bridge = ctx.name(), server = %self.options.server, retry_in = ?delay, "cannot connect: {e}");
+                    let server = self.options.server.clone().unwrap_or_else(|| "(default)".into());
+                    match &e {
+                        ConnectError::Refused(_) => tracing::error!(bridge = ctx.name(), server, retry_in = ?delay, "cannot log in: {e}"),
+                        ConnectError::Unreachable(_) => tracing::warn!(bridge = ctx.name(), server, retry_in = ?delay, "cannot connect: {e}"),
+                    }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(self.options.reconnect_max);
                     continue;
                 }
             };
             delay = self.options.reconnect_initial;
+            self.state().bound = conn.bound.clone();
             // Whatever was queued for the old connection belongs to deliveries
             // that have already failed and will be retried.
             while out_rx.try_recv().is_ok() {}
             self.up.store(true, Ordering::Release);
-            tracing::info!(bridge = ctx.name(), domain = self.domain(), "connected to the XMPP server");
+            tracing::info!(bridge = ctx.name(), jid = %self.bot_jid(), "connected to the XMPP server");
             for room in ctx.rooms().iter().filter(|r| direct::DirectRoom::parse(r, self.domain()).is_none()) {
                 self.send(outbound::join(&self.bot_jid(), room, &self.options.bot_nick, None, BOT_HISTORY));
             }
@@ -185,14 +212,29 @@ impl Inner {
                     st.seats.insert((room, ghost), seat);
                 }
             }
+            let mut last_heard = tokio::time::Instant::now();
+            let mut keepalive = tokio::time::interval(KEEPALIVE / 2);
             loop {
                 tokio::select! {
-                    incoming = component.next() => match incoming {
-                        Some(stanza) => self.handle(stanza, &inbound_tx).await,
+                    incoming = conn.next() => match incoming {
+                        Some(stanza) => {
+                            last_heard = tokio::time::Instant::now();
+                            self.handle(stanza, &inbound_tx).await;
+                        }
                         None => break,
                     },
                     Some(stanza) = out_rx.recv() => {
-                        if let Err(e) = component.send_stanza(stanza).await {
+                        if let Err(e) = conn.send(stanza).await {
+                            tracing::warn!(bridge = ctx.name(), "send failed: {e}");
+                            break;
+                        }
+                    }
+                    _ = keepalive.tick() => {
+                        // A quiet connection is pinged, so the server answers
+                        // and a dead one is noticed.
+                        if last_heard.elapsed() >= KEEPALIVE
+                            && let Err(e) = conn.send(self.keepalive_ping().into()).await
+                        {
                             tracing::warn!(bridge = ctx.name(), "send failed: {e}");
                             break;
                         }
@@ -220,6 +262,17 @@ impl Inner {
             st.joined.clear();
             st.subject_seen.clear();
         }
+    }
+
+    /// A ping that makes the server answer: to the server itself as a
+    /// client; as a component, to its own domain (the server routes it back).
+    fn keepalive_ping(&self) -> tokio_xmpp::parsers::iq::Iq {
+        use tokio_xmpp::parsers::iq::Iq;
+        let bot = self.bot_jid();
+        // The bot's domain: the server's as a client, the component's own as one.
+        let to: Jid = BareJid::from_parts(None, bot.domain()).into();
+        let ping = tokio_xmpp::minidom::Element::builder("ping", "urn:xmpp:ping").build();
+        Iq::Get { from: Some(bot.into()), to: Some(to), id: format!("keepalive-{}", causeway_core::new_id()), payload: ping }
     }
 
     /// Handle one stanza. Events wait for room in the queue to the router:
@@ -386,6 +439,19 @@ impl Bridge for XmppBridge {
     }
 
     fn capabilities(&self, room: &str) -> Capabilities {
+        if self.inner.client_mode() {
+            // One account speaks for everyone: it cannot show their presence,
+            // typing or comings and goings, and a reaction would be the
+            // bridge's own (a short notice says who reacted instead).
+            return Capabilities {
+                threads: false,
+                presence: false,
+                typing: false,
+                membership: false,
+                reactions: false,
+                ..Capabilities::ALL
+            };
+        }
         if room.starts_with("direct:") {
             // One to one: no room to show presence, membership or a subject in.
             return Capabilities { threads: false, presence: false, membership: false, topic: false, ..Capabilities::ALL };
@@ -394,6 +460,10 @@ impl Bridge for XmppBridge {
     }
 
     fn is_own_sender(&self, room: &str, sender: &str) -> bool {
+        if self.inner.client_mode() {
+            let own_occupant = format!("{room}/{}", self.inner.options.bot_nick);
+            return sender == own_occupant || sender.parse::<Jid>().is_ok_and(|j| self.inner.is_bot(&j));
+        }
         let own_domain = format!("@{}", self.inner.domain());
         if sender.ends_with(&own_domain) || sender.contains(&format!("{own_domain}/")) {
             return true;
@@ -414,6 +484,9 @@ impl Bridge for XmppBridge {
     }
 
     async fn open_direct(&self, account: &str, peer: &Sender, peer_bridge: &str) -> Result<String, DirectError> {
+        if self.inner.client_mode() {
+            return Err(DirectError::Unsupported("an XMPP bridge in client mode has no ghosts to talk one to one".into()));
+        }
         direct::open(&self.inner, account, peer, peer_bridge).await
     }
 
@@ -424,6 +497,7 @@ impl Bridge for XmppBridge {
         match direct::DirectRoom::parse(&delivery.room, self.inner.domain()) {
             Some(Ok(room)) => direct::deliver(&self.inner, &room, delivery).await,
             Some(Err(e)) => Err(DeliveryError::permanent(e)),
+            None if self.inner.client_mode() => outbound::relay(&self.inner, delivery).await,
             None => outbound::deliver(&self.inner, delivery).await,
         }
     }

@@ -1,6 +1,6 @@
 //! Events → XMPP stanzas, spoken by ghosts in the room.
 
-use causeway_core::{Body, Delivered, Delivery, DeliveryError, IdKind, Membership, MessageKind, Sender, Show};
+use causeway_core::{Body, Delivered, Delivery, DeliveryError, IdKind, Membership, MessageKind, Sender, Show, Text};
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
@@ -200,6 +200,55 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             Ok(Delivered { remote_id: sid })
         }
     }
+}
+
+/// Deliver as the bridge's one account (client mode): everyone's messages
+/// come from the bridge, each after `relay_prefix` with the sender's name.
+pub(crate) async fn relay(inner: &Inner, d: &Delivery) -> Result<Delivered, DeliveryError> {
+    let room = d.room.as_str();
+    let bot = inner.bot_jid();
+    let name = &d.event.sender.name;
+    let prefix = inner.options.relay_prefix.replace("{name}", name);
+    let plain = |text: &Text| match &text.html {
+        Some(html) => styling::from_html(html),
+        None => text.plain.clone(),
+    };
+    let body = match &d.event.body {
+        Body::Topic { text } => {
+            let mut m = groupchat(&bot, room, &d.id)?;
+            m.subjects.insert(Lang::new(), text.clone());
+            inner.send(m);
+            return Ok(Delivered::default());
+        }
+        Body::Retract { target } if came_from_xmpp(inner, room, target).await => {
+            moderate(inner, room, target, name).await?;
+            return Ok(Delivered::default());
+        }
+        Body::Message { text, kind, attachments, reply_to, thread, mentions } => {
+            let said = match kind {
+                MessageKind::Emote => format!("* {name} {}", plain(text)),
+                _ => format!("{prefix}{}", plain(text)),
+            };
+            Body::Message {
+                text: Text::plain(said),
+                kind: MessageKind::Text,
+                attachments: attachments.clone(),
+                reply_to: reply_to.clone(),
+                thread: thread.clone(),
+                mentions: mentions.clone(),
+            }
+        }
+        Body::Edit { target, text } => Body::Edit { target: target.clone(), text: Text::plain(format!("{prefix}{}", plain(text))) },
+        body @ (Body::Retract { .. } | Body::Reaction { .. }) => body.clone(),
+        // Presence, typing and membership are not shown by one account.
+        _ => return Ok(Delivered::default()),
+    };
+    if let Some(sid) = inner.already_delivered(room, &d.id).await {
+        return Ok(Delivered { remote_id: sid });
+    }
+    let m = message(inner, groupchat(&bot, room, &d.id)?, &bot, room, &d.id, &body).await?;
+    let sid = inner.send_confirmed(&d.id, m).await?;
+    Ok(Delivered { remote_id: sid })
 }
 
 /// `body` as a message from `from` built on `m` (a group chat message to

@@ -1,0 +1,272 @@
+//! The connection to the XMPP server: as a component (XEP-0114, plaintext
+//! on loopback), or as a client (STARTTLS, SASL SCRAM, resource binding).
+//!
+//! Both read and write raw XML elements and turn them into stanzas here, so
+//! that a stanza xmpp-parsers cannot read is logged and dropped instead of
+//! ending the connection, and so that one set of stanza types serves both
+//! stream namespaces (`jabber:component:accept` and `jabber:client`).
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufRead, AsyncWrite};
+use tokio_xmpp::connect::{DnsConfig, ServerConnector, StartTlsServerConnector, TcpServerConnector};
+use tokio_xmpp::jid::{BareJid, FullJid, Jid};
+use tokio_xmpp::minidom::{Element, Node};
+use tokio_xmpp::parsers::iq::Iq;
+use tokio_xmpp::parsers::message::Message;
+use tokio_xmpp::parsers::presence::Presence;
+use tokio_xmpp::xmlstream::{ReadError, StreamHeader, Timeouts, XmlStream};
+use sasl::common::ChannelBinding;
+use tokio_xmpp::{Stanza, client_login};
+
+use crate::config::{Mode, XmppOptions};
+
+const NS_COMPONENT: &str = "jabber:component:accept";
+const NS_CLIENT: &str = "jabber:client";
+const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
+const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+/// How long connecting, logging in and binding may take.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+type ComponentIo = <TcpServerConnector as ServerConnector>::Stream;
+type ClientIo = <StartTlsServerConnector as ServerConnector>::Stream;
+
+enum Stream {
+    Component(XmlStream<ComponentIo, Element>),
+    Client(XmlStream<ClientIo, Element>),
+}
+
+/// One established connection. Stanzas are in the component namespace on
+/// this side whatever the stream's.
+pub(crate) struct Connection {
+    stream: Stream,
+    /// The client's bound JID (client mode).
+    pub bound: Option<FullJid>,
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    /// Wrong secret or password, or the server refused us: retrying soon will not help.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The network or the server is not there (yet).
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+fn unreachable(e: impl std::fmt::Display) -> ConnectError {
+    ConnectError::Unreachable(e.to_string())
+}
+
+impl Connection {
+    pub(crate) async fn open(options: &XmppOptions) -> Result<Connection, ConnectError> {
+        let attempt = async {
+            match options.mode {
+                Mode::Component => open_component(options).await,
+                Mode::Client => open_client(options).await,
+            }
+        };
+        tokio::time::timeout(LOGIN_TIMEOUT, attempt)
+            .await
+            .unwrap_or_else(|_| Err(ConnectError::Unreachable(format!("no login within {LOGIN_TIMEOUT:?}"))))
+    }
+
+    /// The next stanza; `None` once the connection is gone. Stanzas that do
+    /// not parse are logged and skipped.
+    pub(crate) async fn next(&mut self) -> Option<Stanza> {
+        loop {
+            let (element, client) = match &mut self.stream {
+                Stream::Component(s) => (next_element(s).await?, false),
+                Stream::Client(s) => (next_element(s).await?, true),
+            };
+            if element.ns() == NS_STREAMS {
+                let text: Vec<String> = element.children().map(|c| c.name().to_string()).collect();
+                tracing::warn!(error = ?text, "the server ended the stream");
+                return None;
+            }
+            let element = if client { renamespace(element, NS_CLIENT, NS_COMPONENT) } else { element };
+            match stanza(element) {
+                Ok(Some(s)) => return Some(s),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("dropping a stanza that does not parse: {e}"),
+            }
+        }
+    }
+
+    pub(crate) async fn send(&mut self, stanza: Stanza) -> Result<(), String> {
+        let element = match stanza {
+            Stanza::Message(m) => Element::from(m),
+            Stanza::Presence(p) => Element::from(p),
+            Stanza::Iq(iq) => Element::from(iq),
+        };
+        match &mut self.stream {
+            Stream::Component(s) => s.send(&element).await.map_err(|e| e.to_string()),
+            Stream::Client(s) => s.send(&renamespace(element, NS_COMPONENT, NS_CLIENT)).await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+async fn next_element<Io: AsyncBufRead + AsyncWrite + Unpin>(s: &mut XmlStream<Io, Element>) -> Option<Element> {
+    loop {
+        match s.next().await? {
+            Ok(e) => return Some(e),
+            // Silence: the keepalive in the connection loop makes the server talk.
+            Err(ReadError::SoftTimeout) => {}
+            Err(ReadError::StreamFooterReceived) => return None,
+            Err(ReadError::HardError(e)) => {
+                tracing::warn!("connection lost: {e}");
+                return None;
+            }
+            Err(ReadError::ParseError(e)) => {
+                tracing::warn!("the server sent what is not XML: {e}");
+                return None;
+            }
+        }
+    }
+}
+
+/// A top-level element as a stanza; `Ok(None)` for what is not a stanza.
+fn stanza(e: Element) -> Result<Option<Stanza>, String> {
+    if e.ns() != NS_COMPONENT {
+        return Ok(None);
+    }
+    Ok(Some(match e.name() {
+        "message" => Message::try_from(e).map_err(|err| err.to_string())?.into(),
+        "presence" => Presence::try_from(e).map_err(|err| err.to_string())?.into(),
+        "iq" => Iq::try_from(e).map_err(|err| err.to_string())?.into(),
+        _ => return Ok(None),
+    }))
+}
+
+/// `e` with every element of namespace `from` (itself and the children that
+/// inherit it, such as `body`) moved to `to`; other namespaces untouched.
+fn renamespace(mut e: Element, from: &str, to: &str) -> Element {
+    if e.ns() != from {
+        return e;
+    }
+    let mut out = Element::bare(e.name(), to);
+    *out.attrs_mut() = e.attrs().clone();
+    for node in e.take_nodes() {
+        match node {
+            Node::Element(child) => {
+                out.append_child(renamespace(child, from, to));
+            }
+            Node::Text(t) => out.append_text_node(t),
+        }
+    }
+    out
+}
+
+async fn open_component(options: &XmppOptions) -> Result<Connection, ConnectError> {
+    let domain = options.domain.as_str();
+    let jid = Jid::new(domain).map_err(unreachable)?;
+    let connector = TcpServerConnector::from(DnsConfig::addr(&options.server_or_default()));
+    let (mut pending, _) = connector.connect(&jid, NS_COMPONENT, Timeouts::default()).await.map_err(unreachable)?;
+    let id = pending.take_header().id.map(Cow::into_owned).ok_or_else(|| unreachable("the server sent no stream id"))?;
+    let mut stream: XmlStream<ComponentIo, Element> = pending.skip_features();
+    let secret = options.secret.as_ref().map(|s| s.expose()).unwrap_or_default();
+    let handshake = tokio_xmpp::parsers::component::Handshake::from_stream_id_and_password(id, secret);
+    let request = Element::from(handshake);
+    stream.send(&request).await.map_err(unreachable)?;
+    let answer = next_element(&mut stream).await.ok_or_else(|| unreachable("the server closed the stream during the handshake"))?;
+    if answer.is("handshake", NS_COMPONENT) {
+        Ok(Connection { stream: Stream::Component(stream), bound: None })
+    } else {
+        let why: Vec<String> = answer.children().map(|c| c.name().to_string()).collect();
+        Err(ConnectError::Refused(format!("the server refused the component handshake for {domain} ({}): check `secret`", why.join(", "))))
+    }
+}
+
+async fn open_client(options: &XmppOptions) -> Result<Connection, ConnectError> {
+    let bare: BareJid = options.jid.as_deref().unwrap_or_default().parse().map_err(unreachable)?;
+    let dns = match &options.server {
+        Some(addr) => DnsConfig::addr(addr),
+        None => DnsConfig::srv_default_client(bare.domain().as_str()),
+    };
+    let jid = Jid::from(bare.clone());
+    let (pending, binding) =
+        StartTlsServerConnector::from(dns).connect(&jid, NS_CLIENT, Timeouts::default()).await.map_err(|e| match e {
+            tokio_xmpp::Error::Protocol(p) => ConnectError::Refused(format!("{p} (the server must offer STARTTLS)")),
+            e => unreachable(e),
+        })?;
+    let (features, stream) = pending.recv_features().await.map_err(unreachable)?;
+    // Channel binding only where the server offers a -PLUS mechanism: with a
+    // binding the SCRAM mechanisms are the -PLUS ones, and a server that
+    // cannot bind this TLS version (Prosody 0.12 with TLS 1.3) offers only
+    // the plain SCRAM ones.
+    let binding = if features.sasl_mechanisms.iter().any(|m| m.ends_with("-PLUS")) { binding } else { ChannelBinding::None };
+    let password = options.password.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
+    let creds = sasl::common::Credentials::default()
+        .with_username(bare.node().map(|n| n.as_str()).unwrap_or_default())
+        .with_password(password)
+        .with_channel_binding(binding);
+    let stream = client_login(stream, features.sasl_mechanisms, creds).await.map_err(|e| match e {
+        tokio_xmpp::Error::Auth(a) => ConnectError::Refused(format!("login as {bare} failed: {a} (check `password`)")),
+        e => unreachable(e),
+    })?;
+    let header = StreamHeader { to: Some(Cow::Borrowed(bare.domain().as_str())), from: None, id: None };
+    let pending = stream.send_header(header).await.map_err(unreachable)?;
+    let (_, mut stream) = pending.recv_features::<Element>().await.map_err(unreachable)?;
+    // Bind a resource (RFC 6120 §7).
+    let resource = Element::builder("resource", NS_BIND).append(crate::RESOURCE).build();
+    let bind = Element::builder("iq", NS_CLIENT)
+        .attr(tokio_xmpp::minidom::rxml::xml_ncname!("type").into(), "set")
+        .attr(tokio_xmpp::minidom::rxml::xml_ncname!("id").into(), "bind")
+        .append(Element::builder("bind", NS_BIND).append(resource).build())
+        .build();
+    stream.send(&bind).await.map_err(unreachable)?;
+    loop {
+        let e = next_element(&mut stream).await.ok_or_else(|| unreachable("the server closed the stream while binding"))?;
+        if !e.is("iq", NS_CLIENT) || e.attr("id") != Some("bind") {
+            continue;
+        }
+        if e.attr("type") != Some("result") {
+            return Err(ConnectError::Refused(format!("the server refused to bind a resource for {bare}")));
+        }
+        let full = e
+            .get_child("bind", NS_BIND)
+            .and_then(|b| b.get_child("jid", NS_BIND))
+            .and_then(|j| j.text().parse::<FullJid>().ok())
+            .ok_or_else(|| unreachable("the bind answer has no full JID"))?;
+        return Ok(Connection { stream: Stream::Client(stream), bound: Some(full) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_move_for_the_stanza_and_its_plain_children_only() {
+        let xml = "<message xmlns='jabber:client' to='a@b' type='chat'><body>hi</body>\
+                   <reply xmlns='urn:xmpp:reply:0' id='x'/><thread>t</thread></message>";
+        let e: Element = xml.parse().unwrap();
+        let moved = renamespace(e.clone(), NS_CLIENT, NS_COMPONENT);
+        assert!(moved.is("message", NS_COMPONENT));
+        assert!(moved.get_child("body", NS_COMPONENT).is_some());
+        assert!(moved.get_child("reply", "urn:xmpp:reply:0").is_some());
+        assert_eq!(moved.attr("type"), Some("chat"));
+        match stanza(moved.clone()).unwrap() {
+            Some(Stanza::Message(m)) => assert_eq!(m.bodies.values().next().map(String::as_str), Some("hi")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(renamespace(moved, NS_COMPONENT, NS_CLIENT), e);
+    }
+
+    #[test]
+    fn what_does_not_parse_is_an_error_not_a_stanza() {
+        for bad in [
+            "<message xmlns='jabber:component:accept' type='shout'><body>a</body></message>",
+            "<presence xmlns='jabber:component:accept' type='maybe'/>",
+            "<iq xmlns='jabber:component:accept' type='get'/>",
+        ] {
+            let e: Element = bad.parse().unwrap();
+            assert!(stanza(e).is_err(), "{bad}");
+        }
+        let other: Element = "<r xmlns='urn:xmpp:sm:3'/>".parse().unwrap();
+        assert!(stanza(other).unwrap().is_none());
+    }
+}
