@@ -185,3 +185,34 @@ impl BridgeOptions for XmppOptions {
         errors
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use causeway_core::parse_options;
+    use serde_json::json;
+
+    fn paths(options: serde_json::Value) -> Vec<String> {
+        match parse_options::<XmppOptions>(options) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| e.path).collect(),
+        }
+    }
+
+    #[test]
+    fn each_mode_needs_its_own_options() {
+        assert!(paths(json!({"domain": "bridge.example.org", "secret": "s"})).is_empty());
+        assert!(paths(json!({"mode": "client", "jid": "causeway@example.org", "password": "p"})).is_empty());
+        assert!(paths(json!({"mode": "client", "jid": "causeway@example.org", "password": "p", "server": "xmpp.example.org:5222"})).is_empty());
+        assert_eq!(paths(json!({"domain": "bridge.example.org"})), ["secret"]);
+        assert_eq!(paths(json!({"secret": "s"})), ["domain"]);
+        assert_eq!(paths(json!({"domain": "bridge.example.org", "secret": "s", "jid": "a@b", "password": "p"})), ["jid", "password"]);
+        assert_eq!(paths(json!({"mode": "client"})), ["jid", "password"]);
+        assert_eq!(
+            paths(json!({"mode": "client", "jid": "example.org", "password": "", "domain": "b.example.org", "secret": "s", "server": "nope", "relay_prefix": "> "})),
+            ["jid", "password", "domain", "secret", "server", "relay_prefix"]
+        );
+        assert_eq!(paths(json!({"mode": "peer"})), ["mode"]);
+        assert_eq!(paths(json!({"domain": "b.example.org", "secret": "s", "server": "localhost"})), ["server"]);
+    }
+}
