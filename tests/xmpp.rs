@@ -48,12 +48,35 @@ async fn start(prosody: &Prosody, hook: &Hook) -> Daemon {
 
 async fn start_with(prosody: &Prosody, config: &str) -> Daemon {
     let d = Daemon::start(config).await;
+    wait_connected(&d, prosody).await;
+    d
+}
+
+/// A Prosody, a webhook receiver, Causeway linking them, and Alice in the room.
+async fn alice_in_a_bridged_room() -> (Prosody, Hook, Daemon, XmppPeer) {
+    let prosody = Prosody::start();
+    let hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let d = start(&prosody, &hook).await;
+    let alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    (prosody, hook, d, alice)
+}
+
+/// Wait until the XMPP bridge is connected.
+async fn wait_connected(d: &Daemon, prosody: &Prosody) {
     let deadline = Instant::now() + T;
     while d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await != 1.0 {
         assert!(Instant::now() < deadline, "XMPP bridge not connected:\n{}\n{}", d.log(), prosody.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    d
+}
+
+/// The conformance suite between the webhook endpoint `w` and `alice`.
+async fn conformance_with_webhook(d: &Daemon, prosody: &Prosody, hook: Hook, alice: &mut XmppPeer) -> conformance::Report {
+    let mut web = WebhookPeer::new("w", d.url("/bridges/hooks/w"), "tw", hook);
+    let opts = conformance::Options { timeout: T, ..Default::default() };
+    conformance::run(&mut web, alice, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n--- prosody ---\n{}", d.log(), prosody.log()))
 }
 
 /// Join as `user` once the bridge sits in the room (so it hears us).
@@ -72,25 +95,15 @@ async fn join_after_bridge(prosody: &Prosody, user: &str, nick: &str) -> XmppPee
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xmpp_conformance_with_a_webhook() {
-    let prosody = Prosody::start();
-    let hook = Hook::start(Mode::Accept { own_ids: None }).await;
-    let d = start(&prosody, &hook).await;
-    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
-    let mut web = WebhookPeer::new("w", d.url("/bridges/hooks/w"), "tw", hook);
-    let opts = conformance::Options { timeout: T, ..Default::default() };
-    let report = conformance::run(&mut web, &mut alice, &opts)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n--- prosody ---\n{}", d.log(), prosody.log()));
+    let (prosody, hook, d, mut alice) = alice_in_a_bridged_room().await;
+    let report = conformance_with_webhook(&d, &prosody, hook, &mut alice).await;
     assert_eq!(report.passed.len(), 14, "{report}");
     assert_eq!(alice.label(), "xmpp Alice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ghosts_take_free_nicks_and_follow_presence() {
-    let prosody = Prosody::start();
-    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
-    let d = start(&prosody, &hook).await;
-    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    let (prosody, mut hook, d, mut alice) = alice_in_a_bridged_room().await;
     // Somebody on XMPP already uses Dave's name.
     let _carol = XmppPeer::join(&prosody, "carol", ROOM, "Dave Bowman", 0).await;
     let client = reqwest::Client::new();
@@ -223,10 +236,7 @@ async fn files_are_copied_to_the_servers_upload_service() {
 /// ghost's message reaches the webhook side as a retraction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moderation_crosses_both_ways() {
-    let prosody = Prosody::start();
-    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
-    let d = start(&prosody, &hook).await;
-    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    let (prosody, mut hook, d, mut alice) = alice_in_a_bridged_room().await;
     // carol is a server admin, so a moderator in every room.
     let mut carol = XmppPeer::join(&prosody, "carol", ROOM, "Carol", 0).await;
     let client = reqwest::Client::new();
@@ -322,11 +332,7 @@ async fn direct_messages_to_ghosts_reach_the_person() {
     // After a restart the conversation is the same portal.
     d.terminate();
     d.restart().await;
-    let deadline = Instant::now() + T;
-    while d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await != 1.0 {
-        assert!(Instant::now() < deadline, "not reconnected");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_connected(&d, &prosody).await;
     alice.chat("dave@bridge.xmpp.test", vec![body("still there?")]).await;
     let got = hook.next(T).await;
     assert_eq!((got.json["text"].as_str(), got.json["portal"].as_str()), (Some("still there?"), Some(portal.as_str())));
@@ -377,11 +383,7 @@ async fn client_mode_relays_over_starttls_and_passes_conformance() {
     assert!(cfg.contains("mode: client"));
     let ca = prosody.ca_file().display().to_string();
     let d = Daemon::start_with_env(&cfg, &[("SSL_CERT_FILE", &ca)]).await;
-    let deadline = Instant::now() + T;
-    while d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await != 1.0 {
-        assert!(Instant::now() < deadline, "client mode not connected:\n{}\n{}", d.log(), prosody.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_connected(&d, &prosody).await;
     // The server saw an encrypted session log in (SCRAM: the test server offers nothing else).
     let log = prosody.log();
     let session = log
@@ -409,11 +411,7 @@ async fn client_mode_relays_over_starttls_and_passes_conformance() {
         b => panic!("{b:?}"),
     }
 
-    let mut web = WebhookPeer::new("w", d.url("/bridges/hooks/w"), "tw", hook);
-    let opts = conformance::Options { timeout: T, ..Default::default() };
-    let report = conformance::run(&mut web, &mut alice, &opts)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n--- prosody ---\n{}", d.log(), prosody.log()));
+    let report = conformance_with_webhook(&d, &prosody, hook, &mut alice).await;
     // Text, reply, edit, retraction and file both ways; reactions and presence
     // are not shown by one account and skipped.
     assert_eq!(report.passed.len(), 10, "{report}");
@@ -453,10 +451,7 @@ async fn client_mode_with_a_wrong_password_says_so() {
 /// is bridged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stanza_that_does_not_parse_is_dropped_not_fatal() {
-    let prosody = Prosody::start();
-    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
-    let d = start(&prosody, &hook).await;
-    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    let (_prosody, mut hook, d, mut alice) = alice_in_a_bridged_room().await;
     let body = |t: &str| Element::builder("body", common::xmpp::NS_CLIENT).append(t).build();
     // No reflection check: the room may refuse it or pass it on as is.
     let thread = |t: &str| Element::builder("thread", common::xmpp::NS_CLIENT).append(t).build();
@@ -481,10 +476,7 @@ async fn a_stanza_that_does_not_parse_is_dropped_not_fatal() {
 async fn typing_topic_and_membership_cross_both_ways() {
     use tokio_xmpp::minidom::rxml::xml_ncname;
     const NS: &str = common::xmpp::NS_CLIENT;
-    let prosody = Prosody::start();
-    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
-    let d = start(&prosody, &hook).await;
-    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    let (prosody, mut hook, d, mut alice) = alice_in_a_bridged_room().await;
     let client = reqwest::Client::new();
     let url = d.url("/bridges/hooks/w");
     let from_hook = async |hook: &mut Hook, what: &str, want: &dyn Fn(&serde_json::Value) -> bool| {
