@@ -427,6 +427,7 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Arc<dyn Bridge>>, Config
         }
     }
 
+    // Case-folded: ghost addresses ignore case.
     let mut person_ids = HashMap::new();
     let mut accounts: HashMap<(&str, &str), String> = HashMap::new();
     for (i, person) in config.people.iter().enumerate() {
@@ -436,7 +437,7 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Arc<dyn Bridge>>, Config
         } else if !valid_person_id(&person.id) {
             // No `:`, so a person id and a `bridge:account` never look alike.
             errors.push(ConfigError::new(format!("{path}.id"), "person ids use letters, digits, `-`, `_` and `.` (at most 64)"));
-        } else if let Some(j) = person_ids.insert(person.id.as_str(), i) {
+        } else if let Some(j) = person_ids.insert(person.id.to_ascii_lowercase(), i) {
             errors.push(ConfigError::new(format!("{path}.id"), format!("{:?} is already the id of people[{j}]", person.id)));
         }
         if person.name.trim().is_empty() {
@@ -563,6 +564,7 @@ people:
             ("bridges: { x: { type: webhook, k_file: /nope } }\n", "bridges.x.k_file: cannot read /nope"),
             ("people: [{ id: a, name: A, accounts: { ghost: a } }]\n", "people[0].accounts.ghost: no bridge named \"ghost\""),
             ("people: [{ id: 'xmpp:a', name: A }]\n", "people[0].id: person ids use"),
+            ("people: [{ id: Bob, name: B }, { id: bob, name: b }]\n", "people[1].id: \"bob\" is already the id of people[0]"),
         ];
         for (yaml, want) in cases {
             let got = errors(yaml);

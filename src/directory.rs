@@ -28,6 +28,11 @@ impl Directory {
         self.people.iter().find(|p| p.id == id).or_else(|| self.people.iter().find(|p| p.id.eq_ignore_ascii_case(id)))
     }
 
+    /// The person an account on `bridge` belongs to.
+    pub fn person_of(&self, bridge: &str, id: &str) -> Option<&PersonConfig> {
+        self.by_account.get(&(bridge.to_string(), id.to_string())).map(|&i| &self.people[i])
+    }
+
     /// The sender as every network should show them: the person's name when
     /// they are in the directory, else the network's display name, else the id.
     pub fn resolve(&self, bridge: &str, sender: RemoteSender) -> Sender {

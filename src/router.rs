@@ -165,9 +165,11 @@ impl Router {
     /// Lanes as they are now, and from now on every lane added later.
     pub fn take_lanes(&self) -> (Vec<(Link, Arc<Notify>)>, mpsc::UnboundedReceiver<(Link, Arc<Notify>)>) {
         let mut rx = self.new_lanes_rx.lock().unwrap_or_else(|p| p.into_inner()).take().expect("lanes taken once");
-        // Those already announced are in the snapshot.
+        // Under the lock no lane is added: those announced so far are in
+        // the snapshot, those added later come through `rx`.
+        let t = self.topology();
         while rx.try_recv().is_ok() {}
-        let now = self.topology().lanes.iter().map(|(l, n)| (l.clone(), n.clone())).collect();
+        let now = t.lanes.iter().map(|(l, n)| (l.clone(), n.clone())).collect();
         (now, rx)
     }
 
@@ -191,6 +193,27 @@ impl Router {
     fn wanted_on(&self, link: &Link, body: &Body, policy: Degrade) -> bool {
         let caps = self.capabilities(link);
         caps.outbound && body.clone().map_refs(|r| Some(Some(r))).and_then(|b| degrade(b, &caps, policy)).is_some()
+    }
+
+    /// `with` as the router names it: a person by their configured id, an
+    /// account that belongs to a person as that person.
+    fn canonical(&self, with: &Recipient) -> Result<Recipient, DirectError> {
+        match with {
+            Recipient::Person(id) => self
+                .directory
+                .person(id)
+                .map(|p| Recipient::Person(p.id.clone()))
+                .ok_or_else(|| DirectError::Unknown(format!("nobody called {id:?} in the directory"))),
+            Recipient::Account { bridge, id } => {
+                if !self.bridges.contains_key(bridge) {
+                    return Err(DirectError::Unknown(format!("no bridge named {bridge:?}")));
+                }
+                Ok(match self.directory.person_of(bridge, id) {
+                    Some(p) => Recipient::Person(p.id.clone()),
+                    None => with.clone(),
+                })
+            }
+        }
     }
 
     /// Where a direct conversation with `with` goes: (bridge, account) pairs
@@ -373,11 +396,16 @@ impl Host for Router {
         rooms
     }
 
+    fn canonical_recipient(&self, with: &Recipient) -> Result<Recipient, DirectError> {
+        self.canonical(with)
+    }
+
     async fn open_direct(&self, bridge: &str, room: &str, with: &Recipient, initiator: RemoteSender) -> Result<String, DirectError> {
         let _one_at_a_time = self.opening.lock().await;
         if let Some(portal) = self.portal_of(bridge, room) {
             return Ok(portal);
         }
+        let with = &self.canonical(with)?;
         let peer = self.directory.resolve(bridge, initiator);
         let mut refusals = Vec::new();
         for (target, account) in self.direct_targets(bridge, with)? {
@@ -392,11 +420,18 @@ impl Host for Router {
             };
             let links = vec![Link { bridge: bridge.to_string(), room: room.to_string() }, Link { bridge: target.clone(), room: target_room }];
             // The other side's room may be a conversation already (opened
-            // from there): this room joins it. Stored before it is used.
+            // from there): this room joins it, unless that conversation has
+            // a room on this bridge already (the same two people through
+            // another address), which would deliver everything twice.
+            // Stored before it is used.
             let (id, mut all) = match self.portal_index(&links[1]) {
                 Some(i) => {
                     let t = self.topology();
-                    (t.portals[i].id.clone(), t.portals[i].links.clone())
+                    let p = &t.portals[i];
+                    if let Some(other) = p.links.iter().find(|l| l.bridge == bridge) {
+                        return Err(DirectError::Unsupported(format!("this conversation already runs through {}; write there", other.room)));
+                    }
+                    (p.id.clone(), p.links.clone())
                 }
                 None => (format!("dm-{}", new_id()), Vec::new()),
             };

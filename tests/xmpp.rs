@@ -349,7 +349,7 @@ async fn direct_messages_to_ghosts_reach_the_person() {
     alice.chat("nobody@bridge.xmpp.test", vec![body("hello?")]).await;
     let m = alice.next_chat(T).await.unwrap();
     assert_eq!(m.attr("type"), Some("error"));
-    assert_eq!(m.attr("from"), Some("nobody@bridge.xmpp.test/causeway"));
+    assert_eq!(m.attr("from"), Some("nobody@bridge.xmpp.test"), "from the address written to");
     let error = m.get_child("error", common::xmpp::NS_CLIENT).expect("an error element");
     assert!(error.children().any(|c| c.name() == "item-not-found"), "{error:?}");
 
@@ -528,4 +528,32 @@ async fn typing_topic_and_membership_cross_both_ways() {
         .next_matching(T, |s| s.name() == "presence" && s.attr("type") == Some("unavailable") && s.attr("from") == Some(format!("{ROOM}/Dave Bowman").as_str()))
         .await
         .unwrap_or_else(|e| panic!("the ghost did not leave: {e}\n{}", d.log()));
+}
+
+/// A quiet connection is kept: after `keepalive` without a word the bridge
+/// pings, the server answers, and nothing disconnects, in both modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_connections_are_kept_alive() {
+    for client_mode in [false, true] {
+        let prosody = Prosody::start();
+        let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+        let section = if client_mode { prosody.client_bridge_config("pw") } else { prosody.bridge_config() };
+        let section = section.replace("reconnect_max: 2s", "reconnect_max: 2s, keepalive: 1s");
+        let cfg = config(&prosody, &hook.url()).replace(&prosody.bridge_config(), &section);
+        let ca = prosody.ca_file().display().to_string();
+        let d = Daemon::start_with_env(&cfg, &[("SSL_CERT_FILE", &ca)]).await;
+        wait_connected(&d, &prosody).await;
+        let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+        // Several keepalive periods of silence from the bridge's side.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!d.log().contains("disconnected from the XMPP server"), "{section}:\n{}", d.log());
+        alice.say(vec![Element::builder("body", common::xmpp::NS_CLIENT).append("still here").build()]).await.unwrap();
+        loop {
+            let got = hook.next(T).await;
+            if got.json["text"] == "still here" {
+                break;
+            }
+        }
+        alice.quit().await;
+    }
 }

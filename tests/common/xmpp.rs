@@ -231,20 +231,7 @@ impl XmppPeer {
 
     /// The next one-to-one message (chat or error) from anyone, raw.
     pub async fn next_chat(&mut self, timeout: Duration) -> Result<Element, String> {
-        let deadline = Instant::now() + timeout;
-        let mut keep = Vec::new();
-        let found = loop {
-            let s = match self.stanza(deadline.saturating_duration_since(Instant::now())).await {
-                Ok(s) => s,
-                Err(e) => break Err(e),
-            };
-            if s.name() == "message" && matches!(s.attr("type"), Some("chat") | Some("error")) {
-                break Ok(s);
-            }
-            keep.push(s);
-        };
-        self.buffered.extend(keep);
-        found
+        self.next_matching(timeout, |s| s.name() == "message" && matches!(s.attr("type"), Some("chat") | Some("error"))).await
     }
 
     async fn send(&mut self, e: &Element) {

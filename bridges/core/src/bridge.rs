@@ -240,6 +240,10 @@ pub trait Host: Send + Sync + 'static {
     /// Every id the message map has, on (bridge, room), for the message
     /// that `remote_id` stands for there.
     async fn ids_of(&self, bridge: &str, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, SubmitError>;
+    /// `with` as the router names it (a person by their configured id, an
+    /// account that belongs to a person as that person), or why nobody.
+    /// Name direct conversations' rooms from this, so both ways meet.
+    fn canonical_recipient(&self, with: &Recipient) -> Result<Recipient, DirectError>;
     /// The portal of the direct conversation in `room` (on `bridge`) between
     /// `initiator` and `with`: found, or opened on the recipient's network
     /// and stored, so it outlives restarts.
@@ -283,6 +287,9 @@ impl BridgeContext {
     }
     pub async fn ids_of(&self, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, SubmitError> {
         self.host.ids_of(&self.name, room, remote_id).await
+    }
+    pub fn canonical_recipient(&self, with: &Recipient) -> Result<Recipient, DirectError> {
+        self.host.canonical_recipient(with)
     }
     pub async fn open_direct(&self, room: &str, with: &Recipient, initiator: RemoteSender) -> Result<String, DirectError> {
         self.host.open_direct(&self.name, room, with, initiator).await

@@ -311,6 +311,11 @@ async fn direct_room(ctx: &BridgeContext, endpoint: &str, mut incoming: Incoming
     let Some(with) = Recipient::parse(&to) else {
         return Err(refuse(StatusCode::UNPROCESSABLE_ENTITY, "invalid", format!("`to` {to:?} is not a person id or bridge:id")));
     };
+    // One room per two people, however `to` names the other one.
+    let with = match ctx.canonical_recipient(&with) {
+        Ok(w) => w,
+        Err(e) => return Err(refuse(StatusCode::NOT_FOUND, "unknown_recipient", e.to_string())),
+    };
     if incoming.sender.id.contains('/') {
         return Err(refuse(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "on a direct endpoint `sender.id` cannot contain `/`".into()));
     }

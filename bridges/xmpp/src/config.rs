@@ -50,7 +50,9 @@ pub struct XmppOptions {
     #[serde(default = "default_person_localpart")]
     pub person_localpart: String,
     /// The localpart of the ghost of a sender the directory does not know;
-    /// `{bridge}` is the bridge they speak from, `{id}` their id there.
+    /// `{bridge}` is the bridge they speak from, `{id}` their id there. Its
+    /// literal text must hold a character no person's ghost can have (the
+    /// default's `=`), so the two kinds of ghost never meet.
     #[serde(default = "default_ghost_localpart")]
     pub ghost_localpart: String,
     /// Shown after a ghost's name when the name is already taken in a room.
@@ -66,6 +68,10 @@ pub struct XmppOptions {
     /// confirms it and carries the room's stanza-id).
     #[serde(default = "default_confirm_timeout", with = "humantime_serde")]
     pub confirm_timeout: Duration,
+    /// After this long without a word from the server the bridge pings it;
+    /// no answer within half of it, and the connection is made again.
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub keepalive: Duration,
     /// Largest stanza taken in, in bytes of its text content; larger ones are dropped.
     #[serde(default = "default_max_stanza")]
     pub max_stanza_bytes: usize,
@@ -88,7 +94,7 @@ fn default_person_localpart() -> String {
     "{person}".into()
 }
 fn default_ghost_localpart() -> String {
-    "{bridge}.{id}".into()
+    "{bridge}={id}".into()
 }
 
 fn default_relay_prefix() -> String {
@@ -108,6 +114,9 @@ fn default_reconnect_max() -> Duration {
 }
 fn default_confirm_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_keepalive() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_max_stanza() -> usize {
     256 * 1024
@@ -173,11 +182,19 @@ impl BridgeOptions for XmppOptions {
         }
         if let Some(e) = crate::jid::check_template(&self.ghost_localpart, &["id"], &["bridge", "id"]) {
             errors.push(OptionError::new("ghost_localpart", e));
+        } else if !crate::jid::apart(&self.person_localpart, &self.ghost_localpart) {
+            errors.push(OptionError::new(
+                "ghost_localpart",
+                "could make the same address as person_localpart: give it a character that person ids and person_localpart never hold, such as `=`",
+            ));
         }
         if let Some(u) = &self.upload_service
             && u.parse::<tokio_xmpp::jid::BareJid>().is_err()
         {
             errors.push(OptionError::new("upload_service", format!("{u:?} is not a JID")));
+        }
+        if self.keepalive < Duration::from_secs(1) {
+            errors.push(OptionError::new("keepalive", "must be at least 1s"));
         }
         if self.reconnect_initial.is_zero() || self.reconnect_max < self.reconnect_initial {
             errors.push(OptionError::new("reconnect_max", "must be at least reconnect_initial, which must be above zero"));

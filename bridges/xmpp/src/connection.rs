@@ -18,7 +18,10 @@ use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::Message;
 use tokio_xmpp::parsers::presence::Presence;
 use tokio_xmpp::xmlstream::{ReadError, StreamHeader, Timeouts, XmlStream};
+use std::collections::BTreeSet;
+
 use sasl::common::ChannelBinding;
+use tokio_xmpp::parsers::sasl_cb::Type as CbType;
 use tokio_xmpp::{Stanza, client_login};
 
 use crate::config::{Mode, XmppOptions};
@@ -36,6 +39,18 @@ type ClientIo = <StartTlsServerConnector as ServerConnector>::Stream;
 enum Stream {
     Component(XmlStream<ComponentIo, Element>),
     Client(XmlStream<ClientIo, Element>),
+}
+
+/// What the connection brings next.
+pub(crate) enum Next {
+    Stanza(Stanza),
+    /// Nothing heard for `keepalive`: make the server say something within
+    /// half that time, or the connection counts as dead.
+    Quiet,
+}
+
+fn timeouts(options: &XmppOptions) -> Timeouts {
+    Timeouts { read_timeout: options.keepalive, response_timeout: options.keepalive / 2 }
 }
 
 /// One established connection. Stanzas are in the component namespace on
@@ -74,14 +89,15 @@ impl Connection {
             .unwrap_or_else(|_| Err(ConnectError::Unreachable(format!("no login within {LOGIN_TIMEOUT:?}"))))
     }
 
-    /// The next stanza; `None` once the connection is gone. Stanzas that do
-    /// not parse are logged and skipped.
-    pub(crate) async fn next(&mut self) -> Option<Stanza> {
+    /// The next stanza (or a quiet spell); `None` once the connection is
+    /// gone. Stanzas that do not parse are logged and skipped.
+    pub(crate) async fn next(&mut self) -> Option<Next> {
         loop {
             let (element, client) = match &mut self.stream {
                 Stream::Component(s) => (next_element(s).await?, false),
                 Stream::Client(s) => (next_element(s).await?, true),
             };
+            let Some(element) = element else { return Some(Next::Quiet) };
             if element.ns() == NS_STREAMS {
                 let text: Vec<String> = element.children().map(|c| c.name().to_string()).collect();
                 tracing::warn!(error = ?text, "the server ended the stream");
@@ -89,7 +105,7 @@ impl Connection {
             }
             let element = if client { renamespace(element, NS_CLIENT, NS_COMPONENT) } else { element };
             match stanza(element) {
-                Ok(Some(s)) => return Some(s),
+                Ok(Some(s)) => return Some(Next::Stanza(s)),
                 Ok(None) => {}
                 Err(e) => tracing::warn!("dropping a stanza that does not parse: {e}"),
             }
@@ -109,12 +125,12 @@ impl Connection {
     }
 }
 
-async fn next_element<Io: AsyncBufRead + AsyncWrite + Unpin>(s: &mut XmlStream<Io, Element>) -> Option<Element> {
+/// The next element, `Some(None)` after a quiet spell, `None` once the stream is gone.
+async fn next_element<Io: AsyncBufRead + AsyncWrite + Unpin>(s: &mut XmlStream<Io, Element>) -> Option<Option<Element>> {
     loop {
         match s.next().await? {
-            Ok(e) => return Some(e),
-            // Silence: the keepalive in the connection loop makes the server talk.
-            Err(ReadError::SoftTimeout) => {}
+            Ok(e) => return Some(Some(e)),
+            Err(ReadError::SoftTimeout) => return Some(None),
             Err(ReadError::StreamFooterReceived) => return None,
             Err(ReadError::HardError(e)) => {
                 tracing::warn!("connection lost: {e}");
@@ -164,14 +180,14 @@ async fn open_component(options: &XmppOptions) -> Result<Connection, ConnectErro
     let domain = options.domain.as_str();
     let jid = Jid::new(domain).map_err(unreachable)?;
     let connector = TcpServerConnector::from(DnsConfig::addr(&options.server_or_default()));
-    let (mut pending, _) = connector.connect(&jid, NS_COMPONENT, Timeouts::default()).await.map_err(unreachable)?;
+    let (mut pending, _) = connector.connect(&jid, NS_COMPONENT, timeouts(options)).await.map_err(unreachable)?;
     let id = pending.take_header().id.map(Cow::into_owned).ok_or_else(|| unreachable("the server sent no stream id"))?;
     let mut stream: XmlStream<ComponentIo, Element> = pending.skip_features();
     let secret = options.secret.as_ref().map(|s| s.expose()).unwrap_or_default();
     let handshake = tokio_xmpp::parsers::component::Handshake::from_stream_id_and_password(id, secret);
     let request = Element::from(handshake);
     stream.send(&request).await.map_err(unreachable)?;
-    let answer = next_element(&mut stream).await.ok_or_else(|| unreachable("the server closed the stream during the handshake"))?;
+    let answer = next_element(&mut stream).await.flatten().ok_or_else(|| unreachable("the server closed the stream during the handshake"))?;
     if answer.is("handshake", NS_COMPONENT) {
         Ok(Connection { stream: Stream::Component(stream), bound: None })
     } else {
@@ -182,28 +198,37 @@ async fn open_component(options: &XmppOptions) -> Result<Connection, ConnectErro
 
 async fn open_client(options: &XmppOptions) -> Result<Connection, ConnectError> {
     let bare: BareJid = options.jid.as_deref().unwrap_or_default().parse().map_err(unreachable)?;
-    let dns = match &options.server {
-        Some(addr) => DnsConfig::addr(addr),
+    let dns = match options.server.as_deref().map(|s| (s, s.rsplit_once(':'))) {
+        // An address as it is; a host name looked up (without SRV).
+        Some((addr, _)) if addr.parse::<std::net::SocketAddr>().is_ok() => DnsConfig::addr(addr),
+        Some((_, Some((host, port)))) => DnsConfig::no_srv(host, port.parse().map_err(unreachable)?),
+        Some((other, None)) => return Err(ConnectError::Refused(format!("server {other:?} is not host:port"))),
         None => DnsConfig::srv_default_client(bare.domain().as_str()),
     };
     let jid = Jid::from(bare.clone());
     let (pending, binding) =
-        StartTlsServerConnector::from(dns).connect(&jid, NS_CLIENT, Timeouts::default()).await.map_err(|e| match e {
+        StartTlsServerConnector::from(dns).connect(&jid, NS_CLIENT, timeouts(options)).await.map_err(|e| match e {
             tokio_xmpp::Error::Protocol(p) => ConnectError::Refused(format!("{p} (the server must offer STARTTLS)")),
             e => unreachable(e),
         })?;
     let (features, stream) = pending.recv_features().await.map_err(unreachable)?;
-    // Channel binding only where the server offers a -PLUS mechanism: with a
-    // binding the SCRAM mechanisms are the -PLUS ones, and a server that
-    // cannot bind this TLS version (Prosody 0.12 with TLS 1.3) offers only
-    // the plain SCRAM ones.
-    let binding = if features.sasl_mechanisms.iter().any(|m| m.ends_with("-PLUS")) { binding } else { ChannelBinding::None };
+    // SCRAM only: never a password in the clear, not even inside TLS.
+    let mechanisms: BTreeSet<String> = features.sasl_mechanisms.iter().filter(|m| m.starts_with("SCRAM-")).cloned().collect();
+    if mechanisms.is_empty() {
+        return Err(ConnectError::Refused(format!("{} offers no SCRAM login (only {:?})", bare.domain(), features.sasl_mechanisms)));
+    }
+    // Channel binding (the -PLUS mechanisms) only where the server says it
+    // can check tls-exporter, the one binding this TLS stack gives; a server
+    // that cannot bind this TLS version offers the plain SCRAM ones.
+    let exporter = features.sasl_cb.as_ref().is_some_and(|cb| cb.types.contains(&CbType::TlsExporter));
+    let plus = mechanisms.iter().any(|m| m.ends_with("-PLUS"));
+    let binding = if plus && exporter && matches!(binding, ChannelBinding::TlsExporter(_)) { binding } else { ChannelBinding::None };
     let password = options.password.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
     let creds = sasl::common::Credentials::default()
         .with_username(bare.node().map(|n| n.as_str()).unwrap_or_default())
         .with_password(password)
         .with_channel_binding(binding);
-    let stream = client_login(stream, features.sasl_mechanisms, creds).await.map_err(|e| match e {
+    let stream = client_login(stream, mechanisms, creds).await.map_err(|e| match e {
         tokio_xmpp::Error::Auth(a) => ConnectError::Refused(format!("login as {bare} failed: {a} (check `password`)")),
         e => unreachable(e),
     })?;
@@ -219,7 +244,7 @@ async fn open_client(options: &XmppOptions) -> Result<Connection, ConnectError> 
         .build();
     stream.send(&bind).await.map_err(unreachable)?;
     loop {
-        let e = next_element(&mut stream).await.ok_or_else(|| unreachable("the server closed the stream while binding"))?;
+        let e = next_element(&mut stream).await.flatten().ok_or_else(|| unreachable("the server closed the stream while binding"))?;
         if !e.is("iq", NS_CLIENT) || e.attr("id") != Some("bind") {
             continue;
         }

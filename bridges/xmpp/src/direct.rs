@@ -17,6 +17,8 @@ use crate::{BOT_NODE, Inner, RESOURCE, RequestError, jid};
 
 const PREFIX: &str = "direct:";
 const NS_NICK: &str = "http://jabber.org/protocol/nick";
+const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+const NS_SID: &str = "urn:xmpp:sid:0";
 const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 const NS_PING: &str = "urn:xmpp:ping";
 /// Where a ghost's record (who it stands for) is kept in the bridge's state.
@@ -65,11 +67,19 @@ pub(crate) fn is_direct(inner: &Inner, m: &Message) -> bool {
 
 /// A one-to-one message to a ghost, as an event in the conversation's room
 /// (which may not be open yet). Malformed or unwanted ones give `None`.
-pub(crate) fn inbound(inner: &Inner, m: Message) -> Option<(Incoming, BareJid, Jid)> {
+pub(crate) fn inbound(inner: &Inner, m: Message) -> Option<(Incoming, BareJid, Jid, Jid)> {
     let from = m.from.clone()?;
-    let ghost = m.to.as_ref()?.to_bare();
+    let to = m.to.clone()?;
+    let ghost = to.to_bare();
     if from.node().is_none() || from.domain().as_str() == inner.domain() {
         tracing::debug!(from = %from, "ignoring a direct message that no account sent");
+        return None;
+    }
+    // A private message through a group chat (or an invitation) comes from
+    // the room, not from an account.
+    let from_room = m.payloads.iter().any(|e| e.is("x", NS_MUC_USER)) || inner.state().joined.contains(&from.to_bare().to_string());
+    if from_room {
+        tracing::debug!(from = %from, "ignoring a private message through a group chat");
         return None;
     }
     let room = DirectRoom { account: from.to_bare(), ghost: ghost.clone() }.name();
@@ -86,9 +96,12 @@ pub(crate) fn inbound(inner: &Inner, m: Message) -> Option<(Incoming, BareJid, J
         .filter(|n| !n.trim().is_empty() && n.len() <= 256)
         .or_else(|| from.node().map(|n| n.to_string()));
     let sender = RemoteSender { id: from.to_bare().to_string(), name, avatar: None };
-    let id = m.id.as_ref().map(|i| i.0.clone()).filter(|i| !i.is_empty() && i.len() <= 256);
+    // The sender's origin-id (XEP-0359) where it gives one: unique, where a
+    // plain `id` need only be unique within one session.
+    let origin_id = m.payloads.iter().find(|e| e.is("origin-id", NS_SID)).and_then(|e| e.attr("id")).map(str::to_string);
+    let id = origin_id.or_else(|| m.id.as_ref().map(|i| i.0.clone())).filter(|i| !i.is_empty() && i.len() <= 256);
     match crate::inbound::parse_message(&room, sender, None, id, body_text, m) {
-        Ok(Some(incoming)) => Some((incoming, ghost, from)),
+        Ok(Some(incoming)) => Some((incoming, ghost, from, to)),
         Ok(None) => None,
         Err(e) => {
             tracing::warn!(from = %from, "dropping a malformed direct message: {e}");
@@ -116,35 +129,33 @@ pub(crate) async fn remember(inner: &Inner, ghost: &BareJid, sender: &Sender, br
 
 /// Who a ghost stands for: as remembered, or a directory person by the
 /// ghost's name.
-pub(crate) async fn recipient_of(inner: &Inner, ghost: &BareJid) -> Option<Recipient> {
+pub(crate) async fn recipient_of(inner: &Inner, ghost: &BareJid) -> Result<Option<Recipient>, DirectError> {
     let jid = ghost.to_string();
     let known = inner.state().ghosts.get(&jid).cloned();
-    let known = match known {
-        Some(k) => Some(k),
-        None => match inner.ctx.get() {
-            Some(ctx) => ctx.load_state(&format!("{GHOST_KEY}{jid}")).await.ok().flatten(),
-            None => None,
-        },
+    let known = match (known, inner.ctx.get()) {
+        (Some(k), _) => Some(k),
+        (None, Some(ctx)) => ctx.load_state(&format!("{GHOST_KEY}{jid}")).await.map_err(|e| DirectError::Unavailable(e.to_string()))?,
+        (None, None) => None,
     };
     if let Some(key) = known {
         inner.state().ghosts.insert(jid, key.clone());
-        return Recipient::parse(&key);
+        return Ok(Recipient::parse(&key));
     }
-    let node = ghost.node()?.as_str();
-    jid::parse_single(&inner.options.person_localpart, "person", node).map(Recipient::Person)
+    let Some(node) = ghost.node() else { return Ok(None) };
+    Ok(jid::parse_single(&inner.options.person_localpart, "person", node.as_str()).map(Recipient::Person))
 }
 
-/// Tell the account (at the client `to` that wrote) why its message to a
-/// ghost went nowhere. Errors to a bare JID are dropped by servers.
-pub(crate) fn refuse(inner: &Inner, incoming: &Incoming, ghost: &BareJid, to: &Jid, error: &DirectError) {
-    let condition = match error {
-        DirectError::Unknown(_) => DefinedCondition::ItemNotFound,
-        DirectError::Unsupported(_) => DefinedCondition::ServiceUnavailable,
-        DirectError::Unavailable(_) => DefinedCondition::RemoteServerTimeout,
+/// Tell the account why its message went nowhere: to the client that wrote
+/// (`from`; errors to a bare JID are dropped by servers), from the address
+/// it wrote to (`to`).
+pub(crate) fn refuse(inner: &Inner, incoming: &Incoming, from: &Jid, to: &Jid, error: &DirectError) {
+    let (kind, condition) = match error {
+        DirectError::Unknown(_) => (ErrorType::Cancel, DefinedCondition::ItemNotFound),
+        DirectError::Unsupported(_) => (ErrorType::Cancel, DefinedCondition::ServiceUnavailable),
+        DirectError::Unavailable(_) => (ErrorType::Wait, DefinedCondition::InternalServerError),
     };
-    let kind = if matches!(error, DirectError::Unavailable(_)) { ErrorType::Wait } else { ErrorType::Cancel };
-    let mut m = Message::new_with_type(MessageType::Error, Some(to.clone()));
-    m.from = FullJid::new(&format!("{ghost}/{RESOURCE}")).ok().map(Jid::from);
+    let mut m = Message::new_with_type(MessageType::Error, Some(from.clone()));
+    m.from = Some(to.clone());
     m.id = incoming.remote_id.clone().map(Id);
     m.payloads.push(StanzaError::new(kind, condition, "en", error.to_string()).into());
     inner.send(m);
@@ -179,10 +190,23 @@ pub(crate) async fn deliver(inner: &Inner, room: &DirectRoom, d: &Delivery) -> R
         // Presence, membership and topic are not part of a one-to-one chat.
         _ => return Ok(Delivered::default()),
     };
+    // An error bounce of the message (by its id) fails the delivery.
+    let (tx, mut bounce) = tokio::sync::oneshot::channel();
+    inner.state().confirms.insert(d.id.clone(), tx);
     inner.send(m);
     // The server handles a connection's stanzas in order: once it answers a
-    // ping sent after the message, it has routed (or stored) the message.
-    match inner.request(&from, room.account.domain().as_str(), false, Element::builder("ping", NS_PING).build()).await {
+    // ping sent after the message, it has routed (or stored) the message,
+    // or bounced it.
+    let ping = inner.request(&from, room.account.domain().as_str(), false, Element::builder("ping", NS_PING).build()).await;
+    inner.state().confirms.remove(&d.id);
+    if let Ok(Err(e)) = bounce.try_recv() {
+        return Err(e);
+    }
+    match ping {
+        Err(RequestError::Refused(c @ (DefinedCondition::RemoteServerNotFound | DefinedCondition::RemoteServerTimeout))) => {
+            Err(DeliveryError::transient(format!("direct message to {}: {c:?}", room.account)))
+        }
+        // Any other answer means the server took the message.
         Ok(_) | Err(RequestError::Refused(_)) => Ok(Delivered::default()),
         Err(e @ RequestError::Lost(_)) => Err(DeliveryError::transient(format!("direct message to {}: {e}", room.account))),
     }

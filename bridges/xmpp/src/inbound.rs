@@ -31,7 +31,8 @@ const NS_PING: &str = "urn:xmpp:ping";
 pub(crate) enum Inbound {
     Event(Incoming),
     /// A one-to-one message to a ghost: its conversation may need opening first.
-    Direct { incoming: Incoming, ghost: BareJid, from: Jid },
+    /// `from`: the client that wrote; `to`: the address it wrote to.
+    Direct { incoming: Incoming, ghost: BareJid, from: Jid, to: Jid },
 }
 
 /// Submit events one at a time, in the order the server sent them.
@@ -39,19 +40,20 @@ pub(crate) async fn submit_in_order(inner: Arc<Inner>, ctx: BridgeContext, mut r
     while let Some(item) = rx.recv().await {
         let incoming = match item {
             Inbound::Event(incoming) => incoming,
-            Inbound::Direct { incoming, ghost, from } => {
+            Inbound::Direct { incoming, ghost, from, to } => {
                 if ctx.portal_of(&incoming.room).is_none() {
                     // Only something said opens a conversation (not a chat state).
                     if !matches!(incoming.body, Body::Message { .. }) {
                         continue;
                     }
                     let opened = match direct::recipient_of(&inner, &ghost).await {
-                        Some(with) => ctx.open_direct(&incoming.room, &with, incoming.sender.clone()).await,
-                        None => Err(DirectError::Unknown(format!("{ghost} stands for nobody Causeway knows"))),
+                        Ok(Some(with)) => ctx.open_direct(&incoming.room, &with, incoming.sender.clone()).await,
+                        Ok(None) => Err(DirectError::Unknown(format!("{ghost} stands for nobody Causeway knows"))),
+                        Err(e) => Err(e),
                     };
                     if let Err(e) = opened {
                         tracing::info!(bridge = ctx.name(), from = %incoming.sender.id, to = %ghost, "direct message refused: {e}");
-                        direct::refuse(&inner, &incoming, &ghost, &from, &e);
+                        direct::refuse(&inner, &incoming, &from, &to, &e);
                         continue;
                     }
                 }
@@ -63,11 +65,6 @@ pub(crate) async fn submit_in_order(inner: Arc<Inner>, ctx: BridgeContext, mut r
             tracing::warn!(bridge = ctx.name(), room = %room, "event not taken: {e}");
         }
     }
-}
-
-/// Whether `to` is the bridge's own occupant JID.
-fn to_bot(inner: &Inner, to: &Jid) -> bool {
-    inner.is_bot(to)
 }
 
 /// The defined condition of an error stanza (`conflict`, `forbidden`, …).
@@ -122,7 +119,7 @@ pub(crate) fn message(inner: &Inner, m: Message) -> Vec<Incoming> {
             return Vec::new();
         }
     }
-    if !to_bot(inner, &to) {
+    if !inner.is_bot(&to) {
         return Vec::new(); // every ghost gets a copy; the bridge's own copy counts
     }
     if !inner.state().joined.contains(&room) {
@@ -199,7 +196,8 @@ pub(crate) fn message(inner: &Inner, m: Message) -> Vec<Incoming> {
 /// A moderator's retraction, as the moderator's retraction event.
 fn moderation(inner: &Inner, room: &str, moderated: stanzas::Moderated, m: &Message) -> Vec<Incoming> {
     let nick = moderated.by.as_deref().and_then(|b| b.split_once('/')).map(|(_, n)| n.to_string()).unwrap_or_default();
-    if nick == inner.options.bot_nick || inner.state().ghost_nicks.get(room).is_some_and(|n| n.contains(&nick)) {
+    let ours = inner.state().moderated.remove(&moderated.id);
+    if ours || nick == inner.options.bot_nick || inner.state().ghost_nicks.get(room).is_some_and(|n| n.contains(&nick)) {
         return Vec::new(); // our own moderation, announced back
     }
     let remote_id = child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(room)).or_else(|| m.id.as_ref().map(|i| i.0.clone()));
@@ -322,7 +320,7 @@ pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
     let codes: Vec<&str> = x.map(|x| x.children().filter(|c| c.name() == "status").filter_map(|c| c.attr("code")).collect()).unwrap_or_default();
     let item = x.and_then(|x| x.children().find(|c| c.name() == "item"));
     let mine = codes.contains(&"110");
-    if !to_bot(inner, &to) {
+    if !inner.is_bot(&to) {
         // A ghost's join being answered.
         let key = (room.clone(), to.to_bare().to_string());
         let answer = match p.type_ {

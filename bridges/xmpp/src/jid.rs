@@ -111,6 +111,17 @@ pub fn check_template(template: &str, required: &[&str], allowed: &[&str]) -> Op
     }
 }
 
+/// Whether no localpart of `person_template` (person ids are letters,
+/// digits, `-`, `_` and `.`, lowercased) can equal one of `ghost_template`:
+/// the latter's literal text holds a character the former's never can.
+pub fn apart(person_template: &str, ghost_template: &str) -> bool {
+    let literal = |t: &str| t.replace("{person}", "").replace("{bridge}", "").replace("{id}", "");
+    let person_chars = literal(person_template);
+    literal(ghost_template)
+        .chars()
+        .any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c) || person_chars.contains(c)))
+}
+
 /// The value of the single placeholder `{name}` in a localpart made from
 /// `template`, unescaped; `None` when `node` was not made from it.
 pub fn parse_single(template: &str, name: &str, node: &str) -> Option<String> {
@@ -136,6 +147,10 @@ mod tests {
         assert!(check_template("{id", &[], &["id"]).is_some());
         assert!(check_template("a@{id}", &["id"], &["id"]).unwrap().contains("JID"));
         assert_eq!(parse_single("p-{person}", "person", "p-ann\\20lee").as_deref(), Some("ann lee"));
+        assert!(apart("{person}", "{bridge}={id}"));
+        assert!(!apart("{person}", "{bridge}.{id}"), "person hooks.bob and webhook sender bob would meet");
+        assert!(!apart("p={person}", "{bridge}={id}"));
+        assert!(apart("p.{person}", "{bridge}~{id}"));
         assert_eq!(parse_single("p-{person}", "person", "q-ann"), None);
         assert_eq!(parse_single("{person}", "person", ""), None);
     }

@@ -34,7 +34,7 @@ use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 
 use crate::config::{Mode, XmppOptions};
-use crate::connection::{ConnectError, Connection};
+use crate::connection::{ConnectError, Connection, Next};
 
 /// The resource every ghost and the bridge's own occupant use.
 const RESOURCE: &str = "causeway";
@@ -43,8 +43,6 @@ const BOT_NODE: &str = "causeway";
 /// Messages of history the bridge asks for when it (re)joins a room, to find
 /// deliveries whose confirmation was lost.
 const BOT_HISTORY: u32 = 100;
-/// After this long without a word from the server, the bridge pings it.
-const KEEPALIVE: Duration = Duration::from_secs(60);
 
 pub struct XmppBridge {
     inner: Arc<Inner>,
@@ -85,6 +83,8 @@ struct State {
     found: HashMap<String, Option<String>>,
     /// Our requests (iq id) waiting for the answer's payload.
     iqs: HashMap<String, oneshot::Sender<Result<Option<tokio_xmpp::minidom::Element>, RequestError>>>,
+    /// Stanza-ids the bridge moderated, whose announcements are its own.
+    moderated: HashSet<String>,
     /// The client's bound JID (client mode), once connected.
     bound: Option<FullJid>,
     /// Ghost bare JID → who it stands for (a [`causeway_core::Recipient`]
@@ -212,29 +212,22 @@ impl Inner {
                     st.seats.insert((room, ghost), seat);
                 }
             }
-            let mut last_heard = tokio::time::Instant::now();
-            let mut keepalive = tokio::time::interval(KEEPALIVE / 2);
             loop {
                 tokio::select! {
                     incoming = conn.next() => match incoming {
-                        Some(stanza) => {
-                            last_heard = tokio::time::Instant::now();
-                            self.handle(stanza, &inbound_tx).await;
+                        Some(Next::Stanza(stanza)) => self.handle(stanza, &inbound_tx).await,
+                        // A quiet connection is pinged: the server answers, or
+                        // the connection times out and is made again.
+                        Some(Next::Quiet) => {
+                            if let Err(e) = conn.send(self.keepalive_ping().into()).await {
+                                tracing::warn!(bridge = ctx.name(), "send failed: {e}");
+                                break;
+                            }
                         }
                         None => break,
                     },
                     Some(stanza) = out_rx.recv() => {
                         if let Err(e) = conn.send(stanza).await {
-                            tracing::warn!(bridge = ctx.name(), "send failed: {e}");
-                            break;
-                        }
-                    }
-                    _ = keepalive.tick() => {
-                        // A quiet connection is pinged, so the server answers
-                        // and a dead one is noticed.
-                        if last_heard.elapsed() >= KEEPALIVE
-                            && let Err(e) = conn.send(self.keepalive_ping().into()).await
-                        {
                             tracing::warn!(bridge = ctx.name(), "send failed: {e}");
                             break;
                         }
@@ -282,7 +275,7 @@ impl Inner {
         use inbound::Inbound;
         let events: Vec<Inbound> = match stanza {
             Stanza::Message(m) if direct::is_direct(self, &m) => {
-                direct::inbound(self, m).map(|(incoming, ghost, from)| Inbound::Direct { incoming, ghost, from }).into_iter().collect()
+                direct::inbound(self, m).map(|(incoming, ghost, from, to)| Inbound::Direct { incoming, ghost, from, to }).into_iter().collect()
             }
             Stanza::Message(m) => inbound::message(self, m).into_iter().map(Inbound::Event).collect(),
             Stanza::Presence(p) => inbound::presence(self, p).into_iter().map(Inbound::Event).collect(),

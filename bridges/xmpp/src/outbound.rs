@@ -112,7 +112,13 @@ async fn moderate(inner: &Inner, room: &str, target: &str, by: &str) -> Result<(
     let bot = inner.bot_jid();
     let mut last = String::new();
     for earlier in [false, true] {
-        match inner.request(&bot, room, true, Moderated::request(target, &reason, earlier)).await {
+        // Marked before asking: the announcement may come before the answer.
+        inner.state().moderated.insert(target.to_string());
+        let answer = inner.request(&bot, room, true, Moderated::request(target, &reason, earlier)).await;
+        if answer.is_err() {
+            inner.state().moderated.remove(target);
+        }
+        match answer {
             Ok(_) => return Ok(()),
             Err(RequestError::Refused(c @ (Condition::ServiceUnavailable | Condition::FeatureNotImplemented | Condition::BadRequest))) => {
                 last = format!("{c:?}");
@@ -340,15 +346,15 @@ mod tests {
     fn ghosts_are_per_person_or_per_origin_sender() {
         let o = options(serde_json::json!({}));
         let mut s = Sender { id: "@bob:matrix.test".into(), person: None, name: "Bob".into(), avatar: None };
-        assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "matrix.\\40bob\\3amatrix.test@bridge.x");
+        assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "matrix=\\40bob\\3amatrix.test@bridge.x");
         s.person = Some("bob".into());
         assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "bob@bridge.x");
         s.person = Some("causeway".into());
         assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "causeway_@bridge.x", "not the bridge's own JID");
-        let o = options(serde_json::json!({"person_localpart": "p.{person}", "ghost_localpart": "{id}_{bridge}"}));
+        let o = options(serde_json::json!({"person_localpart": "p.{person}", "ghost_localpart": "{id}+{bridge}"}));
         assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "p.causeway@bridge.x");
         s.person = None;
-        assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "\\40bob\\3amatrix.test_matrix@bridge.x");
+        assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "\\40bob\\3amatrix.test+matrix@bridge.x");
     }
 
     #[test]

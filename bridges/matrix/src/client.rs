@@ -1,0 +1,306 @@
+//! The client-server API as the application service speaks it: the
+//! `as_token`, and `?user_id=` to act as one of its users (identity assertion).
+
+use std::time::Duration;
+
+use causeway_core::{DeliveryError, Secret};
+use reqwest::{Method, StatusCode, Url};
+use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, UserId};
+use serde_json::{Value, json};
+
+/// Why a request to the homeserver failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Rate limited (`M_LIMIT_EXCEEDED`, 429): try again after the delay.
+    #[error("rate limited by the homeserver")]
+    Limited { retry_after: Option<Duration> },
+    /// The homeserver refused the request; repeating it will not help.
+    #[error("{status} {errcode}: {error}")]
+    Refused { status: u16, errcode: String, error: String },
+    /// The homeserver is not answering well (network, 5xx, timeout).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn errcode(&self) -> Option<&str> {
+        match self {
+            ApiError::Refused { errcode, .. } => Some(errcode),
+            _ => None,
+        }
+    }
+}
+
+impl From<ApiError> for DeliveryError {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Limited { retry_after } => DeliveryError::Transient { reason: e.to_string(), retry_after },
+            ApiError::Unavailable(_) => DeliveryError::transient(e.to_string()),
+            // The homeserver's own error for a request it could not complete.
+            ApiError::Refused { status, .. } if status == 408 || status >= 500 => DeliveryError::transient(e.to_string()),
+            ApiError::Refused { .. } => DeliveryError::permanent(e.to_string()),
+        }
+    }
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: Secret,
+}
+
+/// A file from the media repository.
+pub struct Media {
+    pub bytes: Vec<u8>,
+    pub content_type: Option<String>,
+}
+
+impl Client {
+    pub fn new(homeserver: &str, token: Secret, timeout: Duration) -> Result<Client, String> {
+        let base = Url::parse(homeserver).map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
+            .timeout(timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Client { http, base, token })
+    }
+
+    /// `base` + the path segments (each percent-encoded as one segment) +
+    /// `?user_id=` when acting as `as_user`.
+    fn url(&self, segments: &[&str], as_user: Option<&UserId>) -> Url {
+        let mut url = self.base.clone();
+        {
+            let mut path = url.path_segments_mut().expect("an http(s) URL has a path");
+            path.pop_if_empty();
+            for s in segments {
+                path.push(s);
+            }
+        }
+        if let Some(user) = as_user {
+            url.query_pairs_mut().append_pair("user_id", user.as_str());
+        }
+        url
+    }
+
+    async fn call(&self, method: Method, url: Url, body: Option<&Value>) -> Result<Value, ApiError> {
+        let mut req = self.http.request(method, url).bearer_auth(self.token.expose());
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| ApiError::Unavailable(format!("homeserver: {e}")))?;
+        answer(resp).await
+    }
+
+    pub async fn whoami(&self) -> Result<String, ApiError> {
+        let v = self.call(Method::GET, self.url(&["_matrix", "client", "v3", "account", "whoami"], None), None).await?;
+        Ok(v["user_id"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// Register one of the application service's users; already registered is fine.
+    pub async fn register(&self, localpart: &str) -> Result<(), ApiError> {
+        let body = json!({"type": "m.login.application_service", "username": localpart, "inhibit_login": true});
+        match self.call(Method::POST, self.url(&["_matrix", "client", "v3", "register"], None), Some(&body)).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.errcode() == Some("M_USER_IN_USE") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn set_displayname(&self, user: &UserId, name: &str) -> Result<(), ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "profile", user.as_str(), "displayname"], Some(user));
+        self.call(Method::PUT, url, Some(&json!({"displayname": name}))).await.map(drop)
+    }
+
+    pub async fn set_avatar(&self, user: &UserId, mxc: &str) -> Result<(), ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "profile", user.as_str(), "avatar_url"], Some(user));
+        self.call(Method::PUT, url, Some(&json!({"avatar_url": mxc}))).await.map(drop)
+    }
+
+    pub async fn upload(&self, bytes: Vec<u8>, content_type: &str, filename: Option<&str>) -> Result<OwnedMxcUri, ApiError> {
+        let mut url = self.url(&["_matrix", "media", "v3", "upload"], None);
+        if let Some(f) = filename {
+            url.query_pairs_mut().append_pair("filename", f);
+        }
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(self.token.expose())
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("homeserver: {e}")))?;
+        let v = answer(resp).await?;
+        v["content_uri"]
+            .as_str()
+            .map(OwnedMxcUri::from)
+            .ok_or_else(|| ApiError::Unavailable("upload answer without content_uri".into()))
+    }
+
+    /// Fetch a file of the media repository (authenticated media).
+    pub async fn download(&self, server: &str, media_id: &str, max: u64) -> Result<Media, ApiError> {
+        let url = self.url(&["_matrix", "client", "v1", "media", "download", server, media_id], None);
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(self.token.expose())
+            .send()
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("homeserver: {e}")))?;
+        if !resp.status().is_success() {
+            return answer(resp).await.map(|_| Media { bytes: Vec::new(), content_type: None });
+        }
+        let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        if resp.content_length().is_some_and(|l| l > max) {
+            return Err(ApiError::Refused { status: 413, errcode: "M_TOO_LARGE".into(), error: format!("larger than {max} bytes") });
+        }
+        let bytes = resp.bytes().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        if bytes.len() as u64 > max {
+            return Err(ApiError::Refused { status: 413, errcode: "M_TOO_LARGE".into(), error: format!("larger than {max} bytes") });
+        }
+        Ok(Media { bytes: bytes.to_vec(), content_type })
+    }
+
+    /// The room an alias points to, if any.
+    pub async fn resolve_alias(&self, alias: &str) -> Result<Option<OwnedRoomId>, ApiError> {
+        match self.call(Method::GET, self.url(&["_matrix", "client", "v3", "directory", "room", alias], None), None).await {
+            Ok(v) => Ok(v["room_id"].as_str().and_then(|r| OwnedRoomId::try_from(r).ok())),
+            Err(e) if e.errcode() == Some("M_NOT_FOUND") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Create a room (as `as_user`, else the bridge's own user).
+    pub async fn create_room(&self, body: &Value, as_user: Option<&UserId>) -> Result<OwnedRoomId, ApiError> {
+        let v = self.call(Method::POST, self.url(&["_matrix", "client", "v3", "createRoom"], as_user), Some(body)).await?;
+        v["room_id"]
+            .as_str()
+            .and_then(|r| OwnedRoomId::try_from(r).ok())
+            .ok_or_else(|| ApiError::Unavailable("createRoom answer without room_id".into()))
+    }
+
+    pub async fn join(&self, room: &str, as_user: Option<&UserId>) -> Result<OwnedRoomId, ApiError> {
+        let v = self.call(Method::POST, self.url(&["_matrix", "client", "v3", "join", room], as_user), Some(&json!({}))).await?;
+        v["room_id"]
+            .as_str()
+            .and_then(|r| OwnedRoomId::try_from(r).ok())
+            .ok_or_else(|| ApiError::Unavailable("join answer without room_id".into()))
+    }
+
+    pub async fn invite(&self, room: &str, user: &UserId, as_user: Option<&UserId>) -> Result<(), ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "rooms", room, "invite"], as_user);
+        match self.call(Method::POST, url, Some(&json!({"user_id": user}))).await {
+            Ok(_) => Ok(()),
+            // Already in the room (or invited): nothing to do.
+            Err(ApiError::Refused { errcode, error, .. }) if errcode == "M_FORBIDDEN" && error.contains("already in the room") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn leave(&self, room: &str, as_user: &UserId) -> Result<(), ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "rooms", room, "leave"], Some(as_user));
+        self.call(Method::POST, url, Some(&json!({}))).await.map(drop)
+    }
+
+    /// Joined members with their display names.
+    pub async fn joined_members(&self, room: &str) -> Result<Vec<(String, Option<String>)>, ApiError> {
+        let v = self.call(Method::GET, self.url(&["_matrix", "client", "v3", "rooms", room, "joined_members"], None), None).await?;
+        let joined = v["joined"].as_object().cloned().unwrap_or_default();
+        Ok(joined.into_iter().map(|(id, m)| (id, m["display_name"].as_str().map(str::to_string))).collect())
+    }
+
+    /// Send a message-like event; `txn` makes a retry the same event.
+    pub async fn send(&self, room: &str, event_type: &str, txn: &str, content: &Value, as_user: &UserId) -> Result<OwnedEventId, ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "rooms", room, "send", event_type, txn], Some(as_user));
+        event_id(self.call(Method::PUT, url, Some(content)).await?)
+    }
+
+    pub async fn redact(&self, room: &str, event: &str, txn: &str, reason: Option<&str>, as_user: &UserId) -> Result<OwnedEventId, ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "rooms", room, "redact", event, txn], Some(as_user));
+        let body = match reason {
+            Some(r) => json!({"reason": r}),
+            None => json!({}),
+        };
+        event_id(self.call(Method::PUT, url, Some(&body)).await?)
+    }
+
+    pub async fn set_state(&self, room: &str, event_type: &str, key: &str, content: &Value, as_user: &UserId) -> Result<OwnedEventId, ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "rooms", room, "state", event_type, key], Some(as_user));
+        event_id(self.call(Method::PUT, url, Some(content)).await?)
+    }
+
+    pub async fn typing(&self, room: &str, user: &UserId, typing: bool) -> Result<(), ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "rooms", room, "typing", user.as_str()], Some(user));
+        self.call(Method::PUT, url, Some(&json!({"typing": typing, "timeout": 30_000}))).await.map(drop)
+    }
+
+    pub async fn presence(&self, user: &UserId, presence: &str, status: Option<&str>) -> Result<(), ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "presence", user.as_str(), "status"], Some(user));
+        let mut body = json!({"presence": presence});
+        if let Some(s) = status {
+            body["status_msg"] = json!(s);
+        }
+        self.call(Method::PUT, url, Some(&body)).await.map(drop)
+    }
+}
+
+fn event_id(v: Value) -> Result<OwnedEventId, ApiError> {
+    v["event_id"]
+        .as_str()
+        .and_then(|e| OwnedEventId::try_from(e).ok())
+        .ok_or_else(|| ApiError::Unavailable("answer without event_id".into()))
+}
+
+/// A response as JSON, or the error it stands for.
+async fn answer(resp: reqwest::Response) -> Result<Value, ApiError> {
+    let status = resp.status();
+    let retry_header = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(body);
+    }
+    let errcode = body["errcode"].as_str().unwrap_or("").to_string();
+    let error = body["error"].as_str().unwrap_or("").chars().take(300).collect::<String>();
+    if status == StatusCode::TOO_MANY_REQUESTS || errcode == "M_LIMIT_EXCEEDED" {
+        let retry_after = body["retry_after_ms"].as_u64().map(Duration::from_millis).or(retry_header);
+        return Err(ApiError::Limited { retry_after });
+    }
+    if status.is_server_error() && errcode.is_empty() {
+        return Err(ApiError::Unavailable(format!("homeserver answered {status}")));
+    }
+    Err(ApiError::Refused { status: status.as_u16(), errcode, error })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_one_path_segment_each() {
+        let c = Client::new("http://127.0.0.1:8008/", Secret::new("t"), Duration::from_secs(1)).unwrap();
+        let user = <&UserId>::try_from("@causeway_a/b:matrix.test").unwrap();
+        let url = c.url(&["_matrix", "client", "v3", "rooms", "!r:x", "send", "m.room.message", "t/1"], Some(user));
+        assert_eq!(
+            url.as_str(),
+            "http://127.0.0.1:8008/_matrix/client/v3/rooms/!r:x/send/m.room.message/t%2F1?user_id=%40causeway_a%2Fb%3Amatrix.test"
+        );
+        let with_path = Client::new("https://example.org/matrix", Secret::new("t"), Duration::from_secs(1)).unwrap();
+        assert_eq!(with_path.url(&["_matrix", "x"], None).as_str(), "https://example.org/matrix/_matrix/x");
+    }
+
+    #[test]
+    fn errors_map_to_delivery_errors() {
+        let limited: DeliveryError = ApiError::Limited { retry_after: Some(Duration::from_millis(1500)) }.into();
+        assert!(matches!(limited, DeliveryError::Transient { retry_after: Some(d), .. } if d == Duration::from_millis(1500)));
+        let forbidden: DeliveryError = ApiError::Refused { status: 403, errcode: "M_FORBIDDEN".into(), error: "no".into() }.into();
+        assert!(matches!(forbidden, DeliveryError::Permanent { .. }));
+        let gateway: DeliveryError = ApiError::Refused { status: 502, errcode: "M_UNKNOWN".into(), error: "".into() }.into();
+        assert!(matches!(gateway, DeliveryError::Transient { .. }));
+    }
+}

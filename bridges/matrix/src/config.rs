@@ -1,0 +1,141 @@
+//! The Matrix bridge's options (`bridges.<name>` with `type: matrix`).
+
+use std::time::Duration;
+
+use causeway_core::{BridgeOptions, OptionError, Secret};
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixOptions {
+    /// The homeserver's client-server API, e.g. `https://matrix.example.org`.
+    pub homeserver: String,
+    /// The homeserver's name: the part after `:` in user ids (`example.org`).
+    pub server_name: String,
+    /// Where the homeserver reaches Causeway: Causeway's HTTP address and
+    /// `/bridges/<bridge name>`, e.g. `http://127.0.0.1:8080/bridges/matrix`.
+    /// Written into the registration file; also the base of media links
+    /// (`<url>/media/…`) handed to other networks.
+    pub url: String,
+    /// The application service's id in the registration.
+    #[serde(default = "default_id")]
+    pub id: String,
+    /// Causeway → homeserver.
+    pub as_token: Secret,
+    /// Homeserver → Causeway (checked on every transaction).
+    pub hs_token: Secret,
+    /// The bridge's own user (`@<sender_localpart>:<server_name>`), which
+    /// creates portal rooms and is invited into existing ones.
+    #[serde(default = "default_sender")]
+    pub sender_localpart: String,
+    /// Every ghost's localpart starts with this (the registration claims
+    /// `@<prefix>.*` exclusively).
+    #[serde(default = "default_ghost_prefix")]
+    pub ghost_prefix: String,
+    /// Portal rooms Causeway creates get aliases starting with this (the
+    /// registration claims `#<prefix>.*` exclusively).
+    #[serde(default = "default_alias_prefix")]
+    pub alias_prefix: String,
+    /// Largest file copied into the homeserver's media repository; larger
+    /// ones are sent as a link.
+    #[serde(default = "default_media_max")]
+    pub media_max_bytes: u64,
+    /// Timeout of each request to the homeserver.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+fn default_id() -> String {
+    "causeway".into()
+}
+fn default_sender() -> String {
+    "causeway".into()
+}
+fn default_ghost_prefix() -> String {
+    "causeway_".into()
+}
+fn default_alias_prefix() -> String {
+    "causeway_".into()
+}
+fn default_media_max() -> u64 {
+    50 * 1024 * 1024
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Characters of a Matrix localpart (historical user ids are laxer; new
+/// ones are these).
+fn localpart_ok(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._=-/+".contains(c))
+}
+
+impl BridgeOptions for MatrixOptions {
+    fn check(&self) -> Vec<OptionError> {
+        let mut errors = Vec::new();
+        for (field, value) in [("homeserver", &self.homeserver), ("url", &self.url)] {
+            match reqwest::Url::parse(value) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => errors.push(OptionError::new(field, format!("{value:?} is not an http(s) URL"))),
+            }
+        }
+        if ruma::ServerName::parse(&self.server_name).is_err() {
+            errors.push(OptionError::new("server_name", format!("{:?} is not a server name", self.server_name)));
+        }
+        for (field, secret) in [("as_token", &self.as_token), ("hs_token", &self.hs_token)] {
+            if secret.is_empty() {
+                errors.push(OptionError::new(field, "must not be empty"));
+            }
+        }
+        if !self.as_token.is_empty() && self.as_token.expose() == self.hs_token.expose() {
+            errors.push(OptionError::new("hs_token", "must differ from as_token"));
+        }
+        if self.id.trim().is_empty() {
+            errors.push(OptionError::new("id", "must not be empty"));
+        }
+        for (field, value) in [("sender_localpart", &self.sender_localpart), ("ghost_prefix", &self.ghost_prefix), ("alias_prefix", &self.alias_prefix)] {
+            if !localpart_ok(value) {
+                errors.push(OptionError::new(field, format!("{value:?}: use lowercase letters, digits and ._=-/+")));
+            }
+        }
+        if self.sender_localpart.starts_with(&self.ghost_prefix) {
+            errors.push(OptionError::new("sender_localpart", "must not start with ghost_prefix (the bot is not a ghost)"));
+        }
+        if self.request_timeout.is_zero() {
+            errors.push(OptionError::new("request_timeout", "must be longer than zero"));
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use causeway_core::parse_options;
+    use serde_json::json;
+
+    fn good() -> serde_json::Value {
+        json!({"homeserver": "http://127.0.0.1:8008", "server_name": "matrix.test", "url": "http://127.0.0.1:8080/bridges/matrix",
+               "as_token": "a", "hs_token": "h"})
+    }
+
+    #[test]
+    fn defaults_and_mistakes() {
+        let o: MatrixOptions = parse_options(good()).unwrap();
+        assert_eq!((o.sender_localpart.as_str(), o.ghost_prefix.as_str()), ("causeway", "causeway_"));
+        let mut bad = good();
+        let m = bad.as_object_mut().unwrap();
+        m.insert("homeserver".into(), json!("ftp://x"));
+        m.insert("server_name".into(), json!("not a name"));
+        m.insert("hs_token".into(), json!("a"));
+        m.insert("ghost_prefix".into(), json!("Big_"));
+        m.insert("sender_localpart".into(), json!("causeway_bot"));
+        let errors = parse_options::<MatrixOptions>(bad).unwrap_err();
+        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["homeserver", "server_name", "hs_token", "ghost_prefix"], "{errors:?}");
+        let mut bad = good();
+        bad.as_object_mut().unwrap().insert("sender_localpart".into(), json!("causeway_bot"));
+        let errors = parse_options::<MatrixOptions>(bad).unwrap_err();
+        assert_eq!(errors[0].path, "sender_localpart");
+    }
+}

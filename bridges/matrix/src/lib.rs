@@ -1,0 +1,317 @@
+//! The Matrix bridge: an application service.
+//!
+//! - The homeserver pushes room events to `PUT /_matrix/app/v1/transactions/{txn}`
+//!   under the bridge's routes; they are committed before the `200` (a crash
+//!   before it makes the homeserver resend, and the router drops the repeat).
+//! - Everyone from another network is a ghost (`@<ghost_prefix>…`), registered
+//!   on first use, named and pictured like the person, joined to the rooms,
+//!   speaking by identity assertion (`?user_id=`) with the delivery id as
+//!   transaction id.
+//! - Portal rooms are linked by id (the bridge's user must be invited) or by
+//!   an alias in the bridge's namespace, created when missing.
+
+pub mod client;
+pub mod config;
+pub mod ghost;
+pub mod inbound;
+pub mod outbound;
+pub mod registration;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use causeway_core::{
+    Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, DirectError, OptionError,
+    Sender, parse_options,
+};
+use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
+use serde_json::json;
+
+use crate::client::{ApiError, Client};
+use crate::config::MatrixOptions;
+
+pub struct MatrixBridge {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Linked room (as configured: id or alias) → room id, once resolved.
+    room_ids: HashMap<String, OwnedRoomId>,
+    /// Room id → linked room.
+    links: HashMap<OwnedRoomId, String>,
+    /// Ghosts registered with the homeserver.
+    registered: HashSet<OwnedUserId>,
+    /// Ghost → (display name, avatar source URL) as last set.
+    profiles: HashMap<OwnedUserId, (String, Option<String>)>,
+    /// (room id, user) pairs known to be joined.
+    joined: HashSet<(OwnedRoomId, OwnedUserId)>,
+    /// Room id → members (user → display name) as last seen.
+    members: HashMap<OwnedRoomId, HashMap<OwnedUserId, Option<String>>>,
+    /// Room id → who was typing at the last typing notice.
+    typing: HashMap<OwnedRoomId, HashSet<OwnedUserId>>,
+}
+
+pub(crate) struct Inner {
+    options: MatrixOptions,
+    client: Client,
+    bot: OwnedUserId,
+    ctx: OnceLock<BridgeContext>,
+    up: AtomicBool,
+    state: Mutex<State>,
+    /// For files from other networks, copied into the media repository.
+    http: reqwest::Client,
+}
+
+impl MatrixBridge {
+    pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
+        let options: MatrixOptions = parse_options(options)?;
+        let bot = UserId::parse(format!("@{}:{}", options.sender_localpart, options.server_name))
+            .map_err(|e| vec![OptionError::new("sender_localpart", e.to_string())])?;
+        let client = Client::new(&options.homeserver, options.as_token.clone(), options.request_timeout)
+            .map_err(|e| vec![OptionError::new("homeserver", e)])?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
+            .timeout(options.request_timeout)
+            .build()
+            .map_err(|e| vec![OptionError::new("", format!("cannot build the HTTP client: {e}"))])?;
+        Ok(MatrixBridge {
+            inner: Arc::new(Inner {
+                options,
+                client,
+                bot,
+                ctx: OnceLock::new(),
+                up: AtomicBool::new(false),
+                state: Mutex::new(State::default()),
+                http,
+            }),
+        })
+    }
+
+    /// The registration file for the homeserver.
+    pub fn registration(&self) -> String {
+        registration::yaml(&self.inner.options)
+    }
+}
+
+impl Inner {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `user` is the bridge's own (the bot or a ghost).
+    fn is_ours(&self, user: &str) -> bool {
+        let Ok(u) = <&UserId>::try_from(user) else { return false };
+        u.server_name().as_str() == self.options.server_name
+            && (u == self.bot || u.localpart().starts_with(&self.options.ghost_prefix))
+    }
+
+    /// The room id of a linked room, resolved at start.
+    fn room_id(&self, link: &str) -> Result<OwnedRoomId, DeliveryError> {
+        self.state().room_ids.get(link).cloned().ok_or_else(|| DeliveryError::Transient {
+            reason: format!("room {link} is not set up yet"),
+            retry_after: Some(Duration::from_secs(1)),
+        })
+    }
+
+    /// Resolve (or create) every linked room and sit the bot in it, retrying
+    /// until all are done. The bridge counts as up once the homeserver has
+    /// accepted the token.
+    async fn set_up(self: Arc<Self>, ctx: BridgeContext) {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.client.whoami().await {
+                Ok(me) if me == self.bot.as_str() => break,
+                Ok(me) => {
+                    tracing::error!(bridge = ctx.name(), "the homeserver says as_token belongs to {me}, not {}", self.bot);
+                }
+                Err(e) => tracing::warn!(bridge = ctx.name(), retry_in = ?delay, "homeserver not answering: {e}"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+        self.up.store(true, Ordering::Release);
+        let mut pending: Vec<String> = ctx.rooms();
+        let mut delay = Duration::from_millis(500);
+        while !pending.is_empty() {
+            let mut failed = Vec::new();
+            for link in pending {
+                if let Err(e) = self.set_up_room(&ctx, &link).await {
+                    tracing::warn!(bridge = ctx.name(), room = %link, retry_in = ?delay, "room not set up: {e}");
+                    failed.push(link);
+                }
+            }
+            pending = failed;
+            if !pending.is_empty() {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+        tracing::info!(bridge = ctx.name(), "every Matrix room is set up");
+    }
+
+    async fn set_up_room(&self, ctx: &BridgeContext, link: &str) -> Result<(), ApiError> {
+        let room_id = match RoomId::parse(link) {
+            Ok(id) => id,
+            Err(_) => match self.client.resolve_alias(link).await? {
+                Some(id) => id,
+                None => self.create_portal_room(link).await?,
+            },
+        };
+        let joined = match self.client.join(room_id.as_str(), None).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(
+                    bridge = ctx.name(), room = %link,
+                    "the bridge cannot join: invite {} to the room (and give it moderator rights to redact others' messages)", self.bot
+                );
+                return Err(e);
+            }
+        };
+        let members = self.client.joined_members(joined.as_str()).await?;
+        let mut st = self.state();
+        st.room_ids.insert(link.to_string(), joined.clone());
+        st.links.insert(joined.clone(), link.to_string());
+        let m = st.members.entry(joined.clone()).or_default();
+        for (user, name) in members {
+            if let Ok(u) = OwnedUserId::try_from(user) {
+                m.insert(u, name);
+            }
+        }
+        st.joined.insert((joined, self.bot.clone()));
+        Ok(())
+    }
+
+    /// Create the room for an alias in the bridge's namespace.
+    async fn create_portal_room(&self, link: &str) -> Result<OwnedRoomId, ApiError> {
+        let alias = RoomAliasId::parse(link).map_err(|e| ApiError::Refused { status: 400, errcode: "M_INVALID_PARAM".into(), error: e.to_string() })?;
+        let local = alias.alias();
+        if !local.starts_with(&self.options.alias_prefix) || alias.server_name().as_str() != self.options.server_name {
+            return Err(ApiError::Refused {
+                status: 404,
+                errcode: "M_NOT_FOUND".into(),
+                error: format!("{link} does not exist and is outside the bridge's alias namespace (#{}…:{}), so it is not created", self.options.alias_prefix, self.options.server_name),
+            });
+        }
+        let body = json!({
+            "room_alias_name": local,
+            "name": local.strip_prefix(&self.options.alias_prefix).unwrap_or(local),
+            "preset": "public_chat",
+            "visibility": "private",
+        });
+        let id = self.client.create_room(&body, None).await?;
+        tracing::info!(room = %link, room_id = %id, "created the portal room");
+        Ok(id)
+    }
+
+    /// Make sure `ghost` exists with the sender's name and picture.
+    async fn ensure_ghost(&self, ghost: &UserId, sender: &Sender) -> Result<(), DeliveryError> {
+        if !self.state().registered.contains(ghost) {
+            self.client.register(ghost.localpart()).await?;
+            self.state().registered.insert(ghost.to_owned());
+        }
+        let profile = (sender.name.clone(), sender.avatar.clone());
+        if self.state().profiles.get(ghost) == Some(&profile) {
+            return Ok(());
+        }
+        self.client.set_displayname(ghost, &sender.name).await?;
+        if let Some(url) = &sender.avatar {
+            match self.copy_media(url, Some("avatar")).await {
+                Ok((mxc, _, _)) => self.client.set_avatar(ghost, mxc.as_str()).await?,
+                Err(e) => tracing::warn!(ghost = %ghost, url, "avatar not copied: {e}"),
+            }
+        }
+        self.state().profiles.insert(ghost.to_owned(), profile);
+        Ok(())
+    }
+
+    /// Make sure `user` is in the room (invited by the bridge's user first where needed).
+    async fn ensure_joined(&self, room: &RoomId, user: &UserId) -> Result<(), DeliveryError> {
+        let key = (room.to_owned(), user.to_owned());
+        if self.state().joined.contains(&key) {
+            return Ok(());
+        }
+        if let Err(e) = self.client.join(room.as_str(), Some(user)).await {
+            if e.errcode() != Some("M_FORBIDDEN") {
+                return Err(e.into());
+            }
+            self.client.invite(room.as_str(), user, None).await?;
+            self.client.join(room.as_str(), Some(user)).await?;
+        }
+        self.state().joined.insert(key);
+        Ok(())
+    }
+
+    /// Copy a file from another network into the media repository: its mxc
+    /// URI, content type and size.
+    async fn copy_media(&self, url: &str, name: Option<&str>) -> Result<(ruma::OwnedMxcUri, String, u64), String> {
+        let resp = self.http.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {url}: {}", resp.status()));
+        }
+        let max = self.options.media_max_bytes;
+        if resp.content_length().is_some_and(|l| l > max) {
+            return Err(format!("{url} is larger than media_max_bytes ({max})"));
+        }
+        let mime = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_string();
+        let bytes = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
+        if bytes.len() as u64 > max {
+            return Err(format!("{url} is larger than media_max_bytes ({max})"));
+        }
+        let size = bytes.len() as u64;
+        let mxc = self.client.upload(bytes.to_vec(), &mime, name).await.map_err(|e| e.to_string())?;
+        Ok((mxc, mime, size))
+    }
+}
+
+#[async_trait]
+impl Bridge for MatrixBridge {
+    fn kind(&self) -> &'static str {
+        "matrix"
+    }
+
+    fn check_room(&self, room: &str) -> Result<(), String> {
+        if RoomId::parse(room).is_ok() || RoomAliasId::parse(room).is_ok() {
+            Ok(())
+        } else {
+            Err(format!("{room:?} is not a Matrix room id (!…) or alias (#…:server)"))
+        }
+    }
+
+    fn capabilities(&self, _room: &str) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    fn is_own_sender(&self, _room: &str, sender: &str) -> bool {
+        self.inner.is_ours(sender)
+    }
+
+    async fn start(self: Arc<Self>, ctx: BridgeContext) -> Result<Option<axum::Router>, BridgeError> {
+        self.inner.ctx.set(ctx.clone()).map_err(|_| BridgeError::Other("matrix bridge started twice".into()))?;
+        tokio::spawn(self.inner.clone().set_up(ctx));
+        Ok(Some(inbound::routes(self.inner.clone())))
+    }
+
+    async fn open_direct(&self, _account: &str, _peer: &Sender, _peer_bridge: &str) -> Result<String, DirectError> {
+        Err(DirectError::Unsupported("direct conversations on Matrix are not bridged yet".into()))
+    }
+
+    async fn deliver(&self, delivery: &Delivery) -> Result<Delivered, DeliveryError> {
+        if !self.inner.up.load(Ordering::Acquire) {
+            return Err(DeliveryError::Transient { reason: "the homeserver is not reachable yet".into(), retry_after: Some(Duration::from_secs(1)) });
+        }
+        outbound::deliver(&self.inner, delivery).await
+    }
+
+    fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Acquire)
+    }
+}

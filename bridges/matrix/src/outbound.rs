@@ -1,0 +1,233 @@
+//! Events → Matrix events, sent by ghosts with the delivery id as the
+//! transaction id (so a retry is the same event, never a second one).
+
+use causeway_core::{Attachment, Body, Delivered, Delivery, DeliveryError, Membership, MessageKind, Show, Text};
+use ruma::{RoomId, UserId};
+use serde_json::{Value, json};
+
+use crate::client::ApiError;
+use crate::{Inner, ghost};
+
+/// `m.room.message` content for a text.
+fn text_content(text: &Text, kind: MessageKind) -> Value {
+    let msgtype = match kind {
+        MessageKind::Text => "m.text",
+        MessageKind::Notice => "m.notice",
+        MessageKind::Emote => "m.emote",
+    };
+    let mut c = json!({"msgtype": msgtype, "body": text.plain});
+    if let Some(html) = &text.html {
+        c["format"] = json!("org.matrix.custom.html");
+        c["formatted_body"] = json!(html);
+    }
+    c
+}
+
+/// The `msgtype` for a file of this MIME type.
+fn file_msgtype(mime: &str) -> &'static str {
+    match mime.split('/').next() {
+        Some("image") => "m.image",
+        Some("video") => "m.video",
+        Some("audio") => "m.audio",
+        _ => "m.file",
+    }
+}
+
+/// The relation of a message: a thread (with its reply or fallback), or a reply.
+fn relation(reply_to: Option<&String>, thread: Option<&String>) -> Option<Value> {
+    match (thread, reply_to) {
+        (Some(root), reply) => Some(json!({
+            "rel_type": "m.thread",
+            "event_id": root,
+            "is_falling_back": reply.is_none(),
+            "m.in_reply_to": {"event_id": reply.unwrap_or(root)},
+        })),
+        (None, Some(reply)) => Some(json!({"m.in_reply_to": {"event_id": reply}})),
+        (None, None) => None,
+    }
+}
+
+fn presence_state(show: Show) -> &'static str {
+    match show {
+        Show::Online => "online",
+        Show::Away | Show::Xa | Show::Dnd => "unavailable",
+        Show::Offline => "offline",
+    }
+}
+
+/// Where the ghost's reaction (target, key) is remembered, to take it back.
+fn reaction_key(room: &RoomId, ghost: &UserId, target: &str, key: &str) -> String {
+    format!("reaction:{room}:{ghost}:{target}:{key}")
+}
+
+pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, DeliveryError> {
+    let room = inner.room_id(&d.room)?;
+    let sender = &d.event.sender;
+    let ghost = ghost::user_id(&inner.options.ghost_prefix, &inner.options.server_name, sender, &d.event.origin.bridge)
+        .map_err(DeliveryError::permanent)?;
+    let r = room.as_str();
+    inner.ensure_ghost(&ghost, sender).await?;
+    match &d.event.body {
+        Body::Presence { show, status } => {
+            let status = status.clone().or_else(|| (*show == Show::Dnd).then(|| "do not disturb".to_string()));
+            inner.client.presence(&ghost, presence_state(*show), status.as_deref()).await?;
+            return Ok(Delivered::default());
+        }
+        Body::Membership(Membership::Leave) => {
+            if inner.state().joined.remove(&(room.clone(), ghost.clone())) {
+                inner.client.leave(r, &ghost).await?;
+            }
+            return Ok(Delivered::default());
+        }
+        _ => {}
+    }
+    inner.ensure_joined(&room, &ghost).await?;
+    let id = &d.id;
+    let sent = match &d.event.body {
+        Body::Membership(_) => return Ok(Delivered::default()),
+        Body::Typing { active } => {
+            inner.client.typing(r, &ghost, *active).await?;
+            return Ok(Delivered::default());
+        }
+        Body::Topic { text } => {
+            let content = json!({"topic": text});
+            match inner.client.set_state(r, "m.room.topic", "", &content, &ghost).await {
+                Err(e) if e.errcode() == Some("M_FORBIDDEN") => inner.client.set_state(r, "m.room.topic", "", &content, &inner.bot).await?,
+                other => other?,
+            }
+        }
+        Body::Retract { target } => {
+            let reason = format!("taken back by {} on another network", sender.name);
+            match inner.client.redact(r, target, id, Some(&reason), &ghost).await {
+                // Someone else's message: the bridge's user redacts it as moderator.
+                Err(e) if e.errcode() == Some("M_FORBIDDEN") => inner.client.redact(r, target, id, Some(&reason), &inner.bot).await.map_err(|e| {
+                    DeliveryError::permanent(format!("cannot redact in {}: {e} (give {} moderator rights there)", d.room, inner.bot))
+                })?,
+                other => other?,
+            }
+        }
+        Body::Reaction { target, key, removed: false } => {
+            let content = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}});
+            let event = inner.client.send(r, "m.reaction", id, &content, &ghost).await?;
+            if let Some(ctx) = inner.ctx.get() {
+                let _ = ctx.save_state(&reaction_key(&room, &ghost, target, key), event.as_str()).await;
+            }
+            event
+        }
+        Body::Reaction { target, key, removed: true } => {
+            let Some(ctx) = inner.ctx.get() else { return Ok(Delivered::default()) };
+            let stored = ctx.load_state(&reaction_key(&room, &ghost, target, key)).await.map_err(|e| DeliveryError::transient(e.to_string()))?;
+            match stored {
+                Some(event) => inner.client.redact(r, &event, id, None, &ghost).await?,
+                // Nothing of ours to take back.
+                None => return Ok(Delivered::default()),
+            }
+        }
+        Body::Edit { target, text } => {
+            let new = text_content(text, MessageKind::Text);
+            let mut content = text_content(&Text { plain: format!("* {}", text.plain), html: text.html.as_ref().map(|h| format!("* {h}")) }, MessageKind::Text);
+            content["m.new_content"] = new;
+            content["m.relates_to"] = json!({"rel_type": "m.replace", "event_id": target});
+            inner.client.send(r, "m.room.message", id, &content, &ghost).await?
+        }
+        Body::Message { text, kind, attachments, reply_to, thread, mentions } => {
+            return send_message(inner, &room, &ghost, id, text, *kind, attachments, reply_to.as_ref(), thread.as_ref(), mentions).await;
+        }
+    };
+    Ok(Delivered { remote_id: Some(sent.to_string()) })
+}
+
+/// A message: its text, then each file as its own event (`<id>.<n>` as
+/// transaction ids). The first event is the message's id on Matrix.
+#[allow(clippy::too_many_arguments)]
+async fn send_message(
+    inner: &Inner,
+    room: &RoomId,
+    ghost: &UserId,
+    id: &str,
+    text: &Text,
+    kind: MessageKind,
+    attachments: &[Attachment],
+    reply_to: Option<&String>,
+    thread: Option<&String>,
+    mentions: &[String],
+) -> Result<Delivered, DeliveryError> {
+    let rel = relation(reply_to, thread);
+    let mentioned: Vec<&str> = mentions.iter().map(String::as_str).filter(|m| <&UserId>::try_from(*m).is_ok()).collect();
+    let mut files = Vec::new();
+    let mut links = Vec::new();
+    for a in attachments {
+        match inner.copy_media(&a.url, a.name.as_deref()).await {
+            Ok((mxc, mime, size)) => {
+                let name = a.name.clone().unwrap_or_else(|| a.url.rsplit('/').next().unwrap_or("file").to_string());
+                let mime = a.mime.clone().unwrap_or(mime);
+                files.push(json!({
+                    "msgtype": file_msgtype(&mime),
+                    "body": name,
+                    "filename": name,
+                    "url": mxc,
+                    "info": {"mimetype": mime, "size": size},
+                    "external_url": a.url,
+                }));
+            }
+            Err(e) => {
+                tracing::warn!(url = %a.url, "not copied to the media repository, sending the link: {e}");
+                links.push(a.url.clone());
+            }
+        }
+    }
+    let mut text = text.clone();
+    if !links.is_empty() {
+        let joined = links.join("\n");
+        text.plain = if text.plain.is_empty() { joined.clone() } else { format!("{}\n{joined}", text.plain) };
+        text.html = text.html.map(|h| format!("{h}<br>{}", links.iter().map(|l| format!("<a href=\"{l}\">{l}</a>")).collect::<Vec<_>>().join("<br>")));
+    }
+    let mut contents = Vec::new();
+    if !text.plain.trim().is_empty() {
+        contents.push(text_content(&text, kind));
+    }
+    contents.extend(files);
+    let mut first = None;
+    for (n, mut content) in contents.into_iter().enumerate() {
+        if let Some(rel) = &rel {
+            content["m.relates_to"] = rel.clone();
+        }
+        content["m.mentions"] = json!({"user_ids": mentioned});
+        let txn = if n == 0 { id.to_string() } else { format!("{id}.{n}") };
+        let event = inner.client.send(room.as_str(), "m.room.message", &txn, &content, ghost).await.map_err(DeliveryError::from)?;
+        first.get_or_insert(event);
+    }
+    Ok(Delivered { remote_id: first.map(|e| e.to_string()) })
+}
+
+impl From<ApiError> for Box<DeliveryError> {
+    fn from(e: ApiError) -> Self {
+        Box::new(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relations_for_replies_and_threads() {
+        let (root, reply) = ("$root".to_string(), "$r".to_string());
+        assert_eq!(relation(Some(&reply), None).unwrap(), json!({"m.in_reply_to": {"event_id": "$r"}}));
+        let t = relation(None, Some(&root)).unwrap();
+        assert_eq!((t["rel_type"].as_str(), t["is_falling_back"].as_bool()), (Some("m.thread"), Some(true)));
+        let t = relation(Some(&reply), Some(&root)).unwrap();
+        assert_eq!((t["m.in_reply_to"]["event_id"].as_str(), t["is_falling_back"].as_bool()), (Some("$r"), Some(false)));
+        assert!(relation(None, None).is_none());
+    }
+
+    #[test]
+    fn contents_carry_html_and_kinds() {
+        let c = text_content(&Text { plain: "hi".into(), html: Some("<b>hi</b>".into()) }, MessageKind::Emote);
+        assert_eq!(c["msgtype"], "m.emote");
+        assert_eq!(c["formatted_body"], "<b>hi</b>");
+        assert_eq!(file_msgtype("image/png"), "m.image");
+        assert_eq!(file_msgtype("text/plain"), "m.file");
+        assert_eq!(presence_state(Show::Dnd), "unavailable");
+    }
+}

@@ -1,0 +1,81 @@
+//! The application service registration file, made from the bridge's options
+//! (`causeway matrix registration`).
+
+use crate::config::MatrixOptions;
+
+/// Escape regex metacharacters.
+fn regex_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A YAML scalar (a JSON string is a YAML string).
+fn q(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// The registration YAML for the homeserver.
+pub fn yaml(o: &MatrixOptions) -> String {
+    let server = regex_escape(&o.server_name);
+    let users = format!("@{}.*:{server}", regex_escape(&o.ghost_prefix));
+    let aliases = format!("#{}.*:{server}", regex_escape(&o.alias_prefix));
+    format!(
+        "# Application service registration for Causeway, made by `causeway matrix registration`.\n\
+         # Give this file to the homeserver (Synapse: app_service_config_files) and\n\
+         # restart it. It holds both tokens: keep it as secret as the config.\n\
+         id: {id}\n\
+         url: {url}\n\
+         as_token: {as_token}\n\
+         hs_token: {hs_token}\n\
+         sender_localpart: {sender}\n\
+         rate_limited: false\n\
+         receive_ephemeral: true\n\
+         de.sorunome.msc2409.push_ephemeral: true\n\
+         namespaces:\n\
+         \x20 users:\n\
+         \x20   - exclusive: true\n\
+         \x20     regex: {users}\n\
+         \x20 aliases:\n\
+         \x20   - exclusive: true\n\
+         \x20     regex: {aliases}\n\
+         \x20 rooms: []\n",
+        id = q(&o.id),
+        url = q(&o.url),
+        as_token = q(o.as_token.expose()),
+        hs_token = q(o.hs_token.expose()),
+        sender = q(&o.sender_localpart),
+        users = q(&users),
+        aliases = q(&aliases),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_claims_ghosts_and_aliases_exclusively() {
+        let o: MatrixOptions = causeway_core::parse_options(serde_json::json!({
+            "homeserver": "http://127.0.0.1:8008", "server_name": "matrix.test", "url": "http://127.0.0.1:8080/bridges/matrix",
+            "as_token": "a\"s", "hs_token": "hs"
+        }))
+        .unwrap();
+        let y = yaml(&o);
+        assert!(y.contains(r#"regex: "@causeway_.*:matrix\\.test""#), "{y}");
+        assert!(y.contains(r#"regex: "#causeway_.*:matrix\\.test""#), "{y}");
+        assert!(y.contains(r#"as_token: "a\"s""#), "{y}");
+        assert!(y.contains("url: \"http://127.0.0.1:8080/bridges/matrix\""));
+        // It is YAML a homeserver reads: parse it back as a ruma registration.
+        let reg: ruma::api::appservice::Registration = serde_saphyr::from_str(&y).unwrap();
+        assert_eq!(reg.sender_localpart, "causeway");
+        assert!(reg.receive_ephemeral);
+        assert_eq!(reg.namespaces.users[0].regex, "@causeway_.*:matrix\\.test");
+        assert!(reg.namespaces.users[0].exclusive);
+    }
+}
