@@ -18,7 +18,39 @@ pub fn compiled() -> Vec<&'static str> {
     if cfg!(feature = "xmpp") {
         v.push("xmpp");
     }
+    if cfg!(feature = "matrix") {
+        v.push("matrix");
+    }
     v
+}
+
+/// The application service registration of the config's Matrix bridge
+/// (`name`, or the only one).
+pub fn matrix_registration(config: &crate::config::Config, name: Option<&str>) -> anyhow::Result<String> {
+    let matrix: Vec<(&String, &Value)> = config.bridges.iter().filter(|(_, s)| s.get("type").and_then(Value::as_str) == Some("matrix")).collect();
+    let (name, section) = match (name, matrix.as_slice()) {
+        (Some(n), _) => matrix.iter().find(|(b, _)| b.as_str() == n).copied().ok_or_else(|| anyhow::anyhow!("no Matrix bridge named {n:?} in the config"))?,
+        (None, [one]) => *one,
+        (None, []) => anyhow::bail!("the config has no bridge of type matrix"),
+        (None, _) => anyhow::bail!("the config has several Matrix bridges: say which with --bridge NAME"),
+    };
+    registration(name, section)
+}
+
+#[cfg(feature = "matrix")]
+fn registration(name: &str, section: &Value) -> anyhow::Result<String> {
+    let mut options = section.clone();
+    if let Some(o) = options.as_object_mut() {
+        o.remove("type");
+    }
+    let bridge = causeway_matrix::MatrixBridge::from_options(options)
+        .map_err(|e| anyhow::anyhow!("bridges.{name}: {}", e.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; ")))?;
+    Ok(bridge.registration())
+}
+
+#[cfg(not(feature = "matrix"))]
+fn registration(_name: &str, _section: &Value) -> anyhow::Result<String> {
+    anyhow::bail!("this build has no Matrix bridge (cargo feature `matrix`)")
 }
 
 /// Build (not start) a bridge from its config section.
@@ -39,6 +71,8 @@ pub fn build(section: &Value) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
         "webhook" => Ok(Arc::new(causeway_webhook::WebhookBridge::from_options(options)?)),
         #[cfg(feature = "xmpp")]
         "xmpp" => Ok(Arc::new(causeway_xmpp::XmppBridge::from_options(options)?)),
+        #[cfg(feature = "matrix")]
+        "matrix" => Ok(Arc::new(causeway_matrix::MatrixBridge::from_options(options)?)),
         k if ALL_TYPES.contains(&k) => Err(vec![OptionError::new(
             "type",
             format!("bridge type {k:?} is not compiled into this build (cargo feature `{k}`)"),

@@ -44,8 +44,27 @@ enum Command {
         #[command(subcommand)]
         action: Option<OutboxAction>,
     },
+    /// Matrix: the application service registration for the homeserver.
+    Matrix {
+        #[command(subcommand)]
+        action: MatrixAction,
+    },
     /// Print the version and the bridge types this build has.
     Version,
+}
+
+#[derive(Subcommand)]
+enum MatrixAction {
+    /// Print the registration YAML of a Matrix bridge of the config (give it
+    /// to the homeserver, e.g. Synapse's app_service_config_files).
+    Registration {
+        /// The bridge's name, when the config has more than one Matrix bridge.
+        #[arg(long)]
+        bridge: Option<String>,
+        /// Write to this file (mode 0600) instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -65,6 +84,9 @@ enum OutboxAction {
 }
 
 fn init_logs(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    // The XMPP library logs whole stanzas, login included, at debug and
+    // trace: kept at info unless asked for by name.
+    let filter = if filter.contains("tokio_xmpp") { filter.to_string() } else { format!("{filter},tokio_xmpp=info") };
     let filter = tracing_subscriber::EnvFilter::try_new(filter).context("invalid --log-level")?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
@@ -157,6 +179,20 @@ async fn command(command: Command, config: Option<PathBuf>) -> anyhow::Result<Ex
             };
             causeway::app::run(loaded, shutdown_signal()).await?;
         }
+        Command::Matrix { action: MatrixAction::Registration { bridge, output } } => {
+            let loaded = match load(&config()?) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            let yaml = causeway::bridges::matrix_registration(&loaded.config, bridge.as_deref())?;
+            match output {
+                Some(path) => {
+                    write_private(&path, &yaml).with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{yaml}"),
+            }
+        }
         Command::Outbox { json, action } => {
             let loaded = match load(&config()?) {
                 Ok(l) => l,
@@ -219,4 +255,14 @@ async fn outbox(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Write a file only its owner can read (it holds secrets).
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(text.as_bytes())
 }

@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/peers/prosody.sh install
 bash tests/peers/python.sh install
+bash tests/peers/synapse.sh install
 cargo test --workspace --locked "$@"

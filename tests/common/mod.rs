@@ -22,6 +22,8 @@ use tokio::sync::mpsc;
 
 #[cfg(feature = "xmpp")]
 pub mod xmpp;
+#[cfg(feature = "matrix")]
+pub mod matrix;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -185,14 +187,20 @@ impl Daemon {
 
     /// Start with extra environment variables.
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut d = Self::prepare(config, env);
+        d.restart().await;
+        d
+    }
+
+    /// Write the config (`{port}` and `{db}` filled in) without starting:
+    /// for what must be made from it first (`causeway matrix registration`).
+    pub fn prepare(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = config.replace("{port}", &port.to_string()).replace("{db}", &dir.path().join("causeway.db").display().to_string());
         std::fs::write(dir.path().join("causeway.yaml"), config).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut d = Daemon { dir, port, child: None, env };
-        d.restart().await;
-        d
+        Daemon { dir, port, child: None, env }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -327,6 +335,34 @@ pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A file served on 127.0.0.1 (a small PNG): its URL and bytes.
+pub async fn serve_file() -> (String, Vec<u8>) {
+    // A 1×1 PNG.
+    let png: Vec<u8> = vec![
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01,
+        0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41,
+        0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0, 0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00,
+        0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    ];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = png.clone();
+    let app = axum::Router::new().route("/pixel.png", axum::routing::get(move || async move { ([("content-type", "image/png")], body) }));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/pixel.png"), png)
+}
+
+/// GET a link's bytes (200 only).
+pub async fn fetch(url: &str) -> Result<Vec<u8>, String> {
+    let r = reqwest::get(url).await.map_err(|e| format!("{url}: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!("{url}: {}", r.status()));
+    }
+    Ok(r.bytes().await.map_err(|e| e.to_string())?.to_vec())
+}
+
 /// POST JSON to a Causeway endpoint with a bearer token.
 pub async fn post(client: &reqwest::Client, url: &str, token: &str, body: &Value) -> (u16, Value) {
     let r = client.post(url).bearer_auth(token).json(body).send().await.expect("POST");
@@ -370,6 +406,7 @@ impl Peer for WebhookPeer {
         let sender = json!({"id": self.label, "name": self.label});
         let body = match action {
             Action::Text { text, reply_to } => json!({"id": id, "sender": sender, "text": text, "reply_to": reply_to}),
+            Action::InThread { text, root } => json!({"id": id, "sender": sender, "text": text, "thread": root}),
             Action::Edit { target, text } => json!({"id": id, "sender": sender, "type": "edit", "target": target, "text": text}),
             Action::Retract { target } => json!({"id": id, "sender": sender, "type": "retract", "target": target}),
             Action::React { target, key } => json!({"id": id, "sender": sender, "type": "reaction", "target": target, "key": key}),
@@ -387,6 +424,10 @@ impl Peer for WebhookPeer {
         let got = got.ok_or("receiver closed")?;
         let incoming = parse_native("x", &got.body, None).map_err(|e| e.to_string())?;
         Ok(Seen { id: got.id, sender_name: incoming.sender.name.unwrap_or_default(), body: incoming.body })
+    }
+
+    async fn fetch(&mut self, url: &str) -> Result<Vec<u8>, String> {
+        fetch(url).await
     }
 }
 

@@ -436,6 +436,7 @@ impl Peer for XmppPeer {
     }
     async fn act(&mut self, action: Action) -> Result<String, String> {
         let payloads = match action {
+            Action::InThread { .. } => return Err("XMPP group chats carry no threads through Causeway".into()),
             Action::Text { text, reply_to } => {
                 let mut p = vec![text_el("body", NS_CLIENT, &text)];
                 p.extend(reply_to.map(|r| el("reply", "urn:xmpp:reply:0", &r)));
@@ -472,5 +473,9 @@ impl Peer for XmppPeer {
     }
     async fn next(&mut self, timeout: Duration) -> Result<Seen, String> {
         self.seen(timeout).await
+    }
+
+    async fn fetch(&mut self, url: &str) -> Result<Vec<u8>, String> {
+        super::fetch(url).await
     }
 }

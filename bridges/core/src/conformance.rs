@@ -19,6 +19,8 @@ use crate::event::{Attachment, Body, Show};
 #[derive(Clone, Debug)]
 pub enum Action {
     Text { text: String, reply_to: Option<String> },
+    /// A message in the thread whose root is `root`.
+    InThread { text: String, root: String },
     Edit { target: String, text: String },
     Retract { target: String },
     React { target: String, key: String },
@@ -45,6 +47,9 @@ pub trait Peer: Send {
     async fn act(&mut self, action: Action) -> Result<String, String>;
     /// The next thing this client sees, waiting at most `timeout`.
     async fn next(&mut self, timeout: Duration) -> Result<Seen, String>;
+    /// The content behind a file link as this client gets it (with its own
+    /// login where its network wants one).
+    async fn fetch(&mut self, url: &str) -> Result<Vec<u8>, String>;
 }
 
 /// Options for one run.
@@ -54,11 +59,16 @@ pub struct Options {
     pub timeout: Duration,
     /// Distinguishes this run's messages from earlier ones in the same room.
     pub nonce: String,
+    /// A real file (URL and its bytes) for the file case. With it, the
+    /// receiver must get the same bytes behind its own link (networks that
+    /// copy files into their own store pass); without it, a made-up link
+    /// must arrive as it is.
+    pub file: Option<(String, Vec<u8>)>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { timeout: Duration::from_secs(10), nonce: crate::event::new_id() }
+        Options { timeout: Duration::from_secs(10), nonce: crate::event::new_id(), file: None }
     }
 }
 
@@ -206,19 +216,49 @@ async fn one_way(
         report.skipped.push(format!("{dir} retraction"));
     }
 
-    // File: as an attachment where both carry files, else as a link in text.
-    if fc.files {
-        let url = format!("https://files.example/conformance-{n}.txt");
-        let caption = format!("conformance file {dir} {n}");
-        let attachment = Attachment { url: url.clone(), name: Some("c.txt".into()), mime: Some("text/plain".into()), size: Some(4) };
-        from.act(Action::File { attachment, caption }).await?;
-        let files = tc.files;
-        expect(to, t, "file", |s| {
-            let (plain, _, attachments) = message_text(&s.body)?;
-            let found = if files { attachments.iter().any(|a| a.url == url) } else { plain.contains(&url) };
-            found.then_some(())
+    // Thread: a message in the thread of the first one.
+    if both(|c| c.threads) {
+        let text = format!("conformance thread {dir} {n}");
+        from.act(Action::InThread { text: text.clone(), root: from_id.clone() }).await?;
+        let root = expect(to, t, "message in a thread", |s| match &s.body {
+            Body::Message { text: body, thread, .. } if body.plain.contains(&text) => Some(thread.clone()),
+            _ => None,
         })
         .await?;
+        if root.as_ref() != Some(&to_id) {
+            return Err(format!("{dir} thread: root {root:?}, expected {to_id:?}"));
+        }
+        report.passed.push(format!("{dir} thread"));
+    } else {
+        report.skipped.push(format!("{dir} thread"));
+    }
+
+    // File: as an attachment where both carry files, else as a link in text.
+    if fc.files {
+        let (url, bytes) = match &opts.file {
+            Some((url, bytes)) => (url.clone(), Some(bytes.clone())),
+            None => (format!("https://files.example/conformance-{n}.txt"), None),
+        };
+        let caption = format!("conformance file {dir} {n}");
+        let mime = if bytes.is_some() { "image/png" } else { "text/plain" };
+        let name = if bytes.is_some() { "c.png" } else { "c.txt" };
+        let attachment = Attachment { url: url.clone(), name: Some(name.into()), mime: Some(mime.into()), size: bytes.as_ref().map(|b| b.len() as u64) };
+        from.act(Action::File { attachment, caption: caption.clone() }).await?;
+        let files = tc.files;
+        let got = expect(to, t, "file", |s| {
+            let (plain, _, attachments) = message_text(&s.body)?;
+            if !files {
+                return plain.contains(&url).then(|| None);
+            }
+            attachments.first().filter(|a| bytes.is_some() || a.url == url).map(|a| Some(a.url.clone()))
+        })
+        .await?;
+        if let (Some(expected), Some(link)) = (&bytes, got) {
+            let fetched = to.fetch(&link).await?;
+            if &fetched != expected {
+                return Err(format!("{dir} file: {link} gives {} bytes, not the {} sent", fetched.len(), expected.len()));
+            }
+        }
         report.passed.push(format!("{dir} file"));
     } else {
         report.skipped.push(format!("{dir} file"));

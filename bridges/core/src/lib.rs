@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod degrade;
 pub mod event;
 pub mod secret;
+pub mod sign;
 pub mod text;
 
 pub use bridge::{

@@ -78,7 +78,7 @@ mod tests {
         assert_eq!(recipient("causeway_", &u), Some(Recipient::Account { bridge: "xmpp".into(), id: "alice@xmpp.test".into() }));
         s.person = Some("Alice_L".into());
         let u = user_id("causeway_", "matrix.test", &s, "xmpp").unwrap();
-        assert_eq!(u.as_str(), "@causeway__alice__l:matrix.test");
+        assert_eq!(u.as_str(), "@causeway__alice___l:matrix.test");
         assert_eq!(recipient("causeway_", &u), Some(Recipient::Person("Alice_L".into())));
         assert_eq!(recipient("other_", &u), None);
         assert_eq!(escape("💬"), "=f0=9f=92=ac");

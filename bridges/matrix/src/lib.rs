@@ -33,6 +33,11 @@ use serde_json::json;
 use crate::client::{ApiError, Client};
 use crate::config::MatrixOptions;
 
+/// Where a linked room's id is kept in the bridge's state.
+const ROOM_KEY: &str = "room:";
+/// How often the bridge checks that the homeserver answers.
+const HEALTH_CHECK: Duration = Duration::from_secs(10);
+
 pub struct MatrixBridge {
     inner: Arc<Inner>,
 }
@@ -61,6 +66,8 @@ pub(crate) struct Inner {
     bot: OwnedUserId,
     ctx: OnceLock<BridgeContext>,
     up: AtomicBool,
+    /// Every linked room has been resolved and joined.
+    set_up_done: AtomicBool,
     state: Mutex<State>,
     /// For files from other networks, copied into the media repository.
     http: reqwest::Client,
@@ -85,6 +92,7 @@ impl MatrixBridge {
                 bot,
                 ctx: OnceLock::new(),
                 up: AtomicBool::new(false),
+                set_up_done: AtomicBool::new(false),
                 state: Mutex::new(State::default()),
                 http,
             }),
@@ -150,7 +158,33 @@ impl Inner {
                 delay = (delay * 2).min(Duration::from_secs(60));
             }
         }
+        self.set_up_done.store(true, Ordering::Release);
         tracing::info!(bridge = ctx.name(), "every Matrix room is set up");
+        // From now on, follow whether the homeserver answers.
+        loop {
+            tokio::time::sleep(HEALTH_CHECK).await;
+            let ok = self.client.whoami().await.is_ok();
+            if ok != self.up.swap(ok, Ordering::AcqRel) {
+                if ok {
+                    tracing::info!(bridge = ctx.name(), "the homeserver answers again");
+                } else {
+                    tracing::warn!(bridge = ctx.name(), "the homeserver does not answer");
+                }
+            }
+        }
+    }
+
+    /// Room ids found at earlier starts, so transactions can be taken at once.
+    async fn load_room_ids(&self, ctx: &BridgeContext) {
+        for link in ctx.rooms() {
+            if let Ok(Some(id)) = ctx.load_state(&format!("{ROOM_KEY}{link}")).await
+                && let Ok(id) = OwnedRoomId::try_from(id)
+            {
+                let mut st = self.state();
+                st.room_ids.insert(link.clone(), id.clone());
+                st.links.insert(id, link);
+            }
+        }
     }
 
     async fn set_up_room(&self, ctx: &BridgeContext, link: &str) -> Result<(), ApiError> {
@@ -172,6 +206,9 @@ impl Inner {
             }
         };
         let members = self.client.joined_members(joined.as_str()).await?;
+        if let Err(e) = ctx.save_state(&format!("{ROOM_KEY}{link}"), joined.as_str()).await {
+            tracing::warn!(room = %link, "cannot store the room id: {e}");
+        }
         let mut st = self.state();
         st.room_ids.insert(link.to_string(), joined.clone());
         st.links.insert(joined.clone(), link.to_string());
@@ -296,6 +333,7 @@ impl Bridge for MatrixBridge {
 
     async fn start(self: Arc<Self>, ctx: BridgeContext) -> Result<Option<axum::Router>, BridgeError> {
         self.inner.ctx.set(ctx.clone()).map_err(|_| BridgeError::Other("matrix bridge started twice".into()))?;
+        self.inner.load_room_ids(&ctx).await;
         tokio::spawn(self.inner.clone().set_up(ctx));
         Ok(Some(inbound::routes(self.inner.clone())))
     }

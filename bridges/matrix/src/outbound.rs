@@ -5,7 +5,6 @@ use causeway_core::{Attachment, Body, Delivered, Delivery, DeliveryError, Member
 use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
 
-use crate::client::ApiError;
 use crate::{Inner, ghost};
 
 /// `m.room.message` content for a text.
@@ -84,7 +83,8 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
     inner.ensure_joined(&room, &ghost).await?;
     let id = &d.id;
     let sent = match &d.event.body {
-        Body::Membership(_) => return Ok(Delivered::default()),
+        // Presence was sent above; joining is what ensure_joined did.
+        Body::Membership(_) | Body::Presence { .. } => return Ok(Delivered::default()),
         Body::Typing { active } => {
             inner.client.typing(r, &ghost, *active).await?;
             return Ok(Delivered::default());
@@ -198,12 +198,6 @@ async fn send_message(
         first.get_or_insert(event);
     }
     Ok(Delivered { remote_id: first.map(|e| e.to_string()) })
-}
-
-impl From<ApiError> for Box<DeliveryError> {
-    fn from(e: ApiError) -> Self {
-        Box::new(e.into())
-    }
 }
 
 #[cfg(test)]

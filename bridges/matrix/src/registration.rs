@@ -68,7 +68,7 @@ mod tests {
         .unwrap();
         let y = yaml(&o);
         assert!(y.contains(r#"regex: "@causeway_.*:matrix\\.test""#), "{y}");
-        assert!(y.contains(r#"regex: "#causeway_.*:matrix\\.test""#), "{y}");
+        assert!(y.contains(r##"regex: "#causeway_.*:matrix\\.test""##), "{y}");
         assert!(y.contains(r#"as_token: "a\"s""#), "{y}");
         assert!(y.contains("url: \"http://127.0.0.1:8080/bridges/matrix\""));
         // It is YAML a homeserver reads: parse it back as a ruma registration.

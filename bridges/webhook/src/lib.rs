@@ -10,7 +10,12 @@
 
 pub mod config;
 pub mod payload;
-pub mod sign;
+/// Request signatures (HMAC-SHA256): the shared implementation, and the headers.
+pub mod sign {
+    pub use causeway_core::sign::{sign, verify};
+    pub const SIGNATURE_HEADER: &str = "x-causeway-signature";
+    pub const GITHUB_SIGNATURE_HEADER: &str = "x-hub-signature-256";
+}
 
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};

@@ -1,12 +1,10 @@
-//! HMAC-SHA256 request signatures, as GitHub and most webhook senders use.
+//! HMAC-SHA256 signatures (`sha256=<hex>`), as GitHub and most webhook
+//! senders use; also how a bridge signs links it hands out.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
-
-pub const SIGNATURE_HEADER: &str = "x-causeway-signature";
-pub const GITHUB_SIGNATURE_HEADER: &str = "x-hub-signature-256";
 
 /// `sha256=<hex>` for `body`.
 pub fn sign(secret: &[u8], body: &[u8]) -> String {

@@ -1,0 +1,415 @@
+//! The homeserver → Causeway side: the application service endpoints.
+//!
+//! `PUT /_matrix/app/v1/transactions/{txn}` carries room events (and, with
+//! `receive_ephemeral`, typing and presence). Each event is parsed with
+//! ruma's types; one that does not parse is logged and dropped, the rest of
+//! the transaction goes on. The answer is `200` only once every event is
+//! committed: otherwise the homeserver sends the transaction again, and the
+//! router recognises what it already has by event id.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use causeway_core::text::{html_to_plain, sanitize_html};
+use causeway_core::{Attachment, Body, BridgeContext, Incoming, Membership, MessageKind, RemoteSender, Show, SubmitError, Text};
+use ruma::api::appservice::event::push_events::v1::EphemeralData;
+use ruma::events::room::MediaSource;
+use ruma::events::room::member::MembershipState;
+use ruma::events::room::message::{MessageType, Relation, RoomMessageEventContent};
+use ruma::events::{AnyMessageLikeEvent, AnyStateEvent, AnyTimelineEvent};
+use ruma::presence::PresenceState;
+use ruma::serde::Raw;
+use ruma::{OwnedUserId, RoomId, UserId};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::Inner;
+
+/// Largest transaction body taken.
+const MAX_TRANSACTION: usize = 16 * 1024 * 1024;
+
+pub(crate) fn routes(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route("/_matrix/app/v1/transactions/{txn}", put(transaction))
+        .route("/_matrix/app/v1/users/{user}", get(query))
+        .route("/_matrix/app/v1/rooms/{alias}", get(query))
+        .route("/_matrix/app/v1/ping", post(ping))
+        .route("/media/{server}/{media}", get(media))
+        .layer(DefaultBodyLimit::max(MAX_TRANSACTION))
+        .with_state(inner)
+}
+
+fn matrix_error(status: StatusCode, errcode: &str, error: impl std::fmt::Display) -> Response {
+    (status, axum::Json(json!({"errcode": errcode, "error": error.to_string()}))).into_response()
+}
+
+#[derive(Deserialize)]
+struct AuthQuery {
+    access_token: Option<String>,
+    sig: Option<String>,
+}
+
+/// The homeserver's token: `Authorization: Bearer`, or `?access_token=` as
+/// older homeservers send it. Compared in constant time.
+fn authorize(inner: &Inner, headers: &HeaderMap, q: &AuthQuery) -> Result<(), Response> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    let count = |reason| {
+        if let Some(ctx) = inner.ctx.get() {
+            ctx.count_rejected(reason);
+        }
+    };
+    match bearer.or(q.access_token.as_deref()) {
+        None => {
+            count("unauthorized");
+            Err(matrix_error(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", "no token"))
+        }
+        Some(t) if inner.options.hs_token.matches(t.as_bytes()) => Ok(()),
+        Some(_) => {
+            count("unauthorized");
+            Err(matrix_error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "wrong token"))
+        }
+    }
+}
+
+/// A transaction's body (`push_events`), each event kept raw until it is
+/// parsed on its own.
+#[derive(Deserialize)]
+struct Transaction {
+    #[serde(default)]
+    events: Vec<Raw<AnyTimelineEvent>>,
+    #[serde(default)]
+    ephemeral: Vec<Raw<EphemeralData>>,
+}
+
+const TXN_KEY: &str = "txn:";
+
+async fn transaction(
+    State(inner): State<Arc<Inner>>,
+    Path(txn): Path<String>,
+    Query(q): Query<AuthQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&inner, &headers, &q) {
+        return r;
+    }
+    let Some(ctx) = inner.ctx.get() else {
+        return matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", "starting");
+    };
+    let key = format!("{TXN_KEY}{txn}");
+    match ctx.load_state(&key).await {
+        Ok(Some(_)) => return (StatusCode::OK, axum::Json(json!({}))).into_response(),
+        Ok(None) => {}
+        Err(e) => return matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", e),
+    }
+    let t: Transaction = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            ctx.count_rejected("malformed");
+            return matrix_error(StatusCode::BAD_REQUEST, "M_BAD_JSON", e);
+        }
+    };
+    for raw in t.events {
+        if let Err(e) = timeline_event(&inner, ctx, raw).await {
+            // Nothing after this event is taken; the homeserver sends the
+            // whole transaction again, and what was taken is recognised.
+            return matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", e);
+        }
+    }
+    for raw in t.ephemeral {
+        if let Err(e) = ephemeral(&inner, ctx, raw).await {
+            return matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", e);
+        }
+    }
+    if let Err(e) = ctx.save_state(&key, "done").await {
+        return matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", e);
+    }
+    (StatusCode::OK, axum::Json(json!({}))).into_response()
+}
+
+/// Users and aliases are created by Causeway itself, never on query.
+async fn query(State(inner): State<Arc<Inner>>, Query(q): Query<AuthQuery>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&inner, &headers, &q) {
+        return r;
+    }
+    matrix_error(StatusCode::NOT_FOUND, "M_NOT_FOUND", "created by Causeway when needed")
+}
+
+async fn ping(State(inner): State<Arc<Inner>>, Query(q): Query<AuthQuery>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&inner, &headers, &q) {
+        return r;
+    }
+    (StatusCode::OK, axum::Json(json!({}))).into_response()
+}
+
+/// The signature of a media link: only links Causeway handed out work.
+pub(crate) fn media_sig(inner: &Inner, server: &str, media: &str) -> String {
+    causeway_core::sign::sign(inner.options.hs_token.expose().as_bytes(), format!("{server}/{media}").as_bytes())
+        .trim_start_matches("sha256=")
+        .to_string()
+}
+
+/// The link another network gets for a file in the media repository.
+pub(crate) fn media_url(inner: &Inner, server: &str, media: &str) -> String {
+    let sig = media_sig(inner, server, media);
+    format!("{}/media/{server}/{media}?sig={sig}", inner.options.url.trim_end_matches('/'))
+}
+
+/// A file of the media repository, for networks that fetch links.
+async fn media(State(inner): State<Arc<Inner>>, Path((server, media)): Path<(String, String)>, Query(q): Query<AuthQuery>) -> Response {
+    let signed = q.sig.as_deref().is_some_and(|s| {
+        causeway_core::sign::verify(inner.options.hs_token.expose().as_bytes(), format!("{server}/{media}").as_bytes(), &format!("sha256={s}"))
+    });
+    if !signed {
+        return matrix_error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "not a link Causeway handed out");
+    }
+    match inner.client.download(&server, &media, inner.options.media_max_bytes).await {
+        Ok(m) => {
+            let ct = m.content_type.unwrap_or_else(|| "application/octet-stream".into());
+            ([(header::CONTENT_TYPE, ct)], m.bytes).into_response()
+        }
+        Err(e) => matrix_error(StatusCode::BAD_GATEWAY, "M_UNKNOWN", e),
+    }
+}
+
+/// The name people see for `user` in `room`.
+fn display_name(inner: &Inner, room: &RoomId, user: &UserId) -> RemoteSender {
+    let name = inner.state().members.get(room).and_then(|m| m.get(user)).cloned().flatten();
+    RemoteSender { id: user.to_string(), name: Some(name.unwrap_or_else(|| user.localpart().to_string())), avatar: None }
+}
+
+async fn submit(ctx: &BridgeContext, incoming: Incoming) -> Result<(), String> {
+    match ctx.submit(incoming).await {
+        Ok(_) | Err(SubmitError::NotLinked(_)) => Ok(()),
+        Err(SubmitError::Unavailable(e)) => Err(e),
+    }
+}
+
+/// One room event. `Err` only when it could not be committed (try again).
+async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimelineEvent>) -> Result<(), String> {
+    let event = match raw.deserialize() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(bridge = ctx.name(), "dropping an event that does not parse: {e}");
+            ctx.count_rejected("malformed_event");
+            return Ok(());
+        }
+    };
+    let room = event.room_id().to_owned();
+    let sender = event.sender().to_owned();
+    let membership = membership(inner, &event);
+    if inner.is_ours(sender.as_str()) {
+        return Ok(());
+    }
+    let link = inner.state().links.get(&room).cloned();
+    let Some(link) = link else {
+        if !inner.set_up_done.load(Ordering::Acquire) {
+            // A linked room not set up yet: have the homeserver try later.
+            return Err(format!("room {room} is not set up yet"));
+        }
+        return Ok(());
+    };
+    let who = display_name(inner, &room, &sender);
+    let at_ms = Some(i64::from(event.origin_server_ts().get()));
+    let event_id = event.event_id().to_string();
+    let body = match membership {
+        Some(change) => Some(Body::Membership(change)),
+        None => body(inner, event),
+    };
+    let Some(body) = body else { return Ok(()) };
+    submit(ctx, Incoming { room: link, sender: who, remote_id: Some(event_id), aliases: Vec::new(), at_ms, body }).await
+}
+
+/// Keep the member list current; a join, leave or new name is a change to
+/// bridge. The bridge's own user follows invitations into linked rooms.
+fn membership(inner: &Inner, event: &AnyTimelineEvent) -> Option<Membership> {
+    let AnyTimelineEvent::State(AnyStateEvent::RoomMember(m)) = event else { return None };
+    let m = m.as_original()?;
+    let user = OwnedUserId::try_from(m.state_key.as_str()).ok()?;
+    let room = m.room_id.clone();
+    let mut st = inner.state();
+    let members = st.members.entry(room.clone()).or_default();
+    let before = members.get(&user).cloned();
+    match m.content.membership {
+        MembershipState::Join => {
+            let name = m.content.displayname.clone().filter(|n| !n.trim().is_empty() && n.len() <= 256);
+            members.insert(user.clone(), name.clone());
+            match before {
+                None => Some(Membership::Join),
+                Some(old) if old != name => name.map(|n| Membership::Nick { name: n }),
+                Some(_) => None,
+            }
+        }
+        MembershipState::Leave | MembershipState::Ban => {
+            members.remove(&user);
+            st.joined.remove(&(room, user));
+            before.map(|_| Membership::Leave)
+        }
+        _ => None,
+    }
+}
+
+/// The content of a message, reaction, redaction or topic as an event body.
+fn body(inner: &Inner, event: AnyTimelineEvent) -> Option<Body<String>> {
+    match event {
+        AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(m)) => message(inner, m.as_original()?.content.clone()),
+        AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::Reaction(r)) => {
+            let a = &r.as_original()?.content.relates_to;
+            (!a.key.is_empty() && a.key.len() <= 64).then(|| Body::Reaction { target: a.event_id.to_string(), key: a.key.clone(), removed: false })
+        }
+        AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomRedaction(r)) => {
+            let r = r.as_original()?;
+            let target = r.content.redacts.clone().or_else(|| r.redacts.clone())?;
+            Some(Body::Retract { target: target.to_string() })
+        }
+        AnyTimelineEvent::State(AnyStateEvent::RoomTopic(t)) => Some(Body::Topic { text: t.as_original()?.content.topic.clone() }),
+        _ => None,
+    }
+}
+
+/// Text with its HTML (sanitized, without a reply fallback), and the plain
+/// text without the `> ` quote of a reply fallback.
+fn text(body: &str, formatted: Option<&ruma::events::room::message::FormattedBody>, is_reply: bool) -> Text {
+    let html = formatted.filter(|f| f.format.as_str() == "org.matrix.custom.html").map(|f| {
+        let without_fallback = match (f.body.find("<mx-reply>"), f.body.find("</mx-reply>")) {
+            (Some(a), Some(b)) if a < b => format!("{}{}", &f.body[..a], &f.body[b + "</mx-reply>".len()..]),
+            _ => f.body.clone(),
+        };
+        sanitize_html(&without_fallback)
+    });
+    let mut plain = body.to_string();
+    if is_reply && plain.starts_with("> ") {
+        let lines: Vec<&str> = plain.lines().collect();
+        let quoted = lines.iter().take_while(|l| l.starts_with('>')).count();
+        plain = lines[quoted..].iter().skip_while(|l| l.is_empty()).copied().collect::<Vec<_>>().join("\n");
+    }
+    if plain.trim().is_empty()
+        && let Some(h) = &html
+    {
+        plain = html_to_plain(h);
+    }
+    Text { plain, html: html.filter(|h| !h.trim().is_empty()) }
+}
+
+fn message(inner: &Inner, content: RoomMessageEventContent) -> Option<Body<String>> {
+    let (mut reply_to, mut thread) = (None, None);
+    match &content.relates_to {
+        Some(Relation::Replacement(r)) => {
+            let new = &r.new_content.msgtype;
+            let t = match new {
+                MessageType::Text(c) => text(&c.body, c.formatted.as_ref(), false),
+                MessageType::Notice(c) => text(&c.body, c.formatted.as_ref(), false),
+                MessageType::Emote(c) => text(&c.body, c.formatted.as_ref(), false),
+                other => Text::plain(other.body()),
+            };
+            return Some(Body::Edit { target: r.event_id.to_string(), text: t });
+        }
+        Some(Relation::Reply(r)) => reply_to = Some(r.in_reply_to.event_id.to_string()),
+        Some(Relation::Thread(t)) => {
+            thread = Some(t.event_id.to_string());
+            if !t.is_falling_back {
+                reply_to = t.in_reply_to.as_ref().map(|r| r.event_id.to_string());
+            }
+        }
+        _ => {}
+    }
+    let is_reply = reply_to.is_some();
+    let file = |source: &MediaSource, name: &str, filename: Option<&String>, caption: Option<(&str, Option<&ruma::events::room::message::FormattedBody>)>, mime: Option<String>, size: Option<u64>| {
+        let MediaSource::Plain(mxc) = source else { return None };
+        let (server, media) = mxc.parts().ok()?;
+        let url = media_url(inner, server.as_str(), media);
+        // With a filename, the body is a caption (Matrix 1.10).
+        let caption = caption.filter(|_| filename.is_some_and(|f| f != name)).map(|(b, f)| text(b, f, is_reply)).unwrap_or_default();
+        let name = filename.cloned().unwrap_or_else(|| name.to_string());
+        Some((caption, Attachment { url, name: Some(name), mime, size }))
+    };
+    let (kind, text, attachments) = match &content.msgtype {
+        MessageType::Text(c) => (MessageKind::Text, text(&c.body, c.formatted.as_ref(), is_reply), vec![]),
+        MessageType::Notice(c) => (MessageKind::Notice, text(&c.body, c.formatted.as_ref(), is_reply), vec![]),
+        MessageType::Emote(c) => (MessageKind::Emote, text(&c.body, c.formatted.as_ref(), is_reply), vec![]),
+        MessageType::Image(c) => {
+            let info = c.info.as_ref();
+            let (t, a) = file(&c.source, &c.body, c.filename.as_ref(), Some((&c.body, c.formatted.as_ref())), info.and_then(|i| i.mimetype.clone()), info.and_then(|i| i.size).map(u64::from))?;
+            (MessageKind::Text, t, vec![a])
+        }
+        MessageType::File(c) => {
+            let info = c.info.as_ref();
+            let (t, a) = file(&c.source, &c.body, c.filename.as_ref(), Some((&c.body, c.formatted.as_ref())), info.and_then(|i| i.mimetype.clone()), info.and_then(|i| i.size).map(u64::from))?;
+            (MessageKind::Text, t, vec![a])
+        }
+        MessageType::Video(c) => {
+            let info = c.info.as_ref();
+            let (t, a) = file(&c.source, &c.body, c.filename.as_ref(), Some((&c.body, c.formatted.as_ref())), info.and_then(|i| i.mimetype.clone()), info.and_then(|i| i.size).map(u64::from))?;
+            (MessageKind::Text, t, vec![a])
+        }
+        MessageType::Audio(c) => {
+            let info = c.info.as_ref();
+            let (t, a) = file(&c.source, &c.body, c.filename.as_ref(), Some((&c.body, c.formatted.as_ref())), info.and_then(|i| i.mimetype.clone()), info.and_then(|i| i.size).map(u64::from))?;
+            (MessageKind::Text, t, vec![a])
+        }
+        // Locations, polls and the like: what their body says.
+        other => (MessageKind::Text, Text::plain(other.body()), vec![]),
+    };
+    if text.plain.trim().is_empty() && attachments.is_empty() {
+        return None;
+    }
+    let mentions = content.mentions.as_ref().map(|m| m.user_ids.iter().map(|u| u.to_string()).collect()).unwrap_or_default();
+    Some(Body::Message { text, kind, attachments, reply_to, thread, mentions })
+}
+
+/// Typing and presence.
+async fn ephemeral(inner: &Inner, ctx: &BridgeContext, raw: Raw<EphemeralData>) -> Result<(), String> {
+    let data = match raw.deserialize() {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::debug!(bridge = ctx.name(), "ignoring ephemeral data that does not parse: {e}");
+            return Ok(());
+        }
+    };
+    let mut events = Vec::new();
+    match data {
+        EphemeralData::Typing(t) => {
+            let room = t.room_id.clone();
+            let Some(link) = inner.state().links.get(&room).cloned() else { return Ok(()) };
+            let now: HashSet<OwnedUserId> = t.content.user_ids.into_iter().filter(|u| !inner.is_ours(u.as_str())).collect();
+            let before = inner.state().typing.insert(room.clone(), now.clone()).unwrap_or_default();
+            for (user, active) in now.difference(&before).map(|u| (u, true)).chain(before.difference(&now).map(|u| (u, false))) {
+                events.push(Incoming { room: link.clone(), sender: display_name(inner, &room, user), remote_id: None, aliases: Vec::new(), at_ms: None, body: Body::Typing { active } });
+            }
+        }
+        EphemeralData::Presence(p) => {
+            if inner.is_ours(p.sender.as_str()) {
+                return Ok(());
+            }
+            let show = match p.content.presence {
+                PresenceState::Online => Show::Online,
+                PresenceState::Unavailable => Show::Away,
+                _ => Show::Offline,
+            };
+            let status = p.content.status_msg.clone().filter(|s| s.len() <= 1024);
+            let rooms: Vec<(ruma::OwnedRoomId, String)> = {
+                let st = inner.state();
+                st.links.iter().filter(|(r, _)| st.members.get(*r).is_some_and(|m| m.contains_key(&p.sender))).map(|(r, l)| (r.clone(), l.clone())).collect()
+            };
+            for (room, link) in rooms {
+                let body = Body::Presence { show, status: status.clone() };
+                events.push(Incoming { room: link, sender: display_name(inner, &room, &p.sender), remote_id: None, aliases: Vec::new(), at_ms: None, body });
+            }
+        }
+        _ => {}
+    }
+    for e in events {
+        submit(ctx, e).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,420 @@
+//! A real Synapse (started by tests/peers/synapse.sh) and a real Matrix
+//! client speaking the client-server API.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use causeway_core::conformance::{Action, Peer, Seen};
+use causeway_core::{Attachment, Body, Capabilities, Membership, MessageKind, Show, Text};
+use serde_json::{Value, json};
+
+use super::free_port;
+
+pub const SERVER_NAME: &str = "matrix.test";
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/synapse.sh")
+}
+
+/// One Synapse on loopback, stopped when dropped.
+pub struct Synapse {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    registration: PathBuf,
+}
+
+impl Synapse {
+    /// Start with the application service `registration` file.
+    pub fn start(registration: &Path) -> Synapse {
+        Self::start_on(registration, free_port())
+    }
+
+    /// Start on a given port (one the config already names).
+    pub fn start_on(registration: &Path, port: u16) -> Synapse {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = dir.path().join("registration.yaml");
+        std::fs::copy(registration, &kept).unwrap();
+        let s = Synapse { dir, port, registration: kept };
+        s.up();
+        s
+    }
+
+    pub fn up(&self) {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(self.dir.path())
+            .arg(self.port.to_string())
+            .arg(&self.registration)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "synapse did not start:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn down(&self) {
+        let out = Command::new("bash").arg(script()).arg("stop").arg(self.dir.path()).output().unwrap();
+        assert!(out.status.success(), "synapse did not stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Create a user with password `pw`; returns the user id.
+    pub fn register(&self, user: &str) -> String {
+        let out = Command::new("bash").arg(script()).arg("register").arg(self.dir.path()).arg(user).arg("pw").output().unwrap();
+        assert!(out.status.success(), "cannot register {user}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("homeserver.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Synapse {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(script()).arg("stop").arg(self.dir.path()).output();
+    }
+}
+
+/// The `bridges.<name>` section for Causeway's Matrix bridge against this
+/// server (`{port}` is Causeway's HTTP port, filled in by the harness).
+pub fn bridge_config(synapse_port: u16) -> String {
+    format!(
+        "{{ type: matrix, homeserver: \"http://127.0.0.1:{synapse_port}\", server_name: {SERVER_NAME}, \
+         url: \"http://127.0.0.1:{{port}}/bridges/matrix\", as_token: as-secret-token, hs_token: hs-secret-token, request_timeout: 10s }}"
+    )
+}
+
+/// A person with a real Matrix client (raw client-server API).
+pub struct MatrixPeer {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+    pub user_id: String,
+    pub room_id: String,
+    since: Option<String>,
+    buffered: VecDeque<Value>,
+    /// Presence events seen (they are not in a room's timeline).
+    presence: VecDeque<Value>,
+    /// Event id → its sender's display name, for everything seen.
+    names: HashMap<String, String>,
+    n: u32,
+    pub caps: Capabilities,
+}
+
+impl MatrixPeer {
+    /// Log in as `user` (password `pw`) and join `room` (an id or alias).
+    pub async fn join(base: &str, user: &str, room: &str) -> MatrixPeer {
+        let http = reqwest::Client::new();
+        let login: Value = http
+            .post(format!("{base}/_matrix/client/v3/login"))
+            .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": "pw"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["access_token"].as_str().unwrap_or_else(|| panic!("login failed: {login}")).to_string();
+        let mut p = MatrixPeer {
+            http,
+            base: base.to_string(),
+            token,
+            user_id: login["user_id"].as_str().unwrap().to_string(),
+            room_id: String::new(),
+            since: None,
+            buffered: VecDeque::new(),
+            presence: VecDeque::new(),
+            names: HashMap::new(),
+            n: 0,
+            caps: Capabilities::ALL,
+        };
+        let joined = p.call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(room)), Some(json!({}))).await.unwrap();
+        p.room_id = joined["room_id"].as_str().unwrap().to_string();
+        // Start reading from now on.
+        let first = p.call(reqwest::Method::GET, "/_matrix/client/v3/sync?timeout=0", None).await.unwrap();
+        p.since = first["next_batch"].as_str().map(str::to_string);
+        p
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() { Ok(v) } else { Err(format!("{path}: {status} {v}")) }
+    }
+
+    /// Send an event to the room; returns its event id.
+    pub async fn send(&mut self, event_type: &str, content: Value) -> Result<String, String> {
+        self.n += 1;
+        let txn = format!("t{}-{}", self.n, causeway_core::new_id());
+        let path = format!("/_matrix/client/v3/rooms/{}/send/{event_type}/{txn}", enc(&self.room_id));
+        let v = self.call(reqwest::Method::PUT, &path, Some(content)).await?;
+        Ok(v["event_id"].as_str().unwrap_or_default().to_string())
+    }
+
+    pub async fn redact(&mut self, event_id: &str) -> Result<String, String> {
+        self.n += 1;
+        let path = format!("/_matrix/client/v3/rooms/{}/redact/{}/r{}", enc(&self.room_id), enc(event_id), self.n);
+        let v = self.call(reqwest::Method::PUT, &path, Some(json!({}))).await?;
+        Ok(v["event_id"].as_str().unwrap_or_default().to_string())
+    }
+
+    pub async fn set_presence(&mut self, presence: &str, status: Option<&str>) -> Result<(), String> {
+        let path = format!("/_matrix/client/v3/presence/{}/status", enc(&self.user_id));
+        let mut body = json!({"presence": presence});
+        if let Some(s) = status {
+            body["status_msg"] = json!(s);
+        }
+        self.call(reqwest::Method::PUT, &path, Some(body)).await.map(drop)
+    }
+
+    pub async fn upload(&mut self, bytes: Vec<u8>, mime: &str) -> Result<String, String> {
+        let resp = self
+            .http
+            .post(format!("{}/_matrix/media/v3/upload", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", mime)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let v: Value = resp.json().await.map_err(|e| e.to_string())?;
+        v["content_uri"].as_str().map(str::to_string).ok_or_else(|| format!("upload: {v}"))
+    }
+
+    /// Fetch the room's state event (`type`, key "").
+    pub async fn state(&mut self, event_type: &str) -> Result<Value, String> {
+        self.call(reqwest::Method::GET, &format!("/_matrix/client/v3/rooms/{}/state/{event_type}/", enc(&self.room_id)), None).await
+    }
+
+    /// A user's display name and avatar.
+    pub async fn profile(&mut self, user: &str) -> Result<Value, String> {
+        self.call(reqwest::Method::GET, &format!("/_matrix/client/v3/profile/{}", enc(user)), None).await
+    }
+
+    /// A user's presence, as the server tells it.
+    pub async fn presence_of(&mut self, user: &str) -> Result<Value, String> {
+        self.call(reqwest::Method::GET, &format!("/_matrix/client/v3/presence/{}/status", enc(user)), None).await
+    }
+
+    /// One /sync round: new timeline events of the room (and presence).
+    async fn sync(&mut self, timeout: Duration) -> Result<(), String> {
+        let mut path = format!("/_matrix/client/v3/sync?timeout={}", timeout.as_millis());
+        if let Some(s) = &self.since {
+            path.push_str(&format!("&since={}", enc(s)));
+        }
+        let v = self.call(reqwest::Method::GET, &path, None).await?;
+        self.since = v["next_batch"].as_str().map(str::to_string);
+        if let Some(events) = v["rooms"]["join"][&self.room_id]["timeline"]["events"].as_array() {
+            self.buffered.extend(events.iter().cloned());
+        }
+        if let Some(events) = v["rooms"]["join"][&self.room_id]["ephemeral"]["events"].as_array() {
+            self.buffered.extend(events.iter().cloned());
+        }
+        if let Some(events) = v["presence"]["events"].as_array() {
+            self.presence.extend(events.iter().cloned());
+        }
+        Ok(())
+    }
+
+    /// The next raw event of the room (timeline or ephemeral) `want` accepts.
+    pub async fn next_matching(&mut self, timeout: Duration, want: impl Fn(&Value) -> bool) -> Result<Value, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(e) = self.buffered.pop_front() {
+                if let (Some(id), Some(sender)) = (e["event_id"].as_str(), e["sender"].as_str()) {
+                    self.names.insert(id.to_string(), sender.to_string());
+                }
+                if want(&e) {
+                    return Ok(e);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timed out".into());
+            }
+            self.sync(left.min(Duration::from_secs(5))).await?;
+        }
+    }
+
+    /// The next presence event `want` accepts.
+    pub async fn next_presence(&mut self, timeout: Duration, want: impl Fn(&Value) -> bool) -> Result<Value, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(e) = self.presence.pop_front() {
+                if want(&e) {
+                    return Ok(e);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timed out".into());
+            }
+            self.sync(left.min(Duration::from_secs(5))).await?;
+        }
+    }
+
+    /// A room event as the conformance suite sees it; `None` for the rest.
+    fn seen(&self, e: &Value) -> Option<Seen> {
+        let sender = e["sender"].as_str()?;
+        if sender == self.user_id {
+            return None;
+        }
+        let id = e["event_id"].as_str().unwrap_or_default().to_string();
+        let c = &e["content"];
+        let body = match e["type"].as_str()? {
+            "m.room.message" => {
+                let rel = &c["m.relates_to"];
+                if rel["rel_type"] == "m.replace" {
+                    let new = &c["m.new_content"];
+                    Body::Edit { target: rel["event_id"].as_str()?.to_string(), text: Text::plain(new["body"].as_str()?) }
+                } else {
+                    let thread = (rel["rel_type"] == "m.thread").then(|| rel["event_id"].as_str().map(str::to_string)).flatten();
+                    let falling_back = rel["is_falling_back"].as_bool().unwrap_or(false);
+                    let reply_to = if thread.is_some() && falling_back { None } else { rel["m.in_reply_to"]["event_id"].as_str().map(str::to_string) };
+                    let msgtype = c["msgtype"].as_str().unwrap_or("m.text");
+                    let attachments = match msgtype {
+                        "m.image" | "m.file" | "m.video" | "m.audio" => vec![Attachment {
+                            url: c["url"].as_str().unwrap_or_default().to_string(),
+                            name: c["filename"].as_str().or(c["body"].as_str()).map(str::to_string),
+                            mime: c["info"]["mimetype"].as_str().map(str::to_string),
+                            size: c["info"]["size"].as_u64(),
+                        }],
+                        _ => vec![],
+                    };
+                    let text = if attachments.is_empty() { c["body"].as_str().unwrap_or_default().to_string() } else { String::new() };
+                    let kind = if msgtype == "m.emote" { MessageKind::Emote } else { MessageKind::Text };
+                    Body::Message { text: Text::plain(text), kind, attachments, reply_to, thread, mentions: vec![] }
+                }
+            }
+            "m.reaction" => {
+                let rel = &c["m.relates_to"];
+                Body::Reaction { target: rel["event_id"].as_str()?.to_string(), key: rel["key"].as_str()?.to_string(), removed: false }
+            }
+            "m.room.redaction" => Body::Retract { target: c["redacts"].as_str().or(e["redacts"].as_str())?.to_string() },
+            "m.room.topic" => Body::Topic { text: c["topic"].as_str()?.to_string() },
+            "m.room.member" => match c["membership"].as_str()? {
+                "join" => Body::Membership(Membership::Join),
+                "leave" => Body::Membership(Membership::Leave),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        Some(Seen { id, sender_name: sender.to_string(), body })
+    }
+}
+
+/// Percent-encode one path segment.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+#[async_trait]
+impl Peer for MatrixPeer {
+    fn label(&self) -> String {
+        format!("matrix {}", self.user_id)
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+    async fn act(&mut self, action: Action) -> Result<String, String> {
+        match action {
+            Action::Text { text, reply_to } => {
+                let mut c = json!({"msgtype": "m.text", "body": text});
+                if let Some(r) = reply_to {
+                    c["m.relates_to"] = json!({"m.in_reply_to": {"event_id": r}});
+                }
+                self.send("m.room.message", c).await
+            }
+            Action::InThread { text, root } => {
+                let c = json!({"msgtype": "m.text", "body": text,
+                               "m.relates_to": {"rel_type": "m.thread", "event_id": root, "is_falling_back": true, "m.in_reply_to": {"event_id": root}}});
+                self.send("m.room.message", c).await
+            }
+            Action::Edit { target, text } => {
+                let c = json!({"msgtype": "m.text", "body": format!("* {text}"),
+                               "m.new_content": {"msgtype": "m.text", "body": text},
+                               "m.relates_to": {"rel_type": "m.replace", "event_id": target}});
+                self.send("m.room.message", c).await
+            }
+            Action::Retract { target } => self.redact(&target).await,
+            Action::React { target, key } => {
+                self.send("m.reaction", json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}})).await
+            }
+            Action::File { attachment, caption } => {
+                let bytes = super::fetch(&attachment.url).await?;
+                let mime = attachment.mime.clone().unwrap_or_else(|| "application/octet-stream".into());
+                let mxc = self.upload(bytes.clone(), &mime).await?;
+                let msgtype = if mime.starts_with("image/") { "m.image" } else { "m.file" };
+                let c = json!({"msgtype": msgtype, "body": caption, "filename": attachment.name.unwrap_or_else(|| "file".into()),
+                               "url": mxc, "info": {"mimetype": mime, "size": bytes.len()}});
+                self.send("m.room.message", c).await
+            }
+            Action::Presence { show, status } => {
+                let p = match show {
+                    Show::Online => "online",
+                    Show::Offline => "offline",
+                    _ => "unavailable",
+                };
+                self.set_presence(p, status.as_deref()).await?;
+                Ok(String::new())
+            }
+        }
+    }
+    async fn next(&mut self, timeout: Duration) -> Result<Seen, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Presence first: it comes outside the timeline.
+            if let Some(p) = self.presence.pop_front() {
+                let user = p["sender"].as_str().unwrap_or_default();
+                if user != self.user_id {
+                    let show = match p["content"]["presence"].as_str() {
+                        Some("online") => Show::Online,
+                        Some("unavailable") => Show::Away,
+                        _ => Show::Offline,
+                    };
+                    let status = p["content"]["status_msg"].as_str().map(str::to_string);
+                    return Ok(Seen { id: String::new(), sender_name: user.to_string(), body: Body::Presence { show, status } });
+                }
+                continue;
+            }
+            if let Some(e) = self.buffered.pop_front() {
+                if let Some(s) = self.seen(&e) {
+                    return Ok(s);
+                }
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timed out".into());
+            }
+            self.sync(left.min(Duration::from_secs(5))).await?;
+        }
+    }
+    async fn fetch(&mut self, url: &str) -> Result<Vec<u8>, String> {
+        let path = url.strip_prefix("mxc://").ok_or_else(|| format!("{url} is not an mxc URI"))?;
+        let resp = self
+            .http
+            .get(format!("{}/_matrix/client/v1/media/download/{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("{url}: {}", resp.status()));
+        }
+        Ok(resp.bytes().await.map_err(|e| e.to_string())?.to_vec())
+    }
+}
