@@ -24,26 +24,38 @@ pub struct Synapse {
     pub dir: tempfile::TempDir,
     pub port: u16,
     registration: PathBuf,
+    rc_message: Option<String>,
 }
 
 impl Synapse {
     /// Start with the application service `registration` file.
     pub fn start(registration: &Path) -> Synapse {
-        Self::start_on(registration, free_port())
+        Self::start_with(registration, free_port(), None)
     }
 
     /// Start on a given port (one the config already names).
     pub fn start_on(registration: &Path, port: u16) -> Synapse {
+        Self::start_with(registration, port, None)
+    }
+
+    /// Start with a message rate limit (`{ per_second: …, burst_count: … }`)
+    /// that applies to the application service too.
+    pub fn start_with(registration: &Path, port: u16, rc_message: Option<&str>) -> Synapse {
         let dir = tempfile::tempdir().unwrap();
         let kept = dir.path().join("registration.yaml");
-        std::fs::copy(registration, &kept).unwrap();
-        let s = Synapse { dir, port, registration: kept };
+        let mut text = std::fs::read_to_string(registration).unwrap();
+        if rc_message.is_some() {
+            text = text.replace("rate_limited: false", "rate_limited: true");
+        }
+        std::fs::write(&kept, text).unwrap();
+        let s = Synapse { dir, port, registration: kept, rc_message: rc_message.map(str::to_string) };
         s.up();
         s
     }
 
     pub fn up(&self) {
         let out = Command::new("bash")
+            .envs(self.rc_message.iter().map(|r| ("SYNAPSE_RC_MESSAGE", r)))
             .arg(script())
             .arg("start")
             .arg(self.dir.path())
@@ -192,6 +204,17 @@ impl MatrixPeer {
         v["content_uri"].as_str().map(str::to_string).ok_or_else(|| format!("upload: {v}"))
     }
 
+    /// Set a state event of the room (key "").
+    pub async fn send_state(&mut self, event_type: &str, content: Value) -> Result<String, String> {
+        let path = format!("/_matrix/client/v3/rooms/{}/state/{event_type}/", enc(&self.room_id));
+        let v = self.call(reqwest::Method::PUT, &path, Some(content)).await?;
+        Ok(v["event_id"].as_str().unwrap_or_default().to_string())
+    }
+
+    pub async fn leave(&self) -> Result<(), String> {
+        self.call(reqwest::Method::POST, &format!("/_matrix/client/v3/rooms/{}/leave", enc(&self.room_id)), Some(json!({}))).await.map(drop)
+    }
+
     /// Fetch the room's state event (`type`, key "").
     pub async fn state(&mut self, event_type: &str) -> Result<Value, String> {
         self.call(reqwest::Method::GET, &format!("/_matrix/client/v3/rooms/{}/state/{event_type}/", enc(&self.room_id)), None).await
@@ -209,7 +232,9 @@ impl MatrixPeer {
 
     /// One /sync round: new timeline events of the room (and presence).
     async fn sync(&mut self, timeout: Duration) -> Result<(), String> {
-        let mut path = format!("/_matrix/client/v3/sync?timeout={}", timeout.as_millis());
+        // Without a filter a busy room's timeline is cut to its last 10 events.
+        let filter = enc(r#"{"room":{"timeline":{"limit":1000}}}"#);
+        let mut path = format!("/_matrix/client/v3/sync?timeout={}&filter={filter}", timeout.as_millis());
         if let Some(s) = &self.since {
             path.push_str(&format!("&since={}", enc(s)));
         }

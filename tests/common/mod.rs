@@ -377,6 +377,22 @@ pub async fn archive_len(db: &Path, portal: &str) -> usize {
     store.history(portal, 0, 100_000).await.unwrap().len()
 }
 
+/// The texts of a portal's archived messages, oldest first.
+pub async fn archived_texts(db: &Path, portal: &str) -> Vec<String> {
+    let store = causeway::store::sqlite::SqliteStore::open(db, false).await.unwrap();
+    use causeway::store::Store;
+    store
+        .history(portal, 0, 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| match c.event.body {
+            causeway_core::Body::Message { text, .. } => Some(text.plain),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A webhook endpoint seen from outside: what it POSTs in, what it receives.
 pub struct WebhookPeer {
     label: &'static str,

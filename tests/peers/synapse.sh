@@ -57,7 +57,8 @@ start() {
         echo "federation_domain_whitelist: []"
         echo "report_stats: false"
         echo "presence: { enabled: true }"
-        echo "rc_message: $rl"
+        # SYNAPSE_RC_MESSAGE: the message rate limit, e.g. "{ per_second: 1, burst_count: 2 }".
+        echo "rc_message: ${SYNAPSE_RC_MESSAGE:-$rl}"
         echo "rc_registration: $rl"
         echo "rc_login: { address: $rl, account: $rl, failed_attempts: $rl }"
         echo "rc_joins: { local: $rl, remote: $rl }"

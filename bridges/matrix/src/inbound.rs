@@ -237,6 +237,9 @@ fn membership(inner: &Inner, event: &AnyTimelineEvent) -> Option<Membership> {
     let m = m.as_original()?;
     let user = OwnedUserId::try_from(m.state_key.as_str()).ok()?;
     let room = m.room_id.clone();
+    if user == inner.bot && m.content.membership == MembershipState::Invite {
+        inner.invited.notify_one();
+    }
     let mut st = inner.state();
     let members = st.members.entry(room.clone()).or_default();
     let before = members.get(&user).cloned();
@@ -412,4 +415,37 @@ async fn ephemeral(inner: &Inner, ctx: &BridgeContext, raw: Raw<EphemeralData>) 
         submit(ctx, e).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use ruma::events::room::message::FormattedBody;
+
+    #[test]
+    fn reply_fallbacks_are_stripped_and_html_sanitized() {
+        let f = FormattedBody::html("<mx-reply><blockquote>old</blockquote></mx-reply><b>new</b><script>x()</script>");
+        let t = text("> <@a:b> old\n> more\n\nnew", Some(&f), true);
+        assert_eq!(t.plain, "new");
+        assert_eq!(t.html.as_deref(), Some("<b>new</b>"));
+        // Not a reply: a quote is the message itself.
+        assert_eq!(text("> quoted", None, false).plain, "> quoted");
+        // Only HTML: the plain text comes from it.
+        assert_eq!(text("", Some(&FormattedBody::html("<p>hi</p>")), false).plain.trim(), "hi");
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_and_html_is_taken_without_panic(body in ".{0,200}", html in ".{0,200}", reply in any::<bool>()) {
+            let f = FormattedBody::html(html);
+            let _ = text(&body, Some(&f), reply);
+        }
+
+        #[test]
+        fn marker_soup_never_panics(parts in prop::collection::vec(prop_oneof![Just("<mx-reply>"), Just("</mx-reply>"), Just("> "), Just("\n"), Just("é"), Just("x")], 0..30)) {
+            let s: String = parts.concat();
+            let _ = text(&s, Some(&FormattedBody::html(s.clone())), true);
+        }
+    }
 }

@@ -66,8 +66,10 @@ pub(crate) struct Inner {
     bot: OwnedUserId,
     ctx: OnceLock<BridgeContext>,
     up: AtomicBool,
-    /// Every linked room has been resolved and joined.
+    /// Every linked room has been tried once.
     set_up_done: AtomicBool,
+    /// The bridge's user was invited into a room: try setting up again now.
+    invited: tokio::sync::Notify,
     state: Mutex<State>,
     /// For files from other networks, copied into the media repository.
     http: reqwest::Client,
@@ -93,6 +95,7 @@ impl MatrixBridge {
                 ctx: OnceLock::new(),
                 up: AtomicBool::new(false),
                 set_up_done: AtomicBool::new(false),
+                invited: tokio::sync::Notify::new(),
                 state: Mutex::new(State::default()),
                 http,
             }),
@@ -152,13 +155,18 @@ impl Inner {
                     failed.push(link);
                 }
             }
+            // After one pass, events of rooms still unknown are not waited for.
+            self.set_up_done.store(true, Ordering::Release);
             pending = failed;
             if !pending.is_empty() {
-                tokio::time::sleep(delay).await;
+                // Again after the delay, or at once when the bridge is invited somewhere.
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = self.invited.notified() => {}
+                }
                 delay = (delay * 2).min(Duration::from_secs(60));
             }
         }
-        self.set_up_done.store(true, Ordering::Release);
         tracing::info!(bridge = ctx.name(), "every Matrix room is set up");
         // From now on, follow whether the homeserver answers.
         loop {
@@ -174,9 +182,16 @@ impl Inner {
         }
     }
 
-    /// Room ids found at earlier starts, so transactions can be taken at once.
+    /// Room ids known before any request: linked by id, or found at earlier
+    /// starts; so transactions for them can be taken at once.
     async fn load_room_ids(&self, ctx: &BridgeContext) {
         for link in ctx.rooms() {
+            if let Ok(id) = RoomId::parse(&link) {
+                let mut st = self.state();
+                st.room_ids.insert(link.clone(), id.clone());
+                st.links.insert(id, link);
+                continue;
+            }
             if let Ok(Some(id)) = ctx.load_state(&format!("{ROOM_KEY}{link}")).await
                 && let Ok(id) = OwnedRoomId::try_from(id)
             {
