@@ -247,7 +247,7 @@ portals:
     for want in [
         "bridges.hooks.endpoints.a.inbound: give `token` or `hmac_secret`",
         "bridges.hooks.endpoints.b.outbound.url: scheme \"ftp\" is not http or https",
-        "bridges.mx.type: bridge type \"matrix\" is not compiled into this build",
+        "bridges.mx: missing field `homeserver`",
         "portals[0].links[1].bridge: no bridge named \"nope\"",
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
