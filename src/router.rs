@@ -396,6 +396,10 @@ impl Host for Router {
         rooms
     }
 
+    fn account_of(&self, person: &str, bridge: &str) -> Option<String> {
+        self.directory.person(person).and_then(|p| p.accounts.get(bridge).cloned())
+    }
+
     fn canonical_recipient(&self, with: &Recipient) -> Result<Recipient, DirectError> {
         self.canonical(with)
     }

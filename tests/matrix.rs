@@ -324,8 +324,12 @@ async fn typing_topic_and_membership_cross_both_ways() {
     from_hook(&mut hook, "topic", &|j| j["type"] == "topic" && j["topic"] == "launch day").await;
     let bob = MatrixPeer::join(&synapse.url(), "bob", ALIAS).await;
     from_hook(&mut hook, "join", &|j| j["type"] == "membership" && j["membership"] == "join" && j["sender"]["id"] == "@bob:matrix.test").await;
-    bob.leave().await.unwrap();
+    // Alice (a moderator now) removes Bob: it is Bob who leaves, not Alice.
+    let kick = format!("{}/_matrix/client/v3/rooms/{}/kick", synapse.url(), alice.room_id.replace('!', "%21").replace(':', "%3A"));
+    let r = reqwest::Client::new().post(kick).bearer_auth(alice_token(&synapse).await).json(&json!({"user_id": "@bob:matrix.test"})).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     from_hook(&mut hook, "leave", &|j| j["type"] == "membership" && j["membership"] == "leave" && j["sender"]["id"] == "@bob:matrix.test").await;
+    drop(bob);
 
     // Webhook → Matrix.
     let client = reqwest::Client::new();

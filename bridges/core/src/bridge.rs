@@ -240,6 +240,8 @@ pub trait Host: Send + Sync + 'static {
     /// Every id the message map has, on (bridge, room), for the message
     /// that `remote_id` stands for there.
     async fn ids_of(&self, bridge: &str, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, SubmitError>;
+    /// A directory person's account on `bridge` (their `accounts` entry).
+    fn account_of(&self, person: &str, bridge: &str) -> Option<String>;
     /// `with` as the router names it (a person by their configured id, an
     /// account that belongs to a person as that person), or why nobody.
     /// Name direct conversations' rooms from this, so both ways meet.
@@ -287,6 +289,9 @@ impl BridgeContext {
     }
     pub async fn ids_of(&self, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, SubmitError> {
         self.host.ids_of(&self.name, room, remote_id).await
+    }
+    pub fn account_of(&self, person: &str) -> Option<String> {
+        self.host.account_of(person, &self.name)
     }
     pub fn canonical_recipient(&self, with: &Recipient) -> Result<Recipient, DirectError> {
         self.host.canonical_recipient(with)

@@ -9,6 +9,7 @@ pub mod bridge;
 pub mod conformance;
 pub mod degrade;
 pub mod event;
+pub mod fetch;
 pub mod secret;
 pub mod sign;
 pub mod text;

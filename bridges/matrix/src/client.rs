@@ -38,6 +38,10 @@ impl From<ApiError> for DeliveryError {
             ApiError::Unavailable(_) => DeliveryError::transient(e.to_string()),
             // The homeserver's own error for a request it could not complete.
             ApiError::Refused { status, .. } if status == 408 || status >= 500 => DeliveryError::transient(e.to_string()),
+            // The token was refused: the registration is being changed; not this delivery's fault.
+            ApiError::Refused { ref errcode, .. } if errcode == "M_UNKNOWN_TOKEN" || errcode == "M_MISSING_TOKEN" => {
+                DeliveryError::transient(e.to_string())
+            }
             ApiError::Refused { .. } => DeliveryError::permanent(e.to_string()),
         }
     }
@@ -141,7 +145,7 @@ impl Client {
     /// Fetch a file of the media repository (authenticated media).
     pub async fn download(&self, server: &str, media_id: &str, max: u64) -> Result<Media, ApiError> {
         let url = self.url(&["_matrix", "client", "v1", "media", "download", server, media_id], None);
-        let resp = self
+        let mut resp = self
             .http
             .get(url)
             .bearer_auth(self.token.expose())
@@ -149,17 +153,21 @@ impl Client {
             .await
             .map_err(|e| ApiError::Unavailable(format!("homeserver: {e}")))?;
         if !resp.status().is_success() {
-            return answer(resp).await.map(|_| Media { bytes: Vec::new(), content_type: None });
+            return Err(answer(resp).await.err().unwrap_or_else(|| ApiError::Unavailable("no media".into())));
         }
         let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let too_large = || ApiError::Refused { status: 413, errcode: "M_TOO_LARGE".into(), error: format!("larger than {max} bytes") };
         if resp.content_length().is_some_and(|l| l > max) {
-            return Err(ApiError::Refused { status: 413, errcode: "M_TOO_LARGE".into(), error: format!("larger than {max} bytes") });
+            return Err(too_large());
         }
-        let bytes = resp.bytes().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
-        if bytes.len() as u64 > max {
-            return Err(ApiError::Refused { status: 413, errcode: "M_TOO_LARGE".into(), error: format!("larger than {max} bytes") });
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ApiError::Unavailable(e.to_string()))? {
+            if (bytes.len() + chunk.len()) as u64 > max {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
         }
-        Ok(Media { bytes: bytes.to_vec(), content_type })
+        Ok(Media { bytes, content_type })
     }
 
     /// The room an alias points to, if any.

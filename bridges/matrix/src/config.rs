@@ -14,9 +14,12 @@ pub struct MatrixOptions {
     pub server_name: String,
     /// Where the homeserver reaches Causeway: Causeway's HTTP address and
     /// `/bridges/<bridge name>`, e.g. `http://127.0.0.1:8080/bridges/matrix`.
-    /// Written into the registration file; also the base of media links
-    /// (`<url>/media/…`) handed to other networks.
+    /// Written into the registration file.
     pub url: String,
+    /// Where people on other networks reach the same routes (the base of
+    /// links to Matrix files, `<public_url>/media/…`); default: `url`.
+    #[serde(default)]
+    pub public_url: Option<String>,
     /// The application service's id in the registration.
     #[serde(default = "default_id")]
     pub id: String,
@@ -73,7 +76,7 @@ fn localpart_ok(s: &str) -> bool {
 impl BridgeOptions for MatrixOptions {
     fn check(&self) -> Vec<OptionError> {
         let mut errors = Vec::new();
-        for (field, value) in [("homeserver", &self.homeserver), ("url", &self.url)] {
+        for (field, value) in [("homeserver", &self.homeserver), ("url", &self.url)].into_iter().chain(self.public_url.as_ref().map(|u| ("public_url", u))) {
             match reqwest::Url::parse(value) {
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
                 _ => errors.push(OptionError::new(field, format!("{value:?} is not an http(s) URL"))),

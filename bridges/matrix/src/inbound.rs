@@ -89,9 +89,14 @@ struct Transaction {
     events: Vec<Raw<AnyTimelineEvent>>,
     #[serde(default)]
     ephemeral: Vec<Raw<EphemeralData>>,
+    /// The same under its unstable name (older Synapse; newer sends both).
+    #[serde(default, rename = "de.sorunome.msc2409.ephemeral")]
+    unstable_ephemeral: Vec<Raw<EphemeralData>>,
 }
 
-const TXN_KEY: &str = "txn:";
+/// Transactions remembered as done (only to skip work: a resent event is
+/// recognised by its event id anyway).
+const RECENT_TXNS: usize = 1024;
 
 async fn transaction(
     State(inner): State<Arc<Inner>>,
@@ -106,11 +111,8 @@ async fn transaction(
     let Some(ctx) = inner.ctx.get() else {
         return matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", "starting");
     };
-    let key = format!("{TXN_KEY}{txn}");
-    match ctx.load_state(&key).await {
-        Ok(Some(_)) => return (StatusCode::OK, axum::Json(json!({}))).into_response(),
-        Ok(None) => {}
-        Err(e) => return matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", e),
+    if inner.state().txns.contains(&txn) {
+        return (StatusCode::OK, axum::Json(json!({}))).into_response();
     }
     let t: Transaction = match serde_json::from_slice(&body) {
         Ok(t) => t,
@@ -126,14 +128,17 @@ async fn transaction(
             return matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", e);
         }
     }
-    for raw in t.ephemeral {
+    let data = if t.ephemeral.is_empty() { t.unstable_ephemeral } else { t.ephemeral };
+    for raw in data {
         if let Err(e) = ephemeral(&inner, ctx, raw).await {
             return matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", e);
         }
     }
-    if let Err(e) = ctx.save_state(&key, "done").await {
-        return matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", e);
+    let mut st = inner.state();
+    if st.txns.len() >= RECENT_TXNS {
+        st.txns.pop_front();
     }
+    st.txns.push_back(txn);
     (StatusCode::OK, axum::Json(json!({}))).into_response()
 }
 
@@ -152,33 +157,54 @@ async fn ping(State(inner): State<Arc<Inner>>, Query(q): Query<AuthQuery>, heade
     (StatusCode::OK, axum::Json(json!({}))).into_response()
 }
 
+/// The key media links are signed with: derived from the hs_token, so the
+/// token itself signs nothing anyone sees.
+fn media_key(inner: &Inner) -> Vec<u8> {
+    causeway_core::sign::sign(inner.options.hs_token.expose().as_bytes(), b"causeway media links").into_bytes()
+}
+
 /// The signature of a media link: only links Causeway handed out work.
 pub(crate) fn media_sig(inner: &Inner, server: &str, media: &str) -> String {
-    causeway_core::sign::sign(inner.options.hs_token.expose().as_bytes(), format!("{server}/{media}").as_bytes())
-        .trim_start_matches("sha256=")
-        .to_string()
+    causeway_core::sign::sign(&media_key(inner), format!("{server}/{media}").as_bytes()).trim_start_matches("sha256=").to_string()
 }
 
 /// The link another network gets for a file in the media repository.
 pub(crate) fn media_url(inner: &Inner, server: &str, media: &str) -> String {
     let sig = media_sig(inner, server, media);
-    format!("{}/media/{server}/{media}?sig={sig}", inner.options.url.trim_end_matches('/'))
+    let base = inner.options.public_url.as_deref().unwrap_or(&inner.options.url);
+    format!("{}/media/{server}/{media}?sig={sig}", base.trim_end_matches('/'))
 }
+
+/// Content types shown in place; everything else is a download, so that no
+/// file from the homeserver runs as a page on Causeway's address.
+const INLINE_TYPES: &[&str] = &["image/png", "image/jpeg", "image/gif", "image/webp", "audio/ogg", "audio/mpeg", "video/mp4", "video/webm", "text/plain"];
 
 /// A file of the media repository, for networks that fetch links.
 async fn media(State(inner): State<Arc<Inner>>, Path((server, media)): Path<(String, String)>, Query(q): Query<AuthQuery>) -> Response {
-    let signed = q.sig.as_deref().is_some_and(|s| {
-        causeway_core::sign::verify(inner.options.hs_token.expose().as_bytes(), format!("{server}/{media}").as_bytes(), &format!("sha256={s}"))
-    });
+    let signed = q.sig.as_deref().is_some_and(|s| causeway_core::sign::verify(&media_key(&inner), format!("{server}/{media}").as_bytes(), &format!("sha256={s}")));
     if !signed {
         return matrix_error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "not a link Causeway handed out");
     }
     match inner.client.download(&server, &media, inner.options.media_max_bytes).await {
         Ok(m) => {
-            let ct = m.content_type.unwrap_or_else(|| "application/octet-stream".into());
-            ([(header::CONTENT_TYPE, ct)], m.bytes).into_response()
+            let ct = m.content_type.unwrap_or_default();
+            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let (ct, disposition) = if INLINE_TYPES.contains(&essence.as_str()) { (essence, "inline") } else { ("application/octet-stream".to_string(), "attachment") };
+            (
+                [
+                    (header::CONTENT_TYPE, ct),
+                    (header::CONTENT_DISPOSITION, disposition.to_string()),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+                    (header::CONTENT_SECURITY_POLICY, "sandbox; default-src 'none'".to_string()),
+                ],
+                m.bytes,
+            )
+                .into_response()
         }
-        Err(e) => matrix_error(StatusCode::BAD_GATEWAY, "M_UNKNOWN", e),
+        Err(e) => {
+            tracing::warn!(server, media, "media not served: {e}");
+            matrix_error(StatusCode::BAD_GATEWAY, "M_UNKNOWN", "the homeserver did not give the file")
+        }
     }
 }
 
@@ -207,59 +233,93 @@ async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimeline
     };
     let room = event.room_id().to_owned();
     let sender = event.sender().to_owned();
-    let membership = membership(inner, &event);
-    if inner.is_ours(sender.as_str()) {
-        return Ok(());
-    }
-    let link = inner.state().links.get(&room).cloned();
-    let Some(link) = link else {
+    let Some(link) = inner.link_of(&room).await else {
         if !inner.set_up_done.load(Ordering::Acquire) {
             // A linked room not set up yet: have the homeserver try later.
             return Err(format!("room {room} is not set up yet"));
         }
+        if let Some(change) = member_change(&event)
+            && change.user == inner.bot
+            && change.invited
+        {
+            inner.invited.notify_one();
+        }
         return Ok(());
     };
-    let who = display_name(inner, &room, &sender);
     let at_ms = Some(i64::from(event.origin_server_ts().get()));
     let event_id = event.event_id().to_string();
-    let body = match membership {
-        Some(change) => Some(Body::Membership(change)),
-        None => body(inner, event),
-    };
-    let Some(body) = body else { return Ok(()) };
+    if let Some(change) = member_change(&event) {
+        // About the member (`state_key`), whoever sent it (a kick, an invite).
+        let user = change.user.clone();
+        if user == inner.bot && change.invited {
+            inner.invited.notify_one();
+        }
+        if let Some(m) = change.membership.clone().filter(|_| !inner.is_ours(user.as_str())) {
+            let name = change.name.clone().or_else(|| display_name(inner, &room, &user).name);
+            let who = RemoteSender { id: user.to_string(), name, avatar: None };
+            submit(ctx, Incoming { room: link, sender: who, remote_id: Some(event_id), aliases: Vec::new(), at_ms, body: Body::Membership(m) }).await?;
+        }
+        // The member list changes once the change is taken.
+        let mut st = inner.state();
+        if change.joined {
+            st.members.entry(room).or_default().insert(user, change.name);
+        } else if change.left {
+            if let Some(m) = st.members.get_mut(&room) {
+                m.remove(&user);
+            }
+            st.joined.remove(&(room, user));
+        }
+        return Ok(());
+    }
+    if inner.is_ours(sender.as_str()) {
+        return Ok(());
+    }
+    let who = display_name(inner, &room, &sender);
+    let Some(body) = body(inner, event) else { return Ok(()) };
     submit(ctx, Incoming { room: link, sender: who, remote_id: Some(event_id), aliases: Vec::new(), at_ms, body }).await
 }
 
-/// Keep the member list current; a join, leave or new name is a change to
-/// bridge. The bridge's own user follows invitations into linked rooms.
-fn membership(inner: &Inner, event: &AnyTimelineEvent) -> Option<Membership> {
+/// A membership event, read from the event itself (its content and the
+/// previous content the homeserver sends along), not from what Causeway
+/// remembers: a resent transaction gives the same answer.
+struct MemberChange {
+    user: OwnedUserId,
+    /// The change to bridge, if any.
+    membership: Option<Membership>,
+    /// The member's display name now.
+    name: Option<String>,
+    joined: bool,
+    left: bool,
+    invited: bool,
+}
+
+fn member_change(event: &AnyTimelineEvent) -> Option<MemberChange> {
     let AnyTimelineEvent::State(AnyStateEvent::RoomMember(m)) = event else { return None };
     let m = m.as_original()?;
     let user = OwnedUserId::try_from(m.state_key.as_str()).ok()?;
-    let room = m.room_id.clone();
-    if user == inner.bot && m.content.membership == MembershipState::Invite {
-        inner.invited.notify_one();
-    }
-    let mut st = inner.state();
-    let members = st.members.entry(room.clone()).or_default();
-    let before = members.get(&user).cloned();
-    match m.content.membership {
-        MembershipState::Join => {
-            let name = m.content.displayname.clone().filter(|n| !n.trim().is_empty() && n.len() <= 256);
-            members.insert(user.clone(), name.clone());
-            match before {
-                None => Some(Membership::Join),
-                Some(old) if old != name => name.map(|n| Membership::Nick { name: n }),
-                Some(_) => None,
-            }
-        }
-        MembershipState::Leave | MembershipState::Ban => {
-            members.remove(&user);
-            st.joined.remove(&(room, user));
-            before.map(|_| Membership::Leave)
-        }
+    let clean = |n: &Option<String>| n.clone().filter(|n| !n.trim().is_empty() && n.len() <= 256);
+    let name = clean(&m.content.displayname);
+    let prev = m.unsigned.prev_content.as_ref();
+    let was_joined = prev.is_some_and(|p| p.membership == MembershipState::Join);
+    let prev_name = prev.and_then(|p| clean(&p.displayname));
+    let now = &m.content.membership;
+    let membership = match now {
+        MembershipState::Join if !was_joined => Some(Membership::Join),
+        MembershipState::Join => match &name {
+            Some(n) if prev_name.as_ref() != Some(n) => Some(Membership::Nick { name: n.clone() }),
+            _ => None,
+        },
+        MembershipState::Leave | MembershipState::Ban if was_joined => Some(Membership::Leave),
         _ => None,
-    }
+    };
+    Some(MemberChange {
+        user,
+        membership,
+        name: name.or(prev_name),
+        joined: *now == MembershipState::Join,
+        left: matches!(now, MembershipState::Leave | MembershipState::Ban),
+        invited: *now == MembershipState::Invite,
+    })
 }
 
 /// The content of a message, reaction, redaction or topic as an event body.
@@ -336,30 +396,23 @@ fn message(inner: &Inner, content: RoomMessageEventContent) -> Option<Body<Strin
         let name = filename.cloned().unwrap_or_else(|| name.to_string());
         Some((caption, Attachment { url, name: Some(name), mime, size }))
     };
+    macro_rules! file_arm {
+        ($c:expr) => {{
+            let c = $c;
+            let info = c.info.as_ref();
+            let (t, a) = file(&c.source, &c.body, c.filename.as_ref(), Some((&c.body, c.formatted.as_ref())), info.and_then(|i| i.mimetype.clone()), info.and_then(|i| i.size).map(u64::from))?;
+            (MessageKind::Text, t, vec![a])
+        }};
+    }
     let (kind, text, attachments) = match &content.msgtype {
         MessageType::Text(c) => (MessageKind::Text, text(&c.body, c.formatted.as_ref(), is_reply), vec![]),
         MessageType::Notice(c) => (MessageKind::Notice, text(&c.body, c.formatted.as_ref(), is_reply), vec![]),
         MessageType::Emote(c) => (MessageKind::Emote, text(&c.body, c.formatted.as_ref(), is_reply), vec![]),
-        MessageType::Image(c) => {
-            let info = c.info.as_ref();
-            let (t, a) = file(&c.source, &c.body, c.filename.as_ref(), Some((&c.body, c.formatted.as_ref())), info.and_then(|i| i.mimetype.clone()), info.and_then(|i| i.size).map(u64::from))?;
-            (MessageKind::Text, t, vec![a])
-        }
-        MessageType::File(c) => {
-            let info = c.info.as_ref();
-            let (t, a) = file(&c.source, &c.body, c.filename.as_ref(), Some((&c.body, c.formatted.as_ref())), info.and_then(|i| i.mimetype.clone()), info.and_then(|i| i.size).map(u64::from))?;
-            (MessageKind::Text, t, vec![a])
-        }
-        MessageType::Video(c) => {
-            let info = c.info.as_ref();
-            let (t, a) = file(&c.source, &c.body, c.filename.as_ref(), Some((&c.body, c.formatted.as_ref())), info.and_then(|i| i.mimetype.clone()), info.and_then(|i| i.size).map(u64::from))?;
-            (MessageKind::Text, t, vec![a])
-        }
-        MessageType::Audio(c) => {
-            let info = c.info.as_ref();
-            let (t, a) = file(&c.source, &c.body, c.filename.as_ref(), Some((&c.body, c.formatted.as_ref())), info.and_then(|i| i.mimetype.clone()), info.and_then(|i| i.size).map(u64::from))?;
-            (MessageKind::Text, t, vec![a])
-        }
+        // The same fields in each kind of file; only their types differ.
+        MessageType::Image(c) => file_arm!(c),
+        MessageType::File(c) => file_arm!(c),
+        MessageType::Video(c) => file_arm!(c),
+        MessageType::Audio(c) => file_arm!(c),
         // Locations, polls and the like: what their body says.
         other => (MessageKind::Text, Text::plain(other.body()), vec![]),
     };

@@ -58,6 +58,8 @@ struct State {
     members: HashMap<OwnedRoomId, HashMap<OwnedUserId, Option<String>>>,
     /// Room id → who was typing at the last typing notice.
     typing: HashMap<OwnedRoomId, HashSet<OwnedUserId>>,
+    /// Transactions taken lately, oldest first.
+    txns: std::collections::VecDeque<String>,
 }
 
 pub(crate) struct Inner {
@@ -118,6 +120,22 @@ impl Inner {
         let Ok(u) = <&UserId>::try_from(user) else { return false };
         u.server_name().as_str() == self.options.server_name
             && (u == self.bot || u.localpart().starts_with(&self.options.ghost_prefix))
+    }
+
+    /// The linked room a room id stands for. While rooms are being set up,
+    /// wait a little for it (a room Causeway just created sends its first
+    /// events before its creation is answered).
+    async fn link_of(&self, room: &RoomId) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(l) = self.state().links.get(room).cloned() {
+                return Some(l);
+            }
+            if self.set_up_done.load(Ordering::Acquire) || tokio::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The room id of a linked room, resolved at start.
@@ -203,14 +221,19 @@ impl Inner {
     }
 
     async fn set_up_room(&self, ctx: &BridgeContext, link: &str) -> Result<(), ApiError> {
-        let room_id = match RoomId::parse(link) {
-            Ok(id) => id,
-            Err(_) => match self.client.resolve_alias(link).await? {
+        if RoomId::parse(link).is_err() {
+            let id = match self.client.resolve_alias(link).await? {
                 Some(id) => id,
                 None => self.create_portal_room(link).await?,
-            },
-        };
-        let joined = match self.client.join(room_id.as_str(), None).await {
+            };
+            // Known at once, so its events are taken while it is joined.
+            let mut st = self.state();
+            st.room_ids.insert(link.to_string(), id.clone());
+            st.links.insert(id, link.to_string());
+        }
+        // By the alias where there is one: the homeserver then knows where
+        // to join a room of another server from.
+        let joined = match self.client.join(link, None).await {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!(
@@ -272,8 +295,10 @@ impl Inner {
         self.client.set_displayname(ghost, &sender.name).await?;
         if let Some(url) = &sender.avatar {
             match self.copy_media(url, Some("avatar")).await {
-                Ok((mxc, _, _)) => self.client.set_avatar(ghost, mxc.as_str()).await?,
-                Err(e) => tracing::warn!(ghost = %ghost, url, "avatar not copied: {e}"),
+                Ok(Ok((mxc, _, _))) => self.client.set_avatar(ghost, mxc.as_str()).await?,
+                Ok(Err(e)) | Err(DeliveryError::Transient { reason: e, .. }) | Err(DeliveryError::Permanent { reason: e }) => {
+                    tracing::warn!(ghost = %ghost, url, "avatar not copied: {e}")
+                }
             }
         }
         self.state().profiles.insert(ghost.to_owned(), profile);
@@ -298,29 +323,18 @@ impl Inner {
     }
 
     /// Copy a file from another network into the media repository: its mxc
-    /// URI, content type and size.
-    async fn copy_media(&self, url: &str, name: Option<&str>) -> Result<(ruma::OwnedMxcUri, String, u64), String> {
-        let resp = self.http.get(url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("GET {url}: {}", resp.status()));
-        }
-        let max = self.options.media_max_bytes;
-        if resp.content_length().is_some_and(|l| l > max) {
-            return Err(format!("{url} is larger than media_max_bytes ({max})"));
-        }
-        let mime = resp
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/octet-stream")
-            .to_string();
-        let bytes = resp.bytes().await.map_err(|e| format!("GET {url}: {e}"))?;
-        if bytes.len() as u64 > max {
-            return Err(format!("{url} is larger than media_max_bytes ({max})"));
-        }
-        let size = bytes.len() as u64;
-        let mxc = self.client.upload(bytes.to_vec(), &mime, name).await.map_err(|e| e.to_string())?;
-        Ok((mxc, mime, size))
+    /// URI, content type and size. `Ok(Err(_))`: the file cannot be had (send
+    /// its link); `Err(_)`: try the delivery again later.
+    async fn copy_media(&self, url: &str, name: Option<&str>) -> Result<Result<(ruma::OwnedMxcUri, String, u64), String>, DeliveryError> {
+        let fetched = match causeway_core::fetch::fetch(&self.http, url, self.options.media_max_bytes).await {
+            Ok(f) => f,
+            Err(causeway_core::fetch::FetchError::Refused(e)) => return Ok(Err(e)),
+            Err(causeway_core::fetch::FetchError::Unavailable(e)) => return Err(DeliveryError::transient(e)),
+        };
+        let mime = fetched.content_type.unwrap_or_else(|| "application/octet-stream".into());
+        let size = fetched.bytes.len() as u64;
+        let mxc = self.client.upload(fetched.bytes, &mime, name).await?;
+        Ok(Ok((mxc, mime, size)))
     }
 }
 

@@ -73,8 +73,11 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             return Ok(Delivered::default());
         }
         Body::Membership(Membership::Leave) => {
-            if inner.state().joined.remove(&(room.clone(), ghost.clone())) {
-                inner.client.leave(r, &ghost).await?;
+            inner.state().joined.remove(&(room.clone(), ghost.clone()));
+            match inner.client.leave(r, &ghost).await {
+                // Not in the room (any more): nothing to leave.
+                Err(e) if e.errcode() == Some("M_FORBIDDEN") || e.errcode() == Some("M_NOT_FOUND") => {}
+                other => other?,
             }
             return Ok(Delivered::default());
         }
@@ -110,7 +113,8 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             let content = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}});
             let event = inner.client.send(r, "m.reaction", id, &content, &ghost).await?;
             if let Some(ctx) = inner.ctx.get() {
-                let _ = ctx.save_state(&reaction_key(&room, &ghost, target, key), event.as_str()).await;
+                // Needed to take the reaction back; the retry sends the same event.
+                ctx.save_state(&reaction_key(&room, &ghost, target, key), event.as_str()).await.map_err(|e| DeliveryError::transient(e.to_string()))?;
             }
             event
         }
@@ -128,13 +132,30 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             let mut content = text_content(&Text { plain: format!("* {}", text.plain), html: text.html.as_ref().map(|h| format!("* {h}")) }, MessageKind::Text);
             content["m.new_content"] = new;
             content["m.relates_to"] = json!({"rel_type": "m.replace", "event_id": target});
-            inner.client.send(r, "m.room.message", id, &content, &ghost).await?
+            send(inner, &room, &ghost, id, &content).await?
         }
         Body::Message { text, kind, attachments, reply_to, thread, mentions } => {
             return send_message(inner, &room, &ghost, id, text, *kind, attachments, reply_to.as_ref(), thread.as_ref(), mentions).await;
         }
     };
     Ok(Delivered { remote_id: Some(sent.to_string()) })
+}
+
+/// Send a message event as `ghost`; if the homeserver says the ghost is
+/// not in the room (it was removed meanwhile), join again and retry once.
+async fn send(inner: &Inner, room: &RoomId, ghost: &UserId, txn: &str, content: &Value) -> Result<ruma::OwnedEventId, DeliveryError> {
+    match inner.client.send(room.as_str(), "m.room.message", txn, content, ghost).await {
+        Err(e) if e.errcode() == Some("M_FORBIDDEN") => {
+            inner.state().joined.remove(&(room.to_owned(), ghost.to_owned()));
+            inner.ensure_joined(room, ghost).await?;
+            Ok(inner.client.send(room.as_str(), "m.room.message", txn, content, ghost).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// A message: its text, then each file as its own event (`<id>.<n>` as
@@ -156,19 +177,21 @@ async fn send_message(
     let mentioned: Vec<&str> = mentions.iter().map(String::as_str).filter(|m| <&UserId>::try_from(*m).is_ok()).collect();
     let mut files = Vec::new();
     let mut links = Vec::new();
-    for a in attachments {
-        match inner.copy_media(&a.url, a.name.as_deref()).await {
+    for (i, a) in attachments.iter().enumerate() {
+        match inner.copy_media(&a.url, a.name.as_deref()).await? {
             Ok((mxc, mime, size)) => {
                 let name = a.name.clone().unwrap_or_else(|| a.url.rsplit('/').next().unwrap_or("file").to_string());
                 let mime = a.mime.clone().unwrap_or(mime);
-                files.push(json!({
+                // The transaction id follows the file, not its place among
+                // those copied this time.
+                files.push((format!("{id}.f{i}"), json!({
                     "msgtype": file_msgtype(&mime),
                     "body": name,
                     "filename": name,
                     "url": mxc,
                     "info": {"mimetype": mime, "size": size},
                     "external_url": a.url,
-                }));
+                })));
             }
             Err(e) => {
                 tracing::warn!(url = %a.url, "not copied to the media repository, sending the link: {e}");
@@ -180,21 +203,24 @@ async fn send_message(
     if !links.is_empty() {
         let joined = links.join("\n");
         text.plain = if text.plain.is_empty() { joined.clone() } else { format!("{}\n{joined}", text.plain) };
-        text.html = text.html.map(|h| format!("{h}<br>{}", links.iter().map(|l| format!("<a href=\"{l}\">{l}</a>")).collect::<Vec<_>>().join("<br>")));
+        let anchors: Vec<String> = links.iter().map(|l| {
+            let l = escape_html(l);
+            format!("<a href=\"{l}\">{l}</a>")
+        }).collect();
+        text.html = text.html.map(|h| format!("{h}<br>{}", anchors.join("<br>")));
     }
     let mut contents = Vec::new();
     if !text.plain.trim().is_empty() {
-        contents.push(text_content(&text, kind));
+        contents.push((id.to_string(), text_content(&text, kind)));
     }
     contents.extend(files);
     let mut first = None;
-    for (n, mut content) in contents.into_iter().enumerate() {
+    for (txn, mut content) in contents {
         if let Some(rel) = &rel {
             content["m.relates_to"] = rel.clone();
         }
         content["m.mentions"] = json!({"user_ids": mentioned});
-        let txn = if n == 0 { id.to_string() } else { format!("{id}.{n}") };
-        let event = inner.client.send(room.as_str(), "m.room.message", &txn, &content, ghost).await.map_err(DeliveryError::from)?;
+        let event = send(inner, room, ghost, &txn, &content).await?;
         first.get_or_insert(event);
     }
     Ok(Delivered { remote_id: first.map(|e| e.to_string()) })

@@ -23,8 +23,8 @@ fn q(s: &str) -> String {
 /// The registration YAML for the homeserver.
 pub fn yaml(o: &MatrixOptions) -> String {
     let server = regex_escape(&o.server_name);
-    let users = format!("@{}.*:{server}", regex_escape(&o.ghost_prefix));
-    let aliases = format!("#{}.*:{server}", regex_escape(&o.alias_prefix));
+    let users = format!("^@{}.*:{server}$", regex_escape(&o.ghost_prefix));
+    let aliases = format!("^#{}.*:{server}$", regex_escape(&o.alias_prefix));
     format!(
         "# Application service registration for Causeway, made by `causeway matrix registration`.\n\
          # Give this file to the homeserver (Synapse: app_service_config_files) and\n\
@@ -67,15 +67,15 @@ mod tests {
         }))
         .unwrap();
         let y = yaml(&o);
-        assert!(y.contains(r#"regex: "@causeway_.*:matrix\\.test""#), "{y}");
-        assert!(y.contains(r##"regex: "#causeway_.*:matrix\\.test""##), "{y}");
+        assert!(y.contains(r#"regex: "^@causeway_.*:matrix\\.test$""#), "{y}");
+        assert!(y.contains(r##"regex: "^#causeway_.*:matrix\\.test$""##), "{y}");
         assert!(y.contains(r#"as_token: "a\"s""#), "{y}");
         assert!(y.contains("url: \"http://127.0.0.1:8080/bridges/matrix\""));
         // It is YAML a homeserver reads: parse it back as a ruma registration.
         let reg: ruma::api::appservice::Registration = serde_saphyr::from_str(&y).unwrap();
         assert_eq!(reg.sender_localpart, "causeway");
         assert!(reg.receive_ephemeral);
-        assert_eq!(reg.namespaces.users[0].regex, "@causeway_.*:matrix\\.test");
+        assert_eq!(reg.namespaces.users[0].regex, "^@causeway_.*:matrix\\.test$");
         assert!(reg.namespaces.users[0].exclusive);
     }
 }

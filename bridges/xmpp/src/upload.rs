@@ -50,18 +50,9 @@ pub(crate) async fn copy(inner: &Inner, service: &str, from: &FullJid, a: &Attac
     if a.size.is_some_and(|s| s > max) {
         return Err(format!("{} bytes is over upload_max_bytes", a.size.unwrap_or(0)));
     }
-    let resp = inner.http.get(&a.url).timeout(std::time::Duration::from_secs(60)).send().await.map_err(|e| format!("download: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("download: {} answered {}", a.url, resp.status()));
-    }
-    if resp.content_length().is_some_and(|l| l > max) {
-        return Err("the file is over upload_max_bytes".into());
-    }
-    let mime = a.mime.clone().or_else(|| resp.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_string));
-    let bytes = resp.bytes().await.map_err(|e| format!("download: {e}"))?;
-    if bytes.len() as u64 > max {
-        return Err("the file is over upload_max_bytes".into());
-    }
+    let fetched = causeway_core::fetch::fetch(&inner.http, &a.url, max).await.map_err(|e| format!("download: {e}"))?;
+    let mime = a.mime.clone().or(fetched.content_type);
+    let bytes = fetched.bytes;
     let name = a
         .name
         .clone()

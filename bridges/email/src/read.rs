@@ -1,0 +1,433 @@
+//! Incoming mail → what to do with it: take it into a list's portal, leave it
+//! alone (auto-replies, bounces, our own mail), or quarantine it (malformed,
+//! too large, refused by the policy). Everything here reads outside data:
+//! nothing panics, nothing is lost (a mail not taken is kept in a folder).
+
+use causeway_core::text::{html_to_plain, sanitize_html};
+use mail_parser::{HeaderValue, Message, MessageParser, MimeHeaders};
+
+use crate::config::{EmailOptions, PolicyOptions};
+
+/// A mail to take into a list's portal.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Taken {
+    /// The list address (the room).
+    pub list: String,
+    pub from: String,
+    pub name: Option<String>,
+    pub message_id: Option<String>,
+    pub in_reply_to: Option<String>,
+    /// The subject when the mail starts a conversation (not a reply).
+    pub new_subject: Option<String>,
+    /// The text without quoted replies and signature.
+    pub plain: String,
+    /// Sanitized HTML; the quote and signature, when cut, in a collapsed part.
+    pub html: Option<String>,
+    pub files: Vec<File>,
+    pub at_ms: Option<i64>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct File {
+    pub name: String,
+    pub mime: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What to do with one mail.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Take(Box<Taken>),
+    /// Not for a portal and never answered (auto-replies, bounces, our own
+    /// mail, mail to no list): marked as read, counted under `reason`.
+    Ignore { reason: &'static str, detail: String },
+    /// Kept aside in the quarantine folder, counted under `reason`.
+    Quarantine { reason: &'static str, detail: String },
+}
+
+fn ignore(reason: &'static str, detail: impl Into<String>) -> Verdict {
+    Verdict::Ignore { reason, detail: detail.into() }
+}
+
+fn quarantine(reason: &'static str, detail: impl Into<String>) -> Verdict {
+    Verdict::Quarantine { reason, detail: detail.into() }
+}
+
+/// A header's text, however the parser holds it.
+fn header_text(v: Option<&HeaderValue>) -> String {
+    match v {
+        Some(HeaderValue::Text(t)) => t.to_string(),
+        Some(HeaderValue::TextList(l)) => l.join(" "),
+        _ => String::new(),
+    }
+}
+
+/// Message ids of a header, without angle brackets.
+fn ids(v: &HeaderValue) -> Vec<String> {
+    let list: Vec<String> = match v {
+        HeaderValue::Text(t) => vec![t.to_string()],
+        HeaderValue::TextList(l) => l.iter().map(|t| t.to_string()).collect(),
+        _ => Vec::new(),
+    };
+    list.into_iter()
+        .flat_map(|s| s.split_whitespace().map(|x| x.trim_matches(|c| c == '<' || c == '>').to_string()).collect::<Vec<_>>())
+        .filter(|s| !s.is_empty() && s.len() <= 256)
+        .collect()
+}
+
+/// Mail that machines send on their own: answering or forwarding it makes loops.
+fn automatic(m: &Message) -> Option<(&'static str, String)> {
+    let auto = header_text(m.header("Auto-Submitted")).to_ascii_lowercase();
+    if !auto.is_empty() && !auto.starts_with("no") {
+        return Some(("auto_reply", format!("Auto-Submitted: {auto}")));
+    }
+    let precedence = header_text(m.header("Precedence")).to_ascii_lowercase();
+    if ["bulk", "junk", "list", "auto_reply"].contains(&precedence.trim()) {
+        return Some(("auto_reply", format!("Precedence: {precedence}")));
+    }
+    for h in ["X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress"] {
+        if m.header(h).is_some() {
+            return Some(("auto_reply", format!("{h} present")));
+        }
+    }
+    let ctype = m.content_type();
+    if ctype.is_some_and(|c| c.ctype().eq_ignore_ascii_case("multipart") && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))) {
+        return Some(("bounce", "a delivery or read report".into()));
+    }
+    if m.return_path().as_text().is_some_and(|r| r.trim().is_empty() || r.trim() == "<>") {
+        return Some(("bounce", "null return path".into()));
+    }
+    let from = m.from().and_then(|f| f.first()).and_then(|a| a.address()).unwrap_or("").to_ascii_lowercase();
+    if from.starts_with("mailer-daemon@") || from.starts_with("postmaster@") {
+        return Some(("bounce", format!("from {from}")));
+    }
+    None
+}
+
+/// The list this mail was sent to: by To, Cc, then the delivery headers.
+fn list_of<'a>(m: &Message, options: &'a EmailOptions) -> Option<&'a String> {
+    let mut candidates: Vec<String> = Vec::new();
+    for a in m.to().into_iter().chain(m.cc()) {
+        candidates.extend(a.iter().filter_map(|x| x.address()).map(str::to_ascii_lowercase));
+    }
+    for h in ["Delivered-To", "X-Original-To", "Envelope-To"] {
+        candidates.extend(m.header_values(h).map(|v| header_text(Some(v)).trim().trim_matches(|c| c == '<' || c == '>').to_ascii_lowercase()));
+    }
+    options.lists.keys().find(|l| candidates.iter().any(|c| c.eq_ignore_ascii_case(l)))
+}
+
+/// Whether the policy takes mail from `sender` (lowercase) for a list whose
+/// subscribers' addresses are `subscribers`.
+fn allowed(policy: &PolicyOptions, sender: &str, subscribers: &[String]) -> bool {
+    if subscribers.iter().any(|s| s.eq_ignore_ascii_case(sender)) {
+        return true;
+    }
+    let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    policy.allow.iter().any(|a| {
+        let a = a.to_ascii_lowercase();
+        if a.contains('@') { a == sender } else { domain == a || domain.ends_with(&format!(".{a}")) }
+    })
+}
+
+/// The receiving server's verdicts: (dmarc, dkim, spf), each "pass", "fail", … or "".
+fn verdicts(m: &Message, authserv_id: &str) -> Option<(String, String, String)> {
+    // The topmost header is the receiving server's own (RFC 8601 §5).
+    let header = m.header_values("Authentication-Results").map(|v| header_text(Some(v))).next()?;
+    let mut parts = header.split(';');
+    let id = parts.next()?.split_whitespace().next()?.to_ascii_lowercase();
+    if id != authserv_id.to_ascii_lowercase() {
+        return None;
+    }
+    let (mut dmarc, mut dkim, mut spf) = (String::new(), String::new(), String::new());
+    for part in parts {
+        let Some((method, rest)) = part.trim().split_once('=') else { continue };
+        let result = rest.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+        match method.trim().to_ascii_lowercase().as_str() {
+            "dmarc" if dmarc.is_empty() => dmarc = result,
+            // One good signature is enough.
+            "dkim" if dkim != "pass" => dkim = result,
+            "spf" if spf.is_empty() => spf = result,
+            _ => {}
+        }
+    }
+    Some((dmarc, dkim, spf))
+}
+
+/// Why the authentication verdict refuses this mail, if it does.
+fn authentication_refusal(m: &Message, policy: &PolicyOptions) -> Option<String> {
+    let id = policy.authserv_id.as_deref()?;
+    match verdicts(m, id) {
+        Some((dmarc, dkim, spf)) => {
+            if dmarc == "fail" {
+                return Some("DMARC failed".into());
+            }
+            let passed = dmarc == "pass" || dkim == "pass" || spf == "pass";
+            if dmarc.is_empty() && dkim != "pass" && spf == "fail" {
+                return Some("SPF failed and no valid DKIM signature".into());
+            }
+            (policy.require_authentication && !passed).then(|| "no passing DMARC, DKIM or SPF verdict".into())
+        }
+        None => policy.require_authentication.then(|| format!("no Authentication-Results from {id}")),
+    }
+}
+
+/// Split the text into what the sender wrote and what they quoted or signed
+/// with (a trailing quote with its "On … wrote:" line, a forwarded original,
+/// a `-- ` signature). Quotes inside the text (inline answers) stay.
+pub fn clean(text: &str) -> (String, String) {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut cut = lines.len();
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim_end();
+        if t == "-- " || t == "--" || t.starts_with("-----Original Message-----") || t.starts_with("-------- Original Message") || t.starts_with("---------- Forwarded message") {
+            cut = i;
+            break;
+        }
+        // Outlook: a rule, then "From: …".
+        if t.starts_with("________________________________") && lines.get(i + 1).is_some_and(|n| n.starts_with("From:")) {
+            cut = i;
+            break;
+        }
+    }
+    // A trailing quote (with blank lines around it) …
+    let mut end = cut;
+    while end > 0 && (lines[end - 1].trim().is_empty() || lines[end - 1].starts_with('>')) {
+        end -= 1;
+    }
+    if lines[end..cut].iter().any(|l| l.starts_with('>')) {
+        cut = end;
+        // … and its attribution line, which may wrap over two lines.
+        for back in 1..=2 {
+            if cut >= back {
+                let l = lines[cut - back].trim();
+                if l.ends_with("wrote:") || l.ends_with("a écrit :") || l.ends_with("schrieb:") || l.ends_with("escribió:") {
+                    cut -= back;
+                    break;
+                }
+            }
+        }
+    }
+    let kept = lines[..cut].join("\n").trim_end().to_string();
+    let rest = lines[cut..].join("\n").trim().to_string();
+    (kept, rest)
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Read one mail. `subscribers` gives a list's subscribers' addresses.
+pub fn read(raw: &[u8], options: &EmailOptions, subscribers: &dyn Fn(&str) -> Vec<String>) -> Verdict {
+    if raw.len() as u64 > options.max_message_bytes {
+        return quarantine("too_large", format!("{} bytes, more than max_message_bytes", raw.len()));
+    }
+    let Some(m) = MessageParser::default().parse(raw) else {
+        return quarantine("malformed", "not a MIME message");
+    };
+    let Some(from) = m.from().and_then(|f| f.first()) else {
+        return quarantine("malformed", "no From address");
+    };
+    let Some(sender) = from.address().map(str::to_ascii_lowercase).filter(|a| crate::config::is_address(a)) else {
+        return quarantine("malformed", "the From address is not an address");
+    };
+    if let Some((reason, detail)) = automatic(&m) {
+        return ignore(reason, detail);
+    }
+    if options.lists.keys().any(|l| l.eq_ignore_ascii_case(&sender)) {
+        return ignore("loop", "sent from a list address (Causeway's own mail)");
+    }
+    let Some(list) = list_of(&m, options) else {
+        return ignore("no_list", "not addressed to a configured list");
+    };
+    if !allowed(&options.policy, &sender, &subscribers(list)) {
+        return quarantine("policy", format!("{sender} is neither a subscriber nor allowed by policy.allow"));
+    }
+    if let Some(why) = authentication_refusal(&m, &options.policy) {
+        return quarantine("policy", format!("{sender}: {why}"));
+    }
+    let in_reply_to = ids(m.in_reply_to()).into_iter().next().or_else(|| ids(m.references()).pop());
+    let new_subject = m.subject().map(str::trim).filter(|s| !s.is_empty() && in_reply_to.is_none()).map(|s| s.chars().take(300).collect());
+    let html_body = m.body_html(0).filter(|_| m.html_body_count() > 0 && m.html_bodies().any(|p| p.is_text_html())).map(|h| sanitize_html(&h));
+    let plain_body = match m.text_bodies().find(|p| !p.is_text_html()) {
+        Some(p) => p.text_contents().unwrap_or("").to_string(),
+        None => html_body.as_deref().map(html_to_plain).unwrap_or_default(),
+    };
+    let plain_body = plain_body.replace("\r\n", "\n");
+    let (plain, quoted) = clean(&plain_body);
+    let html = if quoted.is_empty() {
+        html_body.filter(|h| !h.trim().is_empty())
+    } else {
+        let main = escape_html(&plain).replace('\n', "<br>");
+        Some(format!("{main}<details><summary>quoted text</summary><blockquote>{}</blockquote></details>", escape_html(&quoted).replace('\n', "<br>")))
+    };
+    let mut files = Vec::new();
+    for (i, part) in m.attachments().enumerate() {
+        let bytes = part.contents().to_vec();
+        if bytes.is_empty() {
+            continue;
+        }
+        let mime = part.content_type().map(|c| match c.subtype() {
+            Some(s) => format!("{}/{}", c.ctype(), s),
+            None => c.ctype().to_string(),
+        });
+        let name = part.attachment_name().map(|n| n.chars().filter(|c| !c.is_control() && *c != '/' && *c != '\\').take(200).collect::<String>());
+        files.push(File {
+            name: name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("attachment-{}", i + 1)),
+            mime: mime.unwrap_or_else(|| "application/octet-stream".into()).to_ascii_lowercase(),
+            bytes,
+        });
+    }
+    if plain.trim().is_empty() && files.is_empty() && new_subject.is_none() {
+        return quarantine("malformed", "no text and no attachment");
+    }
+    let at_ms = m.date().map(|d| d.to_timestamp() * 1000);
+    Verdict::Take(Box::new(Taken {
+        list: list.clone(),
+        from: sender,
+        name: from.name().map(str::trim).filter(|n| !n.is_empty()).map(|n| n.chars().take(256).collect()),
+        message_id: m.message_id().map(str::to_string).filter(|i| !i.is_empty() && i.len() <= 256),
+        in_reply_to,
+        new_subject,
+        plain,
+        html,
+        files,
+        at_ms,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn options(extra: serde_json::Value) -> EmailOptions {
+        let mut o = serde_json::json!({
+            "imap": {"server": "127.0.0.1:143", "tls": "none", "username": "bridge", "password": "pw"},
+            "smtp": {"server": "127.0.0.1:25", "tls": "none"},
+            "url": "http://127.0.0.1:8080/bridges/email",
+            "lists": {"bridge+ops@mail.test": {"subscribers": ["alice@mail.test"]}},
+            "policy": {"allow": ["partner.example"], "authserv_id": "mx.mail.test"}
+        });
+        o.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        causeway_core::parse_options(o).unwrap()
+    }
+
+    fn subs(_: &str) -> Vec<String> {
+        vec!["alice@mail.test".into()]
+    }
+
+    fn mail(headers: &str, body: &str) -> Vec<u8> {
+        format!("{headers}\r\n\r\n{body}").replace("\n", "\r\n").replace("\r\r\n", "\r\n").into_bytes()
+    }
+
+    const BASIC: &str = "From: Alice Liddell <alice@mail.test>\nTo: bridge+ops@mail.test\nSubject: Disk full\nMessage-ID: <a1@mail.test>\nDate: Tue, 24 Nov 2026 10:00:00 +0000";
+
+    #[test]
+    fn a_plain_mail_from_a_subscriber_is_taken() {
+        let v = read(&mail(BASIC, "db-1 is at 91%.\n\n-- \nAlice\nOps team"), &options(serde_json::json!({})), &subs);
+        let Verdict::Take(t) = v else { panic!("{v:?}") };
+        assert_eq!((t.list.as_str(), t.from.as_str(), t.name.as_deref()), ("bridge+ops@mail.test", "alice@mail.test", Some("Alice Liddell")));
+        assert_eq!(t.plain, "db-1 is at 91%.");
+        assert_eq!(t.message_id.as_deref(), Some("a1@mail.test"));
+        assert_eq!(t.new_subject.as_deref(), Some("Disk full"));
+        assert!(t.html.unwrap().contains("<details>"), "the signature is kept, collapsed");
+        assert_eq!(t.at_ms, Some(1_795_514_400_000));
+    }
+
+    #[test]
+    fn replies_lose_their_quote_and_point_at_the_original() {
+        let headers = "From: alice@mail.test\nTo: bridge+ops@mail.test\nSubject: Re: Disk full\nIn-Reply-To: <d-1@mail.test>\nReferences: <root@x> <d-1@mail.test>";
+        let body = "Cleaned it up.\n\nOn Tue, 24 Nov 2026, Bob wrote:\n> it is full\n> again\n";
+        let Verdict::Take(t) = read(&mail(headers, body), &options(serde_json::json!({})), &subs) else { panic!() };
+        assert_eq!(t.plain, "Cleaned it up.");
+        assert_eq!(t.in_reply_to.as_deref(), Some("d-1@mail.test"));
+        assert_eq!(t.new_subject, None);
+    }
+
+    #[test]
+    fn inline_answers_keep_their_quotes() {
+        let (kept, rest) = clean("> question one\nanswer one\n> question two\nanswer two");
+        assert_eq!(kept, "> question one\nanswer one\n> question two\nanswer two");
+        assert_eq!(rest, "");
+        let (kept, rest) = clean("Sure.\n\n-----Original Message-----\nFrom: Bob\nold text");
+        assert_eq!((kept.as_str(), rest.starts_with("-----Original")), ("Sure.", true));
+    }
+
+    #[test]
+    fn machines_and_loops_are_left_alone() {
+        let o = options(serde_json::json!({}));
+        for (headers, reason) in [
+            ("From: alice@mail.test\nTo: bridge+ops@mail.test\nAuto-Submitted: auto-replied\nSubject: Out of office", "auto_reply"),
+            ("From: alice@mail.test\nTo: bridge+ops@mail.test\nPrecedence: bulk", "auto_reply"),
+            ("From: alice@mail.test\nTo: bridge+ops@mail.test\nX-Autoreply: yes", "auto_reply"),
+            ("From: MAILER-DAEMON@mail.test\nTo: bridge+ops@mail.test\nSubject: Undelivered", "bounce"),
+            ("From: alice@mail.test\nTo: bridge+ops@mail.test\nContent-Type: multipart/report; report-type=delivery-status; boundary=x", "bounce"),
+            ("From: alice@mail.test\nReturn-Path: <>\nTo: bridge+ops@mail.test", "bounce"),
+            ("From: \"Dave (via xmpp)\" <bridge+ops@mail.test>\nTo: bridge+ops@mail.test", "loop"),
+            ("From: alice@mail.test\nTo: someone-else@mail.test", "no_list"),
+        ] {
+            match read(&mail(headers, "text"), &o, &subs) {
+                Verdict::Ignore { reason: r, .. } => assert_eq!(r, reason, "{headers}"),
+                v => panic!("{headers}: {v:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_policy_decides_who_may_post() {
+        let o = options(serde_json::json!({}));
+        let from = |who: &str, auth: &str| format!("From: {who}\nTo: bridge+ops@mail.test\n{auth}Subject: s");
+        let take = |h: String| matches!(read(&mail(&h, "x"), &o, &subs), Verdict::Take(_));
+        assert!(take(from("eve@partner.example", "")), "an allowed domain");
+        assert!(take(from("eve@sub.partner.example", "")), "and its subdomains");
+        assert!(!take(from("mallory@evil.example", "")), "anyone else");
+        assert!(!take(from("alice@mail.test", "Authentication-Results: mx.mail.test; dmarc=fail header.from=mail.test\n")));
+        assert!(!take(from("alice@mail.test", "Authentication-Results: mx.mail.test; spf=fail smtp.mailfrom=x; dkim=none\n")));
+        assert!(take(from("alice@mail.test", "Authentication-Results: mx.mail.test; spf=fail; dkim=pass header.d=mail.test\n")));
+        // A verdict from another server is anyone's words.
+        assert!(take(from("alice@mail.test", "Authentication-Results: forged.example; dmarc=fail\n")));
+        let strict = options(serde_json::json!({"policy": {"authserv_id": "mx.mail.test", "require_authentication": true}}));
+        let take_strict = |h: String| matches!(read(&mail(&h, "x"), &strict, &subs), Verdict::Take(_));
+        assert!(!take_strict(from("alice@mail.test", "")));
+        assert!(take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; dmarc=pass\n")));
+    }
+
+    #[test]
+    fn attachments_and_html_only_mail() {
+        let headers = "From: alice@mail.test\nTo: bridge+ops@mail.test\nSubject: report\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b";
+        let body = "--b\nContent-Type: text/html\n\n<p>See <b>attached</b><script>x()</script></p>\n--b\nContent-Type: application/pdf\nContent-Disposition: attachment; filename=\"../report.pdf\"\nContent-Transfer-Encoding: base64\n\nJVBERi0=\n--b--\n";
+        let Verdict::Take(t) = read(&mail(headers, body), &options(serde_json::json!({})), &subs) else { panic!() };
+        assert_eq!(t.plain.trim(), "See attached");
+        assert_eq!(t.html.as_deref(), Some("<p>See <b>attached</b></p>\n"));
+        assert_eq!(t.files, vec![File { name: "..report.pdf".into(), mime: "application/pdf".into(), bytes: b"%PDF-".to_vec() }]);
+    }
+
+    #[test]
+    fn broken_or_oversized_mail_is_quarantined() {
+        let o = options(serde_json::json!({"max_message_bytes": 100}));
+        assert!(matches!(read(&mail(BASIC, &"x".repeat(200)), &o, &subs), Verdict::Quarantine { reason: "too_large", .. }));
+        let o = options(serde_json::json!({}));
+        for raw in [&b""[..], b"no headers at all", b"To: bridge+ops@mail.test\r\n\r\nno from", b"From: not an address\r\nTo: bridge+ops@mail.test\r\n\r\nx"] {
+            assert!(matches!(read(raw, &o, &subs), Verdict::Quarantine { reason: "malformed", .. }), "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_get_a_verdict(raw in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = read(&raw, &options(serde_json::json!({})), &subs);
+        }
+
+        #[test]
+        fn any_headers_get_a_verdict(h in "[A-Za-z-]{1,12}", v in "[^\r\n]{0,60}", body in ".{0,100}") {
+            let raw = mail(&format!("{BASIC}\n{h}: {v}"), &body);
+            let _ = read(&raw, &options(serde_json::json!({})), &subs);
+        }
+
+        #[test]
+        fn cleaning_never_panics_and_keeps_a_prefix(text in "(.{0,30}\n){0,12}") {
+            let (kept, _) = clean(&text);
+            prop_assert!(text.starts_with(kept.trim_end()) || kept.is_empty());
+        }
+    }
+}
