@@ -21,6 +21,9 @@ pub fn compiled() -> Vec<&'static str> {
     if cfg!(feature = "matrix") {
         v.push("matrix");
     }
+    if cfg!(feature = "email") {
+        v.push("email");
+    }
     v
 }
 
@@ -73,6 +76,8 @@ pub fn build(section: &Value) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
         "xmpp" => Ok(Arc::new(causeway_xmpp::XmppBridge::from_options(options)?)),
         #[cfg(feature = "matrix")]
         "matrix" => Ok(Arc::new(causeway_matrix::MatrixBridge::from_options(options)?)),
+        #[cfg(feature = "email")]
+        "email" => Ok(Arc::new(causeway_email::EmailBridge::from_options(options)?)),
         k if ALL_TYPES.contains(&k) => Err(vec![OptionError::new(
             "type",
             format!("bridge type {k:?} is not compiled into this build (cargo feature `{k}`)"),

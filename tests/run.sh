@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 bash tests/peers/prosody.sh install
 bash tests/peers/python.sh install
 bash tests/peers/synapse.sh install
+bash tests/peers/mail.sh install
 cargo test --workspace --locked "$@"

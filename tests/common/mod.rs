@@ -24,6 +24,8 @@ use tokio::sync::mpsc;
 pub mod xmpp;
 #[cfg(feature = "matrix")]
 pub mod matrix;
+#[cfg(feature = "email")]
+pub mod mail;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -197,7 +199,10 @@ impl Daemon {
     pub fn prepare(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let config = config.replace("{port}", &port.to_string()).replace("{db}", &dir.path().join("causeway.db").display().to_string());
+        let config = config
+            .replace("{port}", &port.to_string())
+            .replace("{db}", &dir.path().join("causeway.db").display().to_string())
+            .replace("{dir}", &dir.path().display().to_string());
         std::fs::write(dir.path().join("causeway.yaml"), config).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Daemon { dir, port, child: None, env }

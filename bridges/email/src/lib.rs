@@ -1,1 +1,447 @@
-//! placeholder
+//! The email bridge: a portal is a mailing list.
+//!
+//! - Each linked room is a list address. Mail to it (read from the bridge's
+//!   IMAP mailbox) enters the portal; what is said in the portal goes out by
+//!   SMTP to the list's subscribers, one mail per message or a digest.
+//! - Mail is taken in UID order and flagged or moved only once committed;
+//!   auto-replies, bounces and Causeway's own mail are never taken; mail
+//!   that cannot be taken is quarantined, never lost.
+//! - Outgoing mail has the delivery id as Message-ID and the references of
+//!   the conversation, so mail clients thread it and replies find their way.
+
+pub mod compose;
+pub mod config;
+pub mod files;
+pub mod imap;
+pub mod read;
+pub mod smtp;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use causeway_core::{
+    Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, Incoming,
+    OptionError, RemoteSender, SubmitError, Text, now_ms, parse_options,
+};
+
+use crate::compose::{DigestEntry, List};
+use crate::config::{EmailOptions, SubjectAs};
+use crate::files::Files;
+use crate::read::{Taken, Verdict};
+
+/// Where the bridge keeps its state.
+const UID_KEY: &str = "imap:last_uid";
+const UIDVALIDITY_KEY: &str = "imap:uidvalidity";
+const FILES_KEY: &str = "files:key";
+const SUBJECT_KEY: &str = "subject:";
+const DIGEST_KEY: &str = "digest:";
+
+pub struct EmailBridge {
+    inner: Arc<Inner>,
+}
+
+/// A list's subscribers, resolved.
+#[derive(Default, Clone)]
+struct Subscribers {
+    /// Get every message as it comes.
+    now: Vec<String>,
+    /// Get a digest this often.
+    digest: Vec<(String, Duration)>,
+}
+
+struct Inner {
+    options: EmailOptions,
+    ctx: OnceLock<BridgeContext>,
+    smtp: smtp::Smtp,
+    files: OnceLock<Files>,
+    subscribers: OnceLock<BTreeMap<String, Subscribers>>,
+    up: AtomicBool,
+    http: reqwest::Client,
+}
+
+impl EmailBridge {
+    pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
+        let options: EmailOptions = parse_options(options)?;
+        let smtp = smtp::Smtp::new(&options.smtp).map_err(|e| vec![OptionError::new("smtp", e)])?;
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| vec![OptionError::new("", format!("cannot build the HTTP client: {e}"))])?;
+        Ok(EmailBridge {
+            inner: Arc::new(Inner {
+                options,
+                ctx: OnceLock::new(),
+                smtp,
+                files: OnceLock::new(),
+                subscribers: OnceLock::new(),
+                up: AtomicBool::new(false),
+                http,
+            }),
+        })
+    }
+}
+
+impl Inner {
+    fn list(&self, address: &str) -> List {
+        let o = &self.options.lists[address];
+        let name = o.name.clone().unwrap_or_else(|| address.split(['@', '+']).next().unwrap_or(address).to_string());
+        List { address: address.to_string(), name, owner: self.options.owner.clone().unwrap_or_else(|| address.to_string()) }
+    }
+
+    fn subscribers(&self, list: &str) -> Subscribers {
+        self.subscribers.get().and_then(|s| s.get(list)).cloned().unwrap_or_default()
+    }
+
+    /// Every subscriber address of a list (for the sender policy).
+    fn all_subscribers(&self, list: &str) -> Vec<String> {
+        let s = self.subscribers(list);
+        s.now.into_iter().chain(s.digest.into_iter().map(|(a, _)| a)).collect()
+    }
+
+    /// Subscribers as addresses: a person is their account on this bridge.
+    fn resolve_subscribers(&self, ctx: &BridgeContext) -> BTreeMap<String, Subscribers> {
+        let mut out = BTreeMap::new();
+        for (address, list) in &self.options.lists {
+            let mut s = Subscribers::default();
+            for sub in &list.subscribers {
+                let target = sub.target();
+                let resolved = if config::is_address(target) { Some(target.to_string()) } else { ctx.account_of(target) };
+                match (resolved, sub.digest()) {
+                    (Some(a), Some(d)) => s.digest.push((a.to_ascii_lowercase(), d)),
+                    (Some(a), None) => s.now.push(a.to_ascii_lowercase()),
+                    (None, _) => tracing::warn!(bridge = ctx.name(), list = %address, "subscriber {target:?} is neither an address nor a person with an account on this bridge"),
+                }
+            }
+            out.insert(address.clone(), s);
+        }
+        out
+    }
+
+    /// The incoming events of a taken mail (a topic first, where the
+    /// subject becomes one), with its attachments stored.
+    fn incoming(&self, t: &Taken, fallback_id: String) -> Result<Vec<Incoming>, String> {
+        let files = self.files.get().ok_or("not started")?;
+        let mut attachments = Vec::new();
+        for f in &t.files {
+            let url = files.store(&f.name, &f.mime, &f.bytes).map_err(|e| format!("cannot keep an attachment: {e}"))?;
+            attachments.push(causeway_core::Attachment { url, name: Some(f.name.clone()), mime: Some(f.mime.clone()), size: Some(f.bytes.len() as u64) });
+        }
+        let sender = RemoteSender { id: t.from.clone(), name: t.name.clone(), avatar: None };
+        let mut plain = t.plain.clone();
+        let mut html = t.html.clone();
+        let mut events = Vec::new();
+        if let Some(subject) = &t.new_subject {
+            match self.options.lists[&t.list].subject {
+                SubjectAs::Prefix => {
+                    plain = if plain.is_empty() { subject.clone() } else { format!("{subject}\n\n{plain}") };
+                    let s = subject.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+                    html = Some(match html {
+                        Some(h) => format!("<p><b>{s}</b></p>{h}"),
+                        None => format!("<p><b>{s}</b></p>{}", t.plain.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\n', "<br>")),
+                    });
+                }
+                SubjectAs::Topic => events.push(Incoming {
+                    room: t.list.clone(),
+                    sender: sender.clone(),
+                    remote_id: Some(format!("topic-{}", t.message_id.clone().unwrap_or_else(|| fallback_id.clone()))),
+                    aliases: Vec::new(),
+                    at_ms: t.at_ms,
+                    body: Body::Topic { text: subject.clone() },
+                }),
+                SubjectAs::None => {}
+            }
+        }
+        let body = Body::Message {
+            text: Text { plain, html },
+            kind: Default::default(),
+            attachments,
+            reply_to: t.in_reply_to.clone(),
+            thread: None,
+            mentions: Vec::new(),
+        };
+        events.push(Incoming {
+            room: t.list.clone(),
+            sender,
+            remote_id: Some(t.message_id.clone().unwrap_or(fallback_id)),
+            aliases: Vec::new(),
+            at_ms: t.at_ms,
+            body,
+        });
+        Ok(events)
+    }
+
+    /// Keep reading the mailbox: connect, take what is new, wait, again.
+    async fn run_imap(self: Arc<Self>, ctx: BridgeContext) {
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.serve_imap(&ctx).await {
+                Ok(()) => {}
+                Err(e) => {
+                    self.up.store(false, Ordering::Release);
+                    tracing::warn!(bridge = ctx.name(), retry_in = ?delay, "IMAP: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                    continue;
+                }
+            }
+            delay = Duration::from_millis(500);
+        }
+    }
+
+    /// One IMAP session, until it fails.
+    async fn serve_imap(&self, ctx: &BridgeContext) -> Result<(), String> {
+        let o = &self.options.imap;
+        let mut session = match imap::connect(o).await {
+            Ok(s) => s,
+            Err(e @ imap::ConnectError::Refused(_)) => {
+                tracing::error!(bridge = ctx.name(), "IMAP {e} (check imap.username and imap.password)");
+                return Err(e.to_string());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        imap::ensure_folder(&mut session, &o.quarantine).await?;
+        if let Some(p) = &o.processed {
+            imap::ensure_folder(&mut session, p).await?;
+        }
+        let idle = session.capabilities().await.map_err(|e| format!("CAPABILITY: {e}"))?.has_str("IDLE");
+        let validity = imap::select(&mut session, &o.mailbox).await?;
+        let stored = ctx.load_state(UIDVALIDITY_KEY).await.map_err(|e| e.to_string())?;
+        let mut last: u32 = ctx.load_state(UID_KEY).await.map_err(|e| e.to_string())?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        if stored.as_deref() != Some(&validity.to_string()) {
+            if stored.is_some() {
+                // The mailbox was rebuilt: UIDs start anew. Read it all again;
+                // mail taken before is recognised by its Message-ID.
+                tracing::warn!(bridge = ctx.name(), mailbox = %o.mailbox, "UIDVALIDITY changed; reading the mailbox again");
+            }
+            last = 0;
+            ctx.save_state(UIDVALIDITY_KEY, &validity.to_string()).await.map_err(|e| e.to_string())?;
+            ctx.save_state(UID_KEY, "0").await.map_err(|e| e.to_string())?;
+        }
+        self.up.store(true, Ordering::Release);
+        tracing::info!(bridge = ctx.name(), mailbox = %o.mailbox, last_uid = last, idle, "reading mail");
+        loop {
+            for uid in imap::new_uids(&mut session, last).await? {
+                self.take(ctx, &mut session, validity, uid).await?;
+                last = uid;
+                ctx.save_state(UID_KEY, &uid.to_string()).await.map_err(|e| e.to_string())?;
+            }
+            if idle {
+                session = imap::wait(session, o.poll_interval.min(Duration::from_secs(25 * 60))).await?;
+            } else {
+                tokio::time::sleep(o.poll_interval).await;
+                session.noop().await.map_err(|e| format!("NOOP: {e}"))?;
+            }
+        }
+    }
+
+    /// Take one mail: commit it, then flag or move it.
+    async fn take(&self, ctx: &BridgeContext, session: &mut imap::Session, validity: u32, uid: u32) -> Result<(), String> {
+        let o = &self.options.imap;
+        let Some(raw) = imap::fetch(session, uid).await? else {
+            return Ok(()); // gone meanwhile (expunged by someone)
+        };
+        let verdict = read::read(&raw, &self.options, &|list| self.all_subscribers(list));
+        match verdict {
+            Verdict::Take(t) => {
+                let fallback = format!("uid-{validity}-{uid}@{}", t.list);
+                for incoming in self.incoming(&t, fallback)? {
+                    match ctx.submit(incoming).await {
+                        Ok(Accepted::Stored { .. } | Accepted::Duplicate { .. } | Accepted::Echo | Accepted::Ignored { .. }) => {}
+                        Err(SubmitError::NotLinked(room)) => {
+                            tracing::warn!(bridge = ctx.name(), list = %room, "mail to a list that is in no portal: left in the mailbox, flagged read");
+                        }
+                        Err(SubmitError::Unavailable(e)) => return Err(format!("the store is not taking events: {e}")),
+                    }
+                }
+                if let (Some(id), Some(subject)) = (&t.message_id, &t.new_subject) {
+                    let _ = ctx.save_state(&format!("{SUBJECT_KEY}{id}"), subject).await;
+                }
+                match &o.processed {
+                    Some(folder) => imap::move_to(session, uid, folder).await?,
+                    None => imap::mark_seen(session, uid).await?,
+                }
+            }
+            Verdict::Ignore { reason, detail } => {
+                tracing::info!(bridge = ctx.name(), uid, reason, "mail not taken: {detail}");
+                ctx.count_rejected(reason);
+                imap::mark_seen(session, uid).await?;
+            }
+            Verdict::Quarantine { reason, detail } => {
+                tracing::warn!(bridge = ctx.name(), uid, reason, folder = %o.quarantine, "mail quarantined: {detail}");
+                ctx.count_rejected(reason);
+                imap::move_to(session, uid, &o.quarantine).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send digests that are due, every few seconds.
+    async fn run_digests(self: Arc<Self>, ctx: BridgeContext) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            for list in self.options.lists.keys() {
+                for (address, every) in self.subscribers(list).digest {
+                    if let Err(e) = self.send_digest_if_due(&ctx, list, &address, every).await {
+                        tracing::warn!(bridge = ctx.name(), list = %list, subscriber = %address, "digest not sent yet: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_digest_if_due(&self, ctx: &BridgeContext, list: &str, address: &str, every: Duration) -> Result<(), String> {
+        let key = format!("{DIGEST_KEY}{list}:{address}");
+        let entries: Vec<DigestEntry> = match ctx.load_state(&key).await.map_err(|e| e.to_string())? {
+            Some(v) => serde_json::from_str(&v).map_err(|e| e.to_string())?,
+            None => return Ok(()),
+        };
+        let Some(first) = entries.first() else { return Ok(()) };
+        if now_ms() - first.at_ms < every.as_millis() as i64 {
+            return Ok(());
+        }
+        let l = self.list(list);
+        let mail = compose::digest(&l, &entries).map_err(|e| e.to_string())?;
+        self.smtp.send(&l.address, &[address.to_string()], &mail.bytes).await.map_err(|e| e.to_string())?;
+        // Sent: start the next digest. (A crash right here sends this one again.)
+        ctx.save_state(&key, "[]").await.map_err(|e| e.to_string())?;
+        tracing::info!(bridge = ctx.name(), list, subscriber = address, messages = entries.len(), "digest sent");
+        Ok(())
+    }
+
+    /// Add a message to a subscriber's next digest.
+    async fn add_to_digest(&self, ctx: &BridgeContext, list: &str, address: &str, entry: DigestEntry) -> Result<(), DeliveryError> {
+        let key = format!("{DIGEST_KEY}{list}:{address}");
+        let transient = |e: String| DeliveryError::transient(e);
+        let mut entries: Vec<DigestEntry> = match ctx.load_state(&key).await.map_err(|e| transient(e.to_string()))? {
+            Some(v) => serde_json::from_str(&v).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        if entries.iter().any(|e| e.delivery_id == entry.delivery_id) {
+            return Ok(()); // this delivery again, after a retry
+        }
+        entries.push(entry);
+        let json = serde_json::to_string(&entries).map_err(|e| transient(e.to_string()))?;
+        ctx.save_state(&key, &json).await.map_err(|e| transient(e.to_string()))
+    }
+
+    async fn deliver(&self, d: &Delivery) -> Result<Delivered, DeliveryError> {
+        let Some(ctx) = self.ctx.get() else { return Err(DeliveryError::transient("starting")) };
+        let Body::Message { text, kind, attachments, reply_to, .. } = &d.event.body else {
+            // Nothing else is shown by mail (the router made notices of what can be).
+            return Ok(Delivered::default());
+        };
+        let list = self.list(&d.room);
+        let sender = compose::display_name(&d.event.sender.name, &d.event.origin.bridge);
+        // Files: attached where they can be fetched, else linked.
+        let mut files = Vec::new();
+        let mut links = Vec::new();
+        for a in attachments {
+            match causeway_core::fetch::fetch(&self.http, &a.url, self.options.max_attachment_bytes).await {
+                Ok(f) => files.push(compose::File {
+                    name: a.name.clone().unwrap_or_else(|| a.url.rsplit('/').next().unwrap_or("file").split('?').next().unwrap_or("file").to_string()),
+                    mime: a.mime.clone().or(f.content_type).unwrap_or_else(|| "application/octet-stream".into()),
+                    bytes: f.bytes,
+                }),
+                Err(causeway_core::fetch::FetchError::Refused(e)) => {
+                    tracing::info!(url = %a.url, "not attached, linked: {e}");
+                    links.push(a.url.clone());
+                }
+                Err(causeway_core::fetch::FetchError::Unavailable(e)) => return Err(DeliveryError::transient(e)),
+            }
+        }
+        let subject = match reply_to {
+            Some(r) => match ctx.load_state(&format!("{SUBJECT_KEY}{r}")).await.map_err(|e| DeliveryError::transient(e.to_string()))? {
+                Some(s) => compose::reply_subject(&s),
+                None => compose::subject_for(&list, &text.plain),
+            },
+            None => compose::subject_for(&list, &text.plain),
+        };
+        let mail = compose::message(&list, &d.id, &sender, text, *kind, &subject, reply_to.as_deref(), &[], files, &links, &d.event.id)
+            .map_err(|e| DeliveryError::permanent(format!("cannot build the mail: {e}")))?;
+        let subs = self.subscribers(&d.room);
+        if !subs.now.is_empty() {
+            self.smtp.send(&list.address, &subs.now, &mail.bytes).await?;
+        }
+        for (address, _) in &subs.digest {
+            let entry = DigestEntry { at_ms: now_ms(), from: sender.clone(), text: text.plain.clone(), delivery_id: d.id.clone() };
+            self.add_to_digest(ctx, &d.room, address, entry).await?;
+        }
+        // Replies to this mail say "Re:" to the same subject.
+        let root = subject.strip_prefix("Re: ").unwrap_or(&subject);
+        let _ = ctx.save_state(&format!("{SUBJECT_KEY}{}", mail.message_id), root).await;
+        Ok(Delivered { remote_id: Some(mail.message_id) })
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Sig {
+    sig: Option<String>,
+}
+
+async fn file(State(inner): State<Arc<Inner>>, Path((hash, _name)): Path<(String, String)>, Query(q): Query<Sig>) -> axum::response::Response {
+    match inner.files.get() {
+        Some(f) => f.serve(&hash, q.sig.as_deref()),
+        None => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting").into_response(),
+    }
+}
+
+use axum::response::IntoResponse;
+
+#[async_trait]
+impl Bridge for EmailBridge {
+    fn kind(&self) -> &'static str {
+        "email"
+    }
+
+    fn check_room(&self, room: &str) -> Result<(), String> {
+        if self.inner.options.lists.contains_key(room) {
+            Ok(())
+        } else {
+            let known: Vec<&str> = self.inner.options.lists.keys().map(String::as_str).collect();
+            Err(format!("no list {room:?} in this email bridge (lists: {})", known.join(", ")))
+        }
+    }
+
+    fn capabilities(&self, _room: &str) -> Capabilities {
+        Capabilities { html: true, replies: true, files: true, ..Capabilities::TEXT_ONLY }
+    }
+
+    fn is_own_sender(&self, _room: &str, sender: &str) -> bool {
+        self.inner.options.lists.keys().any(|l| l.eq_ignore_ascii_case(sender))
+    }
+
+    async fn start(self: Arc<Self>, ctx: BridgeContext) -> Result<Option<axum::Router>, BridgeError> {
+        let inner = &self.inner;
+        inner.ctx.set(ctx.clone()).map_err(|_| BridgeError::Other("email bridge started twice".into()))?;
+        let _ = inner.subscribers.set(inner.resolve_subscribers(&ctx));
+        // The key of attachment links: made once, kept.
+        let key = match ctx.load_state(FILES_KEY).await.map_err(|e| BridgeError::Other(e.to_string()))? {
+            Some(k) => k,
+            None => {
+                let k = format!("{}{}", causeway_core::new_id(), causeway_core::new_id());
+                ctx.save_state(FILES_KEY, &k).await.map_err(|e| BridgeError::Other(e.to_string()))?;
+                k
+            }
+        };
+        let files = Files::new(&inner.options.attachments_dir, &inner.options.url, key.into_bytes())
+            .map_err(|e| BridgeError::Config(format!("attachments_dir {}: {e}", inner.options.attachments_dir.display())))?;
+        let _ = inner.files.set(files);
+        tokio::spawn(inner.clone().run_imap(ctx.clone()));
+        tokio::spawn(inner.clone().run_digests(ctx));
+        Ok(Some(axum::Router::new().route("/files/{hash}/{name}", get(file)).with_state(inner.clone())))
+    }
+
+    async fn deliver(&self, delivery: &Delivery) -> Result<Delivered, DeliveryError> {
+        self.inner.deliver(delivery).await
+    }
+
+    fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Acquire)
+    }
+}

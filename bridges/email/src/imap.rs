@@ -1,0 +1,183 @@
+//! The IMAP side: one connection to the bridge's mailbox, new mail read in
+//! UID order with IDLE (and a poll as a safety net), each mail flagged or
+//! moved only after it is committed. The last UID taken and the mailbox's
+//! UIDVALIDITY are kept in the store, so a restart neither skips nor
+//! re-reads mail (and a mail read twice is recognised by its Message-ID).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_imap::extensions::idle::IdleResponse;
+use futures_util::TryStreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+
+use crate::config::{ImapOptions, Tls};
+
+/// A connection, plain or TLS.
+#[derive(Debug)]
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+pub type Session = async_imap::Session<Stream>;
+
+/// TLS against the system's trust store (or `SSL_CERT_FILE`).
+pub fn tls_connector() -> Result<TlsConnector, String> {
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(found.certs);
+    let config = tokio_rustls::rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+async fn tls(host: &str, tcp: TcpStream) -> Result<Stream, String> {
+    let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
+    let s = tls_connector()?.connect(name, tcp).await.map_err(|e| format!("TLS with {host}: {e}"))?;
+    Ok(Stream::Tls(Box::new(s)))
+}
+
+/// Why there is no session.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The server refused the login: retrying soon will not help.
+    #[error("login refused: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// Connect, secure, log in.
+pub async fn connect(o: &ImapOptions) -> Result<Session, ConnectError> {
+    let un = |e: String| ConnectError::Unreachable(e);
+    let host = o.server.rsplit_once(':').map(|(h, _)| h).unwrap_or(&o.server).to_string();
+    let tcp = tokio::time::timeout(Duration::from_secs(30), TcpStream::connect(&o.server))
+        .await
+        .map_err(|_| un(format!("{}: no connection in 30s", o.server)))?
+        .map_err(|e| un(format!("{}: {e}", o.server)))?;
+    let client = match o.tls {
+        Tls::Tls => {
+            let mut c = async_imap::Client::new(tls(&host, tcp).await.map_err(un)?);
+            c.read_response().await.map_err(|e| un(format!("no greeting: {e}")))?;
+            c
+        }
+        Tls::None => {
+            let mut c = async_imap::Client::new(Stream::Plain(tcp));
+            c.read_response().await.map_err(|e| un(format!("no greeting: {e}")))?;
+            c
+        }
+        Tls::Starttls => {
+            let mut c = async_imap::Client::new(Stream::Plain(tcp));
+            c.read_response().await.map_err(|e| un(format!("no greeting: {e}")))?;
+            c.run_command_and_check_ok("STARTTLS", None).await.map_err(|e| ConnectError::Refused(format!("STARTTLS: {e}")))?;
+            let Stream::Plain(tcp) = c.into_inner() else { unreachable!("plain before STARTTLS") };
+            async_imap::Client::new(tls(&host, tcp).await.map_err(un)?)
+        }
+    };
+    client
+        .login(&o.username, o.password.expose())
+        .await
+        .map_err(|(e, _)| ConnectError::Refused(format!("as {}: {e}", o.username)))
+}
+
+/// The mailbox's UIDVALIDITY after selecting it.
+pub async fn select(session: &mut Session, mailbox: &str) -> Result<u32, String> {
+    let m = session.select(mailbox).await.map_err(|e| format!("SELECT {mailbox}: {e}"))?;
+    m.uid_validity.ok_or_else(|| format!("{mailbox} has no UIDVALIDITY"))
+}
+
+/// UIDs above `after`, ascending.
+pub async fn new_uids(session: &mut Session, after: u32) -> Result<Vec<u32>, String> {
+    let found = session.uid_search(format!("UID {}:*", after.saturating_add(1))).await.map_err(|e| format!("UID SEARCH: {e}"))?;
+    // `n:*` always matches the last message, even below n.
+    let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > after).collect();
+    uids.sort_unstable();
+    Ok(uids)
+}
+
+/// The whole mail, without marking it read (that waits for the commit).
+pub async fn fetch(session: &mut Session, uid: u32) -> Result<Option<Vec<u8>>, String> {
+    let fetches: Vec<_> = session
+        .uid_fetch(uid.to_string(), "BODY.PEEK[]")
+        .await
+        .map_err(|e| format!("UID FETCH {uid}: {e}"))?
+        .try_collect()
+        .await
+        .map_err(|e| format!("UID FETCH {uid}: {e}"))?;
+    Ok(fetches.into_iter().find(|f| f.uid == Some(uid)).and_then(|f| f.body().map(<[u8]>::to_vec)))
+}
+
+/// Mark a mail read.
+pub async fn mark_seen(session: &mut Session, uid: u32) -> Result<(), String> {
+    let _: Vec<_> = session
+        .uid_store(uid.to_string(), "+FLAGS (\\Seen)")
+        .await
+        .map_err(|e| format!("UID STORE {uid}: {e}"))?
+        .try_collect()
+        .await
+        .map_err(|e| format!("UID STORE {uid}: {e}"))?;
+    Ok(())
+}
+
+/// Move a mail to another folder.
+pub async fn move_to(session: &mut Session, uid: u32, folder: &str) -> Result<(), String> {
+    session.uid_mv(uid.to_string(), folder).await.map_err(|e| format!("UID MOVE {uid} to {folder}: {e}"))
+}
+
+/// Create a folder unless it is there.
+pub async fn ensure_folder(session: &mut Session, folder: &str) -> Result<(), String> {
+    match session.create(folder).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.to_string().to_ascii_lowercase().contains("exists") => Ok(()),
+        Err(e) => Err(format!("CREATE {folder}: {e}")),
+    }
+}
+
+/// Wait for new mail: IDLE until the server says something or `timeout`
+/// passes. Gives the session back.
+pub async fn wait(session: Session, timeout: Duration) -> Result<Session, String> {
+    let mut idle = session.idle();
+    idle.init().await.map_err(|e| format!("IDLE: {e}"))?;
+    let (wait, _stop) = idle.wait_with_timeout(timeout);
+    match wait.await {
+        Ok(IdleResponse::NewData(_) | IdleResponse::Timeout | IdleResponse::ManualInterrupt) => {}
+        Err(e) => return Err(format!("IDLE: {e}")),
+    }
+    idle.done().await.map_err(|e| format!("IDLE DONE: {e}"))
+}
