@@ -106,6 +106,17 @@ async fn a_mail_reaches_the_room_and_the_answer_threads_under_it() {
             assert!(raw.contains(header), "{header} missing:\n{raw}");
         }
     }
+
+    // Mail cannot change a sent mail: an edit becomes a short follow-up, in the same thread.
+    let answer_id = {
+        let raw = mail.wait_for("alice", "INBOX", T, |m| m.body_text(0).is_some_and(|b| b.contains("Cleaning up now."))).await;
+        MessageParser::default().parse(&raw).unwrap().message_id().unwrap().to_string()
+    };
+    let edit = json!({"sender": {"id": "dave"}, "type": "edit", "target": "dave-1", "text": "Cleaning up now, done by noon."});
+    assert_eq!(post(&reqwest::Client::new(), &d.url("/bridges/hooks/w"), "tw", &edit).await.0, 202);
+    let raw = mail.wait_for("alice", "INBOX", T, |m| m.body_text(0).is_some_and(|b| b.contains("(edited) Cleaning up now, done by noon."))).await;
+    let m = MessageParser::default().parse(&raw).unwrap();
+    assert_eq!(text_of(m.in_reply_to()).as_deref(), Some(answer_id.as_str()), "the follow-up answers the edited mail");
 }
 
 /// Digest subscribers get one mail for many messages.
