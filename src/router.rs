@@ -480,4 +480,8 @@ impl Host for Router {
     async fn save_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), SubmitError> {
         self.store.save_state(bridge, key, value).await.map_err(|e| SubmitError::Unavailable(e.to_string()))
     }
+
+    async fn delete_state(&self, bridge: &str, key: &str) -> Result<(), SubmitError> {
+        self.store.delete_state(bridge, key).await.map_err(|e| SubmitError::Unavailable(e.to_string()))
+    }
 }

@@ -258,3 +258,26 @@ async fn email_conformance_with_a_webhook() {
     // Text, reply and file both ways; what mail cannot show is skipped.
     assert_eq!(report.passed.len(), 6, "{report}");
 }
+
+/// A subscriber the mail server refuses for good holds up nobody else, and
+/// a retry does not send the others a second copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_subscriber_holds_up_nobody() {
+    let mail = MailServer::start();
+    let hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let lists = r#""bridge+ops@mail.test": { name: Ops, subscribers: [nobody@mail.test, alice, bob@mail.test] }"#;
+    let d = start(&mail, &hook, lists).await;
+    let msg = json!({"sender": {"id": "dave"}, "text": "to everyone who can have it"});
+    assert_eq!(post(&reqwest::Client::new(), &d.url("/bridges/hooks/w"), "tw", &msg).await.0, 202);
+    for user in ["alice", "bob"] {
+        mail.wait_for(user, "INBOX", T, |m| m.body_text(0).is_some_and(|b| b.contains("to everyone"))).await;
+    }
+    let deadline = Instant::now() + T;
+    while d.metric("causeway_inbound_rejected_total", r#"bridge="mail",reason="subscriber_refused""#).await != 1.0 {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(d.metric("causeway_dead_letters_total", r#"bridge="mail""#).await, 0.0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(mail.fetch("alice", "INBOX").len(), 1, "one copy");
+}

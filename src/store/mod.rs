@@ -153,6 +153,7 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, portal: &str, after_seq: i64, limit: u32) -> Result<Vec<Committed>, StoreError>;
     async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, StoreError>;
     async fn save_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), StoreError>;
+    async fn delete_state(&self, bridge: &str, key: &str) -> Result<(), StoreError>;
     /// Store a run-time portal (or its new set of links).
     async fn save_portal(&self, portal: &StoredPortal) -> Result<(), StoreError>;
     /// Every run-time portal, oldest first.

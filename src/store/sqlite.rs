@@ -397,6 +397,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn delete_state(&self, bridge: &str, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM bridge_state WHERE bridge = ? AND key = ?").bind(bridge).bind(key).execute(&self.write).await?;
+        Ok(())
+    }
+
     async fn save_portal(&self, portal: &StoredPortal) -> Result<(), StoreError> {
         let links = serde_json::to_string(&portal.links).expect("links serialize");
         sqlx::query("INSERT INTO portals (id, created_ms, links) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET links = excluded.links")
@@ -508,6 +513,8 @@ mod tests {
         let store = SqliteStore::open(&path, false).await.unwrap();
         assert_eq!(store.load_state("imap", "uid").await.unwrap().as_deref(), Some("2"));
         assert_eq!(store.load_state("imap", "nope").await.unwrap(), None);
+        store.delete_state("imap", "uid").await.unwrap();
+        assert_eq!(store.load_state("imap", "uid").await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -253,6 +253,7 @@ pub trait Host: Send + Sync + 'static {
     /// Durable per-bridge state (cursors, sync tokens).
     async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, SubmitError>;
     async fn save_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), SubmitError>;
+    async fn delete_state(&self, bridge: &str, key: &str) -> Result<(), SubmitError>;
 }
 
 /// A bridge's handle on the daemon, bound to the bridge's configured name.
@@ -304,6 +305,9 @@ impl BridgeContext {
     }
     pub async fn save_state(&self, key: &str, value: &str) -> Result<(), SubmitError> {
         self.host.save_state(&self.name, key, value).await
+    }
+    pub async fn delete_state(&self, key: &str) -> Result<(), SubmitError> {
+        self.host.delete_state(&self.name, key).await
     }
 }
 

@@ -51,19 +51,36 @@ pub fn display_name(name: &str, network: &str) -> String {
     format!("{} (via {network})", name.trim())
 }
 
+/// A header value made safe: one line, no control characters (a CR or LF
+/// from another network must not start a header of its own).
+pub fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_string()
+}
+
+/// A MIME type as given, if it is one (`type/subtype`); else a safe default.
+pub fn mime_type(m: &str) -> String {
+    let ok = m.split_once('/').is_some_and(|(t, s)| {
+        let part = |x: &str| !x.is_empty() && x.chars().all(|c| c.is_ascii_alphanumeric() || "!#$&^_.+-".contains(c));
+        part(t) && part(s)
+    });
+    if ok { m.to_ascii_lowercase() } else { "application/octet-stream".into() }
+}
+
 /// A subject from the first line of a text: `[Ops] the first line…`.
 pub fn subject_for(list: &List, plain: &str) -> String {
-    let first = plain.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("(no text)");
+    let first = plain.split(['\n', '\r']).map(str::trim).find(|l| !l.is_empty()).unwrap_or("(no text)");
+    let first = one_line(first);
     let mut s: String = first.chars().take(72).collect();
     if first.chars().count() > 72 {
         s.push('…');
     }
-    format!("[{}] {s}", list.name)
+    format!("[{}] {s}", one_line(&list.name))
 }
 
 /// `Re: <subject>`, once.
 pub fn reply_subject(original: &str) -> String {
-    if original.len() >= 3 && original[..3].eq_ignore_ascii_case("re:") { original.to_string() } else { format!("Re: {original}") }
+    let original = one_line(original);
+    if original.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("re:")) { original } else { format!("Re: {original}") }
 }
 
 fn list_headers<'x>(mut b: MessageBuilder<'x>, list: &'x List) -> MessageBuilder<'x> {
@@ -104,10 +121,10 @@ pub fn message(
         plain.push_str(&format!("\n{l}"));
     }
     let mut b = MessageBuilder::new()
-        .from(Address::new_address(Some(sender.to_string()), list.address.clone()))
+        .from(Address::new_address(Some(one_line(sender)), list.address.clone()))
         .reply_to(list.address.clone())
-        .to(Address::new_address(Some(list.name.clone()), list.address.clone()))
-        .subject(subject.to_string())
+        .to(Address::new_address(Some(one_line(&list.name)), list.address.clone()))
+        .subject(one_line(subject))
         .message_id(message_id.clone())
         .header("X-Causeway-Event", Raw::new(event_id.to_string()));
     if let Some(r) = in_reply_to {
@@ -122,13 +139,13 @@ pub fn message(
     if let Some(html) = &text.html {
         let mut html = html.clone();
         for l in links {
-            let l = l.replace('&', "&amp;").replace('<', "&lt;").replace('"', "&quot;");
+            let l = causeway_core::text::escape_html(l);
             html.push_str(&format!("<br><a href=\"{l}\">{l}</a>"));
         }
         b = b.html_body(html);
     }
     for f in files {
-        b = b.attachment(f.mime, f.name, f.bytes);
+        b = b.attachment(mime_type(&f.mime), one_line(&f.name), f.bytes);
     }
     Ok(Mail { bytes: b.write_to_vec()?, message_id })
 }
@@ -203,6 +220,12 @@ mod tests {
         assert_eq!(subject_for(&list(), &"x".repeat(100)).chars().count(), "[Ops] ".len() + 73);
         assert_eq!(reply_subject("Re: x"), "Re: x");
         assert_eq!(reply_subject("x"), "Re: x");
+        assert_eq!(reply_subject("Привет"), "Re: Привет", "cut by characters, not bytes");
+        assert_eq!(reply_subject("é"), "Re: é");
+        assert_eq!(reply_subject("a\r\nBcc: x"), "Re: a  Bcc: x", "no header of its own");
+        assert_eq!(subject_for(&list(), "one\rBcc: x"), "[Ops] one");
+        assert_eq!(mime_type("image/PNG"), "image/png");
+        assert_eq!(mime_type("text/html\r\nX: y"), "application/octet-stream");
         assert_eq!(display_name("Bob\r\nBcc: x", "xmpp"), "BobBcc: x (via Xmpp)");
     }
 

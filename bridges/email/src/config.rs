@@ -192,6 +192,11 @@ pub fn is_address(s: &str) -> bool {
     }
 }
 
+fn is_loopback(server: &str) -> bool {
+    let host = server.rsplit_once(':').map_or(server, |(h, _)| h).trim_matches(|c| c == '[' || c == ']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 fn host_port_ok(s: &str) -> bool {
     s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
 }
@@ -199,9 +204,11 @@ fn host_port_ok(s: &str) -> bool {
 impl BridgeOptions for EmailOptions {
     fn check(&self) -> Vec<OptionError> {
         let mut errors = Vec::new();
-        for (path, server) in [("imap.server", &self.imap.server), ("smtp.server", &self.smtp.server)] {
+        for (path, server, tls) in [("imap", &self.imap.server, self.imap.tls), ("smtp", &self.smtp.server, self.smtp.tls)] {
             if !host_port_ok(server) {
-                errors.push(OptionError::new(path, format!("{server:?} is not host:port")));
+                errors.push(OptionError::new(format!("{path}.server"), format!("{server:?} is not host:port")));
+            } else if tls == Tls::None && !is_loopback(server) {
+                errors.push(OptionError::new(format!("{path}.tls"), "`none` sends passwords and mail in the clear: only for a server on this machine (127.0.0.1, ::1, localhost)"));
             }
         }
         if self.imap.password.is_empty() {
@@ -282,6 +289,9 @@ mod tests {
         let mut bad = good();
         bad["imap"]["tls"] = json!("maybe");
         assert_eq!(parse_options::<EmailOptions>(bad).unwrap_err()[0].path, "imap.tls");
+        let mut bad = good();
+        bad["smtp"]["server"] = json!("mail.example.org:25");
+        assert_eq!(parse_options::<EmailOptions>(bad).unwrap_err()[0].path, "smtp.tls", "no TLS to another machine");
     }
 
     #[test]

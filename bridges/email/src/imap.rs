@@ -105,7 +105,7 @@ pub async fn connect(o: &ImapOptions) -> Result<Session, ConnectError> {
         Tls::Starttls => {
             let mut c = async_imap::Client::new(Stream::Plain(tcp));
             c.read_response().await.map_err(|e| un(format!("no greeting: {e}")))?;
-            c.run_command_and_check_ok("STARTTLS", None).await.map_err(|e| ConnectError::Refused(format!("STARTTLS: {e}")))?;
+            c.run_command_and_check_ok("STARTTLS", None).await.map_err(|e| un(format!("the server did not start TLS: {e}")))?;
             let Stream::Plain(tcp) = c.into_inner() else { unreachable!("plain before STARTTLS") };
             async_imap::Client::new(tls(&host, tcp).await.map_err(un)?)
         }
@@ -120,6 +120,32 @@ pub async fn connect(o: &ImapOptions) -> Result<Session, ConnectError> {
 pub async fn select(session: &mut Session, mailbox: &str) -> Result<u32, String> {
     let m = session.select(mailbox).await.map_err(|e| format!("SELECT {mailbox}: {e}"))?;
     m.uid_validity.ok_or_else(|| format!("{mailbox} has no UIDVALIDITY"))
+}
+
+/// How long one command may take before the connection counts as dead.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Run one IMAP exchange within [`COMMAND_TIMEOUT`].
+pub async fn timed<T>(what: &str, f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::time::timeout(COMMAND_TIMEOUT, f).await.map_err(|_| format!("{what}: no answer in {COMMAND_TIMEOUT:?}"))?
+}
+
+/// The mailbox's next UID (where a first start begins).
+pub async fn uid_next(session: &mut Session, mailbox: &str) -> Result<u32, String> {
+    let m = session.examine(mailbox).await.map_err(|e| format!("EXAMINE {mailbox}: {e}"))?;
+    m.uid_next.ok_or_else(|| format!("{mailbox} has no UIDNEXT"))
+}
+
+/// The size of a mail, before fetching it.
+pub async fn size(session: &mut Session, uid: u32) -> Result<Option<u32>, String> {
+    let fetches: Vec<_> = session
+        .uid_fetch(uid.to_string(), "RFC822.SIZE")
+        .await
+        .map_err(|e| format!("UID FETCH {uid} RFC822.SIZE: {e}"))?
+        .try_collect()
+        .await
+        .map_err(|e| format!("UID FETCH {uid} RFC822.SIZE: {e}"))?;
+    Ok(fetches.into_iter().find(|f| f.uid == Some(uid)).and_then(|f| f.size))
 }
 
 /// UIDs above `after`, ascending.
@@ -155,9 +181,28 @@ pub async fn mark_seen(session: &mut Session, uid: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Move a mail to another folder.
-pub async fn move_to(session: &mut Session, uid: u32, folder: &str) -> Result<(), String> {
-    session.uid_mv(uid.to_string(), folder).await.map_err(|e| format!("UID MOVE {uid} to {folder}: {e}"))
+/// Move a mail to another folder: MOVE where the server has it, else
+/// copy, flag deleted and expunge (that one mail, with UIDPLUS).
+pub async fn move_to(session: &mut Session, uid: u32, folder: &str, has_move: bool) -> Result<(), String> {
+    if has_move {
+        return session.uid_mv(uid.to_string(), folder).await.map_err(|e| format!("UID MOVE {uid} to {folder}: {e}"));
+    }
+    session.uid_copy(uid.to_string(), folder).await.map_err(|e| format!("UID COPY {uid} to {folder}: {e}"))?;
+    let _: Vec<_> = session
+        .uid_store(uid.to_string(), "+FLAGS.SILENT (\\Deleted)")
+        .await
+        .map_err(|e| format!("UID STORE {uid}: {e}"))?
+        .try_collect()
+        .await
+        .map_err(|e| format!("UID STORE {uid}: {e}"))?;
+    let _: Vec<_> = session
+        .uid_expunge(uid.to_string())
+        .await
+        .map_err(|e| format!("UID EXPUNGE {uid}: {e}"))?
+        .try_collect()
+        .await
+        .map_err(|e| format!("UID EXPUNGE {uid}: {e}"))?;
+    Ok(())
 }
 
 /// Create a folder unless it is there.
@@ -170,14 +215,17 @@ pub async fn ensure_folder(session: &mut Session, folder: &str) -> Result<(), St
 }
 
 /// Wait for new mail: IDLE until the server says something or `timeout`
-/// passes. Gives the session back.
+/// passes (whatever keep-alive lines the server sends meanwhile). Gives the
+/// session back.
 pub async fn wait(session: Session, timeout: Duration) -> Result<Session, String> {
     let mut idle = session.idle();
-    idle.init().await.map_err(|e| format!("IDLE: {e}"))?;
-    let (wait, _stop) = idle.wait_with_timeout(timeout);
-    match wait.await {
-        Ok(IdleResponse::NewData(_) | IdleResponse::Timeout | IdleResponse::ManualInterrupt) => {}
-        Err(e) => return Err(format!("IDLE: {e}")),
+    timed("IDLE", async { idle.init().await.map_err(|e| format!("IDLE: {e}")) }).await?;
+    let (wait, stop) = idle.wait_with_timeout(timeout);
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(Ok(IdleResponse::NewData(_) | IdleResponse::Timeout | IdleResponse::ManualInterrupt)) => {}
+        Ok(Err(e)) => return Err(format!("IDLE: {e}")),
+        // The server kept the connection busy without news: done waiting.
+        Err(_) => drop(stop),
     }
-    idle.done().await.map_err(|e| format!("IDLE DONE: {e}"))
+    timed("IDLE DONE", async { idle.done().await.map_err(|e| format!("IDLE DONE: {e}")) }).await
 }

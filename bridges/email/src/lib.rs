@@ -24,6 +24,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
+use causeway_core::text::escape_html;
 use causeway_core::{
     Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, Incoming,
     OptionError, RemoteSender, SubmitError, Text, now_ms, parse_options,
@@ -40,6 +41,11 @@ const UIDVALIDITY_KEY: &str = "imap:uidvalidity";
 const FILES_KEY: &str = "files:key";
 const SUBJECT_KEY: &str = "subject:";
 const DIGEST_KEY: &str = "digest:";
+const SENT_KEY: &str = "sent:";
+
+fn digest_key(list: &str, address: &str) -> String {
+    format!("{DIGEST_KEY}{list}:{address}")
+}
 
 pub struct EmailBridge {
     inner: Arc<Inner>,
@@ -62,6 +68,8 @@ struct Inner {
     subscribers: OnceLock<BTreeMap<String, Subscribers>>,
     up: AtomicBool,
     http: reqwest::Client,
+    /// One change to the stored digests at a time.
+    digests: tokio::sync::Mutex<()>,
 }
 
 impl EmailBridge {
@@ -82,6 +90,7 @@ impl EmailBridge {
                 subscribers: OnceLock::new(),
                 up: AtomicBool::new(false),
                 http,
+                digests: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -89,8 +98,8 @@ impl EmailBridge {
 
 impl Inner {
     fn list(&self, address: &str) -> List {
-        let o = &self.options.lists[address];
-        let name = o.name.clone().unwrap_or_else(|| address.split(['@', '+']).next().unwrap_or(address).to_string());
+        let name = self.options.lists.get(address).and_then(|o| o.name.clone());
+        let name = name.unwrap_or_else(|| address.split(['@', '+']).next().unwrap_or(address).to_string());
         List { address: address.to_string(), name, owner: self.options.owner.clone().unwrap_or_else(|| address.to_string()) }
     }
 
@@ -137,13 +146,13 @@ impl Inner {
         let mut html = t.html.clone();
         let mut events = Vec::new();
         if let Some(subject) = &t.new_subject {
-            match self.options.lists[&t.list].subject {
+            match self.options.lists.get(&t.list).map(|l| l.subject).unwrap_or_default() {
                 SubjectAs::Prefix => {
                     plain = if plain.is_empty() { subject.clone() } else { format!("{subject}\n\n{plain}") };
-                    let s = subject.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+                    let s = escape_html(subject);
                     html = Some(match html {
                         Some(h) => format!("<p><b>{s}</b></p>{h}"),
-                        None => format!("<p><b>{s}</b></p>{}", t.plain.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\n', "<br>")),
+                        None => format!("<p><b>{s}</b></p>{}", escape_html(&t.plain).replace('\n', "<br>")),
                     });
                 }
                 SubjectAs::Topic => events.push(Incoming {
@@ -209,76 +218,104 @@ impl Inner {
         if let Some(p) = &o.processed {
             imap::ensure_folder(&mut session, p).await?;
         }
-        let idle = session.capabilities().await.map_err(|e| format!("CAPABILITY: {e}"))?.has_str("IDLE");
-        let validity = imap::select(&mut session, &o.mailbox).await?;
+        let caps = imap::timed("CAPABILITY", async { session.capabilities().await.map_err(|e| format!("CAPABILITY: {e}")) }).await?;
+        let (idle, has_move) = (caps.has_str("IDLE"), caps.has_str("MOVE"));
         let stored = ctx.load_state(UIDVALIDITY_KEY).await.map_err(|e| e.to_string())?;
+        if stored.is_none() {
+            // A first start: mail already in the mailbox is not news.
+            let next = imap::timed("EXAMINE", imap::uid_next(&mut session, &o.mailbox)).await?;
+            ctx.save_state(UID_KEY, &next.saturating_sub(1).to_string()).await.map_err(|e| e.to_string())?;
+            tracing::info!(bridge = ctx.name(), mailbox = %o.mailbox, "first start: taking mail from UID {next} on");
+        }
+        let validity = imap::timed("SELECT", imap::select(&mut session, &o.mailbox)).await?;
         let mut last: u32 = ctx.load_state(UID_KEY).await.map_err(|e| e.to_string())?.and_then(|v| v.parse().ok()).unwrap_or(0);
-        if stored.as_deref() != Some(&validity.to_string()) {
-            if stored.is_some() {
-                // The mailbox was rebuilt: UIDs start anew. Read it all again;
-                // mail taken before is recognised by its Message-ID.
-                tracing::warn!(bridge = ctx.name(), mailbox = %o.mailbox, "UIDVALIDITY changed; reading the mailbox again");
-            }
+        if stored.as_deref().is_some_and(|s| s != validity.to_string()) {
+            // The mailbox was rebuilt: UIDs start anew. Read it all again;
+            // mail taken before is recognised by its Message-ID.
+            tracing::warn!(bridge = ctx.name(), mailbox = %o.mailbox, "UIDVALIDITY changed; reading the mailbox again");
             last = 0;
-            ctx.save_state(UIDVALIDITY_KEY, &validity.to_string()).await.map_err(|e| e.to_string())?;
             ctx.save_state(UID_KEY, "0").await.map_err(|e| e.to_string())?;
         }
+        ctx.save_state(UIDVALIDITY_KEY, &validity.to_string()).await.map_err(|e| e.to_string())?;
         self.up.store(true, Ordering::Release);
         tracing::info!(bridge = ctx.name(), mailbox = %o.mailbox, last_uid = last, idle, "reading mail");
         loop {
-            for uid in imap::new_uids(&mut session, last).await? {
-                self.take(ctx, &mut session, validity, uid).await?;
-                last = uid;
-                ctx.save_state(UID_KEY, &uid.to_string()).await.map_err(|e| e.to_string())?;
+            // Until a search finds nothing new: news that came while taking
+            // mail is not announced again during IDLE.
+            loop {
+                let uids = imap::timed("UID SEARCH", imap::new_uids(&mut session, last)).await?;
+                if uids.is_empty() {
+                    break;
+                }
+                for uid in uids {
+                    self.take(ctx, &mut session, uid, has_move).await?;
+                    last = uid;
+                    ctx.save_state(UID_KEY, &uid.to_string()).await.map_err(|e| e.to_string())?;
+                }
             }
             if idle {
                 session = imap::wait(session, o.poll_interval.min(Duration::from_secs(25 * 60))).await?;
             } else {
                 tokio::time::sleep(o.poll_interval).await;
-                session.noop().await.map_err(|e| format!("NOOP: {e}"))?;
+                imap::timed("NOOP", async { session.noop().await.map_err(|e| format!("NOOP: {e}")) }).await?;
             }
         }
     }
 
     /// Take one mail: commit it, then flag or move it.
-    async fn take(&self, ctx: &BridgeContext, session: &mut imap::Session, validity: u32, uid: u32) -> Result<(), String> {
+    async fn take(&self, ctx: &BridgeContext, session: &mut imap::Session, uid: u32, has_move: bool) -> Result<(), String> {
         let o = &self.options.imap;
-        let Some(raw) = imap::fetch(session, uid).await? else {
-            return Ok(()); // gone meanwhile (expunged by someone)
-        };
-        let verdict = read::read(&raw, &self.options, &|list| self.all_subscribers(list));
-        match verdict {
-            Verdict::Take(t) => {
-                let fallback = format!("uid-{validity}-{uid}@{}", t.list);
+        let size = imap::timed("UID FETCH", imap::size(session, uid)).await?;
+        let verdict = if size.is_some_and(|s| u64::from(s) > self.options.max_message_bytes) {
+            // Not even fetched.
+            Verdict::Quarantine { reason: "too_large", detail: format!("{} bytes, more than max_message_bytes", size.unwrap_or(0)) }
+        } else {
+            let Some(raw) = imap::timed("UID FETCH", imap::fetch(session, uid)).await? else {
+                return Ok(()); // gone meanwhile (expunged by someone)
+            };
+            let verdict = read::read(&raw, &self.options, &|list| self.all_subscribers(list));
+            if let Verdict::Take(t) = verdict {
+                // Without a Message-ID, the mail's content identifies it.
+                let fallback = format!("sha256-{}@{}", hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&raw)[..16]), t.list);
+                let mut linked = true;
                 for incoming in self.incoming(&t, fallback)? {
                     match ctx.submit(incoming).await {
                         Ok(Accepted::Stored { .. } | Accepted::Duplicate { .. } | Accepted::Echo | Accepted::Ignored { .. }) => {}
-                        Err(SubmitError::NotLinked(room)) => {
-                            tracing::warn!(bridge = ctx.name(), list = %room, "mail to a list that is in no portal: left in the mailbox, flagged read");
-                        }
+                        Err(SubmitError::NotLinked(_)) => linked = false,
                         Err(SubmitError::Unavailable(e)) => return Err(format!("the store is not taking events: {e}")),
                     }
                 }
-                if let (Some(id), Some(subject)) = (&t.message_id, &t.new_subject) {
-                    let _ = ctx.save_state(&format!("{SUBJECT_KEY}{id}"), subject).await;
+                if linked {
+                    if let (Some(id), Some(subject)) = (&t.message_id, &t.new_subject) {
+                        let _ = ctx.save_state(&format!("{SUBJECT_KEY}{id}"), subject).await;
+                    }
+                    Verdict::Take(t)
+                } else {
+                    Verdict::Quarantine { reason: "not_linked", detail: format!("{} is in no portal", t.list) }
                 }
-                match &o.processed {
-                    Some(folder) => imap::move_to(session, uid, folder).await?,
-                    None => imap::mark_seen(session, uid).await?,
+            } else {
+                verdict
+            }
+        };
+        let done = async {
+            match verdict {
+                Verdict::Take(_) => match &o.processed {
+                    Some(folder) => imap::move_to(session, uid, folder, has_move).await,
+                    None => imap::mark_seen(session, uid).await,
+                },
+                Verdict::Ignore { reason, detail } => {
+                    tracing::info!(bridge = ctx.name(), uid, reason, "mail not taken: {detail}");
+                    ctx.count_rejected(reason);
+                    imap::mark_seen(session, uid).await
+                }
+                Verdict::Quarantine { reason, detail } => {
+                    tracing::warn!(bridge = ctx.name(), uid, reason, folder = %o.quarantine, "mail quarantined: {detail}");
+                    ctx.count_rejected(reason);
+                    imap::move_to(session, uid, &o.quarantine, has_move).await
                 }
             }
-            Verdict::Ignore { reason, detail } => {
-                tracing::info!(bridge = ctx.name(), uid, reason, "mail not taken: {detail}");
-                ctx.count_rejected(reason);
-                imap::mark_seen(session, uid).await?;
-            }
-            Verdict::Quarantine { reason, detail } => {
-                tracing::warn!(bridge = ctx.name(), uid, reason, folder = %o.quarantine, "mail quarantined: {detail}");
-                ctx.count_rejected(reason);
-                imap::move_to(session, uid, &o.quarantine).await?;
-            }
-        }
-        Ok(())
+        };
+        imap::timed("flag or move", done).await
     }
 
     /// Send digests that are due, every few seconds.
@@ -295,11 +332,19 @@ impl Inner {
         }
     }
 
+    /// A subscriber's digest so far.
+    async fn digest_entries(ctx: &BridgeContext, key: &str) -> Result<Vec<DigestEntry>, String> {
+        match ctx.load_state(key).await.map_err(|e| e.to_string())? {
+            Some(v) => serde_json::from_str(&v).map_err(|e| format!("the stored digest {key} is not readable: {e}")),
+            None => Ok(Vec::new()),
+        }
+    }
+
     async fn send_digest_if_due(&self, ctx: &BridgeContext, list: &str, address: &str, every: Duration) -> Result<(), String> {
-        let key = format!("{DIGEST_KEY}{list}:{address}");
-        let entries: Vec<DigestEntry> = match ctx.load_state(&key).await.map_err(|e| e.to_string())? {
-            Some(v) => serde_json::from_str(&v).map_err(|e| e.to_string())?,
-            None => return Ok(()),
+        let key = digest_key(list, address);
+        let entries = {
+            let _one = self.digests.lock().await;
+            Self::digest_entries(ctx, &key).await?
         };
         let Some(first) = entries.first() else { return Ok(()) };
         if now_ms() - first.at_ms < every.as_millis() as i64 {
@@ -308,26 +353,60 @@ impl Inner {
         let l = self.list(list);
         let mail = compose::digest(&l, &entries).map_err(|e| e.to_string())?;
         self.smtp.send(&l.address, &[address.to_string()], &mail.bytes).await.map_err(|e| e.to_string())?;
-        // Sent: start the next digest. (A crash right here sends this one again.)
-        ctx.save_state(&key, "[]").await.map_err(|e| e.to_string())?;
+        // Sent: take out what it held; what came meanwhile waits for the
+        // next one. (A crash right here sends this one again.)
+        let _one = self.digests.lock().await;
+        let sent: std::collections::HashSet<&str> = entries.iter().map(|e| e.delivery_id.as_str()).collect();
+        let rest: Vec<DigestEntry> = Self::digest_entries(ctx, &key).await?.into_iter().filter(|e| !sent.contains(e.delivery_id.as_str())).collect();
+        ctx.save_state(&key, &serde_json::to_string(&rest).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
         tracing::info!(bridge = ctx.name(), list, subscriber = address, messages = entries.len(), "digest sent");
         Ok(())
     }
 
     /// Add a message to a subscriber's next digest.
     async fn add_to_digest(&self, ctx: &BridgeContext, list: &str, address: &str, entry: DigestEntry) -> Result<(), DeliveryError> {
-        let key = format!("{DIGEST_KEY}{list}:{address}");
-        let transient = |e: String| DeliveryError::transient(e);
-        let mut entries: Vec<DigestEntry> = match ctx.load_state(&key).await.map_err(|e| transient(e.to_string()))? {
-            Some(v) => serde_json::from_str(&v).unwrap_or_default(),
-            None => Vec::new(),
-        };
+        let key = digest_key(list, address);
+        let _one = self.digests.lock().await;
+        let mut entries = Self::digest_entries(ctx, &key).await.map_err(DeliveryError::transient)?;
         if entries.iter().any(|e| e.delivery_id == entry.delivery_id) {
             return Ok(()); // this delivery again, after a retry
         }
         entries.push(entry);
-        let json = serde_json::to_string(&entries).map_err(|e| transient(e.to_string()))?;
-        ctx.save_state(&key, &json).await.map_err(|e| transient(e.to_string()))
+        let json = serde_json::to_string(&entries).map_err(|e| DeliveryError::transient(e.to_string()))?;
+        ctx.save_state(&key, &json).await.map_err(|e| DeliveryError::transient(e.to_string()))
+    }
+
+    /// Send `mail` to each address by itself (one refusing address holds up
+    /// nobody else), remembering who has it, so a retry reaches only the rest.
+    async fn send_each(&self, ctx: &BridgeContext, delivery_id: &str, from: &str, to: &[String], mail: &[u8]) -> Result<(), DeliveryError> {
+        let key = format!("{SENT_KEY}{delivery_id}");
+        let transient = |e: String| DeliveryError::transient(e);
+        let mut done: Vec<String> = match ctx.load_state(&key).await.map_err(|e| transient(e.to_string()))? {
+            Some(v) => serde_json::from_str(&v).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        for address in to {
+            if done.contains(address) {
+                continue;
+            }
+            match self.smtp.send(from, std::slice::from_ref(address), mail).await {
+                Ok(()) => {}
+                Err(DeliveryError::Permanent { reason }) => {
+                    // This subscriber cannot have it; the others still can.
+                    tracing::error!(list = from, subscriber = %address, delivery = delivery_id, "not delivered to this subscriber: {reason}");
+                    ctx.count_rejected("subscriber_refused");
+                }
+                Err(e) => return Err(e),
+            }
+            done.push(address.clone());
+            let json = serde_json::to_string(&done).map_err(|e| transient(e.to_string()))?;
+            ctx.save_state(&key, &json).await.map_err(|e| transient(e.to_string()))?;
+        }
+        // Everyone has it: nothing left to remember.
+        if !done.is_empty() {
+            let _ = ctx.delete_state(&key).await;
+        }
+        Ok(())
     }
 
     async fn deliver(&self, d: &Delivery) -> Result<Delivered, DeliveryError> {
@@ -365,13 +444,12 @@ impl Inner {
         let mail = compose::message(&list, &d.id, &sender, text, *kind, &subject, reply_to.as_deref(), &[], files, &links, &d.event.id)
             .map_err(|e| DeliveryError::permanent(format!("cannot build the mail: {e}")))?;
         let subs = self.subscribers(&d.room);
-        if !subs.now.is_empty() {
-            self.smtp.send(&list.address, &subs.now, &mail.bytes).await?;
-        }
+        // Digests first: adding again after a retry is a no-op, sending is not.
         for (address, _) in &subs.digest {
             let entry = DigestEntry { at_ms: now_ms(), from: sender.clone(), text: text.plain.clone(), delivery_id: d.id.clone() };
             self.add_to_digest(ctx, &d.room, address, entry).await?;
         }
+        self.send_each(ctx, &d.id, &list.address, &subs.now, &mail.bytes).await?;
         // Replies to this mail say "Re:" to the same subject.
         let root = subject.strip_prefix("Re: ").unwrap_or(&subject);
         let _ = ctx.save_state(&format!("{SUBJECT_KEY}{}", mail.message_id), root).await;
@@ -420,6 +498,12 @@ impl Bridge for EmailBridge {
         let inner = &self.inner;
         inner.ctx.set(ctx.clone()).map_err(|_| BridgeError::Other("email bridge started twice".into()))?;
         let _ = inner.subscribers.set(inner.resolve_subscribers(&ctx));
+        if inner.options.policy.authserv_id.is_none() {
+            tracing::warn!(
+                bridge = ctx.name(),
+                "policy.authserv_id is not set: a From address is taken on its word; set it to your receiving server's Authentication-Results id"
+            );
+        }
         // The key of attachment links: made once, kept.
         let key = match ctx.load_state(FILES_KEY).await.map_err(|e| BridgeError::Other(e.to_string()))? {
             Some(k) => k,

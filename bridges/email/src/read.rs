@@ -3,7 +3,7 @@
 //! too large, refused by the policy). Everything here reads outside data:
 //! nothing panics, nothing is lost (a mail not taken is kept in a folder).
 
-use causeway_core::text::{html_to_plain, sanitize_html};
+use causeway_core::text::{escape_html, html_to_plain, sanitize_html};
 use mail_parser::{HeaderValue, Message, MessageParser, MimeHeaders};
 
 use crate::config::{EmailOptions, PolicyOptions};
@@ -81,11 +81,13 @@ fn automatic(m: &Message) -> Option<(&'static str, String)> {
     if !auto.is_empty() && !auto.starts_with("no") {
         return Some(("auto_reply", format!("Auto-Submitted: {auto}")));
     }
+    // Not `list`: mail from a mailing list the bridge's mailbox is on is
+    // exactly what a portal may want.
     let precedence = header_text(m.header("Precedence")).to_ascii_lowercase();
-    if ["bulk", "junk", "list", "auto_reply"].contains(&precedence.trim()) {
+    if ["bulk", "junk", "auto_reply"].contains(&precedence.trim()) {
         return Some(("auto_reply", format!("Precedence: {precedence}")));
     }
-    for h in ["X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress"] {
+    for h in ["X-Autoreply", "X-Autorespond"] {
         if m.header(h).is_some() {
             return Some(("auto_reply", format!("{h} present")));
         }
@@ -104,16 +106,23 @@ fn automatic(m: &Message) -> Option<(&'static str, String)> {
     None
 }
 
-/// The list this mail was sent to: by To, Cc, then the delivery headers.
+/// The list this copy of the mail was delivered for: the envelope
+/// recipient the server recorded (each list gets its own copy), else the
+/// first list named in To or Cc.
 fn list_of<'a>(m: &Message, options: &'a EmailOptions) -> Option<&'a String> {
-    let mut candidates: Vec<String> = Vec::new();
-    for a in m.to().into_iter().chain(m.cc()) {
-        candidates.extend(a.iter().filter_map(|x| x.address()).map(str::to_ascii_lowercase));
-    }
+    let find = |candidates: &[String]| options.lists.keys().find(|l| candidates.iter().any(|c| c.eq_ignore_ascii_case(l)));
+    let mut envelope: Vec<String> = Vec::new();
     for h in ["Delivered-To", "X-Original-To", "Envelope-To"] {
-        candidates.extend(m.header_values(h).map(|v| header_text(Some(v)).trim().trim_matches(|c| c == '<' || c == '>').to_ascii_lowercase()));
+        envelope.extend(m.header_values(h).map(|v| header_text(Some(v)).trim().trim_matches(|c| c == '<' || c == '>').to_ascii_lowercase()));
     }
-    options.lists.keys().find(|l| candidates.iter().any(|c| c.eq_ignore_ascii_case(l)))
+    if let Some(l) = find(&envelope) {
+        return Some(l);
+    }
+    let mut named: Vec<String> = Vec::new();
+    for a in m.to().into_iter().chain(m.cc()) {
+        named.extend(a.iter().filter_map(|x| x.address()).map(str::to_ascii_lowercase));
+    }
+    find(&named)
 }
 
 /// Whether the policy takes mail from `sender` (lowercase) for a list whose
@@ -129,24 +138,49 @@ fn allowed(policy: &PolicyOptions, sender: &str, subscribers: &[String]) -> bool
     })
 }
 
-/// The receiving server's verdicts: (dmarc, dkim, spf), each "pass", "fail", … or "".
-fn verdicts(m: &Message, authserv_id: &str) -> Option<(String, String, String)> {
+/// Whether `domain` is `from_domain` or one of its parent domains'
+/// subdomains the other way round (relaxed alignment, RFC 7489).
+fn aligned(domain: &str, from_domain: &str) -> bool {
+    let (d, f) = (domain.trim().to_ascii_lowercase(), from_domain.to_ascii_lowercase());
+    !d.is_empty() && (d == f || f.ends_with(&format!(".{d}")) || d.ends_with(&format!(".{f}")))
+}
+
+/// The receiving server's verdicts: (dmarc, dkim, spf), each "pass",
+/// "fail", … or "". DKIM and SPF count as "pass" only when the domain they
+/// vouch for (`header.d`, `smtp.mailfrom`) is the From address's.
+fn verdicts(m: &Message, authserv_id: &str, from_domain: &str) -> Option<(String, String, String)> {
     // The topmost header is the receiving server's own (RFC 8601 §5).
     let header = m.header_values("Authentication-Results").map(|v| header_text(Some(v))).next()?;
-    let mut parts = header.split(';');
+    // Comments may hold anything, `;` included: leave them out.
+    let mut plain = String::with_capacity(header.len());
+    let mut depth = 0usize;
+    for c in header.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            '"' => {}
+            c if depth == 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    let mut parts = plain.split(';');
     let id = parts.next()?.split_whitespace().next()?.to_ascii_lowercase();
     if id != authserv_id.to_ascii_lowercase() {
         return None;
     }
     let (mut dmarc, mut dkim, mut spf) = (String::new(), String::new(), String::new());
     for part in parts {
-        let Some((method, rest)) = part.trim().split_once('=') else { continue };
-        let result = rest.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
-        match method.trim().to_ascii_lowercase().as_str() {
+        let mut words = part.split_whitespace();
+        let Some((method, result)) = words.next().and_then(|w| w.split_once('=')) else { continue };
+        let result = result.to_ascii_lowercase();
+        let props: Vec<(String, String)> =
+            words.filter_map(|w| w.split_once('=')).map(|(k, v)| (k.to_ascii_lowercase(), v.rsplit('@').next().unwrap_or(v).to_string())).collect();
+        let vouches = |key: &str| props.iter().any(|(k, v)| k == key && aligned(v, from_domain));
+        match method.to_ascii_lowercase().as_str() {
             "dmarc" if dmarc.is_empty() => dmarc = result,
-            // One good signature is enough.
-            "dkim" if dkim != "pass" => dkim = result,
-            "spf" if spf.is_empty() => spf = result,
+            // One aligned good signature is enough.
+            "dkim" if dkim != "pass" => dkim = if result == "pass" && !vouches("header.d") { "unaligned".into() } else { result },
+            "spf" if spf.is_empty() => spf = if result == "pass" && !vouches("smtp.mailfrom") { "unaligned".into() } else { result },
             _ => {}
         }
     }
@@ -154,9 +188,10 @@ fn verdicts(m: &Message, authserv_id: &str) -> Option<(String, String, String)> 
 }
 
 /// Why the authentication verdict refuses this mail, if it does.
-fn authentication_refusal(m: &Message, policy: &PolicyOptions) -> Option<String> {
+fn authentication_refusal(m: &Message, policy: &PolicyOptions, sender: &str) -> Option<String> {
     let id = policy.authserv_id.as_deref()?;
-    match verdicts(m, id) {
+    let from_domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    match verdicts(m, id, from_domain) {
         Some((dmarc, dkim, spf)) => {
             if dmarc == "fail" {
                 return Some("DMARC failed".into());
@@ -212,10 +247,6 @@ pub fn clean(text: &str) -> (String, String) {
     (kept, rest)
 }
 
-fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
 /// Read one mail. `subscribers` gives a list's subscribers' addresses.
 pub fn read(raw: &[u8], options: &EmailOptions, subscribers: &dyn Fn(&str) -> Vec<String>) -> Verdict {
     if raw.len() as u64 > options.max_message_bytes {
@@ -242,11 +273,11 @@ pub fn read(raw: &[u8], options: &EmailOptions, subscribers: &dyn Fn(&str) -> Ve
     if !allowed(&options.policy, &sender, &subscribers(list)) {
         return quarantine("policy", format!("{sender} is neither a subscriber nor allowed by policy.allow"));
     }
-    if let Some(why) = authentication_refusal(&m, &options.policy) {
+    if let Some(why) = authentication_refusal(&m, &options.policy, &sender) {
         return quarantine("policy", format!("{sender}: {why}"));
     }
     let in_reply_to = ids(m.in_reply_to()).into_iter().next().or_else(|| ids(m.references()).pop());
-    let new_subject = m.subject().map(str::trim).filter(|s| !s.is_empty() && in_reply_to.is_none()).map(|s| s.chars().take(300).collect());
+    let new_subject = m.subject().map(crate::compose::one_line).filter(|s| !s.is_empty() && in_reply_to.is_none()).map(|s| s.chars().take(300).collect());
     let html_body = m.body_html(0).filter(|_| m.html_body_count() > 0 && m.html_bodies().any(|p| p.is_text_html())).map(|h| sanitize_html(&h));
     let plain_body = match m.text_bodies().find(|p| !p.is_text_html()) {
         Some(p) => p.text_contents().unwrap_or("").to_string(),
@@ -273,7 +304,7 @@ pub fn read(raw: &[u8], options: &EmailOptions, subscribers: &dyn Fn(&str) -> Ve
         let name = part.attachment_name().map(|n| n.chars().filter(|c| !c.is_control() && *c != '/' && *c != '\\').take(200).collect::<String>());
         files.push(File {
             name: name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("attachment-{}", i + 1)),
-            mime: mime.unwrap_or_else(|| "application/octet-stream".into()).to_ascii_lowercase(),
+            mime: crate::compose::mime_type(&mime.unwrap_or_default()),
             bytes,
         });
     }
@@ -323,6 +354,24 @@ mod tests {
     const BASIC: &str = "From: Alice Liddell <alice@mail.test>\nTo: bridge+ops@mail.test\nSubject: Disk full\nMessage-ID: <a1@mail.test>\nDate: Tue, 24 Nov 2026 10:00:00 +0000";
 
     #[test]
+    fn mail_from_other_lists_is_taken() {
+        // Mailman and Google Groups say `Precedence: list`: people wrote it.
+        let h = format!("{BASIC}\nPrecedence: list\nX-Auto-Response-Suppress: OOF");
+        assert!(matches!(read(&mail(&h, "x"), &options(serde_json::json!({})), &subs), Verdict::Take(_)));
+    }
+
+    #[test]
+    fn each_copy_goes_to_the_list_it_was_delivered_for() {
+        let o = options(serde_json::json!({"lists": {"bridge+ops@mail.test": {}, "bridge+dev@mail.test": {}}}));
+        let h = "From: alice@mail.test\nTo: bridge+ops@mail.test\nCc: bridge+dev@mail.test\nDelivered-To: bridge+ops@mail.test";
+        let Verdict::Take(t) = read(&mail(h, "x"), &o, &subs) else { panic!() };
+        assert_eq!(t.list, "bridge+ops@mail.test");
+        let h = "From: alice@mail.test\nTo: bridge+ops@mail.test\nCc: bridge+dev@mail.test\nDelivered-To: bridge+dev@mail.test";
+        let Verdict::Take(t) = read(&mail(h, "x"), &o, &subs) else { panic!() };
+        assert_eq!(t.list, "bridge+dev@mail.test");
+    }
+
+    #[test]
     fn a_plain_mail_from_a_subscriber_is_taken() {
         let v = read(&mail(BASIC, "db-1 is at 91%.\n\n-- \nAlice\nOps team"), &options(serde_json::json!({})), &subs);
         let Verdict::Take(t) = v else { panic!("{v:?}") };
@@ -359,6 +408,7 @@ mod tests {
         for (headers, reason) in [
             ("From: alice@mail.test\nTo: bridge+ops@mail.test\nAuto-Submitted: auto-replied\nSubject: Out of office", "auto_reply"),
             ("From: alice@mail.test\nTo: bridge+ops@mail.test\nPrecedence: bulk", "auto_reply"),
+            ("From: alice@mail.test\nTo: bridge+ops@mail.test\nPrecedence: junk", "auto_reply"),
             ("From: alice@mail.test\nTo: bridge+ops@mail.test\nX-Autoreply: yes", "auto_reply"),
             ("From: MAILER-DAEMON@mail.test\nTo: bridge+ops@mail.test\nSubject: Undelivered", "bounce"),
             ("From: alice@mail.test\nTo: bridge+ops@mail.test\nContent-Type: multipart/report; report-type=delivery-status; boundary=x", "bounce"),
@@ -384,12 +434,18 @@ mod tests {
         assert!(!take(from("alice@mail.test", "Authentication-Results: mx.mail.test; dmarc=fail header.from=mail.test\n")));
         assert!(!take(from("alice@mail.test", "Authentication-Results: mx.mail.test; spf=fail smtp.mailfrom=x; dkim=none\n")));
         assert!(take(from("alice@mail.test", "Authentication-Results: mx.mail.test; spf=fail; dkim=pass header.d=mail.test\n")));
+        // A signature by another domain vouches for nothing about alice.
+        assert!(!take(from("alice@mail.test", "Authentication-Results: mx.mail.test; spf=fail; dkim=pass header.d=evil.example\n")));
+        // A comment cannot smuggle in a verdict.
+        assert!(!take(from("alice@mail.test", "Authentication-Results: mx.mail.test; spf=fail smtp.mailfrom=x (; dmarc=pass); dkim=none\n")));
         // A verdict from another server is anyone's words.
         assert!(take(from("alice@mail.test", "Authentication-Results: forged.example; dmarc=fail\n")));
         let strict = options(serde_json::json!({"policy": {"authserv_id": "mx.mail.test", "require_authentication": true}}));
         let take_strict = |h: String| matches!(read(&mail(&h, "x"), &strict, &subs), Verdict::Take(_));
         assert!(!take_strict(from("alice@mail.test", "")));
         assert!(take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; dmarc=pass\n")));
+        assert!(take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; spf=pass smtp.mailfrom=alice@sub.mail.test\n")));
+        assert!(!take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; spf=pass smtp.mailfrom=bounce@other.example\n")));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
 
 use crate::{Inner, ghost};
+use causeway_core::text::escape_html;
 
 /// `m.room.message` content for a text.
 fn text_content(text: &Text, kind: MessageKind) -> Value {
@@ -122,7 +123,11 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             let Some(ctx) = inner.ctx.get() else { return Ok(Delivered::default()) };
             let stored = ctx.load_state(&reaction_key(&room, &ghost, target, key)).await.map_err(|e| DeliveryError::transient(e.to_string()))?;
             match stored {
-                Some(event) => inner.client.redact(r, &event, id, None, &ghost).await?,
+                Some(event) => {
+                    let redaction = inner.client.redact(r, &event, id, None, &ghost).await?;
+                    let _ = ctx.delete_state(&reaction_key(&room, &ghost, target, key)).await;
+                    redaction
+                }
                 // Nothing of ours to take back.
                 None => return Ok(Delivered::default()),
             }
@@ -152,10 +157,6 @@ async fn send(inner: &Inner, room: &RoomId, ghost: &UserId, txn: &str, content: 
         }
         other => Ok(other?),
     }
-}
-
-fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// A message: its text, then each file as its own event (`<id>.<n>` as
