@@ -26,6 +26,8 @@ pub mod xmpp;
 pub mod matrix;
 #[cfg(feature = "email")]
 pub mod mail;
+#[cfg(all(feature = "xmpp", feature = "matrix", feature = "email"))]
+pub mod world;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

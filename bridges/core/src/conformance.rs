@@ -279,3 +279,98 @@ async fn one_way(
     }
     Ok(())
 }
+
+/// The suite across many networks in one portal: from each peer in turn, a
+/// message (everyone sees it), then a reply to the previous peer's message,
+/// an edit of its own, and a reaction to the next peer's message. Every
+/// other peer must show each one referencing its own id of the message
+/// meant, or — where it cannot show an edit or a reaction — the notice the
+/// router sends instead (`degrade: notice`).
+pub async fn run_all(peers: &mut [&mut dyn Peer], opts: &Options) -> Result<Report, String> {
+    let n = peers.len();
+    let t = opts.timeout;
+    let mut report = Report::default();
+    // ids[m][p]: peer p's id for the message of peer m.
+    let mut ids: Vec<Vec<String>> = vec![vec![String::new(); n]; n];
+    let texts: Vec<String> = (0..n).map(|s| format!("four-way text from {} {}", peers[s].label(), opts.nonce)).collect();
+
+    for s in 0..n {
+        let id = peers[s].act(Action::Text { text: texts[s].clone(), reply_to: None }).await?;
+        ids[s][s] = id;
+        for r in (0..n).filter(|&r| r != s) {
+            let text = texts[s].clone();
+            let seen = expect(&mut *peers[r], t, "text", |x| message_text(&x.body).filter(|(p, _, _)| p.contains(&text)).map(|_| x.id.clone())).await?;
+            ids[s][r] = seen;
+        }
+        report.passed.push(format!("text from {}", peers[s].label()));
+    }
+
+    for s in 0..n {
+        let m = (s + n - 1) % n; // the previous peer's message
+        if !peers[s].capabilities().replies {
+            report.skipped.push(format!("reply from {}", peers[s].label()));
+            continue;
+        }
+        let reply = format!("four-way reply from {} {}", peers[s].label(), opts.nonce);
+        peers[s].act(Action::Text { text: reply.clone(), reply_to: Some(ids[m][s].clone()) }).await?;
+        for r in (0..n).filter(|&r| r != s) {
+            let got = expect(&mut *peers[r], t, "reply", |x| message_text(&x.body).filter(|(p, _, _)| p.contains(&reply)).map(|(_, r, _)| r.cloned())).await?;
+            if peers[r].capabilities().replies && got.as_ref() != Some(&ids[m][r]) {
+                return Err(format!("reply from {} seen by {} refers to {got:?}, expected {:?}", peers[s].label(), peers[r].label(), ids[m][r]));
+            }
+        }
+        report.passed.push(format!("reply from {}", peers[s].label()));
+    }
+
+    for s in 0..n {
+        if !peers[s].capabilities().edits {
+            report.skipped.push(format!("edit from {}", peers[s].label()));
+            continue;
+        }
+        let edited = format!("four-way edited from {} {}", peers[s].label(), opts.nonce);
+        peers[s].act(Action::Edit { target: ids[s][s].clone(), text: edited.clone() }).await?;
+        for r in (0..n).filter(|&r| r != s) {
+            if peers[r].capabilities().edits {
+                let target = expect(&mut *peers[r], t, "edit", |x| match &x.body {
+                    Body::Edit { target, text } if text.plain.contains(&edited) => Some(target.clone()),
+                    _ => None,
+                })
+                .await?;
+                if target != ids[s][r] {
+                    return Err(format!("edit from {} seen by {} targets {target:?}, expected {:?}", peers[s].label(), peers[r].label(), ids[s][r]));
+                }
+            } else {
+                let notice = format!("(edited) {edited}");
+                expect(&mut *peers[r], t, "edit notice", |x| message_text(&x.body).filter(|(p, _, _)| p.contains(&notice)).map(|_| ())).await?;
+            }
+        }
+        report.passed.push(format!("edit from {}", peers[s].label()));
+    }
+
+    for s in 0..n {
+        let m = (s + 1) % n; // the next peer's message
+        if !peers[s].capabilities().reactions {
+            report.skipped.push(format!("reaction from {}", peers[s].label()));
+            continue;
+        }
+        let key = ["👍", "🎉", "👀", "🚀", "✅"][s % 5].to_string();
+        peers[s].act(Action::React { target: ids[m][s].clone(), key: key.clone() }).await?;
+        for r in (0..n).filter(|&r| r != s) {
+            if peers[r].capabilities().reactions {
+                let target = expect(&mut *peers[r], t, "reaction", |x| match &x.body {
+                    Body::Reaction { target, key: k, removed: false } if *k == key => Some(target.clone()),
+                    _ => None,
+                })
+                .await?;
+                if target != ids[m][r] {
+                    return Err(format!("reaction from {} seen by {} targets {target:?}, expected {:?}", peers[s].label(), peers[r].label(), ids[m][r]));
+                }
+            } else {
+                let notice = format!("reacted {key}");
+                expect(&mut *peers[r], t, "reaction notice", |x| message_text(&x.body).filter(|(p, _, _)| p.contains(&notice)).map(|_| ())).await?;
+            }
+        }
+        report.passed.push(format!("reaction from {}", peers[s].label()));
+    }
+    Ok(report)
+}

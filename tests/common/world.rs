@@ -1,0 +1,98 @@
+//! All four networks at once: a real Prosody, Synapse, Postfix + Dovecot and
+//! a webhook receiver, with Causeway joining one room of each in a portal.
+
+use std::time::{Duration, Instant};
+
+use super::mail::{LIST, MailServer};
+use super::matrix::{Synapse, bridge_config as matrix_bridge};
+use super::xmpp::Prosody;
+use super::{Daemon, Hook, Mode};
+
+pub const MUC: &str = "ops@conference.xmpp.test";
+pub const ALIAS: &str = "#causeway_ops:matrix.test";
+
+pub struct World {
+    pub prosody: Prosody,
+    pub synapse: Synapse,
+    pub mail: MailServer,
+    pub hook: Option<Hook>,
+    pub daemon: Daemon,
+}
+
+/// The config of the four-network portal (`extra` is appended: more top-level sections).
+pub fn config(prosody: &Prosody, synapse_port: u16, mail: &MailServer, hook: &str, extra: &str) -> String {
+    format!(
+        r#"
+http: {{ listen: "127.0.0.1:{{port}}" }}
+store: {{ path: "{{db}}" }}
+outbox: {{ retry_initial: 100ms, retry_max: 2s }}
+bridges:
+  hooks:
+    type: webhook
+    endpoints:
+      w: {{ inbound: {{ token: tw }}, outbound: {{ url: "{hook}" }}, events: {{ token: te }} }}
+  xmpp: {xmpp}
+  matrix: {matrix}
+  mail: {mail}
+portals:
+  - id: ops
+    links:
+      - {{ bridge: hooks, room: w }}
+      - {{ bridge: xmpp, room: "{MUC}" }}
+      - {{ bridge: matrix, room: "{ALIAS}" }}
+      - {{ bridge: mail, room: "{LIST}" }}
+people:
+  - id: alice
+    name: Alice Liddell
+    accounts: {{ xmpp: alice@xmpp.test }}
+  - id: bob
+    name: Bob Builder
+    accounts: {{ matrix: "@bob:matrix.test" }}
+  - id: carol
+    name: Carol Danvers
+    accounts: {{ mail: carol@mail.test }}
+  - id: dave
+    name: Dave Bowman
+    accounts: {{ hooks: w }}
+{extra}
+"#,
+        xmpp = prosody.bridge_config(),
+        matrix = matrix_bridge(synapse_port),
+        mail = mail.bridge_config(&format!(r#""{LIST}": {{ name: Ops, subscribers: [carol] }}"#)),
+    )
+}
+
+impl World {
+    pub async fn start(extra: &str) -> World {
+        let prosody = Prosody::start();
+        let mail = MailServer::start();
+        let hook = Hook::start(Mode::Accept { own_ids: None }).await;
+        let synapse_port = super::free_port();
+        let mut daemon = Daemon::prepare(&config(&prosody, synapse_port, &mail, &hook.url(), extra), &[]);
+        let registration = daemon.dir.path().join("registration.yaml");
+        let out = daemon.cli(&["matrix", "registration", "--output", registration.to_str().unwrap()]);
+        assert!(out.status.success(), "registration: {}", String::from_utf8_lossy(&out.stderr));
+        let synapse = Synapse::start_with(&registration, synapse_port, None);
+        synapse.register("bob");
+        daemon.restart().await;
+        let w = World { prosody, synapse, mail, hook: Some(hook), daemon };
+        w.wait_up().await;
+        w
+    }
+
+    /// Until every bridge is connected and the Matrix room is set up.
+    pub async fn wait_up(&self) {
+        let d = &self.daemon;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for bridge in ["xmpp", "matrix", "mail"] {
+            while d.metric("causeway_bridge_up", &format!(r#"bridge="{bridge}""#)).await != 1.0 {
+                assert!(Instant::now() < deadline, "{bridge} not up:\n{}", d.log());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        while !d.log().contains("every Matrix room is set up") {
+            assert!(Instant::now() < deadline, "Matrix room not set up:\n{}", d.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
