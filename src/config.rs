@@ -80,9 +80,14 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Where `/metrics`, `/healthz`, `/readyz` and the bridges' inbound routes listen.
+    /// Where `/metrics`, `/healthz`, `/readyz`, `/api/…` and the bridges'
+    /// inbound routes listen.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// `/api/…` wants `Authorization: Bearer <api_token>`; unset: open to
+    /// whoever reaches `listen` (keep it on loopback then).
+    #[serde(default)]
+    pub api_token: Option<causeway_core::Secret>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -91,7 +96,7 @@ fn default_listen() -> SocketAddr {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: default_listen() }
+        HttpConfig { listen: default_listen(), api_token: None }
     }
 }
 
@@ -170,6 +175,17 @@ pub struct RouterConfig {
     /// What to do with an edit, retraction, reaction or topic a target cannot show.
     #[serde(default)]
     pub degrade: Degrade,
+    #[serde(default)]
+    pub presence: PresenceConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// A person who has said nothing for this long shows as away (status
+    /// "idle") until they speak again; unset: never.
+    #[serde(default, with = "humantime_serde::option")]
+    pub idle_after: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

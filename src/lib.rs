@@ -9,5 +9,6 @@ pub mod directory;
 pub mod http;
 pub mod metrics;
 pub mod outbox;
+pub mod presence;
 pub mod router;
 pub mod store;

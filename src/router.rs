@@ -20,7 +20,32 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::metrics::{self, Metrics};
+use crate::presence::PresenceBook;
 use crate::store::{NewDelivery, NewEvent, RemoteKey, Store, StoredLink, StoredPortal};
+
+/// Tell the networks when people have gone idle: a presence said where each
+/// spoke last.
+async fn idle_watch(router: std::sync::Weak<Router>, tick: std::time::Duration) {
+    loop {
+        tokio::time::sleep(tick).await;
+        let Some(router) = router.upgrade() else { return };
+        for (link, sender, (show, status)) in router.presence.idle_now(now_ms()) {
+            let incoming = Incoming {
+                room: link.room,
+                sender: RemoteSender { id: sender, name: None, avatar: None },
+                remote_id: None,
+                aliases: Vec::new(),
+                at_ms: None,
+                body: Body::Presence { show, status },
+            };
+            let (reply, _) = oneshot::channel();
+            let sub = Submission { bridge: link.bridge, incoming, reply, synthetic: true };
+            if router.submissions.send(sub).await.is_err() {
+                return;
+            }
+        }
+    }
+}
 
 /// One link of a portal: a room on a bridge.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -51,6 +76,9 @@ struct Submission {
     bridge: String,
     incoming: Incoming,
     reply: oneshot::Sender<Result<Accepted, SubmitError>>,
+    /// Said by Causeway itself (a person gone idle): shown as it is, not a
+    /// report of one of their accounts.
+    synthetic: bool,
 }
 
 pub struct Router {
@@ -68,6 +96,7 @@ pub struct Router {
     /// One direct conversation is opened at a time (two first messages of
     /// the same conversation must not open it twice).
     opening: tokio::sync::Mutex<()>,
+    pub presence: PresenceBook,
 }
 
 impl Router {
@@ -97,6 +126,7 @@ impl Router {
             new_lanes,
             new_lanes_rx: Mutex::new(Some(new_lanes_rx)),
             opening: tokio::sync::Mutex::new(()),
+            presence: PresenceBook::new(config.router.presence.idle_after),
         });
         for p in &config.portals {
             let links = p.links.iter().map(|l| Link { bridge: l.bridge.clone(), room: l.room.clone() }).collect();
@@ -122,6 +152,9 @@ impl Router {
             }
         }
         tokio::spawn(router.clone().writer(rx, max_batch));
+        if let Some(tick) = router.presence.tick() {
+            tokio::spawn(idle_watch(Arc::downgrade(&router), tick));
+        }
         router
     }
 
@@ -160,6 +193,11 @@ impl Router {
             }
         }
         t.portals[index].id.clone()
+    }
+
+    /// The directory's id of `person` (however its case is written).
+    pub fn person_id(&self, person: &str) -> Option<String> {
+        self.directory.person(person).map(|p| p.id.clone())
     }
 
     /// Lanes as they are now, and from now on every lane added later.
@@ -272,8 +310,9 @@ impl Router {
         // Ids accepted earlier in this same batch.
         let mut fresh: HashMap<RemoteKey, String> = HashMap::new();
         let mut new_events = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        for Submission { bridge, incoming, reply } in batch {
+        // One per event; none for an event the router adds itself.
+        let mut replies: Vec<Option<oneshot::Sender<Result<Accepted, SubmitError>>>> = Vec::with_capacity(batch.len());
+        for Submission { bridge, incoming, reply, synthetic } in batch {
             let Incoming { room, sender, remote_id, aliases, at_ms, body } = incoming;
             let dropped = |reason: &str| self.metrics.dropped.get_or_create(&metrics::reason(&bridge, reason)).inc();
             if let Some(rid) = &remote_id {
@@ -315,21 +354,51 @@ impl Router {
             let Link { bridge, room } = link;
             let event_id = new_id();
             let sender = self.directory.resolve(&bridge, sender);
+            let at_ms = at_ms.unwrap_or_else(now_ms);
+            // A person's presence is what their accounts say together; what
+            // they say wakes them from idle.
+            let mut back = None;
+            let body = match (&sender.person, body) {
+                (Some(p), Body::Presence { show, status }) if !synthetic => match self.presence.report(p, &bridge, show, status, at_ms) {
+                    Some((show, status)) => Body::Presence { show, status },
+                    None => {
+                        drop(topology);
+                        let _ = reply.send(Ok(Accepted::Ignored { reason: "presence unchanged" }));
+                        continue;
+                    }
+                },
+                (Some(p), body @ Body::Message { .. }) => {
+                    back = self.presence.active(p, &Link { bridge: bridge.clone(), room: room.clone() }, &sender.id, at_ms);
+                    body
+                }
+                (_, body) => body,
+            };
+            let deliveries_for = |body: &Body| -> Vec<NewDelivery> {
+                portal
+                    .links
+                    .iter()
+                    .filter(|l| !(l.bridge == bridge && l.room == room))
+                    .filter(|l| self.wanted_on(l, body, portal.degrade))
+                    .map(|l| NewDelivery { id: new_id(), bridge: l.bridge.clone(), room: l.room.clone() })
+                    .collect()
+            };
+            let deliveries = deliveries_for(&body);
+            let extra = back.map(|(show, status)| {
+                let body = Body::Presence { show, status };
+                let id = new_id();
+                let origin = Origin { bridge: bridge.clone(), room: room.clone(), remote_id: None };
+                let deliveries = deliveries_for(&body);
+                let event = Event { id: id.clone(), portal: portal.id.clone(), origin, sender: sender.clone(), at_ms, body };
+                NewEvent { event, origin_key: key(&bridge, &room, &id), aliases: Vec::new(), deliveries }
+            });
             let event = Event {
                 id: event_id.clone(),
                 portal: portal.id.clone(),
                 origin: Origin { bridge: bridge.clone(), room: room.clone(), remote_id: remote_id.clone() },
                 sender,
-                at_ms: at_ms.unwrap_or_else(now_ms),
+                at_ms,
                 body,
             };
-            let deliveries = portal
-                .links
-                .iter()
-                .filter(|l| !(l.bridge == bridge && l.room == room))
-                .filter(|l| self.wanted_on(l, &event.body, portal.degrade))
-                .map(|l| NewDelivery { id: new_id(), bridge: l.bridge.clone(), room: l.room.clone() })
-                .collect();
             drop(topology);
             let origin_key = key(&bridge, &room, remote_id.as_deref().unwrap_or(&event_id));
             for a in &aliases {
@@ -337,7 +406,11 @@ impl Router {
             }
             fresh.insert(origin_key.clone(), event_id);
             new_events.push(NewEvent { event, origin_key, aliases, deliveries });
-            replies.push(reply);
+            replies.push(Some(reply));
+            if let Some(e) = extra {
+                new_events.push(e);
+                replies.push(None);
+            }
         }
         if new_events.is_empty() {
             return;
@@ -352,14 +425,16 @@ impl Router {
                         self.metrics.outbox_depth.get_or_create(&metrics::bridge(&d.bridge)).inc();
                         self.wake_lane(&d.bridge, &d.room);
                     }
-                    let _ = reply.send(Ok(Accepted::Stored { event_id: ne.event.id.clone() }));
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(Accepted::Stored { event_id: ne.event.id.clone() }));
+                    }
                     // Nobody listening is fine.
                     let _ = self.committed.send(Arc::new(Committed { seq, event: ne.event }));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "commit failed; refusing {} events", replies.len());
-                for reply in replies {
+                for reply in replies.into_iter().flatten() {
                     let _ = reply.send(Err(SubmitError::Unavailable("the store could not commit".into())));
                 }
             }
@@ -379,7 +454,7 @@ impl Host for Router {
             return Ok(Accepted::Echo);
         }
         let (reply, answer) = oneshot::channel();
-        let sub = Submission { bridge: link.bridge, incoming, reply };
+        let sub = Submission { bridge: link.bridge, incoming, reply, synthetic: false };
         self.submissions.send(sub).await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?;
         answer.await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?
     }

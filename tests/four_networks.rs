@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use causeway_core::Capabilities;
 use causeway_core::conformance::{self, Peer};
@@ -36,4 +36,77 @@ async fn four_network_conformance() {
     eprintln!("{report}");
     // Texts and replies from all four; edits and reactions from the three that make them.
     assert_eq!(report.passed.len(), 4 + 4 + 3 + 3, "{report}");
+}
+
+/// Presence set on XMPP shows on the person's Matrix ghost within two
+/// seconds, and presence set on Matrix on the XMPP ghost; the HTTP API says
+/// the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_crosses_within_two_seconds() {
+    let w = World::start("").await;
+    let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
+    let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
+    // Let joins and first presences settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    alice.set_presence(Some("away"), Some("lunch")).await;
+    let start = Instant::now();
+    loop {
+        let p = bob.presence_of("@causeway_alice:matrix.test").await.unwrap();
+        if p["presence"] == "unavailable" && p["status_msg"] == "lunch" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(2), "not on the Matrix ghost within 2 s: {p}\n{}", w.daemon.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let xmpp_to_matrix = start.elapsed();
+    let api: serde_json::Value = reqwest::get(w.daemon.url("/api/people/alice/presence")).await.unwrap().json().await.unwrap();
+    assert_eq!((api["show"].as_str(), api["status"].as_str()), (Some("away"), Some("lunch")), "{api}");
+    assert_eq!(api["accounts"]["xmpp"]["show"], "away");
+
+    bob.set_presence("unavailable", Some("in a meeting")).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let left = Duration::from_secs(2).saturating_sub(start.elapsed());
+        let s = alice.seen(left).await.unwrap_or_else(|e| panic!("not on the XMPP ghost within 2 s: {e}\n{}", w.daemon.log()));
+        if s.sender_name == "Bob Builder"
+            && let causeway_core::Body::Presence { show: causeway_core::Show::Away, status } = &s.body
+        {
+            assert_eq!(status.as_deref(), Some("in a meeting"));
+            break;
+        }
+    }
+    let matrix_to_xmpp = start.elapsed();
+    eprintln!("presence: XMPP→Matrix {xmpp_to_matrix:?}, Matrix→XMPP {matrix_to_xmpp:?}");
+    let unknown = reqwest::get(w.daemon.url("/api/people/nobody/presence")).await.unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+}
+
+/// Someone quiet for `idle_after` shows as away ("idle") elsewhere, and
+/// online again once they speak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_people_show_away_until_they_speak() {
+    let w = World::start("router: { presence: { idle_after: 3s } }").await;
+    let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
+    let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
+    bob.set_presence("online", None).await.unwrap();
+    bob.send("m.room.message", serde_json::json!({"msgtype": "m.text", "body": "back in a bit"})).await.unwrap();
+    let wait_for = async |alice: &mut XmppPeer, want: causeway_core::Show, status: Option<&str>| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = alice.seen(deadline.saturating_duration_since(Instant::now())).await.unwrap_or_else(|e| panic!("no {want:?}: {e}"));
+            if s.sender_name == "Bob Builder"
+                && let causeway_core::Body::Presence { show, status: st } = &s.body
+                && *show == want
+                && st.as_deref() == status
+            {
+                return;
+            }
+        }
+    };
+    wait_for(&mut alice, causeway_core::Show::Away, Some("idle")).await;
+    let api: serde_json::Value = reqwest::get(w.daemon.url("/api/people/bob/presence")).await.unwrap().json().await.unwrap();
+    assert_eq!((api["show"].as_str(), api["idle"].as_bool()), (Some("away"), Some(true)), "{api}");
+    bob.send("m.room.message", serde_json::json!({"msgtype": "m.text", "body": "I am back"})).await.unwrap();
+    wait_for(&mut alice, causeway_core::Show::Online, None).await;
 }
