@@ -46,6 +46,9 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
     let store = open_store(&config).await?;
     let metrics = Arc::new(Metrics::new());
+    for name in bridges.keys() {
+        metrics.register_bridge(name);
+    }
     for (bridge, depth) in store.outbox_depths().await? {
         let b = metrics::bridge(&bridge);
         metrics.outbox_depth.get_or_create(&b).set(depth.pending as i64);
@@ -73,6 +76,7 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
             loop {
                 for (name, b) in &bridges {
                     metrics.bridge_up.get_or_create(&metrics::bridge(name)).set(i64::from(b.is_up()));
+                    metrics.ghosts.get_or_create(&metrics::bridge(name)).set(b.ghosts() as i64);
                 }
                 tokio::select! {
                     _ = stop.changed() => return,

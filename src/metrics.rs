@@ -60,6 +60,10 @@ pub struct Metrics {
     pub bridge_up: Family<BridgeLabel, Gauge>,
     /// Direct conversations opened, by the bridge where they started.
     pub direct_opened: Family<BridgeLabel, Counter>,
+    /// Ghosts a bridge keeps on its network.
+    pub ghosts: Family<BridgeLabel, Gauge>,
+    /// People's presence changes shown to the other networks, by the bridge it came from.
+    pub presence_updates: Family<BridgeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -85,6 +89,8 @@ impl Metrics {
         let commit_batch = batch_histogram();
         let bridge_up = Family::<BridgeLabel, Gauge>::default();
         let direct_opened = Family::<BridgeLabel, Counter>::default();
+        let ghosts = Family::<BridgeLabel, Gauge>::default();
+        let presence_updates = Family::<BridgeLabel, Counter>::default();
         registry.register("events_received", "Events accepted from a network and stored", received.clone());
         registry.register("events_dropped", "Inbound events not stored (duplicate, loop, unknown_target)", dropped.clone());
         registry.register("inbound_rejected", "Inbound requests refused before they became events", rejected.clone());
@@ -103,6 +109,8 @@ impl Metrics {
         registry.register("store_commit_batch_events", "Events per store transaction", commit_batch.clone());
         registry.register("bridge_up", "1 while the bridge is connected to its network", bridge_up.clone());
         registry.register("direct_conversations_opened", "Direct conversations opened, by the bridge where they started", direct_opened.clone());
+        registry.register("ghosts", "Ghosts a bridge keeps on its network", ghosts.clone());
+        registry.register("presence_updates", "Presence changes shown to other networks, by origin bridge", presence_updates.clone());
         Metrics {
             registry,
             received,
@@ -119,6 +127,32 @@ impl Metrics {
             commit_batch,
             bridge_up,
             direct_opened,
+            ghosts,
+            presence_updates,
+        }
+    }
+
+    /// Every per-bridge series at zero, so dashboards and alerts see a
+    /// bridge from its start (not only after its first event).
+    pub fn register_bridge(&self, name: &str) {
+        let b = bridge(name);
+        let _ = self.received.get_or_create(&b);
+        let _ = self.delivered.get_or_create(&b);
+        let _ = self.skipped.get_or_create(&b);
+        let _ = self.retries.get_or_create(&b);
+        let _ = self.dead_letters.get_or_create(&b);
+        let _ = self.outbox_depth.get_or_create(&b);
+        let _ = self.dead_letter_depth.get_or_create(&b);
+        let _ = self.delivery_latency.get_or_create(&b);
+        let _ = self.bridge_up.get_or_create(&b);
+        let _ = self.direct_opened.get_or_create(&b);
+        let _ = self.ghosts.get_or_create(&b);
+        let _ = self.presence_updates.get_or_create(&b);
+        for r in ["transient", "permanent"] {
+            let _ = self.failed.get_or_create(&reason(name, r));
+        }
+        for r in ["duplicate", "loop", "unknown_target"] {
+            let _ = self.dropped.get_or_create(&reason(name, r));
         }
     }
 

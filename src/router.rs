@@ -360,7 +360,10 @@ impl Router {
             let mut back = None;
             let body = match (&sender.person, body) {
                 (Some(p), Body::Presence { show, status }) if !synthetic => match self.presence.report(p, &bridge, show, status, at_ms) {
-                    Some((show, status)) => Body::Presence { show, status },
+                    Some((show, status)) => {
+                        self.metrics.presence_updates.get_or_create(&metrics::bridge(&bridge)).inc();
+                        Body::Presence { show, status }
+                    }
                     None => {
                         drop(topology);
                         let _ = reply.send(Ok(Accepted::Ignored { reason: "presence unchanged" }));

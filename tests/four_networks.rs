@@ -110,3 +110,56 @@ async fn idle_people_show_away_until_they_speak() {
     bob.send("m.room.message", serde_json::json!({"msgtype": "m.text", "body": "I am back"})).await.unwrap();
     wait_for(&mut alice, causeway_core::Show::Online, None).await;
 }
+
+/// A real Prometheus scrapes Causeway while the four networks talk: every
+/// query of the Grafana dashboard and every metric of the alert rules has
+/// data, the rules pass `promtool check rules`, and the dashboard is a
+/// well-formed Grafana dashboard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_what_the_dashboard_and_alerts_use() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let rules = root.join("prometheus/alerts.yml");
+    let check = std::process::Command::new("promtool").arg("check").arg("rules").arg(&rules).output().unwrap();
+    assert!(check.status.success(), "promtool: {}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+
+    let mut w = World::start("").await;
+    let prom = common::Prometheus::start(&format!("127.0.0.1:{}", w.daemon.port), &rules);
+    // Traffic on every bridge: the conformance run, and a refused request.
+    let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
+    let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
+    let mut carol = MailPeer::new(&w.mail, "carol", "Carol D.");
+    let mut web = WebhookPeer::new("w", w.daemon.url("/bridges/hooks/w"), "tw", w.hook.take().unwrap());
+    alice.caps = Capabilities { threads: false, ..Capabilities::ALL };
+    let opts = conformance::Options { timeout: T, ..Default::default() };
+    let mut peers: Vec<&mut dyn Peer> = vec![&mut web, &mut alice, &mut bob, &mut carol];
+    conformance::run_all(&mut peers, &opts).await.unwrap_or_else(|e| panic!("{e}\n{}", w.daemon.log()));
+    let refused = reqwest::Client::new().post(w.daemon.url("/bridges/hooks/w")).bearer_auth("wrong").json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    // A few scrapes after it all.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("grafana/dashboards/causeway.json")).unwrap()).unwrap();
+    common::check_grafana_dashboard(&dashboard);
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap().replace("$__rate_interval", "1m");
+            let result = prom.query(&expr).await;
+            assert!(!result.is_empty(), "panel {:?}: no data for {expr}", panel["title"]);
+            checked += 1;
+        }
+    }
+    let rules_text = std::fs::read_to_string(&rules).unwrap();
+    let mut metrics: Vec<String> = rules_text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("causeway_")).map(str::to_string).collect();
+    metrics.sort();
+    metrics.dedup();
+    for m in &metrics {
+        // A histogram is named by its buckets in the rules.
+        let result = prom.query(&format!("count({m})")).await;
+        assert!(!result.is_empty(), "alert rules use {m}, which Prometheus has no data for");
+    }
+    // Every bridge is there, connected.
+    let up = prom.query("causeway_bridge_up == 1").await;
+    assert_eq!(up.len(), 4, "{up:?}");
+    eprintln!("{checked} dashboard queries and {} alert metrics have data", metrics.len());
+}

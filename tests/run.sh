@@ -8,4 +8,5 @@ bash tests/peers/prosody.sh install
 bash tests/peers/python.sh install
 bash tests/peers/synapse.sh install
 bash tests/peers/mail.sh install
+bash tests/peers/prometheus.sh install
 cargo test --workspace --locked "$@"

@@ -342,6 +342,81 @@ pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A real Prometheus (tests/peers/prometheus.sh), stopped when dropped.
+pub struct Prometheus {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Prometheus {
+    /// Scrape `target` (host:port) every second, with the rule file `rules`.
+    pub fn start(target: &str, rules: &Path) -> Prometheus {
+        let p = Prometheus { dir: tempfile::tempdir().unwrap(), port: free_port() };
+        let out = Command::new("bash")
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/prometheus.sh"))
+            .arg("start")
+            .arg(p.dir.path())
+            .arg(p.port.to_string())
+            .arg(target)
+            .arg(rules)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "prometheus did not start: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        p
+    }
+
+    /// An instant query's result vector; panics when the query is refused.
+    pub async fn query(&self, expr: &str) -> Vec<Value> {
+        let url = reqwest::Url::parse_with_params(&format!("http://127.0.0.1:{}/api/v1/query", self.port), &[("query", expr)]).unwrap();
+        let v: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        assert_eq!(v["status"], "success", "{expr}: {v}");
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/prometheus.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// The shape Grafana's dashboard model needs (schema v39): what a
+/// dashboard that loads must have, panel by panel.
+pub fn check_grafana_dashboard(d: &Value) {
+    for field in ["uid", "title"] {
+        assert!(d[field].as_str().is_some_and(|s| !s.is_empty()), "dashboard {field}");
+    }
+    assert!(d["schemaVersion"].as_u64().is_some_and(|v| v >= 36), "schemaVersion");
+    assert!(d["time"]["from"].is_string() && d["time"]["to"].is_string(), "time range");
+    let vars: Vec<&str> = d["templating"]["list"].as_array().unwrap().iter().filter_map(|v| v["name"].as_str()).collect();
+    let panels = d["panels"].as_array().expect("panels");
+    let mut ids = std::collections::HashSet::new();
+    let mut cells = std::collections::HashSet::new();
+    for p in panels {
+        let title = p["title"].as_str().unwrap_or("?");
+        assert!(ids.insert(p["id"].as_u64().expect("panel id")), "panel ids are unique: {title}");
+        assert!(["timeseries", "stat", "gauge", "table", "bargauge", "state-timeline"].contains(&p["type"].as_str().unwrap_or("")), "{title}: panel type");
+        let g = &p["gridPos"];
+        let (x, y, w, h) = (g["x"].as_u64().unwrap(), g["y"].as_u64().unwrap(), g["w"].as_u64().unwrap(), g["h"].as_u64().unwrap());
+        assert!(x + w <= 24 && w > 0 && h > 0, "{title}: grid position {g}");
+        for cx in x..x + w {
+            for cy in y..y + h {
+                assert!(cells.insert((cx, cy)), "{title} overlaps another panel at {cx},{cy}");
+            }
+        }
+        let ds = p["datasource"]["uid"].as_str().unwrap_or("");
+        assert!(ds.strip_prefix("${").and_then(|v| v.strip_suffix('}')).is_some_and(|v| vars.contains(&v)), "{title}: datasource {ds}");
+        let targets = p["targets"].as_array().expect("targets");
+        let refs: std::collections::HashSet<&str> = targets.iter().map(|t| t["refId"].as_str().unwrap()).collect();
+        assert_eq!(refs.len(), targets.len(), "{title}: refIds are unique");
+        assert!(targets.iter().all(|t| t["expr"].as_str().is_some_and(|e| !e.is_empty())), "{title}: every target has a query");
+    }
+}
+
 /// A file served on 127.0.0.1 (a small PNG): its URL and bytes.
 pub async fn serve_file() -> (String, Vec<u8>) {
     // A 1×1 PNG.

@@ -349,6 +349,11 @@ pub trait Bridge: Send + Sync + 'static {
     fn is_up(&self) -> bool {
         true
     }
+
+    /// How many ghosts the bridge keeps on its network (the `ghosts` metric).
+    fn ghosts(&self) -> u64 {
+        0
+    }
 }
 
 /// A mistake in a bridge's options, at a path relative to the bridge's section.

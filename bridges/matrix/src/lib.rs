@@ -381,4 +381,8 @@ impl Bridge for MatrixBridge {
     fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)
     }
+
+    fn ghosts(&self) -> u64 {
+        self.inner.state().registered.len() as u64
+    }
 }

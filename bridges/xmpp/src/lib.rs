@@ -498,6 +498,12 @@ impl Bridge for XmppBridge {
     fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)
     }
+
+    fn ghosts(&self) -> u64 {
+        let st = self.inner.state();
+        let seated: HashSet<&String> = st.seats.keys().chain(st.lost_seats.keys()).map(|(_, g)| g).collect();
+        seated.len() as u64
+    }
 }
 
 /// The JID of a room occupant: `room/nick`.
