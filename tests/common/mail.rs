@@ -84,17 +84,7 @@ impl MailServer {
 
     /// Every mail in `user`'s `mailbox` (imaplib), as (uid, raw bytes).
     pub fn fetch(&self, user: &str, mailbox: &str) -> Vec<(u32, Vec<u8>)> {
-        let out = Command::new(python())
-            .arg(peers("mail_client.py"))
-            .args(["fetch", &self.imap.to_string(), user, mailbox])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "imaplib: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|v| (v["uid"].as_u64().unwrap_or(0) as u32, BASE64.decode(v["raw"].as_str().unwrap_or("")).unwrap_or_default()))
-            .collect()
+        fetch_mailbox(self.imap, user, mailbox)
     }
 
     /// Wait until `user`'s `mailbox` holds mail `want` accepts; returns it.
@@ -123,6 +113,17 @@ impl Drop for MailServer {
     fn drop(&mut self) {
         let _ = Command::new("bash").arg(peers("mail.sh")).arg("stop").arg(self.dir.path()).output();
     }
+}
+
+/// Every mail in `user`'s `mailbox` on the IMAP server at `port` (imaplib).
+pub fn fetch_mailbox(port: u16, user: &str, mailbox: &str) -> Vec<(u32, Vec<u8>)> {
+    let out = Command::new(python()).arg(peers("mail_client.py")).args(["fetch", &port.to_string(), user, mailbox]).output().unwrap();
+    assert!(out.status.success(), "imaplib: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| (v["uid"].as_u64().unwrap_or(0) as u32, BASE64.decode(v["raw"].as_str().unwrap_or("")).unwrap_or_default()))
+        .collect()
 }
 
 fn python() -> String {
