@@ -137,7 +137,8 @@ cat <<TEXT
   Causeway is running: one conversation on four networks. Password everywhere: pw
 
   XMPP    any client, as alice@xmpp.test (or bob@, carol@), server 127.0.0.1 port $XMPP
-          (no TLS on this loopback server; allow plaintext login), then join
+          (STARTTLS with the demo's own CA, $DIR/prosody/certs/ca.pem, or allow
+          an unencrypted connection on this loopback server), then join
           ops@conference.xmpp.test
   Matrix  any client, homeserver http://127.0.0.1:$MATRIX, as alice or bob,
           then join #causeway_ops:matrix.test
