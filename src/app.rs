@@ -12,6 +12,7 @@ use causeway_core::{BridgeContext, Host};
 use tokio::sync::watch;
 
 use crate::config::{Loaded, Sync};
+use crate::directory::{self, Directory};
 use crate::http::{self, Surface};
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
@@ -58,7 +59,31 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
     let router = Router::start(&config, bridges.clone(), store.clone(), metrics.clone(), stored);
     let (stop_tx, stop_rx) = watch::channel(false);
     let by_name: HashMap<_, _> = bridges.iter().map(|(n, b)| (n.clone(), b.clone())).collect();
-    let outbox = Outbox::start(store, metrics.clone(), router.clone(), by_name, config.outbox.clone(), stop_rx.clone());
+    let outbox = Outbox::start(store.clone(), metrics.clone(), router.clone(), by_name, config.outbox.clone(), stop_rx.clone());
+
+    // People from the directory server are known before any bridge starts.
+    metrics.directory_people.get_or_create(&metrics::source("config")).set(config.people.len() as i64);
+    let directory_task = match config.directory.ldap.clone() {
+        Some(ldap) => {
+            let apply = {
+                let (router, metrics, configured) = (router.clone(), metrics.clone(), config.people.clone());
+                move |imported: Vec<crate::config::PersonConfig>| {
+                    let (directory, left_out) = Directory::merged(&configured, &imported);
+                    for why in &left_out {
+                        tracing::warn!("LDAP person left out: {why}");
+                    }
+                    let from_ldap = directory.people().len() - configured.len();
+                    metrics.directory_people.get_or_create(&metrics::source("ldap")).set(from_ldap as i64);
+                    router.set_directory(directory);
+                }
+            };
+            if let Some(people) = directory::ldap_people(&ldap, store.as_ref(), &metrics).await {
+                apply(people);
+            }
+            Some(tokio::spawn(directory::refresh_ldap(ldap, store.clone(), metrics.clone(), apply, stop_rx.clone())))
+        }
+        None => None,
+    };
 
     let host: Arc<dyn Host> = router.clone();
     let mut routes = Vec::new();
@@ -116,6 +141,9 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
     drop(router);
     drop(host);
     let _ = up.await;
+    if let Some(t) = directory_task {
+        t.abort();
+    }
     if tokio::time::timeout(Duration::from_secs(10), outbox).await.is_err() {
         tracing::warn!("outbox did not stop within 10 s; unconfirmed deliveries will be retried at next start");
     }

@@ -75,6 +75,18 @@ pub struct Config {
     pub portals: Vec<PortalConfig>,
     #[serde(default)]
     pub people: Vec<PersonConfig>,
+    /// Where more people come from.
+    #[serde(default)]
+    pub directory: DirectoryConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// People imported from LDAP, in addition to `people` (which win when
+    /// both name the same person id or account).
+    #[serde(default)]
+    pub ldap: Option<crate::ldap::LdapConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -207,12 +219,12 @@ pub struct LinkConfig {
     pub room: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PersonConfig {
     pub id: String,
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub avatar: Option<String>,
     /// Bridge name → the person's id on that bridge's network.
     #[serde(default)]
@@ -276,7 +288,7 @@ pub fn parse(text: &str, source: &dyn Source) -> Result<Loaded, ConfigErrors> {
 }
 
 /// Expand `${VAR}` / `${VAR:-default}` in every string and replace every
-/// `<name>_file: PATH` by `<name>: <contents of PATH>`.
+/// `<name>_file: PATH` by `<name>: <contents of PATH>`; drop empty keys.
 fn resolve(v: &mut Value, path: &str, source: &dyn Source, errors: &mut Vec<ConfigError>) {
     match v {
         Value::String(s) => match expand(s, source) {
@@ -289,6 +301,9 @@ fn resolve(v: &mut Value, path: &str, source: &dyn Source, errors: &mut Vec<Conf
             }
         }
         Value::Object(map) => {
+            // `key:` with nothing after it (its options commented out) is
+            // the same as leaving the key out.
+            map.retain(|_, v| !v.is_null());
             let file_keys: Vec<String> = map.keys().filter(|k| k.ends_with("_file") && k.len() > 5).cloned().collect();
             for key in file_keys {
                 let target = key.trim_end_matches("_file").to_string();
@@ -372,7 +387,7 @@ fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-fn valid_person_id(s: &str) -> bool {
+pub(crate) fn valid_person_id(s: &str) -> bool {
     s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
@@ -470,6 +485,12 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Arc<dyn Bridge>>, Config
         }
     }
 
+    if let Some(ldap) = &config.directory.ldap {
+        for (path, message) in ldap.check(&|b| config.bridges.contains_key(b)) {
+            errors.push(ConfigError::new(format!("directory.ldap.{path}"), message));
+        }
+    }
+
     if errors.is_empty() { Ok(bridges) } else { Err(ConfigErrors(errors)) }
 }
 
@@ -547,6 +568,14 @@ people:
         if let Err(e) = parse(text, &Env) {
             panic!("config.example.yaml: {e}");
         }
+    }
+
+    #[test]
+    fn a_key_with_nothing_under_it_takes_the_defaults() {
+        let text = format!("{GOOD}router:\n  presence:\n    # idle_after: 15m\noutbox:\n");
+        let loaded = parse(&text, &env()).unwrap();
+        assert_eq!(loaded.config.router.presence.idle_after, None);
+        assert_eq!(loaded.config.outbox.retry_initial, default_retry_initial());
     }
 
     #[test]

@@ -1,10 +1,22 @@
-//! People: who a network's sender is, across networks.
+//! People: who a network's sender is, across networks. They come from the
+//! config and, optionally, from LDAP (imported at start and every
+//! `refresh`; the last good import is kept in the store for when the
+//! directory server is away).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use causeway_core::{RemoteSender, Sender};
 
 use crate::config::PersonConfig;
+use crate::ldap::{self, LdapConfig};
+use crate::metrics::{self, Metrics};
+use crate::store::Store;
+
+/// Where the last good LDAP import is kept (`bridge_state`; no bridge can
+/// be called this).
+const STATE_OWNER: &str = "@directory";
+const STATE_KEY: &str = "ldap";
 
 pub struct Directory {
     people: Vec<PersonConfig>,
@@ -21,6 +33,44 @@ impl Directory {
             }
         }
         Directory { people: people.to_vec(), by_account }
+    }
+
+    /// The configured people, then the imported ones that do not clash
+    /// with them (by person id, case-folded, or by account); what was left
+    /// out and why.
+    pub fn merged(configured: &[PersonConfig], imported: &[PersonConfig]) -> (Self, Vec<String>) {
+        let mut people = configured.to_vec();
+        let mut ids: HashSet<String> = people.iter().map(|p| p.id.to_ascii_lowercase()).collect();
+        let mut taken: HashMap<(String, String), String> = HashMap::new();
+        for p in &people {
+            for (b, a) in &p.accounts {
+                taken.insert((b.clone(), a.clone()), p.id.clone());
+            }
+        }
+        let mut left_out = Vec::new();
+        for p in imported {
+            if !ids.insert(p.id.to_ascii_lowercase()) {
+                left_out.push(format!("{}: a person with this id is configured already (or imported twice)", p.id));
+                continue;
+            }
+            let mut p = p.clone();
+            p.accounts.retain(|b, a| match taken.get(&(b.clone(), a.clone())) {
+                Some(owner) => {
+                    left_out.push(format!("{}: {b} account {a:?} belongs to {owner} already", p.id));
+                    false
+                }
+                None => {
+                    taken.insert((b.clone(), a.clone()), p.id.clone());
+                    true
+                }
+            });
+            people.push(p);
+        }
+        (Directory::new(&people), left_out)
+    }
+
+    pub fn people(&self) -> &[PersonConfig] {
+        &self.people
     }
 
     /// The person with this id; ghost addresses may have lowercased it.
@@ -53,6 +103,75 @@ impl Directory {
     }
 }
 
+/// The people of the LDAP directory: imported now, or (the server away)
+/// the last good import. `None`: neither.
+pub async fn ldap_people(config: &LdapConfig, store: &dyn Store, metrics: &Metrics) -> Option<Vec<PersonConfig>> {
+    match import(config, store, metrics).await {
+        Ok(people) => Some(people),
+        Err(e) => {
+            let stored = match store.load_state(STATE_OWNER, STATE_KEY).await {
+                Ok(Some(json)) => serde_json::from_str::<Vec<PersonConfig>>(&json).ok(),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!("cannot read the last LDAP import from the store: {e}");
+                    None
+                }
+            };
+            match &stored {
+                Some(people) => tracing::warn!(people = people.len(), "{e}; using the last good import until the next refresh"),
+                None => tracing::error!("{e}; there is no earlier import: only the configured people are known until the next refresh"),
+            }
+            stored
+        }
+    }
+}
+
+/// One import: counted, logged, and kept in the store when it worked.
+async fn import(config: &LdapConfig, store: &dyn Store, metrics: &Metrics) -> Result<Vec<PersonConfig>, ldap::ImportError> {
+    let imported = match ldap::import(config).await {
+        Ok(i) => i,
+        Err(e) => {
+            metrics.directory_imports.get_or_create(&metrics::result("failed")).inc();
+            return Err(e);
+        }
+    };
+    metrics.directory_imports.get_or_create(&metrics::result("ok")).inc();
+    metrics.directory_skipped.get_or_create(&metrics::source("ldap")).set(imported.skipped.len() as i64);
+    for (dn, why) in &imported.skipped {
+        tracing::warn!(dn = %dn, "LDAP entry: {why}");
+    }
+    tracing::info!(people = imported.people.len(), skipped = imported.skipped.len(), "imported people from LDAP");
+    match serde_json::to_string(&imported.people) {
+        Ok(json) => {
+            if let Err(e) = store.save_state(STATE_OWNER, STATE_KEY, &json).await {
+                tracing::warn!("cannot keep the LDAP import in the store: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("cannot keep the LDAP import: {e}"),
+    }
+    Ok(imported.people)
+}
+
+/// Import again every `refresh`, giving each good import to `apply`.
+pub async fn refresh_ldap(
+    config: LdapConfig,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+    apply: impl Fn(Vec<PersonConfig>) + Send,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(config.refresh) => {}
+        }
+        match import(&config, store.as_ref(), &metrics).await {
+            Ok(people) => apply(people),
+            Err(e) => tracing::warn!("{e}; keeping the people imported before"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +189,31 @@ mod tests {
         assert_eq!((s.person.as_deref(), s.name.as_str()), (Some("alice"), "Alice Liddell"));
         let s = d.resolve("matrix", RemoteSender { id: "alice@corp".into(), name: Some(" ".into()), avatar: None });
         assert_eq!((s.person, s.name.as_str()), (None, "alice@corp"));
+    }
+
+    #[test]
+    fn configured_people_win_over_imported_ones() {
+        let person = |id: &str, accounts: &[(&str, &str)]| PersonConfig {
+            id: id.into(),
+            name: id.to_uppercase(),
+            avatar: None,
+            accounts: accounts.iter().map(|(b, a)| (b.to_string(), a.to_string())).collect(),
+        };
+        let configured = [person("alice", &[("mail", "alice@corp")])];
+        let imported = [
+            person("Alice", &[("xmpp", "alice@x")]),
+            person("bob", &[("mail", "alice@corp"), ("xmpp", "bob@x")]),
+            person("carol", &[("xmpp", "bob@x")]),
+        ];
+        let (d, left_out) = Directory::merged(&configured, &imported);
+        assert_eq!(d.people().len(), 3);
+        assert_eq!(d.person_of("mail", "alice@corp").unwrap().id, "alice");
+        assert_eq!(d.person_of("xmpp", "bob@x").unwrap().id, "bob");
+        assert!(d.person("carol").unwrap().accounts.is_empty());
+        assert!(d.person_of("xmpp", "alice@x").is_none());
+        assert_eq!(left_out.len(), 3, "{left_out:?}");
+        assert!(left_out[0].starts_with("Alice: a person with this id"));
+        assert!(left_out[1].contains("belongs to alice"));
+        assert!(left_out[2].contains("belongs to bob"));
     }
 }

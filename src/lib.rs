@@ -7,6 +7,7 @@ pub mod bridges;
 pub mod config;
 pub mod directory;
 pub mod http;
+pub mod ldap;
 pub mod metrics;
 pub mod outbox;
 pub mod presence;

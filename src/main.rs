@@ -44,6 +44,13 @@ enum Command {
         #[command(subcommand)]
         action: Option<OutboxAction>,
     },
+    /// The people directory: the configured people and (with
+    /// directory.ldap) a fresh LDAP import, with what it could not use.
+    People {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Matrix: the application service registration for the homeserver.
     Matrix {
         #[command(subcommand)]
@@ -193,6 +200,13 @@ async fn command(command: Command, config: Option<PathBuf>) -> anyhow::Result<Ex
                 None => print!("{yaml}"),
             }
         }
+        Command::People { json } => {
+            let loaded = match load(&config()?) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            return people(&loaded.config, json).await;
+        }
         Command::Outbox { json, action } => {
             let loaded = match load(&config()?) {
                 Ok(l) => l,
@@ -253,6 +267,46 @@ async fn outbox(
             r.attempts,
             r.last_error.unwrap_or_default()
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn people(config: &config::Config, json: bool) -> anyhow::Result<ExitCode> {
+    let mut skipped: Vec<(String, String)> = Vec::new();
+    let mut imported = Vec::new();
+    if let Some(ldap) = &config.directory.ldap {
+        match causeway::ldap::import(ldap).await {
+            Ok(i) => {
+                imported = i.people;
+                skipped = i.skipped;
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    let (directory, left_out) = causeway::directory::Directory::merged(&config.people, &imported);
+    skipped.extend(left_out.into_iter().map(|m| (String::new(), m)));
+    let source = |i: usize| if i < config.people.len() { "config" } else { "ldap" };
+    if json {
+        let people: Vec<_> = directory
+            .people()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| serde_json::json!({"id": p.id, "name": p.name, "avatar": p.avatar, "accounts": p.accounts, "source": source(i)}))
+            .collect();
+        let skipped: Vec<_> = skipped.iter().map(|(dn, why)| serde_json::json!({"dn": dn, "reason": why})).collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"people": people, "skipped": skipped}))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24} {:<28} {:<7} ACCOUNTS", "ID", "NAME", "SOURCE");
+    for (i, p) in directory.people().iter().enumerate() {
+        let accounts: Vec<String> = p.accounts.iter().map(|(b, a)| format!("{b}={a}")).collect();
+        println!("{:<24} {:<28} {:<7} {}", p.id, p.name, source(i), accounts.join(" "));
+    }
+    for (dn, why) in &skipped {
+        if dn.is_empty() { eprintln!("left out: {why}") } else { eprintln!("left out: {dn}: {why}") }
     }
     Ok(ExitCode::SUCCESS)
 }

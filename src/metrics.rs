@@ -19,6 +19,16 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
 type Hist = Family<BridgeLabel, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -64,6 +74,12 @@ pub struct Metrics {
     pub ghosts: Family<BridgeLabel, Gauge>,
     /// People's presence changes shown to the other networks, by the bridge it came from.
     pub presence_updates: Family<BridgeLabel, Counter>,
+    /// People in the directory, by where they come from (config, ldap).
+    pub directory_people: Family<SourceLabel, Gauge>,
+    /// Directory entries the last import could not use.
+    pub directory_skipped: Family<SourceLabel, Gauge>,
+    /// Directory imports, by result (ok, failed).
+    pub directory_imports: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -91,6 +107,9 @@ impl Metrics {
         let direct_opened = Family::<BridgeLabel, Counter>::default();
         let ghosts = Family::<BridgeLabel, Gauge>::default();
         let presence_updates = Family::<BridgeLabel, Counter>::default();
+        let directory_people = Family::<SourceLabel, Gauge>::default();
+        let directory_skipped = Family::<SourceLabel, Gauge>::default();
+        let directory_imports = Family::<ResultLabel, Counter>::default();
         registry.register("events_received", "Events accepted from a network and stored", received.clone());
         registry.register("events_dropped", "Inbound events not stored (duplicate, loop, unknown_target)", dropped.clone());
         registry.register("inbound_rejected", "Inbound requests refused before they became events", rejected.clone());
@@ -111,6 +130,12 @@ impl Metrics {
         registry.register("direct_conversations_opened", "Direct conversations opened, by the bridge where they started", direct_opened.clone());
         registry.register("ghosts", "Ghosts a bridge keeps on its network", ghosts.clone());
         registry.register("presence_updates", "Presence changes shown to other networks, by origin bridge", presence_updates.clone());
+        registry.register("directory_people", "People in the directory, by source", directory_people.clone());
+        registry.register("directory_skipped", "Directory entries the last import could not use, by source", directory_skipped.clone());
+        registry.register("directory_imports", "Directory imports by result (ok, failed)", directory_imports.clone());
+        for r in ["ok", "failed"] {
+            let _ = directory_imports.get_or_create(&ResultLabel { result: r.into() });
+        }
         Metrics {
             registry,
             received,
@@ -129,6 +154,9 @@ impl Metrics {
             direct_opened,
             ghosts,
             presence_updates,
+            directory_people,
+            directory_skipped,
+            directory_imports,
         }
     }
 
@@ -170,4 +198,12 @@ pub fn bridge(name: &str) -> BridgeLabel {
 
 pub fn reason(name: &str, reason: &str) -> ReasonLabel {
     ReasonLabel { bridge: name.to_string(), reason: reason.to_string() }
+}
+
+pub fn source(name: &str) -> SourceLabel {
+    SourceLabel { source: name.to_string() }
+}
+
+pub fn result(name: &str) -> ResultLabel {
+    ResultLabel { result: name.to_string() }
 }

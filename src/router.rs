@@ -87,7 +87,7 @@ pub struct Router {
     bridges: BTreeMap<String, Arc<dyn Bridge>>,
     topology: RwLock<Topology>,
     default_degrade: Degrade,
-    directory: Directory,
+    directory: RwLock<Arc<Directory>>,
     submissions: mpsc::Sender<Submission>,
     committed: broadcast::Sender<Arc<Committed>>,
     /// Lanes added at run time, for the outbox to start.
@@ -120,7 +120,7 @@ impl Router {
             bridges,
             topology: RwLock::new(Topology::default()),
             default_degrade,
-            directory: Directory::new(&config.people),
+            directory: RwLock::new(Arc::new(Directory::new(&config.people))),
             submissions: tx,
             committed,
             new_lanes,
@@ -197,7 +197,17 @@ impl Router {
 
     /// The directory's id of `person` (however its case is written).
     pub fn person_id(&self, person: &str) -> Option<String> {
-        self.directory.person(person).map(|p| p.id.clone())
+        self.directory().person(person).map(|p| p.id.clone())
+    }
+
+    /// The directory as it is now.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Use this directory from now on (a new import).
+    pub fn set_directory(&self, directory: Directory) {
+        *self.directory.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(directory);
     }
 
     /// Lanes as they are now, and from now on every lane added later.
@@ -238,7 +248,7 @@ impl Router {
     fn canonical(&self, with: &Recipient) -> Result<Recipient, DirectError> {
         match with {
             Recipient::Person(id) => self
-                .directory
+                .directory()
                 .person(id)
                 .map(|p| Recipient::Person(p.id.clone()))
                 .ok_or_else(|| DirectError::Unknown(format!("nobody called {id:?} in the directory"))),
@@ -246,7 +256,7 @@ impl Router {
                 if !self.bridges.contains_key(bridge) {
                     return Err(DirectError::Unknown(format!("no bridge named {bridge:?}")));
                 }
-                Ok(match self.directory.person_of(bridge, id) {
+                Ok(match self.directory().person_of(bridge, id) {
                     Some(p) => Recipient::Person(p.id.clone()),
                     None => with.clone(),
                 })
@@ -259,7 +269,8 @@ impl Router {
     fn direct_targets(&self, from_bridge: &str, with: &Recipient) -> Result<Vec<(String, String)>, DirectError> {
         match with {
             Recipient::Person(id) => {
-                let person = self.directory.person(id).ok_or_else(|| DirectError::Unknown(format!("nobody called {id:?} in the directory")))?;
+                let directory = self.directory();
+                let person = directory.person(id).ok_or_else(|| DirectError::Unknown(format!("nobody called {id:?} in the directory")))?;
                 let targets: Vec<_> = person.accounts.iter().filter(|(b, _)| b.as_str() != from_bridge).map(|(b, a)| (b.clone(), a.clone())).collect();
                 if targets.is_empty() {
                     return Err(DirectError::Unsupported(format!("{} has no account on another network", person.name)));
@@ -353,7 +364,7 @@ impl Router {
             let portal = &topology.portals[pi];
             let Link { bridge, room } = link;
             let event_id = new_id();
-            let sender = self.directory.resolve(&bridge, sender);
+            let sender = self.directory().resolve(&bridge, sender);
             let at_ms = at_ms.unwrap_or_else(now_ms);
             // A person's presence is what their accounts say together; what
             // they say wakes them from idle.
@@ -475,7 +486,7 @@ impl Host for Router {
     }
 
     fn account_of(&self, person: &str, bridge: &str) -> Option<String> {
-        self.directory.person(person).and_then(|p| p.accounts.get(bridge).cloned())
+        self.directory().person(person).and_then(|p| p.accounts.get(bridge).cloned())
     }
 
     fn canonical_recipient(&self, with: &Recipient) -> Result<Recipient, DirectError> {
@@ -488,7 +499,7 @@ impl Host for Router {
             return Ok(portal);
         }
         let with = &self.canonical(with)?;
-        let peer = self.directory.resolve(bridge, initiator);
+        let peer = self.directory().resolve(bridge, initiator);
         let mut refusals = Vec::new();
         for (target, account) in self.direct_targets(bridge, with)? {
             let Some(b) = self.bridges.get(&target) else { continue };

@@ -9,4 +9,5 @@ bash tests/peers/python.sh install
 bash tests/peers/synapse.sh install
 bash tests/peers/mail.sh install
 bash tests/peers/prometheus.sh install
+bash tests/peers/ldap.sh install
 cargo test --workspace --locked "$@"

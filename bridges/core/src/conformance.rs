@@ -248,7 +248,7 @@ async fn one_way(
         let got = expect(to, t, "file", |s| {
             let (plain, _, attachments) = message_text(&s.body)?;
             if !files {
-                return plain.contains(&url).then(|| None);
+                return plain.contains(&url).then_some(None);
             }
             attachments.first().filter(|a| bytes.is_some() || a.url == url).map(|a| Some(a.url.clone()))
         })

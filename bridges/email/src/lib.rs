@@ -16,7 +16,6 @@ pub mod imap;
 pub mod read;
 pub mod smtp;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -65,7 +64,6 @@ struct Inner {
     ctx: OnceLock<BridgeContext>,
     smtp: smtp::Smtp,
     files: OnceLock<Files>,
-    subscribers: OnceLock<BTreeMap<String, Subscribers>>,
     up: AtomicBool,
     http: reqwest::Client,
     /// One change to the stored digests at a time.
@@ -87,7 +85,6 @@ impl EmailBridge {
                 ctx: OnceLock::new(),
                 smtp,
                 files: OnceLock::new(),
-                subscribers: OnceLock::new(),
                 up: AtomicBool::new(false),
                 http,
                 digests: tokio::sync::Mutex::new(()),
@@ -103,8 +100,13 @@ impl Inner {
         List { address: address.to_string(), name, owner: self.options.owner.clone().unwrap_or_else(|| address.to_string()) }
     }
 
+    /// A list's subscribers as they are now (the directory may have been
+    /// imported again since the start).
     fn subscribers(&self, list: &str) -> Subscribers {
-        self.subscribers.get().and_then(|s| s.get(list)).cloned().unwrap_or_default()
+        match self.ctx.get() {
+            Some(ctx) => self.resolve_subscribers(ctx, list, false),
+            None => Subscribers::default(),
+        }
     }
 
     /// Every subscriber address of a list (for the sender policy).
@@ -114,22 +116,20 @@ impl Inner {
     }
 
     /// Subscribers as addresses: a person is their account on this bridge.
-    fn resolve_subscribers(&self, ctx: &BridgeContext) -> BTreeMap<String, Subscribers> {
-        let mut out = BTreeMap::new();
-        for (address, list) in &self.options.lists {
-            let mut s = Subscribers::default();
-            for sub in &list.subscribers {
-                let target = sub.target();
-                let resolved = if config::is_address(target) { Some(target.to_string()) } else { ctx.account_of(target) };
-                match (resolved, sub.digest()) {
-                    (Some(a), Some(d)) => s.digest.push((a.to_ascii_lowercase(), d)),
-                    (Some(a), None) => s.now.push(a.to_ascii_lowercase()),
-                    (None, _) => tracing::warn!(bridge = ctx.name(), list = %address, "subscriber {target:?} is neither an address nor a person with an account on this bridge"),
-                }
+    fn resolve_subscribers(&self, ctx: &BridgeContext, address: &str, warn: bool) -> Subscribers {
+        let mut s = Subscribers::default();
+        let Some(list) = self.options.lists.get(address) else { return s };
+        for sub in &list.subscribers {
+            let target = sub.target();
+            let resolved = if config::is_address(target) { Some(target.to_string()) } else { ctx.account_of(target) };
+            match (resolved, sub.digest()) {
+                (Some(a), Some(d)) => s.digest.push((a.to_ascii_lowercase(), d)),
+                (Some(a), None) => s.now.push(a.to_ascii_lowercase()),
+                (None, _) if warn => tracing::warn!(bridge = ctx.name(), list = %address, "subscriber {target:?} is neither an address nor a person with an account on this bridge"),
+                (None, _) => {}
             }
-            out.insert(address.clone(), s);
         }
-        out
+        s
     }
 
     /// The incoming events of a taken mail (a topic first, where the
@@ -497,7 +497,9 @@ impl Bridge for EmailBridge {
     async fn start(self: Arc<Self>, ctx: BridgeContext) -> Result<Option<axum::Router>, BridgeError> {
         let inner = &self.inner;
         inner.ctx.set(ctx.clone()).map_err(|_| BridgeError::Other("email bridge started twice".into()))?;
-        let _ = inner.subscribers.set(inner.resolve_subscribers(&ctx));
+        for list in inner.options.lists.keys() {
+            inner.resolve_subscribers(&ctx, list, true);
+        }
         if inner.options.policy.authserv_id.is_none() {
             tracing::warn!(
                 bridge = ctx.name(),
