@@ -29,7 +29,7 @@ pub fn compiled() -> Vec<&'static str> {
 
 /// The application service registration of the config's Matrix bridge
 /// (`name`, or the only one).
-pub fn matrix_registration(config: &crate::config::Config, name: Option<&str>) -> anyhow::Result<String> {
+pub fn matrix_registration(config: &crate::config::Config, name: Option<&str>, double_puppet: bool) -> anyhow::Result<String> {
     let matrix: Vec<(&String, &Value)> = config.bridges.iter().filter(|(_, s)| s.get("type").and_then(Value::as_str) == Some("matrix")).collect();
     let (name, section) = match (name, matrix.as_slice()) {
         (Some(n), _) => matrix.iter().find(|(b, _)| b.as_str() == n).copied().ok_or_else(|| anyhow::anyhow!("no Matrix bridge named {n:?} in the config"))?,
@@ -37,22 +37,27 @@ pub fn matrix_registration(config: &crate::config::Config, name: Option<&str>) -
         (None, []) => anyhow::bail!("the config has no bridge of type matrix"),
         (None, _) => anyhow::bail!("the config has several Matrix bridges: say which with --bridge NAME"),
     };
-    registration(name, section)
+    registration(name, section, double_puppet)
 }
 
 #[cfg(feature = "matrix")]
-fn registration(name: &str, section: &Value) -> anyhow::Result<String> {
+fn registration(name: &str, section: &Value, double_puppet: bool) -> anyhow::Result<String> {
     let mut options = section.clone();
     if let Some(o) = options.as_object_mut() {
         o.remove("type");
     }
     let bridge = causeway_matrix::MatrixBridge::from_options(options)
         .map_err(|e| anyhow::anyhow!("bridges.{name}: {}", e.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; ")))?;
+    if double_puppet {
+        return bridge
+            .double_puppet_registration()
+            .ok_or_else(|| anyhow::anyhow!("bridges.{name}: set double_puppet_token first (a new random secret)"));
+    }
     Ok(bridge.registration())
 }
 
 #[cfg(not(feature = "matrix"))]
-fn registration(_name: &str, _section: &Value) -> anyhow::Result<String> {
+fn registration(_name: &str, _section: &Value, _double_puppet: bool) -> anyhow::Result<String> {
     anyhow::bail!("this build has no Matrix bridge (cargo feature `matrix`)")
 }
 

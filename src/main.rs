@@ -71,6 +71,10 @@ enum MatrixAction {
         /// Write to this file (mode 0600) instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// The second registration, for double puppeting (needs the
+        /// bridge's double_puppet_token).
+        #[arg(long)]
+        double_puppet: bool,
     },
 }
 
@@ -186,12 +190,12 @@ async fn command(command: Command, config: Option<PathBuf>) -> anyhow::Result<Ex
             };
             causeway::app::run(loaded, shutdown_signal()).await?;
         }
-        Command::Matrix { action: MatrixAction::Registration { bridge, output } } => {
+        Command::Matrix { action: MatrixAction::Registration { bridge, output, double_puppet } } => {
             let loaded = match load(&config()?) {
                 Ok(l) => l,
                 Err(code) => return Ok(code),
             };
-            let yaml = causeway::bridges::matrix_registration(&loaded.config, bridge.as_deref())?;
+            let yaml = causeway::bridges::matrix_registration(&loaded.config, bridge.as_deref(), double_puppet)?;
             match output {
                 Some(path) => {
                     write_private(&path, &yaml).with_context(|| format!("cannot write {}", path.display()))?;

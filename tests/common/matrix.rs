@@ -24,6 +24,8 @@ pub struct Synapse {
     pub dir: tempfile::TempDir,
     pub port: u16,
     registration: PathBuf,
+    /// More registrations (double puppeting).
+    extra: Vec<PathBuf>,
     rc_message: Option<String>,
 }
 
@@ -48,7 +50,27 @@ impl Synapse {
             text = text.replace("rate_limited: false", "rate_limited: true");
         }
         std::fs::write(&kept, text).unwrap();
-        let s = Synapse { dir, port, registration: kept, rc_message: rc_message.map(str::to_string) };
+        let s = Synapse { dir, port, registration: kept, extra: Vec::new(), rc_message: rc_message.map(str::to_string) };
+        s.up();
+        s
+    }
+
+    /// Start with the application service registration and more (the
+    /// double puppeting one).
+    pub fn start_with_extra(registration: &Path, extra: &[&Path]) -> Synapse {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = dir.path().join("registration.yaml");
+        std::fs::copy(registration, &kept).unwrap();
+        let extra = extra
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let k = dir.path().join(format!("registration-{i}.yaml"));
+                std::fs::copy(p, &k).unwrap();
+                k
+            })
+            .collect();
+        let s = Synapse { dir, port: free_port(), registration: kept, extra, rc_message: None };
         s.up();
         s
     }
@@ -61,6 +83,7 @@ impl Synapse {
             .arg(self.dir.path())
             .arg(self.port.to_string())
             .arg(&self.registration)
+            .args(&self.extra)
             .output()
             .unwrap();
         assert!(out.status.success(), "synapse did not start:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

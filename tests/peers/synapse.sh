@@ -2,9 +2,9 @@
 # A real Synapse homeserver on 127.0.0.1 for the tests.
 #
 #   synapse.sh install                      create or reuse the venv with matrix-synapse
-#   synapse.sh start DIR PORT [REGISTRATION] start one in DIR (config generated once),
+#   synapse.sh start DIR PORT [REGISTRATION…] start one in DIR (config generated once),
 #                                           client API on 127.0.0.1:PORT, with the
-#                                           application service registration file given
+#                                           application service registration files given
 #   synapse.sh stop DIR                     stop the one started in DIR
 #   synapse.sh register DIR USER PASSWORD   create a user (shared-secret admin API)
 #
@@ -32,7 +32,10 @@ start_time() { # the process's start time in clock ticks, to never mistake a reu
 }
 
 start() {
-    local dir=$1 port=$2 registration=${3:-}
+    local dir=$1 port=$2
+    shift 2
+    local registrations=() r
+    for r in "$@"; do registrations+=("$(realpath "$r")"); done
     dir=$(realpath -m "$dir")
     mkdir -p "$dir"
     if [ ! -f "$dir/homeserver.yaml" ]; then
@@ -68,8 +71,8 @@ start() {
         echo "rc_media_create: $rl"
         echo "rc_presence: { per_user: $rl }"
         echo "rc_room_creation: $rl"
-        if [ -n "$registration" ]; then
-            echo "app_service_config_files: [$(realpath "$registration")]"
+        if [ ${#registrations[@]} -gt 0 ]; then
+            echo "app_service_config_files: [$(IFS=,; echo "${registrations[*]}")]"
         fi
     } > "$dir/overrides.yaml"
     # Log to a file in DIR, warnings and up (INFO is very chatty).

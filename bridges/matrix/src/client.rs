@@ -224,13 +224,10 @@ impl Client {
         event_id(self.call(Method::PUT, url, Some(content)).await?)
     }
 
-    pub async fn redact(&self, room: &str, event: &str, txn: &str, reason: Option<&str>, as_user: &UserId) -> Result<OwnedEventId, ApiError> {
+    /// Redact `event`; `content` is the redaction's content (`reason`, …).
+    pub async fn redact(&self, room: &str, event: &str, txn: &str, content: &Value, as_user: &UserId) -> Result<OwnedEventId, ApiError> {
         let url = self.url(&["_matrix", "client", "v3", "rooms", room, "redact", event, txn], Some(as_user));
-        let body = match reason {
-            Some(r) => json!({"reason": r}),
-            None => json!({}),
-        };
-        event_id(self.call(Method::PUT, url, Some(&body)).await?)
+        event_id(self.call(Method::PUT, url, Some(content)).await?)
     }
 
     pub async fn set_state(&self, room: &str, event_type: &str, key: &str, content: &Value, as_user: &UserId) -> Result<OwnedEventId, ApiError> {

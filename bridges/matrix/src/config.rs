@@ -43,6 +43,13 @@ pub struct MatrixOptions {
     /// ones are sent as a link.
     #[serde(default = "default_media_max")]
     pub media_max_bytes: u64,
+    /// Double puppeting: the token of a second registration
+    /// (`causeway matrix registration --double-puppet`) whose non-exclusive
+    /// namespace covers the homeserver's own users. With it, a person whose
+    /// Matrix account (on `server_name`) is in the directory speaks in
+    /// Matrix as that account, not as a ghost.
+    #[serde(default)]
+    pub double_puppet_token: Option<Secret>,
     /// Timeout of each request to the homeserver.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -92,6 +99,13 @@ impl BridgeOptions for MatrixOptions {
         }
         if !self.as_token.is_empty() && self.as_token.expose() == self.hs_token.expose() {
             errors.push(OptionError::new("hs_token", "must differ from as_token"));
+        }
+        if let Some(t) = &self.double_puppet_token {
+            if t.is_empty() {
+                errors.push(OptionError::new("double_puppet_token", "must not be empty"));
+            } else if t.expose() == self.as_token.expose() || t.expose() == self.hs_token.expose() {
+                errors.push(OptionError::new("double_puppet_token", "must differ from as_token and hs_token (it belongs to a second registration)"));
+            }
         }
         if self.id.trim().is_empty() {
             errors.push(OptionError::new("id", "must not be empty"));

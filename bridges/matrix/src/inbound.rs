@@ -223,6 +223,10 @@ async fn submit(ctx: &BridgeContext, incoming: Incoming) -> Result<(), String> {
 
 /// One room event. `Err` only when it could not be committed (try again).
 async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimelineEvent>) -> Result<(), String> {
+    if inner.puppet.is_some() && puppeted(inner, &raw) {
+        // Causeway said it as the person's own account: it came from elsewhere.
+        return Ok(());
+    }
     let event = match raw.deserialize() {
         Ok(e) => e,
         Err(e) => {
@@ -254,7 +258,8 @@ async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimeline
         if user == inner.bot && change.invited {
             inner.invited.notify_one();
         }
-        if let Some(m) = change.membership.clone().filter(|_| !inner.is_ours(user.as_str())) {
+        let puppet_join = change.membership == Some(Membership::Join) && inner.state().puppet_joins.contains(&(room.clone(), user.clone()));
+        if let Some(m) = change.membership.clone().filter(|_| !inner.is_ours(user.as_str()) && !puppet_join) {
             let name = change.name.clone().or_else(|| display_name(inner, &room, &user).name);
             let who = RemoteSender { id: user.to_string(), name, avatar: None };
             submit(ctx, Incoming { room: link, sender: who, remote_id: Some(event_id), aliases: Vec::new(), at_ms, body: Body::Membership(m) }).await?;
@@ -277,6 +282,22 @@ async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimeline
     let who = display_name(inner, &room, &sender);
     let Some(body) = body(inner, event) else { return Ok(()) };
     submit(ctx, Incoming { room: link, sender: who, remote_id: Some(event_id), aliases: Vec::new(), at_ms, body }).await
+}
+
+/// Whether Causeway sent this event as a person's own account (double
+/// puppeting): a user of this homeserver, with the mark in the content.
+fn puppeted(inner: &Inner, raw: &Raw<AnyTimelineEvent>) -> bool {
+    let from_here = raw
+        .get_field::<OwnedUserId>("sender")
+        .ok()
+        .flatten()
+        .is_some_and(|u| u.server_name().as_str() == inner.options.server_name);
+    let marked = raw
+        .get_field::<serde_json::Map<String, serde_json::Value>>("content")
+        .ok()
+        .flatten()
+        .is_some_and(|c| c.get(crate::outbound::PUPPET_MARK) == Some(&serde_json::Value::Bool(true)));
+    from_here && marked
 }
 
 /// A membership event, read from the event itself (its content and the

@@ -58,6 +58,9 @@ struct State {
     members: HashMap<OwnedRoomId, HashMap<OwnedUserId, Option<String>>>,
     /// Room id → who was typing at the last typing notice.
     typing: HashMap<OwnedRoomId, HashSet<OwnedUserId>>,
+    /// (room id, person's own account) joins Causeway made for double
+    /// puppeting: their join events are not news for other networks.
+    puppet_joins: HashSet<(OwnedRoomId, OwnedUserId)>,
     /// Transactions taken lately, oldest first.
     txns: std::collections::VecDeque<String>,
 }
@@ -65,6 +68,8 @@ struct State {
 pub(crate) struct Inner {
     options: MatrixOptions,
     client: Client,
+    /// Acts as people's own accounts (double puppeting), when configured.
+    puppet: Option<Client>,
     bot: OwnedUserId,
     ctx: OnceLock<BridgeContext>,
     up: AtomicBool,
@@ -84,6 +89,10 @@ impl MatrixBridge {
             .map_err(|e| vec![OptionError::new("sender_localpart", e.to_string())])?;
         let client = Client::new(&options.homeserver, options.as_token.clone(), options.request_timeout)
             .map_err(|e| vec![OptionError::new("homeserver", e)])?;
+        let puppet = match &options.double_puppet_token {
+            Some(t) => Some(Client::new(&options.homeserver, t.clone(), options.request_timeout).map_err(|e| vec![OptionError::new("homeserver", e)])?),
+            None => None,
+        };
         let http = reqwest::Client::builder()
             .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
             .timeout(options.request_timeout)
@@ -93,6 +102,7 @@ impl MatrixBridge {
             inner: Arc::new(Inner {
                 options,
                 client,
+                puppet,
                 bot,
                 ctx: OnceLock::new(),
                 up: AtomicBool::new(false),
@@ -108,11 +118,26 @@ impl MatrixBridge {
     pub fn registration(&self) -> String {
         registration::yaml(&self.inner.options)
     }
+
+    /// The double puppeting registration, when `double_puppet_token` is set.
+    pub fn double_puppet_registration(&self) -> Option<String> {
+        registration::double_puppet_yaml(&self.inner.options)
+    }
 }
 
 impl Inner {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The person's own account to speak as (double puppeting): only with
+    /// `double_puppet_token`, only a person of the directory, only an
+    /// account of this homeserver that is not the bridge's own.
+    fn puppet_of(&self, sender: &Sender) -> Option<OwnedUserId> {
+        self.puppet.as_ref()?;
+        let account = self.ctx.get()?.account_of(sender.person.as_deref()?)?;
+        let user = OwnedUserId::try_from(account).ok()?;
+        (user.server_name().as_str() == self.options.server_name && !self.is_ours(user.as_str())).then_some(user)
     }
 
     /// Whether `user` is the bridge's own (the bot or a ghost).
@@ -305,18 +330,22 @@ impl Inner {
         Ok(())
     }
 
-    /// Make sure `user` is in the room (invited by the bridge's user first where needed).
-    async fn ensure_joined(&self, room: &RoomId, user: &UserId) -> Result<(), DeliveryError> {
+    /// Make sure `user` is in the room (invited by the bridge's user first
+    /// where needed); `client` acts as them.
+    async fn ensure_joined(&self, room: &RoomId, user: &UserId, client: &Client) -> Result<(), DeliveryError> {
         let key = (room.to_owned(), user.to_owned());
         if self.state().joined.contains(&key) {
             return Ok(());
         }
-        if let Err(e) = self.client.join(room.as_str(), Some(user)).await {
+        if !std::ptr::eq(client, &self.client) {
+            self.state().puppet_joins.insert(key.clone());
+        }
+        if let Err(e) = client.join(room.as_str(), Some(user)).await {
             if e.errcode() != Some("M_FORBIDDEN") {
                 return Err(e.into());
             }
             self.client.invite(room.as_str(), user, None).await?;
-            self.client.join(room.as_str(), Some(user)).await?;
+            client.join(room.as_str(), Some(user)).await?;
         }
         self.state().joined.insert(key);
         Ok(())

@@ -2,9 +2,10 @@
 //! transaction id (so a retry is the same event, never a second one).
 
 use causeway_core::{Attachment, Body, Delivered, Delivery, DeliveryError, Membership, MessageKind, Show, Text};
-use ruma::{RoomId, UserId};
+use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
+use crate::client::Client;
 use crate::{Inner, ghost};
 use causeway_core::text::escape_html;
 
@@ -60,22 +61,53 @@ fn reaction_key(room: &RoomId, ghost: &UserId, target: &str, key: &str) -> Strin
     format!("reaction:{room}:{ghost}:{target}:{key}")
 }
 
+/// The content key that marks what Causeway sent as a person's own account
+/// (double puppeting), so it is not taken back in as theirs.
+pub(crate) const PUPPET_MARK: &str = "net.causeway.puppet";
+
+/// Who says a delivery in Matrix: the sender's ghost, or the person's own
+/// account (double puppeting).
+struct Actor<'a> {
+    user: OwnedUserId,
+    client: &'a Client,
+    puppet: bool,
+}
+
+impl Actor<'_> {
+    fn mark(&self, mut content: Value) -> Value {
+        if self.puppet {
+            content[PUPPET_MARK] = json!(true);
+        }
+        content
+    }
+}
+
 pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, DeliveryError> {
     let room = inner.room_id(&d.room)?;
     let sender = &d.event.sender;
-    let ghost = ghost::user_id(&inner.options.ghost_prefix, &inner.options.server_name, sender, &d.event.origin.bridge)
-        .map_err(DeliveryError::permanent)?;
+    let actor = match (inner.puppet_of(sender), &inner.puppet) {
+        (Some(user), Some(client)) => Actor { user, client, puppet: true },
+        _ => {
+            let ghost = ghost::user_id(&inner.options.ghost_prefix, &inner.options.server_name, sender, &d.event.origin.bridge)
+                .map_err(DeliveryError::permanent)?;
+            inner.ensure_ghost(&ghost, sender).await?;
+            Actor { user: ghost, client: &inner.client, puppet: false }
+        }
+    };
+    let ghost = &actor.user;
     let r = room.as_str();
-    inner.ensure_ghost(&ghost, sender).await?;
     match &d.event.body {
+        // A person's own account: their own clients say where they are and
+        // whether they type, and Causeway does not move them in or out.
+        Body::Presence { .. } | Body::Typing { .. } | Body::Membership(_) if actor.puppet => return Ok(Delivered::default()),
         Body::Presence { show, status } => {
             let status = status.clone().or_else(|| (*show == Show::Dnd).then(|| "do not disturb".to_string()));
-            inner.client.presence(&ghost, presence_state(*show), status.as_deref()).await?;
+            inner.client.presence(ghost, presence_state(*show), status.as_deref()).await?;
             return Ok(Delivered::default());
         }
         Body::Membership(Membership::Leave) => {
             inner.state().joined.remove(&(room.clone(), ghost.clone()));
-            match inner.client.leave(r, &ghost).await {
+            match inner.client.leave(r, ghost).await {
                 // Not in the room (any more): nothing to leave.
                 Err(e) if e.errcode() == Some("M_FORBIDDEN") || e.errcode() == Some("M_NOT_FOUND") => {}
                 other => other?,
@@ -84,48 +116,48 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
         }
         _ => {}
     }
-    inner.ensure_joined(&room, &ghost).await?;
+    inner.ensure_joined(&room, ghost, actor.client).await?;
     let id = &d.id;
     let sent = match &d.event.body {
         // Presence was sent above; joining is what ensure_joined did.
         Body::Membership(_) | Body::Presence { .. } => return Ok(Delivered::default()),
         Body::Typing { active } => {
-            inner.client.typing(r, &ghost, *active).await?;
+            inner.client.typing(r, ghost, *active).await?;
             return Ok(Delivered::default());
         }
         Body::Topic { text } => {
-            let content = json!({"topic": text});
-            match inner.client.set_state(r, "m.room.topic", "", &content, &ghost).await {
+            let content = actor.mark(json!({"topic": text}));
+            match actor.client.set_state(r, "m.room.topic", "", &content, ghost).await {
                 Err(e) if e.errcode() == Some("M_FORBIDDEN") => inner.client.set_state(r, "m.room.topic", "", &content, &inner.bot).await?,
                 other => other?,
             }
         }
         Body::Retract { target } => {
-            let reason = format!("taken back by {} on another network", sender.name);
-            match inner.client.redact(r, target, id, Some(&reason), &ghost).await {
+            let content = actor.mark(json!({"reason": format!("taken back by {} on another network", sender.name)}));
+            match actor.client.redact(r, target, id, &content, ghost).await {
                 // Someone else's message: the bridge's user redacts it as moderator.
-                Err(e) if e.errcode() == Some("M_FORBIDDEN") => inner.client.redact(r, target, id, Some(&reason), &inner.bot).await.map_err(|e| {
+                Err(e) if e.errcode() == Some("M_FORBIDDEN") => inner.client.redact(r, target, id, &content, &inner.bot).await.map_err(|e| {
                     DeliveryError::permanent(format!("cannot redact in {}: {e} (give {} moderator rights there)", d.room, inner.bot))
                 })?,
                 other => other?,
             }
         }
         Body::Reaction { target, key, removed: false } => {
-            let content = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}});
-            let event = inner.client.send(r, "m.reaction", id, &content, &ghost).await?;
+            let content = actor.mark(json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}}));
+            let event = actor.client.send(r, "m.reaction", id, &content, ghost).await?;
             if let Some(ctx) = inner.ctx.get() {
                 // Needed to take the reaction back; the retry sends the same event.
-                ctx.save_state(&reaction_key(&room, &ghost, target, key), event.as_str()).await.map_err(|e| DeliveryError::transient(e.to_string()))?;
+                ctx.save_state(&reaction_key(&room, ghost, target, key), event.as_str()).await.map_err(|e| DeliveryError::transient(e.to_string()))?;
             }
             event
         }
         Body::Reaction { target, key, removed: true } => {
             let Some(ctx) = inner.ctx.get() else { return Ok(Delivered::default()) };
-            let stored = ctx.load_state(&reaction_key(&room, &ghost, target, key)).await.map_err(|e| DeliveryError::transient(e.to_string()))?;
+            let stored = ctx.load_state(&reaction_key(&room, ghost, target, key)).await.map_err(|e| DeliveryError::transient(e.to_string()))?;
             match stored {
                 Some(event) => {
-                    let redaction = inner.client.redact(r, &event, id, None, &ghost).await?;
-                    let _ = ctx.delete_state(&reaction_key(&room, &ghost, target, key)).await;
+                    let redaction = actor.client.redact(r, &event, id, &actor.mark(json!({})), ghost).await?;
+                    let _ = ctx.delete_state(&reaction_key(&room, ghost, target, key)).await;
                     redaction
                 }
                 // Nothing of ours to take back.
@@ -137,23 +169,23 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             let mut content = text_content(&Text { plain: format!("* {}", text.plain), html: text.html.as_ref().map(|h| format!("* {h}")) }, MessageKind::Text);
             content["m.new_content"] = new;
             content["m.relates_to"] = json!({"rel_type": "m.replace", "event_id": target});
-            send(inner, &room, &ghost, id, &content).await?
+            send(inner, &room, &actor, id, &actor.mark(content)).await?
         }
         Body::Message { text, kind, attachments, reply_to, thread, mentions } => {
-            return send_message(inner, &room, &ghost, id, text, *kind, attachments, reply_to.as_ref(), thread.as_ref(), mentions).await;
+            return send_message(inner, &room, &actor, id, text, *kind, attachments, reply_to.as_ref(), thread.as_ref(), mentions).await;
         }
     };
     Ok(Delivered { remote_id: Some(sent.to_string()) })
 }
 
-/// Send a message event as `ghost`; if the homeserver says the ghost is
-/// not in the room (it was removed meanwhile), join again and retry once.
-async fn send(inner: &Inner, room: &RoomId, ghost: &UserId, txn: &str, content: &Value) -> Result<ruma::OwnedEventId, DeliveryError> {
-    match inner.client.send(room.as_str(), "m.room.message", txn, content, ghost).await {
+/// Send a message event as the actor; if the homeserver says they are not
+/// in the room (removed meanwhile), join again and retry once.
+async fn send(inner: &Inner, room: &RoomId, actor: &Actor<'_>, txn: &str, content: &Value) -> Result<ruma::OwnedEventId, DeliveryError> {
+    match actor.client.send(room.as_str(), "m.room.message", txn, content, &actor.user).await {
         Err(e) if e.errcode() == Some("M_FORBIDDEN") => {
-            inner.state().joined.remove(&(room.to_owned(), ghost.to_owned()));
-            inner.ensure_joined(room, ghost).await?;
-            Ok(inner.client.send(room.as_str(), "m.room.message", txn, content, ghost).await?)
+            inner.state().joined.remove(&(room.to_owned(), actor.user.clone()));
+            inner.ensure_joined(room, &actor.user, actor.client).await?;
+            Ok(actor.client.send(room.as_str(), "m.room.message", txn, content, &actor.user).await?)
         }
         other => Ok(other?),
     }
@@ -165,7 +197,7 @@ async fn send(inner: &Inner, room: &RoomId, ghost: &UserId, txn: &str, content: 
 async fn send_message(
     inner: &Inner,
     room: &RoomId,
-    ghost: &UserId,
+    actor: &Actor<'_>,
     id: &str,
     text: &Text,
     kind: MessageKind,
@@ -221,7 +253,7 @@ async fn send_message(
             content["m.relates_to"] = rel.clone();
         }
         content["m.mentions"] = json!({"user_ids": mentioned});
-        let event = send(inner, room, ghost, &txn, &content).await?;
+        let event = send(inner, room, actor, &txn, &actor.mark(content)).await?;
         first.get_or_insert(event);
     }
     Ok(Delivered { remote_id: first.map(|e| e.to_string()) })

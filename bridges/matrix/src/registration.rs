@@ -55,9 +55,62 @@ pub fn yaml(o: &MatrixOptions) -> String {
     )
 }
 
+/// The second registration, for double puppeting: no URL (the homeserver
+/// pushes it nothing), a non-exclusive namespace over the server's own
+/// users, and its own token. `None` without `double_puppet_token`.
+pub fn double_puppet_yaml(o: &MatrixOptions) -> Option<String> {
+    let token = o.double_puppet_token.as_ref()?;
+    let server = regex_escape(&o.server_name);
+    // Never used (nothing is pushed), but a registration must have one.
+    let hs_token = causeway_core::sign::sign(token.expose().as_bytes(), b"causeway double puppet hs_token");
+    Some(format!(
+        "# Double puppeting registration for Causeway, made by\n\
+         # `causeway matrix registration --double-puppet`. Give this file to the\n\
+         # homeserver beside the main one. It lets Causeway act as this server's\n\
+         # users (only those in its people directory, only to relay what they\n\
+         # say elsewhere); keep it as secret as the config.\n\
+         id: {id}\n\
+         url: null\n\
+         as_token: {as_token}\n\
+         hs_token: {hs_token}\n\
+         sender_localpart: {sender}\n\
+         rate_limited: false\n\
+         namespaces:\n\
+         \x20 users:\n\
+         \x20   - exclusive: false\n\
+         \x20     regex: {users}\n\
+         \x20 aliases: []\n\
+         \x20 rooms: []\n",
+        id = q(&format!("{}_double_puppet", o.id)),
+        as_token = q(token.expose()),
+        hs_token = q(hs_token.trim_start_matches("sha256=")),
+        sender = q(&format!("{}_double_puppet", o.sender_localpart)),
+        users = q(&format!("^@.*:{server}$")),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_double_puppet_registration_claims_users_without_exclusivity() {
+        let mut o: MatrixOptions = causeway_core::parse_options(serde_json::json!({
+            "homeserver": "http://127.0.0.1:8008", "server_name": "matrix.test", "url": "http://127.0.0.1:8080/bridges/matrix",
+            "as_token": "as", "hs_token": "hs"
+        }))
+        .unwrap();
+        assert!(double_puppet_yaml(&o).is_none());
+        o.double_puppet_token = Some(causeway_core::Secret::new("dp"));
+        let y = double_puppet_yaml(&o).unwrap();
+        let reg: ruma::api::appservice::Registration = serde_saphyr::from_str(&y).unwrap();
+        assert_eq!(reg.url, None);
+        assert_eq!(reg.as_token, "dp");
+        assert_eq!(reg.sender_localpart, "causeway_double_puppet");
+        assert!(!reg.namespaces.users[0].exclusive);
+        assert_eq!(reg.namespaces.users[0].regex, "^@.*:matrix\\.test$");
+        assert_ne!(reg.hs_token, "hs");
+    }
 
     #[test]
     fn registration_claims_ghosts_and_aliases_exclusively() {
