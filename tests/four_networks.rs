@@ -48,6 +48,9 @@ async fn presence_crosses_within_two_seconds() {
     let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
     // Let joins and first presences settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // Webhook readers follow presence on the portal's event stream.
+    let mut sse = reqwest::Client::new().get(w.daemon.url("/bridges/hooks/w/events")).bearer_auth("te").send().await.unwrap();
+    assert_eq!(sse.status(), 200);
 
     alice.set_presence(Some("away"), Some("lunch")).await;
     let start = Instant::now();
@@ -63,6 +66,12 @@ async fn presence_crosses_within_two_seconds() {
     let api: serde_json::Value = reqwest::get(w.daemon.url("/api/people/alice/presence")).await.unwrap().json().await.unwrap();
     assert_eq!((api["show"].as_str(), api["status"].as_str()), (Some("away"), Some("lunch")), "{api}");
     assert_eq!(api["accounts"]["xmpp"]["show"], "away");
+    let mut text = String::new();
+    while !text.lines().any(|l| l.starts_with("data:") && l.contains(r#""type":"presence""#) && l.contains(r#""show":"away""#) && l.contains("Alice Liddell")) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), sse.chunk()).await.expect("no presence on the event stream").unwrap().expect("stream ended");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(sse);
 
     bob.set_presence("unavailable", Some("in a meeting")).await.unwrap();
     let start = Instant::now();
