@@ -557,3 +557,57 @@ async fn quiet_connections_are_kept_alive() {
         alice.quit().await;
     }
 }
+
+/// What people say in the group chat while Causeway is stopped is taken
+/// when it is back (from the room's history), once, in order; what it said
+/// itself before does not come back, and nothing from before it first sat
+/// in the room is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_said_while_causeway_is_away_is_taken_when_it_is_back() {
+    let body = |t: &str| Element::builder("body", common::xmpp::NS_CLIENT).append(t).build();
+    let prosody = Prosody::start();
+    // Said before Causeway ever sat in the room: not for the portal.
+    let mut early = XmppPeer::join(&prosody, "bob", ROOM, "Bob", 0).await;
+    early.say(vec![body("before the bridge")]).await.unwrap();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut d = start(&prosody, &hook).await;
+    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    let client = reqwest::Client::new();
+    assert_eq!(post(&client, &d.url("/bridges/hooks/w"), "tw", &json!({"sender": {"id": "dave"}, "text": "from dave"})).await.0, 202);
+    alice.next_matching(T, |e| e.children().any(|c| c.name() == "body" && c.text() == "from dave")).await.unwrap();
+    alice.say(vec![body("live")]).await.unwrap();
+    loop {
+        let r = hook.next(T).await;
+        if r.json["type"] == "message" {
+            assert_eq!(r.json["text"], "live", "{}", r.json);
+            break;
+        }
+    }
+
+    d.terminate();
+    for i in 0..3 {
+        alice.say(vec![body(&format!("while away {i}"))]).await.unwrap();
+    }
+    d.restart().await;
+    wait_connected(&d, &prosody).await;
+    let mut texts = Vec::new();
+    let deadline = Instant::now() + T;
+    while texts.len() < 3 && Instant::now() < deadline {
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(500), hook.rx.recv()).await
+            && r.json["type"] == "message"
+            && let Some(t) = r.json["text"].as_str()
+        {
+            texts.push(t.to_string());
+        }
+    }
+    texts.extend(hook.drain(Duration::from_secs(2)).await.iter().filter(|r| r.json["type"] == "message").filter_map(|r| r.json["text"].as_str().map(str::to_string)));
+    assert_eq!(texts, ["while away 0", "while away 1", "while away 2"], "{}", d.log());
+
+    // Once more: a second restart takes nothing again.
+    d.terminate();
+    d.restart().await;
+    wait_connected(&d, &prosody).await;
+    let again = hook.drain(Duration::from_secs(3)).await;
+    assert!(again.iter().all(|r| r.json["type"] != "message"), "{:?}", again.iter().map(|r| r.json.to_string()).collect::<Vec<_>>());
+    let _ = early;
+}

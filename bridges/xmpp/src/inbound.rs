@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use causeway_core::{
-    Attachment, Body, BridgeContext, DeliveryError, DirectError, Incoming, Membership, MessageKind, RemoteSender, Show,
-    Text,
+    Attachment, Body, BridgeContext, DeliveryError, DirectError, IdKind, Incoming, Membership, MessageKind, RemoteSender,
+    Show, Text,
 };
 use tokio::sync::mpsc;
 use tokio_xmpp::Stanza;
@@ -33,6 +33,9 @@ pub(crate) enum Inbound {
     /// A one-to-one message to a ghost: its conversation may need opening first.
     /// `from`: the client that wrote; `to`: the address it wrote to.
     Direct { incoming: Incoming, ghost: BareJid, from: Jid, to: Jid },
+    /// Said in a room while the bridge was away (from its history): taken
+    /// unless `id` shows it is a delivery of Causeway's own.
+    CatchUp { incoming: Incoming, id: Option<String> },
 }
 
 /// Submit events one at a time, in the order the server sent them.
@@ -40,6 +43,22 @@ pub(crate) async fn submit_in_order(inner: Arc<Inner>, ctx: BridgeContext, mut r
     while let Some(item) = rx.recv().await {
         let incoming = match item {
             Inbound::Event(incoming) => incoming,
+            Inbound::CatchUp { incoming, id } => {
+                // A delivery whose reflection was lost (Causeway stopped in
+                // between) comes back in the history under our own id.
+                let ours = match &id {
+                    Some(id) => ctx.ids_of(&incoming.room, id).await.map(|ids| ids.iter().any(|(_, k)| *k == IdKind::DeliveryKey)),
+                    None => Ok(false),
+                };
+                match ours {
+                    Ok(false) => incoming,
+                    Ok(true) => continue,
+                    Err(e) => {
+                        tracing::warn!(bridge = ctx.name(), room = %incoming.room, "a message from the room's history not taken: {e}");
+                        continue;
+                    }
+                }
+            }
             Inbound::Direct { incoming, ghost, from, to } => {
                 if ctx.portal_of(&incoming.room).is_none() {
                     // Only something said opens a conversation (not a chat state).
@@ -81,7 +100,89 @@ fn child<'a>(payloads: &'a [Element], name: &str, ns: &str) -> Option<&'a Elemen
     payloads.iter().find(|e| e.is(name, ns))
 }
 
+/// A message's events, for tests and callers that do not care how they are taken.
+#[cfg(test)]
 pub(crate) fn message(inner: &Inner, m: Message) -> Vec<Incoming> {
+    message_inbound(inner, m)
+        .into_iter()
+        .filter_map(|i| match i {
+            Inbound::Event(e) | Inbound::CatchUp { incoming: e, .. } => Some(e),
+            Inbound::Direct { .. } => None,
+        })
+        .collect()
+}
+
+pub(crate) fn message_inbound(inner: &Inner, m: Message) -> Vec<Inbound> {
+    if let Some(c) = catch_up(inner, &m) {
+        return vec![c];
+    }
+    message_events(inner, m).into_iter().map(Inbound::Event).collect()
+}
+
+/// A message of a room's history replay that was said while the bridge was
+/// away (newer than its last look at the room), from someone not its own.
+fn catch_up(inner: &Inner, m: &Message) -> Option<Inbound> {
+    if m.type_ != MessageType::Groupchat {
+        return None;
+    }
+    let delay = child(&m.payloads, "delay", NS_DELAY)?;
+    let from = m.from.as_ref()?;
+    let room = from.to_bare().to_string();
+    let nick = from.resource()?.as_str().to_string();
+    let after = inner.state().catch_up.get(&room).copied()?;
+    let stamp = time::OffsetDateTime::parse(delay.attr("stamp")?, &time::format_description::well_known::Rfc3339).ok()?;
+    let at_ms = i64::try_from(stamp.unix_timestamp_nanos() / 1_000_000).ok()?;
+    if at_ms <= after {
+        return None;
+    }
+    let id = m.id.as_ref().map(|i| i.0.clone());
+    {
+        let st = inner.state();
+        let ours = nick == inner.options.bot_nick || st.ghost_nicks.get(&room).is_some_and(|n| n.contains(&nick));
+        if !st.joined.contains(&room) || ours || id.as_ref().is_some_and(|id| st.in_doubt.contains(id)) {
+            return None;
+        }
+    }
+    // Without the room's own id it could not be recognised if seen again.
+    let stanza_id = child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(&room))?;
+    let body_text = m.get_best_body_cloned(vec![]).map(|(_, b)| b);
+    if body_text.as_ref().map_or(0, String::len) > inner.options.max_stanza_bytes {
+        return None;
+    }
+    match parse_message(&room, sender(inner, &room, &nick), Some(stanza_id), id.clone(), body_text, m.clone()) {
+        Ok(Some(mut incoming)) if !matches!(incoming.body, Body::Typing { .. }) => {
+            incoming.at_ms = Some(at_ms);
+            Some(Inbound::CatchUp { incoming, id })
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(room = %room, nick = %nick, "dropping a malformed message from the history: {e}");
+            None
+        }
+    }
+}
+
+/// The room's history replay is over: from now on the bridge sees it live.
+fn looked_at(inner: &Inner, room: &str) {
+    let now = causeway_core::now_ms();
+    let (first, last) = {
+        let mut st = inner.state();
+        st.catch_up.remove(room);
+        let first = st.seen.get(room).map_or(now, |(f, _)| *f);
+        st.seen.insert(room.to_string(), (first, now));
+        (first, now)
+    };
+    if let Some(ctx) = inner.ctx.get() {
+        let (ctx, key) = (ctx.clone(), format!("{}{room}", crate::SEEN_KEY));
+        tokio::spawn(async move {
+            if let Err(e) = ctx.save_state(&key, &format!("{first} {last}")).await {
+                tracing::warn!(bridge = ctx.name(), "cannot store when a room was last seen: {e}");
+            }
+        });
+    }
+}
+
+fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
     let (Some(from), Some(to)) = (m.from.clone(), m.to.clone()) else {
         return Vec::new();
     };
@@ -133,6 +234,9 @@ pub(crate) fn message(inner: &Inner, m: Message) -> Vec<Incoming> {
         // The first subject after joining is the room's current one (and
         // ends the history replay); later ones are changes.
         let first = inner.state().subject_seen.insert(room.clone());
+        if first {
+            looked_at(inner, &room);
+        }
         let Some(nick) = nick.filter(|_| !first && child(&m.payloads, "delay", NS_DELAY).is_none()) else {
             return Vec::new();
         };
@@ -436,6 +540,40 @@ mod tests {
         let mut v = message(&b.inner, m);
         assert!(v.len() <= 1);
         v.pop()
+    }
+
+    #[test]
+    fn history_is_taken_only_when_newer_than_the_last_look_and_not_ours() {
+        let b = bridge();
+        let delayed = |nick: &str, stamp: &str| {
+            catch_up(&b.inner, &msg(nick, &format!("<body>hi</body><delay xmlns='urn:xmpp:delay' stamp='{stamp}'/>")))
+        };
+        // Not replaying (no catch-up for the room): nothing.
+        assert!(delayed("Alice", "2030-01-01T00:00:00Z").is_none());
+        b.inner.state().catch_up.insert(ROOM.into(), 1_800_000_000_000);
+        match delayed("Alice", "2030-01-01T00:00:00.5Z") {
+            Some(Inbound::CatchUp { incoming, id }) => {
+                assert_eq!((incoming.remote_id.as_deref(), id.as_deref()), (Some("s1"), Some("m1")));
+                assert_eq!(incoming.at_ms, Some(1_893_456_000_500));
+            }
+            _ => panic!("a message said while away is taken"),
+        }
+        for (nick, stamp) in [
+            ("Alice", "2020-01-01T00:00:00Z"), // older than the last look
+            ("Ghost", "2030-01-01T00:00:00Z"), // our own ghost
+            ("Causeway", "2030-01-01T00:00:00Z"), // the bridge itself
+            ("Alice", "yesterday"),
+            ("Alice", ""),
+            ("Alice", "2030-13-45T99:00:00Z"),
+        ] {
+            assert!(delayed(nick, stamp).is_none(), "{nick} {stamp}");
+        }
+        // Without the room's stanza-id it could not be recognised later.
+        let bare = "<message xmlns='jabber:component:accept' from='ops@conference.example.org/Alice' to='causeway@bridge.example.org/causeway' type='groupchat' id='m2'><body>x</body><delay xmlns='urn:xmpp:delay' stamp='2030-01-01T00:00:00Z'/></message>";
+        assert!(catch_up(&b.inner, &Message::try_from(bare.parse::<Element>().unwrap()).unwrap()).is_none());
+        // A room the bridge is not in.
+        b.inner.state().joined.clear();
+        assert!(delayed("Alice", "2030-01-01T00:00:00Z").is_none());
     }
 
     #[test]

@@ -40,9 +40,16 @@ use crate::connection::{ConnectError, Connection, Next};
 const RESOURCE: &str = "causeway";
 /// The localpart of the bridge's own occupant JID.
 const BOT_NODE: &str = "causeway";
-/// Messages of history the bridge asks for when it (re)joins a room, to find
-/// deliveries whose confirmation was lost.
-const BOT_HISTORY: u32 = 100;
+/// Messages of history the bridge asks for when it (re)joins a room: to
+/// find deliveries whose confirmation was lost, and what was said while it
+/// was away.
+const BOT_HISTORY: u32 = 1000;
+/// Where the times of the bridge's first and last look at a room are kept
+/// (`<first ms> <last ms>`).
+const SEEN_KEY: &str = "seen:";
+/// Messages this much older than the last look are asked for again (clocks
+/// differ); what was taken already is recognised by its stanza-id.
+const CATCH_UP_MARGIN_MS: i64 = 120_000;
 
 pub struct XmppBridge {
     inner: Arc<Inner>,
@@ -75,6 +82,11 @@ struct State {
     /// Rooms whose current subject has been seen since joining. The subject
     /// comes after the history replay, so this also means "history done".
     subject_seen: HashSet<String>,
+    /// Room → when the bridge first and last looked at it (its join's
+    /// history replay ended); history newer than that is taken on rejoin.
+    seen: HashMap<String, (i64, i64)>,
+    /// Rooms replaying their history now → take messages newer than this.
+    catch_up: HashMap<String, i64>,
     /// Deliveries whose fate is unknown (the connection dropped, or no
     /// reflection came in time): before sending one again, the room's
     /// history is checked for it.
@@ -201,12 +213,32 @@ impl Inner {
             self.up.store(true, Ordering::Release);
             tracing::info!(bridge = ctx.name(), jid = %self.bot_jid(), "connected to the XMPP server");
             for room in ctx.rooms().iter().filter(|r| direct::DirectRoom::parse(r, self.domain()).is_none()) {
-                self.send(outbound::join(&self.bot_jid(), room, &self.options.bot_nick, None, BOT_HISTORY));
+                // What was said while the bridge was away is in the history
+                // (as far as the room keeps it); a room never looked at
+                // before starts from now.
+                let known = self.state().seen.get(room).copied();
+                let seen = match known {
+                    Some(seen) => Some(seen),
+                    None => {
+                        let stored = ctx.load_state(&format!("{SEEN_KEY}{room}")).await.ok().flatten();
+                        let seen = stored.as_deref().and_then(parse_seen);
+                        if let Some(s) = seen {
+                            self.state().seen.insert(room.clone(), s);
+                        }
+                        seen
+                    }
+                };
+                // Never before the bridge first sat in the room.
+                let since = seen.map(|(first, last)| (last - CATCH_UP_MARGIN_MS).max(first));
+                if let Some(since) = since {
+                    self.state().catch_up.insert(room.clone(), since);
+                }
+                self.send(outbound::join(&self.bot_jid(), room, &self.options.bot_nick, None, BOT_HISTORY, since));
             }
             let lost: Vec<_> = std::mem::take(&mut self.state().lost_seats).into_iter().collect();
             for ((room, ghost), seat) in lost {
                 if let Ok(from) = FullJid::new(&format!("{ghost}/{RESOURCE}")) {
-                    self.send(outbound::join(&from, &room, &seat.nick, seat.presence.clone(), 0));
+                    self.send(outbound::join(&from, &room, &seat.nick, seat.presence.clone(), 0, None));
                     let mut st = self.state();
                     st.ghost_nicks.entry(room.clone()).or_default().insert(seat.nick.clone());
                     st.seats.insert((room, ghost), seat);
@@ -254,6 +286,7 @@ impl Inner {
             st.occupants.clear();
             st.joined.clear();
             st.subject_seen.clear();
+            st.catch_up.clear();
         }
     }
 
@@ -277,7 +310,7 @@ impl Inner {
             Stanza::Message(m) if direct::is_direct(self, &m) => {
                 direct::inbound(self, m).map(|(incoming, ghost, from, to)| Inbound::Direct { incoming, ghost, from, to }).into_iter().collect()
             }
-            Stanza::Message(m) => inbound::message(self, m).into_iter().map(Inbound::Event).collect(),
+            Stanza::Message(m) => inbound::message_inbound(self, m),
             Stanza::Presence(p) => inbound::presence(self, p).into_iter().map(Inbound::Event).collect(),
             Stanza::Iq(iq) => {
                 use tokio_xmpp::parsers::iq::Iq;
@@ -324,7 +357,7 @@ impl Inner {
             let (tx, rx) = oneshot::channel();
             self.state().joins.insert(key.clone(), tx);
             self.state().ghost_nicks.entry(room.to_string()).or_default().insert(nick.clone());
-            self.send(outbound::join(&from, room, &nick, None, 0));
+            self.send(outbound::join(&from, room, &nick, None, 0, None));
             let answer = tokio::time::timeout(self.options.confirm_timeout, rx).await;
             match answer {
                 Ok(Ok(Ok(()))) => {
@@ -509,4 +542,10 @@ impl Bridge for XmppBridge {
 /// The JID of a room occupant: `room/nick`.
 fn occupant(room: &str, nick: &str) -> Option<Jid> {
     Jid::new(&format!("{room}/{nick}")).ok()
+}
+
+/// `<first ms> <last ms>` as stored under [`SEEN_KEY`].
+fn parse_seen(s: &str) -> Option<(i64, i64)> {
+    let (first, last) = s.split_once(' ')?;
+    Some((first.parse().ok()?, last.parse().ok()?))
 }

@@ -48,9 +48,17 @@ fn show(s: Show) -> Option<XShow> {
     }
 }
 
-/// The presence that joins `room` as `nick`, asking for `history` old messages.
-pub fn join(from: &FullJid, room: &str, nick: &str, presence: Option<(Option<Show>, Option<String>)>, history: u32) -> Presence {
-    let history = Element::builder("history", NS_MUC).attr(xml_ncname!("maxstanzas").into(), history.to_string()).build();
+/// The presence that joins `room` as `nick`, asking for up to `history`
+/// old messages (of those since `since_ms`, when given).
+pub fn join(from: &FullJid, room: &str, nick: &str, presence: Option<(Option<Show>, Option<String>)>, history: u32, since_ms: Option<i64>) -> Presence {
+    let mut history = Element::builder("history", NS_MUC).attr(xml_ncname!("maxstanzas").into(), history.to_string());
+    if let Some(since) = since_ms.and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()) {
+        let since = since.replace_nanosecond(0).unwrap_or(since);
+        if let Ok(s) = since.format(&time::format_description::well_known::Rfc3339) {
+            history = history.attr(xml_ncname!("since").into(), s);
+        }
+    }
+    let history = history.build();
     let mut p = Presence::new(PresenceType::None).with_from(from.clone());
     if let Some(to) = occupant(room, nick) {
         p = p.with_to(to);
@@ -155,7 +163,7 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             }
             let nick = inner.seat(room, &ghost, name).await?;
             let presence = (Some(*s), status.clone());
-            inner.send(join(&from, room, &nick, Some(presence.clone()), 0));
+            inner.send(join(&from, room, &nick, Some(presence.clone()), 0, None));
             if let Some(seat) = inner.state().seats.get_mut(&key) {
                 seat.presence = Some(presence);
             }
