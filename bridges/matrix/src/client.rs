@@ -224,6 +224,12 @@ impl Client {
         event_id(self.call(Method::PUT, url, Some(content)).await?)
     }
 
+    /// Who sent `event` in `room` (as the bridge's user sees it).
+    pub async fn event_sender(&self, room: &str, event: &str) -> Result<Option<ruma::OwnedUserId>, ApiError> {
+        let v = self.call(Method::GET, self.url(&["_matrix", "client", "v3", "rooms", room, "event", event], None), None).await?;
+        Ok(v["sender"].as_str().and_then(|s| ruma::OwnedUserId::try_from(s).ok()))
+    }
+
     /// Redact `event`; `content` is the redaction's content (`reason`, …).
     pub async fn redact(&self, room: &str, event: &str, txn: &str, content: &Value, as_user: &UserId) -> Result<OwnedEventId, ApiError> {
         let url = self.url(&["_matrix", "client", "v3", "rooms", room, "redact", event, txn], Some(as_user));

@@ -50,6 +50,11 @@ pub struct MatrixOptions {
     /// Matrix as that account, not as a ghost.
     #[serde(default)]
     pub double_puppet_token: Option<Secret>,
+    /// The bridges whose senders may be double-puppeted: only networks
+    /// that authenticate who speaks (XMPP, another Matrix) — a webhook or an
+    /// unauthenticated mail says whatever sender it likes.
+    #[serde(default)]
+    pub double_puppet_from: Vec<String>,
     /// Timeout of each request to the homeserver.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -99,6 +104,15 @@ impl BridgeOptions for MatrixOptions {
         }
         if !self.as_token.is_empty() && self.as_token.expose() == self.hs_token.expose() {
             errors.push(OptionError::new("hs_token", "must differ from as_token"));
+        }
+        if self.double_puppet_token.is_some() && self.double_puppet_from.is_empty() {
+            errors.push(OptionError::new(
+                "double_puppet_from",
+                "name the bridges whose senders may speak as their own Matrix accounts (networks that authenticate them, e.g. [xmpp])",
+            ));
+        }
+        if self.double_puppet_token.is_none() && !self.double_puppet_from.is_empty() {
+            errors.push(OptionError::new("double_puppet_token", "double_puppet_from needs double_puppet_token"));
         }
         if let Some(t) = &self.double_puppet_token {
             if t.is_empty() {
@@ -154,5 +168,21 @@ mod tests {
         bad.as_object_mut().unwrap().insert("sender_localpart".into(), json!("causeway_bot"));
         let errors = parse_options::<MatrixOptions>(bad).unwrap_err();
         assert_eq!(errors[0].path, "sender_localpart");
+    }
+
+    #[test]
+    fn double_puppeting_needs_its_own_token_and_trusted_bridges() {
+        let with = |extra: serde_json::Value| {
+            let mut o = good();
+            o.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            parse_options::<MatrixOptions>(o).map(drop).map_err(|e| e.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>())
+        };
+        assert!(with(json!({"double_puppet_token": "d", "double_puppet_from": ["xmpp"]})).is_ok());
+        let e = with(json!({"double_puppet_token": "d"})).unwrap_err();
+        assert!(e[0].starts_with("double_puppet_from: name the bridges"), "{e:?}");
+        let e = with(json!({"double_puppet_from": ["xmpp"]})).unwrap_err();
+        assert!(e[0].starts_with("double_puppet_token:"), "{e:?}");
+        let e = with(json!({"double_puppet_token": "a", "double_puppet_from": ["xmpp"]})).unwrap_err();
+        assert!(e[0].contains("must differ"), "{e:?}");
     }
 }

@@ -258,8 +258,7 @@ async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimeline
         if user == inner.bot && change.invited {
             inner.invited.notify_one();
         }
-        let puppet_join = change.membership == Some(Membership::Join) && inner.state().puppet_joins.contains(&(room.clone(), user.clone()));
-        if let Some(m) = change.membership.clone().filter(|_| !inner.is_ours(user.as_str()) && !puppet_join) {
+        if let Some(m) = change.membership.clone().filter(|_| !inner.is_ours(user.as_str())) {
             let name = change.name.clone().or_else(|| display_name(inner, &room, &user).name);
             let who = RemoteSender { id: user.to_string(), name, avatar: None };
             submit(ctx, Incoming { room: link, sender: who, remote_id: Some(event_id), aliases: Vec::new(), at_ms, body: Body::Membership(m) }).await?;
@@ -285,19 +284,19 @@ async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimeline
 }
 
 /// Whether Causeway sent this event as a person's own account (double
-/// puppeting): a user of this homeserver, with the mark in the content.
+/// puppeting): the mark in the content, and an event Causeway sent (or is
+/// sending) as that account in that room. The mark alone proves nothing:
+/// anyone can write it, and clients copy it when forwarding.
 fn puppeted(inner: &Inner, raw: &Raw<AnyTimelineEvent>) -> bool {
-    let from_here = raw
-        .get_field::<OwnedUserId>("sender")
-        .ok()
-        .flatten()
-        .is_some_and(|u| u.server_name().as_str() == inner.options.server_name);
+    let field = |name: &str| raw.get_field::<String>(name).ok().flatten();
+    let (Some(sender), Some(room), Some(event_id)) = (field("sender"), field("room_id"), field("event_id")) else { return false };
+    let (Ok(sender), Ok(room)) = (OwnedUserId::try_from(sender), ruma::OwnedRoomId::try_from(room)) else { return false };
     let marked = raw
         .get_field::<serde_json::Map<String, serde_json::Value>>("content")
         .ok()
         .flatten()
         .is_some_and(|c| c.get(crate::outbound::PUPPET_MARK) == Some(&serde_json::Value::Bool(true)));
-    from_here && marked
+    marked && inner.sent_as_puppet(&room, &sender, &event_id)
 }
 
 /// A membership event, read from the event itself (its content and the

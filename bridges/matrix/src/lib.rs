@@ -58,9 +58,10 @@ struct State {
     members: HashMap<OwnedRoomId, HashMap<OwnedUserId, Option<String>>>,
     /// Room id → who was typing at the last typing notice.
     typing: HashMap<OwnedRoomId, HashSet<OwnedUserId>>,
-    /// (room id, person's own account) joins Causeway made for double
-    /// puppeting: their join events are not news for other networks.
-    puppet_joins: HashSet<(OwnedRoomId, OwnedUserId)>,
+    /// Events Causeway sent as people's own accounts, lately (oldest first).
+    puppet_sent: std::collections::VecDeque<String>,
+    /// (room id, account) → sends as that account not yet answered.
+    puppet_inflight: HashMap<(OwnedRoomId, OwnedUserId), usize>,
     /// Transactions taken lately, oldest first.
     txns: std::collections::VecDeque<String>,
 }
@@ -130,14 +131,35 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The person's own account to speak as (double puppeting): only with
-    /// `double_puppet_token`, only a person of the directory, only an
-    /// account of this homeserver that is not the bridge's own.
-    fn puppet_of(&self, sender: &Sender) -> Option<OwnedUserId> {
+    /// The person's own account to speak as in `room` (double puppeting):
+    /// only with `double_puppet_token`, only for a sender from a bridge of
+    /// `double_puppet_from`, only a person of the directory, only an account
+    /// of this homeserver that is not the bridge's own, and only while it
+    /// is in the room (Causeway never joins it anywhere).
+    fn puppet_of(&self, sender: &Sender, from_bridge: &str, room: &RoomId) -> Option<OwnedUserId> {
         self.puppet.as_ref()?;
+        if !self.options.double_puppet_from.iter().any(|b| b == from_bridge) {
+            return None;
+        }
         let account = self.ctx.get()?.account_of(sender.person.as_deref()?)?;
         let user = OwnedUserId::try_from(account).ok()?;
-        (user.server_name().as_str() == self.options.server_name && !self.is_ours(user.as_str())).then_some(user)
+        let here = self.state().members.get(room).is_some_and(|m| m.contains_key(&user));
+        (user.server_name().as_str() == self.options.server_name && !self.is_ours(user.as_str()) && here).then_some(user)
+    }
+
+    /// Remember an event sent as a person's own account.
+    fn sent_as(&self, event: &ruma::EventId) {
+        let mut st = self.state();
+        if st.puppet_sent.len() >= 4096 {
+            st.puppet_sent.pop_front();
+        }
+        st.puppet_sent.push_back(event.to_string());
+    }
+
+    /// Whether Causeway sent this event as a person's own account.
+    fn sent_as_puppet(&self, room: &RoomId, user: &UserId, event_id: &str) -> bool {
+        let st = self.state();
+        st.puppet_sent.iter().any(|e| e == event_id) || st.puppet_inflight.get(&(room.to_owned(), user.to_owned())).is_some_and(|n| *n > 0)
     }
 
     /// Whether `user` is the bridge's own (the bot or a ghost).
@@ -330,22 +352,19 @@ impl Inner {
         Ok(())
     }
 
-    /// Make sure `user` is in the room (invited by the bridge's user first
-    /// where needed); `client` acts as them.
-    async fn ensure_joined(&self, room: &RoomId, user: &UserId, client: &Client) -> Result<(), DeliveryError> {
+    /// Make sure the ghost `user` is in the room (invited by the bridge's
+    /// user first where needed).
+    async fn ensure_joined(&self, room: &RoomId, user: &UserId) -> Result<(), DeliveryError> {
         let key = (room.to_owned(), user.to_owned());
         if self.state().joined.contains(&key) {
             return Ok(());
         }
-        if !std::ptr::eq(client, &self.client) {
-            self.state().puppet_joins.insert(key.clone());
-        }
-        if let Err(e) = client.join(room.as_str(), Some(user)).await {
+        if let Err(e) = self.client.join(room.as_str(), Some(user)).await {
             if e.errcode() != Some("M_FORBIDDEN") {
                 return Err(e.into());
             }
             self.client.invite(room.as_str(), user, None).await?;
-            client.join(room.as_str(), Some(user)).await?;
+            self.client.join(room.as_str(), Some(user)).await?;
         }
         self.state().joined.insert(key);
         Ok(())

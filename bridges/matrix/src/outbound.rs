@@ -85,13 +85,24 @@ impl Actor<'_> {
 pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, DeliveryError> {
     let room = inner.room_id(&d.room)?;
     let sender = &d.event.sender;
-    let actor = match (inner.puppet_of(sender), &inner.puppet) {
+    let ghost_id = ghost::user_id(&inner.options.ghost_prefix, &inner.options.server_name, sender, &d.event.origin.bridge)
+        .map_err(DeliveryError::permanent)?;
+    let mut puppet = inner.puppet_of(sender, &d.event.origin.bridge, &room);
+    // An edit or a redaction comes from whoever sent what it changes: a
+    // message the ghost sent (before the person's account was in the room)
+    // stays the ghost's.
+    if puppet.is_some()
+        && let Body::Edit { target, .. } | Body::Retract { target } = &d.event.body
+        && let Ok(Some(by)) = inner.client.event_sender(room.as_str(), target).await
+        && by == ghost_id
+    {
+        puppet = None;
+    }
+    let actor = match (puppet, &inner.puppet) {
         (Some(user), Some(client)) => Actor { user, client, puppet: true },
         _ => {
-            let ghost = ghost::user_id(&inner.options.ghost_prefix, &inner.options.server_name, sender, &d.event.origin.bridge)
-                .map_err(DeliveryError::permanent)?;
-            inner.ensure_ghost(&ghost, sender).await?;
-            Actor { user: ghost, client: &inner.client, puppet: false }
+            inner.ensure_ghost(&ghost_id, sender).await?;
+            Actor { user: ghost_id.clone(), client: &inner.client, puppet: false }
         }
     };
     let ghost = &actor.user;
@@ -116,7 +127,12 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
         }
         _ => {}
     }
-    inner.ensure_joined(&room, ghost, actor.client).await?;
+    if !actor.puppet {
+        inner.ensure_joined(&room, ghost).await?;
+    }
+    // Events sent as the person's account are recognised when the
+    // homeserver passes them back.
+    let _in_flight = actor.puppet.then(|| InFlight::new(inner, &room, ghost));
     let id = &d.id;
     let sent = match &d.event.body {
         // Presence was sent above; joining is what ensure_joined did.
@@ -153,11 +169,17 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
         }
         Body::Reaction { target, key, removed: true } => {
             let Some(ctx) = inner.ctx.get() else { return Ok(Delivered::default()) };
-            let stored = ctx.load_state(&reaction_key(&room, ghost, target, key)).await.map_err(|e| DeliveryError::transient(e.to_string()))?;
+            let load = async |user: &UserId| ctx.load_state(&reaction_key(&room, user, target, key)).await.map_err(|e| DeliveryError::transient(e.to_string()));
+            let mut stored = load(ghost).await?.map(|e| (e, &actor.user, actor.client, actor.puppet));
+            if stored.is_none() && actor.puppet {
+                // Reacted before as the ghost: taken back as the ghost.
+                stored = load(&ghost_id).await?.map(|e| (e, &ghost_id, &inner.client, false));
+            }
             match stored {
-                Some(event) => {
-                    let redaction = actor.client.redact(r, &event, id, &actor.mark(json!({})), ghost).await?;
-                    let _ = ctx.delete_state(&reaction_key(&room, ghost, target, key)).await;
+                Some((event, user, client, puppet)) => {
+                    let content = if puppet { actor.mark(json!({})) } else { json!({}) };
+                    let redaction = client.redact(r, &event, id, &content, user).await?;
+                    let _ = ctx.delete_state(&reaction_key(&room, user, target, key)).await;
                     redaction
                 }
                 // Nothing of ours to take back.
@@ -175,20 +197,57 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             return send_message(inner, &room, &actor, id, text, *kind, attachments, reply_to.as_ref(), thread.as_ref(), mentions).await;
         }
     };
+    if actor.puppet {
+        inner.sent_as(&sent);
+    }
     Ok(Delivered { remote_id: Some(sent.to_string()) })
+}
+
+/// A send as a person's own account under way, from before it is sent
+/// until it is answered.
+struct InFlight<'a> {
+    inner: &'a Inner,
+    key: (ruma::OwnedRoomId, OwnedUserId),
+}
+
+impl<'a> InFlight<'a> {
+    fn new(inner: &'a Inner, room: &RoomId, user: &UserId) -> Self {
+        let key = (room.to_owned(), user.to_owned());
+        *inner.state().puppet_inflight.entry(key.clone()).or_default() += 1;
+        InFlight { inner, key }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut st = self.inner.state();
+        if let Some(n) = st.puppet_inflight.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.puppet_inflight.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Send a message event as the actor; if the homeserver says they are not
 /// in the room (removed meanwhile), join again and retry once.
 async fn send(inner: &Inner, room: &RoomId, actor: &Actor<'_>, txn: &str, content: &Value) -> Result<ruma::OwnedEventId, DeliveryError> {
-    match actor.client.send(room.as_str(), "m.room.message", txn, content, &actor.user).await {
-        Err(e) if e.errcode() == Some("M_FORBIDDEN") => {
+    let sent = match actor.client.send(room.as_str(), "m.room.message", txn, content, &actor.user).await {
+        // The ghost was removed meanwhile: in again. (A person's own account
+        // is never moved: the delivery fails and is retried, as the ghost
+        // if they have left.)
+        Err(e) if e.errcode() == Some("M_FORBIDDEN") && !actor.puppet => {
             inner.state().joined.remove(&(room.to_owned(), actor.user.clone()));
-            inner.ensure_joined(room, &actor.user, actor.client).await?;
-            Ok(actor.client.send(room.as_str(), "m.room.message", txn, content, &actor.user).await?)
+            inner.ensure_joined(room, &actor.user).await?;
+            actor.client.send(room.as_str(), "m.room.message", txn, content, &actor.user).await?
         }
-        other => Ok(other?),
+        other => other?,
+    };
+    if actor.puppet {
+        inner.sent_as(&sent);
     }
+    Ok(sent)
 }
 
 /// A message: its text, then each file as its own event (`<id>.<n>` as
