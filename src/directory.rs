@@ -37,8 +37,18 @@ impl Directory {
 
     /// The configured people, then the imported ones that do not clash
     /// with them (by person id, case-folded, or by account); what was left
-    /// out and why.
+    /// out and why. An id or account two imported entries claim belongs to
+    /// neither: which one a directory server returns first is arbitrary, and
+    /// an entry must not take over someone else's account.
     pub fn merged(configured: &[PersonConfig], imported: &[PersonConfig]) -> (Self, Vec<String>) {
+        let mut claims: HashMap<String, usize> = HashMap::new();
+        let mut account_claims: HashMap<(String, String), usize> = HashMap::new();
+        for p in imported {
+            *claims.entry(p.id.to_ascii_lowercase()).or_default() += 1;
+            for (b, a) in &p.accounts {
+                *account_claims.entry((b.clone(), a.clone())).or_default() += 1;
+            }
+        }
         let mut people = configured.to_vec();
         let mut ids: HashSet<String> = people.iter().map(|p| p.id.to_ascii_lowercase()).collect();
         let mut taken: HashMap<(String, String), String> = HashMap::new();
@@ -49,11 +59,23 @@ impl Directory {
         }
         let mut left_out = Vec::new();
         for p in imported {
+            if claims[&p.id.to_ascii_lowercase()] > 1 {
+                left_out.push(format!("{}: more than one directory entry has this id", p.id));
+                continue;
+            }
             if !ids.insert(p.id.to_ascii_lowercase()) {
-                left_out.push(format!("{}: a person with this id is configured already (or imported twice)", p.id));
+                left_out.push(format!("{}: a person with this id is configured already", p.id));
                 continue;
             }
             let mut p = p.clone();
+            let id = p.id.clone();
+            p.accounts.retain(|b, a| {
+                let contested = account_claims[&(b.clone(), a.clone())] > 1;
+                if contested {
+                    left_out.push(format!("{id}: {b} account {a:?} is claimed by more than one directory entry"));
+                }
+                !contested
+            });
             p.accounts.retain(|b, a| match taken.get(&(b.clone(), a.clone())) {
                 Some(owner) => {
                     left_out.push(format!("{}: {b} account {a:?} belongs to {owner} already", p.id));
@@ -109,19 +131,24 @@ pub async fn ldap_people(config: &LdapConfig, store: &dyn Store, metrics: &Metri
     match import(config, store, metrics).await {
         Ok(people) => Some(people),
         Err(e) => {
-            let stored = match store.load_state(STATE_OWNER, STATE_KEY).await {
-                Ok(Some(json)) => serde_json::from_str::<Vec<PersonConfig>>(&json).ok(),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!("cannot read the last LDAP import from the store: {e}");
-                    None
-                }
-            };
+            let stored = stored_people(store).await;
             match &stored {
                 Some(people) => tracing::warn!(people = people.len(), "{e}; using the last good import until the next refresh"),
                 None => tracing::error!("{e}; there is no earlier import: only the configured people are known until the next refresh"),
             }
             stored
+        }
+    }
+}
+
+/// The last good import, as kept in the store.
+async fn stored_people(store: &dyn Store) -> Option<Vec<PersonConfig>> {
+    match store.load_state(STATE_OWNER, STATE_KEY).await {
+        Ok(Some(json)) => serde_json::from_str::<Vec<PersonConfig>>(&json).ok(),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!("cannot read the last LDAP import from the store: {e}");
+            None
         }
     }
 }
@@ -135,6 +162,15 @@ async fn import(config: &LdapConfig, store: &dyn Store, metrics: &Metrics) -> Re
             return Err(e);
         }
     };
+    if imported.people.is_empty() {
+        // Nobody at all, where there were people: far likelier a lost read
+        // right or a wrong base than an emptied company.
+        let before = stored_people(store).await.map_or(0, |p| p.len());
+        if before > 0 {
+            metrics.directory_imports.get_or_create(&metrics::result("failed")).inc();
+            return Err(ldap::ImportError::Emptied(before));
+        }
+    }
     metrics.directory_imports.get_or_create(&metrics::result("ok")).inc();
     metrics.directory_skipped.get_or_create(&metrics::source("ldap")).set(imported.skipped.len() as i64);
     for (dn, why) in &imported.skipped {
@@ -202,18 +238,26 @@ mod tests {
         let configured = [person("alice", &[("mail", "alice@corp")])];
         let imported = [
             person("Alice", &[("xmpp", "alice@x")]),
-            person("bob", &[("mail", "alice@corp"), ("xmpp", "bob@x")]),
+            person("bob", &[("mail", "alice@corp"), ("xmpp", "bob@x"), ("hooks", "bob")]),
             person("carol", &[("xmpp", "bob@x")]),
+            person("dave", &[]),
+            person("Dave", &[]),
         ];
         let (d, left_out) = Directory::merged(&configured, &imported);
-        assert_eq!(d.people().len(), 3);
+        assert_eq!(d.people().len(), 3, "alice, bob, carol");
         assert_eq!(d.person_of("mail", "alice@corp").unwrap().id, "alice");
-        assert_eq!(d.person_of("xmpp", "bob@x").unwrap().id, "bob");
+        assert_eq!(d.person_of("hooks", "bob").unwrap().id, "bob");
+        // Claimed by two entries: neither has it.
+        assert!(d.person_of("xmpp", "bob@x").is_none());
         assert!(d.person("carol").unwrap().accounts.is_empty());
         assert!(d.person_of("xmpp", "alice@x").is_none());
-        assert_eq!(left_out.len(), 3, "{left_out:?}");
-        assert!(left_out[0].starts_with("Alice: a person with this id"));
-        assert!(left_out[1].contains("belongs to alice"));
-        assert!(left_out[2].contains("belongs to bob"));
+        assert!(d.person("dave").is_none());
+        let has = |s: &str| left_out.iter().any(|l| l.contains(s));
+        assert!(has("Alice: a person with this id is configured already"), "{left_out:?}");
+        assert!(has("bob: mail account \"alice@corp\" belongs to alice"), "{left_out:?}");
+        assert!(has("bob: xmpp account \"bob@x\" is claimed by more than one"), "{left_out:?}");
+        assert!(has("carol: xmpp account \"bob@x\" is claimed by more than one"), "{left_out:?}");
+        assert!(has("dave: more than one directory entry has this id") && has("Dave: more than one"), "{left_out:?}");
+        assert_eq!(left_out.len(), 6, "{left_out:?}");
     }
 }

@@ -111,8 +111,9 @@ impl LdapConfig {
         let host = host.split('/').next().unwrap_or_default();
         let host = host.rsplit_once(':').map_or(host, |(h, _)| h).trim_matches(['[', ']']);
         let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if !tls && !loopback && self.password.is_some() {
-            err("url", "the password would cross the network in the clear: use ldaps:// or starttls: true".into());
+        if !tls && !loopback {
+            let what = if self.password.is_some() { "the password and the directory" } else { "the directory" };
+            err("url", format!("{what} would cross the network in the clear, open to tampering: use ldaps:// or starttls: true"));
         }
         if self.password.is_some() != self.bind_dn.is_some() {
             err("bind_dn", "give bind_dn and password together (or neither, to bind anonymously)".into());
@@ -294,6 +295,8 @@ pub enum ImportError {
     TooMany(usize),
     #[error("the LDAP import took longer than {0:?}")]
     Timeout(Duration),
+    #[error("the LDAP search found nobody, where the last import found {0} people: kept those (does the service account still have read rights?)")]
+    Emptied(usize),
 }
 
 /// Read the people of the directory.
@@ -482,5 +485,10 @@ mod tests {
         c.url = "ldap://[::1]:389".into();
         c.starttls = false;
         assert!(c.check(&|_| true).is_empty());
+        // Anonymous, but still open to tampering on the way.
+        c.url = "ldap://ldap.corp.example".into();
+        c.bind_dn = None;
+        c.password = None;
+        assert!(c.check(&|_| true).iter().any(|(p, m)| p == "url" && m.starts_with("the directory would cross")));
     }
 }

@@ -222,6 +222,22 @@ async fn people_come_from_ldap_and_follow_it() {
         assert!(Instant::now() < deadline, "no import after slapd came back:\n{}", d.log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Everyone gone from the directory at once: far likelier a broken
+    // import than an emptied company; the people are kept.
+    let mut gone = String::new();
+    for uid in ["alice", "bob", "x:y", "dave", "carol", "erin"].into_iter().map(String::from).chain((0..CROWD).map(|i| format!("p{i:03}"))) {
+        gone += &format!("dn: uid={uid},ou=people,dc=corp,dc=test\nchangetype: delete\n\n");
+    }
+    slapd.apply(&gone);
+    let failed = d.metric("causeway_directory_imports_total", r#"result="failed""#).await;
+    let deadline = Instant::now() + T;
+    while d.metric("causeway_directory_imports_total", r#"result="failed""#).await <= failed {
+        assert!(Instant::now() < deadline, "the empty import was not refused:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(d.log().contains("found nobody"), "{}", d.log());
+    assert_eq!(shown_as(&d, &mut hook, "alice", "after the purge").await, ("Alice Pleasance Liddell".to_string(), json!("alice")));
     d.terminate();
 }
 
@@ -278,6 +294,6 @@ async fn ldap_problems_are_named() {
     let out = Command::new(env!("CARGO_BIN_EXE_causeway")).args(["check", "--config"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("directory.ldap.url: the password would cross the network in the clear"), "{err}");
+    assert!(err.contains("directory.ldap.url: the password and the directory would cross the network in the clear"), "{err}");
     assert!(err.contains("directory.ldap.filter"), "{err}");
 }
