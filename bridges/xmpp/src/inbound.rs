@@ -36,13 +36,28 @@ pub(crate) enum Inbound {
     /// Said in a room while the bridge was away (from its history): taken
     /// unless `id` shows it is a delivery of Causeway's own.
     CatchUp { incoming: Incoming, id: Option<String> },
+    /// Everything before this in `room` is taken: the bridge has looked at
+    /// the room up to `last` (first looked at it at `first`).
+    Looked { room: String, first: i64, last: i64 },
 }
 
 /// Submit events one at a time, in the order the server sent them.
 pub(crate) async fn submit_in_order(inner: Arc<Inner>, ctx: BridgeContext, mut rx: mpsc::Receiver<Inbound>) {
+    // Rooms where something was not taken since their last mark: their
+    // mark is not moved on, so the next join asks for it again.
+    let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
     while let Some(item) = rx.recv().await {
         let incoming = match item {
             Inbound::Event(incoming) => incoming,
+            Inbound::Looked { room, first, last } => {
+                if failed.remove(&room) {
+                    continue;
+                }
+                if let Err(e) = ctx.save_state(&format!("{}{room}", crate::SEEN_KEY), &format!("{first} {last}")).await {
+                    tracing::warn!(bridge = ctx.name(), room = %room, "cannot store when the room was last seen: {e}");
+                }
+                continue;
+            }
             Inbound::CatchUp { incoming, id } => {
                 // A delivery whose reflection was lost (Causeway stopped in
                 // between) comes back in the history under our own id.
@@ -54,7 +69,8 @@ pub(crate) async fn submit_in_order(inner: Arc<Inner>, ctx: BridgeContext, mut r
                     Ok(false) => incoming,
                     Ok(true) => continue,
                     Err(e) => {
-                        tracing::warn!(bridge = ctx.name(), room = %incoming.room, "a message from the room's history not taken: {e}");
+                        tracing::warn!(bridge = ctx.name(), room = %incoming.room, "a message from the room's history not taken now: {e}");
+                        failed.insert(incoming.room.clone());
                         continue;
                     }
                 }
@@ -82,6 +98,7 @@ pub(crate) async fn submit_in_order(inner: Arc<Inner>, ctx: BridgeContext, mut r
         let room = incoming.room.clone();
         if let Err(e) = ctx.submit(incoming).await {
             tracing::warn!(bridge = ctx.name(), room = %room, "event not taken: {e}");
+            failed.insert(room);
         }
     }
 }
@@ -107,7 +124,7 @@ pub(crate) fn message(inner: &Inner, m: Message) -> Vec<Incoming> {
         .into_iter()
         .filter_map(|i| match i {
             Inbound::Event(e) | Inbound::CatchUp { incoming: e, .. } => Some(e),
-            Inbound::Direct { .. } => None,
+            Inbound::Direct { .. } | Inbound::Looked { .. } => None,
         })
         .collect()
 }
@@ -116,7 +133,18 @@ pub(crate) fn message_inbound(inner: &Inner, m: Message) -> Vec<Inbound> {
     if let Some(c) = catch_up(inner, &m) {
         return vec![c];
     }
-    message_events(inner, m).into_iter().map(Inbound::Event).collect()
+    // The room's first subject ends its history replay: after what it
+    // brought, the room is looked at.
+    let room = m.from.as_ref().map(|f| f.to_bare().to_string());
+    let replay_ends = m.type_ == MessageType::Groupchat
+        && m.bodies.is_empty()
+        && !m.subjects.is_empty()
+        && room.as_ref().is_some_and(|r| inner.state().joined.contains(r) && !inner.state().subject_seen.contains(r));
+    let mut out: Vec<Inbound> = message_events(inner, m).into_iter().map(Inbound::Event).collect();
+    if replay_ends && let Some(room) = room {
+        out.push(looked_at(inner, &room));
+    }
+    out
 }
 
 /// A message of a room's history replay that was said while the bridge was
@@ -125,13 +153,14 @@ fn catch_up(inner: &Inner, m: &Message) -> Option<Inbound> {
     if m.type_ != MessageType::Groupchat {
         return None;
     }
-    let delay = child(&m.payloads, "delay", NS_DELAY)?;
     let from = m.from.as_ref()?;
     let room = from.to_bare().to_string();
     let nick = from.resource()?.as_str().to_string();
+    // The room's own delay (a sender may add one of their own).
+    let delay = m.payloads.iter().find(|e| e.is("delay", NS_DELAY) && e.attr("from").is_some_and(|f| f.eq_ignore_ascii_case(&room)))?;
     let after = inner.state().catch_up.get(&room).copied()?;
     let stamp = time::OffsetDateTime::parse(delay.attr("stamp")?, &time::format_description::well_known::Rfc3339).ok()?;
-    let at_ms = i64::try_from(stamp.unix_timestamp_nanos() / 1_000_000).ok()?;
+    let at_ms = i64::try_from(stamp.unix_timestamp_nanos() / 1_000_000).ok()?.min(causeway_core::now_ms());
     if at_ms <= after {
         return None;
     }
@@ -149,7 +178,9 @@ fn catch_up(inner: &Inner, m: &Message) -> Option<Inbound> {
     if body_text.as_ref().map_or(0, String::len) > inner.options.max_stanza_bytes {
         return None;
     }
-    match parse_message(&room, sender(inner, &room, &nick), Some(stanza_id), id.clone(), body_text, m.clone()) {
+    // Who holds the nick now may not be who said it then: named by the nick.
+    let who = RemoteSender { id: format!("{room}/{nick}"), name: Some(nick.clone()), avatar: None };
+    match parse_message(&room, who, Some(stanza_id), id.clone(), body_text, m.clone()) {
         Ok(Some(mut incoming)) if !matches!(incoming.body, Body::Typing { .. }) => {
             incoming.at_ms = Some(at_ms);
             Some(Inbound::CatchUp { incoming, id })
@@ -162,24 +193,15 @@ fn catch_up(inner: &Inner, m: &Message) -> Option<Inbound> {
     }
 }
 
-/// The room's history replay is over: from now on the bridge sees it live.
-fn looked_at(inner: &Inner, room: &str) {
+/// The bridge sees `room` live from now on: the mark to store once what
+/// came before it is taken.
+pub(crate) fn looked_at(inner: &Inner, room: &str) -> Inbound {
     let now = causeway_core::now_ms();
-    let (first, last) = {
-        let mut st = inner.state();
-        st.catch_up.remove(room);
-        let first = st.seen.get(room).map_or(now, |(f, _)| *f);
-        st.seen.insert(room.to_string(), (first, now));
-        (first, now)
-    };
-    if let Some(ctx) = inner.ctx.get() {
-        let (ctx, key) = (ctx.clone(), format!("{}{room}", crate::SEEN_KEY));
-        tokio::spawn(async move {
-            if let Err(e) = ctx.save_state(&key, &format!("{first} {last}")).await {
-                tracing::warn!(bridge = ctx.name(), "cannot store when a room was last seen: {e}");
-            }
-        });
-    }
+    let mut st = inner.state();
+    st.catch_up.remove(room);
+    let first = st.seen.get(room).map_or(now, |(f, _)| *f);
+    st.seen.insert(room.to_string(), (first, now));
+    Inbound::Looked { room: room.to_string(), first, last: now }
 }
 
 fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
@@ -234,9 +256,6 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
         // The first subject after joining is the room's current one (and
         // ends the history replay); later ones are changes.
         let first = inner.state().subject_seen.insert(room.clone());
-        if first {
-            looked_at(inner, &room);
-        }
         let Some(nick) = nick.filter(|_| !first && child(&m.payloads, "delay", NS_DELAY).is_none()) else {
             return Vec::new();
         };
@@ -546,34 +565,42 @@ mod tests {
     fn history_is_taken_only_when_newer_than_the_last_look_and_not_ours() {
         let b = bridge();
         let delayed = |nick: &str, stamp: &str| {
-            catch_up(&b.inner, &msg(nick, &format!("<body>hi</body><delay xmlns='urn:xmpp:delay' stamp='{stamp}'/>")))
+            catch_up(&b.inner, &msg(nick, &format!("<body>hi</body><delay xmlns='urn:xmpp:delay' from='{ROOM}' stamp='{stamp}'/>")))
         };
         // Not replaying (no catch-up for the room): nothing.
-        assert!(delayed("Alice", "2030-01-01T00:00:00Z").is_none());
-        b.inner.state().catch_up.insert(ROOM.into(), 1_800_000_000_000);
-        match delayed("Alice", "2030-01-01T00:00:00.5Z") {
+        assert!(delayed("Alice", "2025-01-01T00:00:00Z").is_none());
+        b.inner.state().catch_up.insert(ROOM.into(), 1_700_000_000_000);
+        match delayed("Alice", "2025-01-01T00:00:00.5Z") {
             Some(Inbound::CatchUp { incoming, id }) => {
                 assert_eq!((incoming.remote_id.as_deref(), id.as_deref()), (Some("s1"), Some("m1")));
-                assert_eq!(incoming.at_ms, Some(1_893_456_000_500));
+                assert_eq!(incoming.at_ms, Some(1_735_689_600_500));
             }
             _ => panic!("a message said while away is taken"),
         }
         for (nick, stamp) in [
             ("Alice", "2020-01-01T00:00:00Z"), // older than the last look
-            ("Ghost", "2030-01-01T00:00:00Z"), // our own ghost
-            ("Causeway", "2030-01-01T00:00:00Z"), // the bridge itself
+            ("Ghost", "2025-01-01T00:00:00Z"), // our own ghost
+            ("Causeway", "2025-01-01T00:00:00Z"), // the bridge itself
             ("Alice", "yesterday"),
             ("Alice", ""),
             ("Alice", "2030-13-45T99:00:00Z"),
         ] {
             assert!(delayed(nick, stamp).is_none(), "{nick} {stamp}");
         }
+        // A delay the sender wrote (not the room's) proves nothing.
+        let own = msg("Alice", "<body>hi</body><delay xmlns='urn:xmpp:delay' from='alice@example.org' stamp='2025-01-01T00:00:00Z'/>");
+        assert!(catch_up(&b.inner, &own).is_none());
+        // A stamp in the future is now.
+        match delayed("Alice", "2999-01-01T00:00:00Z") {
+            Some(Inbound::CatchUp { incoming, .. }) => assert!(incoming.at_ms.unwrap() <= causeway_core::now_ms()),
+            _ => panic!("taken, at most now"),
+        }
         // Without the room's stanza-id it could not be recognised later.
-        let bare = "<message xmlns='jabber:component:accept' from='ops@conference.example.org/Alice' to='causeway@bridge.example.org/causeway' type='groupchat' id='m2'><body>x</body><delay xmlns='urn:xmpp:delay' stamp='2030-01-01T00:00:00Z'/></message>";
+        let bare = "<message xmlns='jabber:component:accept' from='ops@conference.example.org/Alice' to='causeway@bridge.example.org/causeway' type='groupchat' id='m2'><body>x</body><delay xmlns='urn:xmpp:delay' from='ops@conference.example.org' stamp='2025-01-01T00:00:00Z'/></message>";
         assert!(catch_up(&b.inner, &Message::try_from(bare.parse::<Element>().unwrap()).unwrap()).is_none());
         // A room the bridge is not in.
         b.inner.state().joined.clear();
-        assert!(delayed("Alice", "2030-01-01T00:00:00Z").is_none());
+        assert!(delayed("Alice", "2025-01-01T00:00:00Z").is_none());
     }
 
     #[test]

@@ -50,6 +50,11 @@ const SEEN_KEY: &str = "seen:";
 /// Messages this much older than the last look are asked for again (clocks
 /// differ); what was taken already is recognised by its stanza-id.
 const CATCH_UP_MARGIN_MS: i64 = 120_000;
+/// A last look older than this (the room was unlinked meanwhile, or the
+/// bridge long gone) starts afresh instead of replaying what was said.
+const CATCH_UP_MAX_AGE_MS: i64 = 24 * 3600 * 1000;
+/// While connected, the last look at each room is stored this often.
+const LOOK_EVERY: Duration = Duration::from_secs(300);
 
 pub struct XmppBridge {
     inner: Arc<Inner>,
@@ -219,15 +224,26 @@ impl Inner {
                 let known = self.state().seen.get(room).copied();
                 let seen = match known {
                     Some(seen) => Some(seen),
-                    None => {
-                        let stored = ctx.load_state(&format!("{SEEN_KEY}{room}")).await.ok().flatten();
-                        let seen = stored.as_deref().and_then(parse_seen);
-                        if let Some(s) = seen {
-                            self.state().seen.insert(room.clone(), s);
+                    None => match ctx.load_state(&format!("{SEEN_KEY}{room}")).await {
+                        Ok(stored) => stored.as_deref().and_then(parse_seen),
+                        Err(e) => {
+                            // Unknown is not "never": no catch-up this time,
+                            // and the stored mark is left as it is.
+                            tracing::warn!(bridge = ctx.name(), room = %room, "cannot read when the room was last seen: {e}");
+                            self.send(outbound::join(&self.bot_jid(), room, &self.options.bot_nick, None, BOT_HISTORY, Some(causeway_core::now_ms())));
+                            continue;
                         }
-                        seen
-                    }
+                    },
                 };
+                let seen = seen.filter(|(_, last)| causeway_core::now_ms() - last <= CATCH_UP_MAX_AGE_MS);
+                match seen {
+                    Some(s) => {
+                        self.state().seen.insert(room.clone(), s);
+                    }
+                    None => {
+                        self.state().seen.remove(room);
+                    }
+                }
                 // Never before the bridge first sat in the room.
                 let since = seen.map(|(first, last)| (last - CATCH_UP_MARGIN_MS).max(first));
                 if let Some(since) = since {
@@ -244,8 +260,15 @@ impl Inner {
                     st.seats.insert((room, ghost), seat);
                 }
             }
+            let mut look = tokio::time::interval_at(tokio::time::Instant::now() + LOOK_EVERY, LOOK_EVERY);
             loop {
                 tokio::select! {
+                    _ = look.tick() => {
+                        let rooms: Vec<String> = self.state().subject_seen.iter().cloned().collect();
+                        for room in rooms {
+                            let _ = inbound_tx.send(inbound::looked_at(&self, &room)).await;
+                        }
+                    }
                     incoming = conn.next() => match incoming {
                         Some(Next::Stanza(stanza)) => self.handle(stanza, &inbound_tx).await,
                         // A quiet connection is pinged: the server answers, or
