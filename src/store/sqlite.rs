@@ -50,10 +50,30 @@ impl SqliteStore {
             .synchronous(if full_sync { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(false);
-        let write = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+        // A local file does not go stale: no ping before each use (each one
+        // is a round trip to the connection's thread), and connections are kept.
+        let pool = |n| SqlitePoolOptions::new().max_connections(n).test_before_acquire(false).idle_timeout(None).max_lifetime(None);
+        let write = pool(1).connect_with(opts.clone()).await?;
         migrator().run(&write).await?;
-        let read = SqlitePoolOptions::new().max_connections(4).connect_with(opts.read_only(true)).await?;
+        let read = pool(4).connect_with(opts.read_only(true)).await?;
         Ok(SqliteStore { write, read })
+    }
+}
+
+impl SqliteStore {
+    /// Run a script that is one transaction (`BEGIN …; …; COMMIT`) on the
+    /// write connection in one go: one hand-off to SQLite's thread instead of
+    /// one per statement. If a statement fails, the transaction is rolled back.
+    async fn write_script(&self, mut q: QueryBuilder<Sqlite>) -> Result<Vec<SqliteRow>, StoreError> {
+        let mut conn = self.write.acquire().await?;
+        match q.build().fetch_all(&mut *conn).await {
+            Ok(rows) => Ok(rows),
+            Err(e) => {
+                // Only fails when no transaction is open (it failed at BEGIN).
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(e.into())
+            }
+        }
     }
 }
 
@@ -143,7 +163,8 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, batch: &[NewEvent]) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.write.begin().await?;
+        // One transaction, sent to SQLite's thread as one script.
+        let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
         let mut jsons = Vec::with_capacity(batch.len());
         for ne in batch {
             let e = &ne.event;
@@ -154,9 +175,7 @@ impl Store for SqliteStore {
         let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(batch.len());
         let rows: Vec<(&NewEvent, &String)> = batch.iter().zip(&jsons).collect();
         for chunk in rows.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO archive (event_id, portal, at_ms, kind, origin_bridge, origin_room, sender, person, event) ",
-            );
+            q.push("INSERT INTO archive (event_id, portal, at_ms, kind, origin_bridge, origin_room, sender, person, event) ");
             q.push_values(chunk, |mut b, (ne, json)| {
                 let e = &ne.event;
                 b.push_bind(&e.id)
@@ -169,12 +188,8 @@ impl Store for SqliteStore {
                     .push_bind(e.sender.person.as_deref())
                     .push_bind(json.as_str());
             });
-            q.push(" RETURNING event_id, seq");
-            for r in q.build().fetch_all(&mut *tx).await? {
-                seq_of.insert(r.get(0), r.get(1));
-            }
+            q.push(" RETURNING event_id, seq; ");
         }
-        let seqs = batch.iter().map(|ne| seq_of.get(&ne.event.id).copied().unwrap_or_default()).collect();
         // Map rows: the origin's id, and each delivery id (so an echo of a
         // delivery is recognised even before the target confirms it).
         let maps: Vec<(&str, &str, &str, &str, i64)> = batch
@@ -189,11 +204,11 @@ impl Store for SqliteStore {
             })
             .collect();
         for chunk in maps.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT OR IGNORE INTO message_map (bridge, room, remote_id, event_id, kind) ");
+            q.push("INSERT OR IGNORE INTO message_map (bridge, room, remote_id, event_id, kind) ");
             q.push_values(chunk, |mut b, (bridge, room, remote, event, kind)| {
                 b.push_bind(*bridge).push_bind(*room).push_bind(*remote).push_bind(*event).push_bind(*kind);
             });
-            q.build().execute(&mut *tx).await?;
+            q.push("; ");
         }
         let now = now_ms();
         let rows: Vec<(&str, &str, &str, &str)> = batch
@@ -205,14 +220,17 @@ impl Store for SqliteStore {
             })
             .collect();
         for chunk in rows.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms) ");
+            q.push("INSERT INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms) ");
             q.push_values(chunk, |mut b, (id, event, bridge, room)| {
                 b.push_bind(*id).push_bind(*event).push_bind(*bridge).push_bind(*room).push_bind(now);
             });
-            q.build().execute(&mut *tx).await?;
+            q.push("; ");
         }
-        tx.commit().await?;
-        Ok(seqs)
+        q.push("COMMIT");
+        for r in self.write_script(q).await? {
+            seq_of.insert(r.get(0), r.get(1));
+        }
+        Ok(batch.iter().map(|ne| seq_of.get(&ne.event.id).copied().unwrap_or_default()).collect())
     }
 
     async fn pending(&self, bridge: &str, room: &str, after_seq: i64, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
@@ -260,20 +278,18 @@ impl Store for SqliteStore {
     }
 
     async fn complete(&self, done: &[Completion]) -> Result<(), StoreError> {
-        let mut tx = self.write.begin().await?;
+        let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
         for chunk in done.chunks(CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM outbox WHERE seq IN (");
+            q.push("DELETE FROM outbox WHERE seq IN (");
             let mut sep = q.separated(", ");
             for c in chunk {
                 sep.push_bind(c.seq);
             }
-            q.push(")");
-            q.build().execute(&mut *tx).await?;
+            q.push("); ");
             let reported: Vec<&Completion> =
                 chunk.iter().filter(|c| c.remote_id.as_ref().is_some_and(|r| *r != c.delivery_id)).collect();
             if !reported.is_empty() {
-                let mut q =
-                    QueryBuilder::<Sqlite>::new("INSERT OR IGNORE INTO message_map (bridge, room, remote_id, event_id, kind) ");
+                q.push("INSERT OR IGNORE INTO message_map (bridge, room, remote_id, event_id, kind) ");
                 q.push_values(reported, |mut b, c| {
                     b.push_bind(&c.bridge)
                         .push_bind(&c.room)
@@ -281,10 +297,11 @@ impl Store for SqliteStore {
                         .push_bind(&c.event_id)
                         .push_bind(2i64);
                 });
-                q.build().execute(&mut *tx).await?;
+                q.push("; ");
             }
         }
-        tx.commit().await?;
+        q.push("COMMIT");
+        self.write_script(q).await?;
         Ok(())
     }
 
@@ -450,6 +467,19 @@ mod tests {
             aliases: vec![format!("alias-{id}")],
             deliveries: vec![NewDelivery { id: format!("d-{id}"), bridge: "b".into(), room: "s".into() }],
         }
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_leaves_nothing_and_the_next_one_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), true).await.unwrap();
+        store.commit(&[new_event("e1")]).await.unwrap();
+        // e1 again: the archive refuses it, after e2's row was written in the same script.
+        assert!(store.commit(&[new_event("e2"), new_event("e1")]).await.is_err());
+        assert_eq!(store.pending("b", "s", 0, 10).await.unwrap().len(), 1, "e2 rolled back with the failed commit");
+        assert!(store.lookup_remotes(&[RemoteKey { bridge: "a".into(), room: "r".into(), remote_id: "remote-e2".into() }]).await.unwrap().is_empty());
+        store.commit(&[new_event("e3")]).await.unwrap();
+        assert_eq!(store.pending("b", "s", 0, 10).await.unwrap().len(), 2);
     }
 
     #[tokio::test]
