@@ -298,6 +298,11 @@ impl Daemon {
             .unwrap()
     }
 
+    /// The running daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// CPU time (user + system) the daemon has used so far, from /proc.
     pub fn cpu_time(&self) -> Duration {
         let pid = self.child.as_ref().expect("running").id();
