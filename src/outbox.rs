@@ -132,18 +132,22 @@ impl Outbox {
                     }
                 }
             };
-            if items.is_empty() {
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    _ = notify.notified() => continue,
-                }
-            }
+            // A short batch is all there was: anything committed since
+            // notifies the lane (the permit waits if nobody is waiting yet),
+            // so the lane need not ask the store again to find nothing.
+            let all = (items.len() as u64) < u64::from(LANE_BATCH);
             for item in items {
                 let seq = item.seq;
                 if !self.deliver(bridge.as_ref(), &link, item, &mut recent, &mut shutdown).await {
                     return;
                 }
                 last_seq = seq;
+            }
+            if all {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = notify.notified() => {}
+                }
             }
         }
     }
