@@ -8,7 +8,7 @@
 //! delivery id, which the target network uses to drop the repeat.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use causeway_core::{Body, Bridge, Delivery, DeliveryError, Event, degrade, now_ms};
@@ -33,6 +33,62 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
     let exp = initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(max);
     let half = exp / 2;
     half + half.mul_f64(fastrand::f64())
+}
+
+/// What wakes an outbox lane: rows just committed, handed over in memory
+/// so the lane need not read them back, or a plain wake for rows the lane
+/// must read from the store (written by another process, or more than it
+/// holds while it is busy). The store stays the source of truth: a lane
+/// starts by reading it, and falls back to it whenever its feed overflows.
+#[derive(Default)]
+pub struct LaneFeed {
+    notify: Notify,
+    state: Mutex<FeedState>,
+}
+
+#[derive(Default)]
+struct FeedState {
+    /// Committed rows, in commit (so sequence) order.
+    items: VecDeque<OutboxItem>,
+    /// The store has rows the items do not cover.
+    read: bool,
+}
+
+impl LaneFeed {
+    fn state(&self) -> std::sync::MutexGuard<'_, FeedState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A row just committed for this lane.
+    pub fn push(&self, item: OutboxItem) {
+        {
+            let mut s = self.state();
+            if s.read || s.items.len() >= LANE_BATCH as usize {
+                // The lane reads the store anyway; holding rows is no use.
+                s.items.clear();
+                s.read = true;
+            } else {
+                s.items.push_back(item);
+            }
+        }
+        self.notify.notify_one();
+    }
+
+    /// Rows are waiting in the store.
+    pub fn wake(&self) {
+        {
+            let mut s = self.state();
+            s.items.clear();
+            s.read = true;
+        }
+        self.notify.notify_one();
+    }
+
+    /// What was handed over so far, and whether the store must be read.
+    fn take(&self) -> (VecDeque<OutboxItem>, bool) {
+        let mut s = self.state();
+        (std::mem::take(&mut s.items), std::mem::take(&mut s.read))
+    }
 }
 
 pub struct Outbox {
@@ -61,8 +117,8 @@ impl Outbox {
         let outbox = Arc::new(Outbox { store, metrics, router: router.clone(), bridges, config, completions: tx });
         let (now, mut added) = router.take_lanes();
         let mut lanes = Vec::new();
-        for (link, notify) in now {
-            lanes.push(tokio::spawn(outbox.clone().lane(link, notify, shutdown.clone())));
+        for (link, feed) in now {
+            lanes.push(tokio::spawn(outbox.clone().lane(link, feed, shutdown.clone())));
         }
         tokio::spawn(outbox.clone().watch_foreign(shutdown.clone()));
         let mut stop = shutdown.clone();
@@ -71,8 +127,8 @@ impl Outbox {
             loop {
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
-                    Some((link, notify)) = added.recv() => {
-                        lanes.push(tokio::spawn(outbox.clone().lane(link, notify, shutdown.clone())));
+                    Some((link, feed)) = added.recv() => {
+                        lanes.push(tokio::spawn(outbox.clone().lane(link, feed, shutdown.clone())));
                     }
                 }
             }
@@ -114,40 +170,57 @@ impl Outbox {
         }
     }
 
-    async fn lane(self: Arc<Self>, link: Link, notify: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    async fn lane(self: Arc<Self>, link: Link, feed: Arc<LaneFeed>, mut shutdown: watch::Receiver<bool>) {
         let Some(bridge) = self.bridges.get(&link.bridge).cloned() else { return };
         let mut last_seq = 0;
         let mut recent = Recent::default();
+        // Start from the store: rows left from before, or committed before
+        // the lane ran.
+        let mut read = true;
         loop {
             if *shutdown.borrow() {
                 return;
             }
-            let items = match self.store.pending(&link.bridge, &link.room, last_seq, LANE_BATCH).await {
-                Ok(items) => items,
-                Err(e) => {
-                    tracing::error!(bridge = %link.bridge, room = %link.room, error = %e, "cannot read the outbox");
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            let (handed, wake) = feed.take();
+            let items: Vec<OutboxItem> = if read || wake {
+                // What was handed over is in the store too.
+                match self.store.pending(&link.bridge, &link.room, last_seq, LANE_BATCH).await {
+                    Ok(items) => {
+                        // A full batch may have more behind it.
+                        read = items.len() as u64 >= u64::from(LANE_BATCH);
+                        items
+                    }
+                    Err(e) => {
+                        tracing::error!(bridge = %link.bridge, room = %link.room, error = %e, "cannot read the outbox");
+                        read = true;
+                        tokio::select! {
+                            _ = shutdown.changed() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
                     }
                 }
+            } else {
+                handed.into()
             };
-            // A short batch is all there was: anything committed since
-            // notifies the lane (the permit waits if nobody is waiting yet),
-            // so the lane need not ask the store again to find nothing.
-            let all = (items.len() as u64) < u64::from(LANE_BATCH);
+            if items.is_empty() && !read {
+                // Anything committed from now on notifies the lane (the
+                // permit waits if the lane is not waiting yet).
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = feed.notify.notified() => {}
+                }
+                continue;
+            }
             for item in items {
+                // Rows read from the store may come again in the hand-over.
+                if item.seq <= last_seq {
+                    continue;
+                }
                 let seq = item.seq;
                 if !self.deliver(bridge.as_ref(), &link, item, &mut recent, &mut shutdown).await {
                     return;
                 }
                 last_seq = seq;
-            }
-            if all {
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    _ = notify.notified() => {}
-                }
             }
         }
     }
@@ -338,6 +411,45 @@ mod tests {
         }
         let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(5, i, m)).collect();
         assert!(samples.len() > 1, "no jitter");
+    }
+
+    fn item(seq: i64) -> OutboxItem {
+        let event = Event {
+            id: format!("e{seq}"),
+            portal: "p".into(),
+            origin: causeway_core::Origin { bridge: "a".into(), room: "r".into(), remote_id: None },
+            sender: causeway_core::Sender { id: "alice".into(), person: None, name: "Alice".into(), avatar: None },
+            at_ms: 1,
+            body: Body::text("hi"),
+        };
+        OutboxItem { seq, delivery_id: format!("d{seq}"), attempts: 0, enqueued_ms: 0, event }
+    }
+
+    #[test]
+    fn a_lane_feed_hands_over_in_order_and_falls_back_to_the_store() {
+        let feed = LaneFeed::default();
+        for seq in 1..=3 {
+            feed.push(item(seq));
+        }
+        let (items, read) = feed.take();
+        assert_eq!(items.iter().map(|i| i.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(!read);
+        assert!(feed.take().0.is_empty(), "taken once");
+
+        // More than a batch while the lane is busy: the store is read instead.
+        for seq in 0..=i64::from(LANE_BATCH) {
+            feed.push(item(seq));
+        }
+        feed.push(item(1000));
+        let (items, read) = feed.take();
+        assert!(read && items.is_empty());
+
+        // A plain wake (rows from elsewhere) means the store, too.
+        feed.push(item(1));
+        feed.wake();
+        let (items, read) = feed.take();
+        assert!(read && items.is_empty());
+        assert!(!feed.take().1, "the wake is taken once");
     }
 
     #[test]

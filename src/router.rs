@@ -15,13 +15,14 @@ use causeway_core::{
     Accepted, Body, Bridge, Capabilities, Committed, Degrade, DirectError, Event, Host, IdKind, Incoming, Origin, Recipient,
     RemoteSender, SubmitError, degrade, new_id, now_ms,
 };
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::metrics::{self, Metrics};
+use crate::outbox::LaneFeed;
 use crate::presence::PresenceBook;
-use crate::store::{NewDelivery, NewEvent, RemoteKey, Store, StoredLink, StoredPortal};
+use crate::store::{NewDelivery, NewEvent, OutboxItem, RemoteKey, Store, StoredLink, StoredPortal};
 
 /// Tell the networks when people have gone idle: a presence said where each
 /// spoke last.
@@ -68,8 +69,8 @@ struct Topology {
     portals: Vec<Portal>,
     /// Link → index into `portals`.
     link_portal: HashMap<Link, usize>,
-    /// One wake-up per outbox lane (a link that receives deliveries).
-    lanes: HashMap<Link, Arc<Notify>>,
+    /// What feeds each outbox lane (a link that receives deliveries).
+    lanes: HashMap<Link, Arc<LaneFeed>>,
 }
 
 struct Submission {
@@ -91,8 +92,8 @@ pub struct Router {
     submissions: mpsc::Sender<Submission>,
     committed: broadcast::Sender<Arc<Committed>>,
     /// Lanes added at run time, for the outbox to start.
-    new_lanes: mpsc::UnboundedSender<(Link, Arc<Notify>)>,
-    new_lanes_rx: Mutex<Option<mpsc::UnboundedReceiver<(Link, Arc<Notify>)>>>,
+    new_lanes: mpsc::UnboundedSender<(Link, Arc<LaneFeed>)>,
+    new_lanes_rx: Mutex<Option<mpsc::UnboundedReceiver<(Link, Arc<LaneFeed>)>>>,
     /// One direct conversation is opened at a time (two first messages of
     /// the same conversation must not open it twice).
     opening: tokio::sync::Mutex<()>,
@@ -186,10 +187,10 @@ impl Router {
             t.link_portal.insert(l.clone(), index);
             t.portals[index].links.push(l.clone());
             if self.bridges.get(&l.bridge).is_some_and(|b| b.capabilities(&l.room).outbound) {
-                let notify = Arc::new(Notify::new());
-                t.lanes.insert(l.clone(), notify.clone());
+                let feed = Arc::new(LaneFeed::default());
+                t.lanes.insert(l.clone(), feed.clone());
                 // The outbox reads this channel once it runs (see take_lanes).
-                let _ = self.new_lanes.send((l, notify));
+                let _ = self.new_lanes.send((l, feed));
             }
         }
         t.portals[index].id.clone()
@@ -211,7 +212,7 @@ impl Router {
     }
 
     /// Lanes as they are now, and from now on every lane added later.
-    pub fn take_lanes(&self) -> (Vec<(Link, Arc<Notify>)>, mpsc::UnboundedReceiver<(Link, Arc<Notify>)>) {
+    pub fn take_lanes(&self) -> (Vec<(Link, Arc<LaneFeed>)>, mpsc::UnboundedReceiver<(Link, Arc<LaneFeed>)>) {
         let mut rx = self.new_lanes_rx.lock().unwrap_or_else(|p| p.into_inner()).take().expect("lanes taken once");
         // Under the lock no lane is added: those announced so far are in
         // the snapshot, those added later come through `rx`.
@@ -221,9 +222,10 @@ impl Router {
         (now, rx)
     }
 
+    /// Tell a lane it has rows to read from the store.
     pub fn wake_lane(&self, bridge: &str, room: &str) {
-        if let Some(n) = self.topology().lanes.get(&Link { bridge: bridge.into(), room: room.into() }) {
-            n.notify_one();
+        if let Some(feed) = self.topology().lanes.get(&Link { bridge: bridge.into(), room: room.into() }) {
+            feed.wake();
         }
     }
 
@@ -431,14 +433,33 @@ impl Router {
         }
         self.metrics.commit_batch.observe(new_events.len() as f64);
         match self.store.commit(&new_events).await {
-            Ok(seqs) => {
-                for ((ne, seq), reply) in new_events.into_iter().zip(seqs).zip(replies) {
+            Ok(stored) => {
+                let now = now_ms();
+                for ((ne, stored), reply) in new_events.into_iter().zip(stored).zip(replies) {
                     let bridge = &ne.event.origin.bridge;
                     self.metrics.received.get_or_create(&metrics::bridge(bridge)).inc();
-                    for d in &ne.deliveries {
-                        self.metrics.outbox_depth.get_or_create(&metrics::bridge(&d.bridge)).inc();
-                        self.wake_lane(&d.bridge, &d.room);
+                    {
+                        // Each lane gets its new rows in hand: it need not
+                        // read back what was just written.
+                        let t = self.topology();
+                        for (i, d) in ne.deliveries.iter().enumerate() {
+                            self.metrics.outbox_depth.get_or_create(&metrics::bridge(&d.bridge)).inc();
+                            let Some(feed) = t.lanes.get(&Link { bridge: d.bridge.clone(), room: d.room.clone() }) else {
+                                continue;
+                            };
+                            match stored.outbox.get(i) {
+                                Some(&seq) => feed.push(OutboxItem {
+                                    seq,
+                                    delivery_id: d.id.clone(),
+                                    attempts: 0,
+                                    enqueued_ms: now,
+                                    event: ne.event.clone(),
+                                }),
+                                None => feed.wake(),
+                            }
+                        }
                     }
+                    let seq = stored.seq;
                     if let Some(reply) = reply {
                         let _ = reply.send(Ok(Accepted::Stored { event_id: ne.event.id.clone() }));
                     }

@@ -47,6 +47,15 @@ pub struct NewEvent {
     pub deliveries: Vec<NewDelivery>,
 }
 
+/// Where a committed event went: its archive sequence number, and the
+/// outbox sequence number of each of its deliveries (in their order; empty
+/// if the store could not tell, and the lanes then read their rows back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    pub seq: i64,
+    pub outbox: Vec<i64>,
+}
+
 #[derive(Clone, Debug)]
 pub struct NewDelivery {
     pub id: String,
@@ -130,8 +139,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every id of the message `remote_id` stands for on (bridge, room).
     async fn ids_of(&self, bridge: &str, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, StoreError>;
     /// Archive, map and enqueue a batch in ONE transaction. Returns each
-    /// event's archive sequence number.
-    async fn commit(&self, batch: &[NewEvent]) -> Result<Vec<i64>, StoreError>;
+    /// event's sequence numbers, in the batch's order.
+    async fn commit(&self, batch: &[NewEvent]) -> Result<Vec<Stored>, StoreError>;
     /// Pending deliveries of one lane after `after_seq`, in order.
     async fn pending(&self, bridge: &str, room: &str, after_seq: i64, limit: u32) -> Result<Vec<OutboxItem>, StoreError>;
     /// Lanes with pending rows after `after_seq` (rows another process

@@ -14,7 +14,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlSafeStr};
 
 use super::{
     Completion, MapHit, NewEvent, OutboxDepth, OutboxItem, OutboxRow, OutboxState, RemoteKey, Store, StoreError,
-    StoredPortal,
+    Stored, StoredPortal,
 };
 
 /// Rows per multi-row statement (SQLite allows 32766 bound parameters).
@@ -162,7 +162,7 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn commit(&self, batch: &[NewEvent]) -> Result<Vec<i64>, StoreError> {
+    async fn commit(&self, batch: &[NewEvent]) -> Result<Vec<Stored>, StoreError> {
         // One transaction, sent to SQLite's thread as one script.
         let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
         let mut jsons = Vec::with_capacity(batch.len());
@@ -170,9 +170,11 @@ impl Store for SqliteStore {
             let e = &ne.event;
             jsons.push(serde_json::to_string(e).map_err(|err| StoreError::Corrupt(e.id.clone(), err))?);
         }
-        // Archive rows, many per statement; RETURNING names each row's seq
-        // (in no promised order, hence by event id).
+        // Archive and outbox rows, many per statement; RETURNING names each
+        // row's seq (in no promised order, hence by event or delivery id;
+        // the first column tells which table).
         let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(batch.len());
+        let mut outbox_seq_of: HashMap<String, i64> = HashMap::new();
         let rows: Vec<(&NewEvent, &String)> = batch.iter().zip(&jsons).collect();
         for chunk in rows.chunks(CHUNK) {
             q.push("INSERT INTO archive (event_id, portal, at_ms, kind, origin_bridge, origin_room, sender, person, event) ");
@@ -188,7 +190,7 @@ impl Store for SqliteStore {
                     .push_bind(e.sender.person.as_deref())
                     .push_bind(json.as_str());
             });
-            q.push(" RETURNING event_id, seq; ");
+            q.push(" RETURNING 'a', event_id, seq; ");
         }
         // Map rows: the origin's id, and each delivery id (so an echo of a
         // delivery is recognised even before the target confirms it).
@@ -224,13 +226,25 @@ impl Store for SqliteStore {
             q.push_values(chunk, |mut b, (id, event, bridge, room)| {
                 b.push_bind(*id).push_bind(*event).push_bind(*bridge).push_bind(*room).push_bind(now);
             });
-            q.push("; ");
+            q.push(" RETURNING 'o', delivery_id, seq; ");
         }
         q.push("COMMIT");
         for r in self.write_script(q).await? {
-            seq_of.insert(r.get(0), r.get(1));
+            let table: &str = r.get(0);
+            match table {
+                "a" => seq_of.insert(r.get(1), r.get(2)),
+                _ => outbox_seq_of.insert(r.get(1), r.get(2)),
+            };
         }
-        Ok(batch.iter().map(|ne| seq_of.get(&ne.event.id).copied().unwrap_or_default()).collect())
+        // RETURNING names every row it inserted; should one be missing all
+        // the same, the event is committed and its lanes read the store.
+        Ok(batch
+            .iter()
+            .map(|ne| Stored {
+                seq: seq_of.get(&ne.event.id).copied().unwrap_or_default(),
+                outbox: ne.deliveries.iter().map(|d| outbox_seq_of.get(&d.id).copied()).collect::<Option<_>>().unwrap_or_default(),
+            })
+            .collect())
     }
 
     async fn pending(&self, bridge: &str, room: &str, after_seq: i64, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
@@ -487,7 +501,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("t.db"), true).await.unwrap();
         let seqs = store.commit(&[new_event("e1"), new_event("e2")]).await.unwrap();
-        assert!(seqs[0] < seqs[1]);
+        assert!(seqs[0].seq < seqs[1].seq);
 
         let key = RemoteKey { bridge: "a".into(), room: "r".into(), remote_id: "remote-e1".into() };
         let echo = RemoteKey { bridge: "b".into(), room: "s".into(), remote_id: "d-e2".into() };
@@ -498,6 +512,10 @@ mod tests {
         let pending = store.pending("b", "s", 0, 10).await.unwrap();
         assert_eq!(pending.len(), 2);
         assert_eq!(pending[0].event, event("e1", "p"));
+        // The commit named each delivery's outbox row, as the lanes get them.
+        let named: Vec<i64> = seqs.iter().flat_map(|s| s.outbox.clone()).collect();
+        assert_eq!(named, pending.iter().map(|p| p.seq).collect::<Vec<_>>());
+        assert_eq!(pending.iter().map(|p| p.delivery_id.as_str()).collect::<Vec<_>>(), ["d-e1", "d-e2"]);
         assert_eq!(store.remote_for("e1", "b", "s").await.unwrap().as_deref(), Some("d-e1"));
         assert_eq!(store.remote_for("e1", "a", "r").await.unwrap().as_deref(), Some("remote-e1"), "origin id before alias");
         let mut ids = store.ids_of("a", "r", "alias-e1").await.unwrap();
@@ -528,7 +546,7 @@ mod tests {
         assert!(!store.requeue("d-e2").await.unwrap());
         let lanes = store.lanes_after(pending[1].seq).await.unwrap();
         assert_eq!(lanes.len(), 1);
-        assert_eq!(store.history("p", seqs[0], 10).await.unwrap()[0].event.id, "e2");
+        assert_eq!(store.history("p", seqs[0].seq, 10).await.unwrap()[0].event.id, "e2");
     }
 
     #[tokio::test]
