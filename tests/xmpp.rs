@@ -81,13 +81,17 @@ async fn conformance_with_webhook(d: &Daemon, prosody: &Prosody, hook: Hook, ali
 
 /// Join as `user` once the bridge sits in the room (so it hears us).
 async fn join_after_bridge(prosody: &Prosody, user: &str, nick: &str) -> XmppPeer {
+    join_room_after_bridge(prosody, user, ROOM, nick).await
+}
+
+async fn join_room_after_bridge(prosody: &Prosody, user: &str, room: &str, nick: &str) -> XmppPeer {
     let deadline = Instant::now() + T;
     loop {
-        let mut peer = XmppPeer::join(prosody, user, ROOM, nick, 0).await;
+        let mut peer = XmppPeer::join(prosody, user, room, nick, 0).await;
         if peer.occupants(Duration::from_millis(300)).await.contains(&"Causeway".to_string()) {
             return peer;
         }
-        assert!(Instant::now() < deadline, "the bridge never joined {ROOM}:\n{}", prosody.log());
+        assert!(Instant::now() < deadline, "the bridge never joined {room}:\n{}", prosody.log());
         drop(peer);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -610,4 +614,49 @@ async fn what_is_said_while_causeway_is_away_is_taken_when_it_is_back() {
     let again = hook.drain(Duration::from_secs(3)).await;
     assert!(again.iter().all(|r| r.json["type"] != "message"), "{:?}", again.iter().map(|r| r.json.to_string()).collect::<Vec<_>>());
     let _ = early;
+}
+
+/// Many rooms: the bridge joins them a few at a time, so a delivery is not
+/// queued behind every join; every room is joined all the same and relays
+/// both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_rooms_are_joined_a_few_at_a_time_and_all_relay() {
+    const ROOMS: usize = 30;
+    let prosody = Prosody::start();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut config = format!(
+        "http: {{ listen: \"127.0.0.1:{{port}}\" }}\nstore: {{ path: \"{{db}}\" }}\n\
+         outbox: {{ retry_initial: 100ms, retry_max: 1s }}\nbridges:\n  xmpp: {}\n  hooks:\n    type: webhook\n    endpoints:\n",
+        prosody.bridge_config()
+    );
+    for i in 0..ROOMS {
+        config += &format!("      w{i}: {{ inbound: {{ token: tw }}, outbound: {{ url: \"{}\" }} }}\n", hook.url());
+    }
+    config += "portals:\n";
+    for i in 0..ROOMS {
+        config += &format!("  - {{ id: p{i}, links: [{{ bridge: hooks, room: w{i} }}, {{ bridge: xmpp, room: \"r{i}@conference.xmpp.test\" }}] }}\n");
+    }
+    config += "people:\n  - { id: dave, name: Dave Bowman, accounts: { hooks: dave } }\n";
+    let d = start_with(&prosody, &config).await;
+    let last = format!("r{}@conference.xmpp.test", ROOMS - 1);
+    let mut alice = join_room_after_bridge(&prosody, "alice", &last, "Alice").await;
+
+    // Into the last room joined, and out of it.
+    let client = reqwest::Client::new();
+    let url = d.url(&format!("/bridges/hooks/w{}", ROOMS - 1));
+    assert_eq!(post(&client, &url, "tw", &json!({"sender": {"id": "dave"}, "text": "to the last room"})).await.0, 202);
+    alice.next_matching(T, |e| e.children().any(|c| c.name() == "body" && c.text() == "to the last room")).await.unwrap();
+    let body = Element::builder("body", common::xmpp::NS_CLIENT).append("from the last room").build();
+    alice.say(vec![body]).await.unwrap();
+    let deadline = Instant::now() + T;
+    loop {
+        let r = hook.next(T).await;
+        if r.json["type"] == "message" {
+            assert_eq!(r.json["text"], "from the last room", "{}", r.json);
+            assert_eq!(r.json["portal"].as_str(), Some(format!("p{}", ROOMS - 1).as_str()), "{}", r.json);
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing from the last room:\n{}", d.log());
+    }
+    assert!(!d.log().contains("cannot join the room"), "{}", d.log());
 }

@@ -256,6 +256,9 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
         // The first subject after joining is the room's current one (and
         // ends the history replay); later ones are changes.
         let first = inner.state().subject_seen.insert(room.clone());
+        if first {
+            inner.settled.notify_one();
+        }
         let Some(nick) = nick.filter(|_| !first && child(&m.payloads, "delay", NS_DELAY).is_none()) else {
             return Vec::new();
         };
@@ -460,6 +463,8 @@ pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
     }
     if p.type_ == PresenceType::Error {
         tracing::error!(room = %room, "cannot join the room: {}", error_condition(&p.payloads));
+        inner.state().refused.insert(room);
+        inner.settled.notify_one();
         return Vec::new();
     }
     let mut st = inner.state();

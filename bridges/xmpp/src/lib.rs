@@ -44,6 +44,10 @@ const BOT_NODE: &str = "causeway";
 /// find deliveries whose confirmation was lost, and what was said while it
 /// was away.
 const BOT_HISTORY: u32 = 1000;
+/// Rooms the bridge joins at once after connecting. The server answers the
+/// stream in order: a message for one room must not wait behind the
+/// history replays of a thousand others.
+const JOIN_WINDOW: usize = 8;
 /// Where the times of the bridge's first and last look at a room are kept
 /// (`<first ms> <last ms>`).
 const SEEN_KEY: &str = "seen:";
@@ -87,6 +91,8 @@ struct State {
     /// Rooms whose current subject has been seen since joining. The subject
     /// comes after the history replay, so this also means "history done".
     subject_seen: HashSet<String>,
+    /// Rooms that refused the bridge's own join (since it was last sent).
+    refused: HashSet<String>,
     /// Room → when the bridge first and last looked at it (its join's
     /// history replay ended); history newer than that is taken on rejoin.
     seen: HashMap<String, (i64, i64)>,
@@ -127,6 +133,8 @@ struct Inner {
     out: mpsc::UnboundedSender<Stanza>,
     out_rx: Mutex<Option<mpsc::UnboundedReceiver<Stanza>>>,
     state: Mutex<State>,
+    /// A room's own join settled (its subject came, or it was refused).
+    settled: tokio::sync::Notify,
     http: reqwest::Client,
 }
 
@@ -142,6 +150,7 @@ impl XmppBridge {
                 out,
                 out_rx: Mutex::new(Some(out_rx)),
                 state: Mutex::new(State::default()),
+                settled: tokio::sync::Notify::new(),
                 http: reqwest::Client::builder()
                     .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
                     .build()
@@ -217,40 +226,8 @@ impl Inner {
             while out_rx.try_recv().is_ok() {}
             self.up.store(true, Ordering::Release);
             tracing::info!(bridge = ctx.name(), jid = %self.bot_jid(), "connected to the XMPP server");
-            for room in ctx.rooms().iter().filter(|r| direct::DirectRoom::parse(r, self.domain()).is_none()) {
-                // What was said while the bridge was away is in the history
-                // (as far as the room keeps it); a room never looked at
-                // before starts from now.
-                let known = self.state().seen.get(room).copied();
-                let seen = match known {
-                    Some(seen) => Some(seen),
-                    None => match ctx.load_state(&format!("{SEEN_KEY}{room}")).await {
-                        Ok(stored) => stored.as_deref().and_then(parse_seen),
-                        Err(e) => {
-                            // Unknown is not "never": no catch-up this time,
-                            // and the stored mark is left as it is.
-                            tracing::warn!(bridge = ctx.name(), room = %room, "cannot read when the room was last seen: {e}");
-                            self.send(outbound::join(&self.bot_jid(), room, &self.options.bot_nick, None, BOT_HISTORY, Some(causeway_core::now_ms())));
-                            continue;
-                        }
-                    },
-                };
-                let seen = seen.filter(|(_, last)| causeway_core::now_ms() - last <= CATCH_UP_MAX_AGE_MS);
-                match seen {
-                    Some(s) => {
-                        self.state().seen.insert(room.clone(), s);
-                    }
-                    None => {
-                        self.state().seen.remove(room);
-                    }
-                }
-                // Never before the bridge first sat in the room.
-                let since = seen.map(|(first, last)| (last - CATCH_UP_MARGIN_MS).max(first));
-                if let Some(since) = since {
-                    self.state().catch_up.insert(room.clone(), since);
-                }
-                self.send(outbound::join(&self.bot_jid(), room, &self.options.bot_nick, None, BOT_HISTORY, since));
-            }
+            // The rooms, a few at a time, beside everything else.
+            let joiner = tokio::spawn(self.clone().join_rooms(ctx.clone()));
             let lost: Vec<_> = std::mem::take(&mut self.state().lost_seats).into_iter().collect();
             for ((room, ghost), seat) in lost {
                 if let Ok(from) = FullJid::new(&format!("{ghost}/{RESOURCE}")) {
@@ -289,6 +266,7 @@ impl Inner {
                     }
                 }
             }
+            joiner.abort();
             self.up.store(false, Ordering::Release);
             tracing::warn!(bridge = ctx.name(), "disconnected from the XMPP server; reconnecting");
             let mut st = self.state();
@@ -309,8 +287,75 @@ impl Inner {
             st.occupants.clear();
             st.joined.clear();
             st.subject_seen.clear();
+            st.refused.clear();
             st.catch_up.clear();
         }
+    }
+
+    /// Join the configured rooms, at most `JOIN_WINDOW` whose join has not
+    /// settled (subject seen, refused, or no answer within the confirmation
+    /// timeout) at a time.
+    async fn join_rooms(self: Arc<Self>, ctx: BridgeContext) {
+        let mut waiting: Vec<(String, tokio::time::Instant)> = Vec::new();
+        for room in ctx.rooms().iter().filter(|r| direct::DirectRoom::parse(r, self.domain()).is_none()) {
+            loop {
+                {
+                    let st = self.state();
+                    let now = tokio::time::Instant::now();
+                    waiting.retain(|(r, sent)| {
+                        !st.subject_seen.contains(r) && !st.refused.contains(r) && now < *sent + self.options.confirm_timeout
+                    });
+                }
+                if waiting.len() < JOIN_WINDOW {
+                    break;
+                }
+                // A stored permit is not lost; the timeouts are looked at
+                // now and then.
+                tokio::select! {
+                    _ = self.settled.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            let since = self.catch_up_since(&ctx, room).await;
+            self.state().refused.remove(room);
+            self.send(outbound::join(&self.bot_jid(), room, &self.options.bot_nick, None, BOT_HISTORY, since));
+            waiting.push((room.clone(), tokio::time::Instant::now()));
+        }
+    }
+
+    /// Since when `room`'s history is taken on joining it: what was said
+    /// while the bridge was away (as far as the room keeps it); a room never
+    /// looked at before starts from now.
+    async fn catch_up_since(&self, ctx: &BridgeContext, room: &str) -> Option<i64> {
+        let known = self.state().seen.get(room).copied();
+        let seen = match known {
+            Some(seen) => Some(seen),
+            None => match ctx.load_state(&format!("{SEEN_KEY}{room}")).await {
+                Ok(stored) => stored.as_deref().and_then(parse_seen),
+                Err(e) => {
+                    // Unknown is not "never": no catch-up this time, and
+                    // the stored mark is left as it is.
+                    tracing::warn!(bridge = ctx.name(), room = %room, "cannot read when the room was last seen: {e}");
+                    return Some(causeway_core::now_ms());
+                }
+            },
+        };
+        let seen = seen.filter(|(_, last)| causeway_core::now_ms() - last <= CATCH_UP_MAX_AGE_MS);
+        let mut st = self.state();
+        match seen {
+            Some(s) => {
+                st.seen.insert(room.to_string(), s);
+            }
+            None => {
+                st.seen.remove(room);
+            }
+        }
+        // Never before the bridge first sat in the room.
+        let since = seen.map(|(first, last)| (last - CATCH_UP_MARGIN_MS).max(first));
+        if let Some(since) = since {
+            st.catch_up.insert(room.to_string(), since);
+        }
+        since
     }
 
     /// A ping that makes the server answer: to the server itself as a
