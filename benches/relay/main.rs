@@ -162,7 +162,11 @@ fn xmpp_bridge(p: &Prosody) -> String {
 }
 
 fn matrix_bridge(port: u16) -> String {
-    format!("  matrix: {}\n", common::matrix::bridge_config(port))
+    // BENCH_EPHEMERAL=false: the registration without typing, receipts and presence.
+    let ephemeral = std::env::var("BENCH_EPHEMERAL").unwrap_or_else(|_| "true".into());
+    let c = common::matrix::bridge_config(port);
+    let c = c.strip_suffix('}').unwrap_or(&c).trim_end();
+    format!("  matrix: {c}, receive_ephemeral: {ephemeral} }}\n")
 }
 
 async fn setup(path: &str) -> Setup {

@@ -35,8 +35,8 @@ pub fn yaml(o: &MatrixOptions) -> String {
          hs_token: {hs_token}\n\
          sender_localpart: {sender}\n\
          rate_limited: false\n\
-         receive_ephemeral: true\n\
-         de.sorunome.msc2409.push_ephemeral: true\n\
+         receive_ephemeral: {ephemeral}\n\
+         de.sorunome.msc2409.push_ephemeral: {ephemeral}\n\
          namespaces:\n\
          \x20 users:\n\
          \x20   - exclusive: true\n\
@@ -52,6 +52,7 @@ pub fn yaml(o: &MatrixOptions) -> String {
         sender = q(&o.sender_localpart),
         users = q(&users),
         aliases = q(&aliases),
+        ephemeral = o.receive_ephemeral,
     )
 }
 
@@ -130,5 +131,25 @@ mod tests {
         assert!(reg.receive_ephemeral);
         assert_eq!(reg.namespaces.users[0].regex, "^@causeway_.*:matrix\\.test$");
         assert!(reg.namespaces.users[0].exclusive);
+        assert!(y.contains("de.sorunome.msc2409.push_ephemeral: true"), "{y}");
+    }
+
+    #[test]
+    fn ephemeral_events_can_be_turned_off() {
+        let o: MatrixOptions = causeway_core::parse_options(serde_json::json!({
+            "homeserver": "http://127.0.0.1:8008", "server_name": "matrix.test", "url": "http://127.0.0.1:8080/bridges/matrix",
+            "as_token": "as", "hs_token": "hs", "receive_ephemeral": false
+        }))
+        .unwrap();
+        let y = yaml(&o);
+        let reg: ruma::api::appservice::Registration = serde_saphyr::from_str(&y).unwrap();
+        assert!(!reg.receive_ephemeral);
+        assert!(y.contains("de.sorunome.msc2409.push_ephemeral: false"), "{y}");
+        // Not a boolean: named, not taken as a default.
+        let bad = causeway_core::parse_options::<MatrixOptions>(serde_json::json!({
+            "homeserver": "http://127.0.0.1:8008", "server_name": "matrix.test", "url": "http://127.0.0.1:8080/bridges/matrix",
+            "as_token": "as", "hs_token": "hs", "receive_ephemeral": "sometimes"
+        }));
+        assert!(bad.is_err_and(|e| e.iter().any(|e| format!("{} {}", e.path, e.message).contains("receive_ephemeral"))));
     }
 }
