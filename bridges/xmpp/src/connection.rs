@@ -127,19 +127,17 @@ impl Connection {
 
 /// The next element, `Some(None)` after a quiet spell, `None` once the stream is gone.
 async fn next_element<Io: AsyncBufRead + AsyncWrite + Unpin>(s: &mut XmlStream<Io, Element>) -> Option<Option<Element>> {
-    loop {
-        match s.next().await? {
-            Ok(e) => return Some(Some(e)),
-            Err(ReadError::SoftTimeout) => return Some(None),
-            Err(ReadError::StreamFooterReceived) => return None,
-            Err(ReadError::HardError(e)) => {
-                tracing::warn!("connection lost: {e}");
-                return None;
-            }
-            Err(ReadError::ParseError(e)) => {
-                tracing::warn!("the server sent what is not XML: {e}");
-                return None;
-            }
+    match s.next().await? {
+        Ok(e) => Some(Some(e)),
+        Err(ReadError::SoftTimeout) => Some(None),
+        Err(ReadError::StreamFooterReceived) => None,
+        Err(ReadError::HardError(e)) => {
+            tracing::warn!("connection lost: {e}");
+            None
+        }
+        Err(ReadError::ParseError(e)) => {
+            tracing::warn!("the server sent what is not XML: {e}");
+            None
         }
     }
 }
