@@ -229,7 +229,10 @@ async fn restarts_of_causeway_and_dovecot_mid_stream_take_each_mail_once() {
     sender.join().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     while keys.len() < N {
-        assert!(Instant::now() < deadline, "{} of {N} mails arrived\n{}\n{}", keys.len(), d.log(), mail.log());
+        if Instant::now() >= deadline {
+            let missing: Vec<usize> = (0..N).filter(|i| !keys.contains_key(i)).collect();
+            panic!("{} of {N} mails arrived; missing {missing:?}\n{}\n{}", keys.len(), d.log(), mail.log());
+        }
         if let Ok(Some(got)) = tokio::time::timeout(Duration::from_secs(5), hook.rx.recv()).await {
             record(got, &mut keys);
         }
