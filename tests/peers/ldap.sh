@@ -13,6 +13,7 @@
 # with a certificate for 127.0.0.1 and localhost from a test CA:
 # DIR/certs/ca.pem.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 SUFFIX=dc=corp,dc=test
 ADMIN=cn=admin,$SUFFIX
@@ -32,10 +33,6 @@ install() {
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends slapd ldap-utils >/dev/null
     if [ "$created" = 1 ]; then rm -f "$guard"; fi
-}
-
-start_time() { # the process's start time in clock ticks, to never mistake a reused PID
-    awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null || true
 }
 
 certificates() {
@@ -149,21 +146,8 @@ LDIF
 }
 
 stop() {
-    local dir=$1 pid started state
-    [ -f "$dir/slapd.pid" ] || return 0
-    read -r pid started < "$dir/slapd.pid"
-    if [ -n "$pid" ] && [ "$(start_time "$pid")" = "$started" ]; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null || echo gone)
-            [ "$state" = gone ] || [ "$state" = Z ] && break
-            sleep 0.05
-        done
-        if [ "$(start_time "$pid")" = "$started" ] && [ "$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -f "$dir/slapd.pid"
+    local dir=$1
+    stop_pidfile "$dir/slapd.pid"
 }
 
 apply() {

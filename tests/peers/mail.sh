@@ -13,6 +13,7 @@
 # mail is retried within seconds. Nothing leaves the machine. Dovecot also
 # offers SASL on the AUTH port.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 DOMAIN=mail.test
 USERS=(bridge alice bob carol)
 
@@ -30,10 +31,6 @@ install() {
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postfix dovecot-imapd dovecot-lmtpd >/dev/null
     if [ "$created" = 1 ]; then rm -f "$guard"; fi
-}
-
-start_time() { # the process's start time in clock ticks, to never mistake a reused PID
-    awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null || true
 }
 
 wait_port() {
@@ -198,25 +195,6 @@ CONF
     echo "$pid $(start_time "$pid")" > "$dir/postfix.pid"
     wait_port "$smtp" || { tail -20 "$dir/postfix.log" >&2; exit 1; }
     echo "mail ready (smtp $smtp, imap $imap)"
-}
-
-stop_pidfile() {
-    local file=$1 pid started
-    [ -f "$file" ] || return 0
-    read -r pid started < "$file" || true
-    if [ -n "${pid:-}" ] && [ "$(start_time "$pid")" = "$started" ]; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            local state
-            state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null || echo gone)
-            [ "$state" = gone ] || [ "$state" = Z ] && break
-            sleep 0.05
-        done
-        if [ "$(start_time "$pid")" = "$started" ] && [ "$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -f "$file"
 }
 
 stop() {

@@ -6,6 +6,7 @@
 #                                                with the rule file RULES
 #   prometheus.sh stop DIR
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 install() {
     if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
@@ -20,10 +21,6 @@ install() {
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     if [ "$created" = 1 ]; then rm -f "$guard"; fi
-}
-
-start_time() {
-    awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null || true
 }
 
 start() {
@@ -63,22 +60,8 @@ CONF
 }
 
 stop() {
-    local dir=$1 pid started
-    [ -f "$dir/prometheus.pid" ] || return 0
-    read -r pid started < "$dir/prometheus.pid"
-    if [ -n "$pid" ] && [ "$(start_time "$pid")" = "$started" ]; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            local state
-            state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null || echo gone)
-            [ "$state" = gone ] || [ "$state" = Z ] && break
-            sleep 0.05
-        done
-        if [ "$(start_time "$pid")" = "$started" ] && [ "$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -f "$dir/prometheus.pid"
+    local dir=$1
+    stop_pidfile "$dir/prometheus.pid"
 }
 
 case "${1:-}" in

@@ -15,6 +15,7 @@
 # bridge's client mode), password "pw", exist from the start. STARTTLS with
 # a certificate from a test CA: DIR/certs/ca.pem.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 
 DOMAIN=xmpp.test
 SECRET=component-secret
@@ -34,10 +35,6 @@ install() {
     # prosody-modules brings mod_muc_moderation (XEP-0425).
     apt-get install -y -qq --no-install-recommends prosody lua-unbound prosody-modules >/dev/null
     if [ "$created" = 1 ]; then rm -f "$guard"; fi
-}
-
-start_time() { # the process's start time in clock ticks, to never mistake a reused PID
-    awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null || true
 }
 
 # A test CA and a certificate for the domain signed by it, so clients can
@@ -125,23 +122,8 @@ CFG
 }
 
 stop() {
-    local dir=$1 pid started
-    [ -f "$dir/prosody.pid" ] || return 0
-    read -r pid started < "$dir/prosody.pid"
-    if [ -n "$pid" ] && [ "$(start_time "$pid")" = "$started" ]; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 100); do
-            # Gone, or a zombie waiting for its parent: either way stopped.
-            local state
-            state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null || echo gone)
-            [ "$state" = gone ] || [ "$state" = Z ] && break
-            sleep 0.05
-        done
-        if [ "$(start_time "$pid")" = "$started" ] && [ "$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -f "$dir/prosody.pid"
+    local dir=$1
+    stop_pidfile "$dir/prosody.pid"
 }
 
 register() {

@@ -11,6 +11,7 @@
 # Server name matrix.test; registration closed except through the shared
 # secret; rate limits raised so tests are not throttled; no federation.
 set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 VENV=${CAUSEWAY_SYNAPSE_VENV:-$HOME/.cache/causeway-peers/synapse}
 VERSION=1.163.0
 SERVER_NAME=matrix.test
@@ -25,10 +26,6 @@ install() {
         echo "installing matrix-synapse $VERSION…" >&2
         "$VENV/bin/pip" install -q "matrix-synapse==$VERSION"
     fi
-}
-
-start_time() { # the process's start time in clock ticks, to never mistake a reused PID
-    awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$1/stat" 2>/dev/null || true
 }
 
 start() {
@@ -107,22 +104,8 @@ PY
 }
 
 stop() {
-    local dir=$1 pid started
-    [ -f "$dir/synapse.pid" ] || return 0
-    read -r pid started < "$dir/synapse.pid"
-    if [ -n "$pid" ] && [ "$(start_time "$pid")" = "$started" ]; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 150); do
-            local state
-            state=$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null || echo gone)
-            [ "$state" = gone ] || [ "$state" = Z ] && break
-            sleep 0.05
-        done
-        if [ "$(start_time "$pid")" = "$started" ] && [ "$(awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null)" != Z ]; then
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    rm -f "$dir/synapse.pid"
+    local dir=$1
+    stop_pidfile "$dir/synapse.pid" 150
 }
 
 register() {
