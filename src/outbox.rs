@@ -202,7 +202,7 @@ impl Outbox {
             } else {
                 handed.into()
             };
-            if items.is_empty() && !read {
+            if items.is_empty() {
                 // Anything committed from now on notifies the lane (the
                 // permit waits if the lane is not waiting yet).
                 tokio::select! {
