@@ -22,20 +22,26 @@ const T: Duration = Duration::from_secs(30);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_network_conformance() {
     let mut w = World::start("").await;
+    let report = conformance_of_all_four(&mut w).await;
+    eprintln!("{report}");
+    // Texts and replies from all four; edits and reactions from the three that make them.
+    assert_eq!(report.passed.len(), 4 + 4 + 3 + 3, "{report}");
+}
+
+/// The conformance suite between Alice on XMPP, Bob on Matrix, Carol by
+/// mail and the webhook endpoint, all in the world's portal.
+async fn conformance_of_all_four(w: &mut World) -> conformance::Report {
+    let mut web = WebhookPeer::new("w", w.daemon.url("/bridges/hooks/w"), "tw", w.hook.take().unwrap());
     let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
     let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
     let mut carol = MailPeer::new(&w.mail, "carol", "Carol D.");
-    let mut web = WebhookPeer::new("w", w.daemon.url("/bridges/hooks/w"), "tw", w.hook.take().unwrap());
     // What each room can show through Causeway.
     alice.caps = Capabilities { threads: false, ..Capabilities::ALL };
     let opts = conformance::Options { timeout: T, ..Default::default() };
     let mut peers: Vec<&mut dyn Peer> = vec![&mut web, &mut alice, &mut bob, &mut carol];
-    let report = conformance::run_all(&mut peers, &opts)
+    conformance::run_all(&mut peers, &opts)
         .await
-        .unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n{}", w.daemon.log(), w.mail.log()));
-    eprintln!("{report}");
-    // Texts and replies from all four; edits and reactions from the three that make them.
-    assert_eq!(report.passed.len(), 4 + 4 + 3 + 3, "{report}");
+        .unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n{}", w.daemon.log(), w.mail.log()))
 }
 
 /// Presence set on XMPP shows on the person's Matrix ghost within two
@@ -134,14 +140,7 @@ async fn prometheus_scrapes_what_the_dashboard_and_alerts_use() {
     let mut w = World::start("").await;
     let prom = common::Prometheus::start(&format!("127.0.0.1:{}", w.daemon.port), &rules);
     // Traffic on every bridge: the conformance run, and a refused request.
-    let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
-    let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
-    let mut carol = MailPeer::new(&w.mail, "carol", "Carol D.");
-    let mut web = WebhookPeer::new("w", w.daemon.url("/bridges/hooks/w"), "tw", w.hook.take().unwrap());
-    alice.caps = Capabilities { threads: false, ..Capabilities::ALL };
-    let opts = conformance::Options { timeout: T, ..Default::default() };
-    let mut peers: Vec<&mut dyn Peer> = vec![&mut web, &mut alice, &mut bob, &mut carol];
-    conformance::run_all(&mut peers, &opts).await.unwrap_or_else(|e| panic!("{e}\n{}", w.daemon.log()));
+    conformance_of_all_four(&mut w).await;
     let refused = reqwest::Client::new().post(w.daemon.url("/bridges/hooks/w")).bearer_auth("wrong").json(&serde_json::json!({})).send().await.unwrap();
     assert_eq!(refused.status().as_u16(), 401);
     // A few scrapes after it all.

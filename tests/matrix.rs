@@ -366,15 +366,7 @@ async fn promote(synapse: &Synapse, room: &str, user: &str) {
 
 /// A login token for alice (a second session).
 async fn alice_token(synapse: &Synapse) -> String {
-    let login: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/_matrix/client/v3/login", synapse.url()))
-        .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "pw"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = common::matrix::login(&reqwest::Client::new(), &synapse.url(), "alice").await;
     login["access_token"].as_str().unwrap().to_string()
 }
 

@@ -14,6 +14,8 @@ use tokio::process::{Child, ChildStdin};
 use tokio::sync::mpsc;
 use tokio_xmpp::minidom::Element;
 
+use crate::common::matrix::enc;
+
 pub type Arrivals = mpsc::UnboundedReceiver<(String, Instant)>;
 
 fn peers(file: &str) -> PathBuf {
@@ -123,16 +125,7 @@ pub struct Matrix {
 impl Matrix {
     pub async fn login(base: &str, user: &str) -> Matrix {
         let http = reqwest::Client::new();
-        let login: Value = http
-            .post(format!("{base}/_matrix/client/v3/login"))
-            .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": "pw"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = login["access_token"].as_str().unwrap_or_else(|| panic!("login failed: {login}")).to_string();
+        let token = crate::common::matrix::login(&http, base, user).await["access_token"].as_str().unwrap().to_string();
         Matrix { http, base: base.to_string(), token, room: String::new(), n: 0 }
     }
 
@@ -195,18 +188,6 @@ impl Matrix {
         });
         rx
     }
-}
-
-pub fn enc(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// An SMTP session that stays open, one mail after another.

@@ -169,6 +169,19 @@ fn matrix_bridge(port: u16) -> String {
     format!("  matrix: {c}, receive_ephemeral: {ephemeral} }}\n")
 }
 
+/// Alice says in MUC, Bob reads in `bob_room` (the same room without a
+/// bridge, another one bridged by `daemon`).
+async fn xmpp_pair(prosody: Prosody, bob_room: &str, daemon: Option<Daemon>) -> Setup {
+    let mut alice = Xmpp::login(prosody.c2s, "alice").await;
+    alice.join(MUC, "Alice").await;
+    let mut bob = Xmpp::login(prosody.c2s, "bob").await;
+    bob.join(bob_room, "Bob").await;
+    clients::discard(alice.arrivals.take().unwrap());
+    let arrivals = bob.arrivals.take().unwrap();
+    let servers = vec![("prosody", pid_file(&prosody.dir.path().join("prosody.pid")))];
+    Setup { sender: Sender::Xmpp(alice, MUC.into()), arrivals, daemon, servers, _keep: vec![Box::new(prosody), Box::new(bob)] }
+}
+
 async fn setup(path: &str) -> Setup {
     match path {
         "xmpp-matrix" | "matrix-xmpp" => {
@@ -198,14 +211,7 @@ async fn setup(path: &str) -> Setup {
             let prosody = Prosody::start();
             let c = config(&xmpp_bridge(&prosody), &format!("{{ bridge: xmpp, room: \"{MUC}\" }}, {{ bridge: xmpp, room: \"{MUC2}\" }}"), "");
             let (d, _) = start_daemon(&c, None).await;
-            let mut alice = Xmpp::login(prosody.c2s, "alice").await;
-            alice.join(MUC, "Alice").await;
-            let mut bob = Xmpp::login(prosody.c2s, "bob").await;
-            bob.join(MUC2, "Bob").await;
-            clients::discard(alice.arrivals.take().unwrap());
-            let arrivals = bob.arrivals.take().unwrap();
-            let servers = vec![("prosody", pid_file(&prosody.dir.path().join("prosody.pid")))];
-            Setup { sender: Sender::Xmpp(alice, MUC.into()), arrivals, daemon: Some(d), servers, _keep: vec![Box::new(prosody), Box::new(bob)] }
+            xmpp_pair(prosody, MUC2, Some(d)).await
         }
         "webhook-xmpp" => {
             let prosody = Prosody::start();
@@ -233,15 +239,7 @@ async fn setup(path: &str) -> Setup {
             Setup { sender: Sender::Mail(smtp), arrivals, daemon: Some(d), servers, _keep: vec![Box::new(mail), Box::new(synapse)] }
         }
         "prosody-alone" => {
-            let prosody = Prosody::start();
-            let mut alice = Xmpp::login(prosody.c2s, "alice").await;
-            alice.join(MUC, "Alice").await;
-            let mut bob = Xmpp::login(prosody.c2s, "bob").await;
-            bob.join(MUC, "Bob").await;
-            clients::discard(alice.arrivals.take().unwrap());
-            let arrivals = bob.arrivals.take().unwrap();
-            let servers = vec![("prosody", pid_file(&prosody.dir.path().join("prosody.pid")))];
-            Setup { sender: Sender::Xmpp(alice, MUC.into()), arrivals, daemon: None, servers, _keep: vec![Box::new(prosody), Box::new(bob)] }
+            xmpp_pair(Prosody::start(), MUC, None).await
         }
         "synapse-alone" => {
             // A registration nobody serves: Synapse needs no bridge here.

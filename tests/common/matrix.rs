@@ -125,6 +125,21 @@ pub fn bridge_config(synapse_port: u16) -> String {
     )
 }
 
+/// Log in as `user` (password `pw`): the answer, with `access_token` and `user_id`.
+pub async fn login(http: &reqwest::Client, base: &str, user: &str) -> Value {
+    let login: Value = http
+        .post(format!("{base}/_matrix/client/v3/login"))
+        .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": "pw"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(login["access_token"].is_string(), "login failed: {login}");
+    login
+}
+
 /// A person with a real Matrix client (raw client-server API).
 pub struct MatrixPeer {
     http: reqwest::Client,
@@ -146,16 +161,8 @@ impl MatrixPeer {
     /// Log in as `user` (password `pw`) and join `room` (an id or alias).
     pub async fn join(base: &str, user: &str, room: &str) -> MatrixPeer {
         let http = reqwest::Client::new();
-        let login: Value = http
-            .post(format!("{base}/_matrix/client/v3/login"))
-            .json(&json!({"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": "pw"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = login["access_token"].as_str().unwrap_or_else(|| panic!("login failed: {login}")).to_string();
+        let login = login(&http, base, user).await;
+        let token = login["access_token"].as_str().unwrap().to_string();
         let mut p = MatrixPeer {
             http,
             base: base.to_string(),
@@ -277,29 +284,23 @@ impl MatrixPeer {
 
     /// The next raw event of the room (timeline or ephemeral) `want` accepts.
     pub async fn next_matching(&mut self, timeout: Duration, want: impl Fn(&Value) -> bool) -> Result<Value, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            while let Some(e) = self.buffered.pop_front() {
-                if let (Some(id), Some(sender)) = (e["event_id"].as_str(), e["sender"].as_str()) {
-                    self.names.insert(id.to_string(), sender.to_string());
-                }
-                if want(&e) {
-                    return Ok(e);
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err("timed out".into());
-            }
-            self.sync(left.min(Duration::from_secs(5))).await?;
-        }
+        self.next_in(false, timeout, want).await
     }
 
     /// The next presence event `want` accepts.
     pub async fn next_presence(&mut self, timeout: Duration, want: impl Fn(&Value) -> bool) -> Result<Value, String> {
+        self.next_in(true, timeout, want).await
+    }
+
+    /// The next event `want` accepts from the room's events, or from the
+    /// presence events; syncing until the deadline.
+    async fn next_in(&mut self, presence: bool, timeout: Duration, want: impl Fn(&Value) -> bool) -> Result<Value, String> {
         let deadline = Instant::now() + timeout;
         loop {
-            while let Some(e) = self.presence.pop_front() {
+            while let Some(e) = if presence { self.presence.pop_front() } else { self.buffered.pop_front() } {
+                if let (false, Some(id), Some(sender)) = (presence, e["event_id"].as_str(), e["sender"].as_str()) {
+                    self.names.insert(id.to_string(), sender.to_string());
+                }
                 if want(&e) {
                     return Ok(e);
                 }
@@ -363,7 +364,8 @@ impl MatrixPeer {
 }
 
 /// Percent-encode one path segment.
-fn enc(s: &str) -> String {
+/// Percent-encoding of a path segment or query value.
+pub fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
         .collect()
