@@ -258,7 +258,10 @@ async fn sigkill_while_synapse_pushes_500_messages_loses_and_doubles_nothing() {
     sender.await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(240);
     while keys.len() < N {
-        assert!(Instant::now() < deadline, "{} of {N} arrived\n{}", keys.len(), d.log());
+        if Instant::now() >= deadline {
+            let missing: Vec<usize> = (0..N).filter(|i| !keys.contains_key(i)).collect();
+            panic!("{} of {N} arrived; missing {missing:?}\n{}", keys.len(), d.log());
+        }
         if let Ok(Some(got)) = tokio::time::timeout(Duration::from_secs(5), hook.rx.recv()).await {
             record(got, &mut keys);
         }
