@@ -65,6 +65,45 @@ pub fn escape_html(text: &str) -> String {
     out
 }
 
+/// `text` cut into pieces of at most `max_bytes` each, at the last paragraph
+/// break, else line break, else space that fits, else a character boundary.
+/// The pieces put together are `text` again (each break stays at the end of
+/// the piece before it).
+pub fn split_text(text: &str, max_bytes: usize) -> Vec<&str> {
+    let max = max_bytes.max(4);
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while rest.len() > max {
+        let mut end = max;
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let window = &rest[..end];
+        let cut = ["\n\n", "\n", " "]
+            .iter()
+            .find_map(|sep| window.rfind(sep).map(|i| i + sep.len()).filter(|&i| i > max / 4))
+            .unwrap_or(end);
+        parts.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    if !rest.is_empty() || parts.is_empty() {
+        parts.push(rest);
+    }
+    parts
+}
+
+/// A text too long for one message as numbered messages (`(1/3) …`), each
+/// at most `max_bytes`; a text that fits stays one, unnumbered.
+pub fn numbered_parts(text: &str, max_bytes: usize) -> Vec<String> {
+    if text.len() <= max_bytes {
+        return vec![text.to_string()];
+    }
+    // Room for "(9999/9999) ".
+    let parts = split_text(text, max_bytes.saturating_sub(12).max(4));
+    let n = parts.len();
+    parts.iter().enumerate().map(|(i, p)| format!("({}/{n}) {}", i + 1, p.trim_end())).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +126,30 @@ mod tests {
     #[test]
     fn escaping() {
         assert_eq!(escape_html("<a href='x'>&</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&lt;/a&gt;");
+    }
+
+    #[test]
+    fn long_texts_are_cut_at_paragraphs_then_lines_then_words() {
+        let t = "first paragraph\n\nsecond line one\nsecond line two";
+        assert_eq!(split_text(t, 30), vec!["first paragraph\n\n", "second line one\n", "second line two"]);
+        assert_eq!(split_text("aaaa bbbb cccc", 10), vec!["aaaa bbbb ", "cccc"]);
+        // No break at all: at a character boundary, never inside one.
+        assert_eq!(split_text("ééééé", 4), vec!["éé", "éé", "é"]);
+        assert_eq!(split_text("", 10), vec![""]);
+        let parts = numbered_parts(&"word ".repeat(100), 120);
+        assert!(parts.len() > 1 && parts.iter().all(|p| p.len() <= 120), "{parts:?}");
+        assert!(parts[0].starts_with(&format!("(1/{}) ", parts.len())));
+        assert_eq!(numbered_parts("short", 120), vec!["short"]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn pieces_fit_and_make_the_text_again(t in "(\\PC|\n| ){0,400}", max in 1usize..64) {
+            let parts = split_text(&t, max);
+            proptest::prop_assert_eq!(parts.concat(), t.clone());
+            for p in &parts {
+                proptest::prop_assert!(p.len() <= max.max(4), "{:?} longer than {}", p, max);
+            }
+        }
     }
 }

@@ -24,6 +24,35 @@ fn text_content(text: &Text, kind: MessageKind) -> Value {
     c
 }
 
+/// Largest content of one text event. Homeservers refuse events over
+/// 64 KiB (`M_TOO_LARGE`), envelope and signatures included.
+const MAX_CONTENT_BYTES: usize = 60 * 1024;
+
+/// A text as one event, or, when it is larger than one event may be, as
+/// numbered plain-text events (`<id>`, `<id>.p2`, `<id>.p3` … as
+/// transaction ids): size is never a reason not to deliver.
+fn text_contents(id: &str, text: &Text, kind: MessageKind) -> Vec<(String, Value)> {
+    let whole = text_content(text, kind);
+    if whole.to_string().len() <= MAX_CONTENT_BYTES {
+        return vec![(id.to_string(), whole)];
+    }
+    let plain_only = Text::plain(text.plain.clone());
+    let plain = text_content(&plain_only, kind);
+    if plain.to_string().len() <= MAX_CONTENT_BYTES {
+        return vec![(id.to_string(), plain)];
+    }
+    // JSON escaping can make a text longer (up to six bytes for one):
+    // smaller pieces until each fits.
+    let mut budget = MAX_CONTENT_BYTES - 256;
+    loop {
+        let parts: Vec<Value> = causeway_core::text::numbered_parts(&text.plain, budget).iter().map(|p| text_content(&Text::plain(p.clone()), kind)).collect();
+        if budget <= 1024 || parts.iter().all(|c| c.to_string().len() <= MAX_CONTENT_BYTES) {
+            return parts.into_iter().enumerate().map(|(i, c)| (if i == 0 { id.to_string() } else { format!("{id}.p{}", i + 1) }, c)).collect();
+        }
+        budget /= 2;
+    }
+}
+
 /// The `msgtype` for a file of this MIME type.
 fn file_msgtype(mime: &str) -> &'static str {
     match mime.split('/').next() {
@@ -303,7 +332,7 @@ async fn send_message(
     }
     let mut contents = Vec::new();
     if !text.plain.trim().is_empty() {
-        contents.push((id.to_string(), text_content(&text, kind)));
+        contents.extend(text_contents(id, &text, kind));
     }
     contents.extend(files);
     let mut first = None;
@@ -331,6 +360,26 @@ mod tests {
         let t = relation(Some(&reply), Some(&root)).unwrap();
         assert_eq!((t["m.in_reply_to"]["event_id"].as_str(), t["is_falling_back"].as_bool()), (Some("$r"), Some(false)));
         assert!(relation(None, None).is_none());
+    }
+
+    #[test]
+    fn texts_larger_than_an_event_become_numbered_events() {
+        let small = text_contents("d1", &Text { plain: "hi".into(), html: Some("<b>hi</b>".into()) }, MessageKind::Text);
+        assert_eq!(small.len(), 1);
+        assert_eq!(small[0].1["formatted_body"], "<b>hi</b>");
+        // 139 kB as from XMPP: parts of at most 60 KiB, the first under the delivery id.
+        let big = "a line of text that goes on\n".repeat(5000);
+        let parts = text_contents("d2", &Text { plain: big.clone(), html: Some(format!("<p>{big}</p>")) }, MessageKind::Text);
+        assert!(parts.len() >= 3, "{}", parts.len());
+        assert_eq!(parts[0].0, "d2");
+        assert_eq!(parts[1].0, "d2.p2");
+        assert!(parts.iter().all(|(_, c)| c.to_string().len() <= MAX_CONTENT_BYTES && c.get("formatted_body").is_none()));
+        assert!(parts[0].1["body"].as_str().unwrap().starts_with(&format!("(1/{}) ", parts.len())));
+        let said: usize = parts.iter().map(|(_, c)| c["body"].as_str().unwrap().matches("a line of text").count()).sum();
+        assert_eq!(said, 5000, "nothing lost between the parts");
+        // Characters JSON escapes six times over still fit.
+        let escaped = text_contents("d3", &Text::plain("\u{1}".repeat(40_000)), MessageKind::Notice);
+        assert!(escaped.iter().all(|(_, c)| c.to_string().len() <= MAX_CONTENT_BYTES), "{}", escaped.len());
     }
 
     #[test]
