@@ -90,8 +90,18 @@ enum OutboxAction {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Queue a dead letter again (same delivery id, so no duplicate).
-    Retry { delivery_id: String },
+    /// Queue a dead letter again (same delivery id, so no duplicate); with
+    /// --all, every dead letter (of --bridge, of --room).
+    Retry {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        delivery_id: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long, requires = "all")]
+        bridge: Option<String>,
+        #[arg(long, requires = "all")]
+        room: Option<String>,
+    },
 }
 
 fn init_logs(format: LogFormat, filter: &str) -> anyhow::Result<()> {
@@ -243,7 +253,12 @@ async fn outbox(
             }
             return Ok(ExitCode::SUCCESS);
         }
-        Some(OutboxAction::Retry { delivery_id }) => {
+        Some(OutboxAction::Retry { delivery_id: None, bridge, room, .. }) => {
+            let n = store.requeue_matching(bridge.as_deref(), room.as_deref()).await?;
+            println!("{n} dead letter(s) queued again; a running causeway delivers them within seconds");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(OutboxAction::Retry { delivery_id: Some(delivery_id), .. }) => {
             return if store.requeue(&delivery_id).await? {
                 println!("{delivery_id}: queued again; a running causeway delivers it within seconds");
                 Ok(ExitCode::SUCCESS)

@@ -80,6 +80,9 @@ pub struct Metrics {
     pub directory_skipped: Family<SourceLabel, Gauge>,
     /// Directory imports, by result (ok, failed).
     pub directory_imports: Family<ResultLabel, Counter>,
+    /// Events a network never pushed that a bridge found itself (a room's
+    /// timeline or archive) and that were new: the network's misses.
+    pub reconciled: Family<BridgeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -110,6 +113,7 @@ impl Metrics {
         let directory_people = Family::<SourceLabel, Gauge>::default();
         let directory_skipped = Family::<SourceLabel, Gauge>::default();
         let directory_imports = Family::<ResultLabel, Counter>::default();
+        let reconciled = Family::<BridgeLabel, Counter>::default();
         registry.register("events_received", "Events accepted from a network and stored", received.clone());
         registry.register("events_dropped", "Inbound events not stored (duplicate, loop, unknown_target)", dropped.clone());
         registry.register("inbound_rejected", "Inbound requests refused before they became events", rejected.clone());
@@ -133,6 +137,7 @@ impl Metrics {
         registry.register("directory_people", "People in the directory, by source", directory_people.clone());
         registry.register("directory_skipped", "Directory entries the last import could not use, by source", directory_skipped.clone());
         registry.register("directory_imports", "Directory imports by result (ok, failed)", directory_imports.clone());
+        registry.register("reconciled", "Events the network never pushed that the bridge found itself, by bridge", reconciled.clone());
         for r in ["ok", "failed"] {
             let _ = directory_imports.get_or_create(&ResultLabel { result: r.into() });
         }
@@ -157,6 +162,7 @@ impl Metrics {
             directory_people,
             directory_skipped,
             directory_imports,
+            reconciled,
         }
     }
 
@@ -176,6 +182,7 @@ impl Metrics {
         let _ = self.direct_opened.get_or_create(&b);
         let _ = self.ghosts.get_or_create(&b);
         let _ = self.presence_updates.get_or_create(&b);
+        let _ = self.reconciled.get_or_create(&b);
         for r in ["transient", "permanent"] {
             let _ = self.failed.get_or_create(&reason(name, r));
         }

@@ -98,6 +98,9 @@ pub struct Outbox {
     bridges: HashMap<String, Arc<dyn Bridge>>,
     config: OutboxConfig,
     completions: mpsc::Sender<Completion>,
+    /// The newest row when this process started: rows up to it may have
+    /// been sent by the run before, which could not record it.
+    earlier_run: tokio::sync::OnceCell<i64>,
 }
 
 impl Outbox {
@@ -114,7 +117,7 @@ impl Outbox {
     ) -> tokio::task::JoinHandle<()> {
         let (tx, rx) = mpsc::channel(4096);
         let completer = tokio::spawn(complete(store.clone(), metrics.clone(), rx));
-        let outbox = Arc::new(Outbox { store, metrics, router: router.clone(), bridges, config, completions: tx });
+        let outbox = Arc::new(Outbox { store, metrics, router: router.clone(), bridges, config, completions: tx, earlier_run: Default::default() });
         let (now, mut added) = router.take_lanes();
         let mut lanes = Vec::new();
         for (link, feed) in now {
@@ -172,6 +175,8 @@ impl Outbox {
 
     async fn lane(self: Arc<Self>, link: Link, feed: Arc<LaneFeed>, mut shutdown: watch::Receiver<bool>) {
         let Some(bridge) = self.bridges.get(&link.bridge).cloned() else { return };
+        // Unknown counts as "maybe sent": a look too many, never a double.
+        self.earlier_run.get_or_init(|| async { self.store.max_outbox_seq().await.unwrap_or(i64::MAX) }).await;
         let mut last_seq = 0;
         let mut recent = Recent::default();
         // Start from the store: rows left from before, or committed before
@@ -250,7 +255,7 @@ impl Outbox {
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
         let label = metrics::bridge(&link.bridge);
-        let OutboxItem { seq, delivery_id, mut attempts, enqueued_ms, event } = item;
+        let OutboxItem { seq, delivery_id, mut attempts, enqueued_ms, mut first_failed_ms, event } = item;
         let done = |remote_id: Option<String>| Completion {
             seq,
             delivery_id: delivery_id.clone(),
@@ -283,6 +288,7 @@ impl Outbox {
                 id: delivery_id.clone(),
                 room: link.room.clone(),
                 attempt: attempts + 1,
+                maybe_sent: attempts > 0 || self.earlier_run.get().is_none_or(|&e| seq <= e),
                 event: Event {
                     id: event.id.clone(),
                     portal: event.portal.clone(),
@@ -308,7 +314,10 @@ impl Outbox {
                 Err(DeliveryError::Transient { reason, retry_after }) => {
                     attempts += 1;
                     self.metrics.failed.get_or_create(&metrics::reason(&link.bridge, "transient")).inc();
-                    if age_ms > self.config.give_up_after.as_millis() as i64 {
+                    // Counted from the first failure: a row that waited
+                    // behind an outage still gets its full time.
+                    let failing_since = *first_failed_ms.get_or_insert_with(now_ms);
+                    if now_ms() - failing_since > self.config.give_up_after.as_millis() as i64 {
                         let why = format!("gave up after {attempts} attempts: {reason}");
                         self.dead_letter(seq, attempts, &why, link).await;
                         return true;
@@ -422,7 +431,7 @@ mod tests {
             at_ms: 1,
             body: Body::text("hi"),
         };
-        OutboxItem { seq, delivery_id: format!("d{seq}"), attempts: 0, enqueued_ms: 0, event }
+        OutboxItem { seq, delivery_id: format!("d{seq}"), attempts: 0, enqueued_ms: 0, first_failed_ms: None, event }
     }
 
     #[test]

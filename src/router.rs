@@ -453,6 +453,7 @@ impl Router {
                                     delivery_id: d.id.clone(),
                                     attempts: 0,
                                     enqueued_ms: now,
+                                    first_failed_ms: None,
                                     event: ne.event.clone(),
                                 }),
                                 None => feed.wake(),
@@ -577,6 +578,10 @@ impl Host for Router {
 
     fn count_rejected(&self, bridge: &str, reason: &'static str) {
         self.metrics.rejected.get_or_create(&metrics::reason(bridge, reason)).inc();
+    }
+
+    fn count_reconciled(&self, bridge: &str, n: u64) {
+        self.metrics.reconciled.get_or_create(&metrics::bridge(bridge)).inc_by(n);
     }
 
     async fn ids_of(&self, bridge: &str, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, SubmitError> {

@@ -300,6 +300,66 @@ async fn a_refused_delivery_becomes_a_dead_letter_that_the_cli_can_retry() {
     assert!(hook_a.drain(Duration::from_millis(100)).await.is_empty());
 }
 
+/// `causeway outbox retry --all` queues every dead letter again (only those
+/// of the bridge and room named), in their order, under the same keys.
+#[tokio::test]
+async fn every_dead_letter_is_retried_in_order_with_retry_all() {
+    let hook_a = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut hook_b = Hook::start(Mode::Fail(400)).await;
+    let d = Daemon::start(&two_links(&hook_a.url(), &hook_b.url())).await;
+    for i in 0..3 {
+        let msg = json!({"sender": {"id": "alice"}, "text": format!("refused {i}")});
+        assert_eq!(post_signed(&d, "a", b"secret-a", &msg).await.0, 202);
+    }
+    let deadline = std::time::Instant::now() + T;
+    while d.metric("causeway_dead_letters_total", r#"bridge="hooks""#).await < 3.0 {
+        assert!(std::time::Instant::now() < deadline, "no dead letters:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dead: Value = serde_json::from_slice(&d.cli(&["outbox", "--json", "dead"]).stdout).unwrap();
+    let keys: Vec<String> = dead.as_array().unwrap().iter().map(|r| r["delivery_id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(keys.len(), 3, "{dead}");
+    // --bridge and --room need --all; a filter that matches nothing queues nothing.
+    assert!(!d.cli(&["outbox", "retry", "--bridge", "hooks"]).status.success());
+    let out = d.cli(&["outbox", "retry", "--all", "--bridge", "hooks", "--room", "a"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("0 dead letter"), "{}", String::from_utf8_lossy(&out.stdout));
+    hook_b.set_mode(Mode::Accept { own_ids: None });
+    let out = d.cli(&["outbox", "retry", "--all", "--bridge", "hooks", "--room", "b"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("3 dead letter"), "{}", String::from_utf8_lossy(&out.stdout));
+    for (i, key) in keys.iter().enumerate() {
+        let got = hook_b.next(T).await;
+        assert_eq!((got.key.as_str(), got.json["text"].as_str()), (key.as_str(), Some(format!("refused {i}").as_str())));
+    }
+    let out = d.cli(&["outbox", "--json", "dead"]);
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().len(), 0);
+}
+
+/// `outbox.give_up_after` counts from a delivery's first failure: a message
+/// that waited behind another that was failing still gets its full time.
+#[tokio::test]
+async fn give_up_after_counts_from_the_first_failure_not_from_queueing() {
+    let hook_a = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut hook_b = Hook::start(Mode::Fail(503)).await;
+    let config = two_links(&hook_a.url(), &hook_b.url()).replace("retry_max: 300ms }", "retry_max: 300ms, give_up_after: 3s }");
+    let d = Daemon::start(&config).await;
+    for text in ["first", "second"] {
+        let msg = json!({"sender": {"id": "alice"}, "text": text});
+        assert_eq!(post_signed(&d, "a", b"secret-a", &msg).await.0, 202);
+    }
+    // The first is given up on after 3 s; the second, 3 s old by then, has
+    // only begun to fail.
+    let deadline = std::time::Instant::now() + T;
+    while d.metric("causeway_dead_letters_total", r#"bridge="hooks""#).await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the first was never given up on:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    hook_b.set_mode(Mode::Accept { own_ids: None });
+    let got = hook_b.next(T).await;
+    assert_eq!(got.json["text"], "second", "{}", d.log());
+    assert_eq!(d.metric("causeway_dead_letters_total", r#"bridge="hooks""#).await, 1.0, "{}", d.log());
+}
+
 #[tokio::test]
 async fn server_sent_events_stream_the_portal_and_resume() {
     let hook_a = Hook::start(Mode::Accept { own_ids: None }).await;

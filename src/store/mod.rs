@@ -70,6 +70,8 @@ pub struct OutboxItem {
     pub delivery_id: String,
     pub attempts: u32,
     pub enqueued_ms: i64,
+    /// When the first attempt failed (`outbox.give_up_after` counts from it).
+    pub first_failed_ms: Option<i64>,
     pub event: Event,
 }
 
@@ -159,6 +161,9 @@ pub trait Store: Send + Sync + 'static {
     async fn list_outbox(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
     /// Put a dead letter back at the end of its lane (same delivery id).
     async fn requeue(&self, delivery_id: &str) -> Result<bool, StoreError>;
+    /// Put every dead letter (of `bridge`, of `room`, where given) back at
+    /// the end of its lane, in its order; how many.
+    async fn requeue_matching(&self, bridge: Option<&str>, room: Option<&str>) -> Result<u64, StoreError>;
     async fn history(&self, portal: &str, after_seq: i64, limit: u32) -> Result<Vec<Committed>, StoreError>;
     async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, StoreError>;
     async fn save_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), StoreError>;

@@ -23,6 +23,7 @@ const CHUNK: usize = 200;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
     (2, "portals", include_str!("../../migrations/sqlite/0002_portals.sql")),
+    (3, "outbox_first_failure", include_str!("../../migrations/sqlite/0003_outbox_first_failure.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -249,7 +250,7 @@ impl Store for SqliteStore {
 
     async fn pending(&self, bridge: &str, room: &str, after_seq: i64, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = sqlx::query(
-            "SELECT o.seq, o.delivery_id, o.attempts, o.enqueued_ms, o.event_id, a.event FROM outbox o \
+            "SELECT o.seq, o.delivery_id, o.attempts, o.enqueued_ms, o.first_failed_ms, o.event_id, a.event FROM outbox o \
              JOIN archive a ON a.event_id = o.event_id \
              WHERE o.bridge = ? AND o.room = ? AND o.state = 0 AND o.seq > ? ORDER BY o.seq LIMIT ?",
         )
@@ -267,6 +268,7 @@ impl Store for SqliteStore {
                     delivery_id: r.get("delivery_id"),
                     attempts: r.get::<i64, _>("attempts").try_into().unwrap_or(u32::MAX),
                     enqueued_ms: r.get("enqueued_ms"),
+                    first_failed_ms: r.get("first_failed_ms"),
                     event: parse_event(&id, r.get("event"))?,
                 })
             })
@@ -320,10 +322,11 @@ impl Store for SqliteStore {
     }
 
     async fn record_failure(&self, seq: i64, attempts: u32, next_attempt_ms: i64, error: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE outbox SET attempts = ?, next_attempt_ms = ?, last_error = ? WHERE seq = ?")
+        sqlx::query("UPDATE outbox SET attempts = ?, next_attempt_ms = ?, last_error = ?, first_failed_ms = COALESCE(first_failed_ms, ?) WHERE seq = ?")
             .bind(i64::from(attempts))
             .bind(next_attempt_ms)
             .bind(error)
+            .bind(now_ms())
             .bind(seq)
             .execute(&self.write)
             .await?;
@@ -392,6 +395,36 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn requeue_matching(&self, bridge: Option<&str>, room: Option<&str>) -> Result<u64, StoreError> {
+        // Each row goes to the end of its lane in the order it had; the same
+        // delivery ids, so a target that got one already sees no duplicate.
+        let mut tx = self.write.begin().await?;
+        let rows = sqlx::query(
+            "DELETE FROM outbox WHERE state = 2 AND (?1 IS NULL OR bridge = ?1) AND (?2 IS NULL OR room = ?2) \
+             RETURNING seq, delivery_id, event_id, bridge, room",
+        )
+        .bind(bridge)
+        .bind(room)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut rows: Vec<(i64, String, String, String, String)> =
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect();
+        rows.sort_by_key(|r| r.0);
+        let now = now_ms();
+        for (_, delivery_id, event_id, bridge, room) in &rows {
+            sqlx::query("INSERT INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms) VALUES (?, ?, ?, ?, ?)")
+                .bind(delivery_id)
+                .bind(event_id)
+                .bind(bridge)
+                .bind(room)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
     }
 
     async fn history(&self, portal: &str, after_seq: i64, limit: u32) -> Result<Vec<Committed>, StoreError> {

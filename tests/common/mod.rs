@@ -215,6 +215,13 @@ impl Daemon {
     }
 
     pub async fn restart(&mut self) {
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    /// Start the process without waiting for it to be ready (to kill it
+    /// while it starts).
+    pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("causeway.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_causeway"))
@@ -228,7 +235,6 @@ impl Daemon {
             .spawn()
             .expect("start causeway");
         self.child = Some(child);
-        self.wait_ready().await;
     }
 
     async fn wait_ready(&mut self) {

@@ -83,6 +83,11 @@ pub struct Delivery {
     pub room: String,
     /// 1 on the first try.
     pub attempt: u32,
+    /// It may have reached the network already: an earlier attempt failed
+    /// in doubt, or an earlier run of Causeway stopped before it could
+    /// record the delivery. A network without idempotency keys (a MUC
+    /// shows a message sent twice twice) looks before sending it again.
+    pub maybe_sent: bool,
     /// The event, with references translated to the target network's ids
     /// and already degraded to the room's capabilities.
     pub event: Event<String>,
@@ -237,6 +242,9 @@ pub trait Host: Send + Sync + 'static {
     async fn history(&self, portal: &str, after_seq: i64, limit: u32) -> Result<Vec<Committed>, SubmitError>;
     /// Count an inbound request refused before it became an event.
     fn count_rejected(&self, bridge: &str, reason: &'static str);
+    /// Count events the network never pushed that the bridge found itself
+    /// (reading a room's timeline or archive) and that were new.
+    fn count_reconciled(&self, bridge: &str, n: u64);
     /// Every id the message map has, on (bridge, room), for the message
     /// that `remote_id` stands for there.
     async fn ids_of(&self, bridge: &str, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, SubmitError>;
@@ -287,6 +295,9 @@ impl BridgeContext {
     }
     pub fn count_rejected(&self, reason: &'static str) {
         self.host.count_rejected(&self.name, reason)
+    }
+    pub fn count_reconciled(&self, n: u64) {
+        self.host.count_reconciled(&self.name, n)
     }
     pub async fn ids_of(&self, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, SubmitError> {
         self.host.ids_of(&self.name, room, remote_id).await

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
+use async_imap::types::UnsolicitedResponse;
 use futures_util::TryStreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -217,15 +218,57 @@ pub async fn ensure_folder(session: &mut Session, folder: &str) -> Result<(), St
 /// Wait for new mail: IDLE until the server says something or `timeout`
 /// passes (whatever keep-alive lines the server sends meanwhile). Gives the
 /// session back.
+///
+/// A mail that arrives between the last search and IDLE is announced
+/// (`* n EXISTS`) with the answer to an earlier command, or before the
+/// server's `+ idling`: async-imap puts those on the session's unsolicited
+/// channel, not into the IDLE wait. So the channel is read before and after
+/// IDLE starts, and any news ends the wait at once; the caller searches
+/// again. (Read each time, the channel also never fills up and drops news.)
 pub async fn wait(session: Session, timeout: Duration) -> Result<Session, String> {
+    let news = session.unsolicited_responses.clone();
+    if announced(&news) {
+        return Ok(session);
+    }
     let mut idle = session.idle();
     timed("IDLE", async { idle.init().await.map_err(|e| format!("IDLE: {e}")) }).await?;
-    let (wait, stop) = idle.wait_with_timeout(timeout);
-    match tokio::time::timeout(timeout, wait).await {
-        Ok(Ok(IdleResponse::NewData(_) | IdleResponse::Timeout | IdleResponse::ManualInterrupt)) => {}
-        Ok(Err(e)) => return Err(format!("IDLE: {e}")),
-        // The server kept the connection busy without news: done waiting.
-        Err(_) => drop(stop),
+    if !announced(&news) {
+        let (wait, stop) = idle.wait_with_timeout(timeout);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(IdleResponse::NewData(_) | IdleResponse::Timeout | IdleResponse::ManualInterrupt)) => {}
+            Ok(Err(e)) => return Err(format!("IDLE: {e}")),
+            // The server kept the connection busy without news: done waiting.
+            Err(_) => drop(stop),
+        }
     }
     timed("IDLE DONE", async { idle.done().await.map_err(|e| format!("IDLE DONE: {e}")) }).await
+}
+
+/// Whether the server announced new mail since the channel was last read
+/// (everything in it is taken).
+fn announced(news: &async_channel::Receiver<UnsolicitedResponse>) -> bool {
+    let mut any = false;
+    while let Ok(r) = news.try_recv() {
+        any |= matches!(r, UnsolicitedResponse::Exists(_) | UnsolicitedResponse::Recent(_));
+    }
+    any
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn news_is_new_mail_only_and_the_channel_is_emptied() {
+        let (tx, rx) = async_channel::bounded(100);
+        assert!(!announced(&rx));
+        tx.try_send(UnsolicitedResponse::Expunge(3)).unwrap();
+        assert!(!announced(&rx), "an expunge is no new mail");
+        tx.try_send(UnsolicitedResponse::Expunge(3)).unwrap();
+        tx.try_send(UnsolicitedResponse::Exists(7)).unwrap();
+        tx.try_send(UnsolicitedResponse::Recent(1)).unwrap();
+        assert!(announced(&rx));
+        assert!(rx.is_empty());
+        assert!(!announced(&rx), "told once");
+    }
 }

@@ -241,6 +241,35 @@ impl Client {
         event_id(self.call(Method::PUT, url, Some(content)).await?)
     }
 
+    /// A page of a room's timeline as the bridge's user sees it: newest
+    /// first from the end (`from: None`) or from a token, with the token of
+    /// the next page (none at the room's start). Events stay raw, parsed
+    /// one by one like those the homeserver pushes.
+    pub async fn messages_back(&self, room: &str, from: Option<&str>, limit: u32) -> Result<(Vec<ruma::serde::Raw<ruma::events::AnyTimelineEvent>>, Option<String>), ApiError> {
+        let mut url = self.url(&["_matrix", "client", "v3", "rooms", room, "messages"], None);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("dir", "b").append_pair("limit", &limit.to_string());
+            if let Some(f) = from {
+                q.append_pair("from", f);
+            }
+        }
+        let v = self.call(Method::GET, url, None).await?;
+        let end = v["end"].as_str().map(str::to_string);
+        let chunk = match v.get("chunk") {
+            Some(c) => serde_json::from_value(c.clone()).map_err(|e| ApiError::Unavailable(format!("a timeline page that does not parse: {e}")))?,
+            None => Vec::new(),
+        };
+        Ok((chunk, end))
+    }
+
+    /// Ask the homeserver to contact the application service now
+    /// (`/appservice/{id}/ping`); it also drains a recoverer still running.
+    pub async fn ping(&self, appservice_id: &str, transaction_id: &str) -> Result<(), ApiError> {
+        let url = self.url(&["_matrix", "client", "v1", "appservice", appservice_id, "ping"], None);
+        self.call(Method::POST, url, Some(&json!({"transaction_id": transaction_id}))).await.map(drop)
+    }
+
     pub async fn typing(&self, room: &str, user: &UserId, typing: bool) -> Result<(), ApiError> {
         let url = self.url(&["_matrix", "client", "v3", "rooms", room, "typing", user.as_str()], Some(user));
         self.call(Method::PUT, url, Some(&json!({"typing": typing, "timeout": 30_000}))).await.map(drop)

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use causeway_core::text::{html_to_plain, sanitize_html};
-use causeway_core::{Attachment, Body, BridgeContext, Incoming, Membership, MessageKind, RemoteSender, Show, SubmitError, Text};
+use causeway_core::{Accepted, Attachment, Body, BridgeContext, Incoming, Membership, MessageKind, RemoteSender, Show, SubmitError, Text};
 use ruma::api::appservice::event::push_events::v1::EphemeralData;
 use ruma::events::room::MediaSource;
 use ruma::events::room::member::MembershipState;
@@ -111,9 +111,6 @@ async fn transaction(
     let Some(ctx) = inner.ctx.get() else {
         return matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", "starting");
     };
-    if inner.state().txns.contains(&txn) {
-        return (StatusCode::OK, axum::Json(json!({}))).into_response();
-    }
     let t: Transaction = match serde_json::from_slice(&body) {
         Ok(t) => t,
         Err(e) => {
@@ -121,6 +118,21 @@ async fn transaction(
             return matrix_error(StatusCode::BAD_REQUEST, "M_BAD_JSON", e);
         }
     };
+    // One transaction or reconciliation pass at a time (the homeserver
+    // sends one at a time anyway).
+    let _intake = inner.intake.lock().await;
+    if inner.state().txns.contains(&txn) {
+        return (StatusCode::OK, axum::Json(json!({}))).into_response();
+    }
+    let last = inner.state().last_txn;
+    if crate::reconcile::skips(last, &txn) {
+        // The homeserver left out a transaction (or Causeway did not take
+        // it before it stopped): its events come first.
+        tracing::info!(bridge = ctx.name(), last = ?last, txn = %txn, "a transaction was skipped; reconciling the rooms");
+        if let Err(e) = crate::reconcile::rooms(&inner, ctx).await {
+            return matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", e);
+        }
+    }
     for raw in t.events {
         if let Err(e) = timeline_event(&inner, ctx, raw).await {
             // Nothing after this event is taken; the homeserver sends the
@@ -134,11 +146,28 @@ async fn transaction(
             return matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", e);
         }
     }
-    let mut st = inner.state();
-    if st.txns.len() >= RECENT_TXNS {
-        st.txns.pop_front();
+    let save = {
+        let mut st = inner.state();
+        if st.txns.len() >= RECENT_TXNS {
+            st.txns.pop_front();
+        }
+        if let Ok(n) = txn.parse::<u64>() {
+            // A lower number: the homeserver counts anew (a reset database).
+            st.last_txn = Some(if st.last_txn.is_some_and(|l| l > n + RECENT_TXNS as u64) { n } else { st.last_txn.map_or(n, |l| l.max(n)) });
+        }
+        st.txns.push_back(txn);
+        // Stored now and then: one behind only costs a reconciliation at start.
+        let due = st.last_txn_saved.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(2));
+        if due {
+            st.last_txn_saved = Some(std::time::Instant::now());
+        }
+        st.last_txn.filter(|_| due)
+    };
+    if let Some(n) = save
+        && let Err(e) = ctx.save_state(crate::reconcile::TXN_KEY, &n.to_string()).await
+    {
+        tracing::debug!(bridge = ctx.name(), "cannot store the last transaction's number: {e}");
     }
-    st.txns.push_back(txn);
     (StatusCode::OK, axum::Json(json!({}))).into_response()
 }
 
@@ -214,25 +243,31 @@ fn display_name(inner: &Inner, room: &RoomId, user: &UserId) -> RemoteSender {
     RemoteSender { id: user.to_string(), name: Some(name.unwrap_or_else(|| user.localpart().to_string())), avatar: None }
 }
 
-async fn submit(ctx: &BridgeContext, incoming: Incoming) -> Result<(), String> {
+/// Submit an event of a room the bridge has linked; `Ok(true)` when it is
+/// new (stored). The router not knowing the link is not an answer to give
+/// the homeserver: the bridge's links come from the router's, so the two
+/// agree again in a moment, and the event is tried again then.
+async fn submit(ctx: &BridgeContext, incoming: Incoming) -> Result<bool, String> {
     match ctx.submit(incoming).await {
-        Ok(_) | Err(SubmitError::NotLinked(_)) => Ok(()),
+        Ok(a) => Ok(matches!(a, Accepted::Stored { .. })),
+        Err(e @ SubmitError::NotLinked(_)) => Err(e.to_string()),
         Err(SubmitError::Unavailable(e)) => Err(e),
     }
 }
 
-/// One room event. `Err` only when it could not be committed (try again).
-async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimelineEvent>) -> Result<(), String> {
+/// One room event. `Err` only when it could not be committed (try again);
+/// `Ok(true)` when it was new.
+pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimelineEvent>) -> Result<bool, String> {
     if inner.puppet.is_some() && puppeted(inner, &raw) {
         // Causeway said it as the person's own account: it came from elsewhere.
-        return Ok(());
+        return Ok(false);
     }
     let event = match raw.deserialize() {
         Ok(e) => e,
         Err(e) => {
             tracing::warn!(bridge = ctx.name(), "dropping an event that does not parse: {e}");
             ctx.count_rejected("malformed_event");
-            return Ok(());
+            return Ok(false);
         }
     };
     let room = event.room_id().to_owned();
@@ -248,11 +283,13 @@ async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimeline
         {
             inner.invited.notify_one();
         }
-        return Ok(());
+        return Ok(false);
     };
     let at_ms = Some(i64::from(event.origin_server_ts().get()));
     let event_id = event.event_id().to_string();
+    inner.note_pushed(ctx, &room, &event_id).await;
     if let Some(change) = member_change(&event) {
+        let mut new = false;
         // About the member (`state_key`), whoever sent it (a kick, an invite).
         let user = change.user.clone();
         if user == inner.bot && change.invited {
@@ -261,7 +298,7 @@ async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimeline
         if let Some(m) = change.membership.clone().filter(|_| !inner.is_ours(user.as_str())) {
             let name = change.name.clone().or_else(|| display_name(inner, &room, &user).name);
             let who = RemoteSender { id: user.to_string(), name, avatar: None };
-            submit(ctx, Incoming { room: link, sender: who, remote_id: Some(event_id), aliases: Vec::new(), at_ms, body: Body::Membership(m) }).await?;
+            new = submit(ctx, Incoming { room: link, sender: who, remote_id: Some(event_id), aliases: Vec::new(), at_ms, body: Body::Membership(m) }).await?;
         }
         // The member list changes once the change is taken.
         let mut st = inner.state();
@@ -273,13 +310,13 @@ async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimeline
             }
             st.joined.remove(&(room, user));
         }
-        return Ok(());
+        return Ok(new);
     }
     if inner.is_ours(sender.as_str()) {
-        return Ok(());
+        return Ok(false);
     }
     let who = display_name(inner, &room, &sender);
-    let Some(body) = body(inner, event) else { return Ok(()) };
+    let Some(body) = body(inner, event) else { return Ok(false) };
     submit(ctx, Incoming { room: link, sender: who, remote_id: Some(event_id), aliases: Vec::new(), at_ms, body }).await
 }
 

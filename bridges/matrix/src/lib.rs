@@ -15,6 +15,7 @@ pub mod config;
 pub mod ghost;
 pub mod inbound;
 pub mod outbound;
+mod reconcile;
 pub mod registration;
 
 use std::collections::{HashMap, HashSet};
@@ -64,6 +65,13 @@ struct State {
     puppet_inflight: HashMap<(OwnedRoomId, OwnedUserId), usize>,
     /// Transactions taken lately, oldest first.
     txns: std::collections::VecDeque<String>,
+    /// Room id → the newest event reconciliation has seen there (or the
+    /// first pushed): the timeline is read back to it.
+    marks: HashMap<OwnedRoomId, String>,
+    /// The number of the last transaction taken (Synapse counts 1, 2, 3 …).
+    last_txn: Option<u64>,
+    /// When `last_txn` was last stored.
+    last_txn_saved: Option<std::time::Instant>,
 }
 
 pub(crate) struct Inner {
@@ -79,6 +87,9 @@ pub(crate) struct Inner {
     /// The bridge's user was invited into a room: try setting up again now.
     invited: tokio::sync::Notify,
     state: Mutex<State>,
+    /// Held while events are taken (a transaction, a reconciliation pass),
+    /// so that what one finds is never overtaken by the other.
+    intake: tokio::sync::Mutex<()>,
     /// For files from other networks, copied into the media repository.
     http: reqwest::Client,
 }
@@ -110,6 +121,7 @@ impl MatrixBridge {
                 set_up_done: AtomicBool::new(false),
                 invited: tokio::sync::Notify::new(),
                 state: Mutex::new(State::default()),
+                intake: tokio::sync::Mutex::new(()),
                 http,
             }),
         })
@@ -210,6 +222,11 @@ impl Inner {
             delay = (delay * 2).min(Duration::from_secs(30));
         }
         self.up.store(true, Ordering::Release);
+        // A recoverer still running sends what it holds at once.
+        if let Err(e) = self.client.ping(&self.options.id, &format!("causeway-start-{}", std::process::id())).await {
+            tracing::debug!(bridge = ctx.name(), "appservice ping not answered: {e}");
+        }
+        tokio::spawn(reconcile::passes(self.clone(), ctx.clone()));
         let mut pending: Vec<String> = ctx.rooms();
         let mut delay = Duration::from_millis(500);
         while !pending.is_empty() {
@@ -240,6 +257,7 @@ impl Inner {
             if ok != self.up.swap(ok, Ordering::AcqRel) {
                 if ok {
                     tracing::info!(bridge = ctx.name(), "the homeserver answers again");
+                    tokio::spawn(reconcile::passes(self.clone(), ctx.clone()));
                 } else {
                     tracing::warn!(bridge = ctx.name(), "the homeserver does not answer");
                 }
@@ -411,6 +429,7 @@ impl Bridge for MatrixBridge {
     async fn start(self: Arc<Self>, ctx: BridgeContext) -> Result<Option<axum::Router>, BridgeError> {
         self.inner.ctx.set(ctx.clone()).map_err(|_| BridgeError::Other("matrix bridge started twice".into()))?;
         self.inner.load_room_ids(&ctx).await;
+        self.inner.load_marks(&ctx).await;
         tokio::spawn(self.inner.clone().set_up(ctx));
         Ok(Some(inbound::routes(self.inner.clone())))
     }
