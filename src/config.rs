@@ -156,9 +156,13 @@ pub struct OutboxConfig {
     /// Longest retry delay.
     #[serde(default = "default_retry_max", with = "humantime_serde")]
     pub retry_max: Duration,
-    /// A delivery still failing this long after it was queued becomes a dead letter.
+    /// A delivery still failing this long after its first failure becomes a dead letter.
     #[serde(default = "default_give_up", with = "humantime_serde")]
     pub give_up_after: Duration,
+    /// One delivery attempt taking longer than this is abandoned and
+    /// retried (a network that stops answering never holds a room's lane).
+    #[serde(default = "default_delivery_timeout", with = "humantime_serde")]
+    pub delivery_timeout: Duration,
 }
 
 fn default_retry_initial() -> Duration {
@@ -166,6 +170,9 @@ fn default_retry_initial() -> Duration {
 }
 fn default_retry_max() -> Duration {
     Duration::from_secs(300)
+}
+fn default_delivery_timeout() -> Duration {
+    Duration::from_secs(120)
 }
 fn default_give_up() -> Duration {
     Duration::from_secs(24 * 3600)
@@ -177,6 +184,7 @@ impl Default for OutboxConfig {
             retry_initial: default_retry_initial(),
             retry_max: default_retry_max(),
             give_up_after: default_give_up(),
+            delivery_timeout: default_delivery_timeout(),
         }
     }
 }

@@ -301,7 +301,10 @@ impl Outbox {
             if attempts > 0 {
                 self.metrics.retries.get_or_create(&label).inc();
             }
-            match bridge.deliver(&delivery).await {
+            let attempt = tokio::time::timeout(self.config.delivery_timeout, bridge.deliver(&delivery)).await.unwrap_or_else(|_| {
+                Err(DeliveryError::transient(format!("no answer within {:?} (outbox.delivery_timeout)", self.config.delivery_timeout)))
+            });
+            match attempt {
                 Ok(d) => {
                     let remote = d.remote_id.clone().unwrap_or_else(|| delivery_id.clone());
                     recent.insert(event.id.clone(), remote);

@@ -567,3 +567,86 @@ async fn double_puppeting_speaks_as_the_persons_own_account() {
     assert_eq!(d.metric("causeway_events_dropped_total", r#"bridge="matrix",reason="loop""#).await, 0.0);
     assert!(!d.log().contains("ERROR"), "{}", d.log());
 }
+
+/// A server on 127.0.0.1 that answers every request with headers and then a
+/// byte a second, forever (a tarpit): its URL.
+async fn tarpit() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/slow.bin", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n").await;
+                // Bounded: a minute at most, then the connection closes.
+                for _ in 0..60 {
+                    if sock.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+        }
+    });
+    url
+}
+
+/// A file link whose server drips a byte a second holds nothing up: the
+/// message goes on with the link once the fetch times out, and the next
+/// message follows at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tarpit_attachment_does_not_hold_the_room() {
+    let hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let (synapse, d) = start(&hook).await;
+    synapse.register("alice");
+    let mut alice = MatrixPeer::join(&synapse.url(), "alice", ALIAS).await;
+    let slow = tarpit().await;
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let with_file = json!({"sender": {"id": "dave"}, "text": "see the file", "attachments": [{"url": slow, "name": "slow.bin"}]});
+    assert_eq!(post(&http, &d.url("/bridges/hooks/w"), "tw", &with_file).await.0, 202);
+    assert_eq!(post(&http, &d.url("/bridges/hooks/w"), "tw", &json!({"sender": {"id": "dave"}, "text": "after the file"})).await.0, 202);
+    let body = |e: &serde_json::Value| e["content"]["body"].as_str().unwrap_or_default().to_string();
+    let first = alice.next_matching(Duration::from_secs(60), |e| body(e).contains("see the file")).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    assert!(body(&first).contains(&slow), "the link instead of the file: {first}");
+    alice.next_matching(Duration::from_secs(30), |e| body(e) == "after the file").await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    // request_timeout is 10 s in these tests; the tarpit would drip for a minute.
+    assert!(started.elapsed() < Duration::from_secs(40), "took {:?}", started.elapsed());
+    assert_eq!(d.metric("causeway_dead_letters_total", r#"bridge="matrix""#).await, 0.0);
+}
+
+/// A 139 kB message (more than a Matrix event may hold) arrives whole, as
+/// numbered parts in order, and is no dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_larger_than_a_matrix_event_arrives_in_numbered_parts() {
+    let hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let (synapse, d) = start(&hook).await;
+    synapse.register("alice");
+    let mut alice = MatrixPeer::join(&synapse.url(), "alice", ALIAS).await;
+    let lines: Vec<String> = (0..3000).map(|i| format!("line {i:05} of a long report, with some words in it")).collect();
+    let text = lines.join("\n");
+    assert!(text.len() > 139_000, "{}", text.len());
+    let http = reqwest::Client::new();
+    let (status, answer) = post(&http, &d.url("/bridges/hooks/w"), "tw", &json!({"sender": {"id": "dave"}, "text": text})).await;
+    assert_eq!(status, 202, "{answer}");
+    let mut got = String::new();
+    let mut parts = 0;
+    while !got.contains("line 02999") {
+        let e = alice
+            .next_matching(Duration::from_secs(30), |e| e["content"]["body"].as_str().is_some_and(|b| b.starts_with('(') && b.contains("line ")))
+            .await
+            .unwrap_or_else(|e| panic!("after {parts} parts: {e}\n{}", d.log()));
+        let b = e["content"]["body"].as_str().unwrap();
+        parts += 1;
+        assert!(b.starts_with(&format!("({parts}/")), "part {parts} out of order: {}", &b[..20]);
+        got.push_str(b.split_once(") ").unwrap().1);
+        got.push('\n');
+    }
+    assert!(parts >= 3, "{parts}");
+    for l in &lines {
+        assert!(got.contains(l.as_str()), "{l} lost");
+    }
+    assert_eq!(d.metric("causeway_dead_letters_total", r#"bridge="matrix""#).await, 0.0);
+}

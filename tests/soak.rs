@@ -58,14 +58,18 @@ struct Seen {
     keys: HashMap<(&'static str, u64), HashSet<String>>,
     /// Texts shown more than once (where the network has no idempotency key).
     shown_twice: Vec<(&'static str, u64)>,
-    order: BTreeMap<&'static str, Vec<u64>>,
+    /// First arrivals per origin: (the network's own sort key, number).
+    order: BTreeMap<&'static str, Vec<(i64, u64)>>,
 }
 
 impl Seen {
     /// `key` is the network's idempotency key, where it has one that its
     /// clients use (mail's Message-ID, the webhook's Idempotency-Key);
     /// `None` where a second copy is a second message people see.
-    fn record(&mut self, here: &str, text: &str, key: Option<String>) {
+    /// `at`: where a network does not keep the order of arrival (SMTP
+    /// delivers a list's mails in parallel), the order its clients show:
+    /// mail's `Date` (seconds; within one second, any order).
+    fn record(&mut self, here: &str, text: &str, key: Option<String>, at: Option<i64>) {
         let Some((from, n)) = numbered(text) else { return };
         if from == here {
             // Said on this network: not through Causeway.
@@ -73,7 +77,8 @@ impl Seen {
         }
         let keys = self.keys.entry((from, n)).or_default();
         if keys.is_empty() {
-            self.order.entry(from).or_default().push(n);
+            let seq = self.order.get(from).map_or(0, Vec::len) as i64;
+            self.order.entry(from).or_default().push((at.unwrap_or(seq), n));
         } else if key.is_none() {
             self.shown_twice.push((from, n));
         }
@@ -99,7 +104,7 @@ async fn watch(here: &'static str, peer: &mut dyn Peer, keyed: bool, seen: &std:
         if let Ok(s) = peer.next(Duration::from_millis(500)).await
             && let Some(t) = text_of(&s.body)
         {
-            seen.lock().unwrap().record(here, t, keyed.then(|| s.id.clone()));
+            seen.lock().unwrap().record(here, t, keyed.then(|| s.id.clone()), None);
         }
     }
 }
@@ -152,7 +157,8 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
                         }
                         let Some(m) = mail_parser::MessageParser::default().parse(&raw) else { continue };
                         let text = m.body_text(0).map(|t| t.to_string()).unwrap_or_default();
-                        seen["mail"].lock().unwrap().record("mail", &text, Some(m.message_id().unwrap_or_default().to_string()));
+                        let date = m.date().map(|d| d.to_timestamp()).unwrap_or(i64::MAX);
+                        seen["mail"].lock().unwrap().record("mail", &text, Some(m.message_id().unwrap_or_default().to_string()), Some(date));
                     }
                     std::thread::sleep(Duration::from_millis(300));
                 }
@@ -210,7 +216,7 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
                                 if let Ok(Some(got)) = tokio::time::timeout(Duration::from_millis(500), hook.rx.recv()).await
                                     && let Some(t) = got.json["text"].as_str()
                                 {
-                                    seen["hooks"].lock().unwrap().record("hooks", t, Some(got.key.clone()));
+                                    seen["hooks"].lock().unwrap().record("hooks", t, Some(got.key.clone()), None);
                                 }
                             }
                         },
@@ -254,7 +260,9 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
             if !doubled.is_empty() {
                 problems.push(format!("{from} → {here}: under several keys {doubled:?}"));
             }
-            let order = s.order.get(from).cloned().unwrap_or_default();
+            let mut order = s.order.get(from).cloned().unwrap_or_default();
+            order.sort();
+            let order: Vec<u64> = order.into_iter().map(|(_, n)| n).collect();
             if order.windows(2).any(|w| w[0] > w[1]) {
                 problems.push(format!("{from} → {here}: out of order {order:?}"));
             }

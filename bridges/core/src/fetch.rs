@@ -21,8 +21,19 @@ pub struct Fetched {
 
 /// GET `url` and read at most `max` bytes of it; more is refused without
 /// reading it all (whatever `Content-Length` says or does not say).
+///
+/// A link that takes longer than the client's timeout (a tarpit that sends
+/// a byte now and then) is refused, not retried: the delivery goes on with
+/// the link, and nothing behind it waits for that server.
 pub async fn fetch(client: &reqwest::Client, url: &str, max: u64) -> Result<Fetched, FetchError> {
-    let mut resp = client.get(url).send().await.map_err(|e| FetchError::Unavailable(format!("GET {url}: {e}")))?;
+    let failed = |e: reqwest::Error| {
+        if e.is_timeout() {
+            FetchError::Refused(format!("GET {url}: too slow ({e})"))
+        } else {
+            FetchError::Unavailable(format!("GET {url}: {e}"))
+        }
+    };
+    let mut resp = client.get(url).send().await.map_err(failed)?;
     let status = resp.status();
     if status.is_server_error() {
         return Err(FetchError::Unavailable(format!("GET {url}: {status}")));
@@ -36,7 +47,7 @@ pub async fn fetch(client: &reqwest::Client, url: &str, max: u64) -> Result<Fetc
     }
     let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let mut bytes = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::Unavailable(format!("GET {url}: {e}")))? {
+    while let Some(chunk) = resp.chunk().await.map_err(failed)? {
         if (bytes.len() + chunk.len()) as u64 > max {
             return Err(too_large());
         }

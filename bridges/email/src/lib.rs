@@ -77,6 +77,7 @@ impl EmailBridge {
         let http = reqwest::Client::builder()
             .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
             .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| vec![OptionError::new("", format!("cannot build the HTTP client: {e}"))])?;
         Ok(EmailBridge {

@@ -65,6 +65,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
             .timeout(timeout)
+            .connect_timeout(timeout.min(std::time::Duration::from_secs(10)))
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Client { http, base, token })

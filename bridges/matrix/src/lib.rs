@@ -108,6 +108,7 @@ impl MatrixBridge {
         let http = reqwest::Client::builder()
             .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
             .timeout(options.request_timeout)
+            .connect_timeout(options.request_timeout.min(Duration::from_secs(10)))
             .build()
             .map_err(|e| vec![OptionError::new("", format!("cannot build the HTTP client: {e}"))])?;
         Ok(MatrixBridge {

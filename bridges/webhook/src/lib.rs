@@ -54,6 +54,8 @@ impl WebhookBridge {
         let client = reqwest::Client::builder()
             .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
+            // Each request has its endpoint's `outbound.timeout` as a whole.
+            .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| vec![OptionError::new("", format!("cannot build the HTTP client: {e}"))])?;
         Ok(WebhookBridge { options, client, ctx: OnceLock::new() })
