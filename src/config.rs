@@ -163,6 +163,10 @@ pub struct OutboxConfig {
     /// retried (a network that stops answering never holds a room's lane).
     #[serde(default = "default_delivery_timeout", with = "humantime_serde")]
     pub delivery_timeout: Duration,
+    /// A dead letter posts a short notice into the room the message came
+    /// from ("Not delivered to …: why").
+    #[serde(default = "default_true")]
+    pub notify_dead_letters: bool,
 }
 
 fn default_retry_initial() -> Duration {
@@ -170,6 +174,9 @@ fn default_retry_initial() -> Duration {
 }
 fn default_retry_max() -> Duration {
     Duration::from_secs(300)
+}
+fn default_true() -> bool {
+    true
 }
 fn default_delivery_timeout() -> Duration {
     Duration::from_secs(120)
@@ -185,6 +192,7 @@ impl Default for OutboxConfig {
             retry_max: default_retry_max(),
             give_up_after: default_give_up(),
             delivery_timeout: default_delivery_timeout(),
+            notify_dead_letters: true,
         }
     }
 }

@@ -322,7 +322,7 @@ impl Outbox {
                     let failing_since = *first_failed_ms.get_or_insert_with(now_ms);
                     if now_ms() - failing_since > self.config.give_up_after.as_millis() as i64 {
                         let why = format!("gave up after {attempts} attempts: {reason}");
-                        self.dead_letter(seq, attempts, &why, link).await;
+                        self.dead_letter(seq, attempts, &why, link, &event).await;
                         return true;
                     }
                     let delay = backoff(attempts, self.config.retry_initial, self.config.retry_max)
@@ -342,14 +342,14 @@ impl Outbox {
                 Err(DeliveryError::Permanent { reason }) => {
                     attempts += 1;
                     self.metrics.failed.get_or_create(&metrics::reason(&link.bridge, "permanent")).inc();
-                    self.dead_letter(seq, attempts, &reason, link).await;
+                    self.dead_letter(seq, attempts, &reason, link, &event).await;
                     return true;
                 }
             }
         }
     }
 
-    async fn dead_letter(&self, seq: i64, attempts: u32, reason: &str, link: &Link) {
+    async fn dead_letter(&self, seq: i64, attempts: u32, reason: &str, link: &Link, event: &Event) {
         tracing::error!(bridge = %link.bridge, room = %link.room, seq, attempts, "dead letter: {reason}");
         let label = metrics::bridge(&link.bridge);
         self.metrics.dead_letters.get_or_create(&label).inc();
@@ -361,6 +361,30 @@ impl Outbox {
             tracing::error!(error = %e, "cannot record the dead letter; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        if let Some((origin, text)) = self.dead_letter_notice(link, event, reason) {
+            // Not waited for: the lane goes on; the notice is an event of its own.
+            let router = self.router.clone();
+            tokio::spawn(async move {
+                if let Err(e) = router.notify(&origin, text).await {
+                    tracing::warn!(bridge = %origin.bridge, room = %origin.room, "dead letter notice not sent: {e}");
+                }
+            });
+        }
+    }
+
+    /// The notice a dead letter gives the room its message came from, where
+    /// `outbox.notify_dead_letters` wants one: only for messages people
+    /// wrote (never for a notice, so notices never beget notices).
+    fn dead_letter_notice(&self, link: &Link, event: &Event, reason: &str) -> Option<(Link, String)> {
+        let Body::Message { text, kind, .. } = &event.body else { return None };
+        if !self.config.notify_dead_letters || *kind == causeway_core::MessageKind::Notice {
+            return None;
+        }
+        let origin = Link { bridge: event.origin.bridge.clone(), room: event.origin.room.clone() };
+        let quote: String = text.plain.chars().take(60).collect();
+        let more = if text.plain.chars().count() > 60 { "…" } else { "" };
+        let reason: String = reason.chars().take(200).collect();
+        Some((origin, format!("Not delivered to {} ({}): \"{quote}{more}\" from {}: {reason}", link.room, link.bridge, event.sender.name)))
     }
 }
 

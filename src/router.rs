@@ -40,13 +40,16 @@ async fn idle_watch(router: std::sync::Weak<Router>, tick: std::time::Duration) 
                 body: Body::Presence { show, status },
             };
             let (reply, _) = oneshot::channel();
-            let sub = Submission { bridge: link.bridge, incoming, reply, synthetic: true };
+            let sub = Submission { bridge: link.bridge, incoming, reply, synthetic: true, back_to_origin: false };
             if router.submissions.send(sub).await.is_err() {
                 return;
             }
         }
     }
 }
+
+/// Who Causeway's own notices come from.
+pub const NOTICE_SENDER: &str = "causeway";
 
 /// One link of a portal: a room on a bridge.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -80,6 +83,9 @@ struct Submission {
     /// Said by Causeway itself (a person gone idle): shown as it is, not a
     /// report of one of their accounts.
     synthetic: bool,
+    /// Delivered only to the room it names (a notice to the sender's room),
+    /// not to the portal's other links.
+    back_to_origin: bool,
 }
 
 pub struct Router {
@@ -230,6 +236,31 @@ impl Router {
     }
 
     /// The degradation policy of the portal a link belongs to.
+    /// Tell the people of `room` something (a message of theirs that did
+    /// not reach another network): a notice from Causeway, archived in the
+    /// portal and delivered to that room alone. Returns once committed.
+    pub async fn notify(&self, link: &Link, text: String) -> Result<Accepted, SubmitError> {
+        let incoming = Incoming {
+            room: link.room.clone(),
+            sender: RemoteSender { id: NOTICE_SENDER.into(), name: Some("Causeway".into()), avatar: None },
+            remote_id: None,
+            aliases: Vec::new(),
+            at_ms: None,
+            body: Body::Message {
+                text: causeway_core::Text::plain(text),
+                kind: causeway_core::MessageKind::Notice,
+                attachments: Vec::new(),
+                reply_to: None,
+                thread: None,
+                mentions: Vec::new(),
+            },
+        };
+        let (reply, answer) = oneshot::channel();
+        let sub = Submission { bridge: link.bridge.clone(), incoming, reply, synthetic: true, back_to_origin: true };
+        self.submissions.send(sub).await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?;
+        answer.await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?
+    }
+
     pub fn degrade_policy(&self, link: &Link) -> Degrade {
         let t = self.topology();
         t.link_portal.get(link).map(|&i| t.portals[i].degrade).unwrap_or(self.default_degrade)
@@ -325,7 +356,7 @@ impl Router {
         let mut new_events = Vec::with_capacity(batch.len());
         // One per event; none for an event the router adds itself.
         let mut replies: Vec<Option<oneshot::Sender<Result<Accepted, SubmitError>>>> = Vec::with_capacity(batch.len());
-        for Submission { bridge, incoming, reply, synthetic } in batch {
+        for Submission { bridge, incoming, reply, synthetic, back_to_origin } in batch {
             let Incoming { room, sender, remote_id, aliases, at_ms, body } = incoming;
             let dropped = |reason: &str| self.metrics.dropped.get_or_create(&metrics::reason(&bridge, reason)).inc();
             if let Some(rid) = &remote_id {
@@ -393,7 +424,7 @@ impl Router {
                 portal
                     .links
                     .iter()
-                    .filter(|l| !(l.bridge == bridge && l.room == room))
+                    .filter(|l| (l.bridge == bridge && l.room == room) == back_to_origin)
                     .filter(|l| self.wanted_on(l, body, portal.degrade))
                     .map(|l| NewDelivery { id: new_id(), bridge: l.bridge.clone(), room: l.room.clone() })
                     .collect()
@@ -490,7 +521,7 @@ impl Host for Router {
             return Ok(Accepted::Echo);
         }
         let (reply, answer) = oneshot::channel();
-        let sub = Submission { bridge: link.bridge, incoming, reply, synthetic: false };
+        let sub = Submission { bridge: link.bridge, incoming, reply, synthetic: false, back_to_origin: false };
         self.submissions.send(sub).await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?;
         answer.await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?
     }

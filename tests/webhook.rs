@@ -273,6 +273,11 @@ async fn a_refused_delivery_becomes_a_dead_letter_that_the_cli_can_retry() {
     }
     assert_eq!(d.metric("causeway_dead_letter_depth", r#"bridge="hooks""#).await, 1.0);
     assert_eq!(d.metric("causeway_delivery_failures_total", r#"bridge="hooks",reason="permanent""#).await, 1.0);
+    // The room the message came from is told, and nobody else.
+    let notice = hook_a.next(T).await;
+    let said = notice.json["text"].as_str().unwrap_or_default();
+    assert!(said.starts_with("Not delivered to b (hooks): \"refused\"") && said.contains("400"), "{}", notice.json);
+    assert_eq!(notice.json["message_kind"], "notice", "{}", notice.json);
     let out = d.cli(&["outbox", "--json", "dead"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let dead: Value = serde_json::from_slice(&out.stdout).unwrap();
