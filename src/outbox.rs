@@ -255,7 +255,7 @@ impl Outbox {
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
         let label = metrics::bridge(&link.bridge);
-        let OutboxItem { seq, delivery_id, mut attempts, enqueued_ms, mut first_failed_ms, event } = item;
+        let OutboxItem { seq, delivery_id, mut attempts, enqueued_ms, mut first_failed_ms, recipient, event } = item;
         let done = |remote_id: Option<String>| Completion {
             seq,
             delivery_id: delivery_id.clone(),
@@ -288,6 +288,7 @@ impl Outbox {
                 id: delivery_id.clone(),
                 room: link.room.clone(),
                 attempt: attempts + 1,
+                recipient: recipient.clone(),
                 maybe_sent: attempts > 0 || self.earlier_run.get().is_none_or(|&e| seq <= e),
                 event: Event {
                     id: event.id.clone(),
@@ -361,7 +362,7 @@ impl Outbox {
             tracing::error!(error = %e, "cannot record the dead letter; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        if let Some((origin, text)) = self.dead_letter_notice(link, event, reason) {
+        if let Some((origin, text)) = self.router.dead_letter_notice(link, event, reason) {
             // Not waited for: the lane goes on; the notice is an event of its own.
             let router = self.router.clone();
             tokio::spawn(async move {
@@ -370,21 +371,6 @@ impl Outbox {
                 }
             });
         }
-    }
-
-    /// The notice a dead letter gives the room its message came from, where
-    /// `outbox.notify_dead_letters` wants one: only for messages people
-    /// wrote (never for a notice, so notices never beget notices).
-    fn dead_letter_notice(&self, link: &Link, event: &Event, reason: &str) -> Option<(Link, String)> {
-        let Body::Message { text, kind, .. } = &event.body else { return None };
-        if !self.config.notify_dead_letters || *kind == causeway_core::MessageKind::Notice {
-            return None;
-        }
-        let origin = Link { bridge: event.origin.bridge.clone(), room: event.origin.room.clone() };
-        let quote: String = text.plain.chars().take(60).collect();
-        let more = if text.plain.chars().count() > 60 { "…" } else { "" };
-        let reason: String = reason.chars().take(200).collect();
-        Some((origin, format!("Not delivered to {} ({}): \"{quote}{more}\" from {}: {reason}", link.room, link.bridge, event.sender.name)))
     }
 }
 
@@ -458,7 +444,7 @@ mod tests {
             at_ms: 1,
             body: Body::text("hi"),
         };
-        OutboxItem { seq, delivery_id: format!("d{seq}"), attempts: 0, enqueued_ms: 0, first_failed_ms: None, event }
+        OutboxItem { seq, delivery_id: format!("d{seq}"), attempts: 0, enqueued_ms: 0, first_failed_ms: None, recipient: None, event }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use causeway_core::{
-    Accepted, Body, Bridge, Capabilities, Committed, Degrade, DirectError, Event, Host, IdKind, Incoming, Origin, Recipient,
+    Accepted, Body, Bridge, Capabilities, Committed, Degrade, Delivery, DirectError, Event, Host, IdKind, Incoming, Origin, Recipient,
     RemoteSender, SubmitError, degrade, new_id, now_ms,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -104,6 +104,8 @@ pub struct Router {
     /// the same conversation must not open it twice).
     opening: tokio::sync::Mutex<()>,
     pub presence: PresenceBook,
+    /// `outbox.notify_dead_letters`.
+    notify_dead_letters: bool,
 }
 
 impl Router {
@@ -134,6 +136,7 @@ impl Router {
             new_lanes_rx: Mutex::new(Some(new_lanes_rx)),
             opening: tokio::sync::Mutex::new(()),
             presence: PresenceBook::new(config.router.presence.idle_after),
+            notify_dead_letters: config.outbox.notify_dead_letters,
         });
         for p in &config.portals {
             let links = p.links.iter().map(|l| Link { bridge: l.bridge.clone(), room: l.room.clone() }).collect();
@@ -259,6 +262,21 @@ impl Router {
         let sub = Submission { bridge: link.bridge.clone(), incoming, reply, synthetic: true, back_to_origin: true };
         self.submissions.send(sub).await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?;
         answer.await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?
+    }
+
+    /// The notice a dead letter for `target` gives the room its message came
+    /// from, where `outbox.notify_dead_letters` wants one: only for messages
+    /// people wrote (never for a notice, so notices never beget notices).
+    pub fn dead_letter_notice(&self, target: &Link, event: &Event, reason: &str) -> Option<(Link, String)> {
+        let Body::Message { text, kind, .. } = &event.body else { return None };
+        if !self.notify_dead_letters || *kind == causeway_core::MessageKind::Notice {
+            return None;
+        }
+        let origin = Link { bridge: event.origin.bridge.clone(), room: event.origin.room.clone() };
+        let quote: String = text.plain.chars().take(60).collect();
+        let more = if text.plain.chars().count() > 60 { "…" } else { "" };
+        let reason: String = reason.chars().take(200).collect();
+        Some((origin, format!("Not delivered to {} ({}): \"{quote}{more}\" from {}: {reason}", target.room, target.bridge, event.sender.name)))
     }
 
     pub fn degrade_policy(&self, link: &Link) -> Degrade {
@@ -485,6 +503,7 @@ impl Router {
                                     attempts: 0,
                                     enqueued_ms: now,
                                     first_failed_ms: None,
+                                    recipient: None,
                                     event: ne.event.clone(),
                                 }),
                                 None => feed.wake(),
@@ -609,6 +628,32 @@ impl Host for Router {
 
     fn count_rejected(&self, bridge: &str, reason: &'static str) {
         self.metrics.rejected.get_or_create(&metrics::reason(bridge, reason)).inc();
+    }
+
+    async fn refused_recipient(&self, bridge: &str, delivery: &Delivery, recipient: &str, reason: &str) -> Result<(), SubmitError> {
+        // The same for the same recipient, so a retried delivery refused
+        // again adds no second row.
+        let hex: String = recipient.bytes().map(|b| format!("{b:02x}")).collect();
+        let id = format!("{}.r{hex}", delivery.id);
+        let fresh = self
+            .store
+            .dead_letter_recipient(&delivery.event.id, bridge, &delivery.room, &id, recipient, reason)
+            .await
+            .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+        if !fresh {
+            return Ok(());
+        }
+        tracing::error!(bridge, room = %delivery.room, recipient, delivery = %id, "dead letter for one recipient: {reason}");
+        let label = metrics::bridge(bridge);
+        self.metrics.dead_letters.get_or_create(&label).inc();
+        self.metrics.dead_letter_depth.get_or_create(&label).inc();
+        let target = Link { bridge: bridge.to_string(), room: format!("{} ({recipient})", delivery.room) };
+        if let Some((origin, text)) = self.dead_letter_notice(&target, &delivery.event, reason)
+            && let Err(e) = self.notify(&origin, text).await
+        {
+            tracing::warn!(bridge = %origin.bridge, room = %origin.room, "dead letter notice not sent: {e}");
+        }
+        Ok(())
     }
 
     fn count_reconciled(&self, bridge: &str, n: u64) {

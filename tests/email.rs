@@ -280,7 +280,26 @@ async fn a_refused_subscriber_holds_up_nobody() {
         assert!(Instant::now() < deadline, "{}", d.log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(d.metric("causeway_dead_letters_total", r#"bridge="mail""#).await, 0.0);
+    // A dead letter of that subscriber alone, which the sender's room hears of.
+    assert_eq!(d.metric("causeway_dead_letters_total", r#"bridge="mail""#).await, 1.0);
+    let dead: serde_json::Value = serde_json::from_slice(&d.cli(&["outbox", "--json", "dead"]).stdout).unwrap();
+    let rows = dead.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{dead}");
+    assert_eq!(rows[0]["recipient"], "nobody@mail.test", "{dead}");
+    let mut hook = hook;
+    let notice = hook.next(T).await;
+    assert!(notice.json["text"].as_str().unwrap_or_default().contains("(nobody@mail.test)"), "{}", notice.json);
+    // Retried: for that subscriber only (refused again), nobody else gets a second copy.
+    let out = d.cli(&["outbox", "retry", rows[0]["delivery_id"].as_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + T;
+    while d.metric("causeway_delivery_failures_total", r#"bridge="mail",reason="permanent""#).await < 1.0 {
+        assert!(Instant::now() < deadline, "the retry was not tried:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(mail.fetch("alice", "INBOX").len(), 1, "one copy");
+    assert_eq!(mail.fetch("bob", "INBOX").len(), 1, "one copy");
+    let dead: serde_json::Value = serde_json::from_slice(&d.cli(&["outbox", "--json", "dead"]).stdout).unwrap();
+    assert_eq!(dead.as_array().unwrap().len(), 1, "dead again, once: {dead}");
 }

@@ -72,6 +72,8 @@ pub struct OutboxItem {
     pub enqueued_ms: i64,
     /// When the first attempt failed (`outbox.give_up_after` counts from it).
     pub first_failed_ms: Option<i64>,
+    /// For one recipient of the room only (see [`Store::dead_letter_recipient`]).
+    pub recipient: Option<String>,
     pub event: Event,
 }
 
@@ -107,6 +109,8 @@ pub struct OutboxRow {
     pub enqueued_ms: i64,
     pub next_attempt_ms: Option<i64>,
     pub last_error: Option<String>,
+    /// Set for a dead letter of one recipient of the room.
+    pub recipient: Option<String>,
 }
 
 /// A portal opened at run time (a direct conversation).
@@ -163,6 +167,9 @@ pub trait Store: Send + Sync + 'static {
     async fn requeue(&self, delivery_id: &str) -> Result<bool, StoreError>;
     /// Put every dead letter (of `bridge`, of `room`, where given) back at
     /// the end of its lane, in its order; how many.
+    /// A dead letter for one recipient of a room's delivery (the room took
+    /// the rest); false when it is there already (the delivery was retried).
+    async fn dead_letter_recipient(&self, event_id: &str, bridge: &str, room: &str, delivery_id: &str, recipient: &str, error: &str) -> Result<bool, StoreError>;
     async fn requeue_matching(&self, bridge: Option<&str>, room: Option<&str>) -> Result<u64, StoreError>;
     async fn history(&self, portal: &str, after_seq: i64, limit: u32) -> Result<Vec<Committed>, StoreError>;
     async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, StoreError>;

@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "initial", include_str!("../../migrations/sqlite/0001_initial.sql")),
     (2, "portals", include_str!("../../migrations/sqlite/0002_portals.sql")),
     (3, "outbox_first_failure", include_str!("../../migrations/sqlite/0003_outbox_first_failure.sql")),
+    (4, "outbox_recipient", include_str!("../../migrations/sqlite/0004_outbox_recipient.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -95,6 +96,7 @@ fn outbox_row(r: &SqliteRow) -> OutboxRow {
         enqueued_ms: r.get("enqueued_ms"),
         next_attempt_ms: r.get("next_attempt_ms"),
         last_error: r.get("last_error"),
+        recipient: r.get("recipient"),
     }
 }
 
@@ -250,7 +252,7 @@ impl Store for SqliteStore {
 
     async fn pending(&self, bridge: &str, room: &str, after_seq: i64, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
         let rows = sqlx::query(
-            "SELECT o.seq, o.delivery_id, o.attempts, o.enqueued_ms, o.first_failed_ms, o.event_id, a.event FROM outbox o \
+            "SELECT o.seq, o.delivery_id, o.attempts, o.enqueued_ms, o.first_failed_ms, o.recipient, o.event_id, a.event FROM outbox o \
              JOIN archive a ON a.event_id = o.event_id \
              WHERE o.bridge = ? AND o.room = ? AND o.state = 0 AND o.seq > ? ORDER BY o.seq LIMIT ?",
         )
@@ -269,6 +271,7 @@ impl Store for SqliteStore {
                     attempts: r.get::<i64, _>("attempts").try_into().unwrap_or(u32::MAX),
                     enqueued_ms: r.get("enqueued_ms"),
                     first_failed_ms: r.get("first_failed_ms"),
+                    recipient: r.get("recipient"),
                     event: parse_event(&id, r.get("event"))?,
                 })
             })
@@ -366,7 +369,7 @@ impl Store for SqliteStore {
         };
         let rows = sqlx::query(
             "SELECT o.seq, o.delivery_id, o.event_id, a.portal, a.kind, o.bridge, o.room, o.attempts, o.enqueued_ms, \
-             o.next_attempt_ms, o.last_error FROM outbox o JOIN archive a ON a.event_id = o.event_id \
+             o.next_attempt_ms, o.last_error, o.recipient FROM outbox o JOIN archive a ON a.event_id = o.event_id \
              WHERE o.state = ? ORDER BY o.seq LIMIT ?",
         )
         .bind(state)
@@ -378,23 +381,41 @@ impl Store for SqliteStore {
 
     async fn requeue(&self, delivery_id: &str) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
-        let row = sqlx::query("DELETE FROM outbox WHERE delivery_id = ? AND state = 2 RETURNING event_id, bridge, room")
+        let row = sqlx::query("DELETE FROM outbox WHERE delivery_id = ? AND state = 2 RETURNING event_id, bridge, room, recipient")
             .bind(delivery_id)
             .fetch_optional(&mut *tx)
             .await?;
         let Some(row) = row else {
             return Ok(false);
         };
-        sqlx::query("INSERT INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms, recipient) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(delivery_id)
             .bind(row.get::<String, _>(0))
             .bind(row.get::<String, _>(1))
             .bind(row.get::<String, _>(2))
             .bind(now_ms())
+            .bind(row.get::<Option<String>, _>(3))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn dead_letter_recipient(&self, event_id: &str, bridge: &str, room: &str, delivery_id: &str, recipient: &str, error: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms, recipient, state, attempts, last_error) \
+             VALUES (?, ?, ?, ?, ?, ?, 2, 1, ?)",
+        )
+        .bind(delivery_id)
+        .bind(event_id)
+        .bind(bridge)
+        .bind(room)
+        .bind(now_ms())
+        .bind(recipient)
+        .bind(error)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn requeue_matching(&self, bridge: Option<&str>, room: Option<&str>) -> Result<u64, StoreError> {
@@ -403,23 +424,24 @@ impl Store for SqliteStore {
         let mut tx = self.write.begin().await?;
         let rows = sqlx::query(
             "DELETE FROM outbox WHERE state = 2 AND (?1 IS NULL OR bridge = ?1) AND (?2 IS NULL OR room = ?2) \
-             RETURNING seq, delivery_id, event_id, bridge, room",
+             RETURNING seq, delivery_id, event_id, bridge, room, recipient",
         )
         .bind(bridge)
         .bind(room)
         .fetch_all(&mut *tx)
         .await?;
-        let mut rows: Vec<(i64, String, String, String, String)> =
-            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect();
+        let mut rows: Vec<(i64, String, String, String, String, Option<String>)> =
+            rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5))).collect();
         rows.sort_by_key(|r| r.0);
         let now = now_ms();
-        for (_, delivery_id, event_id, bridge, room) in &rows {
-            sqlx::query("INSERT INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms) VALUES (?, ?, ?, ?, ?)")
+        for (_, delivery_id, event_id, bridge, room, recipient) in &rows {
+            sqlx::query("INSERT INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms, recipient) VALUES (?, ?, ?, ?, ?, ?)")
                 .bind(delivery_id)
                 .bind(event_id)
                 .bind(bridge)
                 .bind(room)
                 .bind(now)
+                .bind(recipient)
                 .execute(&mut *tx)
                 .await?;
         }

@@ -83,6 +83,9 @@ pub struct Delivery {
     pub room: String,
     /// 1 on the first try.
     pub attempt: u32,
+    /// Only for this recipient of the room (a retried dead letter of one
+    /// list subscriber, see [`BridgeContext::refused_recipient`]).
+    pub recipient: Option<String>,
     /// It may have reached the network already: an earlier attempt failed
     /// in doubt, or an earlier run of Causeway stopped before it could
     /// record the delivery. A network without idempotency keys (a MUC
@@ -245,6 +248,10 @@ pub trait Host: Send + Sync + 'static {
     /// Count events the network never pushed that the bridge found itself
     /// (reading a room's timeline or archive) and that were new.
     fn count_reconciled(&self, bridge: &str, n: u64);
+    /// One recipient of a delivery refused it for good while the room took
+    /// it (a list subscriber the mail server refuses): a dead letter of its
+    /// own, retried for that recipient alone.
+    async fn refused_recipient(&self, bridge: &str, delivery: &Delivery, recipient: &str, reason: &str) -> Result<(), SubmitError>;
     /// Every id the message map has, on (bridge, room), for the message
     /// that `remote_id` stands for there.
     async fn ids_of(&self, bridge: &str, room: &str, remote_id: &str) -> Result<Vec<(String, IdKind)>, SubmitError>;
@@ -295,6 +302,9 @@ impl BridgeContext {
     }
     pub fn count_rejected(&self, reason: &'static str) {
         self.host.count_rejected(&self.name, reason)
+    }
+    pub async fn refused_recipient(&self, delivery: &Delivery, recipient: &str, reason: &str) -> Result<(), SubmitError> {
+        self.host.refused_recipient(&self.name, delivery, recipient, reason).await
     }
     pub fn count_reconciled(&self, n: u64) {
         self.host.count_reconciled(&self.name, n)

@@ -379,7 +379,8 @@ impl Inner {
 
     /// Send `mail` to each address by itself (one refusing address holds up
     /// nobody else), remembering who has it, so a retry reaches only the rest.
-    async fn send_each(&self, ctx: &BridgeContext, delivery_id: &str, from: &str, to: &[String], mail: &[u8]) -> Result<(), DeliveryError> {
+    async fn send_each(&self, ctx: &BridgeContext, d: &Delivery, from: &str, to: &[String], mail: &[u8]) -> Result<(), DeliveryError> {
+        let delivery_id = d.id.as_str();
         let key = format!("{SENT_KEY}{delivery_id}");
         let transient = |e: String| DeliveryError::transient(e);
         let mut done: Vec<String> = match ctx.load_state(&key).await.map_err(|e| transient(e.to_string()))? {
@@ -394,8 +395,15 @@ impl Inner {
                 Ok(()) => {}
                 Err(DeliveryError::Permanent { reason }) => {
                     // This subscriber cannot have it; the others still can.
+                    // A dead letter of its own, retried for them alone.
                     tracing::error!(list = from, subscriber = %address, delivery = delivery_id, "not delivered to this subscriber: {reason}");
                     ctx.count_rejected("subscriber_refused");
+                    if d.recipient.is_none() {
+                        ctx.refused_recipient(d, address, &reason).await.map_err(|e| transient(e.to_string()))?;
+                    } else {
+                        // Only them: the delivery itself is the dead letter.
+                        return Err(DeliveryError::Permanent { reason });
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -444,13 +452,18 @@ impl Inner {
         };
         let mail = compose::message(&list, &d.id, &sender, text, *kind, &subject, reply_to.as_deref(), &[], files, &links, &d.event.id)
             .map_err(|e| DeliveryError::permanent(format!("cannot build the mail: {e}")))?;
+        if let Some(one) = &d.recipient {
+            // A dead letter of one subscriber, retried: for them alone.
+            self.send_each(ctx, d, &list.address, std::slice::from_ref(one), &mail.bytes).await?;
+            return Ok(Delivered { remote_id: Some(mail.message_id) });
+        }
         let subs = self.subscribers(&d.room);
         // Digests first: adding again after a retry is a no-op, sending is not.
         for (address, _) in &subs.digest {
             let entry = DigestEntry { at_ms: now_ms(), from: sender.clone(), text: text.plain.clone(), delivery_id: d.id.clone() };
             self.add_to_digest(ctx, &d.room, address, entry).await?;
         }
-        self.send_each(ctx, &d.id, &list.address, &subs.now, &mail.bytes).await?;
+        self.send_each(ctx, d, &list.address, &subs.now, &mail.bytes).await?;
         // Replies to this mail say "Re:" to the same subject.
         let root = subject.strip_prefix("Re: ").unwrap_or(&subject);
         let _ = ctx.save_state(&format!("{SUBJECT_KEY}{}", mail.message_id), root).await;
