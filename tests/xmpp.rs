@@ -660,3 +660,119 @@ async fn many_rooms_are_joined_a_few_at_a_time_and_all_relay() {
     }
     assert!(!d.log().contains("cannot join the room"), "{}", d.log());
 }
+
+/// Far more than the room's history holds is said while Causeway is
+/// stopped (cleanly, then killed): when it is back it reads the room's
+/// archive (XEP-0313), and every message reaches the other side once, in
+/// order, before what is said live after its return.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_absence_is_caught_up_from_the_rooms_archive() {
+    use tokio_xmpp::minidom::rxml::xml_ncname;
+    const N: usize = 300;
+    const HISTORY: usize = 20;
+    const NS: &str = common::xmpp::NS_CLIENT;
+    let body = |t: &str| Element::builder("body", NS).append(t).build();
+    let prosody = Prosody::start();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut d = start(&prosody, &hook).await;
+    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+
+    // The room replays only HISTORY messages on joining it (carol owns every room).
+    let mut carol = XmppPeer::login(&prosody, "carol", ROOM, "Carol").await;
+    let field = |var: &str, value: &str| {
+        Element::builder("field", "jabber:x:data").attr(xml_ncname!("var").into(), var).append(Element::builder("value", "jabber:x:data").append(value).build()).build()
+    };
+    let form = Element::builder("x", "jabber:x:data")
+        .attr(xml_ncname!("type").into(), "submit")
+        .append(field("FORM_TYPE", "http://jabber.org/protocol/muc#roomconfig"))
+        .append(field("muc#roomconfig_historylength", &HISTORY.to_string()))
+        .build();
+    let configure = Element::builder("iq", NS)
+        .attr(xml_ncname!("type").into(), "set")
+        .attr(xml_ncname!("id").into(), "history-length")
+        .attr(xml_ncname!("to").into(), ROOM)
+        .append(Element::builder("query", "http://jabber.org/protocol/muc#owner").append(form).build())
+        .build();
+    carol.send_raw(&configure).await;
+    // The test client passes on no iq answers: the room tells its occupants (status 104).
+    alice
+        .next_matching(T, |s| {
+            s.name() == "message"
+                && s.attr("from") == Some(ROOM)
+                && s.children().any(|x| x.name() == "x" && x.children().any(|c| c.name() == "status" && c.attr("code") == Some("104")))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("the room's configuration did not change: {e}\n{}", prosody.log()));
+
+    // Before the absence: one of Causeway's own deliveries (it must not come
+    // back from the archive as someone else's) and something said live.
+    let client = reqwest::Client::new();
+    assert_eq!(post(&client, &d.url("/bridges/hooks/w"), "tw", &json!({"sender": {"id": "dave"}, "text": "from dave"})).await.0, 202);
+    alice
+        .next_matching(T, |e| e.children().any(|c| c.name() == "body" && c.text() == "from dave"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", d.log(), prosody.log()));
+    alice.say(vec![body("before")]).await.unwrap();
+    loop {
+        let r = hook.next(T).await;
+        if r.json["type"] == "message" {
+            assert_eq!(r.json["text"], "before", "{}", r.json);
+            break;
+        }
+    }
+
+    for (round, kill) in [(0, false), (1, true)] {
+        if kill {
+            d.kill();
+        } else {
+            d.terminate();
+        }
+        for i in 0..N {
+            alice.say(vec![body(&format!("r{round} #{i}"))]).await.unwrap();
+        }
+        if round == 0 {
+            // Indeed more than the history holds.
+            let mut bob = XmppPeer::join(&prosody, "bob", ROOM, "Bob", 1000).await;
+            let replayed = bob.history(Duration::from_secs(1)).await;
+            assert!(replayed.len() <= HISTORY, "the room replays {} messages", replayed.len());
+            bob.quit().await;
+        }
+        d.restart().await;
+        wait_connected(&d, &prosody).await;
+        // Said as soon as the bridge is back in the room: after everything from the archive.
+        let causeway = format!("{ROOM}/Causeway");
+        alice
+            .next_matching(T, |s| s.name() == "presence" && s.attr("from") == Some(causeway.as_str()) && s.attr("type").is_none())
+            .await
+            .unwrap_or_else(|e| panic!("the bridge did not rejoin: {e}\n{}", d.log()));
+        alice.say(vec![body(&format!("r{round} live"))]).await.unwrap();
+
+        let mut want: Vec<String> = (0..N).map(|i| format!("r{round} #{i}")).collect();
+        want.push(format!("r{round} live"));
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while got.len() < want.len() && Instant::now() < deadline {
+            if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(500), hook.rx.recv()).await
+                && r.json["type"] == "message"
+            {
+                got.push(r.json["text"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        // Nothing more comes (no doubles, nothing of Causeway's own).
+        got.extend(hook.drain(Duration::from_secs(2)).await.iter().filter(|r| r.json["type"] == "message").map(|r| r.json["text"].as_str().unwrap_or_default().to_string()));
+        if got != want {
+            let missing: Vec<&String> = want.iter().filter(|w| !got.contains(w)).collect();
+            let extra: Vec<&String> = got.iter().filter(|g| !want.contains(g)).collect();
+            let first_diff = got.iter().zip(&want).position(|(g, w)| g != w);
+            panic!(
+                "round {round}: {} of {} arrived; missing {:?}…; not wanted {:?}…; first out of place at {first_diff:?}\n{}",
+                got.len(),
+                want.len(),
+                &missing[..missing.len().min(5)],
+                &extra[..extra.len().min(5)],
+                d.log()
+            );
+        }
+        assert!(d.log().contains("caught up from the room's archive"), "{}", d.log());
+    }
+}

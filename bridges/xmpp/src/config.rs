@@ -84,6 +84,21 @@ pub struct XmppOptions {
     /// Largest file copied to the upload service; larger ones keep their link.
     #[serde(default = "default_upload_max")]
     pub upload_max_bytes: u64,
+    /// Longest time one HTTP request of the bridge may take as a whole
+    /// (fetching a file from another network, putting it to the upload
+    /// service), from connecting to the last byte of the answer.
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub http_timeout: Duration,
+    /// Longest time to open the connection of one HTTP request.
+    #[serde(default = "default_http_connect_timeout", with = "humantime_serde")]
+    pub http_connect_timeout: Duration,
+}
+
+fn default_http_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_http_connect_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn default_upload_max() -> u64 {
@@ -196,6 +211,12 @@ impl BridgeOptions for XmppOptions {
         if self.keepalive < Duration::from_secs(1) {
             errors.push(OptionError::new("keepalive", "must be at least 1s"));
         }
+        if self.http_timeout.is_zero() {
+            errors.push(OptionError::new("http_timeout", "must be longer than zero"));
+        }
+        if self.http_connect_timeout.is_zero() || self.http_connect_timeout > self.http_timeout {
+            errors.push(OptionError::new("http_connect_timeout", "must be longer than zero and at most http_timeout"));
+        }
         if self.reconnect_initial.is_zero() || self.reconnect_max < self.reconnect_initial {
             errors.push(OptionError::new("reconnect_max", "must be at least reconnect_initial, which must be above zero"));
         }
@@ -231,5 +252,22 @@ mod tests {
         );
         assert_eq!(paths(json!({"mode": "peer"})), ["mode"]);
         assert_eq!(paths(json!({"domain": "b.example.org", "secret": "s", "server": "localhost"})), ["server"]);
+    }
+
+    #[test]
+    fn http_timeouts_have_defaults_and_are_checked() {
+        let o: XmppOptions = parse_options(json!({"domain": "bridge.example.org", "secret": "s"})).unwrap();
+        assert_eq!((o.http_timeout, o.http_connect_timeout), (Duration::from_secs(30), Duration::from_secs(10)));
+        let o: XmppOptions = parse_options(json!({"domain": "bridge.example.org", "secret": "s", "http_timeout": "2m", "http_connect_timeout": "5s"})).unwrap();
+        assert_eq!((o.http_timeout, o.http_connect_timeout), (Duration::from_secs(120), Duration::from_secs(5)));
+        let base = || json!({"domain": "bridge.example.org", "secret": "s"});
+        let with = |k: &str, v: &str| {
+            let mut j = base();
+            j[k] = json!(v);
+            paths(j)
+        };
+        assert_eq!(with("http_timeout", "0s"), ["http_timeout", "http_connect_timeout"]);
+        assert_eq!(with("http_connect_timeout", "0s"), ["http_connect_timeout"]);
+        assert_eq!(with("http_connect_timeout", "31s"), ["http_connect_timeout"]);
     }
 }

@@ -26,8 +26,8 @@ use tokio_xmpp::{Stanza, client_login};
 
 use crate::config::{Mode, XmppOptions};
 
-const NS_COMPONENT: &str = "jabber:component:accept";
-const NS_CLIENT: &str = "jabber:client";
+pub(crate) const NS_COMPONENT: &str = "jabber:component:accept";
+pub(crate) const NS_CLIENT: &str = "jabber:client";
 const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
 const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 /// How long connecting, logging in and binding may take.
@@ -157,7 +157,7 @@ fn stanza(e: Element) -> Result<Option<Stanza>, String> {
 
 /// `e` with every element of namespace `from` (itself and the children that
 /// inherit it, such as `body`) moved to `to`; other namespaces untouched.
-fn renamespace(mut e: Element, from: &str, to: &str) -> Element {
+pub(crate) fn renamespace(mut e: Element, from: &str, to: &str) -> Element {
     if e.ns() != from {
         return e;
     }

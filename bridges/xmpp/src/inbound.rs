@@ -1,11 +1,12 @@
 //! XMPP stanzas → events. Everything here takes outside data: a malformed
 //! or unexpected stanza is logged and dropped, never a panic.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use causeway_core::{
-    Attachment, Body, BridgeContext, DeliveryError, DirectError, IdKind, Incoming, Membership, MessageKind, RemoteSender,
-    Show, Text,
+    Accepted, Attachment, Body, BridgeContext, DeliveryError, DirectError, IdKind, Incoming, Membership, MessageKind,
+    RemoteSender, Show, SubmitError, Text,
 };
 use tokio::sync::mpsc;
 use tokio_xmpp::Stanza;
@@ -30,6 +31,9 @@ const NS_PING: &str = "urn:xmpp:ping";
 /// What the connection hands on to the router, in order.
 pub(crate) enum Inbound {
     Event(Incoming),
+    /// Said live in a room, under the room's stanza-id `sid`: once taken,
+    /// the room's next catch-up from its archive starts after it.
+    Said { incoming: Incoming, sid: String },
     /// A one-to-one message to a ghost: its conversation may need opening first.
     /// `from`: the client that wrote; `to`: the address it wrote to.
     Direct { incoming: Incoming, ghost: BareJid, from: Jid, to: Jid },
@@ -39,67 +43,203 @@ pub(crate) enum Inbound {
     /// Everything before this in `room` is taken: the bridge has looked at
     /// the room up to `last` (first looked at it at `first`).
     Looked { room: String, first: i64, last: i64 },
+    /// `room` is being caught up from its archive: its live stanzas from
+    /// here on wait until the matching [`Inbound::ArchiveEnd`] (archive
+    /// results, [`Inbound::CatchUp`], do not).
+    ArchiveStart { room: String, token: u64 },
+    /// The catch-up of `room` is over; `complete`: all of it was read.
+    ArchiveEnd { room: String, token: u64, complete: bool },
+    /// The connection is gone: whatever is held is taken now.
+    Reset,
 }
 
-/// Submit events one at a time, in the order the server sent them.
+impl Inbound {
+    /// The room whose live stanzas a catch-up holds back, for those it holds.
+    fn held_room(&self) -> Option<&str> {
+        match self {
+            Inbound::Event(i) | Inbound::Said { incoming: i, .. } => Some(&i.room),
+            Inbound::Looked { room, .. } => Some(room),
+            _ => None,
+        }
+    }
+}
+
+/// Live stanzas of one room waiting for its catch-up.
+struct Held {
+    token: u64,
+    items: std::collections::VecDeque<Inbound>,
+    /// Too many piled up: let through, out of order rather than lost.
+    released: bool,
+}
+
+/// Live stanzas held per room while it is caught up, at most: beyond that
+/// they are let through (the archive results still follow, and what comes
+/// twice is dropped as a duplicate by the router).
+const MAX_HELD: usize = 10_000;
+
+/// Submit events one at a time, in the order the server sent them. What
+/// the store refuses for now is tried again (see [`crate::retry`]) and
+/// everything after it waits; while it waits, the queue to here fills and
+/// the connection is not read.
 pub(crate) async fn submit_in_order(inner: Arc<Inner>, ctx: BridgeContext, mut rx: mpsc::Receiver<Inbound>) {
-    // Rooms where something was not taken since their last mark: their
-    // mark is not moved on, so the next join asks for it again.
-    let mut failed: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut held: HashMap<String, Held> = HashMap::new();
+    // Rooms whose last catch-up from the archive did not finish: their mark
+    // is not moved on, so the next join reads from where it stopped.
+    let mut frozen: HashSet<String> = HashSet::new();
     while let Some(item) = rx.recv().await {
-        let incoming = match item {
-            Inbound::Event(incoming) => incoming,
-            Inbound::Looked { room, first, last } => {
-                if failed.remove(&room) {
+        match item {
+            Inbound::ArchiveStart { room, token } => {
+                if let Some(h) = held.remove(&room) {
+                    for i in h.items {
+                        take(&inner, &ctx, i, false, &frozen).await;
+                    }
+                }
+                held.insert(room, Held { token, items: Default::default(), released: false });
+            }
+            Inbound::ArchiveEnd { room, token, complete } => {
+                if held.get(&room).is_none_or(|h| h.token != token) {
+                    continue; // of a connection before
+                }
+                if complete {
+                    frozen.remove(&room);
+                } else {
+                    frozen.insert(room.clone());
+                }
+                if let Some(h) = held.remove(&room) {
+                    for i in h.items {
+                        take(&inner, &ctx, i, false, &frozen).await;
+                    }
+                }
+            }
+            Inbound::Reset => {
+                // Their catch-up did not finish: the next join reads on from the mark.
+                frozen.extend(held.keys().cloned());
+                for (_, h) in held.drain() {
+                    for i in h.items {
+                        take(&inner, &ctx, i, false, &frozen).await;
+                    }
+                }
+            }
+            item => {
+                let room = item.held_room().map(str::to_string);
+                if let Some(h) = room.as_ref().and_then(|r| held.get_mut(r)) {
+                    if !h.released {
+                        h.items.push_back(item);
+                        if h.items.len() >= MAX_HELD {
+                            tracing::warn!(bridge = ctx.name(), room = ?room, "{MAX_HELD} live stanzas wait for the room's catch-up; letting them through before it is done");
+                            h.released = true;
+                            let items = std::mem::take(&mut h.items);
+                            for i in items {
+                                take(&inner, &ctx, i, true, &frozen).await;
+                            }
+                        }
+                        continue;
+                    }
+                    take(&inner, &ctx, item, true, &frozen).await;
                     continue;
                 }
-                if let Err(e) = ctx.save_state(&format!("{}{room}", crate::SEEN_KEY), &format!("{first} {last}")).await {
-                    tracing::warn!(bridge = ctx.name(), room = %room, "cannot store when the room was last seen: {e}");
-                }
-                continue;
+                take(&inner, &ctx, item, false, &frozen).await;
             }
-            Inbound::CatchUp { incoming, id } => {
-                // A delivery whose reflection was lost (Causeway stopped in
-                // between) comes back in the history under our own id.
-                let ours = match &id {
-                    Some(id) => ctx.ids_of(&incoming.room, id).await.map(|ids| ids.iter().any(|(_, k)| *k == IdKind::DeliveryKey)),
-                    None => Ok(false),
-                };
-                match ours {
-                    Ok(false) => incoming,
-                    Ok(true) => continue,
-                    Err(e) => {
-                        tracing::warn!(bridge = ctx.name(), room = %incoming.room, "a message from the room's history not taken now: {e}");
-                        failed.insert(incoming.room.clone());
-                        continue;
-                    }
-                }
-            }
-            Inbound::Direct { incoming, ghost, from, to } => {
-                if ctx.portal_of(&incoming.room).is_none() {
-                    // Only something said opens a conversation (not a chat state).
-                    if !matches!(incoming.body, Body::Message { .. }) {
-                        continue;
-                    }
-                    let opened = match direct::recipient_of(&inner, &ghost).await {
-                        Ok(Some(with)) => ctx.open_direct(&incoming.room, &with, incoming.sender.clone()).await,
-                        Ok(None) => Err(DirectError::Unknown(format!("{ghost} stands for nobody Causeway knows"))),
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = opened {
-                        tracing::info!(bridge = ctx.name(), from = %incoming.sender.id, to = %ghost, "direct message refused: {e}");
-                        direct::refuse(&inner, &incoming, &from, &to, &e);
-                        continue;
-                    }
-                }
-                incoming
-            }
-        };
-        let room = incoming.room.clone();
-        if let Err(e) = ctx.submit(incoming).await {
-            tracing::warn!(bridge = ctx.name(), room = %room, "event not taken: {e}");
-            failed.insert(room);
         }
+    }
+}
+
+/// Take one item: submit it (held and tried again while the store refuses),
+/// and move the room's mark on. `catching`: its room is being caught up
+/// now, so only archive results move the mark.
+async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool, frozen: &HashSet<String>) {
+    let unavailable = |e: &SubmitError| matches!(e, SubmitError::Unavailable(_));
+    let (incoming, sid, archived) = match item {
+        Inbound::Event(incoming) => (incoming, None, false),
+        Inbound::Said { incoming, sid } => (incoming, Some(sid).filter(|_| !catching), false),
+        Inbound::Looked { room, first, last } => {
+            if frozen.contains(&room) {
+                return;
+            }
+            let sid = inner.state().last_sid.get(&room).cloned();
+            let mark = match sid {
+                Some(sid) => format!("{first} {last} {sid}"),
+                None => format!("{first} {last}"),
+            };
+            if let Err(e) = ctx.save_state(&format!("{}{room}", crate::SEEN_KEY), &mark).await {
+                tracing::warn!(bridge = ctx.name(), room = %room, "cannot store when the room was last seen: {e}");
+            }
+            return;
+        }
+        Inbound::CatchUp { incoming, id } => {
+            // A delivery whose reflection was lost (Causeway stopped in
+            // between) comes back in the history under our own id.
+            let ours = match &id {
+                Some(id) => {
+                    crate::retry::until_taken(ctx.name(), "a look-up of a message from the room's past", crate::retry::INITIAL, crate::retry::MAX, unavailable, || {
+                        ctx.ids_of(&incoming.room, id)
+                    })
+                    .await
+                    .map(|ids| ids.iter().any(|(_, k)| *k == IdKind::DeliveryKey))
+                }
+                None => Ok(false),
+            };
+            match ours {
+                Ok(false) => {}
+                Ok(true) => return,
+                Err(e) => {
+                    tracing::debug!(bridge = ctx.name(), room = %incoming.room, "a message from the room's past not taken: {e}");
+                    return;
+                }
+            }
+            let sid = incoming.remote_id.clone();
+            (incoming, sid, true)
+        }
+        Inbound::Direct { incoming, ghost, from, to } => {
+            if ctx.portal_of(&incoming.room).is_none() {
+                // Only something said opens a conversation (not a chat state).
+                if !matches!(incoming.body, Body::Message { .. }) {
+                    return;
+                }
+                let opened = crate::retry::until_taken(
+                    ctx.name(),
+                    "a direct conversation to open",
+                    crate::retry::INITIAL,
+                    crate::retry::MAX,
+                    |e: &DirectError| matches!(e, DirectError::Unavailable(_)),
+                    || {
+                        let (ghost, incoming) = (&ghost, &incoming);
+                        async move {
+                            match direct::recipient_of(inner, ghost).await {
+                                Ok(Some(with)) => ctx.open_direct(&incoming.room, &with, incoming.sender.clone()).await,
+                                Ok(None) => Err(DirectError::Unknown(format!("{ghost} stands for nobody Causeway knows"))),
+                                Err(e) => Err(e),
+                            }
+                        }
+                    },
+                )
+                .await;
+                if let Err(e) = opened {
+                    tracing::info!(bridge = ctx.name(), from = %incoming.sender.id, to = %ghost, "direct message refused: {e}");
+                    direct::refuse(inner, &incoming, &from, &to, &e);
+                    return;
+                }
+            }
+            (incoming, None, false)
+        }
+        Inbound::ArchiveStart { .. } | Inbound::ArchiveEnd { .. } | Inbound::Reset => return,
+    };
+    let room = incoming.room.clone();
+    let what = if archived { "an event from the room's archive" } else { "an event" };
+    let taken = crate::retry::until_taken(ctx.name(), what, crate::retry::INITIAL, crate::retry::MAX, unavailable, || ctx.submit(incoming.clone())).await;
+    match taken {
+        Ok(accepted) => {
+            if archived && matches!(accepted, Accepted::Stored { .. }) {
+                ctx.count_reconciled(1);
+            }
+            if let Some(sid) = sid
+                && !frozen.contains(&room)
+            {
+                inner.state().last_sid.insert(room, sid);
+            }
+        }
+        Err(e @ SubmitError::NotLinked(_)) => tracing::debug!(bridge = ctx.name(), room = %room, "event not taken: {e}"),
+        Err(e) => tracing::warn!(bridge = ctx.name(), room = %room, "event not taken: {e}"),
     }
 }
 
@@ -123,8 +263,8 @@ pub(crate) fn message(inner: &Inner, m: Message) -> Vec<Incoming> {
     message_inbound(inner, m)
         .into_iter()
         .filter_map(|i| match i {
-            Inbound::Event(e) | Inbound::CatchUp { incoming: e, .. } => Some(e),
-            Inbound::Direct { .. } | Inbound::Looked { .. } => None,
+            Inbound::Event(e) | Inbound::Said { incoming: e, .. } | Inbound::CatchUp { incoming: e, .. } => Some(e),
+            _ => None,
         })
         .collect()
 }
@@ -140,7 +280,18 @@ pub(crate) fn message_inbound(inner: &Inner, m: Message) -> Vec<Inbound> {
         && m.bodies.is_empty()
         && !m.subjects.is_empty()
         && room.as_ref().is_some_and(|r| inner.state().joined.contains(r) && !inner.state().subject_seen.contains(r));
-    let mut out: Vec<Inbound> = message_events(inner, m).into_iter().map(Inbound::Event).collect();
+    // The room's own id of what was said, where the next catch-up starts.
+    let sid = match &room {
+        Some(r) if m.type_ == MessageType::Groupchat => child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(r)),
+        _ => None,
+    };
+    let mut out: Vec<Inbound> = message_events(inner, m)
+        .into_iter()
+        .map(|incoming| match &sid {
+            Some(sid) if incoming.remote_id.as_ref() == Some(sid) => Inbound::Said { incoming, sid: sid.clone() },
+            _ => Inbound::Event(incoming),
+        })
+        .collect();
     if replay_ends && let Some(room) = room {
         out.push(looked_at(inner, &room));
     }
@@ -320,7 +471,7 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
 }
 
 /// A moderator's retraction, as the moderator's retraction event.
-fn moderation(inner: &Inner, room: &str, moderated: stanzas::Moderated, m: &Message) -> Vec<Incoming> {
+pub(crate) fn moderation(inner: &Inner, room: &str, moderated: stanzas::Moderated, m: &Message) -> Vec<Incoming> {
     let nick = moderated.by.as_deref().and_then(|b| b.split_once('/')).map(|(_, n)| n.to_string()).unwrap_or_default();
     let ours = inner.state().moderated.remove(&moderated.id);
     if ours || nick == inner.options.bot_nick || inner.state().ghost_nicks.get(room).is_some_and(|n| n.contains(&nick)) {

@@ -9,12 +9,14 @@
 //!   retractions in the room refer to).
 //! - The connection is re-established with backoff; ghosts rejoin.
 
+mod archive;
 pub mod config;
 mod connection;
 pub mod direct;
 pub mod inbound;
 pub mod jid;
 pub mod outbound;
+mod retry;
 pub mod stanzas;
 pub mod styling;
 pub mod upload;
@@ -40,16 +42,18 @@ use crate::connection::{ConnectError, Connection, Next};
 const RESOURCE: &str = "causeway";
 /// The localpart of the bridge's own occupant JID.
 const BOT_NODE: &str = "causeway";
-/// Messages of history the bridge asks for when it (re)joins a room: to
-/// find deliveries whose confirmation was lost, and what was said while it
-/// was away.
+/// Messages of history the bridge asks for when it (re)joins a room that
+/// keeps no archive: to find deliveries whose confirmation was lost, and
+/// what was said while it was away. A room with an archive is asked for
+/// none; its archive is read instead ([`archive`]).
 const BOT_HISTORY: u32 = 1000;
 /// Rooms the bridge joins at once after connecting. The server answers the
 /// stream in order: a message for one room must not wait behind the
 /// history replays of a thousand others.
 const JOIN_WINDOW: usize = 8;
-/// Where the times of the bridge's first and last look at a room are kept
-/// (`<first ms> <last ms>`).
+/// Where the times of the bridge's first and last look at a room are kept,
+/// with the room's stanza-id of the last message taken from it when known
+/// (`<first ms> <last ms>[ <stanza-id>]`).
 const SEEN_KEY: &str = "seen:";
 /// Messages this much older than the last look are asked for again (clocks
 /// differ); what was taken already is recognised by its stanza-id.
@@ -106,6 +110,22 @@ struct State {
     found: HashMap<String, Option<String>>,
     /// Our requests (iq id) waiting for the answer's payload.
     iqs: HashMap<String, oneshot::Sender<Result<Option<tokio_xmpp::minidom::Element>, RequestError>>>,
+    /// Archive queries waiting for their results: query id → room, and
+    /// the time results must be newer than (a catch-up read from a time).
+    mam_queries: HashMap<String, (String, Option<i64>)>,
+    /// Archive look-backs waiting for their results: query id → room.
+    lookbacks: HashMap<String, String>,
+    /// Room → the ids of the latest messages its archive held when looked
+    /// back at (the id each was sent under → the room's stanza-id), for
+    /// deliveries an earlier run may have sent.
+    archived_ids: HashMap<String, HashMap<String, String>>,
+    /// Rooms being caught up from their archive now → the catch-up's token.
+    catching_up: HashMap<String, u64>,
+    /// The last catch-up token given out.
+    last_token: u64,
+    /// Room → the room's stanza-id of the last message taken from it
+    /// (where the next catch-up from its archive starts).
+    last_sid: HashMap<String, String>,
     /// Stanza-ids the bridge moderated, whose announcements are its own.
     moderated: HashSet<String>,
     /// The client's bound JID (client mode), once connected.
@@ -141,6 +161,7 @@ struct Inner {
 impl XmppBridge {
     pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
         let options: XmppOptions = parse_options(options)?;
+        let http = http_client(&options)?;
         let (out, out_rx) = mpsc::unbounded_channel();
         Ok(XmppBridge {
             inner: Arc::new(Inner {
@@ -151,10 +172,7 @@ impl XmppBridge {
                 out_rx: Mutex::new(Some(out_rx)),
                 state: Mutex::new(State::default()),
                 settled: tokio::sync::Notify::new(),
-                http: reqwest::Client::builder()
-                    .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| vec![OptionError::new("", format!("cannot build the HTTP client: {e}"))])?,
+                http,
             }),
         })
     }
@@ -227,7 +245,7 @@ impl Inner {
             self.up.store(true, Ordering::Release);
             tracing::info!(bridge = ctx.name(), jid = %self.bot_jid(), "connected to the XMPP server");
             // The rooms, a few at a time, beside everything else.
-            let joiner = tokio::spawn(self.clone().join_rooms(ctx.clone()));
+            let joiner = tokio::spawn(self.clone().join_rooms(ctx.clone(), inbound_tx.clone()));
             let lost: Vec<_> = std::mem::take(&mut self.state().lost_seats).into_iter().collect();
             for ((room, ghost), seat) in lost {
                 if let Ok(from) = FullJid::new(&format!("{ghost}/{RESOURCE}")) {
@@ -269,6 +287,13 @@ impl Inner {
             joiner.abort();
             self.up.store(false, Ordering::Release);
             tracing::warn!(bridge = ctx.name(), "disconnected from the XMPP server; reconnecting");
+            {
+                let mut st = self.state();
+                st.catching_up.clear();
+                st.mam_queries.clear();
+            }
+            // Live stanzas held behind a catch-up that will not finish are taken now.
+            let _ = inbound_tx.send(inbound::Inbound::Reset).await;
             let mut st = self.state();
             let pending: Vec<_> = st.confirms.drain().collect();
             for (id, w) in pending {
@@ -295,7 +320,7 @@ impl Inner {
     /// Join the configured rooms, at most `JOIN_WINDOW` whose join has not
     /// settled (subject seen, refused, or no answer within the confirmation
     /// timeout) at a time.
-    async fn join_rooms(self: Arc<Self>, ctx: BridgeContext) {
+    async fn join_rooms(self: Arc<Self>, ctx: BridgeContext, inbound_tx: mpsc::Sender<inbound::Inbound>) {
         let mut waiting: Vec<(String, tokio::time::Instant)> = Vec::new();
         for room in ctx.rooms().iter().filter(|r| direct::DirectRoom::parse(r, self.domain()).is_none()) {
             loop {
@@ -316,9 +341,42 @@ impl Inner {
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
             }
+            let archive = archive::has_archive(&self, room).await.unwrap_or_else(|e| {
+                tracing::debug!(bridge = ctx.name(), room = %room, "no archive found: {e}");
+                false
+            });
             let since = self.catch_up_since(&ctx, room).await;
+            let after = self.state().last_sid.get(room).cloned();
             self.state().refused.remove(room);
-            self.send(outbound::join(&self.bot_jid(), room, &self.options.bot_nick, None, BOT_HISTORY, since));
+            let bot = self.bot_jid();
+            if archive && (after.is_some() || since.is_some()) {
+                // From the archive, before anything live of the room.
+                let token = {
+                    let mut st = self.state();
+                    st.catch_up.remove(room);
+                    st.last_token += 1;
+                    let token = st.last_token;
+                    st.catching_up.insert(room.clone(), token);
+                    token
+                };
+                let _ = inbound_tx.send(inbound::Inbound::ArchiveStart { room: room.clone(), token }).await;
+                self.send(outbound::join(&bot, room, &self.options.bot_nick, None, 0, None));
+                let mark = archive::Mark { after, since_ms: since };
+                tokio::spawn(archive::catch_up(self.clone(), ctx.clone(), inbound_tx.clone(), room.clone(), mark, token));
+            } else if archive {
+                // Never looked at (or too long ago): from now on.
+                self.state().catch_up.remove(room);
+                self.send(outbound::join(&bot, room, &self.options.bot_nick, None, 0, None));
+            } else {
+                if since.is_some() {
+                    tracing::warn!(
+                        bridge = ctx.name(), room = %room,
+                        "the room keeps no archive (XEP-0313): what was said while the bridge was away is taken from its history replay, which may not reach back that far"
+                    );
+                    ctx.count_rejected("catch_up_without_archive");
+                }
+                self.send(outbound::join(&bot, room, &self.options.bot_nick, None, BOT_HISTORY, since));
+            }
             waiting.push((room.clone(), tokio::time::Instant::now()));
         }
     }
@@ -331,7 +389,12 @@ impl Inner {
         let seen = match known {
             Some(seen) => Some(seen),
             None => match ctx.load_state(&format!("{SEEN_KEY}{room}")).await {
-                Ok(stored) => stored.as_deref().and_then(parse_seen),
+                Ok(stored) => stored.as_deref().and_then(parse_seen).map(|(first, last, sid)| {
+                    if let Some(sid) = sid {
+                        self.state().last_sid.insert(room.to_string(), sid);
+                    }
+                    (first, last)
+                }),
                 Err(e) => {
                     // Unknown is not "never": no catch-up this time, and
                     // the stored mark is left as it is.
@@ -347,7 +410,9 @@ impl Inner {
                 st.seen.insert(room.to_string(), s);
             }
             None => {
+                // Too long ago (or never): not caught up, from the archive either.
                 st.seen.remove(room);
+                st.last_sid.remove(room);
             }
         }
         // Never before the bridge first sat in the room.
@@ -375,6 +440,7 @@ impl Inner {
     async fn handle(&self, stanza: Stanza, inbound_tx: &mpsc::Sender<inbound::Inbound>) {
         use inbound::Inbound;
         let events: Vec<Inbound> = match stanza {
+            Stanza::Message(m) if archive::is_result(&m) => archive::take_result(self, m).into_iter().collect(),
             Stanza::Message(m) if direct::is_direct(self, &m) => {
                 direct::inbound(self, m).map(|(incoming, ghost, from, to)| Inbound::Direct { incoming, ghost, from, to }).into_iter().collect()
             }
@@ -461,6 +527,18 @@ impl Inner {
         set: bool,
         payload: tokio_xmpp::minidom::Element,
     ) -> Result<Option<tokio_xmpp::minidom::Element>, RequestError> {
+        self.request_within(from, to, set, payload, self.options.confirm_timeout).await
+    }
+
+    /// [`Inner::request`], waiting at most `timeout`.
+    async fn request_within(
+        &self,
+        from: &FullJid,
+        to: &str,
+        set: bool,
+        payload: tokio_xmpp::minidom::Element,
+        timeout: Duration,
+    ) -> Result<Option<tokio_xmpp::minidom::Element>, RequestError> {
         use tokio_xmpp::parsers::iq::Iq;
         let to = Jid::new(to).map_err(|e| RequestError::Lost(format!("{to:?}: {e}")))?;
         let id = causeway_core::new_id();
@@ -473,7 +551,7 @@ impl Inner {
         let (tx, rx) = oneshot::channel();
         self.state().iqs.insert(id.clone(), tx);
         self.send(iq);
-        match tokio::time::timeout(self.options.confirm_timeout, rx).await {
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(RequestError::Lost("request lost".into())),
             Err(_) => {
@@ -500,14 +578,25 @@ impl Inner {
         }
     }
 
-    /// For a delivery in doubt: wait for the room's history replay after the
-    /// bridge's (re)join, then say whether the message is already there.
+    /// For a delivery in doubt: wait for the room's history replay (or its
+    /// catch-up from the archive) after the bridge's (re)join, then say
+    /// whether the message is already there.
     async fn already_delivered(&self, room: &str, id: &str) -> Option<Option<String>> {
         if !self.state().in_doubt.contains(id) {
             return None;
         }
-        let deadline = tokio::time::Instant::now() + self.options.confirm_timeout;
-        while !self.state().subject_seen.contains(room) && tokio::time::Instant::now() < deadline {
+        let start = tokio::time::Instant::now();
+        loop {
+            let (seen, catching) = {
+                let st = self.state();
+                (st.subject_seen.contains(room), st.catching_up.contains_key(room))
+            };
+            let waited = start.elapsed();
+            // Not caught up from the archive now, and joined (or no answer in time).
+            let settled = !catching && (seen || waited > self.options.confirm_timeout);
+            if settled || waited > archive::MAX_TIME {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let mut st = self.state();
@@ -607,13 +696,39 @@ impl Bridge for XmppBridge {
     }
 }
 
+/// The one HTTP client of the bridge (file fetches and uploads): every
+/// request bounded in time, as a whole and for connecting.
+fn http_client(options: &XmppOptions) -> Result<reqwest::Client, Vec<OptionError>> {
+    reqwest::Client::builder()
+        .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
+        .timeout(options.http_timeout)
+        .connect_timeout(options.http_connect_timeout)
+        .build()
+        .map_err(|e| vec![OptionError::new("", format!("cannot build the HTTP client: {e}"))])
+}
+
 /// The JID of a room occupant: `room/nick`.
 fn occupant(room: &str, nick: &str) -> Option<Jid> {
     Jid::new(&format!("{room}/{nick}")).ok()
 }
 
-/// `<first ms> <last ms>` as stored under [`SEEN_KEY`].
-fn parse_seen(s: &str) -> Option<(i64, i64)> {
-    let (first, last) = s.split_once(' ')?;
-    Some((first.parse().ok()?, last.parse().ok()?))
+/// `<first ms> <last ms>[ <stanza-id>]` as stored under [`SEEN_KEY`].
+fn parse_seen(s: &str) -> Option<(i64, i64, Option<String>)> {
+    let mut parts = s.splitn(3, ' ');
+    let first = parts.next()?.parse().ok()?;
+    let last = parts.next()?.parse().ok()?;
+    let sid = parts.next().map(str::trim).filter(|s| !s.is_empty() && s.len() <= 256).map(str::to_string);
+    Some((first, last, sid))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn marks_are_read_with_or_without_the_last_stanza_id() {
+        assert_eq!(super::parse_seen("1 2"), Some((1, 2, None)));
+        assert_eq!(super::parse_seen("1 2 abc-1"), Some((1, 2, Some("abc-1".into()))));
+        assert_eq!(super::parse_seen("1 2 "), Some((1, 2, None)));
+        assert_eq!(super::parse_seen("1"), None);
+        assert_eq!(super::parse_seen("x 2 s"), None);
+    }
 }

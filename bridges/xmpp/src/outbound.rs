@@ -208,6 +208,11 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             if let Some(sid) = inner.already_delivered(room, &d.id).await {
                 return Ok(Delivered { remote_id: sid });
             }
+            if d.maybe_sent
+                && let Some(sid) = crate::archive::sent_before(inner, room, &d.id).await
+            {
+                return Ok(Delivered { remote_id: Some(sid) });
+            }
             inner.seat(room, &ghost, name).await?;
             let m = message(inner, groupchat(&from, room, &d.id)?, &from, room, &d.id, body).await?;
             let sid = inner.send_confirmed(&d.id, m).await?;
@@ -259,6 +264,11 @@ pub(crate) async fn relay(inner: &Inner, d: &Delivery) -> Result<Delivered, Deli
     };
     if let Some(sid) = inner.already_delivered(room, &d.id).await {
         return Ok(Delivered { remote_id: sid });
+    }
+    if d.maybe_sent
+        && let Some(sid) = crate::archive::sent_before(inner, room, &d.id).await
+    {
+        return Ok(Delivered { remote_id: Some(sid) });
     }
     let m = message(inner, groupchat(&bot, room, &d.id)?, &bot, room, &d.id, &body).await?;
     let sid = inner.send_confirmed(&d.id, m).await?;
