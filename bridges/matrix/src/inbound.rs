@@ -129,7 +129,7 @@ async fn transaction(
         // The homeserver left out a transaction (or Causeway did not take
         // it before it stopped): its events come first.
         tracing::info!(bridge = ctx.name(), last = ?last, txn = %txn, "a transaction was skipped; reconciling the rooms");
-        if let Err(e) = crate::reconcile::rooms(&inner, ctx).await {
+        if let Err(e) = reconcile_rooms(&inner, ctx).await {
             return matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", e);
         }
     }
@@ -318,6 +318,44 @@ pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<
     let who = display_name(inner, &room, &sender);
     let Some(body) = body(inner, event) else { return Ok(false) };
     submit(ctx, Incoming { room: link, sender: who, remote_id: Some(event_id), aliases: Vec::new(), at_ms, body }).await
+}
+
+/// Take what the homeserver has in every linked room with a mark but did
+/// not push ([`crate::reconcile`]); `Err` only when an event found could
+/// not be committed (try again later). Returns how many were new.
+pub(crate) async fn reconcile_rooms(inner: &Inner, ctx: &BridgeContext) -> Result<u64, String> {
+    let rooms: Vec<ruma::OwnedRoomId> = inner.state().marks.keys().cloned().collect();
+    let mut found = 0;
+    for room in rooms {
+        let Some((events, newest)) = crate::reconcile::unseen(inner, ctx, &room).await else { continue };
+        let mut new = 0;
+        for raw in events {
+            if timeline_event(inner, ctx, raw).await? {
+                new += 1;
+            }
+        }
+        inner.set_mark(ctx, &room, &newest).await;
+        if new > 0 {
+            ctx.count_reconciled(new);
+            tracing::warn!(bridge = ctx.name(), room = %room, events = new, "took events the homeserver had not pushed");
+        }
+        found += new;
+    }
+    Ok(found)
+}
+
+/// A round of reconciliation passes (after start, after the homeserver
+/// answers again), each under the intake lock so that nothing pushed
+/// meanwhile overtakes what it finds.
+pub(crate) async fn reconcile_passes(inner: Arc<Inner>, ctx: BridgeContext) {
+    let start = tokio::time::Instant::now();
+    for at in crate::reconcile::PASSES {
+        tokio::time::sleep_until(start + at).await;
+        let _intake = inner.intake.lock().await;
+        if let Err(e) = reconcile_rooms(&inner, &ctx).await {
+            tracing::warn!(bridge = ctx.name(), "reconciliation not finished: {e}");
+        }
+    }
 }
 
 /// Whether Causeway sent this event as a person's own account (double

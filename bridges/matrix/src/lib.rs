@@ -227,7 +227,7 @@ impl Inner {
         if let Err(e) = self.client.ping(&self.options.id, &format!("causeway-start-{}", std::process::id())).await {
             tracing::debug!(bridge = ctx.name(), "appservice ping not answered: {e}");
         }
-        tokio::spawn(reconcile::passes(self.clone(), ctx.clone()));
+        tokio::spawn(inbound::reconcile_passes(self.clone(), ctx.clone()));
         let mut pending: Vec<String> = ctx.rooms();
         let mut delay = Duration::from_millis(500);
         while !pending.is_empty() {
@@ -258,7 +258,7 @@ impl Inner {
             if ok != self.up.swap(ok, Ordering::AcqRel) {
                 if ok {
                     tracing::info!(bridge = ctx.name(), "the homeserver answers again");
-                    tokio::spawn(reconcile::passes(self.clone(), ctx.clone()));
+                    tokio::spawn(inbound::reconcile_passes(self.clone(), ctx.clone()));
                 } else {
                     tracing::warn!(bridge = ctx.name(), "the homeserver does not answer");
                 }

@@ -24,6 +24,7 @@ use ruma::events::AnyTimelineEvent;
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, RoomId};
 
+
 use crate::Inner;
 
 /// Where a room's mark is kept in the bridge's state.
@@ -92,20 +93,12 @@ impl Inner {
     }
 }
 
-/// Reconcile every room that has a mark; `Err` only when an event found
-/// could not be committed (try again later). Returns how many were new.
-pub(crate) async fn rooms(inner: &Inner, ctx: &BridgeContext) -> Result<u64, String> {
-    let rooms: Vec<OwnedRoomId> = inner.state().marks.keys().cloned().collect();
-    let mut found = 0;
-    for room in rooms {
-        found += room_timeline(inner, ctx, &room).await?;
-    }
-    Ok(found)
-}
-
-/// Read `room` back to its mark and submit what is there, oldest first.
-async fn room_timeline(inner: &Inner, ctx: &BridgeContext, room: &RoomId) -> Result<u64, String> {
-    let Some(mark) = inner.state().marks.get(room).cloned() else { return Ok(0) };
+/// What `room`'s timeline holds after its mark, oldest first, with the
+/// newest event's id (the room's next mark, see [`Inner::set_mark`]).
+/// Nothing when the room has no mark, nothing is newer, or the homeserver
+/// does not answer now (the next pass tries again).
+pub(crate) async fn unseen(inner: &Inner, ctx: &BridgeContext, room: &RoomId) -> Option<(Vec<Raw<AnyTimelineEvent>>, String)> {
+    let mark = inner.state().marks.get(room).cloned()?;
     let mut events = Vec::new();
     let (mut from, mut reached) = (None::<String>, false);
     for page in 0..MAX_PAGES {
@@ -113,9 +106,8 @@ async fn room_timeline(inner: &Inner, ctx: &BridgeContext, room: &RoomId) -> Res
         let (chunk, end) = match inner.client.messages_back(room.as_str(), from.as_deref(), limit).await {
             Ok(p) => p,
             Err(e) => {
-                // Not now; the next pass tries again.
                 tracing::warn!(bridge = ctx.name(), room = %room, "cannot read the room's timeline to reconcile: {e}");
-                return Ok(0);
+                return None;
             }
         };
         let full = chunk.len() as u32 >= limit;
@@ -140,33 +132,17 @@ async fn room_timeline(inner: &Inner, ctx: &BridgeContext, room: &RoomId) -> Res
             "more happened since the room was last reconciled than one pass reads; only the newest events were checked"
         );
     }
-    let Some(newest) = events.first().and_then(|r| r.get_field::<String>("event_id").ok().flatten()) else { return Ok(0) };
-    let mut new = 0;
-    for raw in events.into_iter().rev() {
-        if crate::inbound::timeline_event(inner, ctx, raw).await? {
-            new += 1;
-        }
-    }
-    inner.state().marks.insert(room.to_owned(), newest.clone());
-    if let Err(e) = ctx.save_state(&format!("{MARK_KEY}{room}"), &newest).await {
-        tracing::warn!(bridge = ctx.name(), room = %room, "cannot store the room's mark: {e}");
-    }
-    if new > 0 {
-        ctx.count_reconciled(new);
-        tracing::warn!(bridge = ctx.name(), room = %room, events = new, "took events the homeserver had not pushed");
-    }
-    Ok(new)
+    let newest = events.first().and_then(|r| r.get_field::<String>("event_id").ok().flatten())?;
+    events.reverse();
+    Some((events, newest))
 }
 
-/// A round of passes (after start, after the homeserver answers again),
-/// each under the intake lock so nothing pushed meanwhile overtakes it.
-pub(crate) async fn passes(inner: std::sync::Arc<Inner>, ctx: BridgeContext) {
-    let start = tokio::time::Instant::now();
-    for at in PASSES {
-        tokio::time::sleep_until(start + at).await;
-        let _intake = inner.intake.lock().await;
-        if let Err(e) = rooms(&inner, &ctx).await {
-            tracing::warn!(bridge = ctx.name(), "reconciliation not finished: {e}");
+impl Inner {
+    /// Everything in `room` up to `event_id` has been checked.
+    pub(crate) async fn set_mark(&self, ctx: &BridgeContext, room: &RoomId, event_id: &str) {
+        self.state().marks.insert(room.to_owned(), event_id.to_string());
+        if let Err(e) = ctx.save_state(&format!("{MARK_KEY}{room}"), event_id).await {
+            tracing::warn!(bridge = ctx.name(), room = %room, "cannot store the room's mark: {e}");
         }
     }
 }

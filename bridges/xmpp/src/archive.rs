@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_core::{Body, BridgeContext, RemoteSender};
+use causeway_core::BridgeContext;
 use tokio::sync::mpsc;
 use tokio_xmpp::minidom::{Element, Node};
 use tokio_xmpp::parsers::data_forms::{DataForm, DataFormType, Field};
@@ -190,19 +190,7 @@ fn archived(inner: &Inner, room: &str, result: Result_, after_ms: Option<i64>) -
         tracing::warn!(room = %room, nick = %nick, size, "dropping an oversized archived message");
         return None;
     }
-    // Who holds the nick now may not be who said it then: named by the nick.
-    let who = RemoteSender { id: format!("{room}/{nick}"), name: Some(nick.clone()), avatar: None };
-    match inbound::parse_message(room, who, Some(sid), id.clone(), body_text, m) {
-        Ok(Some(mut incoming)) if !matches!(incoming.body, Body::Typing { .. }) => {
-            incoming.at_ms = Some(at_ms);
-            Some(Inbound::CatchUp { incoming, id })
-        }
-        Ok(_) => None,
-        Err(e) => {
-            tracing::warn!(room = %room, nick = %nick, "dropping a malformed archived message: {e}");
-            None
-        }
-    }
+    inbound::said_while_away(room, &nick, sid, id, body_text, m, at_ms, "the archive")
 }
 
 /// The query for one page after `mark`.
@@ -365,6 +353,7 @@ async fn page_through(inner: &Inner, room: &str, mut mark: Mark, token: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use causeway_core::Body;
     use crate::XmppBridge;
 
     const ROOM: &str = "ops@conference.example.org";

@@ -329,16 +329,24 @@ fn catch_up(inner: &Inner, m: &Message) -> Option<Inbound> {
     if body_text.as_ref().map_or(0, String::len) > inner.options.max_stanza_bytes {
         return None;
     }
-    // Who holds the nick now may not be who said it then: named by the nick.
-    let who = RemoteSender { id: format!("{room}/{nick}"), name: Some(nick.clone()), avatar: None };
-    match parse_message(&room, who, Some(stanza_id), id.clone(), body_text, m.clone()) {
+    said_while_away(&room, &nick, stanza_id, id, body_text, m.clone(), at_ms, "the history")
+}
+
+/// A message said in `room` by `nick` while the bridge was away (from the
+/// room's history or its archive, `source`), as what to take: named by the
+/// nick (who holds it now may not be who said it then), under the room's
+/// id `sid`, at the time it was said.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn said_while_away(room: &str, nick: &str, sid: String, id: Option<String>, body_text: Option<String>, m: Message, at_ms: i64, source: &str) -> Option<Inbound> {
+    let who = RemoteSender { id: format!("{room}/{nick}"), name: Some(nick.to_string()), avatar: None };
+    match parse_message(room, who, Some(sid), id.clone(), body_text, m) {
         Ok(Some(mut incoming)) if !matches!(incoming.body, Body::Typing { .. }) => {
             incoming.at_ms = Some(at_ms);
             Some(Inbound::CatchUp { incoming, id })
         }
         Ok(_) => None,
         Err(e) => {
-            tracing::warn!(room = %room, nick = %nick, "dropping a malformed message from the history: {e}");
+            tracing::warn!(room = %room, nick = %nick, "dropping a malformed message from {source}: {e}");
             None
         }
     }
