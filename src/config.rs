@@ -205,6 +205,12 @@ pub struct RouterConfig {
     pub degrade: Degrade,
     #[serde(default)]
     pub presence: PresenceConfig,
+    /// Senders never taken in, per bridge: another bridge's users in the
+    /// same rooms (its bot and ghosts), so the two do not relay each
+    /// other. Each entry is a sender id as the bridge names it, `*` for any
+    /// run of characters (`"@telegram_*:example.org"`).
+    #[serde(default)]
+    pub ignore: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -500,6 +506,17 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Arc<dyn Bridge>>, Config
             }
         }
     }
+    for (bridge, patterns) in &config.router.ignore {
+        let path = format!("router.ignore.{bridge}");
+        if !config.bridges.contains_key(bridge) {
+            errors.push(ConfigError::new(&path, format!("no bridge named {bridge:?}")));
+        }
+        for (i, p) in patterns.iter().enumerate() {
+            if p.trim().is_empty() || p.chars().all(|c| c == '*') {
+                errors.push(ConfigError::new(format!("{path}[{i}]"), "would ignore everyone on the bridge; name the other bridge's users"));
+            }
+        }
+    }
 
     if let Some(ldap) = &config.directory.ldap {
         for (path, message) in ldap.check(&|b| config.bridges.contains_key(b)) {
@@ -617,6 +634,7 @@ people:
             ("store: { max_batch: 0 }\n", "store.max_batch: must be at least 1"),
             ("portals: [{ id: p, links: [{ bridge: nope, room: r }] }]\n", "portals[0].links[0].bridge: no bridge named \"nope\""),
             ("portals: [{ id: p, links: [] }]\n", "portals[0].links: a portal needs at least one link"),
+            ("router: { ignore: { nope: [\"@x:y\"] } }\n", "router.ignore.nope: no bridge named \"nope\""),
             ("portals: [{ id: 'a b', links: [] }]\n", "portals[0].id"),
             ("bridges: { x: { type: carrier-pigeon } }\n", "bridges.x.type: unknown bridge type \"carrier-pigeon\""),
             ("bridges: { x: { endpoints: {} } }\n", "bridges.x: missing `type`"),

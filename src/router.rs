@@ -48,6 +48,22 @@ async fn idle_watch(router: std::sync::Weak<Router>, tick: std::time::Duration) 
     }
 }
 
+/// Whether `text` is `pattern`, where `*` stands for any run of characters.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for p in middle {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 /// Who Causeway's own notices come from.
 pub const NOTICE_SENDER: &str = "causeway";
 
@@ -106,6 +122,8 @@ pub struct Router {
     pub presence: PresenceBook,
     /// `outbox.notify_dead_letters`.
     notify_dead_letters: bool,
+    /// `router.ignore`: per bridge, senders never taken in.
+    ignore: BTreeMap<String, Vec<String>>,
 }
 
 impl Router {
@@ -137,6 +155,7 @@ impl Router {
             opening: tokio::sync::Mutex::new(()),
             presence: PresenceBook::new(config.router.presence.idle_after),
             notify_dead_letters: config.outbox.notify_dead_letters,
+            ignore: config.router.ignore.clone(),
         });
         for p in &config.portals {
             let links = p.links.iter().map(|l| Link { bridge: l.bridge.clone(), room: l.room.clone() }).collect();
@@ -535,7 +554,8 @@ impl Host for Router {
         if self.portal_index(&link).is_none() {
             return Err(SubmitError::NotLinked(incoming.room));
         }
-        if self.bridges.get(bridge).is_some_and(|b| b.is_own_sender(&incoming.room, &incoming.sender.id)) {
+        let ignored = self.ignore.get(bridge).is_some_and(|patterns| patterns.iter().any(|p| glob_match(p, &incoming.sender.id)));
+        if ignored || self.bridges.get(bridge).is_some_and(|b| b.is_own_sender(&incoming.room, &incoming.sender.id)) {
             self.metrics.dropped.get_or_create(&metrics::reason(bridge, "loop")).inc();
             return Ok(Accepted::Echo);
         }
@@ -674,5 +694,25 @@ impl Host for Router {
 
     async fn delete_state(&self, bridge: &str, key: &str) -> Result<(), SubmitError> {
         self.store.delete_state(bridge, key).await.map_err(|e| SubmitError::Unavailable(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn ignore_patterns_match_whole_ids_with_stars_for_any_run() {
+        assert!(glob_match("@other_*:corp", "@other_alice:corp"));
+        assert!(glob_match("@other_*:corp", "@other_:corp"));
+        assert!(!glob_match("@other_*:corp", "@other_alice:corp.evil"));
+        assert!(!glob_match("@other_*:corp", "x@other_alice:corp"));
+        assert!(glob_match("*@bridge2.xmpp.test*", "ops@conference.xmpp.test/x@bridge2.xmpp.test/r"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "abc"));
+        assert!(!glob_match("a*b*c", "acb"));
+        assert!(!glob_match("ab*ba", "aba"), "the two ends may not overlap");
     }
 }

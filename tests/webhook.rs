@@ -305,6 +305,29 @@ async fn a_refused_delivery_becomes_a_dead_letter_that_the_cli_can_retry() {
     assert!(hook_a.drain(Duration::from_millis(100)).await.is_empty());
 }
 
+/// What any Causeway posts carries its mark; a post with the mark (another
+/// Causeway delivering here) is never relayed again. Our own deliveries
+/// carry it too.
+#[tokio::test]
+async fn a_post_marked_by_a_causeway_is_not_relayed_again() {
+    let mut hook_a = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut hook_b = Hook::start(Mode::Accept { own_ids: None }).await;
+    let d = Daemon::start(&two_links(&hook_a.url(), &hook_b.url())).await;
+    let client = reqwest::Client::new();
+    let msg = json!({"sender": {"id": "bob"}, "text": "relayed elsewhere"});
+    let r = client.post(d.url("/bridges/hooks/b")).bearer_auth("token-b").header("x-causeway-relayed", "1").json(&msg).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["reason"], "relayed");
+    assert!(hook_a.drain(Duration::from_millis(500)).await.is_empty());
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="hooks",reason="relayed_by_another_bridge""#).await, 1.0);
+    // Unmarked, it crosses; the delivery carries the mark.
+    let msg = json!({"sender": {"id": "bob"}, "text": "said here"});
+    assert_eq!(post(&client, &d.url("/bridges/hooks/b"), "token-b", &msg).await.0, 202);
+    let got = hook_a.next(T).await;
+    assert_eq!(got.headers.get("x-causeway-relayed").and_then(|v| v.to_str().ok()), Some("1"));
+    assert!(hook_b.drain(Duration::from_millis(200)).await.is_empty());
+}
+
 /// `causeway outbox retry --all` queues every dead letter again (only those
 /// of the bridge and room named), in their order, under the same keys.
 #[tokio::test]

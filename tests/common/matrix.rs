@@ -58,6 +58,11 @@ impl Synapse {
     /// Start with the application service registration and more (the
     /// double puppeting one).
     pub fn start_with_extra(registration: &Path, extra: &[&Path]) -> Synapse {
+        Self::start_on_with_extra(registration, free_port(), extra)
+    }
+
+    /// As [`Synapse::start_with_extra`], on `port`.
+    pub fn start_on_with_extra(registration: &Path, port: u16, extra: &[&Path]) -> Synapse {
         let dir = tempfile::tempdir().unwrap();
         let kept = dir.path().join("registration.yaml");
         std::fs::copy(registration, &kept).unwrap();
@@ -70,7 +75,7 @@ impl Synapse {
                 k
             })
             .collect();
-        let s = Synapse { dir, port: free_port(), registration: kept, extra, rc_message: None };
+        let s = Synapse { dir, port, registration: kept, extra, rc_message: None };
         s.up();
         s
     }

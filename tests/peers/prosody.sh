@@ -8,7 +8,7 @@
 #   prosody.sh register DIR USER PASSWORD   add a user on xmpp.test
 #
 # Domain xmpp.test; MUC service conference.xmpp.test (with MAM and
-# moderation, rooms usable at once); external component bridge.xmpp.test (secret "component-secret");
+# moderation, rooms usable at once); external components bridge.xmpp.test and bridge2.xmpp.test (secret "component-secret");
 # with HTTP_PORT, HTTP File Upload (XEP-0363) at upload.xmpp.test, files
 # served from http://127.0.0.1:HTTP_PORT/file_share/.
 # Users alice/bob/carol (carol is a server admin) and causeway (for the
@@ -91,6 +91,9 @@ Component "conference.$DOMAIN" "muc"
     muc_room_default_history_length = 1000
     max_history_messages = 1000
 Component "bridge.$DOMAIN"
+    component_secret = "$SECRET"
+-- A second external component, for a second bridge in the same rooms.
+Component "bridge2.$DOMAIN"
     component_secret = "$SECRET"
 CFG
     if [ -n "$http" ]; then

@@ -262,6 +262,7 @@ pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<
         // Causeway said it as the person's own account: it came from elsewhere.
         return Ok(false);
     }
+    let raw_content = raw.get_field::<serde_json::Map<String, serde_json::Value>>("content").ok().flatten().unwrap_or_default();
     let event = match raw.deserialize() {
         Ok(e) => e,
         Err(e) => {
@@ -313,6 +314,11 @@ pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<
         return Ok(new);
     }
     if inner.is_ours(sender.as_str()) {
+        return Ok(false);
+    }
+    if relayed(&raw_content) {
+        // Relayed here by another Causeway (or another instance): not again.
+        ctx.count_rejected("relayed_by_another_bridge");
         return Ok(false);
     }
     let who = display_name(inner, &room, &sender);
@@ -372,6 +378,11 @@ fn puppeted(inner: &Inner, raw: &Raw<AnyTimelineEvent>) -> bool {
         .flatten()
         .is_some_and(|c| c.get(crate::outbound::PUPPET_MARK) == Some(&serde_json::Value::Bool(true)));
     marked && inner.sent_as_puppet(&room, &sender, &event_id)
+}
+
+/// Whether an event's content carries Causeway's relay mark.
+fn relayed(content: &serde_json::Map<String, serde_json::Value>) -> bool {
+    content.get(crate::outbound::RELAY_MARK).is_some_and(|v| v != &serde_json::Value::Bool(false) && !v.is_null())
 }
 
 /// A membership event, read from the event itself (its content and the

@@ -93,6 +93,10 @@ fn reaction_key(room: &RoomId, ghost: &UserId, target: &str, key: &str) -> Strin
 /// The content key that marks what Causeway sent as a person's own account
 /// (double puppeting), so it is not taken back in as theirs.
 pub(crate) const PUPPET_MARK: &str = "net.causeway.puppet";
+/// Causeway's mark on every event it sends: an event carrying it was
+/// relayed by a Causeway (this one or another) and is never relayed again,
+/// so two bridges on the same pair of rooms do not ping-pong.
+pub(crate) const RELAY_MARK: &str = "net.causeway.relayed";
 
 /// Who says a delivery in Matrix: the sender's ghost, or the person's own
 /// account (double puppeting).
@@ -107,6 +111,7 @@ impl Actor<'_> {
         if self.puppet {
             content[PUPPET_MARK] = json!(true);
         }
+        content[RELAY_MARK] = json!(true);
         content
     }
 }

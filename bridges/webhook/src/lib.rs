@@ -42,6 +42,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::config::{EndpointOptions, Format, WebhookOptions};
 use crate::payload::PayloadError;
 
+/// Causeway's mark on every delivery it posts: a request carrying it was
+/// relayed by a Causeway and is never relayed again (two bridges on the
+/// same pair of endpoints do not ping-pong).
+pub const RELAY_HEADER: &str = "x-causeway-relayed";
+
 pub struct WebhookBridge {
     options: WebhookOptions,
     client: reqwest::Client,
@@ -173,7 +178,8 @@ impl Bridge for WebhookBridge {
             .timeout(out.timeout)
             .header(header::CONTENT_TYPE, "application/json")
             .header("idempotency-key", &delivery.id)
-            .header("x-causeway-event", delivery.event.body.kind());
+            .header("x-causeway-event", delivery.event.body.kind())
+            .header(RELAY_HEADER, "1");
         if let Some(secret) = &out.hmac_secret {
             req = req.header(sign::SIGNATURE_HEADER, sign::sign(secret.expose().as_bytes(), &body));
         }
@@ -264,6 +270,11 @@ async fn inbound(
     if !(open || hmac_ok || token_ok(inb.token.as_ref(), &headers)) {
         ctx.count_rejected("unauthorized");
         return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong token or signature");
+    }
+    if headers.contains_key(RELAY_HEADER) {
+        // Relayed by a Causeway (another one, posting here): never relayed again.
+        ctx.count_rejected("relayed_by_another_bridge");
+        return (StatusCode::OK, axum::Json(json!({"status": "ignored", "reason": "relayed"}))).into_response();
     }
     let header_id = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
     let parsed = match inb.format {

@@ -141,7 +141,7 @@ fn archived(inner: &Inner, room: &str, result: Result_, after_ms: Option<i64>) -
         return None;
     }
     let m = result.forwarded.message;
-    if m.type_ != MessageType::Groupchat {
+    if m.type_ != MessageType::Groupchat || crate::stanzas::relayed(&m.payloads) {
         return None;
     }
     let from = m.from.clone()?;

@@ -404,6 +404,13 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
     if !inner.is_bot(&to) {
         return Vec::new(); // every ghost gets a copy; the bridge's own copy counts
     }
+    if crate::stanzas::relayed(&m.payloads) {
+        // Relayed here by another Causeway (or another instance): not again.
+        if let Some(ctx) = inner.ctx.get() {
+            ctx.count_rejected("relayed_by_another_bridge");
+        }
+        return Vec::new();
+    }
     if !inner.state().joined.contains(&room) {
         // Only rooms the bridge sits in send group chat to it: anything else
         // claims a `from` it cannot have.

@@ -445,7 +445,11 @@ impl Inner {
                 direct::inbound(self, m).map(|(incoming, ghost, from, to)| Inbound::Direct { incoming, ghost, from, to }).into_iter().collect()
             }
             Stanza::Message(m) => inbound::message_inbound(self, m),
-            Stanza::Presence(p) => inbound::presence(self, p).into_iter().map(Inbound::Event).collect(),
+            Stanza::Presence(p) => {
+                // Another Causeway's ghost: known as an occupant, never relayed.
+                let relayed = stanzas::relayed(&p.payloads);
+                inbound::presence(self, p).into_iter().filter(|_| !relayed).map(Inbound::Event).collect()
+            }
             Stanza::Iq(iq) => {
                 use tokio_xmpp::parsers::iq::Iq;
                 match iq {

@@ -64,6 +64,7 @@ pub fn join(from: &FullJid, room: &str, nick: &str, presence: Option<(Option<Sho
         p = p.with_to(to);
     }
     p.payloads.push(Element::builder("x", NS_MUC).append(history).build());
+    p.payloads.push(crate::stanzas::relay_mark());
     if let Some((s, status)) = presence {
         p.show = s.and_then(show);
         if let Some(status) = status {
@@ -154,6 +155,7 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
                 if let Some(seat) = seat {
                     inner.state().ghost_nicks.entry(room.to_string()).or_default().remove(&seat.nick);
                     let mut p = Presence::new(PresenceType::Unavailable).with_from(from.clone());
+                p.payloads.push(crate::stanzas::relay_mark());
                     if let Some(to) = occupant(room, &seat.nick) {
                         p = p.with_to(to);
                     }
@@ -173,6 +175,7 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             let seat = inner.state().seats.remove(&(room.to_string(), ghost.to_string()));
             if let Some(Seat { nick, .. }) = seat {
                 let mut p = Presence::new(PresenceType::Unavailable).with_from(from.clone());
+                p.payloads.push(crate::stanzas::relay_mark());
                 if let Some(to) = occupant(room, &nick) {
                     p = p.with_to(to);
                 }
@@ -279,6 +282,7 @@ pub(crate) async fn relay(inner: &Inner, d: &Delivery) -> Result<Delivered, Deli
 /// `room`, or a chat message in a direct conversation), with id `id`.
 pub(crate) async fn message(inner: &Inner, mut m: Message, from: &FullJid, room: &str, id: &str, body: &Body<String>) -> Result<Message, DeliveryError> {
     m.payloads.push(Element::builder("origin-id", NS_SID).attr(xml_ncname!("id").into(), id).build());
+    m.payloads.push(crate::stanzas::relay_mark());
     Ok(match body {
         Body::Message { text, kind, attachments, reply_to, .. } => {
             let mut plain = match &text.html {

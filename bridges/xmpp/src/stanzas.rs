@@ -17,6 +17,21 @@ pub const NS_RETRACT_0: &str = "urn:xmpp:message-retract:0";
 pub const NS_FASTEN: &str = "urn:xmpp:fasten:0";
 pub const NS_DELAY: &str = "urn:xmpp:delay";
 
+/// Causeway's mark on every message it sends: a message carrying it was
+/// relayed by a Causeway (this one or another) and is never relayed again,
+/// so two bridges on the same pair of rooms do not ping-pong.
+pub const NS_RELAY: &str = "urn:causeway:relay:0";
+
+/// The mark.
+pub fn relay_mark() -> Element {
+    Element::builder("relayed", NS_RELAY).build()
+}
+
+/// Whether a message carries the mark.
+pub fn relayed(payloads: &[Element]) -> bool {
+    payloads.iter().any(|e| e.is("relayed", NS_RELAY))
+}
+
 const MAX_ID: usize = 256;
 
 fn id_attr(e: &Element, what: &str) -> Result<String, String> {
