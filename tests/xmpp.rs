@@ -776,3 +776,29 @@ async fn a_long_absence_is_caught_up_from_the_rooms_archive() {
         assert!(d.log().contains("caught up from the room's archive"), "{}", d.log());
     }
 }
+
+/// A message larger than a stanza may be (Prosody closes a stream over
+/// 256 KiB; 200 kB here) arrives whole as numbered parts, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_larger_than_a_stanza_arrives_in_numbered_parts() {
+    let (_prosody, _hook, d, mut alice) = alice_in_a_bridged_room().await;
+    let lines: Vec<String> = (0..4000).map(|i| format!("line {i:05} of a long report, with words")).collect();
+    let text = lines.join("\n");
+    assert!(text.len() > 150_000);
+    let (status, answer) = post(&reqwest::Client::new(), &d.url("/bridges/hooks/w"), "tw", &json!({"sender": {"id": "dave"}, "text": text})).await;
+    assert_eq!(status, 202, "{answer}");
+    let (mut got, mut parts) = (String::new(), 0);
+    while !got.contains("line 03999") {
+        let s = alice.seen(T).await.unwrap_or_else(|e| panic!("after {parts} parts: {e}\n{}", d.log()));
+        let causeway_core::Body::Message { text, .. } = &s.body else { continue };
+        parts += 1;
+        assert!(text.plain.starts_with(&format!("({parts}/")), "part {parts} out of order: {}", &text.plain[..20.min(text.plain.len())]);
+        got.push_str(text.plain.split_once(") ").unwrap().1);
+        got.push('\n');
+    }
+    assert!(parts >= 3, "{parts}");
+    for l in &lines {
+        assert!(got.contains(l.as_str()), "{l} lost");
+    }
+    assert_eq!(d.metric("causeway_dead_letters_total", r#"bridge="xmpp""#).await, 0.0);
+}

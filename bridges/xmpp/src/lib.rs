@@ -113,6 +113,9 @@ struct State {
     /// Archive queries waiting for their results: query id → room, and
     /// the time results must be newer than (a catch-up read from a time).
     mam_queries: HashMap<String, (String, Option<i64>)>,
+    /// Parts of a split message the room has confirmed (part id → its
+    /// stanza-id), until the whole message is delivered.
+    parts_sent: HashMap<String, Option<String>>,
     /// Archive look-backs waiting for their results: query id → room.
     lookbacks: HashMap<String, String>,
     /// Room → the ids of the latest messages its archive held when looked

@@ -217,11 +217,62 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
                 return Ok(Delivered { remote_id: Some(sid) });
             }
             inner.seat(room, &ghost, name).await?;
-            let m = message(inner, groupchat(&from, room, &d.id)?, &from, room, &d.id, body).await?;
-            let sid = inner.send_confirmed(&d.id, m).await?;
-            Ok(Delivered { remote_id: sid })
+            let mut first = None;
+            for (pid, part) in parts(&d.id, body) {
+                // A part the room has already (a retry after a later part failed).
+                let done = inner.state().parts_sent.get(&pid).cloned();
+                let earlier = match done {
+                    Some(sid) => Some(sid),
+                    None if pid != d.id && d.maybe_sent => crate::archive::sent_before(inner, room, &pid).await.map(Some),
+                    None => None,
+                };
+                if let Some(sid) = earlier {
+                    first.get_or_insert(sid);
+                    continue;
+                }
+                let m = message(inner, groupchat(&from, room, &pid)?, &from, room, &pid, &part).await?;
+                let sid = inner.send_confirmed(&pid, m).await?;
+                inner.state().parts_sent.insert(pid, sid.clone());
+                first.get_or_insert(sid);
+            }
+            let mut st = inner.state();
+            st.parts_sent.retain(|k, _| k != &d.id && !k.starts_with(&format!("{}.p", d.id)));
+            Ok(Delivered { remote_id: first.flatten() })
         }
     }
+}
+
+/// Largest text of one message: servers close a stream that sends a
+/// stanza over their limit (Prosody 256 KiB, and many set less).
+const MAX_TEXT_BYTES: usize = 60 * 1024;
+
+/// A message as the messages to send, with their ids: itself under the
+/// delivery id, or, when its text is larger than one message may be,
+/// numbered parts (`(1/3) …`) under `<id>`, `<id>.p2`, … — the first
+/// with its files, reply and thread. Size is never a reason not to deliver.
+fn parts(id: &str, body: &Body<String>) -> Vec<(String, Body<String>)> {
+    let Body::Message { text, kind, attachments, reply_to, thread, mentions } = body else { return vec![(id.to_string(), body.clone())] };
+    let longest = text.plain.len().max(text.html.as_ref().map_or(0, |h| styling::from_html(h).len()));
+    if longest <= MAX_TEXT_BYTES {
+        return vec![(id.to_string(), body.clone())];
+    }
+    causeway_core::text::numbered_parts(&text.plain, MAX_TEXT_BYTES)
+        .into_iter()
+        .enumerate()
+        .map(|(i, plain)| {
+            let pid = if i == 0 { id.to_string() } else { format!("{id}.p{}", i + 1) };
+            let first = i == 0;
+            let part = Body::Message {
+                text: Text::plain(plain),
+                kind: *kind,
+                attachments: if first { attachments.clone() } else { Vec::new() },
+                reply_to: reply_to.clone().filter(|_| first),
+                thread: thread.clone(),
+                mentions: if first { mentions.clone() } else { Vec::new() },
+            };
+            (pid, part)
+        })
+        .collect()
 }
 
 /// Deliver as the bridge's one account (client mode): everyone's messages
@@ -350,6 +401,25 @@ pub(crate) async fn message(inner: &Inner, mut m: Message, from: &FullJid, room:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_text_larger_than_a_stanza_may_be_goes_as_numbered_parts() {
+        let small = Body::Message { text: Text::plain("hi"), kind: MessageKind::Text, attachments: vec![], reply_to: Some("r".into()), thread: None, mentions: vec![] };
+        assert_eq!(parts("d", &small).len(), 1);
+        let big = "a line of a long report\n".repeat(8000);
+        let body = Body::Message { text: Text { plain: big.clone(), html: None }, kind: MessageKind::Text, attachments: vec![], reply_to: Some("r".into()), thread: None, mentions: vec![] };
+        let p = parts("d", &body);
+        assert!(p.len() >= 3, "{}", p.len());
+        assert_eq!((p[0].0.as_str(), p[1].0.as_str()), ("d", "d.p2"));
+        let mut lines = 0;
+        for (i, (_, b)) in p.iter().enumerate() {
+            let Body::Message { text, reply_to, .. } = b else { panic!() };
+            assert!(text.plain.len() <= MAX_TEXT_BYTES && text.plain.starts_with(&format!("({}/{}) ", i + 1, p.len())));
+            assert_eq!(reply_to.is_some(), i == 0, "only the first replies");
+            lines += text.plain.matches("a line of").count();
+        }
+        assert_eq!(lines, 8000);
+    }
 
     #[test]
     fn nicks_are_one_clean_line() {
