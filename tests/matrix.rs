@@ -650,3 +650,96 @@ async fn a_message_larger_than_a_matrix_event_arrives_in_numbered_parts() {
     }
     assert_eq!(d.metric("causeway_dead_letters_total", r#"bridge="matrix""#).await, 0.0);
 }
+
+/// Between Synapse and Causeway: passes every request on, except that it
+/// answers the first transaction holding `swallow` with `200` itself and
+/// never passes it on — what Causeway sees when the homeserver strands a
+/// transaction (the number of one is missing). The real Synapse's events
+/// stay in the room; only their push is lost.
+async fn stranding_proxy(to: String, swallow: &'static str) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use axum::body::Bytes;
+    use axum::extract::{Request, State};
+    use axum::response::IntoResponse;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let swallowed = std::sync::Arc::new(AtomicBool::new(false));
+    let state = (to, swallowed.clone(), reqwest::Client::new());
+    async fn pass(State((to, swallowed, http)): State<(String, std::sync::Arc<AtomicBool>, reqwest::Client)>, req: Request) -> axum::response::Response {
+        let (parts, body) = req.into_parts();
+        let body: Bytes = axum::body::to_bytes(body, 32 * 1024 * 1024).await.unwrap_or_default();
+        let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+        if path.contains("/transactions/") && String::from_utf8_lossy(&body).contains(SWALLOW.get().unwrap().as_str()) && !swallowed.swap(true, Ordering::AcqRel) {
+            return (axum::http::StatusCode::OK, axum::Json(json!({}))).into_response();
+        }
+        let mut out = http.request(parts.method.clone(), format!("{to}{path}")).body(body.to_vec());
+        if let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+            out = out.header(axum::http::header::AUTHORIZATION, auth.clone());
+        }
+        if let Some(ct) = parts.headers.get(axum::http::header::CONTENT_TYPE) {
+            out = out.header(axum::http::header::CONTENT_TYPE, ct.clone());
+        }
+        match out.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let bytes = r.bytes().await.unwrap_or_default();
+                (axum::http::StatusCode::from_u16(status).unwrap(), bytes).into_response()
+            }
+            Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+        }
+    }
+    static SWALLOW: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let _ = SWALLOW.set(swallow.to_string());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().fallback(pass).with_state(state);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, swallowed)
+}
+
+/// A transaction the homeserver never delivers (as Synapse strands one
+/// while its recoverer finishes): the next transaction's number skips one,
+/// Causeway reads the room's timeline first, and every message arrives once
+/// and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranded_transaction_is_found_in_the_room_and_delivered_in_order() {
+    const N: usize = 12;
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let synapse_port = common::free_port();
+    let mut d = Daemon::prepare(&config(synapse_port, &hook.url()), &[]);
+    let registration = d.dir.path().join("registration.yaml");
+    let out = d.cli(&["matrix", "registration", "--output", registration.to_str().unwrap()]);
+    assert!(out.status.success(), "registration: {}", String::from_utf8_lossy(&out.stderr));
+    // Synapse reaches Causeway through the proxy.
+    let causeway = format!("http://127.0.0.1:{}/bridges/matrix", d.port);
+    let (proxy, swallowed) = stranding_proxy(causeway.clone(), "stranded #5").await;
+    let yaml = std::fs::read_to_string(&registration).unwrap();
+    assert!(yaml.contains(&causeway), "{yaml}");
+    std::fs::write(&registration, yaml.replace(&causeway, &proxy)).unwrap();
+    let synapse = Synapse::start_with(&registration, synapse_port, None);
+    d.restart().await;
+    wait_set_up(&d, &synapse).await;
+    synapse.register("alice");
+    let mut alice = MatrixPeer::join(&synapse.url(), "alice", ALIAS).await;
+    for i in 0..N {
+        alice.send("m.room.message", json!({"msgtype": "m.text", "body": format!("stranded #{i}")})).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.len() < N && Instant::now() < deadline {
+        if let Ok(Some(r)) = tokio::time::timeout(Duration::from_secs(1), hook.rx.recv()).await
+            && let Some(n) = r.json["text"].as_str().and_then(|t| t.strip_prefix("stranded #")).and_then(|n| n.parse::<usize>().ok())
+        {
+            got.push(n);
+        }
+    }
+    for r in hook.drain(Duration::from_secs(2)).await {
+        if let Some(n) = r.json["text"].as_str().and_then(|t| t.strip_prefix("stranded #")).and_then(|n| n.parse::<usize>().ok()) {
+            got.push(n);
+        }
+    }
+    assert!(swallowed.load(std::sync::atomic::Ordering::Acquire), "the proxy never met the transaction");
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "once each, in order\n{}", d.log());
+    assert!(d.metric("causeway_reconciled_total", r#"bridge="matrix""#).await >= 1.0, "{}", d.log());
+}
