@@ -257,7 +257,6 @@ impl Router {
         }
     }
 
-    /// The degradation policy of the portal a link belongs to.
     /// Tell the people of `room` something (a message of theirs that did
     /// not reach another network): a notice from Causeway, archived in the
     /// portal and delivered to that room alone. Returns once committed.
@@ -277,8 +276,13 @@ impl Router {
                 mentions: Vec::new(),
             },
         };
+        self.submit_to_writer(link.bridge.clone(), incoming, true, true).await
+    }
+
+    /// Hand a submission to the writer and wait for its answer.
+    async fn submit_to_writer(&self, bridge: String, incoming: Incoming, synthetic: bool, back_to_origin: bool) -> Result<Accepted, SubmitError> {
         let (reply, answer) = oneshot::channel();
-        let sub = Submission { bridge: link.bridge.clone(), incoming, reply, synthetic: true, back_to_origin: true };
+        let sub = Submission { bridge, incoming, reply, synthetic, back_to_origin };
         self.submissions.send(sub).await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?;
         answer.await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?
     }
@@ -298,6 +302,7 @@ impl Router {
         Some((origin, format!("Not delivered to {} ({}): \"{quote}{more}\" from {}: {reason}", target.room, target.bridge, event.sender.name)))
     }
 
+    /// The degradation policy of the portal a link belongs to.
     pub fn degrade_policy(&self, link: &Link) -> Degrade {
         let t = self.topology();
         t.link_portal.get(link).map(|&i| t.portals[i].degrade).unwrap_or(self.default_degrade)
@@ -559,10 +564,7 @@ impl Host for Router {
             self.metrics.dropped.get_or_create(&metrics::reason(bridge, "loop")).inc();
             return Ok(Accepted::Echo);
         }
-        let (reply, answer) = oneshot::channel();
-        let sub = Submission { bridge: link.bridge, incoming, reply, synthetic: false, back_to_origin: false };
-        self.submissions.send(sub).await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?;
-        answer.await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?
+        self.submit_to_writer(link.bridge, incoming, false, false).await
     }
 
     fn portal_of(&self, bridge: &str, room: &str) -> Option<String> {

@@ -258,11 +258,11 @@ async fn submit(ctx: &BridgeContext, incoming: Incoming) -> Result<bool, String>
 /// One room event. `Err` only when it could not be committed (try again);
 /// `Ok(true)` when it was new.
 pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimelineEvent>) -> Result<bool, String> {
-    if inner.puppet.is_some() && puppeted(inner, &raw) {
+    let marks = marks(&raw);
+    if inner.puppet.is_some() && puppeted(inner, &raw, &marks) {
         // Causeway said it as the person's own account: it came from elsewhere.
         return Ok(false);
     }
-    let raw_content = raw.get_field::<serde_json::Map<String, serde_json::Value>>("content").ok().flatten().unwrap_or_default();
     let event = match raw.deserialize() {
         Ok(e) => e,
         Err(e) => {
@@ -316,7 +316,7 @@ pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<
     if inner.is_ours(sender.as_str()) {
         return Ok(false);
     }
-    if relayed(&raw_content) {
+    if marks.relayed.as_ref().is_some_and(|v| v != &serde_json::Value::Bool(false) && !v.is_null()) {
         // Relayed here by another Causeway (or another instance): not again.
         ctx.count_rejected("relayed_by_another_bridge");
         return Ok(false);
@@ -368,21 +368,33 @@ pub(crate) async fn reconcile_passes(inner: Arc<Inner>, ctx: BridgeContext) {
 /// puppeting): the mark in the content, and an event Causeway sent (or is
 /// sending) as that account in that room. The mark alone proves nothing:
 /// anyone can write it, and clients copy it when forwarding.
-fn puppeted(inner: &Inner, raw: &Raw<AnyTimelineEvent>) -> bool {
+fn puppeted(inner: &Inner, raw: &Raw<AnyTimelineEvent>, marks: &Marks) -> bool {
+    if marks.puppet != Some(serde_json::Value::Bool(true)) {
+        return false;
+    }
     let field = |name: &str| raw.get_field::<String>(name).ok().flatten();
     let (Some(sender), Some(room), Some(event_id)) = (field("sender"), field("room_id"), field("event_id")) else { return false };
     let (Ok(sender), Ok(room)) = (OwnedUserId::try_from(sender), ruma::OwnedRoomId::try_from(room)) else { return false };
-    let marked = raw
-        .get_field::<serde_json::Map<String, serde_json::Value>>("content")
-        .ok()
-        .flatten()
-        .is_some_and(|c| c.get(crate::outbound::PUPPET_MARK) == Some(&serde_json::Value::Bool(true)));
-    marked && inner.sent_as_puppet(&room, &sender, &event_id)
+    inner.sent_as_puppet(&room, &sender, &event_id)
 }
 
-/// Whether an event's content carries Causeway's relay mark.
-fn relayed(content: &serde_json::Map<String, serde_json::Value>) -> bool {
-    content.get(crate::outbound::RELAY_MARK).is_some_and(|v| v != &serde_json::Value::Bool(false) && !v.is_null())
+/// Causeway's marks in an event's content (`outbound::PUPPET_MARK`,
+/// `outbound::RELAY_MARK`), read without keeping the rest of it.
+#[derive(Default, Deserialize)]
+struct Marks {
+    #[serde(default, rename = "net.causeway.puppet")]
+    puppet: Option<serde_json::Value>,
+    #[serde(default, rename = "net.causeway.relayed")]
+    relayed: Option<serde_json::Value>,
+}
+
+fn marks(raw: &Raw<AnyTimelineEvent>) -> Marks {
+    #[derive(Deserialize)]
+    struct WithContent {
+        #[serde(default)]
+        content: Marks,
+    }
+    serde_json::from_str::<WithContent>(raw.json().get()).map(|e| e.content).unwrap_or_default()
 }
 
 /// A membership event, read from the event itself (its content and the
@@ -581,6 +593,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use ruma::events::room::message::FormattedBody;
+
+    #[test]
+    fn marks_are_read_under_the_names_outbound_writes() {
+        let raw = |content: serde_json::Value| Raw::<AnyTimelineEvent>::from_json(serde_json::value::to_raw_value(&json!({"type": "m.room.message", "content": content})).unwrap());
+        let m = marks(&raw(json!({"body": "x", crate::outbound::PUPPET_MARK: true, crate::outbound::RELAY_MARK: true})));
+        assert_eq!((m.puppet, m.relayed), (Some(json!(true)), Some(json!(true))));
+        let none = marks(&raw(json!({"body": "x"})));
+        assert_eq!((none.puppet, none.relayed), (None, None));
+        // Content that is no object (hostile): no marks, no panic.
+        let odd = marks(&raw(json!("text")));
+        assert_eq!((odd.puppet, odd.relayed), (None, None));
+    }
 
     #[test]
     fn reply_fallbacks_are_stripped_and_html_sanitized() {
