@@ -41,14 +41,16 @@ people:
 /// Causeway's config and registration, a Synapse that knows it, and Causeway
 /// running with its portal room set up.
 async fn start(hook: &Hook) -> (Synapse, Daemon) {
-    start_with(hook, None).await
+    start_with(hook, None, "").await
 }
 
-/// As [`start`], with Synapse limiting the bridge to `rc_message`.
-async fn start_with(hook: &Hook, rc_message: Option<&str>) -> (Synapse, Daemon) {
+/// As [`start`], with Synapse limiting the bridge to `rc_message`, and
+/// `options` added to the Matrix bridge's (`, key: value`).
+async fn start_with(hook: &Hook, rc_message: Option<&str>, options: &str) -> (Synapse, Daemon) {
     // Synapse's port is needed in the config before Synapse starts.
     let synapse_port = common::free_port();
-    let mut d = Daemon::prepare(&config(synapse_port, &hook.url()), &[]);
+    let config = config(synapse_port, &hook.url()).replace("request_timeout: 10s", &format!("request_timeout: 10s{options}"));
+    let mut d = Daemon::prepare(&config, &[]);
     let registration = d.dir.path().join("registration.yaml");
     let out = d.cli(&["matrix", "registration", "--output", registration.to_str().unwrap()]);
     assert!(out.status.success(), "registration: {}", String::from_utf8_lossy(&out.stderr));
@@ -206,7 +208,7 @@ async fn ghost_names_and_presence_follow_the_person() {
 async fn rate_limits_are_waited_out_and_nothing_is_dropped() {
     const N: usize = 12;
     let hook = Hook::start(Mode::Accept { own_ids: None }).await;
-    let (synapse, d) = start_with(&hook, Some("{ per_second: 2, burst_count: 3 }")).await;
+    let (synapse, d) = start_with(&hook, Some("{ per_second: 2, burst_count: 3 }"), "").await;
     synapse.register("alice");
     let mut alice = MatrixPeer::join(&synapse.url(), "alice", ALIAS).await;
     let client = reqwest::Client::new();
@@ -648,6 +650,27 @@ async fn a_message_larger_than_a_matrix_event_arrives_in_numbered_parts() {
     for l in &lines {
         assert!(got.contains(l.as_str()), "{l} lost");
     }
+    assert_eq!(d.metric("causeway_dead_letters_total", r#"bridge="matrix""#).await, 0.0);
+}
+
+/// With `oversize: file`, the same message is its first lines in the room
+/// and the whole text as `message.txt` in the media repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_oversize_file_a_long_message_is_its_first_lines_and_a_text_file() {
+    let hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let (synapse, d) = start_with(&hook, None, ", oversize: file").await;
+    synapse.register("alice");
+    let mut alice = MatrixPeer::join(&synapse.url(), "alice", ALIAS).await;
+    let text: String = (0..3000).map(|i| format!("line {i:05} of a long report, with some words in it\n")).collect();
+    let http = reqwest::Client::new();
+    assert_eq!(post(&http, &d.url("/bridges/hooks/w"), "tw", &json!({"sender": {"id": "dave"}, "text": text})).await.0, 202);
+    let body = |e: &serde_json::Value| e["content"]["body"].as_str().unwrap_or_default().to_string();
+    let first = alice.next_matching(Duration::from_secs(30), |e| body(e).starts_with("line 00000")).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    assert!(body(&first).len() < 3000 && body(&first).ends_with("in all: message.txt)"), "{}", body(&first));
+    let file = alice.next_matching(Duration::from_secs(30), |e| e["content"]["msgtype"] == "m.file").await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    assert_eq!(file["content"]["body"], "message.txt", "{file}");
+    let mxc = file["content"]["url"].as_str().unwrap();
+    assert_eq!(causeway_core::conformance::Peer::fetch(&mut alice, mxc).await.unwrap(), text.as_bytes(), "the file is the whole text");
     assert_eq!(d.metric("causeway_dead_letters_total", r#"bridge="matrix""#).await, 0.0);
 }
 

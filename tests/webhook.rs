@@ -305,6 +305,72 @@ async fn a_refused_delivery_becomes_a_dead_letter_that_the_cli_can_retry() {
     assert!(hook_a.drain(Duration::from_millis(100)).await.is_empty());
 }
 
+/// A text larger than a receiver takes arrives in numbered parts: cut to
+/// `max_text_bytes` where it is set (and by default for the Slack format),
+/// and smaller each time a receiver answers 413. Never a dead letter.
+#[tokio::test]
+async fn an_oversized_text_arrives_in_parts_whatever_the_receiver_takes() {
+    let mut limited = Hook::start(Mode::Limit(8 * 1024)).await;
+    let mut slack = Hook::start(Mode::Accept { own_ids: None }).await;
+    let config = format!(
+        r#"
+http: {{ listen: "127.0.0.1:{{port}}" }}
+store: {{ path: "{{db}}" }}
+outbox: {{ retry_initial: 50ms, retry_max: 300ms }}
+bridges:
+  hooks:
+    type: webhook
+    max_body_bytes: 200000
+    endpoints:
+      a: {{ inbound: {{ token: "token-a" }} }}
+      b: {{ outbound: {{ url: "{}" }} }}
+      c: {{ outbound: {{ url: "{}", format: slack, max_text_bytes: 3000 }} }}
+portals:
+  - id: ops
+    links: [{{ bridge: hooks, room: a }}, {{ bridge: hooks, room: b }}, {{ bridge: hooks, room: c }}]
+"#,
+        limited.url(),
+        slack.url()
+    );
+    let d = Daemon::start(&config).await;
+    let text: String = (0..2000).map(|i| format!("line {i} of a long log\n")).collect();
+    let (status, _) = post(&reqwest::Client::new(), &d.url("/bridges/hooks/a"), "token-a", &json!({"sender": {"id": "w", "name": "Logger"}, "text": text})).await;
+    assert_eq!(status, 202);
+    let whole = |parts: &[common::Received], field: &str| -> (String, usize) {
+        let mut joined = String::new();
+        for (i, p) in parts.iter().enumerate() {
+            let t = p.json[field].as_str().unwrap_or_default();
+            let prefix = format!("({}/{}) ", i + 1, parts.len());
+            assert!(t.starts_with(&prefix), "part {i}: {:?}", &t[..t.len().min(40)]);
+            joined.push_str(t[prefix.len()..].trim_end());
+            joined.push('\n');
+        }
+        (joined, parts.len())
+    };
+    let mut got_b = Vec::new();
+    while got_b.last().is_none_or(|r: &common::Received| {
+        let t = r.json["text"].as_str().unwrap_or_default();
+        !t.contains("line 1999 ")
+    }) {
+        got_b.push(limited.next(T).await);
+    }
+    assert!(got_b.iter().all(|r| r.body.len() <= 8 * 1024), "a part over the receiver's limit was taken");
+    let (joined, n) = whole(&got_b, "text");
+    assert_eq!(joined, text, "the parts do not make the text");
+    assert!(n >= 6, "{n} parts for {} bytes under 8 KiB", text.len());
+    let keys: std::collections::HashSet<&str> = got_b.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys.len(), n, "parts share a key");
+
+    let mut got_c = Vec::new();
+    while got_c.last().is_none_or(|r: &common::Received| !r.json["text"].as_str().unwrap_or_default().contains("line 1999 ")) {
+        got_c.push(slack.next(T).await);
+    }
+    assert!(got_c.iter().all(|r| r.json["text"].as_str().unwrap().len() <= 3000 + 64), "a Slack part over max_text_bytes");
+    let (joined, _) = whole(&got_c, "text");
+    assert_eq!(joined, text);
+    assert_eq!(d.metric("causeway_dead_letters_total", r#"bridge="hooks""#).await, 0.0, "{}", d.log());
+}
+
 /// What any Causeway posts carries its mark; a post with the mark (another
 /// Causeway delivering here) is never relayed again. Our own deliveries
 /// carry it too.

@@ -802,3 +802,29 @@ async fn a_message_larger_than_a_stanza_arrives_in_numbered_parts() {
     }
     assert_eq!(d.metric("causeway_dead_letters_total", r#"bridge="xmpp""#).await, 0.0);
 }
+
+/// With `oversize: file` and an upload service, the same message is its
+/// first lines and a link (with XEP-0066) to the whole text put there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_oversize_file_a_long_message_is_its_first_lines_and_an_uploaded_text() {
+    let prosody = Prosody::start();
+    let hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let cfg = config(&prosody, &hook.url()).replace("reconnect_max: 2s }", "reconnect_max: 2s, upload_service: upload.xmpp.test, oversize: file }");
+    let d = start_with(&prosody, &cfg).await;
+    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    let text: String = (0..4000).map(|i| format!("line {i:05} of a long report, with words\n")).collect();
+    let (status, answer) = post(&reqwest::Client::new(), &d.url("/bridges/hooks/w"), "tw", &json!({"sender": {"id": "dave"}, "text": text})).await;
+    assert_eq!(status, 202, "{answer}");
+    let (shown, attachments) = loop {
+        let s = alice.seen(T).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+        if let causeway_core::Body::Message { text, attachments, .. } = s.body {
+            break (text.plain, attachments);
+        }
+    };
+    assert!(shown.starts_with("line 00000") && shown.len() < 4000, "{}", &shown[..shown.len().min(200)]);
+    let url = &attachments.first().unwrap_or_else(|| panic!("no link to the text: {shown}")).url;
+    assert!(url.starts_with(&format!("http://127.0.0.1:{}/file_share/", prosody.http)) && shown.contains(url.as_str()), "{url}\n{shown}");
+    assert_eq!(reqwest::get(url).await.unwrap().text().await.unwrap(), text, "the uploaded file is the whole text");
+    assert!(alice.seen(Duration::from_secs(2)).await.is_err(), "more than one message");
+    assert_eq!(d.metric("causeway_dead_letters_total", r#"bridge="xmpp""#).await, 0.0);
+}

@@ -40,6 +40,8 @@ pub enum Mode {
     Accept { own_ids: Option<String> },
     /// Answer this status.
     Fail(u16),
+    /// 413 to a body over this many bytes, else as `Accept` without ids.
+    Limit(usize),
     /// POST the delivery back to Causeway (as a misconfigured peer would),
     /// then answer 200.
     Echo { url: String, token: String, keep_id: bool },
@@ -80,6 +82,11 @@ async fn receive(State(s): State<Arc<HookState>>, headers: HeaderMap, body: Byte
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     match mode {
         Mode::Fail(code) => StatusCode::from_u16(code).unwrap().into_response(),
+        Mode::Limit(max) if body.len() > max => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        Mode::Limit(_) => {
+            let _ = s.tx.send(Received { key: key.clone(), headers, body, json, id: key, at: Instant::now() });
+            StatusCode::NO_CONTENT.into_response()
+        }
         Mode::Accept { own_ids } => {
             let id = match &own_ids {
                 Some(prefix) => {

@@ -104,9 +104,41 @@ pub fn numbered_parts(text: &str, max_bytes: usize) -> Vec<String> {
     parts.iter().enumerate().map(|(i, p)| format!("({}/{n}) {}", i + 1, p.trim_end())).collect()
 }
 
+/// What a bridge does with a text larger than one message of its network
+/// may be (`oversize` in a bridge's options). Either way it arrives: size
+/// is never a reason for a dead letter.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Oversize {
+    /// Numbered messages (`(1/3) …`), cut at paragraph or line breaks.
+    #[default]
+    Split,
+    /// The first lines as the message, the whole text as a `.txt` file
+    /// attached to it (where the network can carry files; else `split`).
+    File,
+}
+
+/// The first lines of a long `text`, at most `max_bytes` and cut at a line
+/// break where there is one, followed by a line saying where the rest is.
+pub fn preview(text: &str, max_bytes: usize, rest_in: &str) -> String {
+    let head = split_text(text, max_bytes)[0].trim_end();
+    let lines = text.lines().count();
+    format!("{head}\n… ({lines} lines, {} KiB in all: {rest_in})", text.len().div_ceil(1024))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn previews_keep_the_first_lines_and_say_where_the_rest_is() {
+        let text: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        let p = preview(&text, 100, "message.txt");
+        assert!(p.starts_with("line 0\nline 1\n"), "{p}");
+        assert!(p.lines().count() < 20 && p.ends_with("(1000 lines, 9 KiB in all: message.txt)"), "{p}");
+        let odd = "ż".repeat(500);
+        assert!(preview(&odd, 101, "x").starts_with(&"ż".repeat(50)));
+    }
 
     #[test]
     fn sanitizer_removes_active_content() {

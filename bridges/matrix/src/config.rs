@@ -64,6 +64,11 @@ pub struct MatrixOptions {
     /// fifth less CPU per bridged message (BENCHMARKS.md).
     #[serde(default = "default_true")]
     pub receive_ephemeral: bool,
+    /// A text larger than one Matrix event may be (64 KiB): `split` into
+    /// numbered messages (the default), or `file`: the first lines as the
+    /// message and the whole text as `message.txt` in the media repository.
+    #[serde(default)]
+    pub oversize: causeway_core::text::Oversize,
 }
 
 fn default_id() -> String {

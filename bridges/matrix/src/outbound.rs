@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use crate::client::Client;
 use crate::{Inner, ghost};
-use causeway_core::text::escape_html;
+use causeway_core::text::{Oversize, escape_html, preview};
 
 /// `m.room.message` content for a text.
 fn text_content(text: &Text, kind: MessageKind) -> Value {
@@ -27,6 +27,11 @@ fn text_content(text: &Text, kind: MessageKind) -> Value {
 /// Largest content of one text event. Homeservers refuse events over
 /// 64 KiB (`M_TOO_LARGE`), envelope and signatures included.
 const MAX_CONTENT_BYTES: usize = 60 * 1024;
+
+/// With `oversize: file`: how much of a long text is shown in the room, and
+/// the name of the file that holds all of it.
+const PREVIEW_BYTES: usize = 2 * 1024;
+const LONG_TEXT_FILE: &str = "message.txt";
 
 /// A text as one event, or, when it is larger than one event may be, as
 /// numbered plain-text events (`<id>`, `<id>.p2`, `<id>.p3` … as
@@ -337,7 +342,23 @@ async fn send_message(
     }
     let mut contents = Vec::new();
     if !text.plain.trim().is_empty() {
-        contents.extend(text_contents(id, &text, kind));
+        let long = text_contents(id, &text, kind);
+        if long.len() > 1 && inner.options.oversize == Oversize::File {
+            // The first lines in the room, the whole text beside them.
+            let bytes = text.plain.clone().into_bytes();
+            let size = bytes.len();
+            let mxc = inner.client.upload(bytes, "text/plain; charset=utf-8", Some(LONG_TEXT_FILE)).await?;
+            contents.push((id.to_string(), text_content(&Text::plain(preview(&text.plain, PREVIEW_BYTES, LONG_TEXT_FILE)), kind)));
+            contents.push((format!("{id}.txt"), json!({
+                "msgtype": "m.file",
+                "body": LONG_TEXT_FILE,
+                "filename": LONG_TEXT_FILE,
+                "url": mxc,
+                "info": {"mimetype": "text/plain", "size": size},
+            })));
+        } else {
+            contents.extend(long);
+        }
     }
     contents.extend(files);
     let mut first = None;

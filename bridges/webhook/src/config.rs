@@ -81,6 +81,22 @@ pub struct OutboundOptions {
     /// Per-request timeout.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
+    /// Longest text of one request; a longer one is posted as numbered
+    /// parts. Default: none for `native`, 16,000 for `slack` (Mattermost
+    /// takes 16,383 characters, Slack 40,000). Whatever the limit, a
+    /// receiver that answers `413` gets the text in smaller parts.
+    #[serde(default)]
+    pub max_text_bytes: Option<usize>,
+}
+
+impl OutboundOptions {
+    /// `max_text_bytes`, or the format's default.
+    pub fn max_text_bytes(&self) -> Option<usize> {
+        self.max_text_bytes.or(match self.format {
+            Format::Native => None,
+            Format::Slack => Some(16_000),
+        })
+    }
 }
 
 fn default_timeout() -> Duration {
@@ -139,6 +155,9 @@ impl BridgeOptions for WebhookOptions {
                         format!("scheme {:?} is not http or https", u.scheme()),
                     )),
                     Err(e) => errors.push(OptionError::new(format!("{path}.outbound.url"), format!("invalid URL: {e}"))),
+                }
+                if o.max_text_bytes.is_some_and(|m| m < 1024) {
+                    errors.push(OptionError::new(format!("{path}.outbound.max_text_bytes"), "must be at least 1024"));
                 }
                 if o.timeout.is_zero() {
                     errors.push(OptionError::new(format!("{path}.outbound.timeout"), "must be longer than zero"));

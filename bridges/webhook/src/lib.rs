@@ -32,14 +32,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use causeway_core::{
     Accepted, Bridge, BridgeContext, BridgeError, Capabilities, Committed, Delivered, Delivery, DeliveryError,
-    DirectError, Incoming, OptionError, Recipient, Secret, Sender, SubmitError, parse_options,
+    DirectError, Event, Incoming, OptionError, Recipient, Secret, Sender, SubmitError, Text, parse_options, Body,
 };
 use futures_util::Stream;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::config::{EndpointOptions, Format, WebhookOptions};
+use crate::config::{EndpointOptions, Format, OutboundOptions, WebhookOptions};
 use crate::payload::PayloadError;
 
 /// Causeway's mark on every delivery it posts: a request carrying it was
@@ -158,17 +158,102 @@ impl Bridge for WebhookBridge {
             .endpoint(&delivery.room)
             .and_then(|e| e.outbound.as_ref())
             .ok_or_else(|| DeliveryError::permanent(format!("endpoint {:?} has no outbound URL", delivery.room)))?;
+        // A text larger than the receiver takes goes in numbered parts:
+        // smaller ones each time it answers 413, down to 1 KiB.
+        let mut budget = out.max_text_bytes();
+        // After a 413 the parts are new ones, under keys of their own (a
+        // part the receiver took before must not hide a different one).
+        let mut key = delivery.id.clone();
+        loop {
+            let mut first = None;
+            let mut too_large = false;
+            for (id, event) in pieces(&key, &delivery.event, budget) {
+                match self.post(out, delivery, &id, &event).await? {
+                    Posted::Done(remote) => {
+                        first.get_or_insert(remote);
+                    }
+                    Posted::TooLarge => {
+                        too_large = true;
+                        break;
+                    }
+                }
+            }
+            if !too_large {
+                return Ok(Delivered { remote_id: first.flatten() });
+            }
+            let longest = message_text(&delivery.event).map_or(0, str::len).min(budget.unwrap_or(usize::MAX));
+            if longest <= MIN_PART_BYTES {
+                return Err(DeliveryError::permanent(format!("{} answered 413 even to a part of {longest} bytes", out.url)));
+            }
+            let smaller = (longest / 2).max(MIN_PART_BYTES);
+            budget = Some(smaller);
+            key = format!("{}.s{smaller}", delivery.id);
+            tracing::info!(url = %out.url, budget, "the receiver took the text as too large, sending it in smaller parts");
+        }
+    }
+}
+
+/// The smallest part a text is cut into for a receiver that answers 413.
+const MIN_PART_BYTES: usize = 1024;
+
+fn message_text(event: &Event<String>) -> Option<&str> {
+    match &event.body {
+        Body::Message { text, .. } => Some(&text.plain),
+        _ => None,
+    }
+}
+
+/// The event as the requests to post, with their idempotency keys: itself
+/// under the delivery id, or, when its text is over `budget`, numbered
+/// parts under `<id>`, `<id>.p2`, … (the first with its files and reply).
+fn pieces(id: &str, event: &Event<String>, budget: Option<usize>) -> Vec<(String, Event<String>)> {
+    let Body::Message { text, kind, attachments, reply_to, thread, mentions } = &event.body else {
+        return vec![(id.to_string(), event.clone())];
+    };
+    let Some(max) = budget.filter(|max| text.plain.len() > *max || text.html.as_ref().is_some_and(|h| h.len() > *max)) else {
+        return vec![(id.to_string(), event.clone())];
+    };
+    causeway_core::text::numbered_parts(&text.plain, max)
+        .into_iter()
+        .enumerate()
+        .map(|(i, plain)| {
+            let first = i == 0;
+            let mut part = event.clone();
+            part.body = Body::Message {
+                text: Text::plain(plain),
+                kind: *kind,
+                attachments: if first { attachments.clone() } else { Vec::new() },
+                reply_to: reply_to.clone().filter(|_| first),
+                thread: thread.clone(),
+                mentions: if first { mentions.clone() } else { Vec::new() },
+            };
+            (if first { id.to_string() } else { format!("{id}.p{}", i + 1) }, part)
+        })
+        .collect()
+}
+
+/// What one POST came to.
+enum Posted {
+    /// Taken, with the receiver's id for it if it named one.
+    Done(Option<String>),
+    /// 413: the receiver takes less.
+    TooLarge,
+}
+
+impl WebhookBridge {
+    /// POST one event (or one part of one) under idempotency key `id`.
+    async fn post(&self, out: &OutboundOptions, delivery: &Delivery, id: &str, event: &Event<String>) -> Result<Posted, DeliveryError> {
         let body = match out.format {
             Format::Native => {
-                let mut n = payload::render_native(&delivery.event, Some(&delivery.id));
+                let mut n = payload::render_native(event, Some(id));
                 n.direct = DirectRoom::parse(&delivery.room)
                     .map(|d| payload::Direct { to: d.account.to_string(), with: d.with.to_string() });
                 serde_json::to_vec(&n)
             }
-            Format::Slack => match payload::render_slack(&delivery.event) {
+            Format::Slack => match payload::render_slack(event) {
                 Some(s) => serde_json::to_vec(&s),
                 // Degradation leaves only messages for text-only endpoints.
-                None => return Ok(Delivered::default()),
+                None => return Ok(Posted::Done(None)),
             },
         }
         .map_err(|e| DeliveryError::permanent(format!("cannot encode: {e}")))?;
@@ -177,8 +262,8 @@ impl Bridge for WebhookBridge {
             .post(&out.url)
             .timeout(out.timeout)
             .header(header::CONTENT_TYPE, "application/json")
-            .header("idempotency-key", &delivery.id)
-            .header("x-causeway-event", delivery.event.body.kind())
+            .header("idempotency-key", id)
+            .header("x-causeway-event", event.body.kind())
             .header(RELAY_HEADER, "1");
         if let Some(secret) = &out.hmac_secret {
             req = req.header(sign::SIGNATURE_HEADER, sign::sign(secret.expose().as_bytes(), &body));
@@ -195,7 +280,10 @@ impl Bridge for WebhookBridge {
                 .ok()
                 .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
                 .filter(|id| !id.is_empty() && id.len() <= 256);
-            return Ok(Delivered { remote_id });
+            return Ok(Posted::Done(remote_id));
+        }
+        if status == StatusCode::PAYLOAD_TOO_LARGE && message_text(event).is_some() {
+            return Ok(Posted::TooLarge);
         }
         let retry_after = resp
             .headers()

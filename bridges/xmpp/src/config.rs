@@ -84,6 +84,12 @@ pub struct XmppOptions {
     /// Largest file copied to the upload service; larger ones keep their link.
     #[serde(default = "default_upload_max")]
     pub upload_max_bytes: u64,
+    /// A text larger than one message may be (60 KiB): `split` into
+    /// numbered messages (the default), or `file`: the first lines as the
+    /// message and the whole text as `message.txt` on `upload_service`
+    /// (split where there is none).
+    #[serde(default)]
+    pub oversize: causeway_core::text::Oversize,
     /// Longest time one HTTP request of the bridge may take as a whole
     /// (fetching a file from another network, putting it to the upload
     /// service), from connecting to the last byte of the answer.

@@ -1,5 +1,6 @@
 //! Events → XMPP stanzas, spoken by ghosts in the room.
 
+use causeway_core::text::Oversize;
 use causeway_core::{Body, Delivered, Delivery, DeliveryError, IdKind, Membership, MessageKind, Sender, Show, Text};
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
@@ -217,8 +218,12 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
                 return Ok(Delivered { remote_id: Some(sid) });
             }
             inner.seat(room, &ghost, name).await?;
+            let (body, file) = match long_text_file(inner, &from, body).await {
+                Some((short, url)) => (short, Some(url)),
+                None => (body.clone(), None),
+            };
             let mut first = None;
-            for (pid, part) in parts(&d.id, body) {
+            for (pid, part) in parts(&d.id, &body) {
                 // A part the room has already (a retry after a later part failed).
                 let done = inner.state().parts_sent.get(&pid).cloned();
                 let earlier = match done {
@@ -230,7 +235,10 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
                     first.get_or_insert(sid);
                     continue;
                 }
-                let m = message(inner, groupchat(&from, room, &pid)?, &from, room, &pid, &part).await?;
+                let mut m = message(inner, groupchat(&from, room, &pid)?, &from, room, &pid, &part).await?;
+                if let Some(url) = &file {
+                    m.payloads.push(oob(url, Some(LONG_TEXT_FILE)));
+                }
                 let sid = inner.send_confirmed(&pid, m).await?;
                 inner.state().parts_sent.insert(pid, sid.clone());
                 first.get_or_insert(sid);
@@ -245,6 +253,51 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
 /// Largest text of one message: servers close a stream that sends a
 /// stanza over their limit (Prosody 256 KiB, and many set less).
 const MAX_TEXT_BYTES: usize = 60 * 1024;
+
+/// With `oversize: file`: how much of a long text is shown in the room, and
+/// the name of the file that holds all of it.
+const PREVIEW_BYTES: usize = 2 * 1024;
+const LONG_TEXT_FILE: &str = "message.txt";
+
+/// With `oversize: file` and an upload service, a message whose text is too
+/// long for one message as its first lines and a link to the whole text put
+/// on the upload service. `None`: send it as it is (or in parts).
+async fn long_text_file(inner: &Inner, from: &FullJid, body: &Body<String>) -> Option<(Body<String>, String)> {
+    let Body::Message { text, kind, attachments, reply_to, thread, mentions } = body else { return None };
+    let service = inner.options.upload_service.as_ref().filter(|_| inner.options.oversize == Oversize::File)?;
+    if parts("", body).len() < 2 {
+        return None;
+    }
+    let plain = match &text.html {
+        Some(html) => styling::from_html(html),
+        None => text.plain.clone(),
+    };
+    let url = match crate::upload::put(inner, service, from, LONG_TEXT_FILE.into(), Some("text/plain; charset=utf-8".into()), plain.clone().into_bytes()).await {
+        Ok(url) => url,
+        Err(e) => {
+            tracing::warn!("long text not put on the upload service, sending it in parts: {e}");
+            return None;
+        }
+    };
+    let short = Body::Message {
+        text: Text::plain(causeway_core::text::preview(&plain, PREVIEW_BYTES, &url)),
+        kind: *kind,
+        attachments: attachments.clone(),
+        reply_to: reply_to.clone(),
+        thread: thread.clone(),
+        mentions: mentions.clone(),
+    };
+    Some((short, url))
+}
+
+/// An out-of-band link (XEP-0066) to a file.
+fn oob(url: &str, name: Option<&str>) -> Element {
+    let mut x = Element::builder("x", NS_OOB).append(Element::builder("url", NS_OOB).append(url).build());
+    if let Some(n) = name {
+        x = x.append(Element::builder("desc", NS_OOB).append(n).build());
+    }
+    x.build()
+}
 
 /// A message as the messages to send, with their ids: itself under the
 /// delivery id, or, when its text is larger than one message may be,
@@ -354,11 +407,7 @@ pub(crate) async fn message(inner: &Inner, mut m: Message, from: &FullJid, room:
                     },
                     None => a.url.clone(),
                 };
-                let mut x = Element::builder("x", NS_OOB).append(Element::builder("url", NS_OOB).append(url.as_str()).build());
-                if let Some(n) = &a.name {
-                    x = x.append(Element::builder("desc", NS_OOB).append(n.as_str()).build());
-                }
-                m.payloads.push(x.build());
+                m.payloads.push(oob(&url, a.name.as_deref()));
                 if !plain.is_empty() {
                     plain.push('\n');
                 }

@@ -52,13 +52,18 @@ pub(crate) async fn copy(inner: &Inner, service: &str, from: &FullJid, a: &Attac
     }
     let fetched = causeway_core::fetch::fetch(&inner.http, &a.url, max).await.map_err(|e| format!("download: {e}"))?;
     let mime = a.mime.clone().or(fetched.content_type);
-    let bytes = fetched.bytes;
     let name = a
         .name
         .clone()
         .or_else(|| a.url.rsplit('/').next().map(str::to_string))
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| "file".into());
+    put(inner, service, from, name, mime, fetched.bytes).await
+}
+
+/// Put `bytes` on the upload service under `name`; returns the link XMPP
+/// clients should use.
+pub(crate) async fn put(inner: &Inner, service: &str, from: &FullJid, name: String, mime: Option<String>, bytes: Vec<u8>) -> Result<String, String> {
     let mut request = Element::builder("request", NS_UPLOAD)
         .attr(xml_ncname!("filename").into(), name)
         .attr(xml_ncname!("size").into(), bytes.len().to_string());
