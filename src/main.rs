@@ -104,10 +104,19 @@ enum OutboxAction {
     },
 }
 
+/// Log targets that write credentials at debug or trace.
+const SECRET_BEARING_LOGS: [&str; 9] = ["tokio_xmpp", "xmpp_parsers", "async_imap", "imap_proto", "lettre", "hyper", "hyper_util", "h2", "reqwest"];
+
 fn init_logs(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    // The XMPP library logs whole stanzas, login included, at debug and
-    // trace: kept at info unless asked for by name.
-    let filter = if filter.contains("tokio_xmpp") { filter.to_string() } else { format!("{filter},tokio_xmpp=info") };
+    // Libraries that log what they send, credentials included, at debug or
+    // trace (the XMPP stream with its login, IMAP's LOGIN, SMTP's AUTH,
+    // HTTP headers): kept at info unless asked for by name.
+    let mut filter = filter.to_string();
+    for noisy in SECRET_BEARING_LOGS {
+        if !filter.contains(noisy) {
+            filter.push_str(&format!(",{noisy}=info"));
+        }
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(filter).context("invalid --log-level")?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {

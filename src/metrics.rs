@@ -83,6 +83,9 @@ pub struct Metrics {
     /// Events a network never pushed that a bridge found itself (a room's
     /// timeline or archive) and that were new: the network's misses.
     pub reconciled: Family<BridgeLabel, Counter>,
+    /// Links from another network not fetched, by why (where they led, or
+    /// what came of them).
+    pub fetch_refused: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -114,6 +117,7 @@ impl Metrics {
         let directory_skipped = Family::<SourceLabel, Gauge>::default();
         let directory_imports = Family::<ResultLabel, Counter>::default();
         let reconciled = Family::<BridgeLabel, Counter>::default();
+        let fetch_refused = Family::<ReasonLabel, Counter>::default();
         registry.register("events_received", "Events accepted from a network and stored", received.clone());
         registry.register("events_dropped", "Inbound events not stored (duplicate, loop, unknown_target)", dropped.clone());
         registry.register("inbound_rejected", "Inbound requests refused before they became events", rejected.clone());
@@ -138,6 +142,7 @@ impl Metrics {
         registry.register("directory_skipped", "Directory entries the last import could not use, by source", directory_skipped.clone());
         registry.register("directory_imports", "Directory imports by result (ok, failed)", directory_imports.clone());
         registry.register("reconciled", "Events the network never pushed that the bridge found itself, by bridge", reconciled.clone());
+        registry.register("fetch_refused", "Links from another network not fetched (sent as links), by bridge and reason", fetch_refused.clone());
         for r in ["ok", "failed"] {
             let _ = directory_imports.get_or_create(&ResultLabel { result: r.into() });
         }
@@ -163,6 +168,7 @@ impl Metrics {
             directory_skipped,
             directory_imports,
             reconciled,
+            fetch_refused,
         }
     }
 
@@ -186,7 +192,7 @@ impl Metrics {
         for r in ["transient", "permanent"] {
             let _ = self.failed.get_or_create(&reason(name, r));
         }
-        for r in ["duplicate", "loop", "unknown_target"] {
+        for r in ["duplicate", "loop", "unknown_target", "forged_reference"] {
             let _ = self.dropped.get_or_create(&reason(name, r));
         }
     }

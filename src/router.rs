@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_trait::async_trait;
 use causeway_core::{
     Accepted, Body, Bridge, Capabilities, Committed, Degrade, Delivery, DirectError, Event, Host, IdKind, Incoming, Origin, Recipient,
-    RemoteSender, SubmitError, degrade, new_id, now_ms,
+    RemoteSender, Sender, SubmitError, degrade, new_id, now_ms,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -22,7 +22,7 @@ use crate::directory::Directory;
 use crate::metrics::{self, Metrics};
 use crate::outbox::LaneFeed;
 use crate::presence::PresenceBook;
-use crate::store::{NewDelivery, NewEvent, OutboxItem, RemoteKey, Store, StoredLink, StoredPortal};
+use crate::store::{Author, MapHit, NewDelivery, NewEvent, OutboxItem, RemoteKey, Store, StoredLink, StoredPortal};
 
 /// Tell the networks when people have gone idle: a presence said where each
 /// spoke last.
@@ -371,6 +371,28 @@ impl Router {
         }
     }
 
+    /// Whether `sender` (on `bridge`) may edit or take back the event
+    /// `target`: only who said it may — the same account, or the same
+    /// person of the directory. `hits` and `batch` are where the target's
+    /// author is found (the store, or earlier in this batch).
+    fn may_change(&self, bridge: &str, sender: &Sender, target: &str, hits: &HashMap<RemoteKey, MapHit>, batch: &[NewEvent]) -> bool {
+        let author = hits
+            .values()
+            .find(|h| h.event_id == target)
+            .and_then(|h| h.author.clone())
+            .or_else(|| {
+                batch.iter().find(|ne| ne.event.id == target).map(|ne| Author {
+                    bridge: ne.event.origin.bridge.clone(),
+                    sender: ne.event.sender.id.clone(),
+                    person: ne.event.sender.person.clone(),
+                })
+            });
+        match author {
+            Some(a) => (a.bridge == bridge && a.sender == sender.id) || (a.person.is_some() && a.person == sender.person),
+            None => false,
+        }
+    }
+
     async fn commit_batch(&self, batch: Vec<Submission>) {
         let key = |bridge: &str, room: &str, id: &str| RemoteKey {
             bridge: bridge.to_string(),
@@ -440,6 +462,15 @@ impl Router {
             let Link { bridge, room } = link;
             let event_id = new_id();
             let sender = self.directory().resolve(&bridge, sender);
+            if let Some(target) = authored_target(&body)
+                && !self.may_change(&bridge, &sender, target, &hits, &new_events)
+            {
+                drop(topology);
+                self.metrics.dropped.get_or_create(&metrics::reason(&bridge, "forged_reference")).inc();
+                tracing::info!(bridge = %bridge, room = %room, sender = %sender.id, kind = body.kind(), "dropping a change of someone else's message");
+                let _ = reply.send(Ok(Accepted::Ignored { reason: "only its sender may change or take back a message" }));
+                continue;
+            }
             let at_ms = at_ms.unwrap_or_else(now_ms);
             // A person's presence is what their accounts say together; what
             // they say wakes them from idle.
@@ -678,6 +709,10 @@ impl Host for Router {
         Ok(())
     }
 
+    fn count_fetch_refused(&self, bridge: &str, reason: &'static str) {
+        self.metrics.fetch_refused.get_or_create(&metrics::reason(bridge, reason)).inc();
+    }
+
     fn count_reconciled(&self, bridge: &str, n: u64) {
         self.metrics.reconciled.get_or_create(&metrics::bridge(bridge)).inc_by(n);
     }
@@ -696,6 +731,15 @@ impl Host for Router {
 
     async fn delete_state(&self, bridge: &str, key: &str) -> Result<(), SubmitError> {
         self.store.delete_state(bridge, key).await.map_err(|e| SubmitError::Unavailable(e.to_string()))
+    }
+}
+
+/// The event an edit or a retraction changes, where only its sender may
+/// (a retraction the network says a moderator made is not checked here).
+fn authored_target(body: &Body) -> Option<&str> {
+    match body {
+        Body::Edit { target, .. } | Body::Retract { target, moderated: false } => Some(target),
+        _ => None,
     }
 }
 

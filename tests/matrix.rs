@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use causeway_core::conformance;
-use common::matrix::{MatrixPeer, Synapse, bridge_config};
+use common::matrix::{MatrixPeer, Synapse, bridge_config, promote};
 use common::{Daemon, Hook, Mode, WebhookPeer, post};
 use serde_json::json;
 
@@ -99,14 +99,19 @@ async fn transactions_are_authenticated_deduplicated_and_hostile_events_dropped(
     assert_eq!(push(&d, "f1", None, &forged).await.0, 401);
     assert_eq!(push(&d, "f2", Some("as-secret-token"), &forged).await.0, 403, "the as_token is not the hs_token");
     assert_eq!(push(&d, "f3", Some("hs-secret-tokeN"), &forged).await.0, 403);
-    let r = reqwest::Client::new()
-        .put(d.url("/bridges/matrix/_matrix/app/v1/transactions/f4?access_token=wrong"))
-        .json(&forged)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 403);
-    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="matrix",reason="unauthorized""#).await, 4.0);
+    // A token in the URL is not taken, not even the right one (it would sit
+    // in access logs); `hs_token_in_query` is for homeservers that need it.
+    for (txn, token) in [("f4", "wrong"), ("f5", "hs-secret-token")] {
+        let r = reqwest::Client::new()
+            .put(d.url(&format!("/bridges/matrix/_matrix/app/v1/transactions/{txn}?access_token={token}")))
+            .json(&forged)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{token}");
+    }
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="matrix",reason="unauthorized""#).await, 3.0);
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="matrix",reason="token_in_query""#).await, 2.0);
 
     // A real transaction, with hostile events around one good one.
     let hostile = json!({"events": [
@@ -358,16 +363,6 @@ async fn typing_topic_and_membership_cross_both_ways() {
         .unwrap_or_else(|e| panic!("the ghost did not leave: {e}\n{}", d.log()));
 }
 
-/// Make `user` a moderator of `room` (done as the bridge's own user, the
-/// room's creator).
-async fn promote(synapse: &Synapse, room: &str, user: &str) {
-    let url = format!("{}/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", synapse.url(), room.replace('!', "%21").replace(':', "%3A"));
-    let client = reqwest::Client::new();
-    let mut levels: serde_json::Value = client.get(&url).bearer_auth("as-secret-token").send().await.unwrap().json().await.unwrap();
-    levels["users"][user] = json!(50);
-    let r = client.put(&url).bearer_auth("as-secret-token").json(&levels).send().await.unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-}
 
 /// A login token for alice (a second session).
 async fn alice_token(synapse: &Synapse) -> String {
@@ -570,10 +565,10 @@ async fn double_puppeting_speaks_as_the_persons_own_account() {
     assert!(!d.log().contains("ERROR"), "{}", d.log());
 }
 
-/// A server on 127.0.0.1 that answers every request with headers and then a
-/// byte a second, forever (a tarpit): its URL.
+/// A file server (where the tests' bridges may fetch) that answers every
+/// request with headers and then a byte a second, forever (a tarpit): its URL.
 async fn tarpit() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind((common::FILES_HOST, 0)).await.unwrap();
     let url = format!("http://{}/slow.bin", listener.local_addr().unwrap());
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {

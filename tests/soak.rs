@@ -5,7 +5,8 @@
 //! other network exactly once and in order.
 //!
 //! `SOAK_CYCLES` and `SOAK_MESSAGES` make it the long soak of BENCHMARKS.md
-//! (`SOAK_CYCLES=20 SOAK_MESSAGES=1000 cargo test --test soak -- --nocapture`).
+//! (`SOAK_CYCLES=20 SOAK_MESSAGES=1000 cargo test --test soak -- --nocapture`);
+//! `SOAK_LOG=FILE` keeps Causeway's log of every run there.
 #![cfg(all(feature = "webhook", feature = "xmpp", feature = "matrix", feature = "email"))]
 
 mod common;
@@ -60,6 +61,8 @@ struct Seen {
     shown_twice: Vec<(&'static str, u64)>,
     /// First arrivals per origin: (the network's own sort key, number).
     order: BTreeMap<&'static str, Vec<(i64, u64)>>,
+    /// When each message first arrived here.
+    arrived: HashMap<(&'static str, u64), Instant>,
 }
 
 impl Seen {
@@ -77,6 +80,7 @@ impl Seen {
         }
         let keys = self.keys.entry((from, n)).or_default();
         if keys.is_empty() {
+            self.arrived.insert((from, n), Instant::now());
             let seq = self.order.get(from).map_or(0, Vec::len) as i64;
             self.order.entry(from).or_default().push((at.unwrap_or(seq), n));
         } else if key.is_none() {
@@ -88,6 +92,29 @@ impl Seen {
     fn count(&self) -> usize {
         self.keys.len()
     }
+}
+
+/// How long after each restart everything sent before it had arrived
+/// everywhere: per restart, the latest arrival of a message sent before it,
+/// counted from the restart (zero when nothing was waiting), with the path
+/// (`from → here`) of that latest arrival.
+fn catch_up_times(restarts: &[Instant], sent: &HashMap<(&'static str, u64), Instant>, seen: &HashMap<&str, std::sync::Mutex<Seen>>) -> Vec<(Duration, String)> {
+    restarts
+        .iter()
+        .map(|&up| {
+            let mut latest = (Duration::ZERO, String::new());
+            for (here, s) in seen {
+                let s = s.lock().unwrap();
+                for (msg, at) in &s.arrived {
+                    let late = at.saturating_duration_since(up);
+                    if sent.get(msg).is_some_and(|t| *t < up) && late > latest.0 {
+                        latest = (late, format!("{} → {here}", msg.0));
+                    }
+                }
+            }
+            latest
+        })
+        .collect()
 }
 
 fn text_of(body: &Body<String>) -> Option<&str> {
@@ -130,13 +157,18 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
 
     let seen: HashMap<&str, std::sync::Mutex<Seen>> = NETWORKS.iter().map(|n| (*n, Default::default())).collect();
     let stop = AtomicBool::new(false);
+    // When each message was sent (taken by its server, or by Causeway for webhooks).
+    let sent = std::sync::Mutex::new(HashMap::new());
+    let sent_now = |net: &'static str, i: u64| {
+        sent.lock().unwrap().insert((net, i), Instant::now());
+    };
     let sending_done = std::sync::atomic::AtomicUsize::new(0);
     let start = Instant::now();
     // Kills spread over the whole stream.
     let stream_time = interval * n as u32;
     let gap_ms = (stream_time.as_millis() as u64 / cycles.max(1)).max(1500);
 
-    let (during_start, sent_in, caught_up) = tokio::task::block_in_place(|| {
+    let ((during_start, restarts), sent_in, caught_up) = tokio::task::block_in_place(|| {
         std::thread::scope(|threads| {
             // Mail clients block (smtplib, imaplib): threads of their own.
             threads.spawn(|| {
@@ -144,6 +176,7 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
                 for i in 0..n {
                     let at = Instant::now();
                     carol.mail("soak", &format!("mail #{i}"), None, None);
+                    sent_now("mail", i);
                     std::thread::sleep(interval.saturating_sub(at.elapsed()));
                 }
                 sending_done.fetch_add(1, Ordering::AcqRel);
@@ -164,11 +197,12 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
                 }
             });
             tokio::runtime::Handle::current().block_on(async {
-                let every = async |peer: &mut dyn Peer, net: &str| {
+                let every = async |peer: &mut dyn Peer, net: &'static str| {
                     for i in 0..n {
                         let at = Instant::now();
                         // The servers take these whether Causeway runs or not.
                         peer.act(Action::Text { text: format!("{net} #{i}"), reply_to: None }).await.unwrap_or_else(|e| panic!("{net} #{i} not sent: {e}"));
+                        sent_now(net, i);
                         tokio::time::sleep(interval.saturating_sub(at.elapsed())).await;
                     }
                     sending_done.fetch_add(1, Ordering::AcqRel);
@@ -181,7 +215,10 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
                         let body = json!({"id": format!("hooks-{i}"), "sender": {"id": "w", "name": "Dave"}, "text": format!("hooks #{i}")});
                         loop {
                             match http.post(&hook_url).bearer_auth("tw").json(&body).timeout(Duration::from_secs(5)).send().await {
-                                Ok(r) if r.status().is_success() => break,
+                                Ok(r) if r.status().is_success() => {
+                                    sent_now("hooks", i);
+                                    break;
+                                }
                                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
                             }
                         }
@@ -191,6 +228,7 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
                 };
                 let kills = async {
                     let mut during_start = 0;
+                    let mut restarts = Vec::new();
                     for cycle in 0..cycles {
                         tokio::time::sleep(dice.ms(gap_ms / 2, gap_ms * 3 / 2)).await;
                         daemon.kill();
@@ -204,8 +242,9 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
                             tokio::time::sleep(dice.ms(100, 800)).await;
                             daemon.spawn();
                         }
+                        restarts.push(Instant::now());
                     }
-                    during_start
+                    (during_start, restarts)
                 };
                 let watchers = async {
                     tokio::join!(
@@ -238,9 +277,9 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
                     stop.store(true, Ordering::Release);
                     (sent_in, caught_up)
                 };
-                let (_, _, _, during_start, _, (sent_in, caught_up)) =
+                let (_, _, _, (during_start, restarts), _, (sent_in, caught_up)) =
                     tokio::join!(every(&mut alice, "xmpp"), every(&mut bob, "matrix"), web, kills, watchers, judge);
-                (during_start, sent_in, caught_up)
+                ((during_start, restarts), sent_in, caught_up)
             })
         })
     });
@@ -248,6 +287,9 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
     daemon.restart().await;
     let reconciled = daemon.metric("causeway_reconciled_total", r#"bridge="matrix""#).await;
 
+    if let Ok(path) = std::env::var("SOAK_LOG") {
+        std::fs::write(&path, daemon.log()).expect("SOAK_LOG");
+    }
     let mut problems = Vec::new();
     for here in NETWORKS {
         let s = seen[here].lock().unwrap();
@@ -270,6 +312,29 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
         if !s.shown_twice.is_empty() {
             problems.push(format!("shown twice on {here}: {:?}", s.shown_twice));
         }
+    }
+    if std::env::var("SOAK_DETAIL").is_ok() {
+        let sent = sent.lock().unwrap();
+        for (k, &up) in restarts.iter().enumerate() {
+            let mut paths: BTreeMap<String, (Duration, usize)> = BTreeMap::new();
+            for (here, s) in &seen {
+                let s = s.lock().unwrap();
+                for (msg, at) in &s.arrived {
+                    if sent.get(msg).is_some_and(|t| *t < up) && *at > up {
+                        let e = paths.entry(format!("{} → {here}", msg.0)).or_default();
+                        e.0 = e.0.max(at.saturating_duration_since(up));
+                        e.1 += 1;
+                    }
+                }
+            }
+            eprintln!("soak: restart {k}: {:?}", paths.iter().map(|(p, (d, n))| format!("{p} {n} msgs, last {:.1}s", d.as_secs_f64())).collect::<Vec<_>>());
+        }
+    }
+    let mut catch_up = catch_up_times(&restarts, &sent.lock().unwrap(), &seen);
+    eprintln!("soak: caught up after each restart in {:?}", catch_up.iter().map(|(d, path)| format!("{:.1}s ({path})", d.as_secs_f64())).collect::<Vec<_>>());
+    catch_up.sort();
+    if let (Some(median), Some(max)) = (catch_up.get(catch_up.len() / 2), catch_up.last()) {
+        eprintln!("soak: catch-up after a restart: median {:.1?}, longest {:.1?}", median.0, max.0);
     }
     eprintln!(
         "soak: {cycles} cycles ({during_start} kills while starting), {} messages, sent in {sent_in:?}, all through {caught_up:?} later; \

@@ -49,15 +49,22 @@ people:
 }
 
 async fn post_signed(d: &Daemon, endpoint: &str, secret: &[u8], body: &Value) -> (u16, Value) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    post_signed_at(d, endpoint, secret, body, now, None).await
+}
+
+/// POST `body` signed as made at `ts` (Unix seconds), with an `Idempotency-Key` if given.
+async fn post_signed_at(d: &Daemon, endpoint: &str, secret: &[u8], body: &Value, ts: i64, key: Option<&str>) -> (u16, Value) {
     let raw = serde_json::to_vec(body).unwrap();
-    let r = reqwest::Client::new()
+    let mut req = reqwest::Client::new()
         .post(d.url(&format!("/bridges/hooks/{endpoint}")))
         .header("content-type", "application/json")
-        .header("x-causeway-signature", sign::sign(secret, &raw))
-        .body(raw)
-        .send()
-        .await
-        .unwrap();
+        .header("x-causeway-timestamp", ts.to_string())
+        .header("x-causeway-signature", sign::sign_at(secret, ts, &raw));
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    let r = req.body(raw).send().await.unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
@@ -80,7 +87,8 @@ async fn signed_message_and_replies_cross_with_translated_references() {
     assert_eq!(got.json["id"], got.key.as_str());
     assert_eq!(got.json["event_id"], answer["event_id"]);
     let sig = got.headers["x-causeway-signature"].to_str().unwrap();
-    assert!(sign::verify(b"secret-out-b", &got.body, sig), "outbound signature does not verify");
+    let ts: i64 = got.headers["x-causeway-timestamp"].to_str().unwrap().parse().unwrap();
+    assert!(sign::verify_at(b"secret-out-b", ts, &got.body, sig), "outbound signature does not verify");
     assert_eq!(got.id, "B-1");
 
     // A reply from `a` points, on `b`, at the id `b` gave the original.
@@ -115,6 +123,8 @@ async fn signed_message_and_replies_cross_with_translated_references() {
     let evil = json!({"id": "evil", "sender": {"id": "mallory"}, "text": "pwned"});
     assert_eq!(post_signed(&d, "a", b"wrong-secret", &evil).await.0, 401);
     assert_eq!(post(&client, &d.url("/bridges/hooks/a"), "token-b", &evil).await.0, 401);
+    // `a` signs: its own token alone is not enough.
+    assert_eq!(post(&client, &d.url("/bridges/hooks/a"), "token-a", &evil).await.0, 401);
     assert_eq!(post(&client, &d.url("/bridges/hooks/b"), "", &evil).await.0, 401);
     let r = client.post(d.url("/bridges/hooks/b")).header("content-type", "application/json").body(evil.to_string()).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -123,7 +133,7 @@ async fn signed_message_and_replies_cross_with_translated_references() {
     assert!(hook_b.drain(Duration::from_millis(500)).await.is_empty());
     assert!(hook_a.drain(Duration::from_millis(10)).await.is_empty());
     assert_eq!(archive_len(&d.db(), "ops").await, stored);
-    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="hooks",reason="unauthorized""#).await, 4.0);
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="hooks",reason="unauthorized""#).await, 5.0);
     assert_eq!(d.metric("causeway_events_received_total", r#"bridge="hooks""#).await, 4.0);
     assert_eq!(d.metric("causeway_events_delivered_total", r#"bridge="hooks""#).await, 5.0);
 }
@@ -303,6 +313,35 @@ async fn a_refused_delivery_becomes_a_dead_letter_that_the_cli_can_retry() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(hook_a.drain(Duration::from_millis(100)).await.is_empty());
+}
+
+/// A signed request cannot be replayed: the same signed body again under a
+/// fresh `Idempotency-Key` (or none) is refused, and so is a body signed
+/// longer ago than the tolerance; the same one under its own key again is
+/// a plain duplicate.
+#[tokio::test]
+async fn a_signed_request_cannot_be_replayed() {
+    let hook_a = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut hook_b = Hook::start(Mode::Accept { own_ids: None }).await;
+    let d = Daemon::start(&two_links(&hook_a.url(), &hook_b.url())).await;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let pay = json!({"sender": {"id": "alice"}, "text": "pay 100 to mallory"});
+    assert_eq!(post_signed_at(&d, "a", b"secret-a", &pay, now, Some("k1")).await.0, 202);
+    let (status, answer) = post_signed_at(&d, "a", b"secret-a", &pay, now, Some("k2")).await;
+    assert_eq!((status, answer["error"].as_str()), (409, Some("replayed")), "{answer}");
+    assert_eq!(post_signed_at(&d, "a", b"secret-a", &pay, now, None).await.0, 409);
+    let (status, answer) = post_signed_at(&d, "a", b"secret-a", &pay, now, Some("k1")).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")), "{answer}");
+    // Signed ten minutes ago (the tolerance is five), or ten minutes ahead.
+    for ts in [now - 600, now + 600] {
+        let (status, answer) = post_signed_at(&d, "a", b"secret-a", &json!({"sender": {"id": "alice"}, "text": "old"}), ts, Some("k3")).await;
+        assert_eq!((status, answer["error"].as_str()), (401, Some("stale_signature")), "{answer}");
+    }
+    let got = hook_b.next(T).await;
+    assert_eq!(got.json["text"], "pay 100 to mallory");
+    assert!(hook_b.drain(Duration::from_millis(500)).await.is_empty(), "a replay was delivered");
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="hooks",reason="replayed""#).await, 2.0);
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="hooks",reason="stale_signature""#).await, 2.0);
 }
 
 /// A text larger than a receiver takes arrives in numbered parts: cut to
@@ -500,7 +539,7 @@ async fn webhook_conformance() {
     let hook_a = Hook::start(Mode::Accept { own_ids: Some("A-".into()) }).await;
     let hook_b = Hook::start(Mode::Accept { own_ids: None }).await;
     let d = Daemon::start(&two_links(&hook_a.url(), &hook_b.url())).await;
-    let mut a = WebhookPeer::new("a", d.url("/bridges/hooks/a"), "token-a", hook_a);
+    let mut a = WebhookPeer::new("a", d.url("/bridges/hooks/a"), "token-a", hook_a).signed(b"secret-a");
     let mut b = WebhookPeer::new("b", d.url("/bridges/hooks/b"), "token-b", hook_b);
     let report = conformance::run(&mut a, &mut b, &conformance::Options::default()).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     assert_eq!(report.passed.len(), 16, "{report}");

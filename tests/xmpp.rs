@@ -208,7 +208,7 @@ async fn a_prosody_outage_mid_stream_loses_and_doubles_nothing() {
 async fn files_are_copied_to_the_servers_upload_service() {
     let prosody = Prosody::start();
     // Where the file lives on the other network.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind((common::FILES_HOST, 0)).await.unwrap();
     let files = listener.local_addr().unwrap();
     let app = axum::Router::new().route("/report.txt", axum::routing::get(|| async { ([("content-type", "text/plain")], "quarterly numbers") }));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -235,12 +235,18 @@ async fn files_are_copied_to_the_servers_upload_service() {
 }
 
 /// Retractions of someone else's message need a moderator (XEP-0425): a
-/// retraction from the webhook side of an XMPP person's message is done by
-/// the bridge as the room's moderator, and an XMPP moderator taking back a
-/// ghost's message reaches the webhook side as a retraction.
+/// moderating retraction from a webhook endpoint trusted to moderate
+/// (`may_moderate`) of an XMPP person's message is done by the bridge as the
+/// room's moderator, and an XMPP moderator taking back a ghost's message
+/// reaches the webhook side as a retraction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moderation_crosses_both_ways() {
-    let (prosody, mut hook, d, mut alice) = alice_in_a_bridged_room().await;
+    let prosody = Prosody::start();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let cfg = config(&prosody, &hook.url()).replace("inbound: { token: tw }", "inbound: { token: tw, may_moderate: true }");
+    assert!(cfg.contains("may_moderate"));
+    let d = start_with(&prosody, &cfg).await;
+    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
     // carol is a server admin, so a moderator in every room.
     let mut carol = XmppPeer::join(&prosody, "carol", ROOM, "Carol", 0).await;
     let client = reqwest::Client::new();
@@ -254,12 +260,16 @@ async fn moderation_crosses_both_ways() {
             break got;
         }
     };
+    // As dave alone it is not his to take back; as a moderator it is.
     let retract = json!({"sender": {"id": "dave"}, "type": "retract", "target": delivered.id});
+    let (status, answer) = post(&client, &url, "tw", &retract).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("ignored")), "{answer}");
+    let retract = json!({"sender": {"id": "dave"}, "type": "retract", "target": delivered.id, "moderated": true});
     assert_eq!(post(&client, &url, "tw", &retract).await.0, 202);
     let deadline = Instant::now() + T;
     loop {
         let s = carol.seen(deadline.saturating_duration_since(Instant::now())).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
-        if let causeway_core::Body::Retract { target } = &s.body {
+        if let causeway_core::Body::Retract { target, .. } = &s.body {
             assert_eq!(target, &sid, "the moderation names Alice's message");
             assert_eq!(s.sender_name, "Causeway", "the bridge moderated it");
             break;

@@ -34,6 +34,17 @@ pub struct MapHit {
     pub event_id: EventId,
     /// The id came in from the network (true) or is one of our deliveries (false).
     pub origin: bool,
+    /// Who said the event (where it is archived).
+    pub author: Option<Author>,
+}
+
+/// Who said an archived event: their account where it came from, and the
+/// directory's person when there was one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Author {
+    pub bridge: String,
+    pub sender: String,
+    pub person: Option<String>,
 }
 
 /// One accepted event, as committed in one transaction with its deliveries.

@@ -13,7 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row, Sqlite, SqlSafeStr};
 
 use super::{
-    Completion, MapHit, NewEvent, OutboxDepth, OutboxItem, OutboxRow, OutboxState, RemoteKey, Store, StoreError,
+    Author, Completion, MapHit, NewEvent, OutboxDepth, OutboxItem, OutboxRow, OutboxState, RemoteKey, Store, StoreError,
     Stored, StoredPortal,
 };
 
@@ -106,7 +106,8 @@ impl Store for SqliteStore {
         let mut found = HashMap::new();
         for chunk in keys.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT bridge, room, remote_id, event_id, kind FROM message_map WHERE (bridge, room, remote_id) IN (VALUES ",
+                "SELECT m.bridge, m.room, m.remote_id, m.event_id, m.kind, a.origin_bridge, a.sender, a.person \
+                 FROM message_map m LEFT JOIN archive a ON a.event_id = m.event_id WHERE (m.bridge, m.room, m.remote_id) IN (VALUES ",
             );
             let mut sep = q.separated(", ");
             for k in chunk {
@@ -122,7 +123,8 @@ impl Store for SqliteStore {
             for r in q.build().fetch_all(&self.read).await? {
                 let key = RemoteKey { bridge: r.get("bridge"), room: r.get("room"), remote_id: r.get("remote_id") };
                 let kind: i64 = r.get("kind");
-                found.insert(key, MapHit { event_id: r.get("event_id"), origin: kind == 0 || kind == 3 });
+                let author = r.get::<Option<String>, _>("origin_bridge").map(|bridge| Author { bridge, sender: r.get("sender"), person: r.get("person") });
+                found.insert(key, MapHit { event_id: r.get("event_id"), origin: kind == 0 || kind == 3, author });
             }
         }
         Ok(found)
@@ -561,8 +563,9 @@ mod tests {
         let key = RemoteKey { bridge: "a".into(), room: "r".into(), remote_id: "remote-e1".into() };
         let echo = RemoteKey { bridge: "b".into(), room: "s".into(), remote_id: "d-e2".into() };
         let hits = store.lookup_remotes(&[key.clone(), echo.clone()]).await.unwrap();
-        assert_eq!(hits[&key], MapHit { event_id: "e1".into(), origin: true });
-        assert_eq!(hits[&echo], MapHit { event_id: "e2".into(), origin: false });
+        let alice = Some(Author { bridge: "a".into(), sender: "alice".into(), person: None });
+        assert_eq!(hits[&key], MapHit { event_id: "e1".into(), origin: true, author: alice.clone() });
+        assert_eq!(hits[&echo], MapHit { event_id: "e2".into(), origin: false, author: alice });
 
         let pending = store.pending("b", "s", 0, 10).await.unwrap();
         assert_eq!(pending.len(), 2);

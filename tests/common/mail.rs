@@ -61,9 +61,11 @@ impl MailServer {
             "{{ type: email, url: \"http://127.0.0.1:{{port}}/bridges/mail\", attachments_dir: \"{{dir}}/attachments\",
                imap: {{ server: \"127.0.0.1:{}\", tls: none, username: bridge, password: pw, poll_interval: 5s }},
                smtp: {{ server: \"127.0.0.1:{}\", tls: none }},
-               policy: {{ allow: [partner.example] }},
+               policy: {{ allow: [partner.example] }}, {},
                lists: {{ {lists} }} }}",
-            self.imap, self.smtp
+            self.imap,
+            self.smtp,
+            super::FETCH_ALLOW
         )
     }
 

@@ -126,7 +126,8 @@ impl Drop for Synapse {
 pub fn bridge_config(synapse_port: u16) -> String {
     format!(
         "{{ type: matrix, homeserver: \"http://127.0.0.1:{synapse_port}\", server_name: {SERVER_NAME}, \
-         url: \"http://127.0.0.1:{{port}}/bridges/matrix\", as_token: as-secret-token, hs_token: hs-secret-token, request_timeout: 10s }}"
+         url: \"http://127.0.0.1:{{port}}/bridges/matrix\", as_token: as-secret-token, hs_token: hs-secret-token, {}, request_timeout: 10s }}",
+        super::FETCH_ALLOW
     )
 }
 
@@ -355,7 +356,7 @@ impl MatrixPeer {
                 let rel = &c["m.relates_to"];
                 Body::Reaction { target: rel["event_id"].as_str()?.to_string(), key: rel["key"].as_str()?.to_string(), removed: false }
             }
-            "m.room.redaction" => Body::Retract { target: c["redacts"].as_str().or(e["redacts"].as_str())?.to_string() },
+            "m.room.redaction" => Body::Retract { target: c["redacts"].as_str().or(e["redacts"].as_str())?.to_string(), moderated: false },
             "m.room.topic" => Body::Topic { text: c["topic"].as_str()?.to_string() },
             "m.room.member" => match c["membership"].as_str()? {
                 "join" => Body::Membership(Membership::Join),
@@ -472,4 +473,15 @@ impl Peer for MatrixPeer {
         }
         Ok(resp.bytes().await.map_err(|e| e.to_string())?.to_vec())
     }
+}
+
+/// Make `user` a moderator of `room` (done as the bridge's own user, the
+/// room's creator).
+pub async fn promote(synapse: &Synapse, room: &str, user: &str) {
+    let url = format!("{}/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", synapse.url(), room.replace('!', "%21").replace(':', "%3A"));
+    let client = reqwest::Client::new();
+    let mut levels: Value = client.get(&url).bearer_auth("as-secret-token").send().await.unwrap().json().await.unwrap();
+    levels["users"][user] = json!(50);
+    let r = client.put(&url).bearer_auth("as-secret-token").json(&levels).send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
 }

@@ -29,6 +29,13 @@ pub mod mail;
 #[cfg(all(feature = "xmpp", feature = "matrix", feature = "email"))]
 pub mod world;
 
+/// Where the tests' file servers listen: standing for an operator's own
+/// file server, the one inside address the bridges' configs here allow
+/// (`fetch.allow`); every other inside address is refused.
+pub const FILES_HOST: &str = "127.0.0.3";
+/// `fetch.allow` of the bridges' configs here.
+pub const FETCH_ALLOW: &str = "fetch: { allow: [127.0.0.3/32] }";
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -444,7 +451,7 @@ pub async fn serve_file() -> (String, Vec<u8>) {
         0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0, 0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00,
         0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
     ];
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind((FILES_HOST, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let body = png.clone();
     let app = axum::Router::new().route("/pixel.png", axum::routing::get(move || async move { ([("content-type", "image/png")], body) }));
@@ -498,13 +505,21 @@ pub struct WebhookPeer {
     label: &'static str,
     url: String,
     token: &'static str,
+    /// Sign each request with this secret (an endpoint with `hmac_secret`).
+    secret: Option<&'static [u8]>,
     hook: Hook,
     n: u32,
 }
 
 impl WebhookPeer {
     pub fn new(label: &'static str, url: String, token: &'static str, hook: Hook) -> Self {
-        WebhookPeer { label, url, token, hook, n: 0 }
+        WebhookPeer { label, url, token, secret: None, hook, n: 0 }
+    }
+
+    /// Sign requests (`X-Causeway-Timestamp`, `X-Causeway-Signature`).
+    pub fn signed(mut self, secret: &'static [u8]) -> Self {
+        self.secret = Some(secret);
+        self
     }
 }
 
@@ -529,7 +544,24 @@ impl Peer for WebhookPeer {
             Action::File { attachment, caption } => json!({"id": id, "sender": sender, "text": caption, "attachments": [attachment]}),
             Action::Presence { show, status } => json!({"id": id, "sender": sender, "type": "presence", "show": show, "status": status}),
         };
-        let (status, answer) = post(&reqwest::Client::new(), &self.url, self.token, &body).await;
+        let (status, answer) = match self.secret {
+            Some(secret) => {
+                let raw = serde_json::to_vec(&body).unwrap();
+                let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+                let r = reqwest::Client::new()
+                    .post(&self.url)
+                    .header("content-type", "application/json")
+                    .header("x-causeway-timestamp", ts.to_string())
+                    .header("x-causeway-signature", causeway_core::sign::sign_at(secret, ts, &raw))
+                    .body(raw)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = r.status().as_u16();
+                (status, r.json().await.unwrap_or(Value::Null))
+            }
+            None => post(&reqwest::Client::new(), &self.url, self.token, &body).await,
+        };
         if status != 202 {
             return Err(format!("POST answered {status}: {answer}"));
         }

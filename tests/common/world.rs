@@ -64,11 +64,17 @@ people:
 
 impl World {
     pub async fn start(extra: &str) -> World {
+        Self::start_with(extra, |c| c, &[]).await
+    }
+
+    /// As [`World::start`], with the config changed by `edit` first and
+    /// Causeway started with `env`.
+    pub async fn start_with(extra: &str, edit: impl FnOnce(String) -> String, env: &[(&str, &str)]) -> World {
         let prosody = Prosody::start();
         let mail = MailServer::start();
         let hook = Hook::start(Mode::Accept { own_ids: None }).await;
         let synapse_port = super::free_port();
-        let mut daemon = Daemon::prepare(&config(&prosody, synapse_port, &mail, &hook.url(), extra), &[]);
+        let mut daemon = Daemon::prepare(&edit(config(&prosody, synapse_port, &mail, &hook.url(), extra)), env);
         let registration = daemon.dir.path().join("registration.yaml");
         let out = daemon.cli(&["matrix", "registration", "--output", registration.to_str().unwrap()]);
         assert!(out.status.success(), "registration: {}", String::from_utf8_lossy(&out.stderr));

@@ -65,8 +65,9 @@ impl Prosody {
     /// The `bridges.<name>` section for Causeway's XMPP bridge against this server.
     pub fn bridge_config(&self) -> String {
         format!(
-            "{{ type: xmpp, server: \"127.0.0.1:{}\", domain: {COMPONENT}, secret: {SECRET}, reconnect_initial: 200ms, reconnect_max: 2s }}",
-            self.component
+            "{{ type: xmpp, server: \"127.0.0.1:{}\", domain: {COMPONENT}, secret: {SECRET}, {}, reconnect_initial: 200ms, reconnect_max: 2s }}",
+            self.component,
+            super::FETCH_ALLOW
         )
     }
 
@@ -357,7 +358,7 @@ impl XmppPeer {
                     && child(&s, "delay", NS_DELAY).is_none()
                 {
                     let by = m.attr("by").and_then(|b| b.split_once('/')).map(|(_, n)| n.to_string()).unwrap_or_default();
-                    return Ok(Seen { id: String::new(), sender_name: by, body: Body::Retract { target: apply.attr("id").unwrap_or("").to_string() } });
+                    return Ok(Seen { id: String::new(), sender_name: by, body: Body::Retract { target: apply.attr("id").unwrap_or("").to_string(), moderated: true } });
                 }
                 continue;
             };
@@ -370,7 +371,7 @@ impl XmppPeer {
                 }
                 let body_text = child(&s, "body", NS_CLIENT).map(|b| b.text()).unwrap_or_default();
                 let body = if let Some(r) = child(&s, "retract", "urn:xmpp:message-retract:1") {
-                    Body::Retract { target: r.attr("id").unwrap_or("").to_string() }
+                    Body::Retract { target: r.attr("id").unwrap_or("").to_string(), moderated: false }
                 } else if let Some(r) = child(&s, "reactions", "urn:xmpp:reactions:0") {
                     let key = r.children().next().map(|c| c.text()).unwrap_or_default();
                     Body::Reaction { target: r.attr("id").unwrap_or("").to_string(), key, removed: false }

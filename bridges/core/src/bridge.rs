@@ -248,6 +248,8 @@ pub trait Host: Send + Sync + 'static {
     /// Count events the network never pushed that the bridge found itself
     /// (reading a room's timeline or archive) and that were new.
     fn count_reconciled(&self, bridge: &str, n: u64);
+    /// Count a link from another network the bridge did not fetch.
+    fn count_fetch_refused(&self, bridge: &str, reason: &'static str);
     /// One recipient of a delivery refused it for good while the room took
     /// it (a list subscriber the mail server refuses): a dead letter of its
     /// own, retried for that recipient alone.
@@ -305,6 +307,9 @@ impl BridgeContext {
     }
     pub async fn refused_recipient(&self, delivery: &Delivery, recipient: &str, reason: &str) -> Result<(), SubmitError> {
         self.host.refused_recipient(&self.name, delivery, recipient, reason).await
+    }
+    pub fn count_fetch_refused(&self, reason: &'static str) {
+        self.host.count_fetch_refused(&self.name, reason);
     }
     pub fn count_reconciled(&self, n: u64) {
         self.host.count_reconciled(&self.name, n)

@@ -204,7 +204,7 @@ async fn one_way(
     if both(|c| c.retractions) {
         from.act(Action::Retract { target: from_id.clone() }).await?;
         let target = expect(to, t, "retraction", |s| match &s.body {
-            Body::Retract { target } => Some(target.clone()),
+            Body::Retract { target, .. } => Some(target.clone()),
             _ => None,
         })
         .await?;

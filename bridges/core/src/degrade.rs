@@ -48,10 +48,10 @@ pub fn degrade(body: Body<Option<String>>, caps: &Capabilities, policy: Degrade)
         }
         Body::Edit { target: Some(target), text } if caps.edits => Some(Body::Edit { target, text }),
         Body::Edit { target, text } => notice(format!("(edited) {}", text.plain), target),
-        Body::Retract { target: Some(target) } if caps.retractions => Some(Body::Retract { target }),
-        Body::Retract { target: Some(target) } => notice("(deleted a message)".into(), Some(target)),
+        Body::Retract { target: Some(target), moderated } if caps.retractions => Some(Body::Retract { target, moderated }),
+        Body::Retract { target: Some(target), .. } => notice("(deleted a message)".into(), Some(target)),
         // Never shown there, so nothing to take back.
-        Body::Retract { target: None } => None,
+        Body::Retract { target: None, .. } => None,
         Body::Reaction { target: Some(target), key, removed } if caps.reactions => {
             Some(Body::Reaction { target, key, removed })
         }
@@ -95,7 +95,7 @@ mod tests {
         }
         assert_eq!(degrade(reaction, &caps, Degrade::Drop), None);
         assert_eq!(degrade(Body::Typing { active: true }, &caps, Degrade::Notice), None);
-        assert_eq!(degrade(Body::Retract { target: None }, &Capabilities::ALL, Degrade::Notice), None);
+        assert_eq!(degrade(Body::Retract { target: None, moderated: false }, &Capabilities::ALL, Degrade::Notice), None);
     }
 
     #[test]

@@ -112,6 +112,12 @@ pub enum Body<R = EventId> {
     },
     Retract {
         target: R,
+        /// Taken back by someone the network itself says may moderate
+        /// (a MUC moderator's XEP-0425 retraction, a Matrix redaction by a
+        /// user with the room's `redact` power): not only its sender's.
+        /// Set by bridges only, never read from a payload.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        moderated: bool,
     },
     Reaction {
         target: R,
@@ -168,7 +174,7 @@ impl<R> Body<R> {
     pub fn refs(&self) -> Vec<&R> {
         match self {
             Body::Message { reply_to, thread, .. } => reply_to.iter().chain(thread.iter()).collect(),
-            Body::Edit { target, .. } | Body::Retract { target } | Body::Reaction { target, .. } => {
+            Body::Edit { target, .. } | Body::Retract { target, .. } | Body::Reaction { target, .. } => {
                 vec![target]
             }
             _ => Vec::new(),
@@ -189,7 +195,7 @@ impl<R> Body<R> {
                 mentions,
             },
             Body::Edit { target, text } => Body::Edit { target: f(target)?, text },
-            Body::Retract { target } => Body::Retract { target: f(target)? },
+            Body::Retract { target, moderated } => Body::Retract { target: f(target)?, moderated },
             Body::Reaction { target, key, removed } => Body::Reaction { target: f(target)?, key, removed },
             Body::Presence { show, status } => Body::Presence { show, status },
             Body::Typing { active } => Body::Typing { active },

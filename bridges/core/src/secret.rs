@@ -36,8 +36,53 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// A URL as it may be written to a log or a stored error: scheme, host and
+/// port only, the rest elided (a webhook URL often carries its secret in
+/// the path or the query, a signed link in its query).
+pub fn url_for_log(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let host = u.host_str().unwrap_or("?");
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let rest = if u.path().len() > 1 || u.query().is_some() { "/…" } else { "" };
+            format!("{}://{host}{port}{rest}", u.scheme())
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
+/// A link someone else chose, as it may be logged: without its query and
+/// user info (where signatures and tokens ride), the path kept.
+pub fn link_for_log(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let had_query = u.query().is_some();
+            u.set_query(None);
+            u.set_fragment(None);
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            let mut s = u.to_string();
+            if had_query {
+                s.push_str("?…");
+            }
+            s
+        }
+        Err(_) => "(not a URL)".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn urls_lose_what_may_be_secret_before_they_are_logged() {
+        assert_eq!(url_for_log("https://hooks.example/services/T000/B000/XXXXsecret?token=abc"), "https://hooks.example/…");
+        assert_eq!(url_for_log("http://127.0.0.1:9/"), "http://127.0.0.1:9");
+        assert_eq!(url_for_log("http://user:pw@h/x"), "http://h/…");
+        assert_eq!(url_for_log("nonsense"), "(not a URL)");
+        assert_eq!(link_for_log("http://u:p@files/a/b.png?sig=123#f"), "http://files/a/b.png?…");
+        assert_eq!(link_for_log("https://files/a.png"), "https://files/a.png");
+    }
+
     use super::*;
 
     #[test]

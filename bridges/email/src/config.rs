@@ -150,6 +150,10 @@ pub struct EmailOptions {
     /// Files from other networks larger than this are sent as links.
     #[serde(default = "default_max_attachment")]
     pub max_attachment_bytes: u64,
+    /// Where links from other networks (files attached to mail) may lead
+    /// although it is not public (`allow: [CIDR, address or host:port, …]`).
+    #[serde(default)]
+    pub fetch: causeway_core::fetch::FetchOptions,
     /// Where `List-Unsubscribe` points (a person who manages the lists);
     /// default: the list address itself.
     #[serde(default)]
@@ -203,7 +207,7 @@ fn host_port_ok(s: &str) -> bool {
 
 impl BridgeOptions for EmailOptions {
     fn check(&self) -> Vec<OptionError> {
-        let mut errors = Vec::new();
+        let mut errors = self.fetch.check("fetch");
         for (path, server, tls) in [("imap", &self.imap.server, self.imap.tls), ("smtp", &self.smtp.server, self.smtp.tls)] {
             if !host_port_ok(server) {
                 errors.push(OptionError::new(format!("{path}.server"), format!("{server:?} is not host:port")));

@@ -65,7 +65,8 @@ struct Inner {
     smtp: smtp::Smtp,
     files: OnceLock<Files>,
     up: AtomicBool,
-    http: reqwest::Client,
+    /// Fetches files from other networks' links (someone else chose them).
+    fetcher: causeway_core::fetch::Fetcher,
     /// One change to the stored digests at a time.
     digests: tokio::sync::Mutex<()>,
 }
@@ -74,12 +75,10 @@ impl EmailBridge {
     pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
         let options: EmailOptions = parse_options(options)?;
         let smtp = smtp::Smtp::new(&options.smtp).map_err(|e| vec![OptionError::new("smtp", e)])?;
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
-            .timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| vec![OptionError::new("", format!("cannot build the HTTP client: {e}"))])?;
+        let fetcher = causeway_core::fetch::Fetcher::new(&options.fetch, Duration::from_secs(10), Duration::from_secs(60))
+            .map_err(|e| vec![OptionError::new("fetch", e)])?;
+        // Links to attachments of incoming mail that this bridge signs.
+        causeway_core::fetch::trust_own_links(&format!("{}/files/", options.url.trim_end_matches('/')));
         Ok(EmailBridge {
             inner: Arc::new(Inner {
                 options,
@@ -87,7 +86,7 @@ impl EmailBridge {
                 smtp,
                 files: OnceLock::new(),
                 up: AtomicBool::new(false),
-                http,
+                fetcher,
                 digests: tokio::sync::Mutex::new(()),
             }),
         })
@@ -430,7 +429,7 @@ impl Inner {
         let mut files = Vec::new();
         let mut links = Vec::new();
         for a in attachments {
-            match causeway_core::fetch::fetch(&self.http, &a.url, self.options.max_attachment_bytes).await {
+            match self.fetcher.fetch(&a.url, self.options.max_attachment_bytes).await {
                 Ok(f) => files.push(compose::File {
                     name: a.name.clone().unwrap_or_else(|| a.url.rsplit('/').next().unwrap_or("file").split('?').next().unwrap_or("file").to_string()),
                     mime: a.mime.clone().or(f.content_type).unwrap_or_else(|| "application/octet-stream".into()),
@@ -511,6 +510,7 @@ impl Bridge for EmailBridge {
     async fn start(self: Arc<Self>, ctx: BridgeContext) -> Result<Option<axum::Router>, BridgeError> {
         let inner = &self.inner;
         inner.ctx.set(ctx.clone()).map_err(|_| BridgeError::Other("email bridge started twice".into()))?;
+        inner.fetcher.attach(&ctx);
         for list in inner.options.lists.keys() {
             inner.resolve_subscribers(&ctx, list, true);
         }

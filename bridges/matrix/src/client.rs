@@ -231,6 +231,15 @@ impl Client {
         Ok(v["sender"].as_str().and_then(|s| ruma::OwnedUserId::try_from(s).ok()))
     }
 
+    /// Whether `user` may redact other people's events in `room`: their
+    /// power level (the room's `users`, else `users_default`) reaches its
+    /// `redact` level (50 unless the room says otherwise).
+    pub async fn may_redact(&self, room: &str, user: &UserId) -> Result<bool, ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "rooms", room, "state", "m.room.power_levels", ""], None);
+        let v = self.call(Method::GET, url, None).await?;
+        Ok(may_redact(&v, user.as_str()))
+    }
+
     /// Redact `event`; `content` is the redaction's content (`reason`, …).
     pub async fn redact(&self, room: &str, event: &str, txn: &str, content: &Value, as_user: &UserId) -> Result<OwnedEventId, ApiError> {
         let url = self.url(&["_matrix", "client", "v3", "rooms", room, "redact", event, txn], Some(as_user));
@@ -318,8 +327,26 @@ async fn answer(resp: reqwest::Response) -> Result<Value, ApiError> {
     Err(ApiError::Refused { status: status.as_u16(), errcode, error })
 }
 
+/// From a room's `m.room.power_levels` content: may `user` redact others'
+/// events? Levels may be numbers or (in old rooms) numeric strings.
+fn may_redact(levels: &Value, user: &str) -> bool {
+    let level = |v: &Value| v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
+    let redact = levels.get("redact").and_then(level).unwrap_or(50);
+    let mine = levels.get("users").and_then(|u| u.get(user)).and_then(level).or_else(|| levels.get("users_default").and_then(level)).unwrap_or(0);
+    mine >= redact
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn who_may_redact_is_read_from_the_power_levels() {
+        let levels = serde_json::json!({"redact": 50, "users": {"@mod:x": 50, "@admin:x": "100", "@low:x": 10}, "users_default": 0});
+        assert!(may_redact(&levels, "@mod:x") && may_redact(&levels, "@admin:x"));
+        assert!(!may_redact(&levels, "@low:x") && !may_redact(&levels, "@someone:x"));
+        assert!(may_redact(&serde_json::json!({"users_default": 50}), "@anyone:x"), "redact defaults to 50");
+        assert!(!may_redact(&serde_json::json!({"redact": "bad"}), "@anyone:x"));
+    }
+
     use super::*;
 
     #[test]

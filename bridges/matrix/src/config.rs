@@ -69,6 +69,16 @@ pub struct MatrixOptions {
     /// message and the whole text as `message.txt` in the media repository.
     #[serde(default)]
     pub oversize: causeway_core::text::Oversize,
+    /// Also take the homeserver's token as `?access_token=` (homeservers
+    /// before the v1.4 spec; Synapse sends it so only with
+    /// `use_appservice_legacy_authorization`). Off: a token in a URL is
+    /// written to access logs.
+    #[serde(default)]
+    pub hs_token_in_query: bool,
+    /// Where links from other networks (files, avatars) may lead although
+    /// it is not public (`allow: [CIDR, address or host:port, …]`).
+    #[serde(default)]
+    pub fetch: causeway_core::fetch::FetchOptions,
 }
 
 fn default_id() -> String {
@@ -101,7 +111,7 @@ fn localpart_ok(s: &str) -> bool {
 
 impl BridgeOptions for MatrixOptions {
     fn check(&self) -> Vec<OptionError> {
-        let mut errors = Vec::new();
+        let mut errors = self.fetch.check("fetch");
         for (field, value) in [("homeserver", &self.homeserver), ("url", &self.url)].into_iter().chain(self.public_url.as_ref().map(|u| ("public_url", u))) {
             match reqwest::Url::parse(value) {
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}

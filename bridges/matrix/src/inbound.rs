@@ -57,7 +57,9 @@ struct AuthQuery {
 }
 
 /// The homeserver's token: `Authorization: Bearer`, or `?access_token=` as
-/// older homeservers send it. Compared in constant time.
+/// older homeservers send it — only with `hs_token_in_query: true` (a token
+/// in a URL ends up in proxies' and servers' access logs). Compared in
+/// constant time.
 fn authorize(inner: &Inner, headers: &HeaderMap, q: &AuthQuery) -> Result<(), Response> {
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -68,7 +70,16 @@ fn authorize(inner: &Inner, headers: &HeaderMap, q: &AuthQuery) -> Result<(), Re
             ctx.count_rejected(reason);
         }
     };
-    match bearer.or(q.access_token.as_deref()) {
+    let in_query = q.access_token.as_deref().filter(|_| inner.options.hs_token_in_query);
+    if bearer.is_none() && in_query.is_none() && q.access_token.is_some() {
+        count("token_in_query");
+        return Err(matrix_error(
+            StatusCode::UNAUTHORIZED,
+            "M_UNAUTHORIZED",
+            "send the token as Authorization: Bearer (or set hs_token_in_query for a homeserver that cannot)",
+        ));
+    }
+    match bearer.or(in_query) {
         None => {
             count("unauthorized");
             Err(matrix_error(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", "no token"))
@@ -322,7 +333,19 @@ pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<
         return Ok(false);
     }
     let who = display_name(inner, &room, &sender);
-    let Some(body) = body(inner, event) else { return Ok(false) };
+    let Some(mut body) = body(inner, event) else { return Ok(false) };
+    if let Body::Retract { moderated, .. } = &mut body {
+        // Someone else's message may be taken back by those the room lets
+        // redact (the router checks every other retraction against its
+        // sender). Unknown counts as no.
+        *moderated = match inner.client.may_redact(room.as_str(), &sender).await {
+            Ok(may) => may,
+            Err(e) => {
+                tracing::warn!(room = %room, sender = %sender, "cannot read the room's power levels; the redaction counts as its sender's alone: {e}");
+                false
+            }
+        };
+    }
     submit(ctx, Incoming { room: link, sender: who, remote_id: Some(event_id), aliases: Vec::new(), at_ms, body }).await
 }
 
@@ -451,7 +474,7 @@ fn body(inner: &Inner, event: AnyTimelineEvent) -> Option<Body<String>> {
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomRedaction(r)) => {
             let r = r.as_original()?;
             let target = r.content.redacts.clone().or_else(|| r.redacts.clone())?;
-            Some(Body::Retract { target: target.to_string() })
+            Some(Body::Retract { target: target.to_string(), moderated: false })
         }
         AnyTimelineEvent::State(AnyStateEvent::RoomTopic(t)) => Some(Body::Topic { text: t.as_original()?.content.topic.clone() }),
         _ => None,

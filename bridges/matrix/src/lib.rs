@@ -28,6 +28,7 @@ use causeway_core::{
     Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, DirectError, OptionError,
     Sender, parse_options,
 };
+use causeway_core::fetch::Fetcher;
 use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde_json::json;
 
@@ -90,8 +91,9 @@ pub(crate) struct Inner {
     /// Held while events are taken (a transaction, a reconciliation pass),
     /// so that what one finds is never overtaken by the other.
     intake: tokio::sync::Mutex<()>,
-    /// For files from other networks, copied into the media repository.
-    http: reqwest::Client,
+    /// For files and avatars from other networks, copied into the media
+    /// repository: links someone else chose.
+    fetcher: Fetcher,
 }
 
 impl MatrixBridge {
@@ -105,12 +107,10 @@ impl MatrixBridge {
             Some(t) => Some(Client::new(&options.homeserver, t.clone(), options.request_timeout).map_err(|e| vec![OptionError::new("homeserver", e)])?),
             None => None,
         };
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
-            .timeout(options.request_timeout)
-            .connect_timeout(options.request_timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| vec![OptionError::new("", format!("cannot build the HTTP client: {e}"))])?;
+        let fetcher = Fetcher::new(&options.fetch, options.request_timeout.min(Duration::from_secs(10)), options.request_timeout)
+            .map_err(|e| vec![OptionError::new("fetch", e)])?;
+        // Links to Matrix files that this bridge signs (other bridges copy them).
+        causeway_core::fetch::trust_own_links(&format!("{}/media/", options.public_url.as_deref().unwrap_or(&options.url).trim_end_matches('/')));
         Ok(MatrixBridge {
             inner: Arc::new(Inner {
                 options,
@@ -123,7 +123,7 @@ impl MatrixBridge {
                 invited: tokio::sync::Notify::new(),
                 state: Mutex::new(State::default()),
                 intake: tokio::sync::Mutex::new(()),
-                http,
+                fetcher,
             }),
         })
     }
@@ -393,9 +393,9 @@ impl Inner {
     /// URI, content type and size. `Ok(Err(_))`: the file cannot be had (send
     /// its link); `Err(_)`: try the delivery again later.
     async fn copy_media(&self, url: &str, name: Option<&str>) -> Result<Result<(ruma::OwnedMxcUri, String, u64), String>, DeliveryError> {
-        let fetched = match causeway_core::fetch::fetch(&self.http, url, self.options.media_max_bytes).await {
+        let fetched = match self.fetcher.fetch(url, self.options.media_max_bytes).await {
             Ok(f) => f,
-            Err(causeway_core::fetch::FetchError::Refused(e)) => return Ok(Err(e)),
+            Err(causeway_core::fetch::FetchError::Refused(e)) => return Ok(Err(e.to_string())),
             Err(causeway_core::fetch::FetchError::Unavailable(e)) => return Err(DeliveryError::transient(e)),
         };
         let mime = fetched.content_type.unwrap_or_else(|| "application/octet-stream".into());
@@ -429,6 +429,7 @@ impl Bridge for MatrixBridge {
 
     async fn start(self: Arc<Self>, ctx: BridgeContext) -> Result<Option<axum::Router>, BridgeError> {
         self.inner.ctx.set(ctx.clone()).map_err(|_| BridgeError::Other("matrix bridge started twice".into()))?;
+        self.inner.fetcher.attach(&ctx);
         self.inner.load_room_ids(&ctx).await;
         self.inner.load_marks(&ctx).await;
         tokio::spawn(self.inner.clone().set_up(ctx));

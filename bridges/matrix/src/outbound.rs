@@ -131,7 +131,7 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
     // message the ghost sent (before the person's account was in the room)
     // stays the ghost's.
     if puppet.is_some()
-        && let Body::Edit { target, .. } | Body::Retract { target } = &d.event.body
+        && let Body::Edit { target, .. } | Body::Retract { target, .. } = &d.event.body
         && let Ok(Some(by)) = inner.client.event_sender(room.as_str(), target).await
         && by == ghost_id
     {
@@ -187,7 +187,7 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
                 other => other?,
             }
         }
-        Body::Retract { target } => {
+        Body::Retract { target, .. } => {
             let content = actor.mark(json!({"reason": format!("taken back by {} on another network", sender.name)}));
             match actor.client.redact(r, target, id, &content, ghost).await {
                 // Someone else's message: the bridge's user redacts it as moderator.

@@ -49,6 +49,20 @@ pub enum Format {
     Slack,
 }
 
+/// How an inbound endpoint's requests are signed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureScheme {
+    #[default]
+    Causeway,
+    Slack,
+    Github,
+}
+
+fn default_tolerance() -> Duration {
+    Duration::from_secs(300)
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InboundOptions {
@@ -57,13 +71,28 @@ pub struct InboundOptions {
     /// Accept `Authorization: Bearer <token>`.
     #[serde(default)]
     pub token: Option<Secret>,
-    /// Accept `X-Causeway-Signature: sha256=<hex HMAC-SHA256 of the body>`
-    /// (or GitHub's `X-Hub-Signature-256`).
+    /// Accept only requests signed with this secret (a token alone is then
+    /// not enough), in the scheme `signature` names.
     #[serde(default)]
     pub hmac_secret: Option<Secret>,
+    /// `causeway`: `X-Causeway-Timestamp: <Unix seconds>` and
+    /// `X-Causeway-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`;
+    /// `slack`: Slack's `X-Slack-Request-Timestamp` and `X-Slack-Signature`;
+    /// `github`: `X-Hub-Signature-256` over the body alone (no time in it: a
+    /// replay is refused for 24 hours only).
+    #[serde(default)]
+    pub signature: SignatureScheme,
+    /// How far a signature's timestamp may be from now (either way).
+    #[serde(default = "default_tolerance", with = "humantime_serde")]
+    pub signature_tolerance: Duration,
     /// Accept requests with neither; must be said explicitly.
     #[serde(default)]
     pub allow_unauthenticated: bool,
+    /// Senders here may take back other people's messages (a retraction
+    /// with `"moderated": true`): for an operator's own moderation tool.
+    /// Without it, only a message's sender takes it back.
+    #[serde(default)]
+    pub may_moderate: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -72,7 +101,8 @@ pub struct OutboundOptions {
     pub url: String,
     #[serde(default)]
     pub format: Format,
-    /// Sign each request: `X-Causeway-Signature: sha256=<hex HMAC-SHA256 of the body>`.
+    /// Sign each request: `X-Causeway-Timestamp: <Unix seconds>` and
+    /// `X-Causeway-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`.
     #[serde(default)]
     pub hmac_secret: Option<Secret>,
     /// Sent as `Authorization: Bearer <token>`.
@@ -139,6 +169,12 @@ impl BridgeOptions for WebhookOptions {
                 }
                 if empty(&i.hmac_secret) {
                     errors.push(OptionError::new(format!("{path}.inbound.hmac_secret"), "must not be empty"));
+                }
+                if i.signature_tolerance.is_zero() || i.signature_tolerance > Duration::from_secs(3600) {
+                    errors.push(OptionError::new(format!("{path}.inbound.signature_tolerance"), "must be between 1s and 1h"));
+                }
+                if i.signature != SignatureScheme::Causeway && i.hmac_secret.is_none() {
+                    errors.push(OptionError::new(format!("{path}.inbound.signature"), "needs hmac_secret"));
                 }
                 if i.token.is_none() && i.hmac_secret.is_none() && !i.allow_unauthenticated {
                     errors.push(OptionError::new(

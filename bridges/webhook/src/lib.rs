@@ -8,13 +8,13 @@
 //! - events: `GET /bridges/<bridge>/<endpoint>/events`, the portal's events as
 //!   server-sent events, resumable with `Last-Event-ID`.
 
+pub mod auth;
 pub mod config;
 pub mod payload;
 /// Request signatures (HMAC-SHA256): the shared implementation, and the headers.
 pub mod sign {
-    pub use causeway_core::sign::{sign, verify};
-    pub const SIGNATURE_HEADER: &str = "x-causeway-signature";
-    pub const GITHUB_SIGNATURE_HEADER: &str = "x-hub-signature-256";
+    pub use crate::auth::{GITHUB_SIGNATURE_HEADER, SIGNATURE_HEADER, SLACK_SIGNATURE_HEADER, SLACK_TIMESTAMP_HEADER, TIMESTAMP_HEADER};
+    pub use causeway_core::sign::{sign, sign_at, verify, verify_at};
 }
 
 use std::convert::Infallible;
@@ -32,8 +32,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use causeway_core::{
     Accepted, Bridge, BridgeContext, BridgeError, Capabilities, Committed, Delivered, Delivery, DeliveryError,
-    DirectError, Event, Incoming, OptionError, Recipient, Secret, Sender, SubmitError, Text, parse_options, Body,
+    DirectError, Event, Incoming, OptionError, Recipient, Sender, SubmitError, Text, parse_options, Body,
 };
+use causeway_core::secret::url_for_log;
 use futures_util::Stream;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
@@ -51,6 +52,8 @@ pub struct WebhookBridge {
     options: WebhookOptions,
     client: reqwest::Client,
     ctx: OnceLock<BridgeContext>,
+    /// Signatures taken lately (a replay of one is refused).
+    seen: auth::Seen,
 }
 
 impl WebhookBridge {
@@ -63,7 +66,7 @@ impl WebhookBridge {
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
             .map_err(|e| vec![OptionError::new("", format!("cannot build the HTTP client: {e}"))])?;
-        Ok(WebhookBridge { options, client, ctx: OnceLock::new() })
+        Ok(WebhookBridge { options, client, ctx: OnceLock::new(), seen: auth::Seen::default() })
     }
 
     /// The endpoint of a room: the room itself, or for a direct
@@ -183,12 +186,12 @@ impl Bridge for WebhookBridge {
             }
             let longest = message_text(&delivery.event).map_or(0, str::len).min(budget.unwrap_or(usize::MAX));
             if longest <= MIN_PART_BYTES {
-                return Err(DeliveryError::permanent(format!("{} answered 413 even to a part of {longest} bytes", out.url)));
+                return Err(DeliveryError::permanent(format!("{} answered 413 even to a part of {longest} bytes", url_for_log(&out.url))));
             }
             let smaller = (longest / 2).max(MIN_PART_BYTES);
             budget = Some(smaller);
             key = format!("{}.s{smaller}", delivery.id);
-            tracing::info!(url = %out.url, budget, "the receiver took the text as too large, sending it in smaller parts");
+            tracing::info!(url = %url_for_log(&out.url), budget, "the receiver took the text as too large, sending it in smaller parts");
         }
     }
 }
@@ -266,12 +269,13 @@ impl WebhookBridge {
             .header("x-causeway-event", event.body.kind())
             .header(RELAY_HEADER, "1");
         if let Some(secret) = &out.hmac_secret {
-            req = req.header(sign::SIGNATURE_HEADER, sign::sign(secret.expose().as_bytes(), &body));
+            let now = causeway_core::now_ms() / 1000;
+            req = req.header(sign::TIMESTAMP_HEADER, now.to_string()).header(sign::SIGNATURE_HEADER, sign::sign_at(secret.expose().as_bytes(), now, &body));
         }
         if let Some(token) = &out.token {
             req = req.bearer_auth(token.expose());
         }
-        let resp = req.body(body).send().await.map_err(|e| DeliveryError::transient(format!("POST failed: {e}")))?;
+        let resp = req.body(body).send().await.map_err(|e| DeliveryError::transient(format!("POST to {} failed: {}", url_for_log(&out.url), e.without_url())))?;
         let status = resp.status();
         if status.is_success() {
             // The receiver may name its own id for the message.
@@ -291,7 +295,7 @@ impl WebhookBridge {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let reason = format!("{} answered {status}", out.url);
+        let reason = format!("{} answered {status}", url_for_log(&out.url));
         if status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429) {
             Err(DeliveryError::Transient { reason, retry_after })
         } else {
@@ -305,15 +309,6 @@ fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Res
     (status, axum::Json(json!({"error": code, "message": message.to_string()}))).into_response()
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    let v = headers.get(header::AUTHORIZATION)?.as_bytes();
-    let (scheme, token) = (v.get(..7)?, v.get(7..)?);
-    scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
-}
-
-fn token_ok(secret: Option<&Secret>, headers: &HeaderMap) -> bool {
-    matches!((secret, bearer(headers)), (Some(s), Some(t)) if s.matches(t))
-}
 
 async fn inbound(
     State(bridge): State<Arc<WebhookBridge>>,
@@ -349,16 +344,18 @@ async fn inbound(
             return error(rejection.status(), "bad_body", rejection.body_text());
         }
     };
-    let signature = headers.get(sign::SIGNATURE_HEADER).or_else(|| headers.get(sign::GITHUB_SIGNATURE_HEADER));
-    let hmac_ok = match (&inb.hmac_secret, signature.and_then(|v| v.to_str().ok())) {
-        (Some(secret), Some(sig)) => sign::verify(secret.expose().as_bytes(), &body, sig),
-        _ => false,
+    let now = causeway_core::now_ms();
+    let admitted = match auth::admit(inb, &headers, &body, now) {
+        Ok(a) => a,
+        Err(auth::Refused::Unauthorized(why)) => {
+            ctx.count_rejected("unauthorized");
+            return error(StatusCode::UNAUTHORIZED, "unauthorized", why);
+        }
+        Err(auth::Refused::Stale(why)) => {
+            ctx.count_rejected("stale_signature");
+            return error(StatusCode::UNAUTHORIZED, "stale_signature", why);
+        }
     };
-    let open = inb.token.is_none() && inb.hmac_secret.is_none() && inb.allow_unauthenticated;
-    if !(open || hmac_ok || token_ok(inb.token.as_ref(), &headers)) {
-        ctx.count_rejected("unauthorized");
-        return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong token or signature");
-    }
     if headers.contains_key(RELAY_HEADER) {
         // Relayed by a Causeway (another one, posting here): never relayed again.
         ctx.count_rejected("relayed_by_another_bridge");
@@ -384,7 +381,27 @@ async fn inbound(
             return error(status, code, e);
         }
     };
-    match ctx.submit(incoming).await {
+    let mut incoming = incoming;
+    if let Body::Retract { moderated, .. } = &mut incoming.body
+        && *moderated
+        && !inb.may_moderate
+    {
+        // Only an endpoint the operator trusts to moderate may say so.
+        *moderated = false;
+    }
+    let id = incoming.remote_id.clone();
+    if let auth::Admitted::Signed { key, .. } = &admitted
+        && bridge.seen.is_replay(&endpoint, key, id.as_deref(), now)
+    {
+        // The same signed body again, as something new: a replay.
+        ctx.count_rejected("replayed");
+        return error(StatusCode::CONFLICT, "replayed", "this signed request was taken before");
+    }
+    let answer = ctx.submit(incoming).await;
+    if let (auth::Admitted::Signed { key, until_ms }, Ok(_)) = (&admitted, &answer) {
+        bridge.seen.remember(&endpoint, key, id, *until_ms, now);
+    }
+    match answer {
         Ok(Accepted::Stored { event_id }) => {
             (StatusCode::ACCEPTED, axum::Json(json!({"status": "accepted", "event_id": event_id}))).into_response()
         }
@@ -453,7 +470,7 @@ async fn events(
     let Some(opts) = bridge.endpoint(&endpoint).and_then(|e| e.events.as_ref()) else {
         return error(StatusCode::NOT_FOUND, "not_found", format!("no event stream at endpoint {endpoint:?}"));
     };
-    if !token_ok(Some(&opts.token), &headers) {
+    if !auth::bearer_matches(&opts.token, &headers) {
         ctx.count_rejected("unauthorized");
         return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong token");
     }

@@ -70,6 +70,10 @@ pub struct Native {
     pub key: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
+    /// Retraction: taken back as a moderator, not as its sender (only where
+    /// the endpoint says `may_moderate`; see docs/security.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub moderated: bool,
     /// Presence.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub show: Option<Show>,
@@ -220,7 +224,7 @@ pub fn parse_native_to(room: &str, body: &[u8], header_id: Option<String>) -> Re
                 text: Text { plain: plain.ok_or_else(|| invalid("an edit needs `text` or `html`"))?, html },
             }
         }
-        "retract" => Body::Retract { target: required("target", n.target, MAX_ID)? },
+        "retract" => Body::Retract { target: required("target", n.target, MAX_ID)?, moderated: n.moderated },
         "reaction" => Body::Reaction {
             target: required("target", n.target, MAX_ID)?,
             key: required("key", n.key, MAX_KEY)?,
@@ -308,7 +312,10 @@ pub fn render_native<R: Clone + Into<String>>(event: &Event<R>, id: Option<&str>
             n.text = Some(text.plain.clone());
             n.html = text.html.clone();
         }
-        Body::Retract { target } => n.target = Some(r(target)),
+        Body::Retract { target, moderated } => {
+            n.target = Some(r(target));
+            n.moderated = *moderated;
+        }
         Body::Reaction { target, key, removed } => {
             n.target = Some(r(target));
             n.key = Some(key.clone());

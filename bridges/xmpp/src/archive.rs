@@ -407,7 +407,7 @@ mod tests {
              <moderated xmlns='urn:xmpp:message-moderate:0' by='{ROOM}/Mod'><retract xmlns='urn:xmpp:message-retract:0'/></moderated></apply-to></message>"
         );
         let i = taken(&b, result(ROOM, "q1", "a3", &moderation)).expect("a moderation");
-        assert_eq!((i.body, i.remote_id.as_deref()), (Body::Retract { target: "s9".into() }, Some("a3")));
+        assert_eq!((i.body, i.remote_id.as_deref()), (Body::Retract { target: "s9".into(), moderated: true }, Some("a3")));
     }
 
     #[test]

@@ -90,6 +90,11 @@ pub struct XmppOptions {
     /// (split where there is none).
     #[serde(default)]
     pub oversize: causeway_core::text::Oversize,
+    /// Where links from other networks (files copied to the upload
+    /// service) may lead although it is not public (`allow: [CIDR,
+    /// address or host:port, …]`).
+    #[serde(default)]
+    pub fetch: causeway_core::fetch::FetchOptions,
     /// Longest time one HTTP request of the bridge may take as a whole
     /// (fetching a file from another network, putting it to the upload
     /// service), from connecting to the last byte of the answer.
@@ -152,7 +157,7 @@ impl XmppOptions {
 
 impl BridgeOptions for XmppOptions {
     fn check(&self) -> Vec<OptionError> {
-        let mut errors = Vec::new();
+        let mut errors = self.fetch.check("fetch");
         let empty = |s: &Option<Secret>| s.as_ref().is_none_or(Secret::is_empty);
         match self.mode {
             Mode::Component => {

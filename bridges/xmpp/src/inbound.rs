@@ -157,12 +157,17 @@ async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool,
                 return;
             }
             let sid = inner.state().last_sid.get(&room).cloned();
-            let mark = match sid {
+            let mark = match &sid {
                 Some(sid) => format!("{first} {last} {sid}"),
                 None => format!("{first} {last}"),
             };
-            if let Err(e) = ctx.save_state(&format!("{}{room}", crate::SEEN_KEY), &mark).await {
-                tracing::warn!(bridge = ctx.name(), room = %room, "cannot store when the room was last seen: {e}");
+            match ctx.save_state(&format!("{}{room}", crate::SEEN_KEY), &mark).await {
+                Ok(()) => {
+                    if let Some(sid) = sid {
+                        inner.state().saved_sid.insert(room, sid);
+                    }
+                }
+                Err(e) => tracing::warn!(bridge = ctx.name(), room = %room, "cannot store when the room was last seen: {e}"),
             }
             return;
         }
@@ -498,7 +503,7 @@ pub(crate) fn moderation(inner: &Inner, room: &str, moderated: stanzas::Moderate
     } else {
         sender(inner, room, &nick)
     };
-    vec![Incoming { room: room.to_string(), sender, remote_id, aliases: Vec::new(), at_ms: None, body: Body::Retract { target: moderated.id } }]
+    vec![Incoming { room: room.to_string(), sender, remote_id, aliases: Vec::new(), at_ms: None, body: Body::Retract { target: moderated.id, moderated: true } }]
 }
 
 fn child_attr(payloads: &[Element], name: &str, ns: &str, attr: &str, by: Option<&str>) -> Option<String> {
@@ -533,7 +538,7 @@ pub(crate) fn parse_message(
 ) -> Result<Option<Incoming>, String> {
     let p = &m.payloads;
     let body = if let Some(r) = stanzas::find(p, Retract::parse) {
-        Body::Retract { target: r?.id }
+        Body::Retract { target: r?.id, moderated: false }
     } else if let Some(reactions) = child(p, "reactions", NS_REACTIONS) {
         let target = reactions.attr("id").filter(|t| !t.is_empty()).ok_or("reactions without an id")?.to_string();
         let keys: Vec<String> = reactions.children().filter(|c| c.name() == "reaction").map(|c| c.text()).filter(|k| !k.is_empty() && k.len() <= 64).collect();
@@ -857,7 +862,7 @@ mod tests {
             Message::try_from(xml.parse::<Element>().unwrap()).unwrap()
         };
         let i = one(&b, announce("Mod")).unwrap();
-        assert_eq!(i.body, Body::Retract { target: "s9".into() });
+        assert_eq!(i.body, Body::Retract { target: "s9".into(), moderated: true });
         assert_eq!(i.sender.name.as_deref(), Some("Mod"));
         assert!(one(&b, announce("Causeway")).is_none(), "our own moderation comes back");
     }

@@ -63,6 +63,9 @@ const CATCH_UP_MARGIN_MS: i64 = 120_000;
 const CATCH_UP_MAX_AGE_MS: i64 = 24 * 3600 * 1000;
 /// While connected, the last look at each room is stored this often.
 const LOOK_EVERY: Duration = Duration::from_secs(300);
+/// A room whose last message taken moved on has its mark stored this
+/// often: a restart reads the archive from no further back than this.
+const MARK_EVERY: Duration = Duration::from_secs(2);
 
 pub struct XmppBridge {
     inner: Arc<Inner>,
@@ -129,6 +132,9 @@ struct State {
     /// Room → the room's stanza-id of the last message taken from it
     /// (where the next catch-up from its archive starts).
     last_sid: HashMap<String, String>,
+    /// Room → the stanza-id its stored mark holds (what `last_sid` was
+    /// when the mark was last written).
+    saved_sid: HashMap<String, String>,
     /// Stanza-ids the bridge moderated, whose announcements are its own.
     moderated: HashSet<String>,
     /// The client's bound JID (client mode), once connected.
@@ -158,13 +164,18 @@ struct Inner {
     state: Mutex<State>,
     /// A room's own join settled (its subject came, or it was refused).
     settled: tokio::sync::Notify,
+    /// Puts files to the upload service (whose slots our server gives).
     http: reqwest::Client,
+    /// Fetches files from other networks' links (someone else chose them).
+    fetcher: causeway_core::fetch::Fetcher,
 }
 
 impl XmppBridge {
     pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
         let options: XmppOptions = parse_options(options)?;
         let http = http_client(&options)?;
+        let fetcher = causeway_core::fetch::Fetcher::new(&options.fetch, options.http_connect_timeout, options.http_timeout)
+            .map_err(|e| vec![OptionError::new("fetch", e)])?;
         let (out, out_rx) = mpsc::unbounded_channel();
         Ok(XmppBridge {
             inner: Arc::new(Inner {
@@ -176,6 +187,7 @@ impl XmppBridge {
                 state: Mutex::new(State::default()),
                 settled: tokio::sync::Notify::new(),
                 http,
+                fetcher,
             }),
         })
     }
@@ -259,10 +271,20 @@ impl Inner {
                 }
             }
             let mut look = tokio::time::interval_at(tokio::time::Instant::now() + LOOK_EVERY, LOOK_EVERY);
+            let mut mark = tokio::time::interval_at(tokio::time::Instant::now() + MARK_EVERY, MARK_EVERY);
             loop {
                 tokio::select! {
                     _ = look.tick() => {
                         let rooms: Vec<String> = self.state().subject_seen.iter().cloned().collect();
+                        for room in rooms {
+                            let _ = inbound_tx.send(inbound::looked_at(&self, &room)).await;
+                        }
+                    }
+                    _ = mark.tick() => {
+                        let rooms: Vec<String> = {
+                            let st = self.state();
+                            st.subject_seen.iter().filter(|r| st.last_sid.get(*r) != st.saved_sid.get(*r)).cloned().collect()
+                        };
                         for room in rooms {
                             let _ = inbound_tx.send(inbound::looked_at(&self, &room)).await;
                         }
@@ -667,6 +689,7 @@ impl Bridge for XmppBridge {
 
     async fn start(self: Arc<Self>, ctx: BridgeContext) -> Result<Option<axum::Router>, BridgeError> {
         self.inner.ctx.set(ctx.clone()).map_err(|_| BridgeError::Other("xmpp bridge started twice".into()))?;
+        self.inner.fetcher.attach(&ctx);
         let rx = self.inner.out_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         let rx = rx.ok_or_else(|| BridgeError::Other("xmpp bridge started twice".into()))?;
         tokio::spawn(self.inner.clone().run(rx, ctx));

@@ -203,7 +203,7 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             inner.send(m);
             Ok(Delivered::default())
         }
-        Body::Retract { target } if came_from_xmpp(inner, room, target).await => {
+        Body::Retract { target, .. } if came_from_xmpp(inner, room, target).await => {
             // Not a ghost's message: only a moderator can take it back.
             moderate(inner, room, target, &d.event.sender.name).await?;
             Ok(Delivered::default())
@@ -346,7 +346,7 @@ pub(crate) async fn relay(inner: &Inner, d: &Delivery) -> Result<Delivered, Deli
             inner.send(m);
             return Ok(Delivered::default());
         }
-        Body::Retract { target } if came_from_xmpp(inner, room, target).await => {
+        Body::Retract { target, .. } if came_from_xmpp(inner, room, target).await => {
             moderate(inner, room, target, name).await?;
             return Ok(Delivered::default());
         }
@@ -427,7 +427,7 @@ pub(crate) async fn message(inner: &Inner, mut m: Message, from: &FullJid, room:
             m.payloads.push(Element::builder("replace", NS_CORRECT).attr(xml_ncname!("id").into(), original).build());
             with_body(m, plain)
         }
-        Body::Retract { target } => {
+        Body::Retract { target, .. } => {
             m.payloads.push(Retract { id: target.clone() }.to_element());
             let notice = "This person took back a previous message; your client does not show retractions.";
             m.payloads.push(Fallback { for_ns: NS_RETRACT.into(), ranges: vec![None] }.to_element());

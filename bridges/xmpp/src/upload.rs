@@ -50,7 +50,7 @@ pub(crate) async fn copy(inner: &Inner, service: &str, from: &FullJid, a: &Attac
     if a.size.is_some_and(|s| s > max) {
         return Err(format!("{} bytes is over upload_max_bytes", a.size.unwrap_or(0)));
     }
-    let fetched = causeway_core::fetch::fetch(&inner.http, &a.url, max).await.map_err(|e| format!("download: {e}"))?;
+    let fetched = inner.fetcher.fetch(&a.url, max).await.map_err(|e| format!("download: {e}"))?;
     let mime = a.mime.clone().or(fetched.content_type);
     let name = a
         .name
