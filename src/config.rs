@@ -211,6 +211,26 @@ pub struct RouterConfig {
     /// run of characters (`"@telegram_*:example.org"`).
     #[serde(default)]
     pub ignore: std::collections::BTreeMap<String, Vec<String>>,
+    /// Another Causeway linking the same rooms (docs/architecture.md, "Two
+    /// bridges on the same rooms").
+    #[serde(default)]
+    pub peer: Option<PeerConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Shared by both: what each relays carries a mark signed with it
+    /// (naming the id the message had where it came from), so that the
+    /// other can trust the mark.
+    pub secret: causeway_core::Secret,
+    /// This one stands by: every message waits this long before it is
+    /// delivered, and is not delivered to a room where the peer's signed
+    /// copy came meanwhile. Each message then arrives once while the peer
+    /// runs, and still arrives (this much later) while it does not. Unset
+    /// (the active one): deliver at once.
+    #[serde(default, with = "humantime_serde")]
+    pub standby: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -515,6 +535,15 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Arc<dyn Bridge>>, Config
             if p.trim().is_empty() || p.chars().all(|c| c == '*') {
                 errors.push(ConfigError::new(format!("{path}[{i}]"), "would ignore everyone on the bridge; name the other bridge's users"));
             }
+        }
+    }
+
+    if let Some(peer) = &config.router.peer {
+        if peer.secret.expose().len() < 16 {
+            errors.push(ConfigError::new("router.peer.secret", "must be at least 16 characters (shared by both Causeways)"));
+        }
+        if peer.standby.is_some_and(|s| s.is_zero() || s > std::time::Duration::from_secs(600)) {
+            errors.push(ConfigError::new("router.peer.standby", "must be between 1ms and 10m"));
         }
     }
 

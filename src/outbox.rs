@@ -264,6 +264,24 @@ impl Outbox {
             room: link.room.clone(),
             remote_id,
         };
+        // Standing by for another bridge on the same rooms: its copy, if it
+        // comes within the wait, is this delivery.
+        if let (Some(wait), Some(origin)) = (self.router.standby, event.origin.remote_id.as_deref())
+            && event.body.is_said()
+            && !(event.origin.bridge == link.bridge && event.origin.room == link.room)
+        {
+            let left = (enqueued_ms + wait.as_millis() as i64 - now_ms()).max(0);
+            if left > 0 && !pause(Duration::from_millis(left as u64), shutdown).await {
+                return false;
+            }
+            if let Some(copy) = self.router.copy_elsewhere(link, origin) {
+                tracing::debug!(bridge = %link.bridge, room = %link.room, delivery = %delivery_id, "relayed there by another bridge; not again");
+                recent.insert(event.id.clone(), copy.clone().unwrap_or_else(|| delivery_id.clone()));
+                self.metrics.skipped.get_or_create(&label).inc();
+                let _ = self.completions.send(done(copy)).await;
+                return true;
+            }
+        }
         loop {
             let age_ms = now_ms() - enqueued_ms;
             let translated = match self.translate(event.body.clone(), link, recent).await {

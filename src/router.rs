@@ -124,7 +124,19 @@ pub struct Router {
     notify_dead_letters: bool,
     /// `router.ignore`: per bridge, senders never taken in.
     ignore: BTreeMap<String, Vec<String>>,
+    /// `router.peer`: the shared secret of the marks, and the standby wait.
+    peer_secret: Option<causeway_core::Secret>,
+    pub standby: Option<std::time::Duration>,
+    /// (bridge, room, origin id) → the id of the peer's copy there, and
+    /// when it was seen (`router.peer.standby`; forgotten after a while).
+    relayed_elsewhere: Mutex<HashMap<(String, String, String), (Option<String>, std::time::Instant)>>,
 }
+
+/// How long another bridge's copies are remembered (far longer than any
+/// `router.standby`).
+const RELAYED_ELSEWHERE_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+/// Copies remembered at most.
+const RELAYED_ELSEWHERE_MAX: usize = 100_000;
 
 impl Router {
     /// Build the router and start its writer task. `stored` are the portals
@@ -156,6 +168,9 @@ impl Router {
             presence: PresenceBook::new(config.router.presence.idle_after),
             notify_dead_letters: config.outbox.notify_dead_letters,
             ignore: config.router.ignore.clone(),
+            peer_secret: config.router.peer.as_ref().map(|p| p.secret.clone()),
+            standby: config.router.peer.as_ref().and_then(|p| p.standby),
+            relayed_elsewhere: Mutex::new(HashMap::new()),
         });
         for p in &config.portals {
             let links = p.links.iter().map(|l| Link { bridge: l.bridge.clone(), room: l.room.clone() }).collect();
@@ -369,6 +384,14 @@ impl Router {
         while rx.recv_many(&mut batch, max_batch).await > 0 {
             self.commit_batch(std::mem::take(&mut batch)).await;
         }
+    }
+
+    /// Another bridge's copy, in `link`'s room, of the message that came in
+    /// under `origin` (its id on the network it came from), if one was seen:
+    /// `Some(its id there)`.
+    pub fn copy_elsewhere(&self, link: &Link, origin: &str) -> Option<Option<String>> {
+        let seen = self.relayed_elsewhere.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&(link.bridge.clone(), link.room.clone(), origin.to_string())).filter(|(_, at)| at.elapsed() < RELAYED_ELSEWHERE_FOR).map(|(c, _)| c.clone())
     }
 
     /// Whether `sender` (on `bridge`) may edit or take back the event
@@ -709,6 +732,30 @@ impl Host for Router {
         Ok(())
     }
 
+    fn sign_mark(&self, room: &str, origin: &str) -> Option<String> {
+        let secret = self.peer_secret.as_ref()?;
+        Some(causeway_core::sign::sign(secret.expose().as_bytes(), mark_material(room, origin).as_bytes()).trim_start_matches("sha256=").to_string())
+    }
+
+    fn relayed_by_peer(&self, bridge: &str, room: &str, origin: &str, sig: &str, copy: Option<&str>) {
+        let Some(secret) = self.peer_secret.as_ref().filter(|_| self.standby.is_some()) else { return };
+        let material = mark_material(room, origin);
+        if origin.is_empty() || origin.len() > 256 || !causeway_core::sign::verify(secret.expose().as_bytes(), material.as_bytes(), &format!("sha256={sig}")) {
+            // Not the peer's: anyone can write a mark, only the peer signs it.
+            tracing::debug!(bridge, room, origin, "a marked copy not signed by the peer");
+            return;
+        }
+        let mut seen = self.relayed_elsewhere.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= RELAYED_ELSEWHERE_MAX {
+            seen.retain(|_, (_, at)| at.elapsed() < RELAYED_ELSEWHERE_FOR);
+            if seen.len() >= RELAYED_ELSEWHERE_MAX {
+                return;
+            }
+        }
+        tracing::debug!(bridge, room, origin, "the peer relayed it here");
+        seen.insert((bridge.to_string(), room.to_string(), origin.to_string()), (copy.map(str::to_string), std::time::Instant::now()));
+    }
+
     fn count_fetch_refused(&self, bridge: &str, reason: &'static str) {
         self.metrics.fetch_refused.get_or_create(&metrics::reason(bridge, reason)).inc();
     }
@@ -732,6 +779,13 @@ impl Host for Router {
     async fn delete_state(&self, bridge: &str, key: &str) -> Result<(), SubmitError> {
         self.store.delete_state(bridge, key).await.map_err(|e| SubmitError::Unavailable(e.to_string()))
     }
+}
+
+/// What the peer's mark signs: the room the copy is in and the id the
+/// message had where it came from (a mark copied into another room is not
+/// the peer's there).
+fn mark_material(room: &str, origin: &str) -> String {
+    format!("causeway-mark\n{room}\n{origin}")
 }
 
 /// The event an edit or a retraction changes, where only its sender may

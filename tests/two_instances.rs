@@ -58,21 +58,32 @@ async fn copies(peer: &mut dyn Peer, text: &str, wait: Duration) -> Vec<String> 
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_causeways_on_the_same_rooms_never_relay_each_other() {
+/// Two Causeways (A, then B) on the same MUC and Matrix room, their servers
+/// and the two people who talk there. `router_extra_b`/`_a` are added to
+/// each one's `router` section.
+struct Two {
+    prosody: Prosody,
+    synapse: Synapse,
+    a: Daemon,
+    b: Daemon,
+}
+
+async fn start_two(router_a: &str, router_b: &str) -> Two {
     let prosody = Prosody::start();
     let synapse_port = common::free_port();
     let xmpp_a = prosody.bridge_config();
-    let xmpp_b = xmpp_a.replace("bridge.xmpp.test", "bridge2.xmpp.test");
+    // B's own component, and its own nick in the room (two bots cannot
+    // both sit there as "Causeway").
+    let xmpp_b = xmpp_a.replace("bridge.xmpp.test", "bridge2.xmpp.test").replace("type: xmpp,", "type: xmpp, bot_nick: Causeway2,");
     let matrix_a = bridge_config(synapse_port);
     let matrix_b = matrix_a
         .replace("as-secret-token", "as2-secret-token")
         .replace("hs-secret-token", "hs2-secret-token")
         .replace("type: matrix,", "type: matrix, id: causeway2, sender_localpart: causeway2, ghost_prefix: causeway2_, alias_prefix: causeway2_,");
-    let ignore_b = r#"{ matrix: ["@causeway2:matrix.test", "@causeway2_*:matrix.test"] }"#;
-    let ignore_a = r#"{ matrix: ["@causeway:matrix.test", "@causeway_*:matrix.test"] }"#;
-    let mut a = Daemon::prepare(&config(&xmpp_a, &matrix_a, ignore_b), &[]);
-    let mut b = Daemon::prepare(&config(&xmpp_b, &matrix_b, ignore_a), &[]);
+    let ignore_b = format!(r#"{{ matrix: ["@causeway2:matrix.test", "@causeway2_*:matrix.test"] }}{router_a}"#);
+    let ignore_a = format!(r#"{{ matrix: ["@causeway:matrix.test", "@causeway_*:matrix.test"] }}{router_b}"#);
+    let mut a = Daemon::prepare(&config(&xmpp_a, &matrix_a, &ignore_b), &[]);
+    let mut b = Daemon::prepare(&config(&xmpp_b, &matrix_b, &ignore_a), &[]);
     let registration = |d: &Daemon| {
         let path = d.dir.path().join("registration.yaml");
         let out = d.cli(&["matrix", "registration", "--output", path.to_str().unwrap()]);
@@ -94,6 +105,12 @@ async fn two_causeways_on_the_same_rooms_never_relay_each_other() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    Two { prosody, synapse, a, b }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_causeways_on_the_same_rooms_never_relay_each_other() {
+    let Two { prosody, synapse, a, b } = start_two("", "").await;
     let mut alice = XmppPeer::join(&prosody, "alice", MUC, "Alice", 0).await;
     let mut erin = MatrixPeer::join(&synapse.url(), "erin", ALIAS).await;
     // Both bridges seated in the room and the ghosts' joins settled.
@@ -122,4 +139,42 @@ async fn two_causeways_on_the_same_rooms_never_relay_each_other() {
     }
     assert!(stopped >= 2.0, "the marks stopped nothing ({stopped}): the test did not meet a loop\n{}\n{}", a.log(), b.log());
     eprintln!("on Matrix {on_matrix:?}, on XMPP {on_xmpp:?}; {stopped} relays stopped by the mark");
+}
+
+/// With `router.peer` (a shared secret) and B standing by (`standby`): one
+/// message from a real client arrives exactly once on the other side — B
+/// sees A's signed copy and does not deliver its own — and nothing comes
+/// back; with A gone, B delivers it (after its wait), still once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_standing_by_gives_exactly_one_copy_and_takes_over_when_the_other_is_gone() {
+    let peer = r#", peer: { secret: "shared-by-both-causeways" }"#;
+    let standby = r#", peer: { secret: "shared-by-both-causeways", standby: 6s }"#;
+    let Two { prosody, synapse, mut a, b } = start_two(peer, standby).await;
+    let mut alice = XmppPeer::join(&prosody, "alice", MUC, "Alice", 0).await;
+    let mut erin = MatrixPeer::join(&synapse.url(), "erin", ALIAS).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    for n in 0..2 {
+        let text = format!("once from xmpp {n}");
+        alice.act(Action::Text { text: text.clone(), reply_to: None }).await.unwrap();
+        let on_matrix = copies(&mut erin, &text, Duration::from_secs(9)).await;
+        assert_eq!(on_matrix.len(), 1, "{text} on Matrix: {on_matrix:?}\n{}\n{}", a.log(), b.log());
+        let text = format!("once from matrix {n}");
+        erin.act(Action::Text { text: text.clone(), reply_to: None }).await.unwrap();
+        let on_xmpp = copies(&mut alice, &text, Duration::from_secs(9)).await;
+        assert_eq!(on_xmpp.len(), 1, "{text} on XMPP: {on_xmpp:?}\n{}\n{}", a.log(), b.log());
+    }
+    let skipped = b.metric("causeway_deliveries_skipped_total", r#"bridge="matrix""#).await + b.metric("causeway_deliveries_skipped_total", r#"bridge="xmpp""#).await;
+    assert!(skipped >= 4.0, "B did not stand down for A's copies ({skipped})\n{}", b.log());
+
+    // A is gone: B delivers, once, after its wait.
+    a.kill();
+    let sent = Instant::now();
+    alice.act(Action::Text { text: "while A is down".into(), reply_to: None }).await.unwrap();
+    let on_matrix = copies(&mut erin, "while A is down", Duration::from_secs(14)).await;
+    assert_eq!(on_matrix.len(), 1, "on Matrix while A is down: {on_matrix:?}\n{}", b.log());
+    assert!(sent.elapsed() >= Duration::from_secs(6), "B did not wait for its peer");
+    erin.act(Action::Text { text: "to xmpp while A is down".into(), reply_to: None }).await.unwrap();
+    let on_xmpp = copies(&mut alice, "to xmpp while A is down", Duration::from_secs(14)).await;
+    assert_eq!(on_xmpp.len(), 1, "on XMPP while A is down: {on_xmpp:?}\n{}", b.log());
 }

@@ -250,6 +250,14 @@ pub trait Host: Send + Sync + 'static {
     fn count_reconciled(&self, bridge: &str, n: u64);
     /// Count a link from another network the bridge did not fetch.
     fn count_fetch_refused(&self, bridge: &str, reason: &'static str);
+    /// The signature of this Causeway's mark on a copy in `room` naming
+    /// `origin` (the id the message had where it came from), when a peer is
+    /// configured (`router.peer`).
+    fn sign_mark(&self, room: &str, origin: &str) -> Option<String>;
+    /// A copy of the message that came in under `origin` arrived in `room`
+    /// as `copy` (its id there), marked and signed by the peer (`sig`): a
+    /// Causeway standing by need not deliver it there.
+    fn relayed_by_peer(&self, bridge: &str, room: &str, origin: &str, sig: &str, copy: Option<&str>);
     /// One recipient of a delivery refused it for good while the room took
     /// it (a list subscriber the mail server refuses): a dead letter of its
     /// own, retried for that recipient alone.
@@ -307,6 +315,12 @@ impl BridgeContext {
     }
     pub async fn refused_recipient(&self, delivery: &Delivery, recipient: &str, reason: &str) -> Result<(), SubmitError> {
         self.host.refused_recipient(&self.name, delivery, recipient, reason).await
+    }
+    pub fn sign_mark(&self, room: &str, origin: &str) -> Option<String> {
+        self.host.sign_mark(room, origin)
+    }
+    pub fn relayed_by_peer(&self, room: &str, origin: &str, sig: &str, copy: Option<&str>) {
+        self.host.relayed_by_peer(&self.name, room, origin, sig, copy);
     }
     pub fn count_fetch_refused(&self, reason: &'static str) {
         self.host.count_fetch_refused(&self.name, reason);

@@ -171,6 +171,12 @@ impl<R> Body<R> {
     }
 
     /// Every reference this body carries, in a fixed order.
+    /// Something said, or a change of it (message, edit, retraction,
+    /// reaction): not presence, typing, membership or topic.
+    pub fn is_said(&self) -> bool {
+        matches!(self, Body::Message { .. } | Body::Edit { .. } | Body::Retract { .. } | Body::Reaction { .. })
+    }
+
     pub fn refs(&self) -> Vec<&R> {
         match self {
             Body::Message { reply_to, thread, .. } => reply_to.iter().chain(thread.iter()).collect(),

@@ -330,6 +330,11 @@ pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<
     if marks.relayed.as_ref().is_some_and(|v| v != &serde_json::Value::Bool(false) && !v.is_null()) {
         // Relayed here by another Causeway (or another instance): not again.
         ctx.count_rejected("relayed_by_another_bridge");
+        if let Some(v) = &marks.relayed
+            && let (Some(origin), Some(sig)) = (v["origin"].as_str(), v["sig"].as_str())
+        {
+            ctx.relayed_by_peer(&link, origin, sig, Some(&event_id));
+        }
         return Ok(false);
     }
     let who = display_name(inner, &room, &sender);

@@ -109,6 +109,9 @@ struct Actor<'a> {
     user: OwnedUserId,
     client: &'a Client,
     puppet: bool,
+    /// Causeway's mark: `true`, or, with a peer configured, the id the
+    /// message had where it came from and the mark's signature.
+    relay: Value,
 }
 
 impl Actor<'_> {
@@ -116,7 +119,7 @@ impl Actor<'_> {
         if self.puppet {
             content[PUPPET_MARK] = json!(true);
         }
-        content[RELAY_MARK] = json!(true);
+        content[RELAY_MARK] = self.relay.clone();
         content
     }
 }
@@ -137,11 +140,18 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
     {
         puppet = None;
     }
+    let relay = match (&d.event.origin.remote_id, inner.ctx.get()) {
+        (Some(origin), Some(ctx)) => match ctx.sign_mark(&d.room, origin) {
+            Some(sig) => json!({"origin": origin, "sig": sig}),
+            None => json!(true),
+        },
+        _ => json!(true),
+    };
     let actor = match (puppet, &inner.puppet) {
-        (Some(user), Some(client)) => Actor { user, client, puppet: true },
+        (Some(user), Some(client)) => Actor { user, client, puppet: true, relay },
         _ => {
             inner.ensure_ghost(&ghost_id, sender).await?;
-            Actor { user: ghost_id.clone(), client: &inner.client, puppet: false }
+            Actor { user: ghost_id.clone(), client: &inner.client, puppet: false, relay }
         }
     };
     let ghost = &actor.user;

@@ -236,6 +236,11 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
                     continue;
                 }
                 let mut m = message(inner, groupchat(&from, room, &pid)?, &from, room, &pid, &part).await?;
+                if let (Some(origin), Some(ctx)) = (&d.event.origin.remote_id, inner.ctx.get())
+                    && let Some(sig) = ctx.sign_mark(room, origin)
+                {
+                    crate::stanzas::mark_origin(&mut m.payloads, origin, &sig);
+                }
                 if let Some(url) = &file {
                     m.payloads.push(oob(url, Some(LONG_TEXT_FILE)));
                 }

@@ -32,6 +32,29 @@ pub fn relayed(payloads: &[Element]) -> bool {
     payloads.iter().any(|e| e.is("relayed", NS_RELAY))
 }
 
+/// Name in the mark the id the message had where it came from
+/// (`origin='…'`), so another Causeway standing by on the same rooms
+/// knows which of its deliveries this copy is.
+pub fn mark_origin(payloads: &mut [Element], origin: &str, sig: &str) {
+    if origin.is_empty() || origin.len() > MAX_ID {
+        return;
+    }
+    for e in payloads.iter_mut().filter(|e| e.is("relayed", NS_RELAY)) {
+        *e = Element::builder("relayed", NS_RELAY)
+            .attr(tokio_xmpp::minidom::rxml::xml_ncname!("origin").into(), origin)
+            .attr(tokio_xmpp::minidom::rxml::xml_ncname!("sig").into(), sig)
+            .build();
+    }
+}
+
+/// The origin and signature a mark names, if it names both.
+pub fn marked_origin(payloads: &[Element]) -> Option<(&str, &str)> {
+    let mark = payloads.iter().find(|e| e.is("relayed", NS_RELAY))?;
+    let origin = mark.attr("origin").filter(|o| !o.is_empty() && o.len() <= MAX_ID)?;
+    let sig = mark.attr("sig").filter(|s| !s.is_empty() && s.len() <= 128)?;
+    Some((origin, sig))
+}
+
 const MAX_ID: usize = 256;
 
 fn id_attr(e: &Element, what: &str) -> Result<String, String> {
@@ -193,6 +216,20 @@ mod tests {
 
     fn el(xml: &str) -> Element {
         xml.parse().unwrap()
+    }
+
+    #[test]
+    fn a_mark_names_its_origin_and_signature_or_nothing() {
+        let mut payloads = vec![relay_mark()];
+        assert_eq!(marked_origin(&payloads), None, "a plain mark names nothing");
+        mark_origin(&mut payloads, "$event:matrix", "abcd");
+        assert!(relayed(&payloads));
+        assert_eq!(marked_origin(&payloads), Some(("$event:matrix", "abcd")));
+        let mut too_long = vec![relay_mark()];
+        mark_origin(&mut too_long, &"x".repeat(300), "abcd");
+        assert_eq!(marked_origin(&too_long), None);
+        let forged: Element = "<relayed xmlns='urn:causeway:relay:0' origin='o' sig=''/>".parse().unwrap();
+        assert_eq!(marked_origin(&[forged]), None, "an empty signature");
     }
 
     #[test]
