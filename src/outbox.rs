@@ -295,7 +295,8 @@ impl Outbox {
                 }
             };
             let caps = bridge.capabilities(&link.room);
-            let body = degrade(translated, &caps, self.router.degrade_policy(link))
+            let policy = bridge.degrade_for(&link.room, event.body.kind(), self.router.degrade_policy(link));
+            let body = degrade(translated, &caps, policy)
                 .filter(|b| !(b.is_ephemeral() && age_ms > EPHEMERAL_MAX_AGE_MS));
             let Some(body) = body else {
                 self.metrics.skipped.get_or_create(&label).inc();

@@ -330,6 +330,7 @@ impl Router {
     /// Whether `body` would show anything at all on `link`.
     fn wanted_on(&self, link: &Link, body: &Body, policy: Degrade) -> bool {
         let caps = self.capabilities(link);
+        let policy = self.bridges.get(&link.bridge).map_or(policy, |b| b.degrade_for(&link.room, body.kind(), policy));
         caps.outbound && body.clone().map_refs(|r| Some(Some(r))).and_then(|b| degrade(b, &caps, policy)).is_some()
     }
 

@@ -152,7 +152,7 @@ async fn a_target_that_is_down_gets_everything_when_it_returns() {
     assert!(d.metric("causeway_delivery_failures_total", r#"bridge="hooks",reason="transient""#).await >= 3.0);
     let pending = d.cli(&["outbox", "--json", "pending", "--limit", "1"]);
     let pending: serde_json::Value = serde_json::from_slice(&pending.stdout).unwrap();
-    assert!(pending[0]["last_error"].as_str().unwrap().contains("POST failed"), "{pending}");
+    assert!(pending[0]["last_error"].as_str().unwrap().contains("failed: error sending request"), "{pending}");
     assert!(pending[0]["attempts"].as_u64().unwrap() >= 3, "{pending}");
 
     // It comes back: everything arrives, in order, once.

@@ -279,3 +279,62 @@ async fn secrets_stay_out_of_the_log_and_the_store_at_trace_level() {
         assert!(!store.contains(secret), "{secret:?} in the store");
     }
 }
+
+/// No amplification through mail: a hundred reactions on Matrix to one
+/// message make no mail to the list's subscribers (`reactions: drop`, the
+/// default), while XMPP shows them as reactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_reactions_make_no_mail() {
+    let w = World::start("").await;
+    let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
+    let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
+    let target = bob.act(Action::Text { text: "react to this".into(), reply_to: None }).await.unwrap();
+    w.mail.wait_for("carol", "INBOX", T, |m| m.body_text(0).is_some_and(|t| t.contains("react to this"))).await;
+    for i in 0..100 {
+        bob.act(Action::React { target: target.clone(), key: format!("k{i}") }).await.unwrap();
+    }
+    bob.act(Action::Text { text: "after the reactions".into(), reply_to: None }).await.unwrap();
+    w.mail.wait_for("carol", "INBOX", T, |m| m.body_text(0).is_some_and(|t| t.contains("after the reactions"))).await;
+    let mails = w.mail.fetch("carol", "INBOX");
+    assert_eq!(mails.len(), 2, "{} mails: {:?}", mails.len(), mails.iter().map(|(_, m)| String::from_utf8_lossy(m).lines().last().unwrap_or_default().to_string()).collect::<Vec<_>>());
+    // The other networks got them.
+    let mut reactions = 0;
+    loop {
+        let s = alice.next(T).await.unwrap_or_else(|e| panic!("XMPP: {e}\n{}", w.daemon.log()));
+        match s.body {
+            Body::Reaction { .. } => reactions += 1,
+            Body::Message { text, .. } if text.plain.contains("after the reactions") => break,
+            _ => {}
+        }
+    }
+    assert!(reactions >= 1, "no reaction reached XMPP");
+}
+
+/// Hostile structure: a stanza nested tens of thousands of levels deep,
+/// sent to the bridge through the real server, does not bring Causeway
+/// down (a thousand levels overflowed the stack before: the XML parser
+/// recurses once per level); it is dropped and counted, and what is said
+/// next still crosses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_stanza_does_not_bring_causeway_down() {
+    let w = World::start("").await;
+    let d = &w.daemon;
+    let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
+    let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
+    for depth in [1_000, 30_000] {
+        let deep = format!(
+            "<message xmlns='jabber:client' to='causeway@bridge.xmpp.test' type='chat' id='deep{depth}'><body>deep</body>{}{}</message>",
+            // Short tags: 30,000 levels stay under Prosody's 256 KiB stanza limit.
+            "<a>".repeat(depth),
+            "</a>".repeat(depth)
+        );
+        alice.send_xml(&deep).await;
+        let text = format!("still here after {depth} levels");
+        alice.act(Action::Text { text: text.clone(), reply_to: None }).await.unwrap_or_else(|e| panic!("{e}\n{}", w.prosody.log()));
+        bob.next_matching(T, |e| e["content"]["body"].as_str().is_some_and(|b| b.contains(&text)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n--- prosody ---\n{}", d.log(), w.prosody.log()));
+    }
+    assert!(d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await == 1.0, "{}", d.log());
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="xmpp",reason="too_deep""#).await, 2.0, "{}", d.log());
+}

@@ -235,6 +235,12 @@ impl XmppPeer {
         self.next_matching(timeout, |s| s.name() == "message" && matches!(s.attr("type"), Some("chat") | Some("error"))).await
     }
 
+    /// Send raw XML as it is (for stanzas no library would build).
+    pub async fn send_xml(&mut self, xml: &str) {
+        let line = serde_json::json!({"send": xml}).to_string() + "\n";
+        self.stdin.write_all(line.as_bytes()).await.expect("XMPP client gone");
+    }
+
     async fn send(&mut self, e: &Element) {
         let mut xml = Vec::new();
         e.write_to(&mut xml).unwrap();

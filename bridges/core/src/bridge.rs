@@ -364,6 +364,14 @@ pub trait Bridge: Send + Sync + 'static {
     /// What `room` can show.
     fn capabilities(&self, room: &str) -> Capabilities;
 
+    /// What becomes of an event of `kind` (`reaction`, `edit`, …) that
+    /// `room` cannot show, where the portal says `policy`: a bridge whose
+    /// every delivery costs much (a mail to each subscriber) may leave some
+    /// out. Default: the portal's policy.
+    fn degrade_for(&self, _room: &str, _kind: &'static str, policy: Degrade) -> Degrade {
+        policy
+    }
+
     /// Whether `sender` in `room` is one of our own ghosts (its messages are
     /// echoes of our deliveries and must never come back in).
     fn is_own_sender(&self, _room: &str, _sender: &str) -> bool {

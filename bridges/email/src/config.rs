@@ -150,6 +150,10 @@ pub struct EmailOptions {
     /// Files from other networks larger than this are sent as links.
     #[serde(default = "default_max_attachment")]
     pub max_attachment_bytes: u64,
+    /// Reactions from other networks: `drop` (the default: a reaction is
+    /// not worth a mail to every subscriber) or `notice` ("reacted 👍").
+    #[serde(default = "default_reactions")]
+    pub reactions: causeway_core::Degrade,
     /// Where links from other networks (files attached to mail) may lead
     /// although it is not public (`allow: [CIDR, address or host:port, …]`).
     #[serde(default)]
@@ -158,6 +162,10 @@ pub struct EmailOptions {
     /// default: the list address itself.
     #[serde(default)]
     pub owner: Option<String>,
+}
+
+fn default_reactions() -> causeway_core::Degrade {
+    causeway_core::Degrade::Drop
 }
 
 fn default_mailbox() -> String {

@@ -25,7 +25,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use causeway_core::text::escape_html;
 use causeway_core::{
-    Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, Incoming,
+    Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Degrade, Delivered, Delivery, DeliveryError, Incoming,
     OptionError, RemoteSender, SubmitError, Text, now_ms, parse_options,
 };
 
@@ -501,6 +501,14 @@ impl Bridge for EmailBridge {
 
     fn capabilities(&self, _room: &str) -> Capabilities {
         Capabilities { html: true, replies: true, files: true, ..Capabilities::TEXT_ONLY }
+    }
+
+    fn degrade_for(&self, _room: &str, kind: &'static str, policy: Degrade) -> Degrade {
+        match kind {
+            // One reaction must not become a mail to each subscriber.
+            "reaction" => self.inner.options.reactions,
+            _ => policy,
+        }
     }
 
     fn is_own_sender(&self, _room: &str, sender: &str) -> bool {

@@ -362,6 +362,24 @@ mod tests {
     }
 
     #[test]
+    fn deeply_nested_json_is_refused_without_overflowing_the_stack() {
+        for depth in [1_000, 100_000] {
+            let (open, close) = ("[".repeat(depth), "]".repeat(depth));
+            // Where a value is expected, it is refused at once.
+            assert!(native(&format!(r#"{{"sender":{{"id":"a"}},"text":{open}{close}}}"#)).is_err(), "{depth} levels");
+            assert!(native(&format!("{open}{close}")).is_err());
+            // Where it is not, it is passed over (without recursion) or refused.
+            let extra = format!(r#"{{"sender":{{"id":"a"}},"text":"x","extra":{open}{close}}}"#);
+            if let Ok(i) = native(&extra) {
+                assert!(matches!(i.body, Body::Message { ref text, .. } if text.plain == "x"));
+            }
+            let objects = format!(r#"{{"sender":{{"id":"a"}},"text":"x","extra":{}1{}}}"#, r#"{"a":"#.repeat(depth), "}".repeat(depth));
+            let _ = native(&objects);
+            let _ = parse_slack("ep", extra.as_bytes(), None);
+        }
+    }
+
+    #[test]
     fn a_message_with_everything() {
         let i = native(
             r#"{"id":"m1","sender":{"id":"alice","name":"Alice"},"text":"hi","html":"<b>hi</b><script>x</script>",

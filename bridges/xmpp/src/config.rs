@@ -103,6 +103,15 @@ pub struct XmppOptions {
     /// Longest time to open the connection of one HTTP request.
     #[serde(default = "default_http_connect_timeout", with = "humantime_serde")]
     pub http_connect_timeout: Duration,
+    /// After an absence longer than this (the room was unlinked meanwhile,
+    /// or Causeway long gone) a room starts afresh instead of replaying what
+    /// was said. Prosody keeps a room's archive a week by default.
+    #[serde(default = "default_catch_up_max_age", with = "humantime_serde")]
+    pub catch_up_max_age: Duration,
+}
+
+fn default_catch_up_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 fn default_http_timeout() -> Duration {

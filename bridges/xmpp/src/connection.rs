@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufRead, AsyncWrite};
-use tokio_xmpp::connect::{DnsConfig, ServerConnector, StartTlsServerConnector, TcpServerConnector};
+use tokio_xmpp::connect::{DnsConfig, ServerConnector, StartTlsServerConnector};
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::{Element, Node};
 use tokio_xmpp::parsers::iq::Iq;
@@ -33,7 +33,7 @@ const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 /// How long connecting, logging in and binding may take.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-type ComponentIo = <TcpServerConnector as ServerConnector>::Stream;
+type ComponentIo = tokio::io::BufStream<crate::depth::Guarded<tokio::net::TcpStream>>;
 type ClientIo = <StartTlsServerConnector as ServerConnector>::Stream;
 
 enum Stream {
@@ -47,6 +47,8 @@ pub(crate) enum Next {
     /// Nothing heard for `keepalive`: make the server say something within
     /// half that time, or the connection counts as dead.
     Quiet,
+    /// A stanza nested too deep to take, dropped.
+    TooDeep,
 }
 
 fn timeouts(options: &XmppOptions) -> Timeouts {
@@ -59,6 +61,10 @@ pub(crate) struct Connection {
     stream: Stream,
     /// The client's bound JID (client mode).
     pub bound: Option<FullJid>,
+    /// Elements the guard cut out for being too deep (component mode), and
+    /// how many of them were reported.
+    cut: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    cut_seen: u64,
 }
 
 /// Why a connection could not be made.
@@ -98,6 +104,17 @@ impl Connection {
                 Stream::Client(s) => (next_element(s).await?, true),
             };
             let Some(element) = element else { return Some(Next::Quiet) };
+            // The guard cut something out of this one (it was nested too deep
+            // to parse), or it is too deep all the same (client mode, no
+            // guard): parsing it into a stanza, or even dropping it the usual
+            // way, would recurse once per level.
+            let cut = self.cut.load(std::sync::atomic::Ordering::Relaxed);
+            if cut > self.cut_seen || too_deep(&element, MAX_DEPTH) {
+                self.cut_seen = cut;
+                tracing::warn!(name = element.name(), from = element.attr("from").unwrap_or(""), "dropping a stanza nested deeper than {MAX_DEPTH} levels");
+                drop_flat(element);
+                return Some(Next::TooDeep);
+            }
             if element.ns() == NS_STREAMS {
                 let text: Vec<String> = element.children().map(|c| c.name().to_string()).collect();
                 tracing::warn!(error = ?text, "the server ended the stream");
@@ -121,6 +138,34 @@ impl Connection {
         match &mut self.stream {
             Stream::Component(s) => s.send(&element).await.map_err(|e| e.to_string()),
             Stream::Client(s) => s.send(&renamespace(element, NS_COMPONENT, NS_CLIENT)).await.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Deeper than any stanza needs (a message with rich text and a few
+/// extensions nests about ten levels).
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// Whether `e` nests deeper than `max` levels, found without recursion.
+pub(crate) fn too_deep(e: &Element, max: usize) -> bool {
+    let mut stack = vec![(e, 1usize)];
+    while let Some((e, depth)) = stack.pop() {
+        if depth > max {
+            return true;
+        }
+        stack.extend(e.children().map(|c| (c, depth + 1)));
+    }
+    false
+}
+
+/// Drop `e` level by level instead of by recursion.
+pub(crate) fn drop_flat(e: Element) {
+    let mut stack = vec![e];
+    while let Some(mut e) = stack.pop() {
+        for node in e.take_nodes() {
+            if let Node::Element(child) = node {
+                stack.push(child);
+            }
         }
     }
 }
@@ -177,8 +222,17 @@ pub(crate) fn renamespace(mut e: Element, from: &str, to: &str) -> Element {
 async fn open_component(options: &XmppOptions) -> Result<Connection, ConnectError> {
     let domain = options.domain.as_str();
     let jid = Jid::new(domain).map_err(unreachable)?;
-    let connector = TcpServerConnector::from(DnsConfig::addr(&options.server_or_default()));
-    let (mut pending, _) = connector.connect(&jid, NS_COMPONENT, timeouts(options)).await.map_err(unreachable)?;
+    // The bytes from the server pass a guard that cuts out elements nested
+    // deeper than any stanza needs, before the parser (which recurses once
+    // per level) sees them.
+    let tcp = tokio::net::TcpStream::connect(options.server_or_default()).await.map_err(unreachable)?;
+    let _ = tcp.set_nodelay(true);
+    let guarded = crate::depth::Guarded::new(tcp, MAX_DEPTH + 1);
+    let cut = guarded.cut();
+    let header = StreamHeader { to: Some(Cow::Borrowed(jid.domain().as_str())), from: None, id: None };
+    let mut pending = tokio_xmpp::xmlstream::initiate_stream(tokio::io::BufStream::new(guarded), NS_COMPONENT, header, timeouts(options))
+        .await
+        .map_err(unreachable)?;
     let id = pending.take_header().id.map(Cow::into_owned).ok_or_else(|| unreachable("the server sent no stream id"))?;
     let mut stream: XmlStream<ComponentIo, Element> = pending.skip_features();
     let secret = options.secret.as_ref().map(|s| s.expose()).unwrap_or_default();
@@ -187,7 +241,7 @@ async fn open_component(options: &XmppOptions) -> Result<Connection, ConnectErro
     stream.send(&request).await.map_err(unreachable)?;
     let answer = next_element(&mut stream).await.flatten().ok_or_else(|| unreachable("the server closed the stream during the handshake"))?;
     if answer.is("handshake", NS_COMPONENT) {
-        Ok(Connection { stream: Stream::Component(stream), bound: None })
+        Ok(Connection { stream: Stream::Component(stream), bound: None, cut, cut_seen: 0 })
     } else {
         let why: Vec<String> = answer.children().map(|c| c.name().to_string()).collect();
         Err(ConnectError::Refused(format!("the server refused the component handshake for {domain} ({}): check `secret`", why.join(", "))))
@@ -254,12 +308,39 @@ async fn open_client(options: &XmppOptions) -> Result<Connection, ConnectError> 
             .and_then(|b| b.get_child("jid", NS_BIND))
             .and_then(|j| j.text().parse::<FullJid>().ok())
             .ok_or_else(|| unreachable("the bind answer has no full JID"))?;
-        return Ok(Connection { stream: Stream::Client(stream), bound: Some(full) });
+        return Ok(Connection { stream: Stream::Client(stream), bound: Some(full), cut: Default::default(), cut_seen: 0 });
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stanzas_too_deep_to_take_are_found_and_dropped_without_recursion() {
+        let deep = |depth: usize| {
+            format!(
+                "<message xmlns='jabber:component:accept' from='a@b/c' to='causeway@bridge.example.org' type='chat'><body>deep</body>{}{}</message>",
+                "<a>".repeat(depth),
+                "</a>".repeat(depth)
+            )
+        };
+        let shallow: Element = deep(100).parse().unwrap();
+        assert!(!too_deep(&shallow, MAX_DEPTH));
+        assert!(stanza(shallow).unwrap().is_some());
+        // Far deeper than a 2 MiB stack would take by recursion.
+        let ok = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn({
+                let xml = deep(40_000);
+                move || {
+                let e: Element = xml.parse().unwrap();
+                assert!(too_deep(&e, MAX_DEPTH));
+                drop_flat(e);
+            }})
+            .unwrap()
+            .join();
+        assert!(ok.is_ok());
+    }
+
     use super::*;
 
     #[test]
@@ -293,3 +374,4 @@ mod tests {
         assert!(stanza(other).unwrap().is_none());
     }
 }
+

@@ -12,6 +12,7 @@
 mod archive;
 pub mod config;
 mod connection;
+mod depth;
 pub mod direct;
 pub mod inbound;
 pub mod jid;
@@ -58,9 +59,6 @@ const SEEN_KEY: &str = "seen:";
 /// Messages this much older than the last look are asked for again (clocks
 /// differ); what was taken already is recognised by its stanza-id.
 const CATCH_UP_MARGIN_MS: i64 = 120_000;
-/// A last look older than this (the room was unlinked meanwhile, or the
-/// bridge long gone) starts afresh instead of replaying what was said.
-const CATCH_UP_MAX_AGE_MS: i64 = 24 * 3600 * 1000;
 /// While connected, the last look at each room is stored this often.
 const LOOK_EVERY: Duration = Duration::from_secs(300);
 /// A room whose last message taken moved on has its mark stored this
@@ -299,6 +297,7 @@ impl Inner {
                                 break;
                             }
                         }
+                        Some(Next::TooDeep) => ctx.count_rejected("too_deep"),
                         None => break,
                     },
                     Some(stanza) = out_rx.recv() => {
@@ -428,7 +427,8 @@ impl Inner {
                 }
             },
         };
-        let seen = seen.filter(|(_, last)| causeway_core::now_ms() - last <= CATCH_UP_MAX_AGE_MS);
+        let max_age = self.options.catch_up_max_age.as_millis() as i64;
+        let seen = seen.filter(|(_, last)| causeway_core::now_ms() - last <= max_age);
         let mut st = self.state();
         match seen {
             Some(s) => {
