@@ -187,6 +187,10 @@ impl Peer for MailPeer<'_> {
     fn capabilities(&self) -> Capabilities {
         Capabilities { html: true, replies: true, files: true, ..Capabilities::TEXT_ONLY }
     }
+    /// The email bridge leaves reactions out (`reactions: drop`).
+    fn reaction_notices(&self) -> bool {
+        false
+    }
     async fn act(&mut self, action: Action) -> Result<String, String> {
         match action {
             Action::Text { text, reply_to } => Ok(self.mail("conformance", &text, reply_to.as_deref(), None)),

@@ -36,6 +36,13 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// A new key: 32 random bytes from the operating system, as hex.
+pub fn random_key() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random source");
+    hex::encode(bytes)
+}
+
 /// A URL as it may be written to a log or a stored error: scheme, host and
 /// port only, the rest elided (a webhook URL often carries its secret in
 /// the path or the query, a signed link in its query).
@@ -73,6 +80,14 @@ pub fn link_for_log(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn keys_are_32_random_bytes() {
+        let (a, b) = (random_key(), random_key());
+        assert_eq!((a.len(), b.len()), (64, 64));
+        assert_ne!(a, b);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+
     #[test]
     fn urls_lose_what_may_be_secret_before_they_are_logged() {
         assert_eq!(url_for_log("https://hooks.example/services/T000/B000/XXXXsecret?token=abc"), "https://hooks.example/…");

@@ -532,7 +532,7 @@ impl Bridge for EmailBridge {
         let key = match ctx.load_state(FILES_KEY).await.map_err(|e| BridgeError::Other(e.to_string()))? {
             Some(k) => k,
             None => {
-                let k = format!("{}{}", causeway_core::new_id(), causeway_core::new_id());
+                let k = causeway_core::secret::random_key();
                 ctx.save_state(FILES_KEY, &k).await.map_err(|e| BridgeError::Other(e.to_string()))?;
                 k
             }

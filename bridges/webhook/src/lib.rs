@@ -196,6 +196,9 @@ impl Bridge for WebhookBridge {
     }
 }
 
+/// Largest answer of a receiver that is read (for the id it names).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
 /// The smallest part a text is cut into for a receiver that answers 413.
 const MIN_PART_BYTES: usize = 1024;
 
@@ -278,8 +281,17 @@ impl WebhookBridge {
         let resp = req.body(body).send().await.map_err(|e| DeliveryError::transient(format!("POST to {} failed: {}", url_for_log(&out.url), e.without_url())))?;
         let status = resp.status();
         if status.is_success() {
-            // The receiver may name its own id for the message.
-            let bytes = resp.bytes().await.unwrap_or_default();
+            // The receiver may name its own id for the message (in a small
+            // answer: a huge one is not read whole).
+            let mut resp = resp;
+            let mut bytes = Vec::new();
+            while let Ok(Some(chunk)) = resp.chunk().await {
+                if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
+                    bytes.clear();
+                    break;
+                }
+                bytes.extend_from_slice(&chunk);
+            }
             let remote_id = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
                 .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))

@@ -339,14 +339,23 @@ pub fn render_native<R: Clone + Into<String>>(event: &Event<R>, id: Option<&str>
     n
 }
 
+/// Text as Slack's formatting shows it literally: `&`, `<` and `>` escaped.
+pub fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 /// Render a (degraded) message in the Slack-compatible format.
 pub fn render_slack(event: &Event<String>) -> Option<Slack> {
     let Body::Message { text, kind, .. } = &event.body else {
         return None;
     };
+    // Slack (and Mattermost, Rocket.Chat) read `<…>` as a control
+    // sequence: `<!channel>` pings everyone, `<url|text>` hides a link
+    // behind any text. What someone said on another network stays text.
+    let plain = slack_escape(&text.plain);
     let text = match kind {
-        MessageKind::Emote => format!("_{}_", text.plain),
-        _ => text.plain.clone(),
+        MessageKind::Emote => format!("_{plain}_"),
+        _ => plain,
     };
     Some(Slack { text, username: Some(event.sender.name.clone()), icon_url: event.sender.avatar.clone() })
 }
@@ -465,6 +474,20 @@ mod tests {
         assert_eq!(i.body, Body::text("deploy done"));
         assert!(parse_slack("ep", br#"{"username":"CI"}"#, None).unwrap_err().to_string().contains("`text`"));
         assert!(parse_slack("ep", br#"{"text":1}"#, None).is_err());
+    }
+
+    #[test]
+    fn slack_output_cannot_ping_everyone_or_hide_a_link() {
+        let event: Event<String> = Event {
+            id: "e1".into(),
+            portal: "ops".into(),
+            origin: Origin { bridge: "xmpp".into(), room: "r".into(), remote_id: None },
+            sender: Sender { id: "m@x".into(), person: None, name: "Mallory".into(), avatar: None },
+            at_ms: 1,
+            body: Body::text("<!channel> log in at <https://evil.example|https://bank.example> & <@U123>"),
+        };
+        let s = render_slack(&event).unwrap();
+        assert_eq!(s.text, "&lt;!channel&gt; log in at &lt;https://evil.example|https://bank.example&gt; &amp; &lt;@U123&gt;");
     }
 
     #[test]
