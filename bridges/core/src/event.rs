@@ -283,8 +283,80 @@ pub struct Incoming {
     pub body: Body<String>,
 }
 
+impl Body<String> {
+    /// A message whose text is longer than `max_bytes` as numbered
+    /// plain-text messages (`(1/3) …`, cut at paragraph or line breaks)
+    /// with their part ids: `<id>`, `<id>.p2`, … The first keeps the files,
+    /// the reply and the mentions; every part stays in the thread. Anything
+    /// else, or a text that fits, is itself under `id`.
+    pub fn in_parts(&self, id: &str, max_bytes: usize) -> Vec<(String, Body<String>)> {
+        let Body::Message { text, kind, attachments, reply_to, thread, mentions } = self else {
+            return vec![(id.to_string(), self.clone())];
+        };
+        if text.plain.len() <= max_bytes {
+            return vec![(id.to_string(), self.clone())];
+        }
+        crate::text::numbered_parts(&text.plain, max_bytes)
+            .into_iter()
+            .enumerate()
+            .map(|(i, plain)| {
+                let first = i == 0;
+                let part = Body::Message {
+                    text: Text::plain(plain),
+                    kind: *kind,
+                    attachments: if first { attachments.clone() } else { Vec::new() },
+                    reply_to: reply_to.clone().filter(|_| first),
+                    thread: thread.clone(),
+                    mentions: if first { mentions.clone() } else { Vec::new() },
+                };
+                (if first { id.to_string() } else { format!("{id}.p{}", i + 1) }, part)
+            })
+            .collect()
+    }
+
+    /// The same message without its HTML (what is split is the plain text).
+    pub fn plain_only(&self) -> Body<String> {
+        match self {
+            Body::Message { text, kind, attachments, reply_to, thread, mentions } => Body::Message {
+                text: Text::plain(text.plain.clone()),
+                kind: *kind,
+                attachments: attachments.clone(),
+                reply_to: reply_to.clone(),
+                thread: thread.clone(),
+                mentions: mentions.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_long_message_in_parts_keeps_its_files_and_reply_on_the_first() {
+        let long: String = (0..200).map(|i| format!("line {i}\n")).collect();
+        let body: Body = Body::Message {
+            text: Text { plain: long.clone(), html: Some("<p>x</p>".into()) },
+            kind: MessageKind::Text,
+            attachments: vec![Attachment { url: "https://f/a".into(), name: None, mime: None, size: None }],
+            reply_to: Some("r".into()),
+            thread: Some("t".into()),
+            mentions: vec!["m".into()],
+        };
+        assert_eq!(body.in_parts("d", 10_000).len(), 1);
+        let parts = body.plain_only().in_parts("d", 300);
+        assert!(parts.len() > 3);
+        assert_eq!(parts[0].0, "d");
+        assert_eq!(parts[1].0, "d.p2");
+        let Body::Message { attachments, reply_to, thread, .. } = &parts[0].1 else { panic!() };
+        assert_eq!((attachments.len(), reply_to.as_deref(), thread.as_deref()), (1, Some("r"), Some("t")));
+        let Body::Message { attachments, reply_to, thread, text, .. } = &parts[1].1 else { panic!() };
+        assert_eq!((attachments.len(), reply_to.as_deref(), thread.as_deref(), text.html.as_deref()), (0, None, Some("t"), None));
+        let joined: String = parts.iter().map(|(_, b)| match b { Body::Message { text, .. } => text.plain.split_once(") ").unwrap().1.trim_end().to_string() + "\n", _ => unreachable!() }).collect();
+        assert_eq!(joined, long);
+        assert_eq!(Body::<String>::Typing { active: true }.in_parts("d", 1).len(), 1);
+    }
+
     use super::*;
 
     #[test]

@@ -32,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use causeway_core::{
     Accepted, Bridge, BridgeContext, BridgeError, Capabilities, Committed, Delivered, Delivery, DeliveryError,
-    DirectError, Event, Incoming, OptionError, Recipient, Sender, SubmitError, Text, parse_options, Body,
+    Body, DirectError, Event, Incoming, OptionError, Recipient, Sender, SubmitError, parse_options,
 };
 use causeway_core::secret::url_for_log;
 use futures_util::Stream;
@@ -213,27 +213,21 @@ fn message_text(event: &Event<String>) -> Option<&str> {
 /// under the delivery id, or, when its text is over `budget`, numbered
 /// parts under `<id>`, `<id>.p2`, … (the first with its files and reply).
 fn pieces(id: &str, event: &Event<String>, budget: Option<usize>) -> Vec<(String, Event<String>)> {
-    let Body::Message { text, kind, attachments, reply_to, thread, mentions } = &event.body else {
+    let Body::Message { text, .. } = &event.body else {
         return vec![(id.to_string(), event.clone())];
     };
     let Some(max) = budget.filter(|max| text.plain.len() > *max || text.html.as_ref().is_some_and(|h| h.len() > *max)) else {
         return vec![(id.to_string(), event.clone())];
     };
-    causeway_core::text::numbered_parts(&text.plain, max)
+    event
+        .body
+        .plain_only()
+        .in_parts(id, max)
         .into_iter()
-        .enumerate()
-        .map(|(i, plain)| {
-            let first = i == 0;
+        .map(|(key, body)| {
             let mut part = event.clone();
-            part.body = Body::Message {
-                text: Text::plain(plain),
-                kind: *kind,
-                attachments: if first { attachments.clone() } else { Vec::new() },
-                reply_to: reply_to.clone().filter(|_| first),
-                thread: thread.clone(),
-                mentions: if first { mentions.clone() } else { Vec::new() },
-            };
-            (if first { id.to_string() } else { format!("{id}.p{}", i + 1) }, part)
+            part.body = body;
+            (key, part)
         })
         .collect()
 }

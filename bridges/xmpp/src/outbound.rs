@@ -309,28 +309,12 @@ fn oob(url: &str, name: Option<&str>) -> Element {
 /// numbered parts (`(1/3) …`) under `<id>`, `<id>.p2`, … — the first
 /// with its files, reply and thread. Size is never a reason not to deliver.
 fn parts(id: &str, body: &Body<String>) -> Vec<(String, Body<String>)> {
-    let Body::Message { text, kind, attachments, reply_to, thread, mentions } = body else { return vec![(id.to_string(), body.clone())] };
+    let Body::Message { text, .. } = body else { return vec![(id.to_string(), body.clone())] };
     let longest = text.plain.len().max(text.html.as_ref().map_or(0, |h| styling::from_html(h).len()));
     if longest <= MAX_TEXT_BYTES {
         return vec![(id.to_string(), body.clone())];
     }
-    causeway_core::text::numbered_parts(&text.plain, MAX_TEXT_BYTES)
-        .into_iter()
-        .enumerate()
-        .map(|(i, plain)| {
-            let pid = if i == 0 { id.to_string() } else { format!("{id}.p{}", i + 1) };
-            let first = i == 0;
-            let part = Body::Message {
-                text: Text::plain(plain),
-                kind: *kind,
-                attachments: if first { attachments.clone() } else { Vec::new() },
-                reply_to: reply_to.clone().filter(|_| first),
-                thread: thread.clone(),
-                mentions: if first { mentions.clone() } else { Vec::new() },
-            };
-            (pid, part)
-        })
-        .collect()
+    body.plain_only().in_parts(id, MAX_TEXT_BYTES)
 }
 
 /// Deliver as the bridge's one account (client mode): everyone's messages
