@@ -735,13 +735,13 @@ impl Host for Router {
 
     fn sign_mark(&self, room: &str, origin: &str) -> Option<String> {
         let secret = self.peer_secret.as_ref()?;
-        Some(causeway_core::sign::sign(secret.expose().as_bytes(), mark_material(room, origin).as_bytes()).trim_start_matches("sha256=").to_string())
+        Some(causeway_core::sign::sign_hex(secret.expose().as_bytes(), mark_material(room, origin).as_bytes()))
     }
 
     fn relayed_by_peer(&self, bridge: &str, room: &str, origin: &str, sig: &str, copy: Option<&str>) {
         let Some(secret) = self.peer_secret.as_ref().filter(|_| self.standby.is_some()) else { return };
         let material = mark_material(room, origin);
-        if origin.is_empty() || origin.len() > 256 || !causeway_core::sign::verify(secret.expose().as_bytes(), material.as_bytes(), &format!("sha256={sig}")) {
+        if origin.is_empty() || origin.len() > 256 || !causeway_core::sign::verify_hex(secret.expose().as_bytes(), material.as_bytes(), sig) {
             // Not the peer's: anyone can write a mark, only the peer signs it.
             tracing::debug!(bridge, room, origin, "a marked copy not signed by the peer");
             return;

@@ -44,6 +44,17 @@ pub fn verify_slack(secret: &[u8], timestamp: i64, body: &[u8], header: &str) ->
     verify(secret, &signed, &format!("sha256={hex_sig}"))
 }
 
+/// The bare hex HMAC-SHA256 of `data` (no `sha256=`), as links and marks
+/// carry it.
+pub fn sign_hex(secret: &[u8], data: &[u8]) -> String {
+    sign(secret, data).trim_start_matches("sha256=").to_string()
+}
+
+/// Check a bare hex signature made by [`sign_hex`], in constant time.
+pub fn verify_hex(secret: &[u8], data: &[u8], hex_sig: &str) -> bool {
+    verify(secret, data, &format!("sha256={hex_sig}"))
+}
+
 /// Check a `sha256=<hex>` header value in constant time.
 pub fn verify(secret: &[u8], body: &[u8], header: &str) -> bool {
     let Some(hex_sig) = header.trim().strip_prefix("sha256=") else {
@@ -67,6 +78,10 @@ mod tests {
         let s = sign(b"Jefe", b"what do ya want for nothing?");
         assert_eq!(s, "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
         assert!(verify(b"Jefe", b"what do ya want for nothing?", &s));
+        let bare = sign_hex(b"Jefe", b"what do ya want for nothing?");
+        assert_eq!(format!("sha256={bare}"), s);
+        assert!(verify_hex(b"Jefe", b"what do ya want for nothing?", &bare));
+        assert!(!verify_hex(b"Jefe", b"what do ya want for nothing!", &bare));
     }
 
     #[test]

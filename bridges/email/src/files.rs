@@ -29,7 +29,7 @@ impl Files {
     }
 
     fn sig(&self, hash: &str) -> String {
-        causeway_core::sign::sign(&self.key, hash.as_bytes()).trim_start_matches("sha256=").to_string()
+        causeway_core::sign::sign_hex(&self.key, hash.as_bytes())
     }
 
     /// Keep a file (named by its content, so the same file is kept once)
@@ -49,7 +49,7 @@ impl Files {
 
     /// Serve a kept file to whoever has its signed link.
     pub fn serve(&self, hash: &str, sig: Option<&str>) -> Response {
-        let signed = sig.is_some_and(|s| causeway_core::sign::verify(&self.key, hash.as_bytes(), &format!("sha256={s}")));
+        let signed = sig.is_some_and(|s| causeway_core::sign::verify_hex(&self.key, hash.as_bytes(), s));
         if !signed || hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
             return (StatusCode::FORBIDDEN, "not a link Causeway handed out").into_response();
         }

@@ -436,7 +436,7 @@ impl Inner {
                     bytes: f.bytes,
                 }),
                 Err(causeway_core::fetch::FetchError::Refused(e)) => {
-                    tracing::info!(url = %a.url, "not attached, linked: {e}");
+                    tracing::info!(url = %causeway_core::secret::link_for_log(&a.url), "not attached, linked: {e}");
                     links.push(a.url.clone());
                 }
                 Err(causeway_core::fetch::FetchError::Unavailable(e)) => return Err(DeliveryError::transient(e)),

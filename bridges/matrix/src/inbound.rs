@@ -205,7 +205,7 @@ fn media_key(inner: &Inner) -> Vec<u8> {
 
 /// The signature of a media link: only links Causeway handed out work.
 pub(crate) fn media_sig(inner: &Inner, server: &str, media: &str) -> String {
-    causeway_core::sign::sign(&media_key(inner), format!("{server}/{media}").as_bytes()).trim_start_matches("sha256=").to_string()
+    causeway_core::sign::sign_hex(&media_key(inner), format!("{server}/{media}").as_bytes())
 }
 
 /// The link another network gets for a file in the media repository.
@@ -221,7 +221,7 @@ const INLINE_TYPES: &[&str] = &["image/png", "image/jpeg", "image/gif", "image/w
 
 /// A file of the media repository, for networks that fetch links.
 async fn media(State(inner): State<Arc<Inner>>, Path((server, media)): Path<(String, String)>, Query(q): Query<AuthQuery>) -> Response {
-    let signed = q.sig.as_deref().is_some_and(|s| causeway_core::sign::verify(&media_key(&inner), format!("{server}/{media}").as_bytes(), &format!("sha256={s}")));
+    let signed = q.sig.as_deref().is_some_and(|s| causeway_core::sign::verify_hex(&media_key(&inner), format!("{server}/{media}").as_bytes(), s));
     if !signed {
         return matrix_error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "not a link Causeway handed out");
     }

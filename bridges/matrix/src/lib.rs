@@ -363,7 +363,7 @@ impl Inner {
             match self.copy_media(url, Some("avatar")).await {
                 Ok(Ok((mxc, _, _))) => self.client.set_avatar(ghost, mxc.as_str()).await?,
                 Ok(Err(e)) | Err(DeliveryError::Transient { reason: e, .. }) | Err(DeliveryError::Permanent { reason: e }) => {
-                    tracing::warn!(ghost = %ghost, url, "avatar not copied: {e}")
+                    tracing::warn!(ghost = %ghost, url = %causeway_core::secret::link_for_log(url), "avatar not copied: {e}")
                 }
             }
         }

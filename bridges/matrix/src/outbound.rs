@@ -335,7 +335,7 @@ async fn send_message(
                 })));
             }
             Err(e) => {
-                tracing::warn!(url = %a.url, "not copied to the media repository, sending the link: {e}");
+                tracing::warn!(url = %causeway_core::secret::link_for_log(&a.url), "not copied to the media repository, sending the link: {e}");
                 links.push(a.url.clone());
             }
         }

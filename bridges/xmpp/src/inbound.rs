@@ -413,8 +413,9 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
         // Relayed here by another Causeway (or another instance): not again.
         if let Some(ctx) = inner.ctx.get() {
             ctx.count_rejected("relayed_by_another_bridge");
-            tracing::debug!(bridge = ctx.name(), room = %room, signed = crate::stanzas::marked_origin(&m.payloads).is_some(), "a message another bridge relayed");
-            if let Some((origin, sig)) = crate::stanzas::marked_origin(&m.payloads)
+            let signed = crate::stanzas::marked_origin(&m.payloads);
+            tracing::debug!(bridge = ctx.name(), room = %room, signed = signed.is_some(), "a message another bridge relayed");
+            if let Some((origin, sig)) = signed
                 && inner.state().joined.contains(&room)
             {
                 let copy = child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(&room));

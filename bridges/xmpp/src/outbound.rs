@@ -270,7 +270,8 @@ const LONG_TEXT_FILE: &str = "message.txt";
 async fn long_text_file(inner: &Inner, from: &FullJid, body: &Body<String>) -> Option<(Body<String>, String)> {
     let Body::Message { text, kind, attachments, reply_to, thread, mentions } = body else { return None };
     let service = inner.options.upload_service.as_ref().filter(|_| inner.options.oversize == Oversize::File)?;
-    if parts("", body).len() < 2 {
+    // What would go as one message anyway (a plain text that fits).
+    if text.plain.len() <= MAX_TEXT_BYTES {
         return None;
     }
     let plain = match &text.html {
@@ -309,12 +310,16 @@ fn oob(url: &str, name: Option<&str>) -> Element {
 /// numbered parts (`(1/3) …`) under `<id>`, `<id>.p2`, … — the first
 /// with its files, reply and thread. Size is never a reason not to deliver.
 fn parts(id: &str, body: &Body<String>) -> Vec<(String, Body<String>)> {
-    let Body::Message { text, .. } = body else { return vec![(id.to_string(), body.clone())] };
-    let longest = text.plain.len().max(text.html.as_ref().map_or(0, |h| styling::from_html(h).len()));
-    if longest <= MAX_TEXT_BYTES {
-        return vec![(id.to_string(), body.clone())];
+    match body {
+        Body::Message { text, .. } if !fits_one_message(text) => body.plain_only().in_parts(id, MAX_TEXT_BYTES),
+        _ => vec![(id.to_string(), body.clone())],
     }
-    body.plain_only().in_parts(id, MAX_TEXT_BYTES)
+}
+
+/// Whether a text, as it would be sent (plain, or its HTML as styling),
+/// fits in one message.
+fn fits_one_message(text: &Text) -> bool {
+    text.plain.len().max(text.html.as_ref().map_or(0, |h| styling::from_html(h).len())) <= MAX_TEXT_BYTES
 }
 
 /// Deliver as the bridge's one account (client mode): everyone's messages
@@ -390,7 +395,7 @@ pub(crate) async fn message(inner: &Inner, mut m: Message, from: &FullJid, room:
                     Some(service) => match crate::upload::copy(inner, service, from, a).await {
                         Ok(url) => url,
                         Err(e) => {
-                            tracing::warn!(url = %a.url, "not copied to the upload service, sending the link: {e}");
+                            tracing::warn!(url = %causeway_core::secret::link_for_log(&a.url), "not copied to the upload service, sending the link: {e}");
                             a.url.clone()
                         }
                     },
