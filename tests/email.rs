@@ -231,7 +231,17 @@ async fn restarts_of_causeway_and_dovecot_mid_stream_take_each_mail_once() {
     while keys.len() < N {
         if Instant::now() >= deadline {
             let missing: Vec<usize> = (0..N).filter(|i| !keys.contains_key(i)).collect();
-            panic!("{} of {N} mails arrived; missing {missing:?}\n{}\n{}", keys.len(), d.log(), mail.log());
+            // Where each was lost: never taken from the mailbox, or taken
+            // (archived) and not delivered.
+            let archived = common::archived_texts(&d.db(), "ops").await;
+            let taken: Vec<usize> = missing.iter().copied().filter(|i| archived.iter().any(|t| t.trim_end().ends_with(&format!("mail #{i}")))).collect();
+            let in_box = mail.fetch("bridge", "INBOX").len();
+            panic!(
+                "{} of {N} mails arrived; missing {missing:?} (archived, so taken and not delivered: {taken:?}; {in_box} mails in the bridge's box)\n{}\n{}",
+                keys.len(),
+                d.log(),
+                mail.log()
+            );
         }
         if let Ok(Some(got)) = tokio::time::timeout(Duration::from_secs(5), hook.rx.recv()).await {
             record(got, &mut keys);
