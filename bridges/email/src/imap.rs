@@ -167,7 +167,10 @@ pub async fn fetch(session: &mut Session, uid: u32) -> Result<Option<Vec<u8>>, S
         .try_collect()
         .await
         .map_err(|e| format!("UID FETCH {uid}: {e}"))?;
-    Ok(fetches.into_iter().find(|f| f.uid == Some(uid)).and_then(|f| f.body().map(<[u8]>::to_vec)))
+    // The answer for this UID that carries the body: the server may also
+    // send FETCH responses of its own for the same message (a flag change)
+    // in between, without one.
+    Ok(fetches.into_iter().filter(|f| f.uid == Some(uid)).find_map(|f| f.body().map(<[u8]>::to_vec)))
 }
 
 /// Mark a mail read.

@@ -271,7 +271,10 @@ impl Inner {
             Verdict::Quarantine { reason: "too_large", detail: format!("{} bytes, more than max_message_bytes", size.unwrap_or(0)) }
         } else {
             let Some(raw) = imap::timed("UID FETCH", imap::fetch(session, uid)).await? else {
-                return Ok(()); // gone meanwhile (expunged by someone)
+                // Gone meanwhile (expunged by someone): said, not passed over quietly.
+                tracing::warn!(bridge = ctx.name(), uid, "a mail the search found has no body to fetch (expunged meanwhile?); not taken");
+                ctx.count_rejected("gone");
+                return Ok(());
             };
             let verdict = read::read(&raw, &self.options, &|list| self.all_subscribers(list));
             if let Verdict::Take(t) = verdict {
