@@ -86,6 +86,9 @@ pub struct Metrics {
     /// Links from another network not fetched, by why (where they led, or
     /// what came of them).
     pub fetch_refused: Family<ReasonLabel, Counter>,
+    /// Deliveries held back to go out gathered later (a send limit,
+    /// batched notices), by bridge and reason.
+    pub held_back: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -118,6 +121,7 @@ impl Metrics {
         let directory_imports = Family::<ResultLabel, Counter>::default();
         let reconciled = Family::<BridgeLabel, Counter>::default();
         let fetch_refused = Family::<ReasonLabel, Counter>::default();
+        let held_back = Family::<ReasonLabel, Counter>::default();
         registry.register("events_received", "Events accepted from a network and stored", received.clone());
         registry.register("events_dropped", "Inbound events not stored (duplicate, loop, unknown_target)", dropped.clone());
         registry.register("inbound_rejected", "Inbound requests refused before they became events", rejected.clone());
@@ -143,6 +147,7 @@ impl Metrics {
         registry.register("directory_imports", "Directory imports by result (ok, failed)", directory_imports.clone());
         registry.register("reconciled", "Events the network never pushed that the bridge found itself, by bridge", reconciled.clone());
         registry.register("fetch_refused", "Links from another network not fetched (sent as links), by bridge and reason", fetch_refused.clone());
+        registry.register("held_back", "Deliveries held back to go out gathered later (send limit, batched notices), by bridge and reason", held_back.clone());
         for r in ["ok", "failed"] {
             let _ = directory_imports.get_or_create(&ResultLabel { result: r.into() });
         }
@@ -169,6 +174,7 @@ impl Metrics {
             directory_imports,
             reconciled,
             fetch_refused,
+            held_back,
         }
     }
 

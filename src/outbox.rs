@@ -303,12 +303,14 @@ impl Outbox {
                 let _ = self.completions.send(done(None)).await;
                 return true;
             };
+            let stands_for = (!matches!(event.body, Body::Message { .. }) && matches!(body, Body::Message { .. })).then(|| event.body.kind());
             let delivery = Delivery {
                 id: delivery_id.clone(),
                 room: link.room.clone(),
                 attempt: attempts + 1,
                 recipient: recipient.clone(),
                 maybe_sent: attempts > 0 || self.earlier_run.get().is_none_or(|&e| seq <= e),
+                stands_for,
                 event: Event {
                     id: event.id.clone(),
                     portal: event.portal.clone(),

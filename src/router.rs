@@ -761,6 +761,10 @@ impl Host for Router {
         self.metrics.fetch_refused.get_or_create(&metrics::reason(bridge, reason)).inc();
     }
 
+    fn count_held(&self, bridge: &str, reason: &'static str) {
+        self.metrics.held_back.get_or_create(&metrics::reason(bridge, reason)).inc();
+    }
+
     fn count_reconciled(&self, bridge: &str, n: u64) {
         self.metrics.reconciled.get_or_create(&metrics::bridge(bridge)).inc_by(n);
     }

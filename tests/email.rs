@@ -45,7 +45,11 @@ people:
 const LIST_NOW: &str = r#""bridge+ops@mail.test": { name: Ops, subscribers: [alice, bob@mail.test] }"#;
 
 async fn start(mail: &MailServer, hook: &Hook, lists: &str) -> Daemon {
-    let d = Daemon::start(&config(mail, &hook.url(), lists)).await;
+    start_config(mail, &config(mail, &hook.url(), lists)).await
+}
+
+async fn start_config(mail: &MailServer, config: &str) -> Daemon {
+    let d = Daemon::start(config).await;
     let deadline = Instant::now() + T;
     while d.metric("causeway_bridge_up", r#"bridge="mail""#).await != 1.0 {
         assert!(Instant::now() < deadline, "email bridge not reading mail:\n{}\n{}", d.log(), mail.log());
@@ -144,6 +148,44 @@ async fn digest_mode_gathers_messages_into_one_mail() {
     assert_eq!(mail.fetch("alice", "INBOX").len(), 5);
 }
 
+/// With `require_authentication`, only mail the receiving server vouches
+/// for is taken. The real Postfix writes `Authentication-Results` for a
+/// sender who logged in on its submission port, and removes any header
+/// claiming to be its own that a stranger brings to its SMTP port: a
+/// forged From, with or without a forged verdict, is quarantined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_from_is_quarantined_when_authentication_is_required() {
+    let mail = MailServer::start();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let strict = config(&mail, &hook.url(), LIST_NOW)
+        .replace("policy: { allow: [partner.example] }", "policy: { authserv_id: smtp.mail.test, require_authentication: true }");
+    let d = start_config(&mail, &strict).await;
+    let mail_from = |subject: &str, extra: &str| format!("From: Alice <alice@mail.test>\nTo: {LIST}\nSubject: {subject}\nMessage-ID: <{subject}@mail.test>\n{extra}\n{subject} body\n");
+    mail.submit("alice", "alice@mail.test", &[LIST], &mail_from("signed-in", ""));
+    // A stranger on the SMTP port, with a verdict of its own making.
+    mail.send("alice@mail.test", &[LIST], &mail_from("forged-verdict", "Authentication-Results: smtp.mail.test; auth=pass smtp.auth=alice@mail.test\n"));
+    mail.send("alice@mail.test", &[LIST], &mail_from("no-verdict", ""));
+    // Bob is logged in, but not as alice.
+    mail.submit("bob", "bob@mail.test", &[LIST], &mail_from("bob-as-alice", ""));
+    mail.submit("alice", "alice@mail.test", &[LIST], &mail_from("signed-in-again", ""));
+    let mut texts = Vec::new();
+    while !texts.iter().any(|t: &String| t.contains("signed-in-again")) {
+        let got = hook.next(T).await;
+        if got.json["type"] == "message" {
+            texts.push(got.json["text"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    texts.extend(hook.drain(Duration::from_secs(2)).await.into_iter().filter(|r| r.json["type"] == "message").map(|r| r.json["text"].as_str().unwrap_or_default().to_string()));
+    assert_eq!(texts.len(), 2, "only what alice sent logged in: {texts:?}");
+    assert!(texts[0].contains("signed-in body"), "{texts:?}");
+    let quarantined: Vec<String> = mail.fetch("bridge", "Quarantine").into_iter().map(|(_, m)| String::from_utf8_lossy(&m).to_string()).collect();
+    assert_eq!(quarantined.len(), 3, "{quarantined:?}");
+    for subject in ["forged-verdict", "no-verdict", "bob-as-alice"] {
+        assert!(quarantined.iter().any(|m| m.contains(&format!("Subject: {subject}"))), "{subject} is kept aside");
+    }
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="mail",reason="policy""#).await, 3.0, "{}", d.log());
+}
+
 /// Auto-replies and bounces are never taken (no loops); a sender outside
 /// the policy is refused, counted and kept in the quarantine folder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,11 +278,13 @@ async fn restarts_of_causeway_and_dovecot_mid_stream_take_each_mail_once() {
             let archived = common::archived_texts(&d.db(), "ops").await;
             let taken: Vec<usize> = missing.iter().copied().filter(|i| archived.iter().any(|t| t.trim_end().ends_with(&format!("mail #{i}")))).collect();
             let in_box = mail.fetch("bridge", "INBOX").len();
+            let traces: Vec<String> = missing.iter().map(|i| mail.trace(&format!("stream-{i}@mail.test"))).collect();
             panic!(
-                "{} of {N} mails arrived; missing {missing:?} (archived, so taken and not delivered: {taken:?}; {in_box} mails in the bridge's box)\n{}\n{}",
+                "{} of {N} mails arrived; missing {missing:?} (archived, so taken and not delivered: {taken:?}; {in_box} mails in the bridge's box)\n{}\n{}\n{}",
                 keys.len(),
                 d.log(),
-                mail.log()
+                mail.log(),
+                traces.join("\n")
             );
         }
         if let Ok(Some(got)) = tokio::time::timeout(Duration::from_secs(5), hook.rx.recv()).await {

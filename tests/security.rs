@@ -310,6 +310,62 @@ async fn a_hundred_reactions_make_no_mail() {
     assert!(reactions >= 1, "no reaction reached XMPP");
 }
 
+/// No sender can make a list send more than its send limit: beyond it,
+/// messages wait and go out gathered, as edits and retractions always do
+/// (never a mail to every subscriber each). Nothing is lost, and XMPP
+/// gets everything as it comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_and_its_edits_reach_the_list_gathered_not_a_mail_each() {
+    let w = World::start_with(
+        "",
+        |c| c.replace("policy: { allow: [partner.example] }", "policy: { allow: [partner.example] }, send_limit: { per_sender: 3 }, batch_every: 3s"),
+        &[],
+    )
+    .await;
+    let d = &w.daemon;
+    let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
+    let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(bob.act(Action::Text { text: format!("flood {i}"), reply_to: None }).await.unwrap());
+    }
+    for i in 0..5 {
+        bob.act(Action::Edit { target: ids[0].clone(), text: format!("flood 0, take {i}") }).await.unwrap();
+    }
+    bob.act(Action::Retract { target: ids[1].clone() }).await.unwrap();
+    // Everything reaches carol.
+    let parsed = |raw: &[u8]| {
+        let m = mail_parser::MessageParser::default().parse(raw).expect("a mail");
+        (m.subject().unwrap_or_default().to_string(), m.body_text(0).unwrap_or_default().to_string())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mails = loop {
+        let mails: Vec<(String, String)> = w.mail.fetch("carol", "INBOX").iter().map(|(_, raw)| parsed(raw)).collect();
+        let all: String = mails.iter().map(|(_, b)| b.as_str()).collect();
+        if (0..8).all(|i| all.contains(&format!("flood {i}"))) && all.contains("take 4") && all.contains("(deleted a message)") {
+            break mails;
+        }
+        assert!(std::time::Instant::now() < deadline, "carol has {mails:?}\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let (gathered, single): (Vec<_>, Vec<_>) = mails.iter().partition(|(s, _)| s.contains("Gathered"));
+    assert_eq!(single.len(), 3, "the send limit: {single:?}");
+    assert!(single.iter().all(|(_, b)| !b.contains("take") && !b.contains("deleted")), "no change makes a mail of its own: {single:?}");
+    assert!(!gathered.is_empty() && gathered.len() <= 3, "what came beyond, gathered (3s apart at most): {gathered:?}");
+    assert_eq!(d.metric("causeway_held_back_total", r#"bridge="mail",reason="send_limit""#).await, 5.0, "{}", d.log());
+    assert_eq!(d.metric("causeway_held_back_total", r#"bridge="mail",reason="batched""#).await, 6.0, "{}", d.log());
+    // XMPP is not held back.
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 8 {
+        let s = alice.next(T).await.unwrap_or_else(|e| panic!("XMPP: {e}\n{}", d.log()));
+        if let Body::Message { text, .. } = s.body
+            && let Some(n) = text.plain.strip_prefix("flood ").and_then(|n| n.parse::<u32>().ok())
+        {
+            seen.insert(n);
+        }
+    }
+}
+
 /// Hostile structure: a stanza nested tens of thousands of levels deep,
 /// sent to the bridge through the real server, does not bring Causeway
 /// down (a thousand levels overflowed the stack before: the XML parser

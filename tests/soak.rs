@@ -145,7 +145,7 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
     eprintln!("soak: {cycles} cycles, {n} messages from each network every {interval:?}, seed {seed}");
     let mut dice = Dice(seed);
 
-    let World { prosody, synapse, mail, hook, mut daemon } = World::start("").await;
+    let World { prosody, synapse, mail, hook, mut daemon } = World::start_with("", common::world::without_send_limit, &[]).await;
     let mut hook = hook.unwrap();
     synapse.register("erin");
     // Who speaks on each network, and who watches there.

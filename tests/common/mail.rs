@@ -29,16 +29,25 @@ pub struct MailServer {
     pub imap: u16,
     lmtp: u16,
     auth: u16,
+    /// Submission: SMTP AUTH required, `Authentication-Results` written.
+    pub submit: u16,
 }
 
 impl MailServer {
     pub fn start() -> MailServer {
-        let m = MailServer { dir: tempfile::tempdir().unwrap(), smtp: free_port(), imap: free_port(), lmtp: free_port(), auth: free_port() };
+        let m = MailServer {
+            dir: tempfile::tempdir().unwrap(),
+            smtp: free_port(),
+            imap: free_port(),
+            lmtp: free_port(),
+            auth: free_port(),
+            submit: free_port(),
+        };
         let out = Command::new("bash")
             .arg(peers("mail.sh"))
             .arg("start")
             .arg(m.dir.path())
-            .args([m.smtp, m.imap, m.lmtp, m.auth].map(|p| p.to_string()))
+            .args([m.smtp, m.imap, m.lmtp, m.auth, m.submit].map(|p| p.to_string()))
             .output()
             .unwrap();
         assert!(out.status.success(), "mail servers did not start:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -71,10 +80,20 @@ impl MailServer {
 
     /// Send a raw mail from `from` to `to` (smtplib).
     pub fn send(&self, from: &str, to: &[&str], raw: &str) {
+        self.send_with(&["send", &self.smtp.to_string()], from, to, raw)
+    }
+
+    /// Send a raw mail on the submission port, logged in as `user`.
+    pub fn submit(&self, user: &str, from: &str, to: &[&str], raw: &str) {
+        self.send_with(&["submit", &self.submit.to_string(), user], from, to, raw)
+    }
+
+    fn send_with(&self, how: &[&str], from: &str, to: &[&str], raw: &str) {
         let python = python();
         let mut child = Command::new(python)
             .arg(peers("mail_client.py"))
-            .args(["send", &self.smtp.to_string(), from, &to.join(",")])
+            .args(how)
+            .args([from, &to.join(",")])
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -108,6 +127,28 @@ impl MailServer {
         let d = std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default();
         let tail = |s: &str| s.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
         format!("--- postfix ---\n{}\n--- dovecot ---\n{}", tail(&p), tail(&d))
+    }
+}
+
+impl MailServer {
+    /// Every line Postfix and Dovecot logged about the mail with
+    /// `message_id` (Postfix's by its queue ids), and their warnings and errors.
+    pub fn trace(&self, message_id: &str) -> String {
+        let p = std::fs::read_to_string(self.dir.path().join("postfix.log")).unwrap_or_default();
+        let d = std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default();
+        let needle = format!("<{message_id}>");
+        let queue_ids: Vec<&str> = p
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| l.split("]: ").nth(1).and_then(|r| r.split(':').next()))
+            .collect();
+        let bad = |l: &str| ["warning", "error", "fatal", "panic", "Error", "Warning", "Fatal"].iter().any(|w| l.contains(w));
+        let lines: Vec<&str> = p
+            .lines()
+            .filter(|l| l.contains(&needle) || queue_ids.iter().any(|q| l.contains(&format!("{q}:"))) || bad(l))
+            .chain(d.lines().filter(|l| l.contains(&needle) || bad(l)))
+            .collect();
+        format!("--- what Postfix and Dovecot said of <{message_id}> (queue ids {queue_ids:?}), and their warnings ---\n{}", lines.join("\n"))
     }
 }
 

@@ -62,6 +62,16 @@ people:
     )
 }
 
+/// A config edit for [`World::start_with`]: the list sends every message as
+/// it comes, however many (the soak counts mails one by one).
+pub fn without_send_limit(config: String) -> String {
+    assert!(config.contains("policy: { allow: [partner.example] }"), "the mail bridge's config changed");
+    config.replace(
+        "policy: { allow: [partner.example] }",
+        "policy: { allow: [partner.example] }, send_limit: { per_list: 1000000, per_sender: 1000000 }",
+    )
+}
+
 impl World {
     pub async fn start(extra: &str) -> World {
         Self::start_with(extra, |c| c, &[]).await

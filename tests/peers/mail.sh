@@ -2,7 +2,7 @@
 # A real Postfix (SMTP) and Dovecot (IMAP, LMTP, SASL) on 127.0.0.1 for the tests.
 #
 #   mail.sh install                          install Postfix and Dovecot (idempotent)
-#   mail.sh start DIR SMTP IMAP LMTP AUTH    start both in DIR on those ports
+#   mail.sh start DIR SMTP IMAP LMTP AUTH [SUBMIT]   start both in DIR on those ports
 #   mail.sh stop DIR                         stop what was started in DIR
 #   mail.sh stop-dovecot DIR | start-dovecot DIR   only Dovecot (IMAP outages)
 #
@@ -12,6 +12,11 @@
 # delivers it by LMTP to Dovecot; unknown recipients are refused; deferred
 # mail is retried within seconds. Nothing leaves the machine. Dovecot also
 # offers SASL on the AUTH port.
+#
+# Authentication-Results, as a receiving server writes them (RFC 8601):
+# mail submitted on the SUBMIT port after SMTP AUTH (Dovecot's SASL) gets
+# "Authentication-Results: smtp.mail.test; auth=pass smtp.auth=USER@mail.test";
+# on the SMTP port any header claiming to be smtp.mail.test's is removed.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/process.sh"
 DOMAIN=mail.test
@@ -53,7 +58,7 @@ start_dovecot() {
 }
 
 start() {
-    local dir=$1 smtp=$2 imap=$3 lmtp=$4 auth=$5
+    local dir=$1 smtp=$2 imap=$3 lmtp=$4 auth=$5 submit=${6:-}
     dir=$(realpath -m "$dir")
     mkdir -p "$dir/mail" "$dir/dovecot/run" "$dir/dovecot/state" "$dir/postfix/spool" "$dir/postfix/data"
     # Dovecot works as uid 8 (mail) below DIR.
@@ -147,18 +152,34 @@ virtual_transport = lmtp:inet:127.0.0.1:$lmtp
 smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_tls_security_level = none
 smtp_tls_security_level = none
-# Retry deferred mail (Dovecot away) within seconds, not minutes.
+# Retry deferred mail (Dovecot away) within seconds, not minutes. A queue
+# file the deferred-queue scan finds still locked by its last delivery
+# attempt ("skipped, still being delivered") goes back to the incoming
+# queue for 60s, and the incoming queue is only looked at again when new
+# mail arrives or qmgr is woken: so qmgr is woken every second (master.cf)
+# rather than every 300s, or such a mail waits minutes after the others.
 queue_run_delay = 1s
 minimal_backoff_time = 1s
 maximal_backoff_time = 5s
 maillog_file = $dir/postfix.log
 maillog_file_prefixes = /var, /dev/stdout, $dir
 CONF
+    # Who logged in, as the receiving server says it (the SASL name, with
+    # the domain when the client left it out).
+    cat > "$pf/sasl_results" <<CONF
+/^([^@]+)\$/ PREPEND Authentication-Results: smtp.$DOMAIN; auth=pass smtp.auth=\$1@$DOMAIN
+/^(.+@.+)\$/ PREPEND Authentication-Results: smtp.$DOMAIN; auth=pass smtp.auth=\$1
+CONF
+    # Nobody else speaks for this server.
+    printf '/^Authentication-Results:[[:space:]]*smtp\\.%s([[:space:];]|$)/ IGNORE\n' "${DOMAIN//./\\.}" > "$pf/strip_results"
     cat > "$pf/master.cf" <<CONF
 127.0.0.1:$smtp inet n - n - - smtpd
+  -o cleanup_service_name=cleanup_in
+cleanup_in unix n - n - 0 cleanup
+  -o header_checks=regexp:$pf/strip_results
 pickup    unix  n - n 60 1 pickup
 cleanup   unix  n - n - 0 cleanup
-qmgr      unix  n - n 300 1 qmgr
+qmgr      unix  n - n 1 1 qmgr
 rewrite   unix  - - n - - trivial-rewrite
 bounce    unix  - - n - 0 bounce
 defer     unix  - - n - 0 bounce
@@ -177,8 +198,19 @@ scache    unix  - - n - 1 scache
 showq     unix  n - n - - showq
 postlog   unix-dgram n - n - 1 postlogd
 CONF
+    if [ -n "$submit" ]; then
+        cat >> "$pf/master.cf" <<CONF
+127.0.0.1:$submit inet n - n - - smtpd
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_sasl_type=dovecot
+  -o smtpd_sasl_path=inet:127.0.0.1:$auth
+  -o smtpd_client_restrictions=
+  -o smtpd_recipient_restrictions=check_sasl_access,regexp:$pf/sasl_results,permit_sasl_authenticated,reject
+CONF
+        echo "SUBMIT=$submit" >> "$dir/ports"
+    fi
     # Postfix commands stall while their config files are seconds old.
-    touch -d '1 hour ago' "$pf/main.cf" "$pf/master.cf" "$pf/vmailbox"
+    touch -d '1 hour ago' "$pf/main.cf" "$pf/master.cf" "$pf/vmailbox" "$pf/sasl_results" "$pf/strip_results"
     start_dovecot "$dir"
     # The queue and data directories, owned as Postfix wants them.
     chown root:root "$pf/spool" && chmod 755 "$pf/spool"
@@ -209,5 +241,5 @@ case "${1:-}" in
     stop) shift; stop "$@" ;;
     stop-dovecot) stop_pidfile "$2/dovecot.pid" ;;
     start-dovecot) start_dovecot "$(realpath -m "$2")" ;;
-    *) echo "usage: $0 install | start DIR SMTP IMAP LMTP AUTH | stop DIR | stop-dovecot DIR | start-dovecot DIR" >&2; exit 2 ;;
+    *) echo "usage: $0 install | start DIR SMTP IMAP LMTP AUTH [SUBMIT] | stop DIR | stop-dovecot DIR | start-dovecot DIR" >&2; exit 2 ;;
 esac

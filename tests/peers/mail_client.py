@@ -2,6 +2,7 @@
 """Real mail clients for the tests (Python's smtplib and imaplib).
 
     mail_client.py send PORT FROM TO[,TO…]     send the RFC 822 message read from stdin
+    mail_client.py submit PORT USER FROM TO[,TO…]   the same, logged in as USER (SMTP AUTH)
     mail_client.py fetch PORT USER [MAILBOX]   print every message of MAILBOX (default INBOX)
                                                as JSON lines {"uid": n, "raw": "<base64>"}
 
@@ -17,6 +18,13 @@ import sys
 def send(port, sender, to):
     raw = sys.stdin.buffer.read()
     with smtplib.SMTP("127.0.0.1", int(port), timeout=30) as s:
+        s.sendmail(sender, to.split(","), raw)
+
+
+def submit(port, user, sender, to):
+    raw = sys.stdin.buffer.read()
+    with smtplib.SMTP("127.0.0.1", int(port), timeout=30) as s:
+        s.login(user, "pw")
         s.sendmail(sender, to.split(","), raw)
 
 
@@ -39,6 +47,8 @@ def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "send":
         send(*args)
+    elif cmd == "submit":
+        submit(*args)
     elif cmd == "fetch":
         fetch(*args)
     else:

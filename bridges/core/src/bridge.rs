@@ -91,6 +91,10 @@ pub struct Delivery {
     /// record the delivery. A network without idempotency keys (a MUC
     /// shows a message sent twice twice) looks before sending it again.
     pub maybe_sent: bool,
+    /// What the event was (`"edit"`, `"retract"`, `"reaction"`, `"topic"`,
+    /// as [`Body::kind`](crate::Body::kind)) when it became this notice
+    /// because the room cannot show it in place.
+    pub stands_for: Option<&'static str>,
     /// The event, with references translated to the target network's ids
     /// and already degraded to the room's capabilities.
     pub event: Event<String>,
@@ -248,6 +252,8 @@ pub trait Host: Send + Sync + 'static {
     /// Count events the network never pushed that the bridge found itself
     /// (reading a room's timeline or archive) and that were new.
     fn count_reconciled(&self, bridge: &str, n: u64);
+    /// Count a delivery held back, to be sent gathered with others later.
+    fn count_held(&self, bridge: &str, reason: &'static str);
     /// Count a link from another network the bridge did not fetch.
     fn count_fetch_refused(&self, bridge: &str, reason: &'static str);
     /// The signature of this Causeway's mark on a copy in `room` naming
@@ -324,6 +330,10 @@ impl BridgeContext {
     }
     pub fn count_fetch_refused(&self, reason: &'static str) {
         self.host.count_fetch_refused(&self.name, reason);
+    }
+    /// A delivery held back to go out gathered later (`reason`: why).
+    pub fn count_held(&self, reason: &'static str) {
+        self.host.count_held(&self.name, reason)
     }
     pub fn count_reconciled(&self, n: u64) {
         self.host.count_reconciled(&self.name, n)

@@ -161,8 +161,20 @@ pub struct DigestEntry {
 
 /// The digest of `entries` for one subscriber.
 pub fn digest(list: &List, entries: &[DigestEntry]) -> std::io::Result<Mail> {
+    let n = entries.len();
+    gathered(list, entries, "digest", &format!("Digest: {n} message{}", if n == 1 { "" } else { "s" }))
+}
+
+/// One mail of what was held back from a list's subscribers: notices of
+/// changes (edits, retractions, topics) and messages beyond the send limit.
+pub fn held(list: &List, entries: &[DigestEntry]) -> std::io::Result<Mail> {
+    let n = entries.len();
+    gathered(list, entries, "held", &format!("Gathered: {n} message{}", if n == 1 { "" } else { "s" }))
+}
+
+fn gathered(list: &List, entries: &[DigestEntry], what: &str, title: &str) -> std::io::Result<Mail> {
     let first = entries.first().map(|e| e.delivery_id.as_str()).unwrap_or("empty");
-    let message_id = format!("digest-{first}@{}", list.domain());
+    let message_id = format!("{what}-{first}@{}", list.domain());
     let mut body = format!("{} message{} in {}:\n", entries.len(), if entries.len() == 1 { "" } else { "s" }, list.name);
     for e in entries {
         let at = time::OffsetDateTime::from_unix_timestamp(e.at_ms / 1000)
@@ -175,7 +187,7 @@ pub fn digest(list: &List, entries: &[DigestEntry]) -> std::io::Result<Mail> {
         .from(Address::new_address(Some(list.name.clone()), list.address.clone()))
         .reply_to(list.address.clone())
         .to(Address::new_address(Some(list.name.clone()), list.address.clone()))
-        .subject(format!("[{}] Digest: {} message{}", list.name, entries.len(), if entries.len() == 1 { "" } else { "s" }))
+        .subject(format!("[{}] {title}", list.name))
         .message_id(message_id.clone());
     let b = list_headers(b, list).text_body(body);
     Ok(Mail { bytes: b.write_to_vec()?, message_id })

@@ -151,9 +151,24 @@ pub struct EmailOptions {
     #[serde(default = "default_max_attachment")]
     pub max_attachment_bytes: u64,
     /// Reactions from other networks: `drop` (the default: a reaction is
-    /// not worth a mail to every subscriber) or `notice` ("reacted 👍").
+    /// not worth a mail to every subscriber), `batch` or `each`
+    /// (`notice`: "reacted 👍", a mail each).
     #[serde(default = "default_reactions")]
-    pub reactions: causeway_core::Degrade,
+    pub reactions: Changes,
+    /// Edits, retractions and topic changes from other networks: `batch`
+    /// (the default: short notices gathered into one mail per
+    /// `batch_every`), `each` (a mail each) or `drop`.
+    #[serde(default = "default_changes")]
+    pub changes: Changes,
+    /// How often gathered notices, and messages held back by `send_limit`,
+    /// go out as one mail to the list.
+    #[serde(default = "default_batch_every", with = "humantime_serde")]
+    pub batch_every: Duration,
+    /// How many mails a list sends its subscribers, and how many of them
+    /// one sender may cause, per window; what comes beyond is held back and
+    /// sent gathered (`batch_every`), never lost.
+    #[serde(default)]
+    pub send_limit: SendLimit,
     /// Where links from other networks (files attached to mail) may lead
     /// although it is not public (`allow: [CIDR, address or host:port, …]`).
     #[serde(default)]
@@ -164,8 +179,61 @@ pub struct EmailOptions {
     pub owner: Option<String>,
 }
 
-fn default_reactions() -> causeway_core::Degrade {
-    causeway_core::Degrade::Drop
+fn default_reactions() -> Changes {
+    Changes::Drop
+}
+
+fn default_changes() -> Changes {
+    Changes::Batch
+}
+
+fn default_batch_every() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+
+/// What becomes of a change that another network shows in place (an edit,
+/// a retraction, a topic, a reaction) and mail can only tell as a notice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Changes {
+    /// A short notice, a mail of its own to every subscriber.
+    #[serde(alias = "notice")]
+    Each,
+    /// Short notices gathered into one mail per `batch_every`.
+    Batch,
+    /// Nothing.
+    Drop,
+}
+
+/// Mails a list sends per `per`: at most `per_list`, at most `per_sender`
+/// of them for one sender.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendLimit {
+    #[serde(default = "default_per_list")]
+    pub per_list: u32,
+    #[serde(default = "default_per_sender")]
+    pub per_sender: u32,
+    #[serde(default = "default_limit_window", with = "humantime_serde")]
+    pub per: Duration,
+}
+
+impl Default for SendLimit {
+    fn default() -> Self {
+        SendLimit { per_list: default_per_list(), per_sender: default_per_sender(), per: default_limit_window() }
+    }
+}
+
+fn default_per_list() -> u32 {
+    120
+}
+
+fn default_per_sender() -> u32 {
+    30
+}
+
+fn default_limit_window() -> Duration {
+    Duration::from_secs(60 * 60)
 }
 
 fn default_mailbox() -> String {
@@ -228,6 +296,12 @@ impl BridgeOptions for EmailOptions {
         }
         if self.smtp.username.is_some() != self.smtp.password.is_some() {
             errors.push(OptionError::new("smtp", "give both `username` and `password`, or neither"));
+        }
+        if self.batch_every < Duration::from_secs(1) {
+            errors.push(OptionError::new("batch_every", "must be at least 1s"));
+        }
+        if self.send_limit.per < Duration::from_secs(1) || self.send_limit.per_list == 0 || self.send_limit.per_sender == 0 {
+            errors.push(OptionError::new("send_limit", "`per` is at least 1s, `per_list` and `per_sender` at least 1"));
         }
         if self.imap.poll_interval < Duration::from_secs(1) {
             errors.push(OptionError::new("imap.poll_interval", "must be at least 1s"));

@@ -12,6 +12,7 @@
 pub mod compose;
 pub mod config;
 pub mod files;
+pub mod held;
 pub mod imap;
 pub mod read;
 pub mod smtp;
@@ -30,7 +31,7 @@ use causeway_core::{
 };
 
 use crate::compose::{DigestEntry, List};
-use crate::config::{EmailOptions, SubjectAs};
+use crate::config::{Changes, EmailOptions, SubjectAs};
 use crate::files::Files;
 use crate::read::{Taken, Verdict};
 
@@ -41,6 +42,9 @@ const FILES_KEY: &str = "files:key";
 const SUBJECT_KEY: &str = "subject:";
 const DIGEST_KEY: &str = "digest:";
 const SENT_KEY: &str = "sent:";
+const HELD_KEY: &str = "held:";
+/// A gathered mail goes out early once it holds this many.
+const MAX_GATHERED: usize = 500;
 
 fn digest_key(list: &str, address: &str) -> String {
     format!("{DIGEST_KEY}{list}:{address}")
@@ -67,8 +71,10 @@ struct Inner {
     up: AtomicBool,
     /// Fetches files from other networks' links (someone else chose them).
     fetcher: causeway_core::fetch::Fetcher,
-    /// One change to the stored digests at a time.
+    /// One change to the stored digests (and held-back mail) at a time.
     digests: tokio::sync::Mutex<()>,
+    /// Mails sent in this window, against `send_limit`.
+    sent: std::sync::Mutex<held::SendCounts>,
 }
 
 impl EmailBridge {
@@ -79,8 +85,10 @@ impl EmailBridge {
             .map_err(|e| vec![OptionError::new("fetch", e)])?;
         // Links to attachments of incoming mail that this bridge signs.
         causeway_core::fetch::trust_own_links(&format!("{}/files/", options.url.trim_end_matches('/')));
+        let sent = std::sync::Mutex::new(held::SendCounts::new(options.send_limit.clone(), std::time::Instant::now()));
         Ok(EmailBridge {
             inner: Arc::new(Inner {
+                sent,
                 options,
                 ctx: OnceLock::new(),
                 smtp,
@@ -326,6 +334,9 @@ impl Inner {
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
             for list in self.options.lists.keys() {
+                if let Err(e) = self.send_held_if_due(&ctx, list).await {
+                    tracing::warn!(bridge = ctx.name(), list = %list, "gathered mail not sent yet: {e}");
+                }
                 for (address, every) in self.subscribers(list).digest {
                     if let Err(e) = self.send_digest_if_due(&ctx, list, &address, every).await {
                         tracing::warn!(bridge = ctx.name(), list = %list, subscriber = %address, "digest not sent yet: {e}");
@@ -366,23 +377,83 @@ impl Inner {
         Ok(())
     }
 
+    /// Why this delivery waits for the list's next gathered mail, if it
+    /// does: a change notice to gather, or a message beyond the send limit.
+    fn hold_reason(&self, d: &Delivery) -> Option<&'static str> {
+        let changes = match d.stands_for {
+            Some("reaction") => Some(self.options.reactions),
+            Some(_) => Some(self.options.changes),
+            None => None,
+        };
+        if changes == Some(Changes::Batch) {
+            return Some("batched");
+        }
+        // Counted on the first attempt only: a retry was admitted then.
+        if d.attempt > 1 {
+            return None;
+        }
+        let sender = format!("{}:{}", d.event.origin.bridge, d.event.sender.id);
+        let admitted = self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).admit(&d.room, &sender, std::time::Instant::now());
+        (!admitted).then_some("send_limit")
+    }
+
+    /// Keep `entry` for the list's next gathered mail.
+    async fn hold(&self, ctx: &BridgeContext, list: &str, entry: DigestEntry) -> Result<(), DeliveryError> {
+        self.add_entry(ctx, &format!("{HELD_KEY}{list}"), entry).await
+    }
+
+    /// Send the list's gathered mail to everyone who gets mail as it comes,
+    /// once its first entry has waited `batch_every`.
+    async fn send_held_if_due(&self, ctx: &BridgeContext, list: &str) -> Result<(), String> {
+        let key = format!("{HELD_KEY}{list}");
+        let entries = {
+            let _one = self.digests.lock().await;
+            Self::digest_entries(ctx, &key).await?
+        };
+        let Some(first) = entries.first() else { return Ok(()) };
+        // Early when a flood has gathered a mail's worth.
+        if now_ms() - first.at_ms < self.options.batch_every.as_millis() as i64 && entries.len() < MAX_GATHERED {
+            return Ok(());
+        }
+        let l = self.list(list);
+        let mail = compose::held(&l, &entries).map_err(|e| e.to_string())?;
+        let subs = self.subscribers(list);
+        // Each subscriber once, also when a send fails halfway.
+        self.send_to_each(ctx, &mail.message_id, None, &l.address, &subs.now, &mail.bytes).await.map_err(|e| e.to_string())?;
+        let _one = self.digests.lock().await;
+        let sent: std::collections::HashSet<&str> = entries.iter().map(|e| e.delivery_id.as_str()).collect();
+        let rest: Vec<DigestEntry> = Self::digest_entries(ctx, &key).await?.into_iter().filter(|e| !sent.contains(e.delivery_id.as_str())).collect();
+        ctx.save_state(&key, &serde_json::to_string(&rest).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
+        tracing::info!(bridge = ctx.name(), list, subscribers = subs.now.len(), messages = entries.len(), "gathered mail sent");
+        Ok(())
+    }
+
     /// Add a message to a subscriber's next digest.
     async fn add_to_digest(&self, ctx: &BridgeContext, list: &str, address: &str, entry: DigestEntry) -> Result<(), DeliveryError> {
-        let key = digest_key(list, address);
+        self.add_entry(ctx, &digest_key(list, address), entry).await
+    }
+
+    async fn add_entry(&self, ctx: &BridgeContext, key: &str, entry: DigestEntry) -> Result<(), DeliveryError> {
         let _one = self.digests.lock().await;
-        let mut entries = Self::digest_entries(ctx, &key).await.map_err(DeliveryError::transient)?;
+        let mut entries = Self::digest_entries(ctx, key).await.map_err(DeliveryError::transient)?;
         if entries.iter().any(|e| e.delivery_id == entry.delivery_id) {
             return Ok(()); // this delivery again, after a retry
         }
         entries.push(entry);
         let json = serde_json::to_string(&entries).map_err(|e| DeliveryError::transient(e.to_string()))?;
-        ctx.save_state(&key, &json).await.map_err(|e| DeliveryError::transient(e.to_string()))
+        ctx.save_state(key, &json).await.map_err(|e| DeliveryError::transient(e.to_string()))
     }
 
     /// Send `mail` to each address by itself (one refusing address holds up
     /// nobody else), remembering who has it, so a retry reaches only the rest.
     async fn send_each(&self, ctx: &BridgeContext, d: &Delivery, from: &str, to: &[String], mail: &[u8]) -> Result<(), DeliveryError> {
-        let delivery_id = d.id.as_str();
+        self.send_to_each(ctx, &d.id, Some(d), from, to, mail).await
+    }
+
+    /// As [`send_each`](Self::send_each), for mail that is no delivery of
+    /// its own (a gathered mail): an address refused for good is logged,
+    /// counted and passed over.
+    async fn send_to_each(&self, ctx: &BridgeContext, delivery_id: &str, d: Option<&Delivery>, from: &str, to: &[String], mail: &[u8]) -> Result<(), DeliveryError> {
         let key = format!("{SENT_KEY}{delivery_id}");
         let transient = |e: String| DeliveryError::transient(e);
         let mut done: Vec<String> = match ctx.load_state(&key).await.map_err(|e| transient(e.to_string()))? {
@@ -400,11 +471,13 @@ impl Inner {
                     // A dead letter of its own, retried for them alone.
                     tracing::error!(list = from, subscriber = %address, delivery = delivery_id, "not delivered to this subscriber: {reason}");
                     ctx.count_rejected("subscriber_refused");
-                    if d.recipient.is_none() {
-                        ctx.refused_recipient(d, address, &reason).await.map_err(|e| transient(e.to_string()))?;
-                    } else {
+                    match d {
+                        Some(d) if d.recipient.is_none() => {
+                            ctx.refused_recipient(d, address, &reason).await.map_err(|e| transient(e.to_string()))?
+                        }
                         // Only them: the delivery itself is the dead letter.
-                        return Err(DeliveryError::Permanent { reason });
+                        Some(_) => return Err(DeliveryError::Permanent { reason }),
+                        None => {}
                     }
                 }
                 Err(e) => return Err(e),
@@ -428,6 +501,24 @@ impl Inner {
         };
         let list = self.list(&d.room);
         let sender = compose::display_name(&d.event.sender.name, &d.event.origin.bridge);
+        let subs = self.subscribers(&d.room);
+        if d.recipient.is_none() {
+            // Digests first: adding again after a retry is a no-op, sending is not.
+            let mut gathered = text.plain.clone();
+            for a in attachments {
+                gathered.push_str(&format!("\n{}", a.url));
+            }
+            let entry = DigestEntry { at_ms: now_ms(), from: sender.clone(), text: gathered, delivery_id: d.id.clone() };
+            for (address, _) in &subs.digest {
+                self.add_to_digest(ctx, &d.room, address, entry.clone()).await?;
+            }
+            if let Some(reason) = self.hold_reason(d) {
+                // Into the list's next gathered mail, files as links.
+                self.hold(ctx, &d.room, entry).await?;
+                ctx.count_held(reason);
+                return Ok(Delivered::default());
+            }
+        }
         // Files: attached where they can be fetched, else linked.
         let mut files = Vec::new();
         let mut links = Vec::new();
@@ -458,12 +549,6 @@ impl Inner {
             // A dead letter of one subscriber, retried: for them alone.
             self.send_each(ctx, d, &list.address, std::slice::from_ref(one), &mail.bytes).await?;
             return Ok(Delivered { remote_id: Some(mail.message_id) });
-        }
-        let subs = self.subscribers(&d.room);
-        // Digests first: adding again after a retry is a no-op, sending is not.
-        for (address, _) in &subs.digest {
-            let entry = DigestEntry { at_ms: now_ms(), from: sender.clone(), text: text.plain.clone(), delivery_id: d.id.clone() };
-            self.add_to_digest(ctx, &d.room, address, entry).await?;
         }
         self.send_each(ctx, d, &list.address, &subs.now, &mail.bytes).await?;
         // Replies to this mail say "Re:" to the same subject.
@@ -507,11 +592,14 @@ impl Bridge for EmailBridge {
     }
 
     fn degrade_for(&self, _room: &str, kind: &'static str, policy: Degrade) -> Degrade {
-        match kind {
-            // One reaction must not become a mail to each subscriber.
+        // One reaction or edit must not become a mail to each subscriber:
+        // dropped, or a notice the delivery gathers (`Changes::Batch`).
+        let changes = match kind {
             "reaction" => self.inner.options.reactions,
-            _ => policy,
-        }
+            "edit" | "retract" | "topic" => self.inner.options.changes,
+            _ => return policy,
+        };
+        if changes == Changes::Drop { Degrade::Drop } else { policy }
     }
 
     fn is_own_sender(&self, _room: &str, sender: &str) -> bool {

@@ -145,10 +145,23 @@ fn aligned(domain: &str, from_domain: &str) -> bool {
     !d.is_empty() && (d == f || f.ends_with(&format!(".{d}")) || d.ends_with(&format!(".{f}")))
 }
 
-/// The receiving server's verdicts: (dmarc, dkim, spf), each "pass",
-/// "fail", … or "". DKIM and SPF count as "pass" only when the domain they
-/// vouch for (`header.d`, `smtp.mailfrom`) is the From address's.
-fn verdicts(m: &Message, authserv_id: &str, from_domain: &str) -> Option<(String, String, String)> {
+/// The receiving server's verdicts, each "pass", "fail", … or "".
+#[derive(Debug, Default)]
+struct Verdicts {
+    dmarc: String,
+    dkim: String,
+    spf: String,
+    /// SMTP AUTH (RFC 8601 §2.7.4): the sender logged in to the receiving
+    /// server itself.
+    auth: String,
+}
+
+/// The receiving server's verdicts. DKIM and SPF count as "pass" only when
+/// the domain they vouch for (`header.d`, `smtp.mailfrom`) is the From
+/// address's; SMTP AUTH only when the login (`smtp.auth`) is the From
+/// address itself.
+fn verdicts(m: &Message, authserv_id: &str, from: &str) -> Option<Verdicts> {
+    let from_domain = from.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
     // The topmost header is the receiving server's own (RFC 8601 §5).
     let header = m.header_values("Authentication-Results").map(|v| header_text(Some(v))).next()?;
     // Comments may hold anything, `;` included: leave them out.
@@ -168,39 +181,43 @@ fn verdicts(m: &Message, authserv_id: &str, from_domain: &str) -> Option<(String
     if id != authserv_id.to_ascii_lowercase() {
         return None;
     }
-    let (mut dmarc, mut dkim, mut spf) = (String::new(), String::new(), String::new());
+    let mut v = Verdicts::default();
     for part in parts {
         let mut words = part.split_whitespace();
         let Some((method, result)) = words.next().and_then(|w| w.split_once('=')) else { continue };
         let result = result.to_ascii_lowercase();
-        let props: Vec<(String, String)> =
-            words.filter_map(|w| w.split_once('=')).map(|(k, v)| (k.to_ascii_lowercase(), v.rsplit('@').next().unwrap_or(v).to_string())).collect();
-        let vouches = |key: &str| props.iter().any(|(k, v)| k == key && aligned(v, from_domain));
+        let props: Vec<(String, &str)> = words.filter_map(|w| w.split_once('=')).map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        let vouches = |key: &str| props.iter().any(|(k, v)| k == key && aligned(v.rsplit('@').next().unwrap_or(v), from_domain));
+        let logged_in_as_from = props.iter().any(|(k, v)| k == "smtp.auth" && v.eq_ignore_ascii_case(from));
         match method.to_ascii_lowercase().as_str() {
-            "dmarc" if dmarc.is_empty() => dmarc = result,
+            "dmarc" if v.dmarc.is_empty() => v.dmarc = result,
             // One aligned good signature is enough.
-            "dkim" if dkim != "pass" => dkim = if result == "pass" && !vouches("header.d") { "unaligned".into() } else { result },
-            "spf" if spf.is_empty() => spf = if result == "pass" && !vouches("smtp.mailfrom") { "unaligned".into() } else { result },
+            "dkim" if v.dkim != "pass" => v.dkim = if result == "pass" && !vouches("header.d") { "unaligned".into() } else { result },
+            "spf" if v.spf.is_empty() => v.spf = if result == "pass" && !vouches("smtp.mailfrom") { "unaligned".into() } else { result },
+            "auth" if v.auth.is_empty() => v.auth = if result == "pass" && !logged_in_as_from { "someone_else".into() } else { result },
             _ => {}
         }
     }
-    Some((dmarc, dkim, spf))
+    Some(v)
 }
 
 /// Why the authentication verdict refuses this mail, if it does.
 fn authentication_refusal(m: &Message, policy: &PolicyOptions, sender: &str) -> Option<String> {
     let id = policy.authserv_id.as_deref()?;
-    let from_domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-    match verdicts(m, id, from_domain) {
-        Some((dmarc, dkim, spf)) => {
-            if dmarc == "fail" {
+    match verdicts(m, id, sender) {
+        Some(v) => {
+            if v.dmarc == "fail" {
                 return Some("DMARC failed".into());
             }
-            let passed = dmarc == "pass" || dkim == "pass" || spf == "pass";
-            if dmarc.is_empty() && dkim != "pass" && spf == "fail" {
+            // Logged in as the From address: the receiving server vouches for it.
+            let passed = v.dmarc == "pass" || v.dkim == "pass" || v.spf == "pass" || v.auth == "pass";
+            if v.dmarc.is_empty() && v.dkim != "pass" && v.spf == "fail" && v.auth != "pass" {
                 return Some("SPF failed and no valid DKIM signature".into());
             }
-            (policy.require_authentication && !passed).then(|| "no passing DMARC, DKIM or SPF verdict".into())
+            if v.auth == "someone_else" && !passed {
+                return Some("logged in to the receiving server as someone other than the From address".into());
+            }
+            (policy.require_authentication && !passed).then(|| "no passing DMARC, DKIM, SPF or SMTP AUTH verdict".into())
         }
         None => policy.require_authentication.then(|| format!("no Authentication-Results from {id}")),
     }
@@ -446,6 +463,14 @@ mod tests {
         assert!(take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; dmarc=pass\n")));
         assert!(take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; spf=pass smtp.mailfrom=alice@sub.mail.test\n")));
         assert!(!take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; spf=pass smtp.mailfrom=bounce@other.example\n")));
+        // SMTP AUTH vouches for the login alone, not for its domain.
+        assert!(take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; auth=pass smtp.auth=Alice@mail.test\n")));
+        assert!(!take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; auth=pass smtp.auth=bob@mail.test\n")));
+        assert!(!take(from("alice@mail.test", "Authentication-Results: mx.mail.test; auth=pass smtp.auth=bob@mail.test\n")), "someone else's login is refused even without require_authentication");
+        assert!(!take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; auth=fail smtp.auth=alice@mail.test\n")));
+        assert!(!take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; none\n")));
+        // The topmost header is the receiving server's; one below it is the sender's own.
+        assert!(!take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; auth=pass smtp.auth=bob@mail.test\nAuthentication-Results: mx.mail.test; auth=pass smtp.auth=alice@mail.test\n")));
     }
 
     #[test]
