@@ -215,6 +215,43 @@ pub struct RouterConfig {
     /// bridges on the same rooms").
     #[serde(default)]
     pub peer: Option<PeerConfig>,
+    /// Who may open direct conversations, and how many.
+    #[serde(default)]
+    pub direct: DirectConfig,
+}
+
+/// Direct conversations opened by strangers (accounts that are no person
+/// of the directory): each is a portal, stored, with a room on another
+/// network, so their number is bounded. People of the directory are not
+/// limited.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectConfig {
+    /// Per bridge, the strangers who may open one: sender ids as the bridge
+    /// names them, `*` for any run of characters (`"*@partner.example"`).
+    /// A bridge not named here: any stranger may.
+    #[serde(default)]
+    pub strangers: std::collections::BTreeMap<String, Vec<String>>,
+    /// Strangers open no new one while this many direct conversations are open.
+    #[serde(default = "default_direct_max_open")]
+    pub max_open: usize,
+    /// New direct conversations strangers may open per hour, all together.
+    #[serde(default = "default_direct_per_hour")]
+    pub strangers_per_hour: u32,
+}
+
+impl Default for DirectConfig {
+    fn default() -> Self {
+        DirectConfig { strangers: Default::default(), max_open: default_direct_max_open(), strangers_per_hour: default_direct_per_hour() }
+    }
+}
+
+fn default_direct_max_open() -> usize {
+    10_000
+}
+
+fn default_direct_per_hour() -> u32 {
+    200
 }
 
 #[derive(Clone, Debug, Deserialize)]

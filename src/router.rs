@@ -130,6 +130,10 @@ pub struct Router {
     /// (bridge, room, origin id) → the id of the peer's copy there, and
     /// when it was seen (`router.peer.standby`; forgotten after a while).
     relayed_elsewhere: Mutex<HashMap<(String, String, String), (Option<String>, std::time::Instant)>>,
+    /// `router.direct`, and the strangers' conversations opened in the
+    /// current hour (when it began, how many).
+    direct: crate::config::DirectConfig,
+    strangers_opened: Mutex<(std::time::Instant, u32)>,
 }
 
 /// How long another bridge's copies are remembered (far longer than any
@@ -171,6 +175,8 @@ impl Router {
             peer_secret: config.router.peer.as_ref().map(|p| p.secret.clone()),
             standby: config.router.peer.as_ref().and_then(|p| p.standby),
             relayed_elsewhere: Mutex::new(HashMap::new()),
+            direct: config.router.direct.clone(),
+            strangers_opened: Mutex::new((std::time::Instant::now(), 0)),
         });
         for p in &config.portals {
             let links = p.links.iter().map(|l| Link { bridge: l.bridge.clone(), room: l.room.clone() }).collect();
@@ -332,6 +338,28 @@ impl Router {
         let caps = self.capabilities(link);
         let policy = self.bridges.get(&link.bridge).map_or(policy, |b| b.degrade_for(&link.room, body.kind(), policy));
         caps.outbound && body.clone().map_refs(|r| Some(Some(r))).and_then(|b| degrade(b, &caps, policy)).is_some()
+    }
+
+    /// Whether `sender` on `bridge`, no person of the directory, may open a
+    /// direct conversation now (`router.direct`).
+    fn stranger_may_open(&self, bridge: &str, sender: &str) -> Result<(), DirectError> {
+        if let Some(patterns) = self.direct.strangers.get(bridge)
+            && !patterns.iter().any(|p| glob_match(p, sender))
+        {
+            return Err(DirectError::NotAllowed(format!("{sender} is not among those who may write to people here one to one")));
+        }
+        let open = self.topology().portals.iter().filter(|p| p.id.starts_with("dm-")).count();
+        if open >= self.direct.max_open {
+            return Err(DirectError::Limited(format!("{open} are open (router.direct.max_open)")));
+        }
+        let mut opened = self.strangers_opened.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if opened.0.elapsed() >= std::time::Duration::from_secs(3600) {
+            *opened = (std::time::Instant::now(), 0);
+        }
+        if opened.1 >= self.direct.strangers_per_hour {
+            return Err(DirectError::Limited(format!("{} opened this hour (router.direct.strangers_per_hour)", opened.1)));
+        }
+        Ok(())
     }
 
     /// `with` as the router names it: a person by their configured id, an
@@ -648,6 +676,14 @@ impl Host for Router {
             return Ok(portal);
         }
         let with = &self.canonical(with)?;
+        let stranger = self.directory().person_of(bridge, &initiator.id).is_none();
+        if stranger {
+            if let Err(e) = self.stranger_may_open(bridge, &initiator.id) {
+                let reason = if matches!(e, DirectError::NotAllowed(_)) { "direct_not_allowed" } else { "direct_limit" };
+                self.metrics.rejected.get_or_create(&metrics::reason(bridge, reason)).inc();
+                return Err(e);
+            }
+        }
         let peer = self.directory().resolve(bridge, initiator);
         let mut refusals = Vec::new();
         for (target, account) in self.direct_targets(bridge, with)? {
@@ -682,7 +718,10 @@ impl Host for Router {
             let stored = StoredPortal { id: id.clone(), created_ms: now_ms(), links: links_stored };
             self.store.save_portal(&stored).await.map_err(|e| DirectError::Unavailable(e.to_string()))?;
             let id = self.add_portal(Portal { id, links, degrade: self.default_degrade });
-            tracing::info!(portal = %id, bridge, room, with = %with, "opened a direct conversation");
+            if stranger {
+                self.strangers_opened.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1 += 1;
+            }
+            tracing::info!(portal = %id, bridge, room, with = %with, stranger, "opened a direct conversation");
             self.metrics.direct_opened.get_or_create(&metrics::bridge(bridge)).inc();
             return Ok(id);
         }

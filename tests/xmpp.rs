@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use causeway_core::Capabilities;
@@ -382,6 +382,66 @@ async fn direct_messages_to_ghosts_reach_the_person() {
     // Since the restart: Bob's conversation only (Alice's was stored, the refused ones never opened).
     assert_eq!(d.metric("causeway_direct_conversations_opened_total", r#"bridge="hooks""#).await, 1.0);
     assert_eq!(d.metric("causeway_direct_conversations_opened_total", r#"bridge="xmpp""#).await, 0.0);
+    let _ = hook.drain(Duration::from_millis(300)).await;
+}
+
+/// Strangers cannot grow the portals without bound: two thousand webhook
+/// senders nobody knows write to someone one to one; only
+/// `router.direct.max_open` conversations are opened, the rest are told to
+/// wait (429) and counted, a person of the directory still gets through,
+/// and a stranger the allow-list leaves out is refused, on the webhook and
+/// on XMPP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_strangers_open_no_more_direct_conversations_than_allowed() {
+    let prosody = Prosody::start();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let cfg = config(&prosody, &hook.url()).replace(
+        "      w: {",
+        &format!("      dm: {{ direct: true, inbound: {{ token: tdm }}, outbound: {{ url: \"{}\" }} }}\n      w: {{", hook.url()),
+    ) + "router: { direct: { max_open: 20, strangers: { hooks: [\"s*\"], xmpp: [\"alice@*\"] } } }\n";
+    let d = start_with(&prosody, &cfg).await;
+    let client = reqwest::Client::new();
+    let dm_url = d.url("/bridges/hooks/dm");
+    let mut bob = XmppPeer::login(&prosody, "bob", ROOM, "Bob").await;
+    let mut answers: HashMap<u16, usize> = HashMap::new();
+    for i in 0..2000 {
+        let m = json!({"sender": {"id": format!("s{i}")}, "to": "xmpp:bob@xmpp.test", "text": format!("hello from s{i}")});
+        *answers.entry(post(&client, &dm_url, "tdm", &m).await.0).or_default() += 1;
+    }
+    assert_eq!(answers, HashMap::from([(202, 20), (429, 1980)]), "{}", d.log());
+    // A person of the directory is no stranger; one the allow-list leaves out is refused.
+    let dave = json!({"sender": {"id": "dave"}, "to": "xmpp:bob@xmpp.test", "text": "from dave"});
+    assert_eq!(post(&client, &dm_url, "tdm", &dave).await.0, 202);
+    let mallory = json!({"sender": {"id": "mallory"}, "to": "xmpp:bob@xmpp.test", "text": "let me in"});
+    assert_eq!(post(&client, &dm_url, "tdm", &mallory).await.0, 403);
+    // Bob got the twenty and Dave's, nothing more.
+    let mut got = HashSet::new();
+    while got.len() < 21 {
+        let m = bob.next_chat(T).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+        got.insert(m.get_child("body", common::xmpp::NS_CLIENT).map(|b| b.text()).unwrap_or_default());
+    }
+    assert!(got.contains("from dave") && got.iter().all(|t| !t.contains("let me in")), "{got:?}");
+    // On XMPP: Carol is not allowed to open one, Alice is but must wait.
+    let body = |text: &str| Element::builder("body", common::xmpp::NS_CLIENT).append(text).build();
+    let mut carol = XmppPeer::login(&prosody, "carol", ROOM, "Carol").await;
+    carol.chat("dave@bridge.xmpp.test", vec![body("carol to dave")]).await;
+    let mut alice = XmppPeer::login(&prosody, "alice", ROOM, "Alice").await;
+    alice.chat("dave@bridge.xmpp.test", vec![body("alice to dave")]).await;
+    for (who, condition) in [(&mut carol, "not-allowed"), (&mut alice, "resource-constraint")] {
+        let m = loop {
+            let m = who.next_chat(T).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+            if m.attr("type") == Some("error") {
+                break m;
+            }
+        };
+        let error = m.get_child("error", common::xmpp::NS_CLIENT).expect("an error element");
+        assert!(error.children().any(|c| c.name() == condition), "{condition}: {error:?}");
+    }
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="hooks",reason="direct_limit""#).await, 1980.0);
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="hooks",reason="direct_not_allowed""#).await, 1.0);
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="xmpp",reason="direct_not_allowed""#).await, 1.0);
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="xmpp",reason="direct_limit""#).await, 1.0);
+    assert_eq!(common::stored_portals(&d.db()).await, 21, "the store holds the conversations opened, no more");
     let _ = hook.drain(Duration::from_millis(300)).await;
 }
 

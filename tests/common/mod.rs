@@ -485,6 +485,13 @@ pub async fn archive_len(db: &Path, portal: &str) -> usize {
 }
 
 /// The texts of a portal's archived messages, oldest first.
+/// The portals opened at run time that the store holds (direct conversations).
+pub async fn stored_portals(db: &Path) -> usize {
+    let store = causeway::store::sqlite::SqliteStore::open(db, false).await.unwrap();
+    use causeway::store::Store;
+    store.load_portals().await.unwrap().len()
+}
+
 pub async fn archived_texts(db: &Path, portal: &str) -> Vec<String> {
     let store = causeway::store::sqlite::SqliteStore::open(db, false).await.unwrap();
     use causeway::store::Store;

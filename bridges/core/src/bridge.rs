@@ -212,6 +212,12 @@ pub enum DirectError {
     /// Try again later (the store or the other network is not answering).
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    /// This sender may not open one (`router.direct.strangers`).
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    /// Too many are open, or were opened lately (`router.direct`): later.
+    #[error("too many direct conversations: {0}")]
+    Limited(String),
 }
 
 /// How an id in the message map came to stand for its message.

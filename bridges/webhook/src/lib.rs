@@ -454,6 +454,13 @@ async fn direct_room(ctx: &BridgeContext, endpoint: &str, mut incoming: Incoming
             Ok(_) => {}
             Err(e @ DirectError::Unknown(_)) => return Err(refuse(StatusCode::NOT_FOUND, "unknown_recipient", e.to_string())),
             Err(e @ DirectError::Unsupported(_)) => return Err(refuse(StatusCode::UNPROCESSABLE_ENTITY, "no_direct", e.to_string())),
+            // Counted by the router.
+            Err(e @ DirectError::NotAllowed(_)) => return Err(error(StatusCode::FORBIDDEN, "direct_not_allowed", e.to_string())),
+            Err(e @ DirectError::Limited(_)) => {
+                let mut r = error(StatusCode::TOO_MANY_REQUESTS, "direct_limit", e.to_string());
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                return Err(r);
+            }
             Err(e @ DirectError::Unavailable(_)) => {
                 let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
                 r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -153,6 +153,8 @@ pub(crate) fn refuse(inner: &Inner, incoming: &Incoming, from: &Jid, to: &Jid, e
         DirectError::Unknown(_) => (ErrorType::Cancel, DefinedCondition::ItemNotFound),
         DirectError::Unsupported(_) => (ErrorType::Cancel, DefinedCondition::ServiceUnavailable),
         DirectError::Unavailable(_) => (ErrorType::Wait, DefinedCondition::InternalServerError),
+        DirectError::NotAllowed(_) => (ErrorType::Cancel, DefinedCondition::NotAllowed),
+        DirectError::Limited(_) => (ErrorType::Wait, DefinedCondition::ResourceConstraint),
     };
     let mut m = Message::new_with_type(MessageType::Error, Some(from.clone()));
     m.from = Some(to.clone());

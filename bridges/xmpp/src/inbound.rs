@@ -640,6 +640,11 @@ pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
         }
         return Vec::new();
     }
+    if !inner.links_room(&room) {
+        // Anyone can send the bridge presence, with any status codes: only
+        // the rooms it sits in are noted (no state for strangers' JIDs).
+        return Vec::new();
+    }
     if p.type_ == PresenceType::Error {
         tracing::error!(room = %room, "cannot join the room: {}", error_condition(&p.payloads));
         inner.state().refused.insert(room);
@@ -891,6 +896,29 @@ mod tests {
         assert_eq!(events[1].body, Body::Presence { show: Show::Dnd, status: Some("busy".into()) });
         let events = super::presence(&b.inner, presence("", " type='unavailable'"));
         assert_eq!(events[0].body, Body::Membership(Membership::Leave));
+    }
+
+    /// Presence from ten thousand JIDs that are not a room of ours — with
+    /// the "this is you" status 110, errors, occupants — leaves nothing
+    /// behind: no joined room, no refusal, no occupant list.
+    #[test]
+    fn strangers_presence_leaves_no_state() {
+        let b = bridge();
+        for i in 0..10_000 {
+            let (from, ty, codes) = match i % 3 {
+                0 => (format!("room{i}@conference.evil.example/Causeway"), "", "<status code='110'/>"),
+                1 => (format!("room{i}@conference.evil.example/Causeway"), " type='error'", ""),
+                _ => (format!("mallory{i}@evil.example/r{i}"), "", ""),
+            };
+            let xml = format!(
+                "<presence xmlns='jabber:component:accept' from='{from}' to='causeway@bridge.example.org/causeway'{ty}><x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='owner' role='moderator' jid='m{i}@evil.example'/>{codes}</x></presence>"
+            );
+            let events = super::presence(&b.inner, Presence::try_from(xml.parse::<Element>().unwrap()).unwrap());
+            assert!(events.is_empty());
+        }
+        let st = b.inner.state();
+        assert_eq!(st.joined.len(), 1, "only our own room");
+        assert!(st.refused.is_empty() && st.occupants.is_empty() && st.subject_seen.is_empty());
     }
 
     proptest! {

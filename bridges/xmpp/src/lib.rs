@@ -214,6 +214,15 @@ impl Inner {
         FullJid::new(&format!("{BOT_NODE}@{}/{RESOURCE}", self.domain())).expect("validated domain")
     }
 
+    /// Whether `room` is a MUC of a portal (one the bridge sits in).
+    fn links_room(&self, room: &str) -> bool {
+        match self.ctx.get() {
+            Some(ctx) => ctx.rooms().iter().any(|r| r.eq_ignore_ascii_case(room)),
+            // Not started: only a room it sits in already.
+            None => self.state().joined.contains(room),
+        }
+    }
+
     /// Whether `to` is the bridge's own address (not a ghost's).
     fn is_bot(&self, to: &Jid) -> bool {
         if self.client_mode() {
