@@ -186,6 +186,34 @@ async fn a_forged_from_is_quarantined_when_authentication_is_required() {
     assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="mail",reason="policy""#).await, 3.0, "{}", d.log());
 }
 
+/// A mail nested fifty thousand levels deep (messages in messages), put
+/// into the bridge's mailbox past the SMTP server (which refuses more than
+/// 100 levels), is quarantined without being parsed; the next mail is
+/// taken as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_nested_fifty_thousand_levels_deep_is_quarantined() {
+    let mail = MailServer::start();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let d = start(&mail, &hook, LIST_NOW).await;
+    let deep = format!(
+        "From: alice@mail.test\r\nTo: {LIST}\r\nSubject: deep\r\nMessage-ID: <deep@mail.test>\r\nMIME-Version: 1.0\r\n{}Content-Type: text/plain\r\n\r\nat the bottom\r\n",
+        "Content-Type: message/rfc822\r\n\r\n".repeat(50_000)
+    );
+    mail.append("bridge", "INBOX", deep.as_bytes());
+    mail.send("alice@mail.test", &[LIST], &format!("From: alice@mail.test\nTo: {LIST}\nSubject: after\nMessage-ID: <after@mail.test>\n\nstill here\n"));
+    let got = loop {
+        let got = hook.next(T).await;
+        if got.json["type"] == "message" {
+            break got;
+        }
+    };
+    assert!(got.json["text"].as_str().unwrap_or_default().contains("still here"), "{}\n{}", got.json, d.log());
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="mail",reason="too_deep""#).await, 1.0, "{}", d.log());
+    let quarantined = mail.fetch("bridge", "Quarantine");
+    assert_eq!(quarantined.len(), 1);
+    assert!(String::from_utf8_lossy(&quarantined[0].1).contains("Subject: deep"));
+}
+
 /// Auto-replies and bounces are never taken (no loops); a sender outside
 /// the policy is refused, counted and kept in the quarantine folder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

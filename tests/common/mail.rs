@@ -88,6 +88,21 @@ impl MailServer {
         self.send_with(&["submit", &self.submit.to_string(), user], from, to, raw)
     }
 
+    /// Put a raw mail straight into `user`'s `mailbox` (IMAP APPEND), as
+    /// anyone with access to the mailbox can, past the SMTP server's checks.
+    pub fn append(&self, user: &str, mailbox: &str, raw: &[u8]) {
+        let mut child = Command::new(python())
+            .arg(peers("mail_client.py"))
+            .args(["append", &self.imap.to_string(), user, mailbox])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(raw).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "imaplib: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     fn send_with(&self, how: &[&str], from: &str, to: &[&str], raw: &str) {
         let python = python();
         let mut child = Command::new(python)

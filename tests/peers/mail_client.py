@@ -3,6 +3,7 @@
 
     mail_client.py send PORT FROM TO[,TO…]     send the RFC 822 message read from stdin
     mail_client.py submit PORT USER FROM TO[,TO…]   the same, logged in as USER (SMTP AUTH)
+    mail_client.py append PORT USER MAILBOX    put the message read from stdin into MAILBOX (IMAP APPEND)
     mail_client.py fetch PORT USER [MAILBOX]   print every message of MAILBOX (default INBOX)
                                                as JSON lines {"uid": n, "raw": "<base64>"}
 
@@ -28,6 +29,16 @@ def submit(port, user, sender, to):
         s.sendmail(sender, to.split(","), raw)
 
 
+def append(port, user, mailbox):
+    raw = sys.stdin.buffer.read()
+    m = imaplib.IMAP4("127.0.0.1", int(port), timeout=30)
+    m.login(user, "pw")
+    typ, data = m.append(mailbox, None, None, raw)
+    if typ != "OK":
+        sys.exit(f"APPEND: {typ} {data}")
+    m.logout()
+
+
 def fetch(port, user, mailbox="INBOX"):
     m = imaplib.IMAP4("127.0.0.1", int(port), timeout=30)
     m.login(user, "pw")
@@ -49,6 +60,8 @@ def main():
         send(*args)
     elif cmd == "submit":
         submit(*args)
+    elif cmd == "append":
+        append(*args)
     elif cmd == "fetch":
         fetch(*args)
     else:

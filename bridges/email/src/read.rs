@@ -265,9 +265,42 @@ pub fn clean(text: &str) -> (String, String) {
 }
 
 /// Read one mail. `subscribers` gives a list's subscribers' addresses.
+/// More multiparts and nested messages than any mail a person sends holds
+/// (a forward of a forward with attachments has a handful).
+pub const MAX_MIME_CONTAINERS: usize = 64;
+
+/// How many parts of `raw` are containers (`multipart/…`, `message/…`):
+/// counted on the bytes, before any parsing, over every `Content-Type`
+/// header at the start of a line (folded values included), wherever it is.
+pub fn mime_containers(raw: &[u8]) -> usize {
+    let mut n = 0;
+    let mut lines = raw.split(|&b| b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        if !line[..colon].trim_ascii_end().eq_ignore_ascii_case(b"content-type") {
+            continue;
+        }
+        let mut value = line[colon + 1..].trim_ascii().to_vec();
+        // A folded value goes on in lines that start with white space.
+        while value.is_empty() && lines.peek().is_some_and(|l| l.first().is_some_and(|&b| b == b' ' || b == b'\t')) {
+            value = lines.next().unwrap_or_default().trim_ascii().to_vec();
+        }
+        let value = value.to_ascii_lowercase();
+        if value.starts_with(b"multipart/") || value.starts_with(b"message/") {
+            n += 1;
+        }
+    }
+    n
+}
+
 pub fn read(raw: &[u8], options: &EmailOptions, subscribers: &dyn Fn(&str) -> Vec<String>) -> Verdict {
     if raw.len() as u64 > options.max_message_bytes {
         return quarantine("too_large", format!("{} bytes, more than max_message_bytes", raw.len()));
+    }
+    let containers = mime_containers(raw);
+    if containers > MAX_MIME_CONTAINERS {
+        // Not parsed at all: the parser recurses into nested messages.
+        return quarantine("too_deep", format!("{containers} MIME multiparts or nested messages, more than {MAX_MIME_CONTAINERS}"));
     }
     let Some(m) = MessageParser::default().parse(raw) else {
         return quarantine("malformed", "not a MIME message");
@@ -369,6 +402,46 @@ mod tests {
     }
 
     const BASIC: &str = "From: Alice Liddell <alice@mail.test>\nTo: bridge+ops@mail.test\nSubject: Disk full\nMessage-ID: <a1@mail.test>\nDate: Tue, 24 Nov 2026 10:00:00 +0000";
+
+    /// MIME nested tens of thousands of levels deep (multiparts in
+    /// multiparts, messages in messages) is quarantined without being
+    /// parsed (the parser recurses into nested messages: a thousand levels
+    /// overflowed a small stack); a forward of a forward is still taken.
+    #[test]
+    fn deeply_nested_mime_is_quarantined_without_overflowing_the_stack() {
+        let nested = |depth: usize, rfc822: bool| {
+            let mut s = String::new();
+            for i in 0..depth {
+                if rfc822 {
+                    s.push_str("Content-Type: message/rfc822\n\n");
+                } else {
+                    s.push_str(&format!("Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n"));
+                }
+            }
+            s.push_str("Content-Type: text/plain\n\nat the bottom\n");
+            if !rfc822 {
+                for i in (0..depth).rev() {
+                    s.push_str(&format!("--b{i}--\n"));
+                }
+            }
+            // The outermost part's Content-Type is the mail's own.
+            format!("{BASIC}\nMIME-Version: 1.0\n{s}").replace('\n', "\r\n").into_bytes()
+        };
+        for (depth, rfc822) in [(1_000, true), (50_000, true), (50_000, false), (65, false)] {
+            let raw = nested(depth, rfc822);
+            let verdict = std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || matches!(read(&raw, &options(serde_json::json!({})), &subs), Verdict::Quarantine { reason: "too_deep", .. }))
+                .unwrap()
+                .join();
+            assert_eq!(verdict.ok(), Some(true), "{depth} levels ({}): quarantined, the stack intact", if rfc822 { "message/rfc822" } else { "multipart" });
+        }
+        let Verdict::Take(t) = read(&nested(3, false), &options(serde_json::json!({})), &subs) else { panic!("three levels are a mail") };
+        assert_eq!(t.plain.trim(), "at the bottom");
+        assert!(matches!(read(&nested(3, true), &options(serde_json::json!({})), &subs), Verdict::Take(_)), "a forward of a forward");
+        // Folded, oddly cased, or with space before the colon: still counted.
+        assert_eq!(mime_containers(b"CONTENT-TYPE:\r\n   Multipart/Mixed; boundary=x\r\ncontent-type : message/rfc822\r\nContent-Type: text/plain\r\n"), 2);
+    }
 
     #[test]
     fn mail_from_other_lists_is_taken() {
