@@ -492,6 +492,37 @@ async fn client_mode_relays_over_starttls_and_passes_conformance() {
     assert_eq!(report.skipped.len(), 6, "{report}");
 }
 
+/// Client mode too: a stanza nested 30,000 levels deep, sent to the
+/// bridge's account and relayed by the server over TLS, is cut out by the depth guard between TLS and the XML
+/// parser (which recursed once per level and overflowed the stack),
+/// dropped and counted; what is said next still crosses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_mode_survives_a_deeply_nested_stanza() {
+    let prosody = Prosody::start();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let cfg = config(&prosody, &hook.url()).replace(&prosody.bridge_config(), &prosody.client_bridge_config("pw"));
+    let ca = prosody.ca_file().display().to_string();
+    let d = Daemon::start_with_env(&cfg, &[("SSL_CERT_FILE", &ca)]).await;
+    wait_connected(&d, &prosody).await;
+    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    let deep = format!(
+        "<message xmlns='jabber:client' to='causeway@xmpp.test/causeway' type='chat' id='deep'><body>deep</body>{}{}</message>",
+        "<a>".repeat(30_000),
+        "</a>".repeat(30_000)
+    );
+    alice.send_xml(&deep).await;
+    alice.act(conformance::Action::Text { text: "still here over TLS".into(), reply_to: None }).await.unwrap();
+    loop {
+        let got = hook.next(T).await;
+        if got.json["text"].as_str().is_some_and(|t| t.contains("still here over TLS")) {
+            break;
+        }
+        assert!(!got.json["text"].as_str().is_some_and(|t| t.contains("deep")), "the deep stanza was taken: {}", got.json);
+    }
+    assert_eq!(d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await, 1.0, "{}", d.log());
+    assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="xmpp",reason="too_deep""#).await, 1.0, "{}", d.log());
+}
+
 /// A wrong password is said plainly and retried with backoff; the bridge
 /// counts as down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufRead, AsyncWrite};
-use tokio_xmpp::connect::{DnsConfig, ServerConnector, StartTlsServerConnector};
+use tokio_xmpp::connect::DnsConfig;
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::{Element, Node};
 use tokio_xmpp::parsers::iq::Iq;
@@ -34,7 +34,7 @@ const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 type ComponentIo = tokio::io::BufStream<crate::depth::Guarded<tokio::net::TcpStream>>;
-type ClientIo = <StartTlsServerConnector as ServerConnector>::Stream;
+type ClientIo = tokio::io::BufStream<crate::depth::Guarded<tokio_xmpp::connect::tls_common::TlsStream<tokio::net::TcpStream>>>;
 
 enum Stream {
     Component(XmlStream<ComponentIo, Element>),
@@ -61,8 +61,8 @@ pub(crate) struct Connection {
     stream: Stream,
     /// The client's bound JID (client mode).
     pub bound: Option<FullJid>,
-    /// Elements the guard cut out for being too deep (component mode), and
-    /// how many of them were reported.
+    /// Elements the guard cut out for being too deep, and how many of them
+    /// were reported.
     cut: std::sync::Arc<std::sync::atomic::AtomicU64>,
     cut_seen: u64,
 }
@@ -257,12 +257,24 @@ async fn open_client(options: &XmppOptions) -> Result<Connection, ConnectError> 
         Some((other, None)) => return Err(ConnectError::Refused(format!("server {other:?} is not host:port"))),
         None => DnsConfig::srv_default_client(bare.domain().as_str()),
     };
-    let jid = Jid::from(bare.clone());
-    let (pending, binding) =
-        StartTlsServerConnector::from(dns).connect(&jid, NS_CLIENT, timeouts(options)).await.map_err(|e| match e {
-            tokio_xmpp::Error::Protocol(p) => ConnectError::Refused(format!("{p} (the server must offer STARTTLS)")),
-            e => unreachable(e),
-        })?;
+    // STARTTLS here rather than by tokio-xmpp's connector, so that the bytes
+    // out of TLS pass the depth guard before the parser sees them.
+    let header = || StreamHeader { to: Some(Cow::Borrowed(bare.domain().as_str())), from: None, id: None };
+    let tcp = dns.resolve().await.map_err(unreachable)?;
+    let _ = tcp.set_nodelay(true);
+    let plain = tokio_xmpp::xmlstream::initiate_stream(tokio::io::BufStream::new(tcp), NS_CLIENT, header(), timeouts(options))
+        .await
+        .map_err(unreachable)?;
+    let (features, plain) = plain.recv_features().await.map_err(unreachable)?;
+    if !features.can_starttls() {
+        return Err(ConnectError::Refused(format!("{} does not offer STARTTLS (the server must offer STARTTLS)", bare.domain())));
+    }
+    let (tls, binding) = tokio_xmpp::connect::starttls::starttls(plain, bare.domain().as_str()).await.map_err(unreachable)?;
+    let guarded = crate::depth::Guarded::new(tls, MAX_DEPTH + 1);
+    let cut = guarded.cut();
+    let pending = tokio_xmpp::xmlstream::initiate_stream(tokio::io::BufStream::new(guarded), NS_CLIENT, header(), timeouts(options))
+        .await
+        .map_err(unreachable)?;
     let (features, stream) = pending.recv_features().await.map_err(unreachable)?;
     // SCRAM only: never a password in the clear, not even inside TLS.
     let mechanisms: BTreeSet<String> = features.sasl_mechanisms.iter().filter(|m| m.starts_with("SCRAM-")).cloned().collect();
@@ -308,7 +320,7 @@ async fn open_client(options: &XmppOptions) -> Result<Connection, ConnectError> 
             .and_then(|b| b.get_child("jid", NS_BIND))
             .and_then(|j| j.text().parse::<FullJid>().ok())
             .ok_or_else(|| unreachable("the bind answer has no full JID"))?;
-        return Ok(Connection { stream: Stream::Client(stream), bound: Some(full), cut: Default::default(), cut_seen: 0 });
+        return Ok(Connection { stream: Stream::Client(stream), bound: Some(full), cut, cut_seen: 0 });
     }
 }
 
