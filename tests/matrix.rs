@@ -761,3 +761,43 @@ async fn a_stranded_transaction_is_found_in_the_room_and_delivered_in_order() {
     assert_eq!(got, (0..N).collect::<Vec<_>>(), "once each, in order\n{}", d.log());
     assert!(d.metric("causeway_reconciled_total", r#"bridge="matrix""#).await >= 1.0, "{}", d.log());
 }
+
+/// Files from Matrix reach other networks through Causeway's media links,
+/// passed on as they come from the homeserver and no more than
+/// `media_concurrency` at once: a reader that has not taken a 20 MB file
+/// yet holds the one place, the next request waits and gets 503 (not
+/// another copy of the file in memory), and once the file is out the place
+/// is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_media_proxy_passes_files_on_as_they_come_and_so_many_at_once() {
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let (synapse, _d) = start_with(&hook, None, ", media_concurrency: 1").await;
+    synapse.register("alice");
+    let mut alice = MatrixPeer::join(&synapse.url(), "alice", ALIAS).await;
+    let big: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mxc = alice.upload(big.clone(), "application/octet-stream").await.unwrap();
+    let content = json!({"msgtype": "m.file", "body": "the big one", "filename": "big.bin", "url": mxc, "info": {"size": big.len()}});
+    alice.send("m.room.message", content).await.unwrap();
+    let got = loop {
+        let got = hook.next(T).await;
+        if got.json["attachments"][0]["url"].is_string() {
+            break got;
+        }
+    };
+    let link = got.json["attachments"][0]["url"].as_str().unwrap().to_string();
+    assert!(link.contains("/bridges/matrix/media/"), "{link}");
+    let http = reqwest::Client::new();
+    // The first reader takes the answer's head and nothing of its body.
+    let slow = http.get(&link).send().await.unwrap();
+    assert_eq!(slow.status(), 200);
+    assert_eq!(slow.headers()["content-disposition"], "attachment");
+    let refused = http.get(&link).send().await.unwrap();
+    assert_eq!(refused.status(), 503, "one place, taken");
+    assert!(refused.headers().contains_key("retry-after"));
+    // Taken whole, byte for byte; then the place is free.
+    let body = slow.bytes().await.unwrap();
+    assert!(body == big, "{} bytes came", body.len());
+    let again = http.get(&link).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.bytes().await.unwrap().len(), big.len());
+}

@@ -142,11 +142,11 @@ impl Inner {
 
     /// The incoming events of a taken mail (a topic first, where the
     /// subject becomes one), with its attachments stored.
-    fn incoming(&self, t: &Taken, fallback_id: String) -> Result<Vec<Incoming>, String> {
+    async fn incoming(&self, t: &Taken, fallback_id: String) -> Result<Vec<Incoming>, String> {
         let files = self.files.get().ok_or("not started")?;
         let mut attachments = Vec::new();
         for f in &t.files {
-            let url = files.store(&f.name, &f.mime, &f.bytes).map_err(|e| format!("cannot keep an attachment: {e}"))?;
+            let url = files.store(&f.name, &f.mime, &f.bytes).await.map_err(|e| format!("cannot keep an attachment: {e}"))?;
             attachments.push(causeway_core::Attachment { url, name: Some(f.name.clone()), mime: Some(f.mime.clone()), size: Some(f.bytes.len() as u64) });
         }
         let sender = RemoteSender { id: t.from.clone(), name: t.name.clone(), avatar: None };
@@ -289,7 +289,7 @@ impl Inner {
                 // Without a Message-ID, the mail's content identifies it.
                 let fallback = format!("sha256-{}@{}", hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&raw)[..16]), t.list);
                 let mut linked = true;
-                for incoming in self.incoming(&t, fallback)? {
+                for incoming in self.incoming(&t, fallback).await? {
                     match ctx.submit(incoming).await {
                         Ok(Accepted::Stored { .. } | Accepted::Duplicate { .. } | Accepted::Echo | Accepted::Ignored { .. }) => {}
                         Err(SubmitError::NotLinked(_)) => linked = false,
@@ -565,7 +565,7 @@ struct Sig {
 
 async fn file(State(inner): State<Arc<Inner>>, Path((hash, _name)): Path<(String, String)>, Query(q): Query<Sig>) -> axum::response::Response {
     match inner.files.get() {
-        Some(f) => f.serve(&hash, q.sig.as_deref()),
+        Some(f) => f.serve(&hash, q.sig.as_deref()).await,
         None => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting").into_response(),
     }
 }
@@ -628,7 +628,7 @@ impl Bridge for EmailBridge {
                 k
             }
         };
-        let files = Files::new(&inner.options.attachments_dir, &inner.options.url, key.into_bytes())
+        let files = Files::new(&inner.options.attachments_dir, &inner.options.url, key.into_bytes(), files::CONCURRENCY)
             .map_err(|e| BridgeError::Config(format!("attachments_dir {}: {e}", inner.options.attachments_dir.display())))?;
         let _ = inner.files.set(files);
         tokio::spawn(inner.clone().run_imap(ctx.clone()));

@@ -55,8 +55,27 @@ pub struct Client {
 
 /// A file from the media repository.
 pub struct Media {
-    pub bytes: Vec<u8>,
+    /// The answer, its body not read yet: [`Media::chunks`] reads it.
+    resp: reqwest::Response,
     pub content_type: Option<String>,
+    max: u64,
+}
+
+impl Media {
+    /// The file as it comes from the homeserver, a chunk at a time (never
+    /// whole in memory); ends in an error past `max` bytes.
+    pub fn chunks(self) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
+        futures_util::stream::try_unfold((self.resp, 0u64, self.max), |(mut resp, sent, max)| async move {
+            match resp.chunk().await.map_err(std::io::Error::other)? {
+                None => Ok(None),
+                Some(c) if sent + c.len() as u64 > max => Err(std::io::Error::other(format!("the file is larger than {max} bytes"))),
+                Some(c) => {
+                    let sent = sent + c.len() as u64;
+                    Ok(Some((c, (resp, sent, max))))
+                }
+            }
+        })
+    }
 }
 
 impl Client {
@@ -143,10 +162,11 @@ impl Client {
             .ok_or_else(|| ApiError::Unavailable("upload answer without content_uri".into()))
     }
 
-    /// Fetch a file of the media repository (authenticated media).
+    /// Start fetching a file of the media repository (authenticated media);
+    /// its body is read as it is passed on.
     pub async fn download(&self, server: &str, media_id: &str, max: u64) -> Result<Media, ApiError> {
         let url = self.url(&["_matrix", "client", "v1", "media", "download", server, media_id], None);
-        let mut resp = self
+        let resp = self
             .http
             .get(url)
             .bearer_auth(self.token.expose())
@@ -161,14 +181,7 @@ impl Client {
         if resp.content_length().is_some_and(|l| l > max) {
             return Err(too_large());
         }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| ApiError::Unavailable(e.to_string()))? {
-            if (bytes.len() + chunk.len()) as u64 > max {
-                return Err(too_large());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(Media { bytes, content_type })
+        Ok(Media { resp, content_type, max })
     }
 
     /// The room an alias points to, if any.

@@ -43,6 +43,10 @@ pub struct MatrixOptions {
     /// ones are sent as a link.
     #[serde(default = "default_media_max")]
     pub media_max_bytes: u64,
+    /// Files of the media repository passed on to other networks at once
+    /// (`/media/…` links); more wait for a free place or get 503.
+    #[serde(default = "default_media_concurrency")]
+    pub media_concurrency: usize,
     /// Double puppeting: the token of a second registration
     /// (`causeway matrix registration --double-puppet`) whose non-exclusive
     /// namespace covers the homeserver's own users. With it, a person whose
@@ -93,6 +97,10 @@ fn default_ghost_prefix() -> String {
 fn default_alias_prefix() -> String {
     "causeway_".into()
 }
+fn default_media_concurrency() -> usize {
+    16
+}
+
 fn default_media_max() -> u64 {
     50 * 1024 * 1024
 }

@@ -219,17 +219,33 @@ pub(crate) fn media_url(inner: &Inner, server: &str, media: &str) -> String {
 /// file from the homeserver runs as a page on Causeway's address.
 const INLINE_TYPES: &[&str] = &["image/png", "image/jpeg", "image/gif", "image/webp", "audio/ogg", "audio/mpeg", "video/mp4", "video/webm", "text/plain"];
 
+/// How long a request for a file waits for a free place.
+const MEDIA_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A file of the media repository, for networks that fetch links.
 async fn media(State(inner): State<Arc<Inner>>, Path((server, media)): Path<(String, String)>, Query(q): Query<AuthQuery>) -> Response {
     let signed = q.sig.as_deref().is_some_and(|s| causeway_core::sign::verify_hex(&media_key(&inner), format!("{server}/{media}").as_bytes(), s));
     if !signed {
         return matrix_error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "not a link Causeway handed out");
     }
+    // A place among the files passed on at once, kept until the whole file
+    // has gone out (or the reader is gone): a burst of requests for large
+    // files cannot hold more than that many answers open.
+    let Ok(place) = tokio::time::timeout(MEDIA_WAIT, inner.media_places.clone().acquire_owned()).await.map(|p| p.expect("never closed")) else {
+        tracing::info!(server, media, "media not served: every place is taken (media_concurrency)");
+        let mut r = matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_LIMIT_EXCEEDED", "too many files at once; try again shortly");
+        r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        return r;
+    };
     match inner.client.download(&server, &media, inner.options.media_max_bytes).await {
         Ok(m) => {
-            let ct = m.content_type.unwrap_or_default();
+            let ct = m.content_type.clone().unwrap_or_default();
             let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
             let (ct, disposition) = if INLINE_TYPES.contains(&essence.as_str()) { (essence, "inline") } else { ("application/octet-stream".to_string(), "attachment") };
+            let body = futures_util::StreamExt::map(m.chunks(), move |c| {
+                let _held = &place;
+                c
+            });
             (
                 [
                     (header::CONTENT_TYPE, ct),
@@ -237,7 +253,7 @@ async fn media(State(inner): State<Arc<Inner>>, Path((server, media)): Path<(Str
                     (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
                     (header::CONTENT_SECURITY_POLICY, "sandbox; default-src 'none'".to_string()),
                 ],
-                m.bytes,
+                axum::body::Body::from_stream(body),
             )
                 .into_response()
         }

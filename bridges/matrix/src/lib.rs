@@ -94,6 +94,8 @@ pub(crate) struct Inner {
     /// For files and avatars from other networks, copied into the media
     /// repository: links someone else chose.
     fetcher: Fetcher,
+    /// Places for files passed on at once (`media_concurrency`).
+    media_places: Arc<tokio::sync::Semaphore>,
 }
 
 impl MatrixBridge {
@@ -113,7 +115,6 @@ impl MatrixBridge {
         causeway_core::fetch::trust_own_links(&format!("{}/media/", options.public_url.as_deref().unwrap_or(&options.url).trim_end_matches('/')));
         Ok(MatrixBridge {
             inner: Arc::new(Inner {
-                options,
                 client,
                 puppet,
                 bot,
@@ -123,6 +124,8 @@ impl MatrixBridge {
                 invited: tokio::sync::Notify::new(),
                 state: Mutex::new(State::default()),
                 intake: tokio::sync::Mutex::new(()),
+                media_places: Arc::new(tokio::sync::Semaphore::new(options.media_concurrency.max(1))),
+                options,
                 fetcher,
             }),
         })
