@@ -485,6 +485,21 @@ fn member_change(event: &AnyTimelineEvent) -> Option<MemberChange> {
 }
 
 /// The content of a message, reaction, redaction or topic as an event body.
+/// What the fuzz target reaches: a transaction read as [`transaction`] and
+/// [`timeline_event`] read it, without a router to submit to.
+pub(crate) fn fuzz_transaction(inner: &Inner, data: &[u8]) {
+    let Ok(t) = serde_json::from_slice::<Transaction>(data) else { return };
+    for raw in t.events {
+        let _ = marks(&raw);
+        let Ok(event) = raw.deserialize() else { continue };
+        let _ = member_change(&event);
+        let _ = body(inner, event);
+    }
+    for raw in t.ephemeral {
+        let _ = raw.deserialize();
+    }
+}
+
 fn body(inner: &Inner, event: AnyTimelineEvent) -> Option<Body<String>> {
     match event {
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(m)) => message(inner, m.as_original()?.content.clone()),

@@ -12,6 +12,8 @@
 
 pub mod client;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod ghost;
 pub mod inbound;
 pub mod outbound;

@@ -14,6 +14,8 @@ pub mod config;
 mod connection;
 mod depth;
 pub mod direct;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod inbound;
 pub mod jid;
 pub mod outbound;
