@@ -72,7 +72,10 @@ fn text_of(h: &HeaderValue) -> Option<String> {
 async fn a_mail_reaches_the_room_and_the_answer_threads_under_it() {
     let mail = MailServer::start();
     let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
-    let d = start(&mail, &hook, LIST_NOW).await;
+    // Each edit a mail of its own (the default gathers them: tests/security.rs).
+    let each = config(&mail, &hook.url(), LIST_NOW).replace("policy: { allow: [partner.example] }", "policy: { allow: [partner.example] }, changes: each");
+    assert!(each.contains("changes: each"));
+    let d = start_config(&mail, &each).await;
     let mut alice = MailPeer::new(&mail, "alice", "Alice L.");
     let pdf = b"%PDF-1.4 quarterly numbers".to_vec();
     let body = "db-1 is at 91%, see the report.\n\nOn Mon, Bob wrote:\n> how is db-1?\n\n-- \nAlice\nOps on call";
@@ -111,7 +114,8 @@ async fn a_mail_reaches_the_room_and_the_answer_threads_under_it() {
         }
     }
 
-    // Mail cannot change a sent mail: an edit becomes a short follow-up, in the same thread.
+    // Mail cannot change a sent mail: with `changes: each` an edit becomes a
+    // short follow-up, in the same thread.
     let answer_id = {
         let raw = mail.wait_for("alice", "INBOX", T, |m| m.body_text(0).is_some_and(|b| b.contains("Cleaning up now."))).await;
         MessageParser::default().parse(&raw).unwrap().message_id().unwrap().to_string()

@@ -21,7 +21,8 @@ const T: Duration = Duration::from_secs(30);
 /// ids, or the notice where it cannot show an edit or a reaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_network_conformance() {
-    let mut w = World::start("").await;
+    // Mail shows edits as notices, gathered (every 2 s here).
+    let mut w = World::start_with("", common::world::gathered_quickly, &[]).await;
     let report = conformance_of_all_four(&mut w).await;
     eprintln!("{report}");
     // Texts and replies from all four; edits and reactions from the three that make them.
@@ -137,7 +138,7 @@ async fn prometheus_scrapes_what_the_dashboard_and_alerts_use() {
     let check = std::process::Command::new("promtool").arg("check").arg("rules").arg(&rules).output().unwrap();
     assert!(check.status.success(), "promtool: {}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
 
-    let mut w = World::start("").await;
+    let mut w = World::start_with("", common::world::gathered_quickly, &[]).await;
     let prom = common::Prometheus::start(&format!("127.0.0.1:{}", w.daemon.port), &rules);
     // Traffic on every bridge: the conformance run, and a refused request.
     conformance_of_all_four(&mut w).await;

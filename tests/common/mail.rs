@@ -132,7 +132,15 @@ impl MailServer {
                     return raw;
                 }
             }
-            assert!(Instant::now() < deadline, "no such mail for {user} in {mailbox} within {timeout:?}\n{}", self.log());
+            if Instant::now() >= deadline {
+                let held: Vec<String> = self
+                    .fetch(user, mailbox)
+                    .iter()
+                    .filter_map(|(_, raw)| MessageParser::default().parse(raw))
+                    .map(|m| format!("{:?}: {:?}", m.subject().unwrap_or_default(), m.body_text(0).unwrap_or_default()))
+                    .collect();
+                panic!("no such mail for {user} in {mailbox} within {timeout:?}; it holds {held:?}\n{}", self.log());
+            }
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }

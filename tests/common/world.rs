@@ -72,6 +72,14 @@ pub fn without_send_limit(config: String) -> String {
     )
 }
 
+/// A config edit for [`World::start_with`]: the list's gathered mail (edits,
+/// retractions, topics: `changes: batch`) goes out every 2 s instead of
+/// every 10 minutes, so a test sees it come.
+pub fn gathered_quickly(config: String) -> String {
+    assert!(config.contains("policy: { allow: [partner.example] }"), "the mail bridge's config changed");
+    config.replace("policy: { allow: [partner.example] }", "policy: { allow: [partner.example] }, batch_every: 2s")
+}
+
 impl World {
     pub async fn start(extra: &str) -> World {
         Self::start_with(extra, |c| c, &[]).await
