@@ -5,7 +5,6 @@
 #![cfg(all(feature = "webhook", feature = "xmpp", feature = "matrix", feature = "email"))]
 
 use std::path::{Path, PathBuf};
-use std::sync::LazyLock;
 
 fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
@@ -45,23 +44,9 @@ fn matrix_transaction() {
     each("matrix_transaction", causeway_matrix::fuzz::transaction);
 }
 
-static EMAIL: LazyLock<causeway_email::config::EmailOptions> = LazyLock::new(|| {
-    let o = serde_json::json!({
-        "imap": {"server": "127.0.0.1:143", "tls": "none", "username": "bridge", "password": "pw"},
-        "smtp": {"server": "127.0.0.1:25", "tls": "none"},
-        "url": "http://127.0.0.1:8080/bridges/email",
-        "lists": {"bridge+ops@mail.test": {"subscribers": ["alice@mail.test"]}},
-        "policy": {"allow": ["partner.example"], "authserv_id": "mx.mail.test"}
-    });
-    causeway_core::parse_options(o).expect("valid options")
-});
-
 #[test]
 fn email_mime() {
-    each("email_mime", |data| {
-        let _ = causeway_email::read::mime_containers(data);
-        let _ = causeway_email::read::read(data, &EMAIL, &|_| vec!["alice@mail.test".to_string()]);
-    });
+    each("email_mime", causeway_email::fuzz::mail);
 }
 
 #[test]
@@ -76,22 +61,11 @@ fn webhook_payload() {
     });
 }
 
-struct Nothing;
-
-impl causeway::config::Source for Nothing {
-    fn var(&self, name: &str) -> Option<String> {
-        (name == "SET").then(|| "value".to_string())
-    }
-    fn read(&self, _path: &Path) -> std::io::Result<String> {
-        Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no files here"))
-    }
-}
-
 #[test]
 fn config() {
     each("config", |data| {
         if let Ok(text) = std::str::from_utf8(data) {
-            let _ = causeway::config::parse(text, &Nothing);
+            causeway::config::fuzz_parse(text);
         }
     });
 }

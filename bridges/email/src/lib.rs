@@ -12,6 +12,8 @@
 pub mod compose;
 pub mod config;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod held;
 pub mod imap;
 pub mod read;
