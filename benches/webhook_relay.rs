@@ -28,12 +28,8 @@ fn config(portals: usize, hooks: &[String], sync: &str) -> String {
     let mut endpoints = String::new();
     let mut links = String::new();
     for (p, url) in hooks.iter().enumerate().take(portals) {
-        endpoints.push_str(&format!(
-            "      in{p}: {{ inbound: {{ token: t }} }}\n      out{p}: {{ outbound: {{ url: \"{url}\" }} }}\n"
-        ));
-        links.push_str(&format!(
-            "  - id: p{p}\n    links: [{{ bridge: hooks, room: in{p} }}, {{ bridge: hooks, room: out{p} }}]\n"
-        ));
+        endpoints.push_str(&format!("      in{p}: {{ inbound: {{ token: t }} }}\n      out{p}: {{ outbound: {{ url: \"{url}\" }} }}\n"));
+        links.push_str(&format!("  - id: p{p}\n    links: [{{ bridge: hooks, room: in{p} }}, {{ bridge: hooks, room: out{p} }}]\n"));
     }
     format!(
         "http: {{ listen: \"127.0.0.1:{{port}}\" }}\nstore: {{ path: \"{{db}}\", sync: {sync} }}\n\

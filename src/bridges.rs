@@ -30,9 +30,14 @@ pub fn compiled() -> Vec<&'static str> {
 /// The application service registration of the config's Matrix bridge
 /// (`name`, or the only one).
 pub fn matrix_registration(config: &crate::config::Config, name: Option<&str>, double_puppet: bool) -> anyhow::Result<String> {
-    let matrix: Vec<(&String, &Value)> = config.bridges.iter().filter(|(_, s)| s.get("type").and_then(Value::as_str) == Some("matrix")).collect();
+    let matrix: Vec<(&String, &Value)> =
+        config.bridges.iter().filter(|(_, s)| s.get("type").and_then(Value::as_str) == Some("matrix")).collect();
     let (name, section) = match (name, matrix.as_slice()) {
-        (Some(n), _) => matrix.iter().find(|(b, _)| b.as_str() == n).copied().ok_or_else(|| anyhow::anyhow!("no Matrix bridge named {n:?} in the config"))?,
+        (Some(n), _) => matrix
+            .iter()
+            .find(|(b, _)| b.as_str() == n)
+            .copied()
+            .ok_or_else(|| anyhow::anyhow!("no Matrix bridge named {n:?} in the config"))?,
         (None, [one]) => *one,
         (None, []) => anyhow::bail!("the config has no bridge of type matrix"),
         (None, _) => anyhow::bail!("the config has several Matrix bridges: say which with --bridge NAME"),
@@ -46,8 +51,9 @@ fn registration(name: &str, section: &Value, double_puppet: bool) -> anyhow::Res
     if let Some(o) = options.as_object_mut() {
         o.remove("type");
     }
-    let bridge = causeway_matrix::MatrixBridge::from_options(options)
-        .map_err(|e| anyhow::anyhow!("bridges.{name}: {}", e.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; ")))?;
+    let bridge = causeway_matrix::MatrixBridge::from_options(options).map_err(|e| {
+        anyhow::anyhow!("bridges.{name}: {}", e.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; "))
+    })?;
     if double_puppet {
         return bridge
             .double_puppet_registration()
@@ -83,13 +89,9 @@ pub fn build(section: &Value) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
         "matrix" => Ok(Arc::new(causeway_matrix::MatrixBridge::from_options(options)?)),
         #[cfg(feature = "email")]
         "email" => Ok(Arc::new(causeway_email::EmailBridge::from_options(options)?)),
-        k if ALL_TYPES.contains(&k) => Err(vec![OptionError::new(
-            "type",
-            format!("bridge type {k:?} is not compiled into this build (cargo feature `{k}`)"),
-        )]),
-        k => Err(vec![OptionError::new(
-            "type",
-            format!("unknown bridge type {k:?} (this build has: {})", compiled().join(", ")),
-        )]),
+        k if ALL_TYPES.contains(&k) => {
+            Err(vec![OptionError::new("type", format!("bridge type {k:?} is not compiled into this build (cargo feature `{k}`)"))])
+        }
+        k => Err(vec![OptionError::new("type", format!("unknown bridge type {k:?} (this build has: {})", compiled().join(", ")))]),
     }
 }

@@ -339,8 +339,8 @@ impl Source for System {
 
 /// Read, parse and validate the config file at `path`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new("", format!("cannot read config file {}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigError::new("", format!("cannot read config file {}: {e}", path.display())))?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse(&text, &System { base })
 }
@@ -509,9 +509,10 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Arc<dyn Bridge>>, Config
             Ok(b) => {
                 bridges.insert(name.clone(), b);
             }
-            Err(errs) => errors.extend(errs.into_iter().map(|e| {
-                ConfigError::new(if e.path.is_empty() { path.clone() } else { format!("{path}.{}", e.path) }, e.message)
-            })),
+            Err(errs) => errors.extend(
+                errs.into_iter()
+                    .map(|e| ConfigError::new(if e.path.is_empty() { path.clone() } else { format!("{path}.{}", e.path) }, e.message)),
+            ),
         }
     }
 
@@ -545,10 +546,7 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Arc<dyn Bridge>>, Config
                 }
             }
             if let Some(other) = linked.insert(link, lpath.clone()) {
-                errors.push(ConfigError::new(
-                    lpath,
-                    format!("bridge {:?} room {:?} is already linked at {other}", link.bridge, link.room),
-                ));
+                errors.push(ConfigError::new(lpath, format!("bridge {:?} room {:?} is already linked at {other}", link.bridge, link.room)));
             }
         }
     }
@@ -735,9 +733,7 @@ people:
 
     #[test]
     fn duplicates_are_reported_all_at_once() {
-        let yaml = format!(
-            "{GOOD}  - id: alice\n    name: ''\n    accounts: {{ hooks: alice }}\n  - id: bob\n    name: Bob\n"
-        );
+        let yaml = format!("{GOOD}  - id: alice\n    name: ''\n    accounts: {{ hooks: alice }}\n  - id: bob\n    name: Bob\n");
         let got = errors(&yaml);
         for want in [
             "people[1].id: \"alice\" is already the id of people[0]",

@@ -109,12 +109,9 @@ impl Directory {
     /// they are in the directory, else the network's display name, else the id.
     pub fn resolve(&self, bridge: &str, sender: RemoteSender) -> Sender {
         match self.by_account.get(&(bridge.to_string(), sender.id.clone())).map(|&i| &self.people[i]) {
-            Some(p) => Sender {
-                id: sender.id,
-                person: Some(p.id.clone()),
-                name: p.name.clone(),
-                avatar: p.avatar.clone().or(sender.avatar),
-            },
+            Some(p) => {
+                Sender { id: sender.id, person: Some(p.id.clone()), name: p.name.clone(), avatar: p.avatar.clone().or(sender.avatar) }
+            }
             None => Sender {
                 name: sender.name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| sender.id.clone()),
                 id: sender.id,

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::Router;
 use axum::Json;
+use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -50,7 +50,8 @@ async fn presence(State(s): State<Surface>, Path(id): Path<String>, headers: Hea
         }
     }
     let Some(id) = s.router.person_id(&id) else {
-        return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": format!("no person {id:?} in the directory")}))).into_response();
+        return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": format!("no person {id:?} in the directory")})))
+            .into_response();
     };
     match s.router.presence.view(&id) {
         Some(v) => Json(v).into_response(),
@@ -60,9 +61,5 @@ async fn presence(State(s): State<Surface>, Path(id): Path<String>, headers: Hea
 }
 
 async fn ready(State(s): State<Surface>) -> impl IntoResponse {
-    if s.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
-    }
+    if s.ready.load(Ordering::Acquire) { (StatusCode::OK, "ready\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting\n") }
 }

@@ -295,7 +295,9 @@ pub enum ImportError {
     TooMany(usize),
     #[error("the LDAP import took longer than {0:?}")]
     Timeout(Duration),
-    #[error("the LDAP search found nobody, where the last import found {0} people: kept those (does the service account still have read rights?)")]
+    #[error(
+        "the LDAP search found nobody, where the last import found {0} people: kept those (does the service account still have read rights?)"
+    )]
     Emptied(usize),
 }
 
@@ -330,7 +332,8 @@ async fn search(config: &LdapConfig, ldap: &mut ldap3::Ldap) -> Result<Imported,
     }
     let failed = |message: String| ImportError::Search { base: config.base.clone(), message };
     let attrs = config.attributes();
-    let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(i32::from(config.page_size)))];
+    let adapters: Vec<Box<dyn Adapter<_, _>>> =
+        vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(i32::from(config.page_size)))];
     let mut stream = ldap
         .streaming_search_with(adapters, &config.base, Scope::Subtree, &config.filter, attrs)
         .await
@@ -363,9 +366,7 @@ async fn search(config: &LdapConfig, ldap: &mut ldap3::Ldap) -> Result<Imported,
 
 /// The person of one entry, and the accounts left out of it (with why).
 pub fn person(config: &LdapConfig, entry: &SearchEntry) -> Result<(PersonConfig, Vec<String>), String> {
-    let attrs = |name: &str| {
-        entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.first().cloned())
-    };
+    let attrs = |name: &str| entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.first().cloned());
     let id = config.id.render(&attrs).map_err(|m| format!("no person id: {m}"))?;
     if !crate::config::valid_person_id(&id) || id.is_empty() {
         return Err(format!("person id {id:?} is not usable (letters, digits, `-`, `_` and `.`, at most 64)"));
@@ -472,7 +473,13 @@ mod tests {
         c.bind_dn = Some("cn=x".into());
         c.ca = Some("not pem".into());
         let errors: Vec<String> = c.check(&|b| b != "nope").into_iter().map(|(p, m)| format!("{p}: {m}")).collect();
-        for want in ["url: \"http://x\" is not", "filter:", "accounts.nope: no bridge", "bind_dn: give bind_dn and password", "ca: holds no certificate"] {
+        for want in [
+            "url: \"http://x\" is not",
+            "filter:",
+            "accounts.nope: no bridge",
+            "bind_dn: give bind_dn and password",
+            "ca: holds no certificate",
+        ] {
             assert!(errors.iter().any(|e| e.starts_with(want)), "{want} in {errors:?}");
         }
         let mut c = config(&[]);

@@ -105,7 +105,8 @@ enum OutboxAction {
 }
 
 /// Log targets that write credentials at debug or trace.
-const SECRET_BEARING_LOGS: [&str; 9] = ["tokio_xmpp", "xmpp_parsers", "async_imap", "imap_proto", "lettre", "hyper", "hyper_util", "h2", "reqwest"];
+const SECRET_BEARING_LOGS: [&str; 9] =
+    ["tokio_xmpp", "xmpp_parsers", "async_imap", "imap_proto", "lettre", "hyper", "hyper_util", "h2", "reqwest"];
 
 fn init_logs(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     // Libraries that log what they send, credentials included, at debug or
@@ -194,13 +195,7 @@ async fn command(command: Command, config: Option<PathBuf>) -> anyhow::Result<Ex
                 Err(code) => return Ok(code),
             };
             let c = &loaded.config;
-            println!(
-                "{}: ok ({} bridges, {} portals, {} people)",
-                config.display(),
-                loaded.bridges.len(),
-                c.portals.len(),
-                c.people.len()
-            );
+            println!("{}: ok ({} bridges, {} portals, {} people)", config.display(), loaded.bridges.len(), c.portals.len(), c.people.len());
         }
         Command::Run => {
             let loaded = match load(&config()?) {
@@ -242,11 +237,7 @@ async fn command(command: Command, config: Option<PathBuf>) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-async fn outbox(
-    store: &dyn causeway::store::Store,
-    json: bool,
-    action: Option<OutboxAction>,
-) -> anyhow::Result<ExitCode> {
+async fn outbox(store: &dyn causeway::store::Store, json: bool, action: Option<OutboxAction>) -> anyhow::Result<ExitCode> {
     let (state, limit) = match action {
         None => {
             let depths = store.outbox_depths().await?;

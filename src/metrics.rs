@@ -139,15 +139,27 @@ impl Metrics {
         );
         registry.register("store_commit_batch_events", "Events per store transaction", commit_batch.clone());
         registry.register("bridge_up", "1 while the bridge is connected to its network", bridge_up.clone());
-        registry.register("direct_conversations_opened", "Direct conversations opened, by the bridge where they started", direct_opened.clone());
+        registry.register(
+            "direct_conversations_opened",
+            "Direct conversations opened, by the bridge where they started",
+            direct_opened.clone(),
+        );
         registry.register("ghosts", "Ghosts a bridge keeps on its network", ghosts.clone());
         registry.register("presence_updates", "Presence changes shown to other networks, by origin bridge", presence_updates.clone());
         registry.register("directory_people", "People in the directory, by source", directory_people.clone());
         registry.register("directory_skipped", "Directory entries the last import could not use, by source", directory_skipped.clone());
         registry.register("directory_imports", "Directory imports by result (ok, failed)", directory_imports.clone());
         registry.register("reconciled", "Events the network never pushed that the bridge found itself, by bridge", reconciled.clone());
-        registry.register("fetch_refused", "Links from another network not fetched (sent as links), by bridge and reason", fetch_refused.clone());
-        registry.register("held_back", "Deliveries held back to go out gathered later (send limit, batched notices), by bridge and reason", held_back.clone());
+        registry.register(
+            "fetch_refused",
+            "Links from another network not fetched (sent as links), by bridge and reason",
+            fetch_refused.clone(),
+        );
+        registry.register(
+            "held_back",
+            "Deliveries held back to go out gathered later (send limit, batched notices), by bridge and reason",
+            held_back.clone(),
+        );
         for r in ["ok", "failed"] {
             let _ = directory_imports.get_or_create(&ResultLabel { result: r.into() });
         }

@@ -117,7 +117,8 @@ impl Outbox {
     ) -> tokio::task::JoinHandle<()> {
         let (tx, rx) = mpsc::channel(4096);
         let completer = tokio::spawn(complete(store.clone(), metrics.clone(), rx));
-        let outbox = Arc::new(Outbox { store, metrics, router: router.clone(), bridges, config, completions: tx, earlier_run: Default::default() });
+        let outbox =
+            Arc::new(Outbox { store, metrics, router: router.clone(), bridges, config, completions: tx, earlier_run: Default::default() });
         let (now, mut added) = router.take_lanes();
         let mut lanes = Vec::new();
         for (link, feed) in now {
@@ -296,14 +297,14 @@ impl Outbox {
             };
             let caps = bridge.capabilities(&link.room);
             let policy = bridge.degrade_for(&link.room, event.body.kind(), self.router.degrade_policy(link));
-            let body = degrade(translated, &caps, policy)
-                .filter(|b| !(b.is_ephemeral() && age_ms > EPHEMERAL_MAX_AGE_MS));
+            let body = degrade(translated, &caps, policy).filter(|b| !(b.is_ephemeral() && age_ms > EPHEMERAL_MAX_AGE_MS));
             let Some(body) = body else {
                 self.metrics.skipped.get_or_create(&label).inc();
                 let _ = self.completions.send(done(None)).await;
                 return true;
             };
-            let stands_for = (!matches!(event.body, Body::Message { .. }) && matches!(body, Body::Message { .. })).then(|| event.body.kind());
+            let stands_for =
+                (!matches!(event.body, Body::Message { .. }) && matches!(body, Body::Message { .. })).then(|| event.body.kind());
             let delivery = Delivery {
                 id: delivery_id.clone(),
                 room: link.room.clone(),

@@ -301,7 +301,13 @@ impl Router {
     }
 
     /// Hand a submission to the writer and wait for its answer.
-    async fn submit_to_writer(&self, bridge: String, incoming: Incoming, synthetic: bool, back_to_origin: bool) -> Result<Accepted, SubmitError> {
+    async fn submit_to_writer(
+        &self,
+        bridge: String,
+        incoming: Incoming,
+        synthetic: bool,
+        back_to_origin: bool,
+    ) -> Result<Accepted, SubmitError> {
         let (reply, answer) = oneshot::channel();
         let sub = Submission { bridge, incoming, reply, synthetic, back_to_origin };
         self.submissions.send(sub).await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?;
@@ -320,7 +326,10 @@ impl Router {
         let quote: String = text.plain.chars().take(60).collect();
         let more = if text.plain.chars().count() > 60 { "…" } else { "" };
         let reason: String = reason.chars().take(200).collect();
-        Some((origin, format!("Not delivered to {} ({}): \"{quote}{more}\" from {}: {reason}", target.room, target.bridge, event.sender.name)))
+        Some((
+            origin,
+            format!("Not delivered to {} ({}): \"{quote}{more}\" from {}: {reason}", target.room, target.bridge, event.sender.name),
+        ))
     }
 
     /// The degradation policy of the portal a link belongs to.
@@ -390,7 +399,8 @@ impl Router {
             Recipient::Person(id) => {
                 let directory = self.directory();
                 let person = directory.person(id).ok_or_else(|| DirectError::Unknown(format!("nobody called {id:?} in the directory")))?;
-                let targets: Vec<_> = person.accounts.iter().filter(|(b, _)| b.as_str() != from_bridge).map(|(b, a)| (b.clone(), a.clone())).collect();
+                let targets: Vec<_> =
+                    person.accounts.iter().filter(|(b, _)| b.as_str() != from_bridge).map(|(b, a)| (b.clone(), a.clone())).collect();
                 if targets.is_empty() {
                     return Err(DirectError::Unsupported(format!("{} has no account on another network", person.name)));
                 }
@@ -420,7 +430,9 @@ impl Router {
     /// `Some(its id there)`.
     pub fn copy_elsewhere(&self, link: &Link, origin: &str) -> Option<Option<String>> {
         let seen = self.relayed_elsewhere.lock().unwrap_or_else(|e| e.into_inner());
-        seen.get(&(link.bridge.clone(), link.room.clone(), origin.to_string())).filter(|(_, at)| at.elapsed() < RELAYED_ELSEWHERE_FOR).map(|(c, _)| c.clone())
+        seen.get(&(link.bridge.clone(), link.room.clone(), origin.to_string()))
+            .filter(|(_, at)| at.elapsed() < RELAYED_ELSEWHERE_FOR)
+            .map(|(c, _)| c.clone())
     }
 
     /// Whether `sender` (on `bridge`) may edit or take back the event
@@ -428,17 +440,13 @@ impl Router {
     /// person of the directory. `hits` and `batch` are where the target's
     /// author is found (the store, or earlier in this batch).
     fn may_change(&self, bridge: &str, sender: &Sender, target: &str, hits: &HashMap<RemoteKey, MapHit>, batch: &[NewEvent]) -> bool {
-        let author = hits
-            .values()
-            .find(|h| h.event_id == target)
-            .and_then(|h| h.author.clone())
-            .or_else(|| {
-                batch.iter().find(|ne| ne.event.id == target).map(|ne| Author {
-                    bridge: ne.event.origin.bridge.clone(),
-                    sender: ne.event.sender.id.clone(),
-                    person: ne.event.sender.person.clone(),
-                })
-            });
+        let author = hits.values().find(|h| h.event_id == target).and_then(|h| h.author.clone()).or_else(|| {
+            batch.iter().find(|ne| ne.event.id == target).map(|ne| Author {
+                bridge: ne.event.origin.bridge.clone(),
+                sender: ne.event.sender.id.clone(),
+                person: ne.event.sender.person.clone(),
+            })
+        });
         match author {
             Some(a) => (a.bridge == bridge && a.sender == sender.id) || (a.person.is_some() && a.person == sender.person),
             None => false,
@@ -696,7 +704,8 @@ impl Host for Router {
                     continue;
                 }
             };
-            let links = vec![Link { bridge: bridge.to_string(), room: room.to_string() }, Link { bridge: target.clone(), room: target_room }];
+            let links =
+                vec![Link { bridge: bridge.to_string(), room: room.to_string() }, Link { bridge: target.clone(), room: target_room }];
             // The other side's room may be a conversation already (opened
             // from there): this room joins it, unless that conversation has
             // a room on this bridge already (the same two people through
@@ -707,7 +716,10 @@ impl Host for Router {
                     let t = self.topology();
                     let p = &t.portals[i];
                     if let Some(other) = p.links.iter().find(|l| l.bridge == bridge) {
-                        return Err(DirectError::Unsupported(format!("this conversation already runs through {}; write there", other.room)));
+                        return Err(DirectError::Unsupported(format!(
+                            "this conversation already runs through {}; write there",
+                            other.room
+                        )));
                     }
                     (p.id.clone(), p.links.clone())
                 }
@@ -780,7 +792,8 @@ impl Host for Router {
     fn relayed_by_peer(&self, bridge: &str, room: &str, origin: &str, sig: &str, copy: Option<&str>) {
         let Some(secret) = self.peer_secret.as_ref().filter(|_| self.standby.is_some()) else { return };
         let material = mark_material(room, origin);
-        if origin.is_empty() || origin.len() > 256 || !causeway_core::sign::verify_hex(secret.expose().as_bytes(), material.as_bytes(), sig) {
+        if origin.is_empty() || origin.len() > 256 || !causeway_core::sign::verify_hex(secret.expose().as_bytes(), material.as_bytes(), sig)
+        {
             // Not the peer's: anyone can write a mark, only the peer signs it.
             tracing::debug!(bridge, room, origin, "a marked copy not signed by the peer");
             return;

@@ -19,10 +19,11 @@ use tokio_xmpp::minidom::Element;
 async fn the_demo_joins_four_networks_and_ctrl_c_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
-    let ports: Vec<(&str, u16)> = ["DEMO_HTTP", "DEMO_XMPP", "DEMO_COMPONENT", "DEMO_MATRIX", "DEMO_SMTP", "DEMO_IMAP", "DEMO_LMTP", "DEMO_AUTH"]
-        .into_iter()
-        .map(|k| (k, free_port()))
-        .collect();
+    let ports: Vec<(&str, u16)> =
+        ["DEMO_HTTP", "DEMO_XMPP", "DEMO_COMPONENT", "DEMO_MATRIX", "DEMO_SMTP", "DEMO_IMAP", "DEMO_LMTP", "DEMO_AUTH"]
+            .into_iter()
+            .map(|k| (k, free_port()))
+            .collect();
     let port = |k: &str| ports.iter().find(|(n, _)| *n == k).unwrap().1;
     let mut demo = tokio::process::Command::new("bash")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/demo/run.sh"))
@@ -39,7 +40,11 @@ async fn the_demo_joins_four_networks_and_ctrl_c_stops_it() {
     let mut printed = String::new();
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let line = tokio::time::timeout_at(deadline.into(), lines.next_line()).await.expect("the demo never got ready").unwrap().expect("the demo ended");
+        let line = tokio::time::timeout_at(deadline.into(), lines.next_line())
+            .await
+            .expect("the demo never got ready")
+            .unwrap()
+            .expect("the demo ended");
         printed.push_str(&line);
         printed.push('\n');
         if line == "demo ready" {
@@ -59,7 +64,10 @@ async fn the_demo_joins_four_networks_and_ctrl_c_stops_it() {
     let text = "hello from a real XMPP client";
     alice.say(vec![Element::builder("body", common::xmpp::NS_CLIENT).append(text).build()]).await.unwrap();
 
-    let m = bob.next_matching(Duration::from_secs(30), |e| e["content"]["body"] == text).await.unwrap_or_else(|e| panic!("not on Matrix: {e}\n{}", log()));
+    let m = bob
+        .next_matching(Duration::from_secs(30), |e| e["content"]["body"] == text)
+        .await
+        .unwrap_or_else(|e| panic!("not on Matrix: {e}\n{}", log()));
     assert_eq!(m["sender"], "@causeway_alice:matrix.test");
     loop {
         let got = hook.next(Duration::from_secs(30)).await;

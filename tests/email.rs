@@ -73,7 +73,8 @@ async fn a_mail_reaches_the_room_and_the_answer_threads_under_it() {
     let mail = MailServer::start();
     let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
     // Each edit a mail of its own (the default gathers them: tests/security.rs).
-    let each = config(&mail, &hook.url(), LIST_NOW).replace("policy: { allow: [partner.example] }", "policy: { allow: [partner.example] }, changes: each");
+    let each = config(&mail, &hook.url(), LIST_NOW)
+        .replace("policy: { allow: [partner.example] }", "policy: { allow: [partner.example] }, changes: each");
     assert!(each.contains("changes: each"));
     let d = start_config(&mail, &each).await;
     let mut alice = MailPeer::new(&mail, "alice", "Alice L.");
@@ -122,7 +123,8 @@ async fn a_mail_reaches_the_room_and_the_answer_threads_under_it() {
     };
     let edit = json!({"sender": {"id": "dave"}, "type": "edit", "target": "dave-1", "text": "Cleaning up now, done by noon."});
     assert_eq!(post(&reqwest::Client::new(), &d.url("/bridges/hooks/w"), "tw", &edit).await.0, 202);
-    let raw = mail.wait_for("alice", "INBOX", T, |m| m.body_text(0).is_some_and(|b| b.contains("(edited) Cleaning up now, done by noon."))).await;
+    let raw =
+        mail.wait_for("alice", "INBOX", T, |m| m.body_text(0).is_some_and(|b| b.contains("(edited) Cleaning up now, done by noon."))).await;
     let m = MessageParser::default().parse(&raw).unwrap();
     assert_eq!(text_of(m.in_reply_to()).as_deref(), Some(answer_id.as_str()), "the follow-up answers the edited mail");
 }
@@ -164,10 +166,18 @@ async fn a_forged_from_is_quarantined_when_authentication_is_required() {
     let strict = config(&mail, &hook.url(), LIST_NOW)
         .replace("policy: { allow: [partner.example] }", "policy: { authserv_id: smtp.mail.test, require_authentication: true }");
     let d = start_config(&mail, &strict).await;
-    let mail_from = |subject: &str, extra: &str| format!("From: Alice <alice@mail.test>\nTo: {LIST}\nSubject: {subject}\nMessage-ID: <{subject}@mail.test>\n{extra}\n{subject} body\n");
+    let mail_from = |subject: &str, extra: &str| {
+        format!(
+            "From: Alice <alice@mail.test>\nTo: {LIST}\nSubject: {subject}\nMessage-ID: <{subject}@mail.test>\n{extra}\n{subject} body\n"
+        )
+    };
     mail.submit("alice", "alice@mail.test", &[LIST], &mail_from("signed-in", ""));
     // A stranger on the SMTP port, with a verdict of its own making.
-    mail.send("alice@mail.test", &[LIST], &mail_from("forged-verdict", "Authentication-Results: smtp.mail.test; auth=pass smtp.auth=alice@mail.test\n"));
+    mail.send(
+        "alice@mail.test",
+        &[LIST],
+        &mail_from("forged-verdict", "Authentication-Results: smtp.mail.test; auth=pass smtp.auth=alice@mail.test\n"),
+    );
     mail.send("alice@mail.test", &[LIST], &mail_from("no-verdict", ""));
     // Bob is logged in, but not as alice.
     mail.submit("bob", "bob@mail.test", &[LIST], &mail_from("bob-as-alice", ""));
@@ -179,10 +189,17 @@ async fn a_forged_from_is_quarantined_when_authentication_is_required() {
             texts.push(got.json["text"].as_str().unwrap_or_default().to_string());
         }
     }
-    texts.extend(hook.drain(Duration::from_secs(2)).await.into_iter().filter(|r| r.json["type"] == "message").map(|r| r.json["text"].as_str().unwrap_or_default().to_string()));
+    texts.extend(
+        hook.drain(Duration::from_secs(2))
+            .await
+            .into_iter()
+            .filter(|r| r.json["type"] == "message")
+            .map(|r| r.json["text"].as_str().unwrap_or_default().to_string()),
+    );
     assert_eq!(texts.len(), 2, "only what alice sent logged in: {texts:?}");
     assert!(texts[0].contains("signed-in body"), "{texts:?}");
-    let quarantined: Vec<String> = mail.fetch("bridge", "Quarantine").into_iter().map(|(_, m)| String::from_utf8_lossy(&m).to_string()).collect();
+    let quarantined: Vec<String> =
+        mail.fetch("bridge", "Quarantine").into_iter().map(|(_, m)| String::from_utf8_lossy(&m).to_string()).collect();
     assert_eq!(quarantined.len(), 3, "{quarantined:?}");
     for subject in ["forged-verdict", "no-verdict", "bob-as-alice"] {
         assert!(quarantined.iter().any(|m| m.contains(&format!("Subject: {subject}"))), "{subject} is kept aside");
@@ -204,7 +221,11 @@ async fn a_mail_nested_fifty_thousand_levels_deep_is_quarantined() {
         "Content-Type: message/rfc822\r\n\r\n".repeat(50_000)
     );
     mail.append("bridge", "INBOX", deep.as_bytes());
-    mail.send("alice@mail.test", &[LIST], &format!("From: alice@mail.test\nTo: {LIST}\nSubject: after\nMessage-ID: <after@mail.test>\n\nstill here\n"));
+    mail.send(
+        "alice@mail.test",
+        &[LIST],
+        &format!("From: alice@mail.test\nTo: {LIST}\nSubject: after\nMessage-ID: <after@mail.test>\n\nstill here\n"),
+    );
     let got = loop {
         let got = hook.next(T).await;
         if got.json["type"] == "message" {
@@ -233,8 +254,16 @@ async fn auto_replies_bounces_and_strangers_are_not_taken() {
         "From: Mail Delivery System <MAILER-DAEMON@mail.test>\nTo: bridge+ops@mail.test\nSubject: Undelivered Mail\nMessage-ID: <b1@mail.test>\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=R\n\n--R\nContent-Type: text/plain\n\nbounced\n--R--\n",
     );
     // A stranger, and someone from an allowed domain.
-    mail.send("eve@mail.test", &[LIST], "From: Eve <eve@evil.example>\nTo: bridge+ops@mail.test\nSubject: cheap pills\nMessage-ID: <eve@evil.example>\n\nbuy\n");
-    mail.send("bob@mail.test", &[LIST], "From: Pat <pat@partner.example>\nTo: bridge+ops@mail.test\nSubject: hello\nMessage-ID: <pat@partner.example>\n\nfrom a partner\n");
+    mail.send(
+        "eve@mail.test",
+        &[LIST],
+        "From: Eve <eve@evil.example>\nTo: bridge+ops@mail.test\nSubject: cheap pills\nMessage-ID: <eve@evil.example>\n\nbuy\n",
+    );
+    mail.send(
+        "bob@mail.test",
+        &[LIST],
+        "From: Pat <pat@partner.example>\nTo: bridge+ops@mail.test\nSubject: hello\nMessage-ID: <pat@partner.example>\n\nfrom a partner\n",
+    );
     let got = loop {
         let got = hook.next(T).await;
         if got.json["type"] == "message" {
@@ -269,7 +298,8 @@ async fn restarts_of_causeway_and_dovecot_mid_stream_take_each_mail_once() {
     let sender = std::thread::spawn(move || {
         let _ = dir;
         for i in 0..N {
-            let raw = format!("From: alice@mail.test\nTo: {LIST}\nSubject: m {i}\nMessage-ID: <stream-{i}@mail.test>\n\nmail #{i}\n").replace('\n', "\r\n");
+            let raw = format!("From: alice@mail.test\nTo: {LIST}\nSubject: m {i}\nMessage-ID: <stream-{i}@mail.test>\n\nmail #{i}\n")
+                .replace('\n', "\r\n");
             let mut child = std::process::Command::new("python3")
                 .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/mail_client.py"))
                 .args(["send", &smtp.to_string(), "alice@mail.test", LIST])
@@ -308,7 +338,8 @@ async fn restarts_of_causeway_and_dovecot_mid_stream_take_each_mail_once() {
             // Where each was lost: never taken from the mailbox, or taken
             // (archived) and not delivered.
             let archived = common::archived_texts(&d.db(), "ops").await;
-            let taken: Vec<usize> = missing.iter().copied().filter(|i| archived.iter().any(|t| t.trim_end().ends_with(&format!("mail #{i}")))).collect();
+            let taken: Vec<usize> =
+                missing.iter().copied().filter(|i| archived.iter().any(|t| t.trim_end().ends_with(&format!("mail #{i}")))).collect();
             let in_box = mail.fetch("bridge", "INBOX").len();
             let traces: Vec<String> = missing.iter().map(|i| mail.trace(&format!("stream-{i}@mail.test"))).collect();
             panic!(

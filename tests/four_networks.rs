@@ -40,9 +40,7 @@ async fn conformance_of_all_four(w: &mut World) -> conformance::Report {
     alice.caps = Capabilities { threads: false, ..Capabilities::ALL };
     let opts = conformance::Options { timeout: T, ..Default::default() };
     let mut peers: Vec<&mut dyn Peer> = vec![&mut web, &mut alice, &mut bob, &mut carol];
-    conformance::run_all(&mut peers, &opts)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n{}", w.daemon.log(), w.mail.log()))
+    conformance::run_all(&mut peers, &opts).await.unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n{}", w.daemon.log(), w.mail.log()))
 }
 
 /// Presence set on XMPP shows on the person's Matrix ghost within two
@@ -74,8 +72,14 @@ async fn presence_crosses_within_two_seconds() {
     assert_eq!((api["show"].as_str(), api["status"].as_str()), (Some("away"), Some("lunch")), "{api}");
     assert_eq!(api["accounts"]["xmpp"]["show"], "away");
     let mut text = String::new();
-    while !text.lines().any(|l| l.starts_with("data:") && l.contains(r#""type":"presence""#) && l.contains(r#""show":"away""#) && l.contains("Alice Liddell")) {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), sse.chunk()).await.expect("no presence on the event stream").unwrap().expect("stream ended");
+    while !text.lines().any(|l| {
+        l.starts_with("data:") && l.contains(r#""type":"presence""#) && l.contains(r#""show":"away""#) && l.contains("Alice Liddell")
+    }) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), sse.chunk())
+            .await
+            .expect("no presence on the event stream")
+            .unwrap()
+            .expect("stream ended");
         text.push_str(&String::from_utf8_lossy(&chunk));
     }
     drop(sse);
@@ -142,12 +146,19 @@ async fn prometheus_scrapes_what_the_dashboard_and_alerts_use() {
     let prom = common::Prometheus::start(&format!("127.0.0.1:{}", w.daemon.port), &rules);
     // Traffic on every bridge: the conformance run, and a refused request.
     conformance_of_all_four(&mut w).await;
-    let refused = reqwest::Client::new().post(w.daemon.url("/bridges/hooks/w")).bearer_auth("wrong").json(&serde_json::json!({})).send().await.unwrap();
+    let refused = reqwest::Client::new()
+        .post(w.daemon.url("/bridges/hooks/w"))
+        .bearer_auth("wrong")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(refused.status().as_u16(), 401);
     // A few scrapes after it all.
     tokio::time::sleep(Duration::from_secs(4)).await;
 
-    let dashboard: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("grafana/dashboards/causeway.json")).unwrap()).unwrap();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("grafana/dashboards/causeway.json")).unwrap()).unwrap();
     common::check_grafana_dashboard(&dashboard);
     let mut checked = 0;
     for panel in dashboard["panels"].as_array().unwrap() {
@@ -159,7 +170,11 @@ async fn prometheus_scrapes_what_the_dashboard_and_alerts_use() {
         }
     }
     let rules_text = std::fs::read_to_string(&rules).unwrap();
-    let mut metrics: Vec<String> = rules_text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("causeway_")).map(str::to_string).collect();
+    let mut metrics: Vec<String> = rules_text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("causeway_"))
+        .map(str::to_string)
+        .collect();
     metrics.sort();
     metrics.dedup();
     for m in &metrics {

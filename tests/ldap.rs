@@ -37,7 +37,12 @@ impl Slapd {
 
     fn up(&self) {
         let out = Command::new("bash").arg(script()).arg("start").arg(self.dir.path()).arg(self.port.to_string()).output().unwrap();
-        assert!(out.status.success(), "slapd did not start:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "slapd did not start:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     fn down(&self) {
@@ -140,7 +145,12 @@ async fn shown_as(d: &Daemon, hook: &mut Hook, sender: &str, text: &str) -> (Str
 }
 
 fn people_cli(config: &Path) -> (std::process::Output, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_causeway")).args(["people", "--json", "--config"]).arg(config).env_remove("SSL_CERT_FILE").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_causeway"))
+        .args(["people", "--json", "--config"])
+        .arg(config)
+        .env_remove("SSL_CERT_FILE")
+        .output()
+        .unwrap();
     let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out, json)
 }
@@ -178,7 +188,8 @@ async fn people_come_from_ldap_and_follow_it() {
     assert_eq!(d.metric("causeway_directory_skipped", r#"source="ldap""#).await, 2.0);
 
     // A change in the directory shows after the next refresh.
-    slapd.apply("dn: uid=alice,ou=people,dc=corp,dc=test\nchangetype: modify\nreplace: displayName\ndisplayName: Alice Pleasance Liddell\n");
+    slapd
+        .apply("dn: uid=alice,ou=people,dc=corp,dc=test\nchangetype: modify\nreplace: displayName\ndisplayName: Alice Pleasance Liddell\n");
     let deadline = Instant::now() + T;
     let mut i = 0;
     loop {
@@ -226,7 +237,8 @@ async fn people_come_from_ldap_and_follow_it() {
     // Everyone gone from the directory at once: far likelier a broken
     // import than an emptied company; the people are kept.
     let mut gone = String::new();
-    for uid in ["alice", "bob", "x:y", "dave", "carol", "erin"].into_iter().map(String::from).chain((0..CROWD).map(|i| format!("p{i:03}"))) {
+    for uid in ["alice", "bob", "x:y", "dave", "carol", "erin"].into_iter().map(String::from).chain((0..CROWD).map(|i| format!("p{i:03}")))
+    {
         gone += &format!("dn: uid={uid},ou=people,dc=corp,dc=test\nchangetype: delete\n\n");
     }
     slapd.apply(&gone);

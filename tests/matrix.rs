@@ -134,7 +134,12 @@ async fn transactions_are_authenticated_deduplicated_and_hostile_events_dropped(
     assert_eq!(got.json["text"], "the one good event", "{}", got.json);
     // Again as the same transaction, and the good event in a new one: nothing new.
     assert_eq!(push(&d, "h1", Some("hs-secret-token"), &hostile).await.0, 200);
-    assert_eq!(push(&d, "h2", Some("hs-secret-token"), &json!({"events": [event("$good", &room, "@alice:matrix.test", "the one good event")]})).await.0, 200);
+    assert_eq!(
+        push(&d, "h2", Some("hs-secret-token"), &json!({"events": [event("$good", &room, "@alice:matrix.test", "the one good event")]}))
+            .await
+            .0,
+        200
+    );
     // Not JSON at all.
     let r = reqwest::Client::new()
         .put(d.url("/bridges/matrix/_matrix/app/v1/transactions/h3"))
@@ -333,12 +338,20 @@ async fn typing_topic_and_membership_cross_both_ways() {
     alice.send_state("m.room.topic", json!({"topic": "launch day"})).await.unwrap();
     from_hook(&mut hook, "topic", &|j| j["type"] == "topic" && j["topic"] == "launch day").await;
     let bob = MatrixPeer::join(&synapse.url(), "bob", ALIAS).await;
-    from_hook(&mut hook, "join", &|j| j["type"] == "membership" && j["membership"] == "join" && j["sender"]["id"] == "@bob:matrix.test").await;
+    from_hook(&mut hook, "join", &|j| j["type"] == "membership" && j["membership"] == "join" && j["sender"]["id"] == "@bob:matrix.test")
+        .await;
     // Alice (a moderator now) removes Bob: it is Bob who leaves, not Alice.
     let kick = format!("{}/_matrix/client/v3/rooms/{}/kick", synapse.url(), alice.room_id.replace('!', "%21").replace(':', "%3A"));
-    let r = reqwest::Client::new().post(kick).bearer_auth(alice_token(&synapse).await).json(&json!({"user_id": "@bob:matrix.test"})).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(kick)
+        .bearer_auth(alice_token(&synapse).await)
+        .json(&json!({"user_id": "@bob:matrix.test"}))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    from_hook(&mut hook, "leave", &|j| j["type"] == "membership" && j["membership"] == "leave" && j["sender"]["id"] == "@bob:matrix.test").await;
+    from_hook(&mut hook, "leave", &|j| j["type"] == "membership" && j["membership"] == "leave" && j["sender"]["id"] == "@bob:matrix.test")
+        .await;
     drop(bob);
 
     // Webhook → Matrix.
@@ -351,18 +364,22 @@ async fn typing_topic_and_membership_cross_both_ways() {
     };
     assert_eq!(post(&client, &url, "tw", &dave(json!({"type": "typing", "active": true}))).await.0, 202);
     alice
-        .next_matching(T, |e| e["type"] == "m.typing" && e["content"]["user_ids"].as_array().is_some_and(|u| u.iter().any(|u| u == "@causeway_dave:matrix.test")))
+        .next_matching(T, |e| {
+            e["type"] == "m.typing"
+                && e["content"]["user_ids"].as_array().is_some_and(|u| u.iter().any(|u| u == "@causeway_dave:matrix.test"))
+        })
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     assert_eq!(post(&client, &url, "tw", &dave(json!({"type": "topic", "topic": "launch moved"}))).await.0, 202);
     alice.next_matching(T, |e| e["type"] == "m.room.topic" && e["content"]["topic"] == "launch moved").await.unwrap();
     assert_eq!(post(&client, &url, "tw", &dave(json!({"type": "membership", "membership": "leave"}))).await.0, 202);
     alice
-        .next_matching(T, |e| e["type"] == "m.room.member" && e["state_key"] == "@causeway_dave:matrix.test" && e["content"]["membership"] == "leave")
+        .next_matching(T, |e| {
+            e["type"] == "m.room.member" && e["state_key"] == "@causeway_dave:matrix.test" && e["content"]["membership"] == "leave"
+        })
         .await
         .unwrap_or_else(|e| panic!("the ghost did not leave: {e}\n{}", d.log()));
 }
-
 
 /// A login token for alice (a second session).
 async fn alice_token(synapse: &Synapse) -> String {
@@ -403,7 +420,13 @@ async fn sigkill_while_sending_to_matrix_doubles_nothing() {
             let pending = d.cli(&["outbox", "pending"]);
             let dead = d.cli(&["outbox", "dead"]);
             let missing: Vec<usize> = (0..N).filter(|i| !seen.contains_key(i)).collect();
-            panic!("{} of {N} arrived, missing {missing:?}\n{}\n{}\n{}", seen.len(), String::from_utf8_lossy(&pending.stdout), String::from_utf8_lossy(&dead.stdout), d.log());
+            panic!(
+                "{} of {N} arrived, missing {missing:?}\n{}\n{}\n{}",
+                seen.len(),
+                String::from_utf8_lossy(&pending.stdout),
+                String::from_utf8_lossy(&dead.stdout),
+                d.log()
+            );
         }
         if let Ok(e) = alice.next_matching(Duration::from_secs(5), |e| e["type"] == "m.room.message").await {
             count(&e, &mut seen);
@@ -537,13 +560,19 @@ async fn double_puppeting_speaks_as_the_persons_own_account() {
     let edit = json!({"type": "edit", "sender": {"id": "bob"}, "target": "w-1", "text": "bob, edited"});
     let (status, body) = post(&client, &url, "tw", &edit).await;
     assert_eq!(status, 202, "{body}");
-    let m = alice.next_matching(T, |e| e["content"]["m.new_content"]["body"] == "bob, edited").await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let m = alice
+        .next_matching(T, |e| e["content"]["m.new_content"]["body"] == "bob, edited")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     assert_eq!(m["sender"], "@bob:matrix.test");
     assert_eq!(m["content"]["m.relates_to"]["event_id"], bobs_event.as_str());
     let react = json!({"type": "reaction", "sender": {"id": "bob"}, "target": "w-1", "key": "👍"});
     assert_eq!(post(&client, &url, "tw", &react).await.0, 202);
     let m = alice.next_matching(T, |e| e["type"] == "m.reaction").await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
-    assert_eq!((m["sender"].as_str(), m["content"]["m.relates_to"]["event_id"].as_str()), (Some("@bob:matrix.test"), Some(bobs_event.as_str())));
+    assert_eq!(
+        (m["sender"].as_str(), m["content"]["m.relates_to"]["event_id"].as_str()),
+        (Some("@bob:matrix.test"), Some(bobs_event.as_str()))
+    );
 
     // Bob writing in his own Matrix client reaches the webhook as Bob, also
     // with the mark copied into it; what Causeway said as him never does.
@@ -556,9 +585,19 @@ async fn double_puppeting_speaks_as_the_persons_own_account() {
         seen.push(hook.next(T).await);
     }
     seen.extend(hook.drain(Duration::from_secs(2)).await);
-    let said: Vec<String> = seen.iter().filter(|r| r.json["type"] == "message").map(|r| format!("{} {}", r.json["sender"]["person"], r.json["text"])).collect();
-    assert_eq!(said, [r#""bob" "typed by bob""#, r#""bob" "forwarded by bob""#], "{:?}", seen.iter().map(|r| r.json.to_string()).collect::<Vec<_>>());
-    assert!(seen.iter().all(|r| r.json["type"] != "edit" && r.json["type"] != "reaction"), "echoes: {:?}", seen.iter().map(|r| r.json.to_string()).collect::<Vec<_>>());
+    let said: Vec<String> =
+        seen.iter().filter(|r| r.json["type"] == "message").map(|r| format!("{} {}", r.json["sender"]["person"], r.json["text"])).collect();
+    assert_eq!(
+        said,
+        [r#""bob" "typed by bob""#, r#""bob" "forwarded by bob""#],
+        "{:?}",
+        seen.iter().map(|r| r.json.to_string()).collect::<Vec<_>>()
+    );
+    assert!(
+        seen.iter().all(|r| r.json["type"] != "edit" && r.json["type"] != "reaction"),
+        "echoes: {:?}",
+        seen.iter().map(|r| r.json.to_string()).collect::<Vec<_>>()
+    );
     // Recognised at the door, not left to the router's loop check (which
     // depends on the send's answer being stored first).
     assert_eq!(d.metric("causeway_events_dropped_total", r#"bridge="matrix",reason="loop""#).await, 0.0);
@@ -576,7 +615,8 @@ async fn tarpit() -> String {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut buf = [0u8; 4096];
                 let _ = sock.read(&mut buf).await;
-                let _ = sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n").await;
+                let _ =
+                    sock.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000\r\n\r\n").await;
                 // Bounded: a minute at most, then the connection closes.
                 for _ in 0..60 {
                     if sock.write_all(b"x").await.is_err() {
@@ -606,7 +646,10 @@ async fn a_tarpit_attachment_does_not_hold_the_room() {
     assert_eq!(post(&http, &d.url("/bridges/hooks/w"), "tw", &with_file).await.0, 202);
     assert_eq!(post(&http, &d.url("/bridges/hooks/w"), "tw", &json!({"sender": {"id": "dave"}, "text": "after the file"})).await.0, 202);
     let body = |e: &serde_json::Value| e["content"]["body"].as_str().unwrap_or_default().to_string();
-    let first = alice.next_matching(Duration::from_secs(60), |e| body(e).contains("see the file")).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let first = alice
+        .next_matching(Duration::from_secs(60), |e| body(e).contains("see the file"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     assert!(body(&first).contains(&slow), "the link instead of the file: {first}");
     alice.next_matching(Duration::from_secs(30), |e| body(e) == "after the file").await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     // request_timeout is 10 s in these tests; the tarpit would drip for a minute.
@@ -632,7 +675,9 @@ async fn a_message_larger_than_a_matrix_event_arrives_in_numbered_parts() {
     let mut parts = 0;
     while !got.contains("line 02999") {
         let e = alice
-            .next_matching(Duration::from_secs(30), |e| e["content"]["body"].as_str().is_some_and(|b| b.starts_with('(') && b.contains("line ")))
+            .next_matching(Duration::from_secs(30), |e| {
+                e["content"]["body"].as_str().is_some_and(|b| b.starts_with('(') && b.contains("line "))
+            })
             .await
             .unwrap_or_else(|e| panic!("after {parts} parts: {e}\n{}", d.log()));
         let b = e["content"]["body"].as_str().unwrap();
@@ -660,9 +705,15 @@ async fn with_oversize_file_a_long_message_is_its_first_lines_and_a_text_file() 
     let http = reqwest::Client::new();
     assert_eq!(post(&http, &d.url("/bridges/hooks/w"), "tw", &json!({"sender": {"id": "dave"}, "text": text})).await.0, 202);
     let body = |e: &serde_json::Value| e["content"]["body"].as_str().unwrap_or_default().to_string();
-    let first = alice.next_matching(Duration::from_secs(30), |e| body(e).starts_with("line 00000")).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let first = alice
+        .next_matching(Duration::from_secs(30), |e| body(e).starts_with("line 00000"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     assert!(body(&first).len() < 3000 && body(&first).ends_with("in all: message.txt)"), "{}", body(&first));
-    let file = alice.next_matching(Duration::from_secs(30), |e| e["content"]["msgtype"] == "m.file").await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    let file = alice
+        .next_matching(Duration::from_secs(30), |e| e["content"]["msgtype"] == "m.file")
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     assert_eq!(file["content"]["body"], "message.txt", "{file}");
     let mxc = file["content"]["url"].as_str().unwrap();
     assert_eq!(causeway_core::conformance::Peer::fetch(&mut alice, mxc).await.unwrap(), text.as_bytes(), "the file is the whole text");
@@ -681,11 +732,17 @@ async fn stranding_proxy(to: String, swallow: &'static str) -> (String, std::syn
     use std::sync::atomic::{AtomicBool, Ordering};
     let swallowed = std::sync::Arc::new(AtomicBool::new(false));
     let state = (to, swallowed.clone(), reqwest::Client::new());
-    async fn pass(State((to, swallowed, http)): State<(String, std::sync::Arc<AtomicBool>, reqwest::Client)>, req: Request) -> axum::response::Response {
+    async fn pass(
+        State((to, swallowed, http)): State<(String, std::sync::Arc<AtomicBool>, reqwest::Client)>,
+        req: Request,
+    ) -> axum::response::Response {
         let (parts, body) = req.into_parts();
         let body: Bytes = axum::body::to_bytes(body, 32 * 1024 * 1024).await.unwrap_or_default();
         let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
-        if path.contains("/transactions/") && String::from_utf8_lossy(&body).contains(SWALLOW.get().unwrap().as_str()) && !swallowed.swap(true, Ordering::AcqRel) {
+        if path.contains("/transactions/")
+            && String::from_utf8_lossy(&body).contains(SWALLOW.get().unwrap().as_str())
+            && !swallowed.swap(true, Ordering::AcqRel)
+        {
             return (axum::http::StatusCode::OK, axum::Json(json!({}))).into_response();
         }
         let mut out = http.request(parts.method.clone(), format!("{to}{path}")).body(body.to_vec());

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use causeway_core::conformance::{Action, Peer};
 use causeway_core::{Attachment, Body};
-use serde_json::json;
 use common::matrix::MatrixPeer;
 use common::world::{ALIAS, MUC, World};
 use common::xmpp::XmppPeer;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const T: Duration = Duration::from_secs(30);
@@ -181,7 +181,11 @@ async fn nobody_changes_someone_elses_message_on_another_network() {
         w.mail.wait_for("carol", "INBOX", T, |m| m.body_text(0).is_some_and(|t| t.contains(sentinel))).await;
     }
     let mail = w.mail.fetch("carol", "INBOX");
-    let forged: Vec<String> = mail.iter().map(|(_, raw)| String::from_utf8_lossy(raw).to_string()).filter(|m| m.contains("forged") || m.contains("deleted a message")).collect();
+    let forged: Vec<String> = mail
+        .iter()
+        .map(|(_, raw)| String::from_utf8_lossy(raw).to_string())
+        .filter(|m| m.contains("forged") || m.contains("deleted a message"))
+        .collect();
     assert!(forged.is_empty(), "crossed to mail: {forged:?}");
     let mut dropped = 0.0;
     for bridge in ["xmpp", "matrix", "hooks"] {
@@ -296,7 +300,13 @@ async fn a_hundred_reactions_make_no_mail() {
     bob.act(Action::Text { text: "after the reactions".into(), reply_to: None }).await.unwrap();
     w.mail.wait_for("carol", "INBOX", T, |m| m.body_text(0).is_some_and(|t| t.contains("after the reactions"))).await;
     let mails = w.mail.fetch("carol", "INBOX");
-    assert_eq!(mails.len(), 2, "{} mails: {:?}", mails.len(), mails.iter().map(|(_, m)| String::from_utf8_lossy(m).lines().last().unwrap_or_default().to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        mails.len(),
+        2,
+        "{} mails: {:?}",
+        mails.len(),
+        mails.iter().map(|(_, m)| String::from_utf8_lossy(m).lines().last().unwrap_or_default().to_string()).collect::<Vec<_>>()
+    );
     // The other networks got them.
     let mut reactions = 0;
     loop {
@@ -318,7 +328,12 @@ async fn a_hundred_reactions_make_no_mail() {
 async fn a_flood_and_its_edits_reach_the_list_gathered_not_a_mail_each() {
     let w = World::start_with(
         "",
-        |c| c.replace("policy: { allow: [partner.example] }", "policy: { allow: [partner.example] }, send_limit: { per_sender: 3 }, batch_every: 3s"),
+        |c| {
+            c.replace(
+                "policy: { allow: [partner.example] }",
+                "policy: { allow: [partner.example] }, send_limit: { per_sender: 3 }, batch_every: 3s",
+            )
+        },
         &[],
     )
     .await;

@@ -98,7 +98,11 @@ impl Seen {
 /// everywhere: per restart, the latest arrival of a message sent before it,
 /// counted from the restart (zero when nothing was waiting), with the path
 /// (`from → here`) of that latest arrival.
-fn catch_up_times(restarts: &[Instant], sent: &HashMap<(&'static str, u64), Instant>, seen: &HashMap<&str, std::sync::Mutex<Seen>>) -> Vec<(Duration, String)> {
+fn catch_up_times(
+    restarts: &[Instant],
+    sent: &HashMap<(&'static str, u64), Instant>,
+    seen: &HashMap<&str, std::sync::Mutex<Seen>>,
+) -> Vec<(Duration, String)> {
     restarts
         .iter()
         .map(|&up| {
@@ -191,7 +195,12 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
                         let Some(m) = mail_parser::MessageParser::default().parse(&raw) else { continue };
                         let text = m.body_text(0).map(|t| t.to_string()).unwrap_or_default();
                         let date = m.date().map(|d| d.to_timestamp()).unwrap_or(i64::MAX);
-                        seen["mail"].lock().unwrap().record("mail", &text, Some(m.message_id().unwrap_or_default().to_string()), Some(date));
+                        seen["mail"].lock().unwrap().record(
+                            "mail",
+                            &text,
+                            Some(m.message_id().unwrap_or_default().to_string()),
+                            Some(date),
+                        );
                     }
                     std::thread::sleep(Duration::from_millis(300));
                 }
@@ -201,7 +210,9 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
                     for i in 0..n {
                         let at = Instant::now();
                         // The servers take these whether Causeway runs or not.
-                        peer.act(Action::Text { text: format!("{net} #{i}"), reply_to: None }).await.unwrap_or_else(|e| panic!("{net} #{i} not sent: {e}"));
+                        peer.act(Action::Text { text: format!("{net} #{i}"), reply_to: None })
+                            .await
+                            .unwrap_or_else(|e| panic!("{net} #{i} not sent: {e}"));
                         sent_now(net, i);
                         tokio::time::sleep(interval.saturating_sub(at.elapsed())).await;
                     }
@@ -212,7 +223,8 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
                     for i in 0..n {
                         let at = Instant::now();
                         // A webhook sender resends until Causeway has taken it.
-                        let body = json!({"id": format!("hooks-{i}"), "sender": {"id": "w", "name": "Dave"}, "text": format!("hooks #{i}")});
+                        let body =
+                            json!({"id": format!("hooks-{i}"), "sender": {"id": "w", "name": "Dave"}, "text": format!("hooks #{i}")});
                         loop {
                             match http.post(&hook_url).bearer_auth("tw").json(&body).timeout(Duration::from_secs(5)).send().await {
                                 Ok(r) if r.status().is_success() => {
@@ -327,11 +339,17 @@ async fn sigkill_and_restart_while_all_four_networks_talk_loses_doubles_and_reor
                     }
                 }
             }
-            eprintln!("soak: restart {k}: {:?}", paths.iter().map(|(p, (d, n))| format!("{p} {n} msgs, last {:.1}s", d.as_secs_f64())).collect::<Vec<_>>());
+            eprintln!(
+                "soak: restart {k}: {:?}",
+                paths.iter().map(|(p, (d, n))| format!("{p} {n} msgs, last {:.1}s", d.as_secs_f64())).collect::<Vec<_>>()
+            );
         }
     }
     let mut catch_up = catch_up_times(&restarts, &sent.lock().unwrap(), &seen);
-    eprintln!("soak: caught up after each restart in {:?}", catch_up.iter().map(|(d, path)| format!("{:.1}s ({path})", d.as_secs_f64())).collect::<Vec<_>>());
+    eprintln!(
+        "soak: caught up after each restart in {:?}",
+        catch_up.iter().map(|(d, path)| format!("{:.1}s ({path})", d.as_secs_f64())).collect::<Vec<_>>()
+    );
     catch_up.sort();
     if let (Some(median), Some(max)) = (catch_up.get(catch_up.len() / 2), catch_up.last()) {
         eprintln!("soak: catch-up after a restart: median {:.1?}, longest {:.1?}", median.0, max.0);

@@ -76,10 +76,10 @@ async fn start_two(router_a: &str, router_b: &str) -> Two {
     // both sit there as "Causeway").
     let xmpp_b = xmpp_a.replace("bridge.xmpp.test", "bridge2.xmpp.test").replace("type: xmpp,", "type: xmpp, bot_nick: Causeway2,");
     let matrix_a = bridge_config(synapse_port);
-    let matrix_b = matrix_a
-        .replace("as-secret-token", "as2-secret-token")
-        .replace("hs-secret-token", "hs2-secret-token")
-        .replace("type: matrix,", "type: matrix, id: causeway2, sender_localpart: causeway2, ghost_prefix: causeway2_, alias_prefix: causeway2_,");
+    let matrix_b = matrix_a.replace("as-secret-token", "as2-secret-token").replace("hs-secret-token", "hs2-secret-token").replace(
+        "type: matrix,",
+        "type: matrix, id: causeway2, sender_localpart: causeway2, ghost_prefix: causeway2_, alias_prefix: causeway2_,",
+    );
     let ignore_b = format!(r#"{{ matrix: ["@causeway2:matrix.test", "@causeway2_*:matrix.test"] }}{router_a}"#);
     let ignore_a = format!(r#"{{ matrix: ["@causeway:matrix.test", "@causeway_*:matrix.test"] }}{router_b}"#);
     let mut a = Daemon::prepare(&config(&xmpp_a, &matrix_a, &ignore_b), &[]);
@@ -134,7 +134,8 @@ async fn two_causeways_on_the_same_rooms_never_relay_each_other() {
     let mut stopped = 0.0;
     for d in [&a, &b] {
         for bridge in ["xmpp", "matrix"] {
-            stopped += d.metric("causeway_inbound_rejected_total", &format!(r#"bridge="{bridge}",reason="relayed_by_another_bridge""#)).await;
+            stopped +=
+                d.metric("causeway_inbound_rejected_total", &format!(r#"bridge="{bridge}",reason="relayed_by_another_bridge""#)).await;
         }
     }
     assert!(stopped >= 2.0, "the marks stopped nothing ({stopped}): the test did not meet a loop\n{}\n{}", a.log(), b.log());
@@ -164,7 +165,8 @@ async fn a_peer_standing_by_gives_exactly_one_copy_and_takes_over_when_the_other
         let on_xmpp = copies(&mut alice, &text, Duration::from_secs(9)).await;
         assert_eq!(on_xmpp.len(), 1, "{text} on XMPP: {on_xmpp:?}\n{}\n{}", a.log(), b.log());
     }
-    let skipped = b.metric("causeway_deliveries_skipped_total", r#"bridge="matrix""#).await + b.metric("causeway_deliveries_skipped_total", r#"bridge="xmpp""#).await;
+    let skipped = b.metric("causeway_deliveries_skipped_total", r#"bridge="matrix""#).await
+        + b.metric("causeway_deliveries_skipped_total", r#"bridge="xmpp""#).await;
     assert!(skipped >= 4.0, "B did not stand down for A's copies ({skipped})\n{}", b.log());
 
     // A is gone: B delivers, once, after its wait.

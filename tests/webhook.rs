@@ -262,10 +262,8 @@ portals:
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_causeway"))
-        .args(["check", "--config", "config.example.yaml"])
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_causeway")).args(["check", "--config", "config.example.yaml"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -334,7 +332,8 @@ async fn a_signed_request_cannot_be_replayed() {
     assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")), "{answer}");
     // Signed ten minutes ago (the tolerance is five), or ten minutes ahead.
     for ts in [now - 600, now + 600] {
-        let (status, answer) = post_signed_at(&d, "a", b"secret-a", &json!({"sender": {"id": "alice"}, "text": "old"}), ts, Some("k3")).await;
+        let (status, answer) =
+            post_signed_at(&d, "a", b"secret-a", &json!({"sender": {"id": "alice"}, "text": "old"}), ts, Some("k3")).await;
         assert_eq!((status, answer["error"].as_str()), (401, Some("stale_signature")), "{answer}");
     }
     let got = hook_b.next(T).await;
@@ -373,7 +372,13 @@ portals:
     );
     let d = Daemon::start(&config).await;
     let text: String = (0..2000).map(|i| format!("line {i} of a long log\n")).collect();
-    let (status, _) = post(&reqwest::Client::new(), &d.url("/bridges/hooks/a"), "token-a", &json!({"sender": {"id": "w", "name": "Logger"}, "text": text})).await;
+    let (status, _) = post(
+        &reqwest::Client::new(),
+        &d.url("/bridges/hooks/a"),
+        "token-a",
+        &json!({"sender": {"id": "w", "name": "Logger"}, "text": text}),
+    )
+    .await;
     assert_eq!(status, 202);
     let whole = |parts: &[common::Received], field: &str| -> (String, usize) {
         let mut joined = String::new();
@@ -420,7 +425,8 @@ async fn a_post_marked_by_a_causeway_is_not_relayed_again() {
     let d = Daemon::start(&two_links(&hook_a.url(), &hook_b.url())).await;
     let client = reqwest::Client::new();
     let msg = json!({"sender": {"id": "bob"}, "text": "relayed elsewhere"});
-    let r = client.post(d.url("/bridges/hooks/b")).bearer_auth("token-b").header("x-causeway-relayed", "1").json(&msg).send().await.unwrap();
+    let r =
+        client.post(d.url("/bridges/hooks/b")).bearer_auth("token-b").header("x-causeway-relayed", "1").json(&msg).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["reason"], "relayed");
     assert!(hook_a.drain(Duration::from_millis(500)).await.is_empty());
@@ -458,7 +464,11 @@ async fn every_dead_letter_is_retried_in_order_with_retry_all() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("0 dead letter"), "{}", String::from_utf8_lossy(&out.stdout));
     hook_b.set_mode(Mode::Accept { own_ids: None });
     let out = d.cli(&["outbox", "retry", "--all", "--bridge", "hooks", "--room", "b"]);
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("3 dead letter"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("3 dead letter"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     for (i, key) in keys.iter().enumerate() {
         let got = hook_b.next(T).await;
         assert_eq!((got.key.as_str(), got.json["text"].as_str()), (key.as_str(), Some(format!("refused {i}").as_str())));

@@ -11,8 +11,8 @@ use causeway_core::Capabilities;
 use causeway_core::conformance::{self, Peer};
 use common::xmpp::{Prosody, XmppPeer};
 use common::{Daemon, Hook, Mode, WebhookPeer, post};
-use tokio_xmpp::minidom::Element;
 use serde_json::json;
+use tokio_xmpp::minidom::Element;
 
 const ROOM: &str = "ops@conference.xmpp.test";
 const T: Duration = Duration::from_secs(15);
@@ -210,7 +210,8 @@ async fn files_are_copied_to_the_servers_upload_service() {
     // Where the file lives on the other network.
     let listener = tokio::net::TcpListener::bind((common::FILES_HOST, 0)).await.unwrap();
     let files = listener.local_addr().unwrap();
-    let app = axum::Router::new().route("/report.txt", axum::routing::get(|| async { ([("content-type", "text/plain")], "quarterly numbers") }));
+    let app =
+        axum::Router::new().route("/report.txt", axum::routing::get(|| async { ([("content-type", "text/plain")], "quarterly numbers") }));
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let hook = Hook::start(Mode::Accept { own_ids: None }).await;
     let cfg = config(&prosody, &hook.url()).replace("reconnect_max: 2s }", "reconnect_max: 2s, upload_service: upload.xmpp.test }");
@@ -621,7 +622,11 @@ async fn typing_topic_and_membership_cross_both_ways() {
     };
     assert_eq!(post(&client, &url, "tw", &dave(json!({"type": "typing", "active": true}))).await.0, 202);
     let s = alice
-        .next_matching(T, |s| s.name() == "message" && s.get_child("composing", "http://jabber.org/protocol/chatstates").is_some() && s.attr("from") != Some(&format!("{ROOM}/Alice")))
+        .next_matching(T, |s| {
+            s.name() == "message"
+                && s.get_child("composing", "http://jabber.org/protocol/chatstates").is_some()
+                && s.attr("from") != Some(&format!("{ROOM}/Alice"))
+        })
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     assert_eq!(s.attr("from"), Some(format!("{ROOM}/Dave Bowman").as_str()));
@@ -630,7 +635,11 @@ async fn typing_topic_and_membership_cross_both_ways() {
     assert_eq!(s.attr("from"), Some(format!("{ROOM}/Dave Bowman").as_str()));
     assert_eq!(post(&client, &url, "tw", &dave(json!({"type": "membership", "membership": "leave"}))).await.0, 202);
     alice
-        .next_matching(T, |s| s.name() == "presence" && s.attr("type") == Some("unavailable") && s.attr("from") == Some(format!("{ROOM}/Dave Bowman").as_str()))
+        .next_matching(T, |s| {
+            s.name() == "presence"
+                && s.attr("type") == Some("unavailable")
+                && s.attr("from") == Some(format!("{ROOM}/Dave Bowman").as_str())
+        })
         .await
         .unwrap_or_else(|e| panic!("the ghost did not leave: {e}\n{}", d.log()));
 }
@@ -705,7 +714,13 @@ async fn what_is_said_while_causeway_is_away_is_taken_when_it_is_back() {
             texts.push(t.to_string());
         }
     }
-    texts.extend(hook.drain(Duration::from_secs(2)).await.iter().filter(|r| r.json["type"] == "message").filter_map(|r| r.json["text"].as_str().map(str::to_string)));
+    texts.extend(
+        hook.drain(Duration::from_secs(2))
+            .await
+            .iter()
+            .filter(|r| r.json["type"] == "message")
+            .filter_map(|r| r.json["text"].as_str().map(str::to_string)),
+    );
     assert_eq!(texts, ["while away 0", "while away 1", "while away 2"], "{}", d.log());
 
     // Once more: a second restart takes nothing again.
@@ -735,7 +750,9 @@ async fn many_rooms_are_joined_a_few_at_a_time_and_all_relay() {
     }
     config += "portals:\n";
     for i in 0..ROOMS {
-        config += &format!("  - {{ id: p{i}, links: [{{ bridge: hooks, room: w{i} }}, {{ bridge: xmpp, room: \"r{i}@conference.xmpp.test\" }}] }}\n");
+        config += &format!(
+            "  - {{ id: p{i}, links: [{{ bridge: hooks, room: w{i} }}, {{ bridge: xmpp, room: \"r{i}@conference.xmpp.test\" }}] }}\n"
+        );
     }
     config += "people:\n  - { id: dave, name: Dave Bowman, accounts: { hooks: dave } }\n";
     let d = start_with(&prosody, &config).await;
@@ -781,7 +798,10 @@ async fn a_long_absence_is_caught_up_from_the_rooms_archive() {
     // The room replays only HISTORY messages on joining it (carol owns every room).
     let mut carol = XmppPeer::login(&prosody, "carol", ROOM, "Carol").await;
     let field = |var: &str, value: &str| {
-        Element::builder("field", "jabber:x:data").attr(xml_ncname!("var").into(), var).append(Element::builder("value", "jabber:x:data").append(value).build()).build()
+        Element::builder("field", "jabber:x:data")
+            .attr(xml_ncname!("var").into(), var)
+            .append(Element::builder("value", "jabber:x:data").append(value).build())
+            .build()
     };
     let form = Element::builder("x", "jabber:x:data")
         .attr(xml_ncname!("type").into(), "submit")
@@ -860,7 +880,13 @@ async fn a_long_absence_is_caught_up_from_the_rooms_archive() {
             }
         }
         // Nothing more comes (no doubles, nothing of Causeway's own).
-        got.extend(hook.drain(Duration::from_secs(2)).await.iter().filter(|r| r.json["type"] == "message").map(|r| r.json["text"].as_str().unwrap_or_default().to_string()));
+        got.extend(
+            hook.drain(Duration::from_secs(2))
+                .await
+                .iter()
+                .filter(|r| r.json["type"] == "message")
+                .map(|r| r.json["text"].as_str().unwrap_or_default().to_string()),
+        );
         if got != want {
             let missing: Vec<&String> = want.iter().filter(|w| !got.contains(w)).collect();
             let extra: Vec<&String> = got.iter().filter(|g| !want.contains(g)).collect();
@@ -886,7 +912,8 @@ async fn a_message_larger_than_a_stanza_arrives_in_numbered_parts() {
     let lines: Vec<String> = (0..4000).map(|i| format!("line {i:05} of a long report, with words")).collect();
     let text = lines.join("\n");
     assert!(text.len() > 150_000);
-    let (status, answer) = post(&reqwest::Client::new(), &d.url("/bridges/hooks/w"), "tw", &json!({"sender": {"id": "dave"}, "text": text})).await;
+    let (status, answer) =
+        post(&reqwest::Client::new(), &d.url("/bridges/hooks/w"), "tw", &json!({"sender": {"id": "dave"}, "text": text})).await;
     assert_eq!(status, 202, "{answer}");
     let (mut got, mut parts) = (String::new(), 0);
     while !got.contains("line 03999") {
@@ -910,11 +937,13 @@ async fn a_message_larger_than_a_stanza_arrives_in_numbered_parts() {
 async fn with_oversize_file_a_long_message_is_its_first_lines_and_an_uploaded_text() {
     let prosody = Prosody::start();
     let hook = Hook::start(Mode::Accept { own_ids: None }).await;
-    let cfg = config(&prosody, &hook.url()).replace("reconnect_max: 2s }", "reconnect_max: 2s, upload_service: upload.xmpp.test, oversize: file }");
+    let cfg = config(&prosody, &hook.url())
+        .replace("reconnect_max: 2s }", "reconnect_max: 2s, upload_service: upload.xmpp.test, oversize: file }");
     let d = start_with(&prosody, &cfg).await;
     let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
     let text: String = (0..4000).map(|i| format!("line {i:05} of a long report, with words\n")).collect();
-    let (status, answer) = post(&reqwest::Client::new(), &d.url("/bridges/hooks/w"), "tw", &json!({"sender": {"id": "dave"}, "text": text})).await;
+    let (status, answer) =
+        post(&reqwest::Client::new(), &d.url("/bridges/hooks/w"), "tw", &json!({"sender": {"id": "dave"}, "text": text})).await;
     assert_eq!(status, 202, "{answer}");
     let (shown, attachments) = loop {
         let s = alice.seen(T).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));

@@ -61,7 +61,9 @@ impl Xmpp {
                 let Some(Ok(e)) = v["stanza"].as_str().map(|x| x.parse::<Element>()) else { continue };
                 if e.name() == "presence" {
                     // Our own occupant presence (status 110) means joined.
-                    let me = e.children().any(|x| x.name() == "x" && x.children().any(|s| s.name() == "status" && s.attr("code") == Some("110")));
+                    let me = e
+                        .children()
+                        .any(|x| x.name() == "x" && x.children().any(|s| s.name() == "status" && s.attr("code") == Some("110")));
                     if me {
                         let _ = joined_tx.send(e.attr("from").unwrap_or_default().to_string());
                     }

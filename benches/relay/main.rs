@@ -13,10 +13,10 @@
 //! `cargo bench --bench relay` (BENCHMARKS.md). Everything on 127.0.0.1;
 //! bounded in count and time; stops by itself.
 
+mod clients;
 #[path = "../../tests/common/mod.rs"]
 #[allow(dead_code, unused_imports)]
 mod common;
-mod clients;
 mod scale;
 
 use std::collections::{HashMap, HashSet};
@@ -34,7 +34,8 @@ fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-const PATHS: &[&str] = &["xmpp-matrix", "matrix-xmpp", "xmpp-xmpp", "webhook-xmpp", "mail-matrix", "prosody-alone", "synapse-alone", "scale"];
+const PATHS: &[&str] =
+    &["xmpp-matrix", "matrix-xmpp", "xmpp-xmpp", "webhook-xmpp", "mail-matrix", "prosody-alone", "synapse-alone", "scale"];
 
 /// CPU time (user + system) of a process so far, from /proc (USER_HZ = 100).
 pub fn cpu_of(pid: u32) -> Duration {
@@ -108,7 +109,8 @@ fn config(bridges: &str, links: &str, extra: &str) -> String {
     ];
     let mut list = String::new();
     for (id, name, accounts) in people {
-        let here: Vec<String> = accounts.iter().filter(|(b, _)| bridges.contains(&format!("  {b}: "))).map(|(b, a)| format!("{b}: {a}")).collect();
+        let here: Vec<String> =
+            accounts.iter().filter(|(b, _)| bridges.contains(&format!("  {b}: "))).map(|(b, a)| format!("{b}: {a}")).collect();
         list += &format!("  - {{ id: {id}, name: {name}, accounts: {{ {} }} }}\n", here.join(", "));
     }
     let sync = std::env::var("BENCH_SYNC").unwrap_or_else(|_| "full".into());
@@ -187,14 +189,21 @@ async fn setup(path: &str) -> Setup {
         "xmpp-matrix" | "matrix-xmpp" => {
             let prosody = Prosody::start();
             let port = common::free_port();
-            let c = config(&format!("{}{}", xmpp_bridge(&prosody), matrix_bridge(port)), &format!("{{ bridge: xmpp, room: \"{MUC}\" }}, {{ bridge: matrix, room: \"{ALIAS}\" }}"), "");
+            let c = config(
+                &format!("{}{}", xmpp_bridge(&prosody), matrix_bridge(port)),
+                &format!("{{ bridge: xmpp, room: \"{MUC}\" }}, {{ bridge: matrix, room: \"{ALIAS}\" }}"),
+                "",
+            );
             let (d, synapse) = start_daemon(&c, Some(port)).await;
             let synapse = synapse.unwrap();
             let mut xmpp = Xmpp::login(prosody.c2s, if path == "xmpp-matrix" { "alice" } else { "bob" }).await;
             xmpp.join(MUC, if path == "xmpp-matrix" { "Alice" } else { "Bob" }).await;
             let mut matrix = Matrix::login(&synapse.url(), if path == "xmpp-matrix" { "bob" } else { "alice" }).await;
             matrix.join(ALIAS).await;
-            let servers = vec![("prosody", pid_file(&prosody.dir.path().join("prosody.pid"))), ("synapse", pid_file(&synapse.dir.path().join("synapse.pid")))];
+            let servers = vec![
+                ("prosody", pid_file(&prosody.dir.path().join("prosody.pid"))),
+                ("synapse", pid_file(&synapse.dir.path().join("synapse.pid"))),
+            ];
             let keep: Vec<Box<dyn std::any::Any>> = vec![Box::new(prosody), Box::new(synapse)];
             if path == "xmpp-matrix" {
                 let arrivals = matrix.arrivals().await;
@@ -209,26 +218,41 @@ async fn setup(path: &str) -> Setup {
         }
         "xmpp-xmpp" => {
             let prosody = Prosody::start();
-            let c = config(&xmpp_bridge(&prosody), &format!("{{ bridge: xmpp, room: \"{MUC}\" }}, {{ bridge: xmpp, room: \"{MUC2}\" }}"), "");
+            let c =
+                config(&xmpp_bridge(&prosody), &format!("{{ bridge: xmpp, room: \"{MUC}\" }}, {{ bridge: xmpp, room: \"{MUC2}\" }}"), "");
             let (d, _) = start_daemon(&c, None).await;
             xmpp_pair(prosody, MUC2, Some(d)).await
         }
         "webhook-xmpp" => {
             let prosody = Prosody::start();
-            let c = config(&format!("{HOOKS}{}", xmpp_bridge(&prosody)), &format!("{{ bridge: hooks, room: w }}, {{ bridge: xmpp, room: \"{MUC}\" }}"), "");
+            let c = config(
+                &format!("{HOOKS}{}", xmpp_bridge(&prosody)),
+                &format!("{{ bridge: hooks, room: w }}, {{ bridge: xmpp, room: \"{MUC}\" }}"),
+                "",
+            );
             let (d, _) = start_daemon(&c, None).await;
             let mut bob = Xmpp::login(prosody.c2s, "bob").await;
             bob.join(MUC, "Bob").await;
             let arrivals = bob.arrivals.take().unwrap();
             let servers = vec![("prosody", pid_file(&prosody.dir.path().join("prosody.pid")))];
             let url = d.url("/bridges/hooks/w");
-            Setup { sender: Sender::Webhook(reqwest::Client::new(), url), arrivals, daemon: Some(d), servers, _keep: vec![Box::new(prosody), Box::new(bob)] }
+            Setup {
+                sender: Sender::Webhook(reqwest::Client::new(), url),
+                arrivals,
+                daemon: Some(d),
+                servers,
+                _keep: vec![Box::new(prosody), Box::new(bob)],
+            }
         }
         "mail-matrix" => {
             let mail = MailServer::start();
             let port = common::free_port();
             let lists = r#""bridge+ops@mail.test": { name: Ops, subscribers: [carol] }"#;
-            let c = config(&format!("  mail: {}\n{}", mail.bridge_config(lists), matrix_bridge(port)), &format!("{{ bridge: mail, room: \"bridge+ops@mail.test\" }}, {{ bridge: matrix, room: \"{ALIAS}\" }}"), "");
+            let c = config(
+                &format!("  mail: {}\n{}", mail.bridge_config(lists), matrix_bridge(port)),
+                &format!("{{ bridge: mail, room: \"bridge+ops@mail.test\" }}, {{ bridge: matrix, room: \"{ALIAS}\" }}"),
+                "",
+            );
             let (d, synapse) = start_daemon(&c, Some(port)).await;
             let synapse = synapse.unwrap();
             let mut bob = Matrix::login(&synapse.url(), "bob").await;
@@ -238,9 +262,7 @@ async fn setup(path: &str) -> Setup {
             let servers = vec![("synapse", pid_file(&synapse.dir.path().join("synapse.pid")))];
             Setup { sender: Sender::Mail(smtp), arrivals, daemon: Some(d), servers, _keep: vec![Box::new(mail), Box::new(synapse)] }
         }
-        "prosody-alone" => {
-            xmpp_pair(Prosody::start(), MUC, None).await
-        }
+        "prosody-alone" => xmpp_pair(Prosody::start(), MUC, None).await,
         "synapse-alone" => {
             // A registration nobody serves: Synapse needs no bridge here.
             let dir = tempfile::tempdir().unwrap();
@@ -319,7 +341,8 @@ async fn run(s: &mut Setup, tag: &str, n: usize, rate: f64) -> Run {
     while let Ok(Some((text, at))) = tokio::time::timeout(linger.saturating_duration_since(Instant::now()), s.arrivals.recv()).await {
         take(&text, at, &mut got);
     }
-    let mut lat: Vec<f64> = got.iter().filter_map(|(i, at)| sent_at.get(*i).map(|s| at.saturating_duration_since(*s).as_secs_f64() * 1e3)).collect();
+    let mut lat: Vec<f64> =
+        got.iter().filter_map(|(i, at)| sent_at.get(*i).map(|s| at.saturating_duration_since(*s).as_secs_f64() * 1e3)).collect();
     lat.sort_by(f64::total_cmp);
     let delivered = got.len();
     let per_msg = |d: Duration| d.as_secs_f64() * 1e6 / delivered.max(1) as f64;
@@ -347,11 +370,7 @@ pub fn spread(values: &[f64], digits: usize) -> String {
     }
     v.sort_by(f64::total_cmp);
     let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
-    if v.len() == 1 {
-        format!("{median:.digits$}")
-    } else {
-        format!("{median:.digits$} [{:.digits$}–{:.digits$}]", v[0], v[v.len() - 1])
-    }
+    if v.len() == 1 { format!("{median:.digits$}") } else { format!("{median:.digits$} [{:.digits$}–{:.digits$}]", v[0], v[v.len() - 1]) }
 }
 
 fn row(path: &str, runs: &[Run]) -> String {
@@ -421,8 +440,12 @@ async fn main() {
     }
     let seen: HashSet<&str> = paths.iter().map(String::as_str).collect();
     if seen.iter().any(|p| *p != "scale") {
-        println!("\n{runs} runs of {n} messages at {rate}/s each; median [min–max] over the runs; latency in ms; CPU in µs per delivered message.\n");
-        println!("| path | delivered | duplicates | out of order | p50 | p95 | p99 | max | msg/s | Causeway CPU | Causeway peak RSS (MiB) | server CPU |");
+        println!(
+            "\n{runs} runs of {n} messages at {rate}/s each; median [min–max] over the runs; latency in ms; CPU in µs per delivered message.\n"
+        );
+        println!(
+            "| path | delivered | duplicates | out of order | p50 | p95 | p99 | max | msg/s | Causeway CPU | Causeway peak RSS (MiB) | server CPU |"
+        );
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
         for r in &rows {
             println!("{r}");

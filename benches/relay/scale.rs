@@ -16,7 +16,9 @@ use crate::common::{Daemon, Hook, Mode};
 use crate::{env_u64, spread};
 
 fn config(prosody: &Prosody, portals: usize, people: usize, hook: &str) -> String {
-    let mut c = String::from("http: { listen: \"127.0.0.1:{port}\" }\nstore: { path: \"{db}\" }\noutbox: { retry_initial: 100ms, retry_max: 2s }\nbridges:\n");
+    let mut c = String::from(
+        "http: { listen: \"127.0.0.1:{port}\" }\nstore: { path: \"{db}\" }\noutbox: { retry_initial: 100ms, retry_max: 2s }\nbridges:\n",
+    );
     c += &format!("  xmpp: {}\n  hooks:\n    type: webhook\n    endpoints:\n", prosody.bridge_config());
     c += &format!("      e0: {{ inbound: {{ token: t }}, outbound: {{ url: \"{hook}\" }} }}\n");
     for i in 1..portals {
@@ -24,7 +26,9 @@ fn config(prosody: &Prosody, portals: usize, people: usize, hook: &str) -> Strin
     }
     c += "portals:\n";
     for i in 0..portals {
-        c += &format!("  - {{ id: p{i}, links: [{{ bridge: hooks, room: e{i} }}, {{ bridge: xmpp, room: \"p{i}@conference.xmpp.test\" }}] }}\n");
+        c += &format!(
+            "  - {{ id: p{i}, links: [{{ bridge: hooks, room: e{i} }}, {{ bridge: xmpp, room: \"p{i}@conference.xmpp.test\" }}] }}\n"
+        );
     }
     c += "people:\n";
     for k in 0..people {
@@ -37,7 +41,12 @@ fn config(prosody: &Prosody, portals: usize, people: usize, hook: &str) -> Strin
 fn rss(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
     };
     (field("VmRSS:"), field("VmHWM:"))
 }

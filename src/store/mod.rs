@@ -180,7 +180,15 @@ pub trait Store: Send + Sync + 'static {
     /// the end of its lane, in its order; how many.
     /// A dead letter for one recipient of a room's delivery (the room took
     /// the rest); false when it is there already (the delivery was retried).
-    async fn dead_letter_recipient(&self, event_id: &str, bridge: &str, room: &str, delivery_id: &str, recipient: &str, error: &str) -> Result<bool, StoreError>;
+    async fn dead_letter_recipient(
+        &self,
+        event_id: &str,
+        bridge: &str,
+        room: &str,
+        delivery_id: &str,
+        recipient: &str,
+        error: &str,
+    ) -> Result<bool, StoreError>;
     async fn requeue_matching(&self, bridge: Option<&str>, room: Option<&str>) -> Result<u64, StoreError>;
     async fn history(&self, portal: &str, after_seq: i64, limit: u32) -> Result<Vec<Committed>, StoreError>;
     async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, StoreError>;

@@ -10,11 +10,11 @@ use async_trait::async_trait;
 use causeway_core::{Committed, Event, IdKind, now_ms};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlSafeStr};
+use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
 
 use super::{
-    Author, Completion, MapHit, NewEvent, OutboxDepth, OutboxItem, OutboxRow, OutboxState, RemoteKey, Store, StoreError,
-    Stored, StoredPortal,
+    Author, Completion, MapHit, NewEvent, OutboxDepth, OutboxItem, OutboxRow, OutboxState, RemoteKey, Store, StoreError, Stored,
+    StoredPortal,
 };
 
 /// Rows per multi-row statement (SQLite allows 32766 bound parameters).
@@ -29,10 +29,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 fn migrator() -> Migrator {
     Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|(v, d, sql)| Migration::new(*v, (*d).into(), MigrationType::Simple, sql.into_sql_str(), false))
-            .collect(),
+        MIGRATIONS.iter().map(|(v, d, sql)| Migration::new(*v, (*d).into(), MigrationType::Simple, sql.into_sql_str(), false)).collect(),
     )
 }
 
@@ -123,7 +120,11 @@ impl Store for SqliteStore {
             for r in q.build().fetch_all(&self.read).await? {
                 let key = RemoteKey { bridge: r.get("bridge"), room: r.get("room"), remote_id: r.get("remote_id") };
                 let kind: i64 = r.get("kind");
-                let author = r.get::<Option<String>, _>("origin_bridge").map(|bridge| Author { bridge, sender: r.get("sender"), person: r.get("person") });
+                let author = r.get::<Option<String>, _>("origin_bridge").map(|bridge| Author {
+                    bridge,
+                    sender: r.get("sender"),
+                    person: r.get("person"),
+                });
                 found.insert(key, MapHit { event_id: r.get("event_id"), origin: kind == 0 || kind == 3, author });
             }
         }
@@ -205,9 +206,7 @@ impl Store for SqliteStore {
                 let k = &ne.origin_key;
                 std::iter::once((k.bridge.as_str(), k.room.as_str(), k.remote_id.as_str(), ne.event.id.as_str(), 0))
                     .chain(ne.aliases.iter().map(|a| (k.bridge.as_str(), k.room.as_str(), a.as_str(), ne.event.id.as_str(), 3)))
-                    .chain(ne.deliveries.iter().map(|d| {
-                        (d.bridge.as_str(), d.room.as_str(), d.id.as_str(), ne.event.id.as_str(), 1)
-                    }))
+                    .chain(ne.deliveries.iter().map(|d| (d.bridge.as_str(), d.room.as_str(), d.id.as_str(), ne.event.id.as_str(), 1)))
             })
             .collect();
         for chunk in maps.chunks(CHUNK) {
@@ -220,11 +219,7 @@ impl Store for SqliteStore {
         let now = now_ms();
         let rows: Vec<(&str, &str, &str, &str)> = batch
             .iter()
-            .flat_map(|ne| {
-                ne.deliveries
-                    .iter()
-                    .map(|d| (d.id.as_str(), ne.event.id.as_str(), d.bridge.as_str(), d.room.as_str()))
-            })
+            .flat_map(|ne| ne.deliveries.iter().map(|d| (d.id.as_str(), ne.event.id.as_str(), d.bridge.as_str(), d.room.as_str())))
             .collect();
         for chunk in rows.chunks(CHUNK) {
             q.push("INSERT INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms) ");
@@ -281,20 +276,16 @@ impl Store for SqliteStore {
     }
 
     async fn lanes_after(&self, after_seq: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT bridge, room, MAX(seq) FROM outbox WHERE seq > ? AND state = 0 GROUP BY bridge, room",
-        )
-        .bind(after_seq)
-        .fetch_all(&self.read)
-        .await?;
+        let rows = sqlx::query("SELECT bridge, room, MAX(seq) FROM outbox WHERE seq > ? AND state = 0 GROUP BY bridge, room")
+            .bind(after_seq)
+            .fetch_all(&self.read)
+            .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 
     async fn max_outbox_seq(&self) -> Result<i64, StoreError> {
         // sqlite_sequence keeps the high-water mark even after rows are deleted.
-        let row = sqlx::query("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetch_optional(&self.read).await?;
         Ok(row.map(|r| r.get(0)).unwrap_or(0))
     }
 
@@ -307,16 +298,11 @@ impl Store for SqliteStore {
                 sep.push_bind(c.seq);
             }
             q.push("); ");
-            let reported: Vec<&Completion> =
-                chunk.iter().filter(|c| c.remote_id.as_ref().is_some_and(|r| *r != c.delivery_id)).collect();
+            let reported: Vec<&Completion> = chunk.iter().filter(|c| c.remote_id.as_ref().is_some_and(|r| *r != c.delivery_id)).collect();
             if !reported.is_empty() {
                 q.push("INSERT OR IGNORE INTO message_map (bridge, room, remote_id, event_id, kind) ");
                 q.push_values(reported, |mut b, c| {
-                    b.push_bind(&c.bridge)
-                        .push_bind(&c.room)
-                        .push_bind(c.remote_id.as_deref())
-                        .push_bind(&c.event_id)
-                        .push_bind(2i64);
+                    b.push_bind(&c.bridge).push_bind(&c.room).push_bind(c.remote_id.as_deref()).push_bind(&c.event_id).push_bind(2i64);
                 });
                 q.push("; ");
             }
@@ -349,9 +335,7 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_depths(&self) -> Result<HashMap<String, OutboxDepth>, StoreError> {
-        let rows = sqlx::query("SELECT bridge, state, COUNT(*) FROM outbox GROUP BY bridge, state")
-            .fetch_all(&self.read)
-            .await?;
+        let rows = sqlx::query("SELECT bridge, state, COUNT(*) FROM outbox GROUP BY bridge, state").fetch_all(&self.read).await?;
         let mut out: HashMap<String, OutboxDepth> = HashMap::new();
         for r in rows {
             let d = out.entry(r.get(0)).or_default();
@@ -403,7 +387,15 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    async fn dead_letter_recipient(&self, event_id: &str, bridge: &str, room: &str, delivery_id: &str, recipient: &str, error: &str) -> Result<bool, StoreError> {
+    async fn dead_letter_recipient(
+        &self,
+        event_id: &str,
+        bridge: &str,
+        room: &str,
+        delivery_id: &str,
+        recipient: &str,
+        error: &str,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "INSERT OR IGNORE INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms, recipient, state, attempts, last_error) \
              VALUES (?, ?, ?, ?, ?, ?, 2, 1, ?)",
@@ -458,9 +450,7 @@ impl Store for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.read)
             .await?;
-        rows.iter()
-            .map(|r| Ok(Committed { seq: r.get(0), event: parse_event(r.get(1), r.get(2))? }))
-            .collect()
+        rows.iter().map(|r| Ok(Committed { seq: r.get(0), event: parse_event(r.get(1), r.get(2))? })).collect()
     }
 
     async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, StoreError> {
@@ -548,7 +538,13 @@ mod tests {
         // e1 again: the archive refuses it, after e2's row was written in the same script.
         assert!(store.commit(&[new_event("e2"), new_event("e1")]).await.is_err());
         assert_eq!(store.pending("b", "s", 0, 10).await.unwrap().len(), 1, "e2 rolled back with the failed commit");
-        assert!(store.lookup_remotes(&[RemoteKey { bridge: "a".into(), room: "r".into(), remote_id: "remote-e2".into() }]).await.unwrap().is_empty());
+        assert!(
+            store
+                .lookup_remotes(&[RemoteKey { bridge: "a".into(), room: "r".into(), remote_id: "remote-e2".into() }])
+                .await
+                .unwrap()
+                .is_empty()
+        );
         store.commit(&[new_event("e3")]).await.unwrap();
         assert_eq!(store.pending("b", "s", 0, 10).await.unwrap().len(), 2);
     }

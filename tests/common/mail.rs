@@ -50,7 +50,12 @@ impl MailServer {
             .args([m.smtp, m.imap, m.lmtp, m.auth, m.submit].map(|p| p.to_string()))
             .output()
             .unwrap();
-        assert!(out.status.success(), "mail servers did not start:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mail servers did not start:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         m
     }
 
@@ -160,18 +165,18 @@ impl MailServer {
         let p = std::fs::read_to_string(self.dir.path().join("postfix.log")).unwrap_or_default();
         let d = std::fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default();
         let needle = format!("<{message_id}>");
-        let queue_ids: Vec<&str> = p
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .filter_map(|l| l.split("]: ").nth(1).and_then(|r| r.split(':').next()))
-            .collect();
+        let queue_ids: Vec<&str> =
+            p.lines().filter(|l| l.contains(&needle)).filter_map(|l| l.split("]: ").nth(1).and_then(|r| r.split(':').next())).collect();
         let bad = |l: &str| ["warning", "error", "fatal", "panic", "Error", "Warning", "Fatal"].iter().any(|w| l.contains(w));
         let lines: Vec<&str> = p
             .lines()
             .filter(|l| l.contains(&needle) || queue_ids.iter().any(|q| l.contains(&format!("{q}:"))) || bad(l))
             .chain(d.lines().filter(|l| l.contains(&needle) || bad(l)))
             .collect();
-        format!("--- what Postfix and Dovecot said of <{message_id}> (queue ids {queue_ids:?}), and their warnings ---\n{}", lines.join("\n"))
+        format!(
+            "--- what Postfix and Dovecot said of <{message_id}> (queue ids {queue_ids:?}), and their warnings ---\n{}",
+            lines.join("\n")
+        )
     }
 }
 
@@ -225,7 +230,8 @@ impl<'a> MailPeer<'a> {
     /// Send a mail to the list; returns its Message-ID.
     pub fn mail(&mut self, subject: &str, body: &str, in_reply_to: Option<&str>, file: Option<(&str, &str, &[u8])>) -> String {
         let id = self.next_id();
-        let mut headers = format!("From: {} <{}>\nTo: {LIST}\nSubject: {subject}\nMessage-ID: <{id}>\nMIME-Version: 1.0\n", self.name, self.address());
+        let mut headers =
+            format!("From: {} <{}>\nTo: {LIST}\nSubject: {subject}\nMessage-ID: <{id}>\nMIME-Version: 1.0\n", self.name, self.address());
         if let Some(r) = in_reply_to {
             headers.push_str(&format!("In-Reply-To: <{r}>\nReferences: <{r}>\n"));
         }
@@ -290,7 +296,18 @@ impl Peer for MailPeer<'_> {
                     attachments.push(Attachment { url, name: a.attachment_name().map(str::to_string), mime: None, size: None });
                 }
                 let text = m.body_text(0).map(|t| t.to_string()).unwrap_or_default();
-                return Ok(Seen { id, sender_name, body: Body::Message { text: Text::plain(text), kind: Default::default(), attachments, reply_to, thread: None, mentions: vec![] } });
+                return Ok(Seen {
+                    id,
+                    sender_name,
+                    body: Body::Message {
+                        text: Text::plain(text),
+                        kind: Default::default(),
+                        attachments,
+                        reply_to,
+                        thread: None,
+                        mentions: vec![],
+                    },
+                });
             }
             if Instant::now() > deadline {
                 return Err("timed out".into());

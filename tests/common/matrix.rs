@@ -91,7 +91,12 @@ impl Synapse {
             .args(&self.extra)
             .output()
             .unwrap();
-        assert!(out.status.success(), "synapse did not start:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "synapse did not start:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn down(&self) {
@@ -336,7 +341,8 @@ impl MatrixPeer {
                 } else {
                     let thread = (rel["rel_type"] == "m.thread").then(|| rel["event_id"].as_str().map(str::to_string)).flatten();
                     let falling_back = rel["is_falling_back"].as_bool().unwrap_or(false);
-                    let reply_to = if thread.is_some() && falling_back { None } else { rel["m.in_reply_to"]["event_id"].as_str().map(str::to_string) };
+                    let reply_to =
+                        if thread.is_some() && falling_back { None } else { rel["m.in_reply_to"]["event_id"].as_str().map(str::to_string) };
                     let msgtype = c["msgtype"].as_str().unwrap_or("m.text");
                     let attachments = match msgtype {
                         "m.image" | "m.file" | "m.video" | "m.audio" => vec![Attachment {
@@ -478,7 +484,8 @@ impl Peer for MatrixPeer {
 /// Make `user` a moderator of `room` (done as the bridge's own user, the
 /// room's creator).
 pub async fn promote(synapse: &Synapse, room: &str, user: &str) {
-    let url = format!("{}/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", synapse.url(), room.replace('!', "%21").replace(':', "%3A"));
+    let url =
+        format!("{}/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", synapse.url(), room.replace('!', "%21").replace(':', "%3A"));
     let client = reqwest::Client::new();
     let mut levels: Value = client.get(&url).bearer_auth("as-secret-token").send().await.unwrap().json().await.unwrap();
     levels["users"][user] = json!(50);

@@ -11,23 +11,23 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::body::Bytes;
-use causeway_core::Capabilities;
-use causeway_core::conformance::{Action, Peer, Seen};
-use causeway_webhook::payload::parse_native;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use causeway_core::Capabilities;
+use causeway_core::conformance::{Action, Peer, Seen};
+use causeway_webhook::payload::parse_native;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-#[cfg(feature = "xmpp")]
-pub mod xmpp;
-#[cfg(feature = "matrix")]
-pub mod matrix;
 #[cfg(feature = "email")]
 pub mod mail;
+#[cfg(feature = "matrix")]
+pub mod matrix;
 #[cfg(all(feature = "xmpp", feature = "matrix", feature = "email"))]
 pub mod world;
+#[cfg(feature = "xmpp")]
+pub mod xmpp;
 
 /// Where the tests' file servers listen: standing for an operator's own
 /// file server, the one inside address the bridges' configs here allow
@@ -114,15 +114,7 @@ async fn receive(State(s): State<Arc<HookState>>, headers: HeaderMap, body: Byte
             if !keep_id && let Some(o) = echo.as_object_mut() {
                 o.remove("id");
             }
-            let resp = s
-                .client
-                .post(&url)
-                .bearer_auth(&token)
-                .header("idempotency-key", &key)
-                .json(&echo)
-                .send()
-                .await
-                .expect("echo POST");
+            let resp = s.client.post(&url).bearer_auth(&token).header("idempotency-key", &key).json(&echo).send().await.expect("echo POST");
             let status = resp.status().as_u16();
             let answer: Value = resp.json().await.unwrap_or(Value::Null);
             let mut headers = headers;
@@ -143,12 +135,7 @@ impl Hook {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind receiver");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
-        let state = Arc::new(HookState {
-            mode: Mutex::new(mode),
-            tx,
-            counter: Mutex::new(0),
-            client: reqwest::Client::new(),
-        });
+        let state = Arc::new(HookState { mode: Mutex::new(mode), tx, counter: Mutex::new(0), client: reqwest::Client::new() });
         let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -310,12 +297,7 @@ impl Daemon {
 
     /// Run the CLI against this daemon's config.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_causeway"))
-            .args(args)
-            .arg("--config")
-            .arg(self.config_path())
-            .output()
-            .unwrap()
+        Command::new(env!("CARGO_BIN_EXE_causeway")).args(args).arg("--config").arg(self.config_path()).output().unwrap()
     }
 
     /// The running daemon's process id.
@@ -338,11 +320,7 @@ impl Daemon {
     pub fn peak_rss_kib(&self) -> u64 {
         let pid = self.child.as_ref().expect("running").id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
     }
 
     pub fn db(&self) -> PathBuf {
@@ -386,7 +364,12 @@ impl Prometheus {
             .arg(rules)
             .output()
             .unwrap();
-        assert!(out.status.success(), "prometheus did not start: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "prometheus did not start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         p
     }
 
@@ -424,7 +407,10 @@ pub fn check_grafana_dashboard(d: &Value) {
     for p in panels {
         let title = p["title"].as_str().unwrap_or("?");
         assert!(ids.insert(p["id"].as_u64().expect("panel id")), "panel ids are unique: {title}");
-        assert!(["timeseries", "stat", "gauge", "table", "bargauge", "state-timeline"].contains(&p["type"].as_str().unwrap_or("")), "{title}: panel type");
+        assert!(
+            ["timeseries", "stat", "gauge", "table", "bargauge", "state-timeline"].contains(&p["type"].as_str().unwrap_or("")),
+            "{title}: panel type"
+        );
         let g = &p["gridPos"];
         let (x, y, w, h) = (g["x"].as_u64().unwrap(), g["y"].as_u64().unwrap(), g["w"].as_u64().unwrap(), g["h"].as_u64().unwrap());
         assert!(x + w <= 24 && w > 0 && h > 0, "{title}: grid position {g}");
@@ -446,10 +432,10 @@ pub fn check_grafana_dashboard(d: &Value) {
 pub async fn serve_file() -> (String, Vec<u8>) {
     // A 1×1 PNG.
     let png: Vec<u8> = vec![
-        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01,
-        0x00, 0x00, 0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41,
-        0x54, 0x78, 0x9c, 0x63, 0xf8, 0xcf, 0xc0, 0xf0, 0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00,
-        0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00,
+        0x00, 0x01, 0x08, 0x06, 0x00, 0x00, 0x00, 0x1f, 0x15, 0xc4, 0x89, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x44, 0x41, 0x54, 0x78, 0x9c, 0x63,
+        0xf8, 0xcf, 0xc0, 0xf0, 0x1f, 0x00, 0x05, 0x00, 0x01, 0xff, 0x89, 0x99, 0x3d, 0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44,
+        0xae, 0x42, 0x60, 0x82,
     ];
     let listener = tokio::net::TcpListener::bind((FILES_HOST, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -585,4 +571,3 @@ impl Peer for WebhookPeer {
         fetch(url).await
     }
 }
-

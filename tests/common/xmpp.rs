@@ -54,7 +54,12 @@ impl Prosody {
             .arg(self.http.to_string())
             .output()
             .unwrap();
-        assert!(out.status.success(), "prosody did not start:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "prosody did not start:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn down(&self) {
@@ -160,7 +165,17 @@ impl XmppPeer {
             .expect("start the XMPP client (bash tests/peers/python.sh install)");
         let stdin = process.stdin.take().unwrap();
         let lines = BufReader::new(process.stdout.take().unwrap()).lines();
-        let mut peer = XmppPeer { child: process, stdin, lines, room: room.to_string(), nick: nick.to_string(), ids: HashMap::new(), buffered: VecDeque::new(), n: 0, caps: Capabilities { threads: false, ..Capabilities::ALL } };
+        let mut peer = XmppPeer {
+            child: process,
+            stdin,
+            lines,
+            room: room.to_string(),
+            nick: nick.to_string(),
+            ids: HashMap::new(),
+            buffered: VecDeque::new(),
+            n: 0,
+            caps: Capabilities { threads: false, ..Capabilities::ALL },
+        };
         match tokio::time::timeout(Duration::from_secs(10), peer.lines.next_line()).await {
             Ok(Ok(Some(l))) if l.contains("\"online\"") => {}
             other => panic!("{user} could not log in: {other:?}"),
@@ -364,7 +379,11 @@ impl XmppPeer {
                     && child(&s, "delay", NS_DELAY).is_none()
                 {
                     let by = m.attr("by").and_then(|b| b.split_once('/')).map(|(_, n)| n.to_string()).unwrap_or_default();
-                    return Ok(Seen { id: String::new(), sender_name: by, body: Body::Retract { target: apply.attr("id").unwrap_or("").to_string(), moderated: true } });
+                    return Ok(Seen {
+                        id: String::new(),
+                        sender_name: by,
+                        body: Body::Retract { target: apply.attr("id").unwrap_or("").to_string(), moderated: true },
+                    });
                 }
                 continue;
             };
@@ -390,9 +409,18 @@ impl XmppPeer {
                     let attachments = s
                         .children()
                         .filter(|e| e.is("x", "jabber:x:oob"))
-                        .filter_map(|x| x.get_child("url", "jabber:x:oob").map(|u| Attachment { url: u.text(), name: None, mime: None, size: None }))
+                        .filter_map(|x| {
+                            x.get_child("url", "jabber:x:oob").map(|u| Attachment { url: u.text(), name: None, mime: None, size: None })
+                        })
                         .collect();
-                    Body::Message { text: Text::plain(body_text), kind: Default::default(), attachments, reply_to, thread: None, mentions: vec![] }
+                    Body::Message {
+                        text: Text::plain(body_text),
+                        kind: Default::default(),
+                        attachments,
+                        reply_to,
+                        thread: None,
+                        mentions: vec![],
+                    }
                 } else {
                     continue;
                 };
@@ -453,7 +481,9 @@ impl Peer for XmppPeer {
                 let original = self.ids.iter().find(|(_, sid)| **sid == target).map(|(id, _)| id.clone()).unwrap_or(target);
                 vec![text_el("body", NS_CLIENT, &text), el("replace", "urn:xmpp:message-correct:0", &original)]
             }
-            Action::Retract { target } => vec![text_el("body", NS_CLIENT, "retracted"), el("retract", "urn:xmpp:message-retract:1", &target)],
+            Action::Retract { target } => {
+                vec![text_el("body", NS_CLIENT, "retracted"), el("retract", "urn:xmpp:message-retract:1", &target)]
+            }
             Action::React { target, key } => {
                 let r = Element::builder("reactions", "urn:xmpp:reactions:0")
                     .attr(xml_ncname!("id").into(), target.as_str())

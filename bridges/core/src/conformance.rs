@@ -18,14 +18,34 @@ use crate::event::{Attachment, Body, Show};
 /// Something a peer does on its network.
 #[derive(Clone, Debug)]
 pub enum Action {
-    Text { text: String, reply_to: Option<String> },
+    Text {
+        text: String,
+        reply_to: Option<String>,
+    },
     /// A message in the thread whose root is `root`.
-    InThread { text: String, root: String },
-    Edit { target: String, text: String },
-    Retract { target: String },
-    React { target: String, key: String },
-    File { attachment: Attachment, caption: String },
-    Presence { show: Show, status: Option<String> },
+    InThread {
+        text: String,
+        root: String,
+    },
+    Edit {
+        target: String,
+        text: String,
+    },
+    Retract {
+        target: String,
+    },
+    React {
+        target: String,
+        key: String,
+    },
+    File {
+        attachment: Attachment,
+        caption: String,
+    },
+    Presence {
+        show: Show,
+        status: Option<String>,
+    },
 }
 
 /// Something a peer saw on its network, in its network's ids.
@@ -96,12 +116,7 @@ impl std::fmt::Display for Report {
 
 /// Wait until `peer` sees something `want` accepts, skipping the rest
 /// (presence noise, other tests' leftovers).
-pub async fn expect<T>(
-    peer: &mut dyn Peer,
-    timeout: Duration,
-    what: &str,
-    mut want: impl FnMut(&Seen) -> Option<T>,
-) -> Result<T, String> {
+pub async fn expect<T>(peer: &mut dyn Peer, timeout: Duration, what: &str, mut want: impl FnMut(&Seen) -> Option<T>) -> Result<T, String> {
     let deadline = Instant::now() + timeout;
     let mut skipped = Vec::new();
     loop {
@@ -134,13 +149,7 @@ fn message_text(body: &Body<String>) -> Option<(&str, Option<&String>, &[Attachm
     }
 }
 
-async fn one_way(
-    from: &mut dyn Peer,
-    to: &mut dyn Peer,
-    opts: &Options,
-    dir: &str,
-    report: &mut Report,
-) -> Result<(), String> {
+async fn one_way(from: &mut dyn Peer, to: &mut dyn Peer, opts: &Options, dir: &str, report: &mut Report) -> Result<(), String> {
     let (fc, tc) = (from.capabilities(), to.capabilities());
     let t = opts.timeout;
     let n = &opts.nonce;
@@ -149,10 +158,8 @@ async fn one_way(
     // Text.
     let text = format!("conformance text {dir} {n}");
     let from_id = from.act(Action::Text { text: text.clone(), reply_to: None }).await?;
-    let to_id = expect(to, t, "text message", |s| {
-        message_text(&s.body).filter(|(p, _, _)| p.contains(&text)).map(|_| s.id.clone())
-    })
-    .await?;
+    let to_id =
+        expect(to, t, "text message", |s| message_text(&s.body).filter(|(p, _, _)| p.contains(&text)).map(|_| s.id.clone())).await?;
     report.passed.push(format!("{dir} text"));
 
     // Reply, answered from the receiving side: it must point at the sender's
@@ -160,10 +167,8 @@ async fn one_way(
     if both(|c| c.replies) {
         let reply = format!("conformance reply {dir} {n}");
         to.act(Action::Text { text: reply.clone(), reply_to: Some(to_id.clone()) }).await?;
-        let got = expect(from, t, "reply", |s| {
-            message_text(&s.body).filter(|(p, _, _)| p.contains(&reply)).map(|(_, r, _)| r.cloned())
-        })
-        .await?;
+        let got =
+            expect(from, t, "reply", |s| message_text(&s.body).filter(|(p, _, _)| p.contains(&reply)).map(|(_, r, _)| r.cloned())).await?;
         if got.as_ref() != Some(&from_id) {
             return Err(format!("{dir} reply: refers to {got:?}, expected {from_id:?}"));
         }
@@ -247,7 +252,8 @@ async fn one_way(
         let caption = format!("conformance file {dir} {n}");
         let mime = if bytes.is_some() { "image/png" } else { "text/plain" };
         let name = if bytes.is_some() { "c.png" } else { "c.txt" };
-        let attachment = Attachment { url: url.clone(), name: Some(name.into()), mime: Some(mime.into()), size: bytes.as_ref().map(|b| b.len() as u64) };
+        let attachment =
+            Attachment { url: url.clone(), name: Some(name.into()), mime: Some(mime.into()), size: bytes.as_ref().map(|b| b.len() as u64) };
         from.act(Action::File { attachment, caption: caption.clone() }).await?;
         let files = tc.files;
         let got = expect(to, t, "file", |s| {
@@ -305,7 +311,9 @@ pub async fn run_all(peers: &mut [&mut dyn Peer], opts: &Options) -> Result<Repo
         ids[s][s] = id;
         for r in (0..n).filter(|&r| r != s) {
             let text = texts[s].clone();
-            let seen = expect(&mut *peers[r], t, "text", |x| message_text(&x.body).filter(|(p, _, _)| p.contains(&text)).map(|_| x.id.clone())).await?;
+            let seen =
+                expect(&mut *peers[r], t, "text", |x| message_text(&x.body).filter(|(p, _, _)| p.contains(&text)).map(|_| x.id.clone()))
+                    .await?;
             ids[s][r] = seen;
         }
         report.passed.push(format!("text from {}", peers[s].label()));
@@ -320,9 +328,17 @@ pub async fn run_all(peers: &mut [&mut dyn Peer], opts: &Options) -> Result<Repo
         let reply = format!("four-way reply from {} {}", peers[s].label(), opts.nonce);
         peers[s].act(Action::Text { text: reply.clone(), reply_to: Some(ids[m][s].clone()) }).await?;
         for r in (0..n).filter(|&r| r != s) {
-            let got = expect(&mut *peers[r], t, "reply", |x| message_text(&x.body).filter(|(p, _, _)| p.contains(&reply)).map(|(_, r, _)| r.cloned())).await?;
+            let got = expect(&mut *peers[r], t, "reply", |x| {
+                message_text(&x.body).filter(|(p, _, _)| p.contains(&reply)).map(|(_, r, _)| r.cloned())
+            })
+            .await?;
             if peers[r].capabilities().replies && got.as_ref() != Some(&ids[m][r]) {
-                return Err(format!("reply from {} seen by {} refers to {got:?}, expected {:?}", peers[s].label(), peers[r].label(), ids[m][r]));
+                return Err(format!(
+                    "reply from {} seen by {} refers to {got:?}, expected {:?}",
+                    peers[s].label(),
+                    peers[r].label(),
+                    ids[m][r]
+                ));
             }
         }
         report.passed.push(format!("reply from {}", peers[s].label()));
@@ -343,11 +359,17 @@ pub async fn run_all(peers: &mut [&mut dyn Peer], opts: &Options) -> Result<Repo
                 })
                 .await?;
                 if target != ids[s][r] {
-                    return Err(format!("edit from {} seen by {} targets {target:?}, expected {:?}", peers[s].label(), peers[r].label(), ids[s][r]));
+                    return Err(format!(
+                        "edit from {} seen by {} targets {target:?}, expected {:?}",
+                        peers[s].label(),
+                        peers[r].label(),
+                        ids[s][r]
+                    ));
                 }
             } else {
                 let notice = format!("(edited) {edited}");
-                expect(&mut *peers[r], t, "edit notice", |x| message_text(&x.body).filter(|(p, _, _)| p.contains(&notice)).map(|_| ())).await?;
+                expect(&mut *peers[r], t, "edit notice", |x| message_text(&x.body).filter(|(p, _, _)| p.contains(&notice)).map(|_| ()))
+                    .await?;
             }
         }
         report.passed.push(format!("edit from {}", peers[s].label()));
@@ -369,11 +391,17 @@ pub async fn run_all(peers: &mut [&mut dyn Peer], opts: &Options) -> Result<Repo
                 })
                 .await?;
                 if target != ids[m][r] {
-                    return Err(format!("reaction from {} seen by {} targets {target:?}, expected {:?}", peers[s].label(), peers[r].label(), ids[m][r]));
+                    return Err(format!(
+                        "reaction from {} seen by {} targets {target:?}, expected {:?}",
+                        peers[s].label(),
+                        peers[r].label(),
+                        ids[m][r]
+                    ));
                 }
             } else if peers[r].reaction_notices() {
                 let notice = format!("reacted {key}");
-                expect(&mut *peers[r], t, "reaction notice", |x| message_text(&x.body).filter(|(p, _, _)| p.contains(&notice)).map(|_| ())).await?;
+                expect(&mut *peers[r], t, "reaction notice", |x| message_text(&x.body).filter(|(p, _, _)| p.contains(&notice)).map(|_| ()))
+                    .await?;
             }
         }
         report.passed.push(format!("reaction from {}", peers[s].label()));

@@ -52,9 +52,7 @@ pub fn degrade(body: Body<Option<String>>, caps: &Capabilities, policy: Degrade)
         Body::Retract { target: Some(target), .. } => notice("(deleted a message)".into(), Some(target)),
         // Never shown there, so nothing to take back.
         Body::Retract { target: None, .. } => None,
-        Body::Reaction { target: Some(target), key, removed } if caps.reactions => {
-            Some(Body::Reaction { target, key, removed })
-        }
+        Body::Reaction { target: Some(target), key, removed } if caps.reactions => Some(Body::Reaction { target, key, removed }),
         Body::Reaction { target: Some(target), key, removed: false } => notice(format!("reacted {key}"), Some(target)),
         Body::Reaction { .. } => None,
         Body::Presence { show, status } => caps.presence.then_some(Body::Presence { show, status }),
@@ -77,10 +75,7 @@ mod tests {
     #[test]
     fn full_capabilities_pass_everything_through() {
         let edit = Body::Edit { target: Some("r1".to_string()), text: Text::plain("new") };
-        assert_eq!(
-            degrade(edit, &Capabilities::ALL, Degrade::Notice),
-            Some(Body::Edit { target: "r1".into(), text: Text::plain("new") })
-        );
+        assert_eq!(degrade(edit, &Capabilities::ALL, Degrade::Notice), Some(Body::Edit { target: "r1".into(), text: Text::plain("new") }));
     }
 
     #[test]

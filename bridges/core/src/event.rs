@@ -18,9 +18,7 @@ pub fn new_id() -> String {
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -192,14 +190,9 @@ impl<R> Body<R> {
     /// an optional one (reply, thread) that cannot be translated is dropped.
     pub fn map_refs<S>(self, mut f: impl FnMut(R) -> Option<S>) -> Option<Body<S>> {
         Some(match self {
-            Body::Message { text, kind, attachments, reply_to, thread, mentions } => Body::Message {
-                text,
-                kind,
-                attachments,
-                reply_to: reply_to.and_then(&mut f),
-                thread: thread.and_then(&mut f),
-                mentions,
-            },
+            Body::Message { text, kind, attachments, reply_to, thread, mentions } => {
+                Body::Message { text, kind, attachments, reply_to: reply_to.and_then(&mut f), thread: thread.and_then(&mut f), mentions }
+            }
             Body::Edit { target, text } => Body::Edit { target: f(target)?, text },
             Body::Retract { target, moderated } => Body::Retract { target: f(target)?, moderated },
             Body::Reaction { target, key, removed } => Body::Reaction { target: f(target)?, key, removed },
@@ -352,7 +345,13 @@ mod tests {
         assert_eq!((attachments.len(), reply_to.as_deref(), thread.as_deref()), (1, Some("r"), Some("t")));
         let Body::Message { attachments, reply_to, thread, text, .. } = &parts[1].1 else { panic!() };
         assert_eq!((attachments.len(), reply_to.as_deref(), thread.as_deref(), text.html.as_deref()), (0, None, Some("t"), None));
-        let joined: String = parts.iter().map(|(_, b)| match b { Body::Message { text, .. } => text.plain.split_once(") ").unwrap().1.trim_end().to_string() + "\n", _ => unreachable!() }).collect();
+        let joined: String = parts
+            .iter()
+            .map(|(_, b)| match b {
+                Body::Message { text, .. } => text.plain.split_once(") ").unwrap().1.trim_end().to_string() + "\n",
+                _ => unreachable!(),
+            })
+            .collect();
         assert_eq!(joined, long);
         assert_eq!(Body::<String>::Typing { active: true }.in_parts("d", 1).len(), 1);
     }

@@ -303,7 +303,9 @@ impl Fetcher {
     pub async fn fetch(&self, url: &str, max: u64) -> Result<Fetched, FetchError> {
         let result = match tokio::time::timeout(self.total, self.follow(url, max)).await {
             Ok(r) => r,
-            Err(_) => Err(FetchError::Refused(Refusal::new("too_slow", format!("GET {}: not done in {:?}", link_for_log(url), self.total)))),
+            Err(_) => {
+                Err(FetchError::Refused(Refusal::new("too_slow", format!("GET {}: not done in {:?}", link_for_log(url), self.total))))
+            }
         };
         if let Err(FetchError::Refused(r)) = &result {
             tracing::info!(url = %link_for_log(url), reason = r.reason, "link not fetched: {}", r.message);
@@ -325,7 +327,9 @@ impl Fetcher {
                 let Some(to) = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()) else {
                     return Err(refused("status", format!("GET {}: {status} without a location", link_for_log(url.as_str()))));
                 };
-                url = url.join(to).map_err(|e| refused("bad_url", format!("{} redirects to a bad location: {e}", link_for_log(url.as_str()))))?;
+                url = url
+                    .join(to)
+                    .map_err(|e| refused("bad_url", format!("{} redirects to a bad location: {e}", link_for_log(url.as_str()))))?;
                 continue;
             }
             return read(&url, resp, max).await;
@@ -439,7 +443,8 @@ mod tests {
         ] {
             assert_eq!(why(ip), Some(kind), "{ip}");
         }
-        for ip in ["93.184.216.34", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::"] {
+        for ip in ["93.184.216.34", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808", "2002:808:808::"]
+        {
             assert_eq!(why(ip), None, "{ip}");
         }
     }

@@ -15,12 +15,11 @@ pub mod sign;
 pub mod text;
 
 pub use bridge::{
-    Accepted, Bridge, BridgeContext, BridgeError, BridgeOptions, Capabilities, Committed, Degrade, Delivered, Delivery,
-    DeliveryError, DirectError, Host, IdKind, OptionError, Recipient, SubmitError, parse_options,
+    Accepted, Bridge, BridgeContext, BridgeError, BridgeOptions, Capabilities, Committed, Degrade, Delivered, Delivery, DeliveryError,
+    DirectError, Host, IdKind, OptionError, Recipient, SubmitError, parse_options,
 };
 pub use degrade::degrade;
 pub use event::{
-    Attachment, Body, Event, EventId, Incoming, Membership, MessageKind, Origin, RemoteSender, Sender, Show, Text,
-    new_id, now_ms,
+    Attachment, Body, Event, EventId, Incoming, Membership, MessageKind, Origin, RemoteSender, Sender, Show, Text, new_id, now_ms,
 };
 pub use secret::Secret;

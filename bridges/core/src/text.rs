@@ -5,15 +5,38 @@ use std::sync::LazyLock;
 
 static SANITIZER: LazyLock<ammonia::Builder<'static>> = LazyLock::new(|| {
     let tags: HashSet<&str> = [
-        "a", "b", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "li",
-        "ol", "p", "pre", "s", "span", "strike", "strong", "sub", "sup", "u", "ul",
+        "a",
+        "b",
+        "blockquote",
+        "br",
+        "code",
+        "del",
+        "em",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "hr",
+        "i",
+        "li",
+        "ol",
+        "p",
+        "pre",
+        "s",
+        "span",
+        "strike",
+        "strong",
+        "sub",
+        "sup",
+        "u",
+        "ul",
     ]
     .into_iter()
     .collect();
     let mut b = ammonia::Builder::default();
-    b.tags(tags)
-        .url_schemes(["http", "https", "mailto", "xmpp", "matrix"].into_iter().collect())
-        .link_rel(Some("noopener noreferrer"));
+    b.tags(tags).url_schemes(["http", "https", "mailto", "xmpp", "matrix"].into_iter().collect()).link_rel(Some("noopener noreferrer"));
     b
 });
 
@@ -79,10 +102,8 @@ pub fn split_text(text: &str, max_bytes: usize) -> Vec<&str> {
             end -= 1;
         }
         let window = &rest[..end];
-        let cut = ["\n\n", "\n", " "]
-            .iter()
-            .find_map(|sep| window.rfind(sep).map(|i| i + sep.len()).filter(|&i| i > max / 4))
-            .unwrap_or(end);
+        let cut =
+            ["\n\n", "\n", " "].iter().find_map(|sep| window.rfind(sep).map(|i| i + sep.len()).filter(|&i| i > max / 4)).unwrap_or(end);
         parts.push(&rest[..cut]);
         rest = &rest[cut..];
     }

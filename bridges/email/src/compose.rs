@@ -204,7 +204,20 @@ mod tests {
     #[test]
     fn a_list_mail_threads_and_keeps_machines_quiet() {
         let text = Text { plain: "hello *all*".into(), html: Some("hello <b>all</b>".into()) };
-        let m = message(&list(), "d-1", &display_name("Alice", "matrix"), &text, MessageKind::Text, "Re: [Ops] plans", Some("orig@mail.test"), &["root@mail.test".into()], vec![], &["https://x/y.pdf".into()], "e-1").unwrap();
+        let m = message(
+            &list(),
+            "d-1",
+            &display_name("Alice", "matrix"),
+            &text,
+            MessageKind::Text,
+            "Re: [Ops] plans",
+            Some("orig@mail.test"),
+            &["root@mail.test".into()],
+            vec![],
+            &["https://x/y.pdf".into()],
+            "e-1",
+        )
+        .unwrap();
         let raw = String::from_utf8(m.bytes).unwrap();
         assert_eq!(m.message_id, "d-1@mail.test");
         for want in [
@@ -243,7 +256,12 @@ mod tests {
 
     #[test]
     fn digests_list_every_message() {
-        let e = |n: i64| DigestEntry { at_ms: 1_700_000_000_000 + n, from: format!("P{n}"), text: format!("t{n}"), delivery_id: format!("d{n}") };
+        let e = |n: i64| DigestEntry {
+            at_ms: 1_700_000_000_000 + n,
+            from: format!("P{n}"),
+            text: format!("t{n}"),
+            delivery_id: format!("d{n}"),
+        };
         let m = digest(&list(), &[e(1), e(2), e(3)]).unwrap();
         let raw = String::from_utf8(m.bytes).unwrap();
         assert!(raw.contains("Subject: [Ops] Digest: 3 messages"), "{raw}");

@@ -288,7 +288,10 @@ impl BridgeOptions for EmailOptions {
             if !host_port_ok(server) {
                 errors.push(OptionError::new(format!("{path}.server"), format!("{server:?} is not host:port")));
             } else if tls == Tls::None && !is_loopback(server) {
-                errors.push(OptionError::new(format!("{path}.tls"), "`none` sends passwords and mail in the clear: only for a server on this machine (127.0.0.1, ::1, localhost)"));
+                errors.push(OptionError::new(
+                    format!("{path}.tls"),
+                    "`none` sends passwords and mail in the clear: only for a server on this machine (127.0.0.1, ::1, localhost)",
+                ));
             }
         }
         if self.imap.password.is_empty() {

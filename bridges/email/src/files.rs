@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 
 /// Content types shown in place; everything else is a download, so that no
 /// attachment runs as a page on Causeway's address.
-const INLINE_TYPES: &[&str] = &["image/png", "image/jpeg", "image/gif", "image/webp", "audio/ogg", "audio/mpeg", "video/mp4", "video/webm", "text/plain"];
+const INLINE_TYPES: &[&str] =
+    &["image/png", "image/jpeg", "image/gif", "image/webp", "audio/ogg", "audio/mpeg", "video/mp4", "video/webm", "text/plain"];
 
 pub struct Files {
     dir: PathBuf,
@@ -80,7 +81,8 @@ impl Files {
             .and_then(|m| serde_json::from_slice::<Meta>(&m).ok())
             .map(|m| m.mime)
             .unwrap_or_default();
-        let (ct, disposition) = if INLINE_TYPES.contains(&mime.as_str()) { (mime, "inline") } else { ("application/octet-stream".to_string(), "attachment") };
+        let (ct, disposition) =
+            if INLINE_TYPES.contains(&mime.as_str()) { (mime, "inline") } else { ("application/octet-stream".to_string(), "attachment") };
         let chunks = futures_util::stream::try_unfold((file, place), |(mut file, place)| async move {
             let mut buf = bytes::BytesMut::with_capacity(CHUNK);
             match tokio::io::AsyncReadExt::read_buf(&mut file, &mut buf).await? {

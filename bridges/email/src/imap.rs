@@ -111,10 +111,7 @@ pub async fn connect(o: &ImapOptions) -> Result<Session, ConnectError> {
             async_imap::Client::new(tls(&host, tcp).await.map_err(un)?)
         }
     };
-    client
-        .login(&o.username, o.password.expose())
-        .await
-        .map_err(|(e, _)| ConnectError::Refused(format!("as {}: {e}", o.username)))
+    client.login(&o.username, o.password.expose()).await.map_err(|(e, _)| ConnectError::Refused(format!("as {}: {e}", o.username)))
 }
 
 /// The mailbox's UIDVALIDITY after selecting it.

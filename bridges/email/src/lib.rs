@@ -28,8 +28,8 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use causeway_core::text::escape_html;
 use causeway_core::{
-    Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Degrade, Delivered, Delivery, DeliveryError, Incoming,
-    OptionError, RemoteSender, SubmitError, Text, now_ms, parse_options,
+    Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Degrade, Delivered, Delivery, DeliveryError, Incoming, OptionError,
+    RemoteSender, SubmitError, Text, now_ms, parse_options,
 };
 
 use crate::compose::{DigestEntry, List};
@@ -135,7 +135,9 @@ impl Inner {
             match (resolved, sub.digest()) {
                 (Some(a), Some(d)) => s.digest.push((a.to_ascii_lowercase(), d)),
                 (Some(a), None) => s.now.push(a.to_ascii_lowercase()),
-                (None, _) if warn => tracing::warn!(bridge = ctx.name(), list = %address, "subscriber {target:?} is neither an address nor a person with an account on this bridge"),
+                (None, _) if warn => {
+                    tracing::warn!(bridge = ctx.name(), list = %address, "subscriber {target:?} is neither an address nor a person with an account on this bridge")
+                }
                 (None, _) => {}
             }
         }
@@ -149,7 +151,12 @@ impl Inner {
         let mut attachments = Vec::new();
         for f in &t.files {
             let url = files.store(&f.name, &f.mime, &f.bytes).await.map_err(|e| format!("cannot keep an attachment: {e}"))?;
-            attachments.push(causeway_core::Attachment { url, name: Some(f.name.clone()), mime: Some(f.mime.clone()), size: Some(f.bytes.len() as u64) });
+            attachments.push(causeway_core::Attachment {
+                url,
+                name: Some(f.name.clone()),
+                mime: Some(f.mime.clone()),
+                size: Some(f.bytes.len() as u64),
+            });
         }
         let sender = RemoteSender { id: t.from.clone(), name: t.name.clone(), avatar: None };
         let mut plain = t.plain.clone();
@@ -373,7 +380,8 @@ impl Inner {
         // next one. (A crash right here sends this one again.)
         let _one = self.digests.lock().await;
         let sent: std::collections::HashSet<&str> = entries.iter().map(|e| e.delivery_id.as_str()).collect();
-        let rest: Vec<DigestEntry> = Self::digest_entries(ctx, &key).await?.into_iter().filter(|e| !sent.contains(e.delivery_id.as_str())).collect();
+        let rest: Vec<DigestEntry> =
+            Self::digest_entries(ctx, &key).await?.into_iter().filter(|e| !sent.contains(e.delivery_id.as_str())).collect();
         ctx.save_state(&key, &serde_json::to_string(&rest).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
         tracing::info!(bridge = ctx.name(), list, subscriber = address, messages = entries.len(), "digest sent");
         Ok(())
@@ -395,7 +403,8 @@ impl Inner {
             return None;
         }
         let sender = format!("{}:{}", d.event.origin.bridge, d.event.sender.id);
-        let admitted = self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).admit(&d.room, &sender, std::time::Instant::now());
+        let admitted =
+            self.sent.lock().unwrap_or_else(std::sync::PoisonError::into_inner).admit(&d.room, &sender, std::time::Instant::now());
         (!admitted).then_some("send_limit")
     }
 
@@ -424,7 +433,8 @@ impl Inner {
         self.send_to_each(ctx, &mail.message_id, None, &l.address, &subs.now, &mail.bytes).await.map_err(|e| e.to_string())?;
         let _one = self.digests.lock().await;
         let sent: std::collections::HashSet<&str> = entries.iter().map(|e| e.delivery_id.as_str()).collect();
-        let rest: Vec<DigestEntry> = Self::digest_entries(ctx, &key).await?.into_iter().filter(|e| !sent.contains(e.delivery_id.as_str())).collect();
+        let rest: Vec<DigestEntry> =
+            Self::digest_entries(ctx, &key).await?.into_iter().filter(|e| !sent.contains(e.delivery_id.as_str())).collect();
         ctx.save_state(&key, &serde_json::to_string(&rest).map_err(|e| e.to_string())?).await.map_err(|e| e.to_string())?;
         tracing::info!(bridge = ctx.name(), list, subscribers = subs.now.len(), messages = entries.len(), "gathered mail sent");
         Ok(())
@@ -455,7 +465,15 @@ impl Inner {
     /// As [`send_each`](Self::send_each), for mail that is no delivery of
     /// its own (a gathered mail): an address refused for good is logged,
     /// counted and passed over.
-    async fn send_to_each(&self, ctx: &BridgeContext, delivery_id: &str, d: Option<&Delivery>, from: &str, to: &[String], mail: &[u8]) -> Result<(), DeliveryError> {
+    async fn send_to_each(
+        &self,
+        ctx: &BridgeContext,
+        delivery_id: &str,
+        d: Option<&Delivery>,
+        from: &str,
+        to: &[String],
+        mail: &[u8],
+    ) -> Result<(), DeliveryError> {
         let key = format!("{SENT_KEY}{delivery_id}");
         let transient = |e: String| DeliveryError::transient(e);
         let mut done: Vec<String> = match ctx.load_state(&key).await.map_err(|e| transient(e.to_string()))? {
@@ -527,7 +545,10 @@ impl Inner {
         for a in attachments {
             match self.fetcher.fetch(&a.url, self.options.max_attachment_bytes).await {
                 Ok(f) => files.push(compose::File {
-                    name: a.name.clone().unwrap_or_else(|| a.url.rsplit('/').next().unwrap_or("file").split('?').next().unwrap_or("file").to_string()),
+                    name: a
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| a.url.rsplit('/').next().unwrap_or("file").split('?').next().unwrap_or("file").to_string()),
                     mime: a.mime.clone().or(f.content_type).unwrap_or_else(|| "application/octet-stream".into()),
                     bytes: f.bytes,
                 }),
@@ -565,7 +586,11 @@ struct Sig {
     sig: Option<String>,
 }
 
-async fn file(State(inner): State<Arc<Inner>>, Path((hash, _name)): Path<(String, String)>, Query(q): Query<Sig>) -> axum::response::Response {
+async fn file(
+    State(inner): State<Arc<Inner>>,
+    Path((hash, _name)): Path<(String, String)>,
+    Query(q): Query<Sig>,
+) -> axum::response::Response {
     match inner.files.get() {
         Some(f) => f.serve(&hash, q.sig.as_deref()).await,
         None => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "starting").into_response(),

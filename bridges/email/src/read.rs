@@ -40,9 +40,15 @@ pub enum Verdict {
     Take(Box<Taken>),
     /// Not for a portal and never answered (auto-replies, bounces, our own
     /// mail, mail to no list): marked as read, counted under `reason`.
-    Ignore { reason: &'static str, detail: String },
+    Ignore {
+        reason: &'static str,
+        detail: String,
+    },
     /// Kept aside in the quarantine folder, counted under `reason`.
-    Quarantine { reason: &'static str, detail: String },
+    Quarantine {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 fn ignore(reason: &'static str, detail: impl Into<String>) -> Verdict {
@@ -113,7 +119,8 @@ fn list_of<'a>(m: &Message, options: &'a EmailOptions) -> Option<&'a String> {
     let find = |candidates: &[String]| options.lists.keys().find(|l| candidates.iter().any(|c| c.eq_ignore_ascii_case(l)));
     let mut envelope: Vec<String> = Vec::new();
     for h in ["Delivered-To", "X-Original-To", "Envelope-To"] {
-        envelope.extend(m.header_values(h).map(|v| header_text(Some(v)).trim().trim_matches(|c| c == '<' || c == '>').to_ascii_lowercase()));
+        envelope
+            .extend(m.header_values(h).map(|v| header_text(Some(v)).trim().trim_matches(|c| c == '<' || c == '>').to_ascii_lowercase()));
     }
     if let Some(l) = find(&envelope) {
         return Some(l);
@@ -231,7 +238,12 @@ pub fn clean(text: &str) -> (String, String) {
     let mut cut = lines.len();
     for (i, l) in lines.iter().enumerate() {
         let t = l.trim_end();
-        if t == "-- " || t == "--" || t.starts_with("-----Original Message-----") || t.starts_with("-------- Original Message") || t.starts_with("---------- Forwarded message") {
+        if t == "-- "
+            || t == "--"
+            || t.starts_with("-----Original Message-----")
+            || t.starts_with("-------- Original Message")
+            || t.starts_with("---------- Forwarded message")
+        {
             cut = i;
             break;
         }
@@ -327,8 +339,10 @@ pub fn read(raw: &[u8], options: &EmailOptions, subscribers: &dyn Fn(&str) -> Ve
         return quarantine("policy", format!("{sender}: {why}"));
     }
     let in_reply_to = ids(m.in_reply_to()).into_iter().next().or_else(|| ids(m.references()).pop());
-    let new_subject = m.subject().map(crate::compose::one_line).filter(|s| !s.is_empty() && in_reply_to.is_none()).map(|s| s.chars().take(300).collect());
-    let html_body = m.body_html(0).filter(|_| m.html_body_count() > 0 && m.html_bodies().any(|p| p.is_text_html())).map(|h| sanitize_html(&h));
+    let new_subject =
+        m.subject().map(crate::compose::one_line).filter(|s| !s.is_empty() && in_reply_to.is_none()).map(|s| s.chars().take(300).collect());
+    let html_body =
+        m.body_html(0).filter(|_| m.html_body_count() > 0 && m.html_bodies().any(|p| p.is_text_html())).map(|h| sanitize_html(&h));
     let plain_body = match m.text_bodies().find(|p| !p.is_text_html()) {
         Some(p) => p.text_contents().unwrap_or("").to_string(),
         None => html_body.as_deref().map(html_to_plain).unwrap_or_default(),
@@ -339,7 +353,10 @@ pub fn read(raw: &[u8], options: &EmailOptions, subscribers: &dyn Fn(&str) -> Ve
         html_body.filter(|h| !h.trim().is_empty())
     } else {
         let main = escape_html(&plain).replace('\n', "<br>");
-        Some(format!("{main}<details><summary>quoted text</summary><blockquote>{}</blockquote></details>", escape_html(&quoted).replace('\n', "<br>")))
+        Some(format!(
+            "{main}<details><summary>quoted text</summary><blockquote>{}</blockquote></details>",
+            escape_html(&quoted).replace('\n', "<br>")
+        ))
     };
     let mut files = Vec::new();
     for (i, part) in m.attachments().enumerate() {
@@ -351,7 +368,8 @@ pub fn read(raw: &[u8], options: &EmailOptions, subscribers: &dyn Fn(&str) -> Ve
             Some(s) => format!("{}/{}", c.ctype(), s),
             None => c.ctype().to_string(),
         });
-        let name = part.attachment_name().map(|n| n.chars().filter(|c| !c.is_control() && *c != '/' && *c != '\\').take(200).collect::<String>());
+        let name =
+            part.attachment_name().map(|n| n.chars().filter(|c| !c.is_control() && *c != '/' && *c != '\\').take(200).collect::<String>());
         files.push(File {
             name: name.filter(|n| !n.trim().is_empty()).unwrap_or_else(|| format!("attachment-{}", i + 1)),
             mime: crate::compose::mime_type(&mime.unwrap_or_default()),
@@ -434,13 +452,23 @@ mod tests {
                 .spawn(move || matches!(read(&raw, &options(serde_json::json!({})), &subs), Verdict::Quarantine { reason: "too_deep", .. }))
                 .unwrap()
                 .join();
-            assert_eq!(verdict.ok(), Some(true), "{depth} levels ({}): quarantined, the stack intact", if rfc822 { "message/rfc822" } else { "multipart" });
+            assert_eq!(
+                verdict.ok(),
+                Some(true),
+                "{depth} levels ({}): quarantined, the stack intact",
+                if rfc822 { "message/rfc822" } else { "multipart" }
+            );
         }
         let Verdict::Take(t) = read(&nested(3, false), &options(serde_json::json!({})), &subs) else { panic!("three levels are a mail") };
         assert_eq!(t.plain.trim(), "at the bottom");
         assert!(matches!(read(&nested(3, true), &options(serde_json::json!({})), &subs), Verdict::Take(_)), "a forward of a forward");
         // Folded, oddly cased, or with space before the colon: still counted.
-        assert_eq!(mime_containers(b"CONTENT-TYPE:\r\n   Multipart/Mixed; boundary=x\r\ncontent-type : message/rfc822\r\nContent-Type: text/plain\r\n"), 2);
+        assert_eq!(
+            mime_containers(
+                b"CONTENT-TYPE:\r\n   Multipart/Mixed; boundary=x\r\ncontent-type : message/rfc822\r\nContent-Type: text/plain\r\n"
+            ),
+            2
+        );
     }
 
     #[test]
@@ -465,7 +493,10 @@ mod tests {
     fn a_plain_mail_from_a_subscriber_is_taken() {
         let v = read(&mail(BASIC, "db-1 is at 91%.\n\n-- \nAlice\nOps team"), &options(serde_json::json!({})), &subs);
         let Verdict::Take(t) = v else { panic!("{v:?}") };
-        assert_eq!((t.list.as_str(), t.from.as_str(), t.name.as_deref()), ("bridge+ops@mail.test", "alice@mail.test", Some("Alice Liddell")));
+        assert_eq!(
+            (t.list.as_str(), t.from.as_str(), t.name.as_deref()),
+            ("bridge+ops@mail.test", "alice@mail.test", Some("Alice Liddell"))
+        );
         assert_eq!(t.plain, "db-1 is at 91%.");
         assert_eq!(t.message_id.as_deref(), Some("a1@mail.test"));
         assert_eq!(t.new_subject.as_deref(), Some("Disk full"));
@@ -501,7 +532,10 @@ mod tests {
             ("From: alice@mail.test\nTo: bridge+ops@mail.test\nPrecedence: junk", "auto_reply"),
             ("From: alice@mail.test\nTo: bridge+ops@mail.test\nX-Autoreply: yes", "auto_reply"),
             ("From: MAILER-DAEMON@mail.test\nTo: bridge+ops@mail.test\nSubject: Undelivered", "bounce"),
-            ("From: alice@mail.test\nTo: bridge+ops@mail.test\nContent-Type: multipart/report; report-type=delivery-status; boundary=x", "bounce"),
+            (
+                "From: alice@mail.test\nTo: bridge+ops@mail.test\nContent-Type: multipart/report; report-type=delivery-status; boundary=x",
+                "bounce",
+            ),
             ("From: alice@mail.test\nReturn-Path: <>\nTo: bridge+ops@mail.test", "bounce"),
             ("From: \"Dave (via xmpp)\" <bridge+ops@mail.test>\nTo: bridge+ops@mail.test", "loop"),
             ("From: alice@mail.test\nTo: someone-else@mail.test", "no_list"),
@@ -527,7 +561,10 @@ mod tests {
         // A signature by another domain vouches for nothing about alice.
         assert!(!take(from("alice@mail.test", "Authentication-Results: mx.mail.test; spf=fail; dkim=pass header.d=evil.example\n")));
         // A comment cannot smuggle in a verdict.
-        assert!(!take(from("alice@mail.test", "Authentication-Results: mx.mail.test; spf=fail smtp.mailfrom=x (; dmarc=pass); dkim=none\n")));
+        assert!(!take(from(
+            "alice@mail.test",
+            "Authentication-Results: mx.mail.test; spf=fail smtp.mailfrom=x (; dmarc=pass); dkim=none\n"
+        )));
         // A verdict from another server is anyone's words.
         assert!(take(from("alice@mail.test", "Authentication-Results: forged.example; dmarc=fail\n")));
         let strict = options(serde_json::json!({"policy": {"authserv_id": "mx.mail.test", "require_authentication": true}}));
@@ -535,15 +572,24 @@ mod tests {
         assert!(!take_strict(from("alice@mail.test", "")));
         assert!(take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; dmarc=pass\n")));
         assert!(take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; spf=pass smtp.mailfrom=alice@sub.mail.test\n")));
-        assert!(!take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; spf=pass smtp.mailfrom=bounce@other.example\n")));
+        assert!(!take_strict(from(
+            "alice@mail.test",
+            "Authentication-Results: mx.mail.test; spf=pass smtp.mailfrom=bounce@other.example\n"
+        )));
         // SMTP AUTH vouches for the login alone, not for its domain.
         assert!(take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; auth=pass smtp.auth=Alice@mail.test\n")));
         assert!(!take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; auth=pass smtp.auth=bob@mail.test\n")));
-        assert!(!take(from("alice@mail.test", "Authentication-Results: mx.mail.test; auth=pass smtp.auth=bob@mail.test\n")), "someone else's login is refused even without require_authentication");
+        assert!(
+            !take(from("alice@mail.test", "Authentication-Results: mx.mail.test; auth=pass smtp.auth=bob@mail.test\n")),
+            "someone else's login is refused even without require_authentication"
+        );
         assert!(!take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; auth=fail smtp.auth=alice@mail.test\n")));
         assert!(!take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; none\n")));
         // The topmost header is the receiving server's; one below it is the sender's own.
-        assert!(!take_strict(from("alice@mail.test", "Authentication-Results: mx.mail.test; auth=pass smtp.auth=bob@mail.test\nAuthentication-Results: mx.mail.test; auth=pass smtp.auth=alice@mail.test\n")));
+        assert!(!take_strict(from(
+            "alice@mail.test",
+            "Authentication-Results: mx.mail.test; auth=pass smtp.auth=bob@mail.test\nAuthentication-Results: mx.mail.test; auth=pass smtp.auth=alice@mail.test\n"
+        )));
     }
 
     #[test]
@@ -561,7 +607,12 @@ mod tests {
         let o = options(serde_json::json!({"max_message_bytes": 100}));
         assert!(matches!(read(&mail(BASIC, &"x".repeat(200)), &o, &subs), Verdict::Quarantine { reason: "too_large", .. }));
         let o = options(serde_json::json!({}));
-        for raw in [&b""[..], b"no headers at all", b"To: bridge+ops@mail.test\r\n\r\nno from", b"From: not an address\r\nTo: bridge+ops@mail.test\r\n\r\nx"] {
+        for raw in [
+            &b""[..],
+            b"no headers at all",
+            b"To: bridge+ops@mail.test\r\n\r\nno from",
+            b"From: not an address\r\nTo: bridge+ops@mail.test\r\n\r\nx",
+        ] {
             assert!(matches!(read(raw, &o, &subs), Verdict::Quarantine { reason: "malformed", .. }), "{:?}", String::from_utf8_lossy(raw));
         }
     }

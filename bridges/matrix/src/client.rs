@@ -156,10 +156,7 @@ impl Client {
             .await
             .map_err(|e| ApiError::Unavailable(format!("homeserver: {e}")))?;
         let v = answer(resp).await?;
-        v["content_uri"]
-            .as_str()
-            .map(OwnedMxcUri::from)
-            .ok_or_else(|| ApiError::Unavailable("upload answer without content_uri".into()))
+        v["content_uri"].as_str().map(OwnedMxcUri::from).ok_or_else(|| ApiError::Unavailable("upload answer without content_uri".into()))
     }
 
     /// Start fetching a file of the media repository (authenticated media);
@@ -259,7 +256,14 @@ impl Client {
         event_id(self.call(Method::PUT, url, Some(content)).await?)
     }
 
-    pub async fn set_state(&self, room: &str, event_type: &str, key: &str, content: &Value, as_user: &UserId) -> Result<OwnedEventId, ApiError> {
+    pub async fn set_state(
+        &self,
+        room: &str,
+        event_type: &str,
+        key: &str,
+        content: &Value,
+        as_user: &UserId,
+    ) -> Result<OwnedEventId, ApiError> {
         let url = self.url(&["_matrix", "client", "v3", "rooms", room, "state", event_type, key], Some(as_user));
         event_id(self.call(Method::PUT, url, Some(content)).await?)
     }
@@ -268,7 +272,12 @@ impl Client {
     /// first from the end (`from: None`) or from a token, with the token of
     /// the next page (none at the room's start). Events stay raw, parsed
     /// one by one like those the homeserver pushes.
-    pub async fn messages_back(&self, room: &str, from: Option<&str>, limit: u32) -> Result<(Vec<ruma::serde::Raw<ruma::events::AnyTimelineEvent>>, Option<String>), ApiError> {
+    pub async fn messages_back(
+        &self,
+        room: &str,
+        from: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<ruma::serde::Raw<ruma::events::AnyTimelineEvent>>, Option<String>), ApiError> {
         let mut url = self.url(&["_matrix", "client", "v3", "rooms", room, "messages"], None);
         {
             let mut q = url.query_pairs_mut();
@@ -280,7 +289,9 @@ impl Client {
         let v = self.call(Method::GET, url, None).await?;
         let end = v["end"].as_str().map(str::to_string);
         let chunk = match v.get("chunk") {
-            Some(c) => serde_json::from_value(c.clone()).map_err(|e| ApiError::Unavailable(format!("a timeline page that does not parse: {e}")))?,
+            Some(c) => {
+                serde_json::from_value(c.clone()).map_err(|e| ApiError::Unavailable(format!("a timeline page that does not parse: {e}")))?
+            }
             None => Vec::new(),
         };
         Ok((chunk, end))
@@ -345,7 +356,8 @@ async fn answer(resp: reqwest::Response) -> Result<Value, ApiError> {
 fn may_redact(levels: &Value, user: &str) -> bool {
     let level = |v: &Value| v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
     let redact = levels.get("redact").and_then(level).unwrap_or(50);
-    let mine = levels.get("users").and_then(|u| u.get(user)).and_then(level).or_else(|| levels.get("users_default").and_then(level)).unwrap_or(0);
+    let mine =
+        levels.get("users").and_then(|u| u.get(user)).and_then(level).or_else(|| levels.get("users_default").and_then(level)).unwrap_or(0);
     mine >= redact
 }
 

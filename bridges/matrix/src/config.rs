@@ -120,7 +120,9 @@ fn localpart_ok(s: &str) -> bool {
 impl BridgeOptions for MatrixOptions {
     fn check(&self) -> Vec<OptionError> {
         let mut errors = self.fetch.check("fetch");
-        for (field, value) in [("homeserver", &self.homeserver), ("url", &self.url)].into_iter().chain(self.public_url.as_ref().map(|u| ("public_url", u))) {
+        for (field, value) in
+            [("homeserver", &self.homeserver), ("url", &self.url)].into_iter().chain(self.public_url.as_ref().map(|u| ("public_url", u)))
+        {
             match reqwest::Url::parse(value) {
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
                 _ => errors.push(OptionError::new(field, format!("{value:?} is not an http(s) URL"))),
@@ -150,13 +152,18 @@ impl BridgeOptions for MatrixOptions {
             if t.is_empty() {
                 errors.push(OptionError::new("double_puppet_token", "must not be empty"));
             } else if t.expose() == self.as_token.expose() || t.expose() == self.hs_token.expose() {
-                errors.push(OptionError::new("double_puppet_token", "must differ from as_token and hs_token (it belongs to a second registration)"));
+                errors.push(OptionError::new(
+                    "double_puppet_token",
+                    "must differ from as_token and hs_token (it belongs to a second registration)",
+                ));
             }
         }
         if self.id.trim().is_empty() {
             errors.push(OptionError::new("id", "must not be empty"));
         }
-        for (field, value) in [("sender_localpart", &self.sender_localpart), ("ghost_prefix", &self.ghost_prefix), ("alias_prefix", &self.alias_prefix)] {
+        for (field, value) in
+            [("sender_localpart", &self.sender_localpart), ("ghost_prefix", &self.ghost_prefix), ("alias_prefix", &self.alias_prefix)]
+        {
             if !localpart_ok(value) {
                 errors.push(OptionError::new(field, format!("{value:?}: use lowercase letters, digits and ._=-/+")));
             }
@@ -207,7 +214,9 @@ mod tests {
         let with = |extra: serde_json::Value| {
             let mut o = good();
             o.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-            parse_options::<MatrixOptions>(o).map(drop).map_err(|e| e.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>())
+            parse_options::<MatrixOptions>(o)
+                .map(drop)
+                .map_err(|e| e.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>())
         };
         assert!(with(json!({"double_puppet_token": "d", "double_puppet_from": ["xmpp"]})).is_ok());
         let e = with(json!({"double_puppet_token": "d"})).unwrap_err();

@@ -164,7 +164,8 @@ async fn transaction(
         }
         if let Ok(n) = txn.parse::<u64>() {
             // A lower number: the homeserver counts anew (a reset database).
-            st.last_txn = Some(if st.last_txn.is_some_and(|l| l > n + RECENT_TXNS as u64) { n } else { st.last_txn.map_or(n, |l| l.max(n)) });
+            st.last_txn =
+                Some(if st.last_txn.is_some_and(|l| l > n + RECENT_TXNS as u64) { n } else { st.last_txn.map_or(n, |l| l.max(n)) });
         }
         st.txns.push_back(txn);
         // Stored now and then: one behind only costs a reconciliation at start.
@@ -217,21 +218,24 @@ pub(crate) fn media_url(inner: &Inner, server: &str, media: &str) -> String {
 
 /// Content types shown in place; everything else is a download, so that no
 /// file from the homeserver runs as a page on Causeway's address.
-const INLINE_TYPES: &[&str] = &["image/png", "image/jpeg", "image/gif", "image/webp", "audio/ogg", "audio/mpeg", "video/mp4", "video/webm", "text/plain"];
+const INLINE_TYPES: &[&str] =
+    &["image/png", "image/jpeg", "image/gif", "image/webp", "audio/ogg", "audio/mpeg", "video/mp4", "video/webm", "text/plain"];
 
 /// How long a request for a file waits for a free place.
 const MEDIA_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A file of the media repository, for networks that fetch links.
 async fn media(State(inner): State<Arc<Inner>>, Path((server, media)): Path<(String, String)>, Query(q): Query<AuthQuery>) -> Response {
-    let signed = q.sig.as_deref().is_some_and(|s| causeway_core::sign::verify_hex(&media_key(&inner), format!("{server}/{media}").as_bytes(), s));
+    let signed =
+        q.sig.as_deref().is_some_and(|s| causeway_core::sign::verify_hex(&media_key(&inner), format!("{server}/{media}").as_bytes(), s));
     if !signed {
         return matrix_error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "not a link Causeway handed out");
     }
     // A place among the files passed on at once, kept until the whole file
     // has gone out (or the reader is gone): a burst of requests for large
     // files cannot hold more than that many answers open.
-    let Ok(place) = tokio::time::timeout(MEDIA_WAIT, inner.media_places.clone().acquire_owned()).await.map(|p| p.expect("never closed")) else {
+    let Ok(place) = tokio::time::timeout(MEDIA_WAIT, inner.media_places.clone().acquire_owned()).await.map(|p| p.expect("never closed"))
+    else {
         tracing::info!(server, media, "media not served: every place is taken (media_concurrency)");
         let mut r = matrix_error(StatusCode::SERVICE_UNAVAILABLE, "M_LIMIT_EXCEEDED", "too many files at once; try again shortly");
         r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
@@ -241,7 +245,11 @@ async fn media(State(inner): State<Arc<Inner>>, Path((server, media)): Path<(Str
         Ok(m) => {
             let ct = m.content_type.clone().unwrap_or_default();
             let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-            let (ct, disposition) = if INLINE_TYPES.contains(&essence.as_str()) { (essence, "inline") } else { ("application/octet-stream".to_string(), "attachment") };
+            let (ct, disposition) = if INLINE_TYPES.contains(&essence.as_str()) {
+                (essence, "inline")
+            } else {
+                ("application/octet-stream".to_string(), "attachment")
+            };
             let body = futures_util::StreamExt::map(m.chunks(), move |c| {
                 let _held = &place;
                 c
@@ -326,7 +334,11 @@ pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<
         if let Some(m) = change.membership.clone().filter(|_| !inner.is_ours(user.as_str())) {
             let name = change.name.clone().or_else(|| display_name(inner, &room, &user).name);
             let who = RemoteSender { id: user.to_string(), name, avatar: None };
-            new = submit(ctx, Incoming { room: link, sender: who, remote_id: Some(event_id), aliases: Vec::new(), at_ms, body: Body::Membership(m) }).await?;
+            new = submit(
+                ctx,
+                Incoming { room: link, sender: who, remote_id: Some(event_id), aliases: Vec::new(), at_ms, body: Body::Membership(m) },
+            )
+            .await?;
         }
         // The member list changes once the change is taken.
         let mut st = inner.state();
@@ -505,7 +517,11 @@ fn body(inner: &Inner, event: AnyTimelineEvent) -> Option<Body<String>> {
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomMessage(m)) => message(inner, m.as_original()?.content.clone()),
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::Reaction(r)) => {
             let a = &r.as_original()?.content.relates_to;
-            (!a.key.is_empty() && a.key.len() <= 64).then(|| Body::Reaction { target: a.event_id.to_string(), key: a.key.clone(), removed: false })
+            (!a.key.is_empty() && a.key.len() <= 64).then(|| Body::Reaction {
+                target: a.event_id.to_string(),
+                key: a.key.clone(),
+                removed: false,
+            })
         }
         AnyTimelineEvent::MessageLike(AnyMessageLikeEvent::RoomRedaction(r)) => {
             let r = r.as_original()?;
@@ -564,7 +580,12 @@ fn message(inner: &Inner, content: RoomMessageEventContent) -> Option<Body<Strin
         _ => {}
     }
     let is_reply = reply_to.is_some();
-    let file = |source: &MediaSource, name: &str, filename: Option<&String>, caption: Option<(&str, Option<&ruma::events::room::message::FormattedBody>)>, mime: Option<String>, size: Option<u64>| {
+    let file = |source: &MediaSource,
+                name: &str,
+                filename: Option<&String>,
+                caption: Option<(&str, Option<&ruma::events::room::message::FormattedBody>)>,
+                mime: Option<String>,
+                size: Option<u64>| {
         let MediaSource::Plain(mxc) = source else { return None };
         let (server, media) = mxc.parts().ok()?;
         let url = media_url(inner, server.as_str(), media);
@@ -577,7 +598,14 @@ fn message(inner: &Inner, content: RoomMessageEventContent) -> Option<Body<Strin
         ($c:expr) => {{
             let c = $c;
             let info = c.info.as_ref();
-            let (t, a) = file(&c.source, &c.body, c.filename.as_ref(), Some((&c.body, c.formatted.as_ref())), info.and_then(|i| i.mimetype.clone()), info.and_then(|i| i.size).map(u64::from))?;
+            let (t, a) = file(
+                &c.source,
+                &c.body,
+                c.filename.as_ref(),
+                Some((&c.body, c.formatted.as_ref())),
+                info.and_then(|i| i.mimetype.clone()),
+                info.and_then(|i| i.size).map(u64::from),
+            )?;
             (MessageKind::Text, t, vec![a])
         }};
     }
@@ -617,7 +645,14 @@ async fn ephemeral(inner: &Inner, ctx: &BridgeContext, raw: Raw<EphemeralData>) 
             let now: HashSet<OwnedUserId> = t.content.user_ids.into_iter().filter(|u| !inner.is_ours(u.as_str())).collect();
             let before = inner.state().typing.insert(room.clone(), now.clone()).unwrap_or_default();
             for (user, active) in now.difference(&before).map(|u| (u, true)).chain(before.difference(&now).map(|u| (u, false))) {
-                events.push(Incoming { room: link.clone(), sender: display_name(inner, &room, user), remote_id: None, aliases: Vec::new(), at_ms: None, body: Body::Typing { active } });
+                events.push(Incoming {
+                    room: link.clone(),
+                    sender: display_name(inner, &room, user),
+                    remote_id: None,
+                    aliases: Vec::new(),
+                    at_ms: None,
+                    body: Body::Typing { active },
+                });
             }
         }
         EphemeralData::Presence(p) => {
@@ -632,11 +667,22 @@ async fn ephemeral(inner: &Inner, ctx: &BridgeContext, raw: Raw<EphemeralData>) 
             let status = p.content.status_msg.clone().filter(|s| s.len() <= 1024);
             let rooms: Vec<(ruma::OwnedRoomId, String)> = {
                 let st = inner.state();
-                st.links.iter().filter(|(r, _)| st.members.get(*r).is_some_and(|m| m.contains_key(&p.sender))).map(|(r, l)| (r.clone(), l.clone())).collect()
+                st.links
+                    .iter()
+                    .filter(|(r, _)| st.members.get(*r).is_some_and(|m| m.contains_key(&p.sender)))
+                    .map(|(r, l)| (r.clone(), l.clone()))
+                    .collect()
             };
             for (room, link) in rooms {
                 let body = Body::Presence { show, status: status.clone() };
-                events.push(Incoming { room: link, sender: display_name(inner, &room, &p.sender), remote_id: None, aliases: Vec::new(), at_ms: None, body });
+                events.push(Incoming {
+                    room: link,
+                    sender: display_name(inner, &room, &p.sender),
+                    remote_id: None,
+                    aliases: Vec::new(),
+                    at_ms: None,
+                    body,
+                });
             }
         }
         _ => {}
@@ -655,7 +701,11 @@ mod tests {
 
     #[test]
     fn marks_are_read_under_the_names_outbound_writes() {
-        let raw = |content: serde_json::Value| Raw::<AnyTimelineEvent>::from_json(serde_json::value::to_raw_value(&json!({"type": "m.room.message", "content": content})).unwrap());
+        let raw = |content: serde_json::Value| {
+            Raw::<AnyTimelineEvent>::from_json(
+                serde_json::value::to_raw_value(&json!({"type": "m.room.message", "content": content})).unwrap(),
+            )
+        };
         let m = marks(&raw(json!({"body": "x", crate::outbound::PUPPET_MARK: true, crate::outbound::RELAY_MARK: true})));
         assert_eq!((m.puppet, m.relayed), (Some(json!(true)), Some(json!(true))));
         let none = marks(&raw(json!({"body": "x"})));

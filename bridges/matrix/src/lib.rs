@@ -26,11 +26,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use causeway_core::{
-    Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, DirectError, OptionError,
-    Sender, parse_options,
-};
 use causeway_core::fetch::Fetcher;
+use causeway_core::{
+    Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, DirectError, OptionError, Sender, parse_options,
+};
 use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde_json::json;
 
@@ -108,13 +107,19 @@ impl MatrixBridge {
         let client = Client::new(&options.homeserver, options.as_token.clone(), options.request_timeout)
             .map_err(|e| vec![OptionError::new("homeserver", e)])?;
         let puppet = match &options.double_puppet_token {
-            Some(t) => Some(Client::new(&options.homeserver, t.clone(), options.request_timeout).map_err(|e| vec![OptionError::new("homeserver", e)])?),
+            Some(t) => Some(
+                Client::new(&options.homeserver, t.clone(), options.request_timeout)
+                    .map_err(|e| vec![OptionError::new("homeserver", e)])?,
+            ),
             None => None,
         };
         let fetcher = Fetcher::new(&options.fetch, options.request_timeout.min(Duration::from_secs(10)), options.request_timeout)
             .map_err(|e| vec![OptionError::new("fetch", e)])?;
         // Links to Matrix files that this bridge signs (other bridges copy them).
-        causeway_core::fetch::trust_own_links(&format!("{}/media/", options.public_url.as_deref().unwrap_or(&options.url).trim_end_matches('/')));
+        causeway_core::fetch::trust_own_links(&format!(
+            "{}/media/",
+            options.public_url.as_deref().unwrap_or(&options.url).trim_end_matches('/')
+        ));
         Ok(MatrixBridge {
             inner: Arc::new(Inner {
                 client,
@@ -183,8 +188,7 @@ impl Inner {
     /// Whether `user` is the bridge's own (the bot or a ghost).
     fn is_ours(&self, user: &str) -> bool {
         let Ok(u) = <&UserId>::try_from(user) else { return false };
-        u.server_name().as_str() == self.options.server_name
-            && (u == self.bot || u.localpart().starts_with(&self.options.ghost_prefix))
+        u.server_name().as_str() == self.options.server_name && (u == self.bot || u.localpart().starts_with(&self.options.ghost_prefix))
     }
 
     /// The linked room a room id stands for. While rooms are being set up,
@@ -333,13 +337,20 @@ impl Inner {
 
     /// Create the room for an alias in the bridge's namespace.
     async fn create_portal_room(&self, link: &str) -> Result<OwnedRoomId, ApiError> {
-        let alias = RoomAliasId::parse(link).map_err(|e| ApiError::Refused { status: 400, errcode: "M_INVALID_PARAM".into(), error: e.to_string() })?;
+        let alias = RoomAliasId::parse(link).map_err(|e| ApiError::Refused {
+            status: 400,
+            errcode: "M_INVALID_PARAM".into(),
+            error: e.to_string(),
+        })?;
         let local = alias.alias();
         if !local.starts_with(&self.options.alias_prefix) || alias.server_name().as_str() != self.options.server_name {
             return Err(ApiError::Refused {
                 status: 404,
                 errcode: "M_NOT_FOUND".into(),
-                error: format!("{link} does not exist and is outside the bridge's alias namespace (#{}…:{}), so it is not created", self.options.alias_prefix, self.options.server_name),
+                error: format!(
+                    "{link} does not exist and is outside the bridge's alias namespace (#{}…:{}), so it is not created",
+                    self.options.alias_prefix, self.options.server_name
+                ),
             });
         }
         let body = json!({
@@ -447,7 +458,10 @@ impl Bridge for MatrixBridge {
 
     async fn deliver(&self, delivery: &Delivery) -> Result<Delivered, DeliveryError> {
         if !self.inner.up.load(Ordering::Acquire) {
-            return Err(DeliveryError::Transient { reason: "the homeserver is not reachable yet".into(), retry_after: Some(Duration::from_secs(1)) });
+            return Err(DeliveryError::Transient {
+                reason: "the homeserver is not reachable yet".into(),
+                retry_after: Some(Duration::from_secs(1)),
+            });
         }
         outbound::deliver(&self.inner, delivery).await
     }

@@ -50,9 +50,14 @@ fn text_contents(id: &str, text: &Text, kind: MessageKind) -> Vec<(String, Value
     // smaller pieces until each fits.
     let mut budget = MAX_CONTENT_BYTES - 256;
     loop {
-        let parts: Vec<Value> = causeway_core::text::numbered_parts(&text.plain, budget).iter().map(|p| text_content(&Text::plain(p.clone()), kind)).collect();
+        let parts: Vec<Value> =
+            causeway_core::text::numbered_parts(&text.plain, budget).iter().map(|p| text_content(&Text::plain(p.clone()), kind)).collect();
         if budget <= 1024 || parts.iter().all(|c| c.to_string().len() <= MAX_CONTENT_BYTES) {
-            return parts.into_iter().enumerate().map(|(i, c)| (if i == 0 { id.to_string() } else { format!("{id}.p{}", i + 1) }, c)).collect();
+            return parts
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| (if i == 0 { id.to_string() } else { format!("{id}.p{}", i + 1) }, c))
+                .collect();
         }
         budget /= 2;
     }
@@ -201,9 +206,11 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             let content = actor.mark(json!({"reason": format!("taken back by {} on another network", sender.name)}));
             match actor.client.redact(r, target, id, &content, ghost).await {
                 // Someone else's message: the bridge's user redacts it as moderator.
-                Err(e) if e.errcode() == Some("M_FORBIDDEN") => inner.client.redact(r, target, id, &content, &inner.bot).await.map_err(|e| {
-                    DeliveryError::permanent(format!("cannot redact in {}: {e} (give {} moderator rights there)", d.room, inner.bot))
-                })?,
+                Err(e) if e.errcode() == Some("M_FORBIDDEN") => {
+                    inner.client.redact(r, target, id, &content, &inner.bot).await.map_err(|e| {
+                        DeliveryError::permanent(format!("cannot redact in {}: {e} (give {} moderator rights there)", d.room, inner.bot))
+                    })?
+                }
                 other => other?,
             }
         }
@@ -212,13 +219,17 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             let event = actor.client.send(r, "m.reaction", id, &content, ghost).await?;
             if let Some(ctx) = inner.ctx.get() {
                 // Needed to take the reaction back; the retry sends the same event.
-                ctx.save_state(&reaction_key(&room, ghost, target, key), event.as_str()).await.map_err(|e| DeliveryError::transient(e.to_string()))?;
+                ctx.save_state(&reaction_key(&room, ghost, target, key), event.as_str())
+                    .await
+                    .map_err(|e| DeliveryError::transient(e.to_string()))?;
             }
             event
         }
         Body::Reaction { target, key, removed: true } => {
             let Some(ctx) = inner.ctx.get() else { return Ok(Delivered::default()) };
-            let load = async |user: &UserId| ctx.load_state(&reaction_key(&room, user, target, key)).await.map_err(|e| DeliveryError::transient(e.to_string()));
+            let load = async |user: &UserId| {
+                ctx.load_state(&reaction_key(&room, user, target, key)).await.map_err(|e| DeliveryError::transient(e.to_string()))
+            };
             let mut stored = load(ghost).await?.map(|e| (e, &actor.user, actor.client, actor.puppet));
             if stored.is_none() && actor.puppet {
                 // Reacted before as the ghost: taken back as the ghost.
@@ -237,7 +248,10 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
         }
         Body::Edit { target, text } => {
             let new = text_content(text, MessageKind::Text);
-            let mut content = text_content(&Text { plain: format!("* {}", text.plain), html: text.html.as_ref().map(|h| format!("* {h}")) }, MessageKind::Text);
+            let mut content = text_content(
+                &Text { plain: format!("* {}", text.plain), html: text.html.as_ref().map(|h| format!("* {h}")) },
+                MessageKind::Text,
+            );
             content["m.new_content"] = new;
             content["m.relates_to"] = json!({"rel_type": "m.replace", "event_id": target});
             send(inner, &room, &actor, id, &actor.mark(content)).await?
@@ -325,14 +339,17 @@ async fn send_message(
                 let mime = a.mime.clone().unwrap_or(mime);
                 // The transaction id follows the file, not its place among
                 // those copied this time.
-                files.push((format!("{id}.f{i}"), json!({
-                    "msgtype": file_msgtype(&mime),
-                    "body": name,
-                    "filename": name,
-                    "url": mxc,
-                    "info": {"mimetype": mime, "size": size},
-                    "external_url": a.url,
-                })));
+                files.push((
+                    format!("{id}.f{i}"),
+                    json!({
+                        "msgtype": file_msgtype(&mime),
+                        "body": name,
+                        "filename": name,
+                        "url": mxc,
+                        "info": {"mimetype": mime, "size": size},
+                        "external_url": a.url,
+                    }),
+                ));
             }
             Err(e) => {
                 tracing::warn!(url = %causeway_core::secret::link_for_log(&a.url), "not copied to the media repository, sending the link: {e}");
@@ -344,10 +361,13 @@ async fn send_message(
     if !links.is_empty() {
         let joined = links.join("\n");
         text.plain = if text.plain.is_empty() { joined.clone() } else { format!("{}\n{joined}", text.plain) };
-        let anchors: Vec<String> = links.iter().map(|l| {
-            let l = escape_html(l);
-            format!("<a href=\"{l}\">{l}</a>")
-        }).collect();
+        let anchors: Vec<String> = links
+            .iter()
+            .map(|l| {
+                let l = escape_html(l);
+                format!("<a href=\"{l}\">{l}</a>")
+            })
+            .collect();
         text.html = text.html.map(|h| format!("{h}<br>{}", anchors.join("<br>")));
     }
     let mut contents = Vec::new();
@@ -359,13 +379,16 @@ async fn send_message(
             let size = bytes.len();
             let mxc = inner.client.upload(bytes, "text/plain; charset=utf-8", Some(LONG_TEXT_FILE)).await?;
             contents.push((id.to_string(), text_content(&Text::plain(preview(&text.plain, PREVIEW_BYTES, LONG_TEXT_FILE)), kind)));
-            contents.push((format!("{id}.txt"), json!({
-                "msgtype": "m.file",
-                "body": LONG_TEXT_FILE,
-                "filename": LONG_TEXT_FILE,
-                "url": mxc,
-                "info": {"mimetype": "text/plain", "size": size},
-            })));
+            contents.push((
+                format!("{id}.txt"),
+                json!({
+                    "msgtype": "m.file",
+                    "body": LONG_TEXT_FILE,
+                    "filename": LONG_TEXT_FILE,
+                    "url": mxc,
+                    "info": {"mimetype": "text/plain", "size": size},
+                }),
+            ));
         } else {
             contents.extend(long);
         }

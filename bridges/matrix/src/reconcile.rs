@@ -24,7 +24,6 @@ use ruma::events::AnyTimelineEvent;
 use ruma::serde::Raw;
 use ruma::{OwnedRoomId, RoomId};
 
-
 use crate::Inner;
 
 /// Where a room's mark is kept in the bridge's state.

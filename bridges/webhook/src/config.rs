@@ -159,7 +159,10 @@ impl BridgeOptions for WebhookOptions {
                     errors.push(OptionError::new(format!("{path}.events"), "a direct endpoint has no single portal to stream"));
                 }
                 if ep.inbound.as_ref().is_some_and(|i| i.format != Format::Native) {
-                    errors.push(OptionError::new(format!("{path}.inbound.format"), "a direct endpoint takes the native format (it needs `to`)"));
+                    errors.push(OptionError::new(
+                        format!("{path}.inbound.format"),
+                        "a direct endpoint takes the native format (it needs `to`)",
+                    ));
                 }
             }
             if let Some(i) = &ep.inbound {
@@ -186,10 +189,8 @@ impl BridgeOptions for WebhookOptions {
             if let Some(o) = &ep.outbound {
                 match reqwest::Url::parse(&o.url) {
                     Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
-                    Ok(u) => errors.push(OptionError::new(
-                        format!("{path}.outbound.url"),
-                        format!("scheme {:?} is not http or https", u.scheme()),
-                    )),
+                    Ok(u) => errors
+                        .push(OptionError::new(format!("{path}.outbound.url"), format!("scheme {:?} is not http or https", u.scheme()))),
                     Err(e) => errors.push(OptionError::new(format!("{path}.outbound.url"), format!("invalid URL: {e}"))),
                 }
                 if o.max_text_bytes.is_some_and(|m| m < 1024) {

@@ -30,11 +30,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use causeway_core::{
-    Accepted, Bridge, BridgeContext, BridgeError, Capabilities, Committed, Delivered, Delivery, DeliveryError,
-    Body, DirectError, Event, Incoming, OptionError, Recipient, Sender, SubmitError, parse_options,
-};
 use causeway_core::secret::url_for_log;
+use causeway_core::{
+    Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Committed, Delivered, Delivery, DeliveryError, DirectError, Event,
+    Incoming, OptionError, Recipient, Sender, SubmitError, parse_options,
+};
 use futures_util::Stream;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
@@ -246,8 +246,8 @@ impl WebhookBridge {
         let body = match out.format {
             Format::Native => {
                 let mut n = payload::render_native(event, Some(id));
-                n.direct = DirectRoom::parse(&delivery.room)
-                    .map(|d| payload::Direct { to: d.account.to_string(), with: d.with.to_string() });
+                n.direct =
+                    DirectRoom::parse(&delivery.room).map(|d| payload::Direct { to: d.account.to_string(), with: d.with.to_string() });
                 serde_json::to_vec(&n)
             }
             Format::Slack => match payload::render_slack(event) {
@@ -267,12 +267,18 @@ impl WebhookBridge {
             .header(RELAY_HEADER, "1");
         if let Some(secret) = &out.hmac_secret {
             let now = causeway_core::now_ms() / 1000;
-            req = req.header(sign::TIMESTAMP_HEADER, now.to_string()).header(sign::SIGNATURE_HEADER, sign::sign_at(secret.expose().as_bytes(), now, &body));
+            req = req
+                .header(sign::TIMESTAMP_HEADER, now.to_string())
+                .header(sign::SIGNATURE_HEADER, sign::sign_at(secret.expose().as_bytes(), now, &body));
         }
         if let Some(token) = &out.token {
             req = req.bearer_auth(token.expose());
         }
-        let resp = req.body(body).send().await.map_err(|e| DeliveryError::transient(format!("POST to {} failed: {}", url_for_log(&out.url), e.without_url())))?;
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| DeliveryError::transient(format!("POST to {} failed: {}", url_for_log(&out.url), e.without_url())))?;
         let status = resp.status();
         if status.is_success() {
             // The receiver may name its own id for the message (in a small
@@ -314,7 +320,6 @@ impl WebhookBridge {
 fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
     (status, axum::Json(json!({"error": code, "message": message.to_string()}))).into_response()
 }
-
 
 async fn inbound(
     State(bridge): State<Arc<WebhookBridge>>,
@@ -415,9 +420,7 @@ async fn inbound(
             (StatusCode::OK, axum::Json(json!({"status": "duplicate", "event_id": event_id}))).into_response()
         }
         Ok(Accepted::Echo) => (StatusCode::OK, axum::Json(json!({"status": "ignored", "reason": "echo"}))).into_response(),
-        Ok(Accepted::Ignored { reason }) => {
-            (StatusCode::OK, axum::Json(json!({"status": "ignored", "reason": reason}))).into_response()
-        }
+        Ok(Accepted::Ignored { reason }) => (StatusCode::OK, axum::Json(json!({"status": "ignored", "reason": reason}))).into_response(),
         Err(e @ SubmitError::NotLinked(_)) => error(StatusCode::NOT_FOUND, "not_linked", e),
         Err(e @ SubmitError::Unavailable(_)) => {
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
@@ -472,11 +475,7 @@ async fn direct_room(ctx: &BridgeContext, endpoint: &str, mut incoming: Incoming
     Ok(incoming)
 }
 
-async fn events(
-    State(bridge): State<Arc<WebhookBridge>>,
-    Path(endpoint): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn events(State(bridge): State<Arc<WebhookBridge>>, Path(endpoint): Path<String>, headers: HeaderMap) -> Response {
     let Some(ctx) = bridge.ctx.get() else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "starting", "the bridge is starting");
     };
@@ -490,13 +489,8 @@ async fn events(
     let Some(portal) = ctx.portal_of(&endpoint) else {
         return error(StatusCode::NOT_FOUND, "not_linked", format!("endpoint {endpoint:?} is not linked to a portal"));
     };
-    let last_seen = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok());
-    Sse::new(portal_stream(ctx.clone(), portal, last_seen))
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response()
+    let last_seen = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<i64>().ok());
+    Sse::new(portal_stream(ctx.clone(), portal, last_seen)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
 fn sse_event(c: &Committed) -> SseEvent {
@@ -506,11 +500,7 @@ fn sse_event(c: &Committed) -> SseEvent {
 
 /// The portal's events: the archive after `last_seen` (when resuming), then
 /// live ones, with gaps (a slow reader lagging behind) filled from the archive.
-fn portal_stream(
-    ctx: BridgeContext,
-    portal: String,
-    last_seen: Option<i64>,
-) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+fn portal_stream(ctx: BridgeContext, portal: String, last_seen: Option<i64>) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let (tx, rx) = mpsc::channel(64);
     let mut live = ctx.subscribe();
     tokio::spawn(async move {

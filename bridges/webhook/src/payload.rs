@@ -225,11 +225,9 @@ pub fn parse_native_to(room: &str, body: &[u8], header_id: Option<String>) -> Re
             }
         }
         "retract" => Body::Retract { target: required("target", n.target, MAX_ID)?, moderated: n.moderated },
-        "reaction" => Body::Reaction {
-            target: required("target", n.target, MAX_ID)?,
-            key: required("key", n.key, MAX_KEY)?,
-            removed: n.removed,
-        },
+        "reaction" => {
+            Body::Reaction { target: required("target", n.target, MAX_ID)?, key: required("key", n.key, MAX_KEY)?, removed: n.removed }
+        }
         "presence" => Body::Presence {
             show: n.show.ok_or_else(|| invalid("presence needs `show` (online, away, xa, dnd, offline)"))?,
             status: bounded("status", n.status, 1024)?,
@@ -468,8 +466,8 @@ mod tests {
 
     #[test]
     fn slack_payloads() {
-        let i = parse_slack("ep", br##"{"text":"deploy done","username":"CI","icon_url":"https://i/x.png","channel":"#x"}"##, None)
-            .unwrap();
+        let i =
+            parse_slack("ep", br##"{"text":"deploy done","username":"CI","icon_url":"https://i/x.png","channel":"#x"}"##, None).unwrap();
         assert_eq!(i.sender.id, "CI");
         assert_eq!(i.body, Body::text("deploy done"));
         assert!(parse_slack("ep", br#"{"username":"CI"}"#, None).unwrap_err().to_string().contains("`text`"));

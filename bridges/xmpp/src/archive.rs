@@ -353,8 +353,8 @@ async fn page_through(inner: &Inner, room: &str, mut mark: Mark, token: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use causeway_core::Body;
     use crate::XmppBridge;
+    use causeway_core::Body;
 
     const ROOM: &str = "ops@conference.example.org";
     const BOT: &str = "causeway@bridge.example.org/causeway";
@@ -379,7 +379,9 @@ mod tests {
     }
 
     fn said(nick: &str, extra: &str) -> String {
-        format!("<message xmlns='jabber:client' from='{ROOM}/{nick}' type='groupchat' id='m-{nick}'><body>hi from {nick}</body>{extra}</message>")
+        format!(
+            "<message xmlns='jabber:client' from='{ROOM}/{nick}' type='groupchat' id='m-{nick}'><body>hi from {nick}</body>{extra}</message>"
+        )
     }
 
     fn taken(b: &XmppBridge, m: Message) -> Option<causeway_core::Incoming> {
@@ -431,7 +433,8 @@ mod tests {
     fn hostile_or_foreign_results_are_dropped() {
         let b = bridge();
         let alice = said("Alice", "");
-        let huge = format!("<message xmlns='jabber:client' from='{ROOM}/Alice' type='groupchat'><body>{}</body></message>", "x".repeat(5000));
+        let huge =
+            format!("<message xmlns='jabber:client' from='{ROOM}/Alice' type='groupchat'><body>{}</body></message>", "x".repeat(5000));
         let long_id = "i".repeat(300);
         for (outer, qid, id, inner, why) in [
             ("mallory@evil.example", "q1", "a1", alice.as_str(), "from someone other than the room"),
@@ -446,20 +449,49 @@ mod tests {
             (ROOM, "q1", "a1", &said("Causeway", ""), "the bridge itself"),
             (ROOM, "q1", "a1", &said("Alice", "").replace("groupchat", "chat"), "not group chat"),
             (ROOM, "q1", "a1", &huge, "oversized"),
-            (ROOM, "q1", "a1", &format!("<message xmlns='jabber:client' from='{ROOM}/Alice' type='groupchat'><subject>s</subject></message>"), "a subject"),
-            (ROOM, "q1", "a1", &format!("<message xmlns='jabber:client' from='{ROOM}/Alice' type='groupchat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"), "typing"),
+            (
+                ROOM,
+                "q1",
+                "a1",
+                &format!("<message xmlns='jabber:client' from='{ROOM}/Alice' type='groupchat'><subject>s</subject></message>"),
+                "a subject",
+            ),
+            (
+                ROOM,
+                "q1",
+                "a1",
+                &format!(
+                    "<message xmlns='jabber:client' from='{ROOM}/Alice' type='groupchat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
+                ),
+                "typing",
+            ),
             (ROOM, "q1", "a1", "<message xmlns='jabber:client' type='groupchat'><body>x</body></message>", "no inner from"),
             (ROOM, "q1", "a1", "<presence xmlns='jabber:client'/>", "not a message"),
             (ROOM, "q1", "a1", "", "nothing forwarded"),
-            (ROOM, "q1", "a1", &format!("<message xmlns='jabber:client' from='{ROOM}/Alice' type='groupchat'><retract xmlns='urn:xmpp:message-retract:1'/></message>"), "malformed retraction"),
+            (
+                ROOM,
+                "q1",
+                "a1",
+                &format!(
+                    "<message xmlns='jabber:client' from='{ROOM}/Alice' type='groupchat'><retract xmlns='urn:xmpp:message-retract:1'/></message>"
+                ),
+                "malformed retraction",
+            ),
         ] {
             assert!(taken(&b, result(outer, qid, id, inner)).is_none(), "{why}");
         }
         // A result without its query id, or garbage inside <result>.
         for bad in [
-            format!("<message xmlns='jabber:component:accept' from='{ROOM}' to='{BOT}'><result xmlns='urn:xmpp:mam:2' id='a1'><forwarded xmlns='urn:xmpp:forward:0'>{alice}</forwarded></result></message>"),
-            format!("<message xmlns='jabber:component:accept' from='{ROOM}' to='{BOT}'><result xmlns='urn:xmpp:mam:2' queryid='q1' id='a1'><junk/>{}</result></message>", "<deep>".repeat(50) + &"</deep>".repeat(50)),
-            format!("<message xmlns='jabber:component:accept' from='{ROOM}' to='{BOT}'><result xmlns='urn:xmpp:mam:2' queryid='q1' id='a1'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='not a time'/>{alice}</forwarded></result></message>"),
+            format!(
+                "<message xmlns='jabber:component:accept' from='{ROOM}' to='{BOT}'><result xmlns='urn:xmpp:mam:2' id='a1'><forwarded xmlns='urn:xmpp:forward:0'>{alice}</forwarded></result></message>"
+            ),
+            format!(
+                "<message xmlns='jabber:component:accept' from='{ROOM}' to='{BOT}'><result xmlns='urn:xmpp:mam:2' queryid='q1' id='a1'><junk/>{}</result></message>",
+                "<deep>".repeat(50) + &"</deep>".repeat(50)
+            ),
+            format!(
+                "<message xmlns='jabber:component:accept' from='{ROOM}' to='{BOT}'><result xmlns='urn:xmpp:mam:2' queryid='q1' id='a1'><forwarded xmlns='urn:xmpp:forward:0'><delay xmlns='urn:xmpp:delay' stamp='not a time'/>{alice}</forwarded></result></message>"
+            ),
         ] {
             let m = Message::try_from(bad.parse::<Element>().unwrap()).unwrap();
             assert!(is_result(&m));

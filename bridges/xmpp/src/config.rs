@@ -171,7 +171,10 @@ impl BridgeOptions for XmppOptions {
         match self.mode {
             Mode::Component => {
                 if self.domain.parse::<tokio_xmpp::jid::BareJid>().map(|j| j.node().is_some()).unwrap_or(true) {
-                    errors.push(OptionError::new("domain", format!("{:?} is not a domain name (the component's, e.g. bridge.example.org)", self.domain)));
+                    errors.push(OptionError::new(
+                        "domain",
+                        format!("{:?} is not a domain name (the component's, e.g. bridge.example.org)", self.domain),
+                    ));
                 }
                 if empty(&self.secret) {
                     errors.push(OptionError::new("secret", "the component secret is required and must not be empty"));
@@ -182,13 +185,17 @@ impl BridgeOptions for XmppOptions {
                     }
                 }
                 if self.server_or_default().parse::<std::net::SocketAddr>().is_err() {
-                    errors.push(OptionError::new("server", format!("{:?} is not an address like 127.0.0.1:5347", self.server_or_default())));
+                    errors
+                        .push(OptionError::new("server", format!("{:?} is not an address like 127.0.0.1:5347", self.server_or_default())));
                 }
             }
             Mode::Client => {
                 match self.jid.as_deref().map(str::parse::<tokio_xmpp::jid::BareJid>) {
                     Some(Ok(j)) if j.node().is_some() => {}
-                    Some(_) => errors.push(OptionError::new("jid", format!("{:?} is not an account JID like causeway@example.org", self.jid.as_deref().unwrap_or("")))),
+                    Some(_) => errors.push(OptionError::new(
+                        "jid",
+                        format!("{:?} is not an account JID like causeway@example.org", self.jid.as_deref().unwrap_or("")),
+                    )),
                     None => errors.push(OptionError::new("jid", "the bridge's account is required in client mode")),
                 }
                 if empty(&self.password) {
@@ -261,13 +268,17 @@ mod tests {
     fn each_mode_needs_its_own_options() {
         assert!(paths(json!({"domain": "bridge.example.org", "secret": "s"})).is_empty());
         assert!(paths(json!({"mode": "client", "jid": "causeway@example.org", "password": "p"})).is_empty());
-        assert!(paths(json!({"mode": "client", "jid": "causeway@example.org", "password": "p", "server": "xmpp.example.org:5222"})).is_empty());
+        assert!(
+            paths(json!({"mode": "client", "jid": "causeway@example.org", "password": "p", "server": "xmpp.example.org:5222"})).is_empty()
+        );
         assert_eq!(paths(json!({"domain": "bridge.example.org"})), ["secret"]);
         assert_eq!(paths(json!({"secret": "s"})), ["domain"]);
         assert_eq!(paths(json!({"domain": "bridge.example.org", "secret": "s", "jid": "a@b", "password": "p"})), ["jid", "password"]);
         assert_eq!(paths(json!({"mode": "client"})), ["jid", "password"]);
         assert_eq!(
-            paths(json!({"mode": "client", "jid": "example.org", "password": "", "domain": "b.example.org", "secret": "s", "server": "nope", "relay_prefix": "> "})),
+            paths(
+                json!({"mode": "client", "jid": "example.org", "password": "", "domain": "b.example.org", "secret": "s", "server": "nope", "relay_prefix": "> "})
+            ),
             ["jid", "password", "domain", "secret", "server", "relay_prefix"]
         );
         assert_eq!(paths(json!({"mode": "peer"})), ["mode"]);
@@ -278,7 +289,9 @@ mod tests {
     fn http_timeouts_have_defaults_and_are_checked() {
         let o: XmppOptions = parse_options(json!({"domain": "bridge.example.org", "secret": "s"})).unwrap();
         assert_eq!((o.http_timeout, o.http_connect_timeout), (Duration::from_secs(30), Duration::from_secs(10)));
-        let o: XmppOptions = parse_options(json!({"domain": "bridge.example.org", "secret": "s", "http_timeout": "2m", "http_connect_timeout": "5s"})).unwrap();
+        let o: XmppOptions =
+            parse_options(json!({"domain": "bridge.example.org", "secret": "s", "http_timeout": "2m", "http_connect_timeout": "5s"}))
+                .unwrap();
         assert_eq!((o.http_timeout, o.http_connect_timeout), (Duration::from_secs(120), Duration::from_secs(5)));
         let base = || json!({"domain": "bridge.example.org", "secret": "s"});
         let with = |k: &str, v: &str| {

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use std::collections::BTreeSet;
 use tokio::io::{AsyncBufRead, AsyncWrite};
 use tokio_xmpp::connect::DnsConfig;
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
@@ -18,7 +19,6 @@ use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::Message;
 use tokio_xmpp::parsers::presence::Presence;
 use tokio_xmpp::xmlstream::{ReadError, StreamHeader, Timeouts, XmlStream};
-use std::collections::BTreeSet;
 
 use sasl::common::ChannelBinding;
 use tokio_xmpp::parsers::sasl_cb::Type as CbType;
@@ -111,7 +111,11 @@ impl Connection {
             let cut = self.cut.load(std::sync::atomic::Ordering::Relaxed);
             if cut > self.cut_seen || too_deep(&element, MAX_DEPTH) {
                 self.cut_seen = cut;
-                tracing::warn!(name = element.name(), from = element.attr("from").unwrap_or(""), "dropping a stanza nested deeper than {MAX_DEPTH} levels");
+                tracing::warn!(
+                    name = element.name(),
+                    from = element.attr("from").unwrap_or(""),
+                    "dropping a stanza nested deeper than {MAX_DEPTH} levels"
+                );
                 drop_flat(element);
                 return Some(Next::TooDeep);
             }
@@ -239,7 +243,8 @@ async fn open_component(options: &XmppOptions) -> Result<Connection, ConnectErro
     let handshake = tokio_xmpp::parsers::component::Handshake::from_stream_id_and_password(id, secret);
     let request = Element::from(handshake);
     stream.send(&request).await.map_err(unreachable)?;
-    let answer = next_element(&mut stream).await.flatten().ok_or_else(|| unreachable("the server closed the stream during the handshake"))?;
+    let answer =
+        next_element(&mut stream).await.flatten().ok_or_else(|| unreachable("the server closed the stream during the handshake"))?;
     if answer.is("handshake", NS_COMPONENT) {
         Ok(Connection { stream: Stream::Component(stream), bound: None, cut, cut_seen: 0 })
     } else {
@@ -344,10 +349,11 @@ mod tests {
             .spawn({
                 let xml = deep(40_000);
                 move || {
-                let e: Element = xml.parse().unwrap();
-                assert!(too_deep(&e, MAX_DEPTH));
-                drop_flat(e);
-            }})
+                    let e: Element = xml.parse().unwrap();
+                    assert!(too_deep(&e, MAX_DEPTH));
+                    drop_flat(e);
+                }
+            })
             .unwrap()
             .join();
         assert!(ok.is_ok());
@@ -386,4 +392,3 @@ mod tests {
         assert!(stanza(other).unwrap().is_none());
     }
 }
-

@@ -28,12 +28,16 @@ enum At {
     Lt,
     /// In a start tag; `slash`: the last character was `/` (so `>` ends
     /// an empty element).
-    Start { slash: bool },
+    Start {
+        slash: bool,
+    },
     /// In an attribute value quoted by this byte.
     Quoted(u8),
     End,
     /// `<?…?>` or `<!…>` (only the XML declaration is expected).
-    Other { question: bool },
+    Other {
+        question: bool,
+    },
 }
 
 /// Counts depth over the bytes read and leaves out every element that
@@ -199,7 +203,8 @@ mod tests {
         (String::from_utf8(out).unwrap(), f.cut.load(Ordering::Relaxed))
     }
 
-    const STREAM: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='x'>";
+    const STREAM: &str =
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams' id='x'>";
 
     #[test]
     fn shallow_streams_pass_unchanged_in_any_chunks() {
@@ -227,7 +232,11 @@ mod tests {
     #[test]
     fn a_hundred_thousand_levels_are_cut_to_the_limit() {
         let depth = 100_000;
-        let s = format!("{STREAM}<message><body>deep</body>{}{}</message><message><body>after</body></message>", "<x>".repeat(depth), "</x>".repeat(depth));
+        let s = format!(
+            "{STREAM}<message><body>deep</body>{}{}</message><message><body>after</body></message>",
+            "<x>".repeat(depth),
+            "</x>".repeat(depth)
+        );
         let (out, cut) = filtered(128, &s, 4096);
         assert_eq!(cut, 1);
         assert!(out.len() < 2000, "{} bytes kept", out.len());

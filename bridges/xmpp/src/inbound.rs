@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use causeway_core::{
-    Accepted, Attachment, Body, BridgeContext, DeliveryError, DirectError, IdKind, Incoming, Membership, MessageKind,
-    RemoteSender, Show, SubmitError, Text,
+    Accepted, Attachment, Body, BridgeContext, DeliveryError, DirectError, IdKind, Incoming, Membership, MessageKind, RemoteSender, Show,
+    SubmitError, Text,
 };
 use tokio::sync::mpsc;
 use tokio_xmpp::Stanza;
@@ -33,22 +33,44 @@ pub(crate) enum Inbound {
     Event(Incoming),
     /// Said live in a room, under the room's stanza-id `sid`: once taken,
     /// the room's next catch-up from its archive starts after it.
-    Said { incoming: Incoming, sid: String },
+    Said {
+        incoming: Incoming,
+        sid: String,
+    },
     /// A one-to-one message to a ghost: its conversation may need opening first.
     /// `from`: the client that wrote; `to`: the address it wrote to.
-    Direct { incoming: Incoming, ghost: BareJid, from: Jid, to: Jid },
+    Direct {
+        incoming: Incoming,
+        ghost: BareJid,
+        from: Jid,
+        to: Jid,
+    },
     /// Said in a room while the bridge was away (from its history): taken
     /// unless `id` shows it is a delivery of Causeway's own.
-    CatchUp { incoming: Incoming, id: Option<String> },
+    CatchUp {
+        incoming: Incoming,
+        id: Option<String>,
+    },
     /// Everything before this in `room` is taken: the bridge has looked at
     /// the room up to `last` (first looked at it at `first`).
-    Looked { room: String, first: i64, last: i64 },
+    Looked {
+        room: String,
+        first: i64,
+        last: i64,
+    },
     /// `room` is being caught up from its archive: its live stanzas from
     /// here on wait until the matching [`Inbound::ArchiveEnd`] (archive
     /// results, [`Inbound::CatchUp`], do not).
-    ArchiveStart { room: String, token: u64 },
+    ArchiveStart {
+        room: String,
+        token: u64,
+    },
     /// The catch-up of `room` is over; `complete`: all of it was read.
-    ArchiveEnd { room: String, token: u64, complete: bool },
+    ArchiveEnd {
+        room: String,
+        token: u64,
+        complete: bool,
+    },
     /// The connection is gone: whatever is held is taken now.
     Reset,
 }
@@ -175,13 +197,16 @@ async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool,
             // A delivery whose reflection was lost (Causeway stopped in
             // between) comes back in the history under our own id.
             let ours = match &id {
-                Some(id) => {
-                    crate::retry::until_taken(ctx.name(), "a look-up of a message from the room's past", crate::retry::INITIAL, crate::retry::MAX, unavailable, || {
-                        ctx.ids_of(&incoming.room, id)
-                    })
-                    .await
-                    .map(|ids| ids.iter().any(|(_, k)| *k == IdKind::DeliveryKey))
-                }
+                Some(id) => crate::retry::until_taken(
+                    ctx.name(),
+                    "a look-up of a message from the room's past",
+                    crate::retry::INITIAL,
+                    crate::retry::MAX,
+                    unavailable,
+                    || ctx.ids_of(&incoming.room, id),
+                )
+                .await
+                .map(|ids| ids.iter().any(|(_, k)| *k == IdKind::DeliveryKey)),
                 None => Ok(false),
             };
             match ours {
@@ -231,7 +256,9 @@ async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool,
     };
     let room = incoming.room.clone();
     let what = if archived { "an event from the room's archive" } else { "an event" };
-    let taken = crate::retry::until_taken(ctx.name(), what, crate::retry::INITIAL, crate::retry::MAX, unavailable, || ctx.submit(incoming.clone())).await;
+    let taken =
+        crate::retry::until_taken(ctx.name(), what, crate::retry::INITIAL, crate::retry::MAX, unavailable, || ctx.submit(incoming.clone()))
+            .await;
     match taken {
         Ok(accepted) => {
             if archived && matches!(accepted, Accepted::Stored { .. }) {
@@ -342,7 +369,16 @@ fn catch_up(inner: &Inner, m: &Message) -> Option<Inbound> {
 /// nick (who holds it now may not be who said it then), under the room's
 /// id `sid`, at the time it was said.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn said_while_away(room: &str, nick: &str, sid: String, id: Option<String>, body_text: Option<String>, m: Message, at_ms: i64, source: &str) -> Option<Inbound> {
+pub(crate) fn said_while_away(
+    room: &str,
+    nick: &str,
+    sid: String,
+    id: Option<String>,
+    body_text: Option<String>,
+    m: Message,
+    at_ms: i64,
+    source: &str,
+) -> Option<Inbound> {
     let who = RemoteSender { id: format!("{room}/{nick}"), name: Some(nick.to_string()), avatar: None };
     match parse_message(room, who, Some(sid), id.clone(), body_text, m) {
         Ok(Some(mut incoming)) if !matches!(incoming.body, Body::Typing { .. }) => {
@@ -511,7 +547,14 @@ pub(crate) fn moderation(inner: &Inner, room: &str, moderated: stanzas::Moderate
     } else {
         sender(inner, room, &nick)
     };
-    vec![Incoming { room: room.to_string(), sender, remote_id, aliases: Vec::new(), at_ms: None, body: Body::Retract { target: moderated.id, moderated: true } }]
+    vec![Incoming {
+        room: room.to_string(),
+        sender,
+        remote_id,
+        aliases: Vec::new(),
+        at_ms: None,
+        body: Body::Retract { target: moderated.id, moderated: true },
+    }]
 }
 
 fn child_attr(payloads: &[Element], name: &str, ns: &str, attr: &str, by: Option<&str>) -> Option<String> {
@@ -549,7 +592,8 @@ pub(crate) fn parse_message(
         Body::Retract { target: r?.id, moderated: false }
     } else if let Some(reactions) = child(p, "reactions", NS_REACTIONS) {
         let target = reactions.attr("id").filter(|t| !t.is_empty()).ok_or("reactions without an id")?.to_string();
-        let keys: Vec<String> = reactions.children().filter(|c| c.name() == "reaction").map(|c| c.text()).filter(|k| !k.is_empty() && k.len() <= 64).collect();
+        let keys: Vec<String> =
+            reactions.children().filter(|c| c.name() == "reaction").map(|c| c.text()).filter(|k| !k.is_empty() && k.len() <= 64).collect();
         match keys.into_iter().next() {
             Some(key) => Body::Reaction { target, key, removed: false },
             // An empty set takes this person's reactions back; we do not know which.
@@ -622,7 +666,8 @@ pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
         return Vec::new();
     };
     let x = child(&p.payloads, "x", NS_MUC_USER);
-    let codes: Vec<&str> = x.map(|x| x.children().filter(|c| c.name() == "status").filter_map(|c| c.attr("code")).collect()).unwrap_or_default();
+    let codes: Vec<&str> =
+        x.map(|x| x.children().filter(|c| c.name() == "status").filter_map(|c| c.attr("code")).collect()).unwrap_or_default();
     let item = x.and_then(|x| x.children().find(|c| c.name() == "item"));
     let mine = codes.contains(&"110");
     if !inner.is_bot(&to) {
@@ -767,8 +812,8 @@ mod tests {
             _ => panic!("a message said while away is taken"),
         }
         for (nick, stamp) in [
-            ("Alice", "2020-01-01T00:00:00Z"), // older than the last look
-            ("Ghost", "2025-01-01T00:00:00Z"), // our own ghost
+            ("Alice", "2020-01-01T00:00:00Z"),    // older than the last look
+            ("Ghost", "2025-01-01T00:00:00Z"),    // our own ghost
             ("Causeway", "2025-01-01T00:00:00Z"), // the bridge itself
             ("Alice", "yesterday"),
             ("Alice", ""),
@@ -844,7 +889,10 @@ mod tests {
             ("Alice", big.as_str()),
             ("Alice", "<retract xmlns='urn:xmpp:message-retract:1'/>"),
             ("Alice", "<reply xmlns='urn:xmpp:reply:0'/><body>x</body>"),
-            ("Alice", "<body>x</body><reply xmlns='urn:xmpp:reply:0' id='s0'/><fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'><body start='9' end='1'/></fallback>"),
+            (
+                "Alice",
+                "<body>x</body><reply xmlns='urn:xmpp:reply:0' id='s0'/><fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:reply:0'><body start='9' end='1'/></fallback>",
+            ),
             ("Alice", "<reactions xmlns='urn:xmpp:reactions:0'><reaction>x</reaction></reactions>"),
             ("Alice", "<replace xmlns='urn:xmpp:message-correct:0' id='m0'/>"),
             ("Alice", "<unknown xmlns='urn:example:x'/>"),

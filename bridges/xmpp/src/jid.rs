@@ -7,11 +7,7 @@
 /// written as `_x<hex>_` instead.
 pub fn escape_node(s: &str) -> String {
     let escaped = escape_chars(s, false);
-    if format!("{escaped}@x.invalid").parse::<tokio_xmpp::jid::BareJid>().is_ok() {
-        escaped
-    } else {
-        escape_chars(s, true)
-    }
+    if format!("{escaped}@x.invalid").parse::<tokio_xmpp::jid::BareJid>().is_ok() { escaped } else { escape_chars(s, true) }
 }
 
 fn escape_chars(s: &str, ascii_only: bool) -> String {
@@ -99,7 +95,10 @@ pub fn check_template(template: &str, required: &[&str], allowed: &[&str]) -> Op
         let Some(end) = rest[i..].find('}') else { return Some("has a `{` without `}`".into()) };
         let name = &rest[i + 1..i + end];
         if !allowed.contains(&name) {
-            return Some(format!("unknown placeholder {{{name}}} (use {})", allowed.iter().map(|a| format!("{{{a}}}")).collect::<Vec<_>>().join(", ")));
+            return Some(format!(
+                "unknown placeholder {{{name}}} (use {})",
+                allowed.iter().map(|a| format!("{{{a}}}")).collect::<Vec<_>>().join(", ")
+            ));
         }
         rest = &rest[i + end + 1..];
     }

@@ -31,8 +31,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use causeway_core::{
-    Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, DirectError, OptionError, Sender,
-    parse_options,
+    Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, DirectError, OptionError, Sender, parse_options,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::Stanza;
@@ -254,7 +253,9 @@ impl Inner {
                     let server = self.options.server.clone().unwrap_or_else(|| "(default)".into());
                     match &e {
                         ConnectError::Refused(_) => tracing::error!(bridge = ctx.name(), server, retry_in = ?delay, "cannot log in: {e}"),
-                        ConnectError::Unreachable(_) => tracing::warn!(bridge = ctx.name(), server, retry_in = ?delay, "cannot connect: {e}"),
+                        ConnectError::Unreachable(_) => {
+                            tracing::warn!(bridge = ctx.name(), server, retry_in = ?delay, "cannot connect: {e}")
+                        }
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(self.options.reconnect_max);
@@ -477,9 +478,10 @@ impl Inner {
         use inbound::Inbound;
         let events: Vec<Inbound> = match stanza {
             Stanza::Message(m) if archive::is_result(&m) => archive::take_result(self, m).into_iter().collect(),
-            Stanza::Message(m) if direct::is_direct(self, &m) => {
-                direct::inbound(self, m).map(|(incoming, ghost, from, to)| Inbound::Direct { incoming, ghost, from, to }).into_iter().collect()
-            }
+            Stanza::Message(m) if direct::is_direct(self, &m) => direct::inbound(self, m)
+                .map(|(incoming, ghost, from, to)| Inbound::Direct { incoming, ghost, from, to })
+                .into_iter()
+                .collect(),
             Stanza::Message(m) => inbound::message_inbound(self, m),
             Stanza::Presence(p) => {
                 // Another Causeway's ghost: known as an occupant, never relayed.
@@ -583,11 +585,7 @@ impl Inner {
         let to = Jid::new(to).map_err(|e| RequestError::Lost(format!("{to:?}: {e}")))?;
         let id = causeway_core::new_id();
         let (from, to) = (Some(from.clone().into()), Some(to));
-        let iq = if set {
-            Iq::Set { from, to, id: id.clone(), payload }
-        } else {
-            Iq::Get { from, to, id: id.clone(), payload }
-        };
+        let iq = if set { Iq::Set { from, to, id: id.clone(), payload } } else { Iq::Get { from, to, id: id.clone(), payload } };
         let (tx, rx) = oneshot::channel();
         self.state().iqs.insert(id.clone(), tx);
         self.send(iq);
@@ -716,7 +714,10 @@ impl Bridge for XmppBridge {
 
     async fn deliver(&self, delivery: &Delivery) -> Result<Delivered, DeliveryError> {
         if !self.inner.up.load(Ordering::Acquire) {
-            return Err(DeliveryError::Transient { reason: "not connected to the XMPP server".into(), retry_after: Some(Duration::from_secs(1)) });
+            return Err(DeliveryError::Transient {
+                reason: "not connected to the XMPP server".into(),
+                retry_after: Some(Duration::from_secs(1)),
+            });
         }
         match direct::DirectRoom::parse(&delivery.room, self.inner.domain()) {
             Some(Ok(room)) => direct::deliver(&self.inner, &room, delivery).await,

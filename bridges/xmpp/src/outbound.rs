@@ -8,8 +8,8 @@ use tokio_xmpp::minidom::rxml::xml_ncname;
 use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType};
 use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceType};
 
-use crate::stanzas::{Fallback, Moderated, NS_MUC, NS_RETRACT, Reply, Retract};
 use crate::config::XmppOptions;
+use crate::stanzas::{Fallback, Moderated, NS_MUC, NS_RETRACT, Reply, Retract};
 use crate::{BOT_NODE, Inner, RESOURCE, RequestError, Seat, jid, occupant, styling};
 use tokio_xmpp::parsers::stanza_error::DefinedCondition as Condition;
 
@@ -51,7 +51,14 @@ fn show(s: Show) -> Option<XShow> {
 
 /// The presence that joins `room` as `nick`, asking for up to `history`
 /// old messages (of those since `since_ms`, when given).
-pub fn join(from: &FullJid, room: &str, nick: &str, presence: Option<(Option<Show>, Option<String>)>, history: u32, since_ms: Option<i64>) -> Presence {
+pub fn join(
+    from: &FullJid,
+    room: &str,
+    nick: &str,
+    presence: Option<(Option<Show>, Option<String>)>,
+    history: u32,
+    since_ms: Option<i64>,
+) -> Presence {
     let mut history = Element::builder("history", NS_MUC).attr(xml_ncname!("maxstanzas").into(), history.to_string());
     if let Some(since) = since_ms.and_then(|ms| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()) {
         let since = since.replace_nanosecond(0).unwrap_or(since);
@@ -156,7 +163,7 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
                 if let Some(seat) = seat {
                     inner.state().ghost_nicks.entry(room.to_string()).or_default().remove(&seat.nick);
                     let mut p = Presence::new(PresenceType::Unavailable).with_from(from.clone());
-                p.payloads.push(crate::stanzas::relay_mark());
+                    p.payloads.push(crate::stanzas::relay_mark());
                     if let Some(to) = occupant(room, &seat.nick) {
                         p = p.with_to(to);
                     }
@@ -278,7 +285,16 @@ async fn long_text_file(inner: &Inner, from: &FullJid, body: &Body<String>) -> O
         Some(html) => styling::from_html(html),
         None => text.plain.clone(),
     };
-    let url = match crate::upload::put(inner, service, from, LONG_TEXT_FILE.into(), Some("text/plain; charset=utf-8".into()), plain.clone().into_bytes()).await {
+    let url = match crate::upload::put(
+        inner,
+        service,
+        from,
+        LONG_TEXT_FILE.into(),
+        Some("text/plain; charset=utf-8".into()),
+        plain.clone().into_bytes(),
+    )
+    .await
+    {
         Ok(url) => url,
         Err(e) => {
             tracing::warn!("long text not put on the upload service, sending it in parts: {e}");
@@ -378,7 +394,14 @@ pub(crate) async fn relay(inner: &Inner, d: &Delivery) -> Result<Delivered, Deli
 
 /// `body` as a message from `from` built on `m` (a group chat message to
 /// `room`, or a chat message in a direct conversation), with id `id`.
-pub(crate) async fn message(inner: &Inner, mut m: Message, from: &FullJid, room: &str, id: &str, body: &Body<String>) -> Result<Message, DeliveryError> {
+pub(crate) async fn message(
+    inner: &Inner,
+    mut m: Message,
+    from: &FullJid,
+    room: &str,
+    id: &str,
+    body: &Body<String>,
+) -> Result<Message, DeliveryError> {
     m.payloads.push(Element::builder("origin-id", NS_SID).attr(xml_ncname!("id").into(), id).build());
     m.payloads.push(crate::stanzas::relay_mark());
     Ok(match body {
@@ -447,10 +470,24 @@ mod tests {
 
     #[test]
     fn a_text_larger_than_a_stanza_may_be_goes_as_numbered_parts() {
-        let small = Body::Message { text: Text::plain("hi"), kind: MessageKind::Text, attachments: vec![], reply_to: Some("r".into()), thread: None, mentions: vec![] };
+        let small = Body::Message {
+            text: Text::plain("hi"),
+            kind: MessageKind::Text,
+            attachments: vec![],
+            reply_to: Some("r".into()),
+            thread: None,
+            mentions: vec![],
+        };
         assert_eq!(parts("d", &small).len(), 1);
         let big = "a line of a long report\n".repeat(8000);
-        let body = Body::Message { text: Text { plain: big.clone(), html: None }, kind: MessageKind::Text, attachments: vec![], reply_to: Some("r".into()), thread: None, mentions: vec![] };
+        let body = Body::Message {
+            text: Text { plain: big.clone(), html: None },
+            kind: MessageKind::Text,
+            attachments: vec![],
+            reply_to: Some("r".into()),
+            thread: None,
+            mentions: vec![],
+        };
         let p = parts("d", &body);
         assert!(p.len() >= 3, "{}", p.len());
         assert_eq!((p[0].0.as_str(), p[1].0.as_str()), ("d", "d.p2"));

@@ -81,19 +81,33 @@ mod tests {
     async fn refusals_are_tried_again_until_taken_and_other_errors_end_it() {
         let ms = Duration::from_millis(1);
         let mut tries = 0;
-        let got: Result<u32, String> = until_taken("b", "x", ms, ms * 4, |e: &String| e == "busy", || {
-            tries += 1;
-            let t = tries;
-            async move { if t < 5 { Err("busy".to_string()) } else { Ok(t) } }
-        })
+        let got: Result<u32, String> = until_taken(
+            "b",
+            "x",
+            ms,
+            ms * 4,
+            |e: &String| e == "busy",
+            || {
+                tries += 1;
+                let t = tries;
+                async move { if t < 5 { Err("busy".to_string()) } else { Ok(t) } }
+            },
+        )
         .await;
         assert_eq!(got, Ok(5));
         let mut tries = 0;
-        let got: Result<(), String> = until_taken("b", "x", ms, ms, |e: &String| e == "busy", || {
-            tries += 1;
-            let t = tries;
-            async move { if t < 3 { Err("busy".to_string()) } else { Err("not linked".to_string()) } }
-        })
+        let got: Result<(), String> = until_taken(
+            "b",
+            "x",
+            ms,
+            ms,
+            |e: &String| e == "busy",
+            || {
+                tries += 1;
+                let t = tries;
+                async move { if t < 3 { Err("busy".to_string()) } else { Err("not linked".to_string()) } }
+            },
+        )
         .await;
         assert_eq!((got, tries), (Err("not linked".to_string()), 3), "a lasting error is not tried again");
     }

@@ -273,8 +273,12 @@ mod tests {
 
     #[test]
     fn moderation_in_both_versions() {
-        let v1 = el("<m xmlns='jabber:client'><retract xmlns='urn:xmpp:message-retract:1' id='s1'><moderated xmlns='urn:xmpp:message-moderate:1' by='r@m/mod'/></retract></m>");
-        let v0 = el("<m xmlns='jabber:client'><apply-to xmlns='urn:xmpp:fasten:0' id='s1'><moderated xmlns='urn:xmpp:message-moderate:0' by='r@m/mod'><retract xmlns='urn:xmpp:message-retract:0'/></moderated></apply-to></m>");
+        let v1 = el(
+            "<m xmlns='jabber:client'><retract xmlns='urn:xmpp:message-retract:1' id='s1'><moderated xmlns='urn:xmpp:message-moderate:1' by='r@m/mod'/></retract></m>",
+        );
+        let v0 = el(
+            "<m xmlns='jabber:client'><apply-to xmlns='urn:xmpp:fasten:0' id='s1'><moderated xmlns='urn:xmpp:message-moderate:0' by='r@m/mod'><retract xmlns='urn:xmpp:message-retract:0'/></moderated></apply-to></m>",
+        );
         for m in [v1, v0] {
             let payloads: Vec<Element> = m.children().cloned().collect();
             assert_eq!(Moderated::find(&payloads).unwrap().unwrap(), Moderated { id: "s1".into(), by: Some("r@m/mod".into()) });
@@ -284,7 +288,9 @@ mod tests {
         assert!(Moderated::find(&plain).is_none());
         let other = vec![el("<apply-to xmlns='urn:xmpp:fasten:0' id='s1'><x xmlns='urn:example'/></apply-to>")];
         assert!(Moderated::find(&other).is_none());
-        let no_id = vec![el("<apply-to xmlns='urn:xmpp:fasten:0'><moderated xmlns='urn:xmpp:message-moderate:0'><retract xmlns='urn:xmpp:message-retract:0'/></moderated></apply-to>")];
+        let no_id = vec![el(
+            "<apply-to xmlns='urn:xmpp:fasten:0'><moderated xmlns='urn:xmpp:message-moderate:0'><retract xmlns='urn:xmpp:message-retract:0'/></moderated></apply-to>",
+        )];
         assert!(Moderated::find(&no_id).unwrap().is_err());
         assert!(Moderated::request("s1", "why", true).is("apply-to", NS_FASTEN));
         assert!(Moderated::request("s1", "why", false).is("moderate", NS_MODERATE));

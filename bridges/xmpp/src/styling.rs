@@ -60,9 +60,8 @@ fn spans(line: &str, styled: &mut bool) -> String {
         };
         // An opening directive starts a word and is followed by a non-space;
         // the closing one is preceded by a non-space, on the same line.
-        let opens = tag.is_some()
-            && (i == 0 || chars[i - 1].is_whitespace())
-            && chars.get(i + 1).is_some_and(|n| !n.is_whitespace() && *n != c);
+        let opens =
+            tag.is_some() && (i == 0 || chars[i - 1].is_whitespace()) && chars.get(i + 1).is_some_and(|n| !n.is_whitespace() && *n != c);
         if let (true, Some(tag)) = (opens, tag)
             && let Some(len) = chars[i + 1..].iter().position(|&x| x == c)
             && !chars[i + len].is_whitespace()
@@ -96,12 +95,8 @@ pub fn from_html(html: &str) -> String {
             let tag = &stripped[..end];
             rest = &stripped[end + 1..];
             let closing = tag.starts_with('/');
-            let name: String = tag
-                .trim_start_matches('/')
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric())
-                .collect::<String>()
-                .to_ascii_lowercase();
+            let name: String =
+                tag.trim_start_matches('/').chars().take_while(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
             match (name.as_str(), closing) {
                 ("strong" | "b", _) => out.push('*'),
                 ("em" | "i", _) => out.push('_'),
@@ -172,12 +167,7 @@ fn attr(tag: &str, name: &str) -> Option<String> {
 }
 
 fn decode(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&nbsp;", " ")
-        .replace("&amp;", "&")
+    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&nbsp;", " ").replace("&amp;", "&")
 }
 
 #[cfg(test)]
@@ -187,7 +177,10 @@ mod tests {
     #[test]
     fn styling_becomes_html() {
         assert_eq!(to_html("plain text, 2*3*4"), None);
-        assert_eq!(to_html("a *bold* _it_ ~gone~ `x<y`").unwrap(), "a <strong>bold</strong> <em>it</em> <del>gone</del> <code>x&lt;y</code>");
+        assert_eq!(
+            to_html("a *bold* _it_ ~gone~ `x<y`").unwrap(),
+            "a <strong>bold</strong> <em>it</em> <del>gone</del> <code>x&lt;y</code>"
+        );
         assert_eq!(to_html("> quoted\nanswer *yes*").unwrap(), "<blockquote>quoted</blockquote>answer <strong>yes</strong>");
         assert_eq!(to_html("```\nfn *x*()\n```\nafter").unwrap(), "<pre><code>fn *x*()</code></pre>after");
         assert_eq!(to_html("not * bold* and *open"), None);
@@ -200,7 +193,10 @@ mod tests {
         assert_eq!(from_html("<blockquote>q1<br>q2</blockquote><p>reply &amp; more</p>"), "> q1\n> q2\nreply & more");
         assert_eq!(from_html("<pre><code>x &lt; y</code></pre>"), "```\nx < y\n```");
         assert_eq!(from_html("<ul><li>one</li><li>two</li></ul>"), "• one\n• two");
-        assert_eq!(from_html(r#"<a href="https://x.org/">site</a> <a href="https://y.org">https://y.org</a>"#), "site <https://x.org/> https://y.org");
+        assert_eq!(
+            from_html(r#"<a href="https://x.org/">site</a> <a href="https://y.org">https://y.org</a>"#),
+            "site <https://x.org/> https://y.org"
+        );
         assert_eq!(from_html("unclosed <b"), "unclosed");
     }
 

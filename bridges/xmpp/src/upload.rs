@@ -28,7 +28,11 @@ impl Slot {
         }
         let url = |name: &str| -> Result<String, String> {
             let u = e.get_child(name, NS_UPLOAD).and_then(|c| c.attr("url")).ok_or(format!("slot without {name} url"))?;
-            if u.starts_with("https://") || u.starts_with("http://") { Ok(u.to_string()) } else { Err(format!("{name} url {u:?} is not http(s)")) }
+            if u.starts_with("https://") || u.starts_with("http://") {
+                Ok(u.to_string())
+            } else {
+                Err(format!("{name} url {u:?} is not http(s)"))
+            }
         };
         let headers = e
             .get_child("put", NS_UPLOAD)
@@ -52,18 +56,21 @@ pub(crate) async fn copy(inner: &Inner, service: &str, from: &FullJid, a: &Attac
     }
     let fetched = inner.fetcher.fetch(&a.url, max).await.map_err(|e| format!("download: {e}"))?;
     let mime = a.mime.clone().or(fetched.content_type);
-    let name = a
-        .name
-        .clone()
-        .or_else(|| a.url.rsplit('/').next().map(str::to_string))
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "file".into());
+    let name =
+        a.name.clone().or_else(|| a.url.rsplit('/').next().map(str::to_string)).filter(|n| !n.is_empty()).unwrap_or_else(|| "file".into());
     put(inner, service, from, name, mime, fetched.bytes).await
 }
 
 /// Put `bytes` on the upload service under `name`; returns the link XMPP
 /// clients should use.
-pub(crate) async fn put(inner: &Inner, service: &str, from: &FullJid, name: String, mime: Option<String>, bytes: Vec<u8>) -> Result<String, String> {
+pub(crate) async fn put(
+    inner: &Inner,
+    service: &str,
+    from: &FullJid,
+    name: String,
+    mime: Option<String>,
+    bytes: Vec<u8>,
+) -> Result<String, String> {
     let mut request = Element::builder("request", NS_UPLOAD)
         .attr(xml_ncname!("filename").into(), name)
         .attr(xml_ncname!("size").into(), bytes.len().to_string());
@@ -95,7 +102,10 @@ mod tests {
         let xml = "<slot xmlns='urn:xmpp:http:upload:0'><put url='https://up/x'><header name='Authorization'>Basic a</header>\
                    <header name='X-Evil'>1</header><header name='Cookie'>a\nb</header></put><get url='https://dl/x'/></slot>";
         let slot = Slot::parse(&xml.parse().unwrap()).unwrap();
-        assert_eq!(slot, Slot { put: "https://up/x".into(), headers: vec![("Authorization".into(), "Basic a".into())], get: "https://dl/x".into() });
+        assert_eq!(
+            slot,
+            Slot { put: "https://up/x".into(), headers: vec![("Authorization".into(), "Basic a".into())], get: "https://dl/x".into() }
+        );
         for bad in [
             "<slot xmlns='urn:xmpp:http:upload:0'><get url='https://dl/x'/></slot>",
             "<slot xmlns='urn:xmpp:http:upload:0'><put url='file:///etc/passwd'/><get url='https://dl/x'/></slot>",
