@@ -13,3 +13,4 @@ pub mod outbox;
 pub mod presence;
 pub mod router;
 pub mod store;
+pub mod topology;

@@ -8,19 +8,18 @@
 //! delivery id, which the target network uses to drop the repeat.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_core::{Body, Bridge, Delivery, DeliveryError, Event, degrade, now_ms};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::OutboxConfig;
 use crate::metrics::{self, Metrics};
-use crate::router::{Link, Router};
+use crate::router::Router;
+use crate::topology::{LANE_BATCH, LaneFeed, Link, Topology};
 use crate::store::{Completion, OutboxItem, Store};
 
-/// How many rows a lane reads at a time.
-const LANE_BATCH: u32 = 256;
 /// Deliveries whose ids a lane remembers before they are confirmed in the
 /// store (a reply right after its original needs the original's id).
 const RECENT: usize = 1024;
@@ -35,66 +34,11 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
     half + half.mul_f64(fastrand::f64())
 }
 
-/// What wakes an outbox lane: rows just committed, handed over in memory
-/// so the lane need not read them back, or a plain wake for rows the lane
-/// must read from the store (written by another process, or more than it
-/// holds while it is busy). The store stays the source of truth: a lane
-/// starts by reading it, and falls back to it whenever its feed overflows.
-#[derive(Default)]
-pub struct LaneFeed {
-    notify: Notify,
-    state: Mutex<FeedState>,
-}
-
-#[derive(Default)]
-struct FeedState {
-    /// Committed rows, in commit (so sequence) order.
-    items: VecDeque<OutboxItem>,
-    /// The store has rows the items do not cover.
-    read: bool,
-}
-
-impl LaneFeed {
-    fn state(&self) -> std::sync::MutexGuard<'_, FeedState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A row just committed for this lane.
-    pub fn push(&self, item: OutboxItem) {
-        {
-            let mut s = self.state();
-            if s.read || s.items.len() >= LANE_BATCH as usize {
-                // The lane reads the store anyway; holding rows is no use.
-                s.items.clear();
-                s.read = true;
-            } else {
-                s.items.push_back(item);
-            }
-        }
-        self.notify.notify_one();
-    }
-
-    /// Rows are waiting in the store.
-    pub fn wake(&self) {
-        {
-            let mut s = self.state();
-            s.items.clear();
-            s.read = true;
-        }
-        self.notify.notify_one();
-    }
-
-    /// What was handed over so far, and whether the store must be read.
-    fn take(&self) -> (VecDeque<OutboxItem>, bool) {
-        let mut s = self.state();
-        (std::mem::take(&mut s.items), std::mem::take(&mut s.read))
-    }
-}
-
 pub struct Outbox {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     router: Arc<Router>,
+    topology: Arc<Topology>,
     bridges: HashMap<String, Arc<dyn Bridge>>,
     config: OutboxConfig,
     completions: mpsc::Sender<Completion>,
@@ -117,9 +61,9 @@ impl Outbox {
     ) -> tokio::task::JoinHandle<()> {
         let (tx, rx) = mpsc::channel(4096);
         let completer = tokio::spawn(complete(store.clone(), metrics.clone(), rx));
-        let outbox =
-            Arc::new(Outbox { store, metrics, router: router.clone(), bridges, config, completions: tx, earlier_run: Default::default() });
-        let (now, mut added) = router.take_lanes();
+        let topology = router.topology().clone();
+        let (now, mut added) = topology.take_lanes();
+        let outbox = Arc::new(Outbox { store, metrics, router, topology, bridges, config, completions: tx, earlier_run: Default::default() });
         let mut lanes = Vec::new();
         for (link, feed) in now {
             lanes.push(tokio::spawn(outbox.clone().lane(link, feed, shutdown.clone())));
@@ -155,7 +99,7 @@ impl Outbox {
             match self.store.lanes_after(seen).await {
                 Ok(lanes) => {
                     for (bridge, room, max) in lanes {
-                        self.router.wake_lane(&bridge, &room);
+                        self.topology.wake(&Link { bridge, room });
                         seen = seen.max(max);
                     }
                 }
@@ -213,7 +157,7 @@ impl Outbox {
                 // permit waits if the lane is not waiting yet).
                 tokio::select! {
                     _ = shutdown.changed() => return,
-                    _ = feed.notify.notified() => {}
+                    _ = feed.woken() => {}
                 }
                 continue;
             }
@@ -296,7 +240,7 @@ impl Outbox {
                 }
             };
             let caps = bridge.capabilities(&link.room);
-            let policy = bridge.degrade_for(&link.room, event.body.kind(), self.router.degrade_policy(link));
+            let policy = bridge.degrade_for(&link.room, event.body.kind(), self.topology.degrade_of(link));
             let body = degrade(translated, &caps, policy).filter(|b| !(b.is_ephemeral() && age_ms > EPHEMERAL_MAX_AGE_MS));
             let Some(body) = body else {
                 self.metrics.skipped.get_or_create(&label).inc();
@@ -455,45 +399,6 @@ mod tests {
         }
         let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(5, i, m)).collect();
         assert!(samples.len() > 1, "no jitter");
-    }
-
-    fn item(seq: i64) -> OutboxItem {
-        let event = Event {
-            id: format!("e{seq}"),
-            portal: "p".into(),
-            origin: causeway_core::Origin { bridge: "a".into(), room: "r".into(), remote_id: None },
-            sender: causeway_core::Sender { id: "alice".into(), person: None, name: "Alice".into(), avatar: None },
-            at_ms: 1,
-            body: Body::text("hi"),
-        };
-        OutboxItem { seq, delivery_id: format!("d{seq}"), attempts: 0, enqueued_ms: 0, first_failed_ms: None, recipient: None, event }
-    }
-
-    #[test]
-    fn a_lane_feed_hands_over_in_order_and_falls_back_to_the_store() {
-        let feed = LaneFeed::default();
-        for seq in 1..=3 {
-            feed.push(item(seq));
-        }
-        let (items, read) = feed.take();
-        assert_eq!(items.iter().map(|i| i.seq).collect::<Vec<_>>(), [1, 2, 3]);
-        assert!(!read);
-        assert!(feed.take().0.is_empty(), "taken once");
-
-        // More than a batch while the lane is busy: the store is read instead.
-        for seq in 0..=i64::from(LANE_BATCH) {
-            feed.push(item(seq));
-        }
-        feed.push(item(1000));
-        let (items, read) = feed.take();
-        assert!(read && items.is_empty());
-
-        // A plain wake (rows from elsewhere) means the store, too.
-        feed.push(item(1));
-        feed.wake();
-        let (items, read) = feed.take();
-        assert!(read && items.is_empty());
-        assert!(!feed.take().1, "the wake is taken once");
     }
 
     #[test]

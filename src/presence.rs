@@ -9,7 +9,7 @@ use std::time::Duration;
 use causeway_core::Show;
 use serde::Serialize;
 
-use crate::router::Link;
+use crate::topology::Link;
 
 /// Presence as shown: how available, and the status text.
 pub type Shown = (Show, Option<String>);

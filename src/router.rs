@@ -20,9 +20,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::config::Config;
 use crate::directory::Directory;
 use crate::metrics::{self, Metrics};
-use crate::outbox::LaneFeed;
 use crate::presence::PresenceBook;
-use crate::store::{Author, MapHit, NewDelivery, NewEvent, OutboxItem, RemoteKey, Store, StoredLink, StoredPortal};
+use crate::store::{Author, MapHit, NewDelivery, NewEvent, RemoteKey, Store, StoreError, StoredLink, StoredPortal};
+use crate::topology::{Link, Portal, PortalKind, Topology};
 
 /// Tell the networks when people have gone idle: a presence said where each
 /// spoke last.
@@ -67,31 +67,6 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 /// Who Causeway's own notices come from.
 pub const NOTICE_SENDER: &str = "causeway";
 
-/// One link of a portal: a room on a bridge.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Link {
-    pub bridge: String,
-    pub room: String,
-}
-
-pub struct Portal {
-    pub id: String,
-    pub links: Vec<Link>,
-    pub degrade: Degrade,
-}
-
-/// Which rooms make which portal, and which links receive deliveries.
-/// Configured portals are fixed; direct conversations are added at run time.
-#[derive(Default)]
-struct Topology {
-    /// Only ever appended to, so an index stays valid.
-    portals: Vec<Portal>,
-    /// Link → index into `portals`.
-    link_portal: HashMap<Link, usize>,
-    /// What feeds each outbox lane (a link that receives deliveries).
-    lanes: HashMap<Link, Arc<LaneFeed>>,
-}
-
 struct Submission {
     bridge: String,
     incoming: Incoming,
@@ -108,14 +83,10 @@ pub struct Router {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     bridges: BTreeMap<String, Arc<dyn Bridge>>,
-    topology: RwLock<Topology>,
-    default_degrade: Degrade,
+    topology: Arc<Topology>,
     directory: RwLock<Arc<Directory>>,
     submissions: mpsc::Sender<Submission>,
     committed: broadcast::Sender<Arc<Committed>>,
-    /// Lanes added at run time, for the outbox to start.
-    new_lanes: mpsc::UnboundedSender<(Link, Arc<LaneFeed>)>,
-    new_lanes_rx: Mutex<Option<mpsc::UnboundedReceiver<(Link, Arc<LaneFeed>)>>>,
     /// One direct conversation is opened at a time (two first messages of
     /// the same conversation must not open it twice).
     opening: tokio::sync::Mutex<()>,
@@ -156,18 +127,14 @@ impl Router {
         let max_batch = config.store.max_batch;
         let (tx, rx) = mpsc::channel(max_batch * 4);
         let (committed, _) = broadcast::channel(4096);
-        let (new_lanes, new_lanes_rx) = mpsc::unbounded_channel();
         let router = Arc::new(Router {
             store,
             metrics,
             bridges,
-            topology: RwLock::new(Topology::default()),
-            default_degrade,
+            topology: Arc::new(Topology::new(default_degrade)),
             directory: RwLock::new(Arc::new(Directory::new(&config.people))),
             submissions: tx,
             committed,
-            new_lanes,
-            new_lanes_rx: Mutex::new(Some(new_lanes_rx)),
             opening: tokio::sync::Mutex::new(()),
             presence: PresenceBook::new(config.router.presence.idle_after),
             notify_dead_letters: config.outbox.notify_dead_letters,
@@ -180,7 +147,7 @@ impl Router {
         });
         for p in &config.portals {
             let links = p.links.iter().map(|l| Link { bridge: l.bridge.clone(), room: l.room.clone() }).collect();
-            router.add_portal(Portal { id: p.id.clone(), links, degrade: p.degrade.unwrap_or(default_degrade) });
+            router.add_portal(Portal { id: p.id.clone(), kind: PortalKind::Configured, links, degrade: p.degrade.unwrap_or(default_degrade) });
         }
         for p in stored {
             let links: Vec<Link> = p
@@ -189,7 +156,7 @@ impl Router {
                 .map(|l| Link { bridge: l.bridge, room: l.room })
                 .filter(|l| {
                     let known = router.bridges.get(&l.bridge).is_some_and(|b| b.check_room(&l.room).is_ok());
-                    let free = router.portal_index(l).is_none();
+                    let free = !router.topology.is_linked(l);
                     if !(known && free) {
                         tracing::warn!(portal = %p.id, bridge = %l.bridge, room = %l.room,
                             "a stored direct conversation's room is no longer available (bridge removed, or the room is now configured); left out");
@@ -198,7 +165,7 @@ impl Router {
                 })
                 .collect();
             if links.len() >= 2 {
-                router.add_portal(Portal { id: p.id, links, degrade: default_degrade });
+                router.add_portal(Portal { id: p.id, kind: PortalKind::Direct, links, degrade: default_degrade });
             }
         }
         tokio::spawn(router.clone().writer(rx, max_batch));
@@ -208,41 +175,15 @@ impl Router {
         router
     }
 
-    fn topology(&self) -> std::sync::RwLockReadGuard<'_, Topology> {
-        self.topology.read().unwrap_or_else(|p| p.into_inner())
+    /// Which rooms make which portal, and the outbox lanes.
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topology
     }
 
-    fn portal_index(&self, link: &Link) -> Option<usize> {
-        self.topology().link_portal.get(link).copied()
-    }
-
-    /// Add a portal (or, when one of its links is taken, add its other
-    /// links to that portal); new receiving links get a lane. Returns the
-    /// id of the portal the links are in.
+    /// Add a portal (see [`Topology::add`]); the links that receive
+    /// deliveries get a lane. Returns the id of the portal the links are in.
     fn add_portal(&self, portal: Portal) -> String {
-        let Portal { id, links, degrade } = portal;
-        let mut t = self.topology.write().unwrap_or_else(|p| p.into_inner());
-        let index = match links.iter().find_map(|l| t.link_portal.get(l).copied()) {
-            Some(i) => i,
-            None => {
-                t.portals.push(Portal { id, links: Vec::new(), degrade });
-                t.portals.len() - 1
-            }
-        };
-        for l in links {
-            if t.link_portal.contains_key(&l) {
-                continue;
-            }
-            t.link_portal.insert(l.clone(), index);
-            t.portals[index].links.push(l.clone());
-            if self.bridges.get(&l.bridge).is_some_and(|b| b.capabilities(&l.room).outbound) {
-                let feed = Arc::new(LaneFeed::default());
-                t.lanes.insert(l.clone(), feed.clone());
-                // The outbox reads this channel once it runs (see take_lanes).
-                let _ = self.new_lanes.send((l, feed));
-            }
-        }
-        t.portals[index].id.clone()
+        self.topology.add(portal, |l| self.capabilities(l).outbound)
     }
 
     /// The directory's id of `person` (however its case is written).
@@ -258,24 +199,6 @@ impl Router {
     /// Use this directory from now on (a new import).
     pub fn set_directory(&self, directory: Directory) {
         *self.directory.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(directory);
-    }
-
-    /// Lanes as they are now, and from now on every lane added later.
-    pub fn take_lanes(&self) -> (Vec<(Link, Arc<LaneFeed>)>, mpsc::UnboundedReceiver<(Link, Arc<LaneFeed>)>) {
-        let mut rx = self.new_lanes_rx.lock().unwrap_or_else(|p| p.into_inner()).take().expect("lanes taken once");
-        // Under the lock no lane is added: those announced so far are in
-        // the snapshot, those added later come through `rx`.
-        let t = self.topology();
-        while rx.try_recv().is_ok() {}
-        let now = t.lanes.iter().map(|(l, n)| (l.clone(), n.clone())).collect();
-        (now, rx)
-    }
-
-    /// Tell a lane it has rows to read from the store.
-    pub fn wake_lane(&self, bridge: &str, room: &str) {
-        if let Some(feed) = self.topology().lanes.get(&Link { bridge: bridge.into(), room: room.into() }) {
-            feed.wake();
-        }
     }
 
     /// Tell the people of `room` something (a message of theirs that did
@@ -332,12 +255,6 @@ impl Router {
         ))
     }
 
-    /// The degradation policy of the portal a link belongs to.
-    pub fn degrade_policy(&self, link: &Link) -> Degrade {
-        let t = self.topology();
-        t.link_portal.get(link).map(|&i| t.portals[i].degrade).unwrap_or(self.default_degrade)
-    }
-
     fn capabilities(&self, link: &Link) -> Capabilities {
         self.bridges.get(&link.bridge).map(|b| b.capabilities(&link.room)).unwrap_or(Capabilities::NONE)
     }
@@ -357,7 +274,7 @@ impl Router {
         {
             return Err(DirectError::NotAllowed(format!("{sender} is not among those who may write to people here one to one")));
         }
-        let open = self.topology().portals.iter().filter(|p| p.id.starts_with("dm-")).count();
+        let open = self.topology.count(PortalKind::Direct);
         if open >= self.direct.max_open {
             return Err(DirectError::Limited(format!("{open} are open (router.direct.max_open)")));
         }
@@ -435,38 +352,13 @@ impl Router {
             .map(|(c, _)| c.clone())
     }
 
-    /// Whether `sender` (on `bridge`) may edit or take back the event
-    /// `target`: only who said it may — the same account, or the same
-    /// person of the directory. `hits` and `batch` are where the target's
-    /// author is found (the store, or earlier in this batch).
-    fn may_change(&self, bridge: &str, sender: &Sender, target: &str, hits: &HashMap<RemoteKey, MapHit>, batch: &[NewEvent]) -> bool {
-        let author = hits.values().find(|h| h.event_id == target).and_then(|h| h.author.clone()).or_else(|| {
-            batch.iter().find(|ne| ne.event.id == target).map(|ne| Author {
-                bridge: ne.event.origin.bridge.clone(),
-                sender: ne.event.sender.id.clone(),
-                person: ne.event.sender.person.clone(),
-            })
-        });
-        match author {
-            Some(a) => (a.bridge == bridge && a.sender == sender.id) || (a.person.is_some() && a.person == sender.person),
-            None => false,
-        }
-    }
-
+    /// Commit one group of submissions, in four steps: look up what the
+    /// message map knows of the ids they name, classify each (taken, or
+    /// answered at once), build the new events with their deliveries, and
+    /// commit them all in one transaction and hand the rows to the lanes.
     async fn commit_batch(&self, batch: Vec<Submission>) {
-        let key = |bridge: &str, room: &str, id: &str| RemoteKey {
-            bridge: bridge.to_string(),
-            room: room.to_string(),
-            remote_id: id.to_string(),
-        };
-        let mut keys = Vec::new();
-        for s in &batch {
-            let room = &s.incoming.room;
-            keys.extend(s.incoming.remote_id.iter().map(|id| key(&s.bridge, room, id)));
-            keys.extend(s.incoming.body.refs().into_iter().map(|id| key(&s.bridge, room, id)));
-        }
-        let hits = match self.store.lookup_remotes(&keys).await {
-            Ok(h) => h,
+        let mut known = match self.look_up(&batch).await {
+            Ok(k) => k,
             Err(e) => {
                 tracing::error!(error = %e, "message map lookup failed; refusing {} events", batch.len());
                 for s in batch {
@@ -475,171 +367,228 @@ impl Router {
                 return;
             }
         };
-        // Ids accepted earlier in this same batch.
-        let mut fresh: HashMap<RemoteKey, String> = HashMap::new();
         let mut new_events = Vec::with_capacity(batch.len());
         // One per event; none for an event the router adds itself.
-        let mut replies: Vec<Option<oneshot::Sender<Result<Accepted, SubmitError>>>> = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
         for Submission { bridge, incoming, reply, synthetic, back_to_origin } in batch {
-            let Incoming { room, sender, remote_id, aliases, at_ms, body } = incoming;
-            let dropped = |reason: &str| self.metrics.dropped.get_or_create(&metrics::reason(&bridge, reason)).inc();
-            if let Some(rid) = &remote_id {
-                let k = key(&bridge, &room, rid);
-                if let Some(hit) = hits.get(&k) {
-                    let answer = if hit.origin {
-                        dropped("duplicate");
-                        Accepted::Duplicate { event_id: hit.event_id.clone() }
-                    } else {
-                        dropped("loop");
-                        Accepted::Echo
-                    };
-                    let _ = reply.send(Ok(answer));
-                    continue;
-                }
-                if let Some(event_id) = fresh.get(&k) {
-                    dropped("duplicate");
-                    let _ = reply.send(Ok(Accepted::Duplicate { event_id: event_id.clone() }));
-                    continue;
-                }
-            }
-            let translated = body.map_refs(|r| {
-                let k = key(&bridge, &room, &r);
-                fresh.get(&k).cloned().or_else(|| hits.get(&k).map(|h| h.event_id.clone()))
-            });
-            let Some(body) = translated else {
-                dropped("unknown_target");
-                let _ = reply.send(Ok(Accepted::Ignored { reason: "refers to a message Causeway never saw" }));
-                continue;
-            };
-            let link = Link { bridge, room };
-            let topology = self.topology();
-            let Some(&pi) = topology.link_portal.get(&link) else {
-                drop(topology);
-                let _ = reply.send(Err(SubmitError::NotLinked(link.room)));
-                continue;
-            };
-            let portal = &topology.portals[pi];
-            let Link { bridge, room } = link;
-            let event_id = new_id();
-            let sender = self.directory().resolve(&bridge, sender);
-            if let Some(target) = authored_target(&body)
-                && !self.may_change(&bridge, &sender, target, &hits, &new_events)
-            {
-                drop(topology);
-                self.metrics.dropped.get_or_create(&metrics::reason(&bridge, "forged_reference")).inc();
-                tracing::info!(bridge = %bridge, room = %room, sender = %sender.id, kind = body.kind(), "dropping a change of someone else's message");
-                let _ = reply.send(Ok(Accepted::Ignored { reason: "only its sender may change or take back a message" }));
-                continue;
-            }
-            let at_ms = at_ms.unwrap_or_else(now_ms);
-            // A person's presence is what their accounts say together; what
-            // they say wakes them from idle.
-            let mut back = None;
-            let body = match (&sender.person, body) {
-                (Some(p), Body::Presence { show, status }) if !synthetic => match self.presence.report(p, &bridge, show, status, at_ms) {
-                    Some((show, status)) => {
-                        self.metrics.presence_updates.get_or_create(&metrics::bridge(&bridge)).inc();
-                        Body::Presence { show, status }
+            let built = self.classify(&bridge, incoming, &known, &new_events).and_then(|t| self.build(t, synthetic, back_to_origin));
+            match built {
+                Ok(events) => {
+                    let mut own = Some(reply);
+                    for ne in events {
+                        known.remember(&ne);
+                        new_events.push(ne);
+                        replies.push(own.take());
                     }
-                    None => {
-                        drop(topology);
-                        let _ = reply.send(Ok(Accepted::Ignored { reason: "presence unchanged" }));
-                        continue;
-                    }
-                },
-                (Some(p), body @ Body::Message { .. }) => {
-                    back = self.presence.active(p, &Link { bridge: bridge.clone(), room: room.clone() }, &sender.id, at_ms);
-                    body
                 }
-                (_, body) => body,
-            };
-            let deliveries_for = |body: &Body| -> Vec<NewDelivery> {
-                portal
-                    .links
-                    .iter()
-                    .filter(|l| (l.bridge == bridge && l.room == room) == back_to_origin)
-                    .filter(|l| self.wanted_on(l, body, portal.degrade))
-                    .map(|l| NewDelivery { id: new_id(), bridge: l.bridge.clone(), room: l.room.clone() })
-                    .collect()
-            };
-            let deliveries = deliveries_for(&body);
-            let extra = back.map(|(show, status)| {
-                let body = Body::Presence { show, status };
-                let id = new_id();
-                let origin = Origin { bridge: bridge.clone(), room: room.clone(), remote_id: None };
-                let deliveries = deliveries_for(&body);
-                let event = Event { id: id.clone(), portal: portal.id.clone(), origin, sender: sender.clone(), at_ms, body };
-                NewEvent { event, origin_key: key(&bridge, &room, &id), aliases: Vec::new(), deliveries }
-            });
-            let event = Event {
-                id: event_id.clone(),
-                portal: portal.id.clone(),
-                origin: Origin { bridge: bridge.clone(), room: room.clone(), remote_id: remote_id.clone() },
-                sender,
-                at_ms,
-                body,
-            };
-            drop(topology);
-            let origin_key = key(&bridge, &room, remote_id.as_deref().unwrap_or(&event_id));
-            for a in &aliases {
-                fresh.insert(key(&bridge, &room, a), event_id.clone());
-            }
-            fresh.insert(origin_key.clone(), event_id);
-            new_events.push(NewEvent { event, origin_key, aliases, deliveries });
-            replies.push(Some(reply));
-            if let Some(e) = extra {
-                new_events.push(e);
-                replies.push(None);
+                Err(refusal) => {
+                    if let Some(reason) = refusal.dropped {
+                        self.metrics.dropped.get_or_create(&metrics::reason(&bridge, reason)).inc();
+                    }
+                    let _ = reply.send(refusal.answer);
+                }
             }
         }
-        if new_events.is_empty() {
-            return;
+        if !new_events.is_empty() {
+            self.commit_and_hand_over(new_events, replies).await;
         }
+    }
+
+    /// Step 1: what the message map knows of every id the batch names (the
+    /// submissions' own and those they refer to), in one look-up.
+    async fn look_up(&self, batch: &[Submission]) -> Result<Known, StoreError> {
+        let mut keys = Vec::new();
+        for s in batch {
+            let room = &s.incoming.room;
+            keys.extend(s.incoming.remote_id.iter().map(|id| remote_key(&s.bridge, room, id)));
+            keys.extend(s.incoming.body.refs().into_iter().map(|id| remote_key(&s.bridge, room, id)));
+        }
+        Ok(Known { hits: self.store.lookup_remotes(&keys).await?, fresh: HashMap::new() })
+    }
+
+    /// Step 2: whether the router takes a submission. It does not when it
+    /// has it already (a duplicate) or sent it itself (an echo), when it
+    /// refers to a message the router never saw, when its room is in no
+    /// portal, or when it changes a message of someone else's. `earlier`
+    /// are the events taken before it in this batch.
+    fn classify(&self, bridge: &str, incoming: Incoming, known: &Known, earlier: &[NewEvent]) -> Result<Taken, Refusal> {
+        let Incoming { room, sender, remote_id, aliases, at_ms, body } = incoming;
+        if let Some(rid) = &remote_id {
+            let k = remote_key(bridge, &room, rid);
+            match (known.hits.get(&k), known.fresh.get(&k)) {
+                (Some(hit), _) if !hit.origin => return Err(Refusal::dropped("loop", Accepted::Echo)),
+                (Some(MapHit { event_id, .. }), _) | (None, Some(event_id)) => {
+                    return Err(Refusal::dropped("duplicate", Accepted::Duplicate { event_id: event_id.clone() }));
+                }
+                (None, None) => {}
+            }
+        }
+        let Some(body) = body.map_refs(|r| known.event_of(&remote_key(bridge, &room, &r))) else {
+            return Err(Refusal::dropped("unknown_target", Accepted::Ignored { reason: "refers to a message Causeway never saw" }));
+        };
+        let link = Link { bridge: bridge.to_string(), room };
+        let Some(portal) = self.topology.portal(&link) else {
+            return Err(Refusal { answer: Err(SubmitError::NotLinked(link.room)), dropped: None });
+        };
+        let sender = self.directory().resolve(bridge, sender);
+        if let Some(target) = authored_target(&body)
+            && !known.author_of(target, earlier).is_some_and(|a| a.may_change(bridge, &sender))
+        {
+            tracing::info!(bridge, room = %link.room, sender = %sender.id, kind = body.kind(), "dropping a change of someone else's message");
+            return Err(Refusal::dropped(
+                "forged_reference",
+                Accepted::Ignored { reason: "only its sender may change or take back a message" },
+            ));
+        }
+        Ok(Taken { link, portal, sender, body, remote_id, aliases, at_ms: at_ms.unwrap_or_else(now_ms) })
+    }
+
+    /// Step 3: the events a taken submission makes, with a delivery for
+    /// each link that would show it: its own event, and after it the
+    /// presence of a person that speaking woke from idle. A presence is
+    /// what all of a person's accounts say together, so one that changes
+    /// nothing makes no event. `back_to_origin`: deliver to the submission's
+    /// own room alone (a notice) instead of to the portal's other links.
+    fn build(&self, taken: Taken, synthetic: bool, back_to_origin: bool) -> Result<Vec<NewEvent>, Refusal> {
+        let Taken { link, portal, sender, body, remote_id, aliases, at_ms } = taken;
+        let mut woken = None;
+        let body = match (&sender.person, body) {
+            (Some(p), Body::Presence { show, status }) if !synthetic => match self.presence.report(p, &link.bridge, show, status, at_ms) {
+                Some((show, status)) => {
+                    self.metrics.presence_updates.get_or_create(&metrics::bridge(&link.bridge)).inc();
+                    Body::Presence { show, status }
+                }
+                None => return Err(Refusal { answer: Ok(Accepted::Ignored { reason: "presence unchanged" }), dropped: None }),
+            },
+            (Some(p), body @ Body::Message { .. }) => {
+                woken = self.presence.active(p, &link, &sender.id, at_ms);
+                body
+            }
+            (_, body) => body,
+        };
+        let event_for = |id: String, remote_id: Option<String>, aliases: Vec<String>, body: Body| {
+            let deliveries = portal
+                .links
+                .iter()
+                .filter(|l| (**l == link) == back_to_origin)
+                .filter(|l| self.wanted_on(l, &body, portal.degrade))
+                .map(|l| NewDelivery { id: new_id(), bridge: l.bridge.clone(), room: l.room.clone() })
+                .collect();
+            let origin_key = remote_key(&link.bridge, &link.room, remote_id.as_deref().unwrap_or(&id));
+            let origin = Origin { bridge: link.bridge.clone(), room: link.room.clone(), remote_id };
+            let event = Event { id, portal: portal.id.clone(), origin, sender: sender.clone(), at_ms, body };
+            NewEvent { event, origin_key, aliases, deliveries }
+        };
+        let mut events = vec![event_for(new_id(), remote_id, aliases, body)];
+        if let Some((show, status)) = woken {
+            events.push(event_for(new_id(), None, Vec::new(), Body::Presence { show, status }));
+        }
+        Ok(events)
+    }
+
+    /// Step 4: commit the new events in one transaction; then answer their
+    /// bridges, give each lane its rows, and tell the subscribers. When the
+    /// commit fails, every submission is refused (the bridge keeps it and
+    /// tries again).
+    async fn commit_and_hand_over(&self, new_events: Vec<NewEvent>, replies: Vec<Option<Reply>>) {
         self.metrics.commit_batch.observe(new_events.len() as f64);
-        match self.store.commit(&new_events).await {
-            Ok(stored) => {
-                let now = now_ms();
-                for ((ne, stored), reply) in new_events.into_iter().zip(stored).zip(replies) {
-                    let bridge = &ne.event.origin.bridge;
-                    self.metrics.received.get_or_create(&metrics::bridge(bridge)).inc();
-                    {
-                        // Each lane gets its new rows in hand: it need not
-                        // read back what was just written.
-                        let t = self.topology();
-                        for (i, d) in ne.deliveries.iter().enumerate() {
-                            self.metrics.outbox_depth.get_or_create(&metrics::bridge(&d.bridge)).inc();
-                            let Some(feed) = t.lanes.get(&Link { bridge: d.bridge.clone(), room: d.room.clone() }) else {
-                                continue;
-                            };
-                            match stored.outbox.get(i) {
-                                Some(&seq) => feed.push(OutboxItem {
-                                    seq,
-                                    delivery_id: d.id.clone(),
-                                    attempts: 0,
-                                    enqueued_ms: now,
-                                    first_failed_ms: None,
-                                    recipient: None,
-                                    event: ne.event.clone(),
-                                }),
-                                None => feed.wake(),
-                            }
-                        }
-                    }
-                    let seq = stored.seq;
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Ok(Accepted::Stored { event_id: ne.event.id.clone() }));
-                    }
-                    // Nobody listening is fine.
-                    let _ = self.committed.send(Arc::new(Committed { seq, event: ne.event }));
-                }
-            }
+        let stored = match self.store.commit(&new_events).await {
+            Ok(stored) => stored,
             Err(e) => {
                 tracing::error!(error = %e, "commit failed; refusing {} events", replies.len());
                 for reply in replies.into_iter().flatten() {
                     let _ = reply.send(Err(SubmitError::Unavailable("the store could not commit".into())));
                 }
+                return;
             }
+        };
+        let now = now_ms();
+        for ((ne, stored), reply) in new_events.into_iter().zip(stored).zip(replies) {
+            self.metrics.received.get_or_create(&metrics::bridge(&ne.event.origin.bridge)).inc();
+            for d in &ne.deliveries {
+                self.metrics.outbox_depth.get_or_create(&metrics::bridge(&d.bridge)).inc();
+            }
+            self.topology.hand_over(&ne.event, &ne.deliveries, &stored.outbox, now);
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(Accepted::Stored { event_id: ne.event.id.clone() }));
+            }
+            // Nobody listening is fine.
+            let _ = self.committed.send(Arc::new(Committed { seq: stored.seq, event: ne.event }));
         }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Accepted, SubmitError>>;
+
+fn remote_key(bridge: &str, room: &str, id: &str) -> RemoteKey {
+    RemoteKey { bridge: bridge.to_string(), room: room.to_string(), remote_id: id.to_string() }
+}
+
+/// What the message map and the batch so far know of the ids a batch names.
+struct Known {
+    /// From the store, looked up once for the whole batch.
+    hits: HashMap<RemoteKey, MapHit>,
+    /// Ids of the events taken earlier in this batch.
+    fresh: HashMap<RemoteKey, String>,
+}
+
+impl Known {
+    /// The event a network's id stands for.
+    fn event_of(&self, k: &RemoteKey) -> Option<String> {
+        self.fresh.get(k).cloned().or_else(|| self.hits.get(k).map(|h| h.event_id.clone()))
+    }
+
+    /// Who said the event `event_id`: archived, or taken earlier in this
+    /// batch (`earlier`).
+    fn author_of(&self, event_id: &str, earlier: &[NewEvent]) -> Option<Author> {
+        self.hits.values().find(|h| h.event_id == event_id).and_then(|h| h.author.clone()).or_else(|| {
+            earlier.iter().find(|ne| ne.event.id == event_id).map(|ne| Author {
+                bridge: ne.event.origin.bridge.clone(),
+                sender: ne.event.sender.id.clone(),
+                person: ne.event.sender.person.clone(),
+            })
+        })
+    }
+
+    /// A taken event's ids, so later submissions of the batch find it.
+    fn remember(&mut self, ne: &NewEvent) {
+        for a in &ne.aliases {
+            self.fresh.insert(remote_key(&ne.origin_key.bridge, &ne.origin_key.room, a), ne.event.id.clone());
+        }
+        self.fresh.insert(ne.origin_key.clone(), ne.event.id.clone());
+    }
+}
+
+impl Author {
+    /// Whether `sender` on `bridge` may edit or take back what this author
+    /// said: the same account, or the same person of the directory.
+    fn may_change(&self, bridge: &str, sender: &Sender) -> bool {
+        (self.bridge == bridge && self.sender == sender.id) || (self.person.is_some() && self.person == sender.person)
+    }
+}
+
+/// A submission the router takes, its references translated to event ids.
+struct Taken {
+    link: Link,
+    portal: Arc<Portal>,
+    sender: Sender,
+    body: Body,
+    remote_id: Option<String>,
+    aliases: Vec<String>,
+    at_ms: i64,
+}
+
+/// The answer a submission gets without a new event, and the reason the
+/// `dropped` counter counts it under (if it counts it).
+#[derive(Debug)]
+struct Refusal {
+    answer: Result<Accepted, SubmitError>,
+    dropped: Option<&'static str>,
+}
+
+impl Refusal {
+    fn dropped(reason: &'static str, answer: Accepted) -> Self {
+        Refusal { answer: Ok(answer), dropped: Some(reason) }
     }
 }
 
@@ -647,7 +596,7 @@ impl Router {
 impl Host for Router {
     async fn submit(&self, bridge: &str, incoming: Incoming) -> Result<Accepted, SubmitError> {
         let link = Link { bridge: bridge.to_string(), room: incoming.room.clone() };
-        if self.portal_index(&link).is_none() {
+        if !self.topology.is_linked(&link) {
             return Err(SubmitError::NotLinked(incoming.room));
         }
         let ignored = self.ignore.get(bridge).is_some_and(|patterns| patterns.iter().any(|p| glob_match(p, &incoming.sender.id)));
@@ -659,15 +608,11 @@ impl Host for Router {
     }
 
     fn portal_of(&self, bridge: &str, room: &str) -> Option<String> {
-        let link = Link { bridge: bridge.to_string(), room: room.to_string() };
-        let t = self.topology();
-        t.link_portal.get(&link).map(|&i| t.portals[i].id.clone())
+        self.topology.portal(&Link::new(bridge, room)).map(|p| p.id.clone())
     }
 
     fn rooms(&self, bridge: &str) -> Vec<String> {
-        let mut rooms: Vec<String> = self.topology().link_portal.keys().filter(|l| l.bridge == bridge).map(|l| l.room.clone()).collect();
-        rooms.sort();
-        rooms
+        self.topology.rooms_of(bridge)
     }
 
     fn account_of(&self, person: &str, bridge: &str) -> Option<String> {
@@ -711,10 +656,8 @@ impl Host for Router {
             // a room on this bridge already (the same two people through
             // another address), which would deliver everything twice.
             // Stored before it is used.
-            let (id, mut all) = match self.portal_index(&links[1]) {
-                Some(i) => {
-                    let t = self.topology();
-                    let p = &t.portals[i];
+            let (id, mut all) = match self.topology.portal(&links[1]) {
+                Some(p) => {
                     if let Some(other) = p.links.iter().find(|l| l.bridge == bridge) {
                         return Err(DirectError::Unsupported(format!(
                             "this conversation already runs through {}; write there",
@@ -723,13 +666,13 @@ impl Host for Router {
                     }
                     (p.id.clone(), p.links.clone())
                 }
-                None => (format!("dm-{}", new_id()), Vec::new()),
+                None => (Portal::direct_id(), Vec::new()),
             };
             all.extend(links.iter().filter(|l| !all.contains(l)).cloned().collect::<Vec<_>>());
             let links_stored = all.into_iter().map(|l| StoredLink { bridge: l.bridge, room: l.room }).collect();
             let stored = StoredPortal { id: id.clone(), created_ms: now_ms(), links: links_stored };
             self.store.save_portal(&stored).await.map_err(|e| DirectError::Unavailable(e.to_string()))?;
-            let id = self.add_portal(Portal { id, links, degrade: self.default_degrade });
+            let id = self.add_portal(Portal { id, kind: PortalKind::Direct, links, degrade: self.topology.default_degrade() });
             if stranger {
                 self.strangers_opened.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1 += 1;
             }
@@ -856,7 +799,254 @@ fn authored_target(body: &Body) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    use super::glob_match;
+    //! Each step of the commit against a real SQLite store in a temp dir,
+    //! with bridges that only say which rooms receive deliveries.
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{Completion, OutboxState};
+    use causeway_core::{BridgeContext, BridgeError, Delivered, DeliveryError, Show, Text};
+
+    struct Fake {
+        receives: bool,
+    }
+
+    #[async_trait]
+    impl Bridge for Fake {
+        fn kind(&self) -> &'static str {
+            "fake"
+        }
+        fn check_room(&self, _room: &str) -> Result<(), String> {
+            Ok(())
+        }
+        fn capabilities(&self, _room: &str) -> Capabilities {
+            if self.receives { Capabilities::ALL } else { Capabilities::NONE }
+        }
+        async fn start(self: Arc<Self>, _ctx: BridgeContext) -> Result<Option<axum::Router>, BridgeError> {
+            Ok(None)
+        }
+        async fn deliver(&self, _delivery: &Delivery) -> Result<Delivered, DeliveryError> {
+            Err(DeliveryError::permanent("no deliveries in these tests"))
+        }
+    }
+
+    /// Rooms r (on a), s (on b) and the inbound-only webhook room `in`, one
+    /// portal; alice has accounts on a and b.
+    const CONFIG: &str = "
+portals:
+  - id: ops
+    links:
+      - {bridge: a, room: r}
+      - {bridge: b, room: s}
+      - {bridge: hook, room: in}
+people:
+  - id: alice
+    name: Alice Liddell
+    accounts: {a: alice, b: alice-b}
+router:
+  presence: {idle_after: 1h}
+";
+
+    struct World {
+        _dir: tempfile::TempDir,
+        router: Arc<Router>,
+        store: Arc<dyn Store>,
+    }
+
+    async fn world() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("causeway.db"), false).await.unwrap());
+        let config: Config = serde_saphyr::from_str(CONFIG).unwrap();
+        let fake = |receives| Arc::new(Fake { receives }) as Arc<dyn Bridge>;
+        let bridges = BTreeMap::from([("a".into(), fake(true)), ("b".into(), fake(true)), ("hook".into(), fake(false))]);
+        let router = Router::start(&config, bridges, store.clone(), Arc::new(Metrics::new()), Vec::new());
+        World { _dir: dir, router, store }
+    }
+
+    fn incoming(room: &str, sender: &str, id: Option<&str>, body: Body) -> Incoming {
+        let sender = RemoteSender { id: sender.into(), name: None, avatar: None };
+        Incoming { room: room.into(), sender, remote_id: id.map(str::to_string), aliases: Vec::new(), at_ms: Some(1_000), body }
+    }
+
+    fn edit(target: &str) -> Body {
+        Body::Edit { target: target.into(), text: Text::plain("changed") }
+    }
+
+    fn submission(bridge: &str, incoming: Incoming) -> Submission {
+        Submission { bridge: bridge.into(), incoming, reply: oneshot::channel().0, synthetic: false, back_to_origin: false }
+    }
+
+    async fn stored(router: &Router, bridge: &str, incoming: Incoming) -> String {
+        match router.submit(bridge, incoming).await {
+            Ok(Accepted::Stored { event_id }) => event_id,
+            other => panic!("not stored: {other:?}"),
+        }
+    }
+
+    fn refused(r: Result<Taken, Refusal>) -> (Result<Accepted, SubmitError>, Option<&'static str>) {
+        match r {
+            Ok(t) => panic!("taken: {:?}", t.body.kind()),
+            Err(r) => (r.answer, r.dropped),
+        }
+    }
+
+    #[tokio::test]
+    async fn look_up_finds_what_the_store_and_the_batch_know() {
+        let w = world().await;
+        let first = stored(&w.router, "a", incoming("r", "bob", Some("a-1"), Body::text("hi"))).await;
+        let batch = [
+            submission("a", incoming("r", "bob", Some("a-2"), edit("a-1"))),
+            submission("b", incoming("s", "carol", Some("b-9"), Body::text("new"))),
+        ];
+        let mut known = w.router.look_up(&batch).await.unwrap();
+        let key = remote_key("a", "r", "a-1");
+        assert_eq!(known.event_of(&key).as_deref(), Some(first.as_str()));
+        assert_eq!(known.hits[&key].author.as_ref().map(|a| a.sender.as_str()), Some("bob"));
+        assert_eq!(known.event_of(&remote_key("b", "s", "b-9")), None, "not seen yet");
+        assert_eq!(known.event_of(&remote_key("b", "s", "a-1")), None, "ids are scoped to their room");
+
+        // What the batch takes is known to the rest of it, aliases too.
+        let mut taken = w.router.classify("b", incoming("s", "carol", Some("b-9"), Body::text("new")), &known, &[]).unwrap();
+        taken.aliases = vec!["b-9-alias".into()];
+        let events = w.router.build(taken, false, false).unwrap();
+        known.remember(&events[0]);
+        assert_eq!(known.event_of(&remote_key("b", "s", "b-9")), Some(events[0].event.id.clone()));
+        assert_eq!(known.event_of(&remote_key("b", "s", "b-9-alias")), Some(events[0].event.id.clone()));
+    }
+
+    #[tokio::test]
+    async fn classify_tells_duplicates_echoes_unknown_targets_strangers_rooms_and_forgeries_apart() {
+        let w = world().await;
+        let r = &w.router;
+        let first = stored(r, "a", incoming("r", "bob", Some("a-1"), Body::text("hi"))).await;
+        // Its delivery to b was sent, and b calls it b-1 there.
+        let row = w.store.list_outbox(OutboxState::Pending, 10).await.unwrap().into_iter().find(|o| o.bridge == "b").unwrap();
+        let done = Completion {
+            seq: row.seq,
+            delivery_id: row.delivery_id,
+            event_id: first.clone(),
+            bridge: "b".into(),
+            room: "s".into(),
+            remote_id: Some("b-1".into()),
+        };
+        w.store.complete(&[done]).await.unwrap();
+        let batch = [
+            submission("a", incoming("r", "bob", Some("a-1"), Body::text("hi"))),
+            submission("b", incoming("s", "nobody", Some("b-1"), Body::text("hi"))),
+        ];
+        let known = r.look_up(&batch).await.unwrap();
+        let classify = |bridge: &str, i: Incoming| r.classify(bridge, i, &known, &[]);
+
+        let (answer, dropped) = refused(classify("a", incoming("r", "bob", Some("a-1"), Body::text("hi"))));
+        assert!(matches!(answer, Ok(Accepted::Duplicate { event_id }) if event_id == first));
+        assert_eq!(dropped, Some("duplicate"));
+
+        let (answer, dropped) = refused(classify("b", incoming("s", "nobody", Some("b-1"), Body::text("hi"))));
+        assert!(matches!(answer, Ok(Accepted::Echo)), "our own copy came back");
+        assert_eq!(dropped, Some("loop"));
+
+        let (answer, dropped) = refused(classify("a", incoming("r", "bob", Some("a-3"), edit("never-seen"))));
+        assert!(matches!(answer, Ok(Accepted::Ignored { .. })));
+        assert_eq!(dropped, Some("unknown_target"));
+
+        let (answer, dropped) = refused(classify("a", incoming("elsewhere", "bob", Some("a-4"), Body::text("hi"))));
+        assert!(matches!(answer, Err(SubmitError::NotLinked(room)) if room == "elsewhere"));
+        assert_eq!(dropped, None);
+
+        let (answer, dropped) = refused(classify("a", incoming("r", "mallory", Some("a-5"), edit("a-1"))));
+        assert!(matches!(answer, Ok(Accepted::Ignored { .. })), "only bob may edit bob's message");
+        assert_eq!(dropped, Some("forged_reference"));
+
+        // Bob may, and the reference is now the event's id; the copy's id
+        // on b stands for the same event.
+        let taken = classify("a", incoming("r", "bob", Some("a-6"), edit("a-1"))).unwrap();
+        assert!(matches!(&taken.body, Body::Edit { target, .. } if *target == first));
+        let taken = classify("b", incoming("s", "carol", Some("b-7"), Body::Reaction { target: "b-1".into(), key: "👍".into(), removed: false }));
+        assert!(matches!(taken.unwrap().body, Body::Reaction { target, .. } if target == first));
+    }
+
+    #[tokio::test]
+    async fn a_person_may_change_what_they_said_from_another_account_even_within_one_batch() {
+        let w = world().await;
+        let r = &w.router;
+        let known = r.look_up(&[]).await.unwrap();
+        let said = r.classify("a", incoming("r", "alice", Some("a-1"), Body::text("hi")), &known, &[]).unwrap();
+        assert_eq!(said.sender.person.as_deref(), Some("alice"), "the directory knows her account");
+        let mut known = known;
+        let earlier = r.build(said, false, false).unwrap();
+        known.remember(&earlier[0]);
+        let fixed = r.classify("b", incoming("s", "alice-b", Some("b-1"), edit("a-1")), &known, &[]);
+        assert!(fixed.is_err(), "a-1 is on a, not on b: b's id for it is not known yet");
+        let fixed = r.classify("a", incoming("r", "alice", Some("a-2"), edit("a-1")), &known, &earlier).unwrap();
+        assert!(matches!(fixed.body, Body::Edit { ref target, .. } if *target == earlier[0].event.id));
+        // The same person from her other account may change it too.
+        let author = known.author_of(&earlier[0].event.id, &earlier).unwrap();
+        let other = r.directory().resolve("b", RemoteSender { id: "alice-b".into(), name: None, avatar: None });
+        assert!(author.may_change("b", &other), "same person, other account");
+        let stranger = r.directory().resolve("b", RemoteSender { id: "alice".into(), name: None, avatar: None });
+        assert!(!author.may_change("b", &stranger), "the same name on another network is someone else");
+    }
+
+    #[tokio::test]
+    async fn build_delivers_to_the_other_receiving_links_and_wakes_the_idle() {
+        let w = world().await;
+        let r = &w.router;
+        let known = r.look_up(&[]).await.unwrap();
+        let taken = r.classify("hook", incoming("in", "ci", Some("h-1"), Body::text("build green")), &known, &[]).unwrap();
+        let events = r.build(taken, false, false).unwrap();
+        let to: Vec<_> = events[0].deliveries.iter().map(|d| (d.bridge.as_str(), d.room.as_str())).collect();
+        assert_eq!(to, [("a", "r"), ("b", "s")], "not back to its own room, not to the webhook that only takes in");
+        assert_eq!(events[0].origin_key, remote_key("hook", "in", "h-1"));
+        assert_eq!(events[0].event.portal, "ops");
+
+        // A notice goes back to its own room alone.
+        let taken = r.classify("a", incoming("r", NOTICE_SENDER, None, Body::text("note")), &known, &[]).unwrap();
+        let events = r.build(taken, true, true).unwrap();
+        let to: Vec<_> = events[0].deliveries.iter().map(|d| (d.bridge.as_str(), d.room.as_str())).collect();
+        assert_eq!(to, [("a", "r")]);
+        assert_eq!(events[0].origin_key.remote_id, events[0].event.id, "no network id: the event's own");
+
+        // Alice online, then idle, then she speaks: her message and her
+        // presence back to online, in that order.
+        let online = Body::Presence { show: Show::Online, status: None };
+        let taken = r.classify("a", incoming("r", "alice", None, online.clone()), &known, &[]).unwrap();
+        assert_eq!(r.build(taken, false, false).unwrap().len(), 1);
+        let taken = r.classify("a", incoming("r", "alice", None, online), &known, &[]).unwrap();
+        assert!(r.build(taken, false, false).is_err(), "presence unchanged: no event");
+        let taken = r.classify("a", incoming("r", "alice", Some("a-1"), Body::text("first")), &known, &[]).unwrap();
+        assert_eq!(r.build(taken, false, false).unwrap().len(), 1, "not idle: nothing to wake");
+        assert_eq!(r.presence.idle_now(i64::MAX).len(), 1);
+        let taken = r.classify("a", incoming("r", "alice", Some("a-2"), Body::text("back")), &known, &[]).unwrap();
+        let events = r.build(taken, false, false).unwrap();
+        assert_eq!(events.len(), 2);
+        assert!(matches!(events[1].event.body, Body::Presence { show: Show::Online, .. }));
+        assert_eq!(events[1].deliveries.len(), 1, "to b; the webhook takes nothing");
+        assert_ne!(events[0].event.id, events[1].event.id);
+    }
+
+    #[tokio::test]
+    async fn committed_rows_are_answered_handed_to_their_lanes_and_announced() {
+        let w = world().await;
+        let r = &w.router;
+        let (lanes, _) = r.topology().take_lanes();
+        let lane = |bridge: &str| lanes.iter().find(|(l, _)| l.bridge == bridge).unwrap().1.clone();
+        let mut announced = r.subscribe();
+        let known = r.look_up(&[]).await.unwrap();
+        let taken = r.classify("a", incoming("r", "bob", Some("a-1"), Body::text("hi")), &known, &[]).unwrap();
+        let events = r.build(taken, false, false).unwrap();
+        let id = events[0].event.id.clone();
+        let (reply, answer) = oneshot::channel();
+        r.commit_and_hand_over(events, vec![Some(reply)]).await;
+        assert!(matches!(answer.await.unwrap(), Ok(Accepted::Stored { event_id }) if event_id == id));
+        let (items, read) = lane("b").take();
+        assert!(!read, "handed over, not to be read back");
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].event.id, id);
+        let pending = w.store.pending("b", "s", 0, 10).await.unwrap();
+        assert_eq!((pending[0].seq, &pending[0].delivery_id), (items[0].seq, &items[0].delivery_id), "the same row as in the store");
+        assert!(lane("a").take().0.is_empty(), "not to where it came from");
+        assert_eq!(announced.recv().await.unwrap().event.id, id);
+        assert_eq!(w.store.history("ops", 0, 10).await.unwrap().len(), 1);
+    }
 
     #[test]
     fn ignore_patterns_match_whole_ids_with_stars_for_any_run() {

@@ -176,8 +176,6 @@ pub trait Store: Send + Sync + 'static {
     async fn list_outbox(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
     /// Put a dead letter back at the end of its lane (same delivery id).
     async fn requeue(&self, delivery_id: &str) -> Result<bool, StoreError>;
-    /// Put every dead letter (of `bridge`, of `room`, where given) back at
-    /// the end of its lane, in its order; how many.
     /// A dead letter for one recipient of a room's delivery (the room took
     /// the rest); false when it is there already (the delivery was retried).
     async fn dead_letter_recipient(
@@ -189,6 +187,8 @@ pub trait Store: Send + Sync + 'static {
         recipient: &str,
         error: &str,
     ) -> Result<bool, StoreError>;
+    /// Put every dead letter (of `bridge`, of `room`, where given) back at
+    /// the end of its lane, in its order; how many.
     async fn requeue_matching(&self, bridge: Option<&str>, room: Option<&str>) -> Result<u64, StoreError>;
     async fn history(&self, portal: &str, after_seq: i64, limit: u32) -> Result<Vec<Committed>, StoreError>;
     async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, StoreError>;
