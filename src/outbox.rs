@@ -17,8 +17,8 @@ use tokio::sync::{mpsc, watch};
 use crate::config::OutboxConfig;
 use crate::metrics::{self, Metrics};
 use crate::router::Router;
-use crate::topology::{LANE_BATCH, LaneFeed, Link, Topology};
 use crate::store::{Completion, OutboxItem, Store};
+use crate::topology::{LANE_BATCH, LaneFeed, Link, Topology};
 
 /// Deliveries whose ids a lane remembers before they are confirmed in the
 /// store (a reply right after its original needs the original's id).
@@ -63,7 +63,8 @@ impl Outbox {
         let completer = tokio::spawn(complete(store.clone(), metrics.clone(), rx));
         let topology = router.topology().clone();
         let (now, mut added) = topology.take_lanes();
-        let outbox = Arc::new(Outbox { store, metrics, router, topology, bridges, config, completions: tx, earlier_run: Default::default() });
+        let outbox =
+            Arc::new(Outbox { store, metrics, router, topology, bridges, config, completions: tx, earlier_run: Default::default() });
         let mut lanes = Vec::new();
         for (link, feed) in now {
             lanes.push(tokio::spawn(outbox.clone().lane(link, feed, shutdown.clone())));

@@ -100,12 +100,15 @@ pub struct Router {
     pub standby: Option<std::time::Duration>,
     /// (bridge, room, origin id) → the id of the peer's copy there, and
     /// when it was seen (`router.peer.standby`; forgotten after a while).
-    relayed_elsewhere: Mutex<HashMap<(String, String, String), (Option<String>, std::time::Instant)>>,
+    relayed_elsewhere: Mutex<HashMap<CopyKey, (Option<String>, std::time::Instant)>>,
     /// `router.direct`, and the strangers' conversations opened in the
     /// current hour (when it began, how many).
     direct: crate::config::DirectConfig,
     strangers_opened: Mutex<(std::time::Instant, u32)>,
 }
+
+/// (bridge, room, the id the message had where it came from).
+type CopyKey = (String, String, String);
 
 /// How long another bridge's copies are remembered (far longer than any
 /// `router.standby`).
@@ -147,7 +150,12 @@ impl Router {
         });
         for p in &config.portals {
             let links = p.links.iter().map(|l| Link { bridge: l.bridge.clone(), room: l.room.clone() }).collect();
-            router.add_portal(Portal { id: p.id.clone(), kind: PortalKind::Configured, links, degrade: p.degrade.unwrap_or(default_degrade) });
+            router.add_portal(Portal {
+                id: p.id.clone(),
+                kind: PortalKind::Configured,
+                links,
+                degrade: p.degrade.unwrap_or(default_degrade),
+            });
         }
         for p in stored {
             let links: Vec<Link> = p
@@ -630,12 +638,10 @@ impl Host for Router {
         }
         let with = &self.canonical(with)?;
         let stranger = self.directory().person_of(bridge, &initiator.id).is_none();
-        if stranger {
-            if let Err(e) = self.stranger_may_open(bridge, &initiator.id) {
-                let reason = if matches!(e, DirectError::NotAllowed(_)) { "direct_not_allowed" } else { "direct_limit" };
-                self.metrics.rejected.get_or_create(&metrics::reason(bridge, reason)).inc();
-                return Err(e);
-            }
+        if stranger && let Err(e) = self.stranger_may_open(bridge, &initiator.id) {
+            let reason = if matches!(e, DirectError::NotAllowed(_)) { "direct_not_allowed" } else { "direct_limit" };
+            self.metrics.rejected.get_or_create(&metrics::reason(bridge, reason)).inc();
+            return Err(e);
         }
         let peer = self.directory().resolve(bridge, initiator);
         let mut refusals = Vec::new();
@@ -960,7 +966,8 @@ router:
         // on b stands for the same event.
         let taken = classify("a", incoming("r", "bob", Some("a-6"), edit("a-1"))).unwrap();
         assert!(matches!(&taken.body, Body::Edit { target, .. } if *target == first));
-        let taken = classify("b", incoming("s", "carol", Some("b-7"), Body::Reaction { target: "b-1".into(), key: "👍".into(), removed: false }));
+        let taken =
+            classify("b", incoming("s", "carol", Some("b-7"), Body::Reaction { target: "b-1".into(), key: "👍".into(), removed: false }));
         assert!(matches!(taken.unwrap().body, Body::Reaction { target, .. } if target == first));
     }
 

@@ -10,4 +10,8 @@ bash tests/peers/synapse.sh install
 bash tests/peers/mail.sh install
 bash tests/peers/prometheus.sh install
 bash tests/peers/ldap.sh install
+# Habits before tests: formatted as rustfmt.toml says, and no clippy warning.
+cargo fmt --all --check
+(cd fuzz && cargo fmt --check)
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked "$@"

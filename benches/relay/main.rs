@@ -15,7 +15,7 @@
 
 mod clients;
 #[path = "../../tests/common/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod common;
 mod scale;
 

@@ -60,6 +60,7 @@ struct AuthQuery {
 /// older homeservers send it — only with `hs_token_in_query: true` (a token
 /// in a URL ends up in proxies' and servers' access logs). Compared in
 /// constant time.
+#[expect(clippy::result_large_err, reason = "the refusal is the handler's answer as it is, once per request")]
 fn authorize(inner: &Inner, headers: &HeaderMap, q: &AuthQuery) -> Result<(), Response> {
     let bearer = headers
         .get(header::AUTHORIZATION)

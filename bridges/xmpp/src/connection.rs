@@ -36,12 +36,14 @@ const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 type ComponentIo = tokio::io::BufStream<crate::depth::Guarded<tokio::net::TcpStream>>;
 type ClientIo = tokio::io::BufStream<crate::depth::Guarded<tokio_xmpp::connect::tls_common::TlsStream<tokio::net::TcpStream>>>;
 
+#[expect(clippy::large_enum_variant, reason = "one per connection; boxing would only move it")]
 enum Stream {
     Component(XmlStream<ComponentIo, Element>),
     Client(XmlStream<ClientIo, Element>),
 }
 
 /// What the connection brings next.
+#[expect(clippy::large_enum_variant, reason = "mostly a stanza; boxing would allocate once more per stanza")]
 pub(crate) enum Next {
     Stanza(Stanza),
     /// Nothing heard for `keepalive`: make the server say something within

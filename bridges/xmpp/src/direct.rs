@@ -117,12 +117,12 @@ pub(crate) async fn remember(inner: &Inner, ghost: &BareJid, sender: &Sender, br
     if inner.state().ghosts.get(&jid) == Some(&key) {
         return;
     }
-    if let Some(ctx) = inner.ctx.get() {
-        if let Err(e) = ctx.save_state(&format!("{GHOST_KEY}{jid}"), &key).await {
-            // Not fatal: the next delivery tries again.
-            tracing::warn!(ghost = %jid, "cannot remember the ghost: {e}");
-            return;
-        }
+    if let Some(ctx) = inner.ctx.get()
+        && let Err(e) = ctx.save_state(&format!("{GHOST_KEY}{jid}"), &key).await
+    {
+        // Not fatal: the next delivery tries again.
+        tracing::warn!(ghost = %jid, "cannot remember the ghost: {e}");
+        return;
     }
     inner.state().ghosts.insert(jid, key);
 }
