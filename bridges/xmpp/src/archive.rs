@@ -23,12 +23,11 @@ use tokio_xmpp::parsers::message::{Message, MessageType};
 use tokio_xmpp::parsers::rsm::SetQuery;
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
-use crate::connection::{NS_CLIENT, NS_COMPONENT, renamespace};
+use crate::connection::renamespace;
 use crate::inbound::{self, Inbound};
+use crate::ns::{NS_CLIENT, NS_COMPONENT, NS_FORWARD, NS_MAM};
 use crate::{Inner, RequestError, stanzas};
 
-pub(crate) const NS_MAM: &str = "urn:xmpp:mam:2";
-const NS_FORWARD: &str = "urn:xmpp:forward:0";
 /// Results asked for per page (the server may give fewer).
 const PAGE: usize = 100;
 /// Pages read per catch-up at most; what is left is read at the next join.

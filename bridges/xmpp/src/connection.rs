@@ -25,11 +25,8 @@ use tokio_xmpp::parsers::sasl_cb::Type as CbType;
 use tokio_xmpp::{Stanza, client_login};
 
 use crate::config::{Mode, XmppOptions};
+use crate::ns::{NS_BIND, NS_CLIENT, NS_COMPONENT, NS_STREAMS};
 
-pub(crate) const NS_COMPONENT: &str = "jabber:component:accept";
-pub(crate) const NS_CLIENT: &str = "jabber:client";
-const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
-const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 /// How long connecting, logging in and binding may take.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -5,24 +5,19 @@
 //! account's bare JID and the ghost's. Messages are `chat` messages between
 //! the two. The router keeps the conversation as a portal of its own.
 
-use causeway_core::{Body, Delivered, Delivery, DeliveryError, DirectError, Incoming, Recipient, RemoteSender, Sender};
+use causeway_core::{DirectError, Incoming, RemoteSender, Sender};
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::message::{Id, Message, MessageType};
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
-use crate::outbound::{self, ghost_jid};
-use crate::{BOT_NODE, Inner, RESOURCE, RequestError, jid};
+use crate::convert;
+use crate::ghost;
+use crate::ns::{NS_MUC_USER, NS_NICK, NS_SID};
+use crate::{BOT_NODE, Inner, RESOURCE};
 
 const PREFIX: &str = "direct:";
-const NS_NICK: &str = "http://jabber.org/protocol/nick";
-const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
-const NS_SID: &str = "urn:xmpp:sid:0";
-const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
-const NS_PING: &str = "urn:xmpp:ping";
-/// Where a ghost's record (who it stands for) is kept in the bridge's state.
-const GHOST_KEY: &str = "ghost:";
 
 /// The room of a direct conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,7 +95,7 @@ pub(crate) fn inbound(inner: &Inner, m: Message) -> Option<(Incoming, BareJid, J
     // plain `id` need only be unique within one session.
     let origin_id = m.payloads.iter().find(|e| e.is("origin-id", NS_SID)).and_then(|e| e.attr("id")).map(str::to_string);
     let id = origin_id.or_else(|| m.id.as_ref().map(|i| i.0.clone())).filter(|i| !i.is_empty() && i.len() <= 256);
-    match crate::inbound::parse_message(&room, sender, None, id, body_text, m) {
+    match convert::parse_message(&room, sender, None, id, body_text, m) {
         Ok(Some(incoming)) => Some((incoming, ghost, from, to)),
         Ok(None) => None,
         Err(e) => {
@@ -108,41 +103,6 @@ pub(crate) fn inbound(inner: &Inner, m: Message) -> Option<(Incoming, BareJid, J
             None
         }
     }
-}
-
-/// Remember who `ghost` stands for, so a direct message to it finds them.
-pub(crate) async fn remember(inner: &Inner, ghost: &BareJid, sender: &Sender, bridge: &str) {
-    let key = Recipient::key_of(sender, bridge);
-    let jid = ghost.to_string();
-    if inner.state().ghosts.get(&jid) == Some(&key) {
-        return;
-    }
-    if let Some(ctx) = inner.ctx.get()
-        && let Err(e) = ctx.save_state(&format!("{GHOST_KEY}{jid}"), &key).await
-    {
-        // Not fatal: the next delivery tries again.
-        tracing::warn!(ghost = %jid, "cannot remember the ghost: {e}");
-        return;
-    }
-    inner.state().ghosts.insert(jid, key);
-}
-
-/// Who a ghost stands for: as remembered, or a directory person by the
-/// ghost's name.
-pub(crate) async fn recipient_of(inner: &Inner, ghost: &BareJid) -> Result<Option<Recipient>, DirectError> {
-    let jid = ghost.to_string();
-    let known = inner.state().ghosts.get(&jid).cloned();
-    let known = match (known, inner.ctx.get()) {
-        (Some(k), _) => Some(k),
-        (None, Some(ctx)) => ctx.load_state(&format!("{GHOST_KEY}{jid}")).await.map_err(|e| DirectError::Unavailable(e.to_string()))?,
-        (None, None) => None,
-    };
-    if let Some(key) = known {
-        inner.state().ghosts.insert(jid, key.clone());
-        return Ok(Recipient::parse(&key));
-    }
-    let Some(node) = ghost.node() else { return Ok(None) };
-    Ok(jid::parse_single(&inner.options.person_localpart, "person", node.as_str()).map(Recipient::Person))
 }
 
 /// Tell the account why its message went nowhere: to the client that wrote
@@ -166,52 +126,14 @@ pub(crate) fn refuse(inner: &Inner, incoming: &Incoming, from: &Jid, to: &Jid, e
 /// The direct conversation of `account` with `peer` (from `peer_bridge`).
 pub(crate) async fn open(inner: &Inner, account: &str, peer: &Sender, peer_bridge: &str) -> Result<String, DirectError> {
     let account: BareJid = account.parse().map_err(|e| DirectError::Unknown(format!("{account:?} is not a JID: {e}")))?;
-    let ghost = ghost_jid(&inner.options, peer, peer_bridge).map_err(|e| DirectError::Unknown(e.to_string()))?;
+    let ghost = ghost::jid_of(&inner.options, peer, peer_bridge).map_err(|e| DirectError::Unknown(e.to_string()))?;
     let room = DirectRoom { account, ghost: ghost.clone() };
     // Validates the account as the room would be validated after a restart.
     if let Err(e) = DirectRoom::parse(&room.name(), inner.domain()).expect("a direct room") {
         return Err(DirectError::Unknown(e));
     }
-    remember(inner, &ghost, peer, peer_bridge).await;
+    ghost::remember(inner, &ghost, peer, peer_bridge).await;
     Ok(room.name())
-}
-
-/// Deliver into a direct conversation: the room's ghost writes to the account.
-pub(crate) async fn deliver(inner: &Inner, room: &DirectRoom, d: &Delivery) -> Result<Delivered, DeliveryError> {
-    let from = FullJid::new(&format!("{}/{RESOURCE}", room.ghost)).map_err(|e| DeliveryError::permanent(e.to_string()))?;
-    let m = match &d.event.body {
-        Body::Typing { active } => {
-            let mut m = outbound::chat(&from, &room.account, &d.id);
-            m.payloads.push(Element::builder(if *active { "composing" } else { "active" }, NS_CHATSTATES).build());
-            inner.send(m);
-            return Ok(Delivered::default());
-        }
-        body @ (Body::Message { .. } | Body::Edit { .. } | Body::Retract { .. } | Body::Reaction { .. }) => {
-            outbound::message(inner, outbound::chat(&from, &room.account, &d.id), &from, &d.room, &d.id, body).await?
-        }
-        // Presence, membership and topic are not part of a one-to-one chat.
-        _ => return Ok(Delivered::default()),
-    };
-    // An error bounce of the message (by its id) fails the delivery.
-    let (tx, mut bounce) = tokio::sync::oneshot::channel();
-    inner.state().confirms.insert(d.id.clone(), tx);
-    inner.send(m);
-    // The server handles a connection's stanzas in order: once it answers a
-    // ping sent after the message, it has routed (or stored) the message,
-    // or bounced it.
-    let ping = inner.request(&from, room.account.domain().as_str(), false, Element::builder("ping", NS_PING).build()).await;
-    inner.state().confirms.remove(&d.id);
-    if let Ok(Err(e)) = bounce.try_recv() {
-        return Err(e);
-    }
-    match ping {
-        Err(RequestError::Refused(c @ (DefinedCondition::RemoteServerNotFound | DefinedCondition::RemoteServerTimeout))) => {
-            Err(DeliveryError::transient(format!("direct message to {}: {c:?}", room.account)))
-        }
-        // Any other answer means the server took the message.
-        Ok(_) | Err(RequestError::Refused(_)) => Ok(Delivered::default()),
-        Err(e @ RequestError::Lost(_)) => Err(DeliveryError::transient(format!("direct message to {}: {e}", room.account))),
-    }
 }
 
 /// Answer an account's presence subscription to a ghost (so ghosts can sit

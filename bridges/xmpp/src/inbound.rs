@@ -5,8 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use causeway_core::{
-    Accepted, Attachment, Body, BridgeContext, DeliveryError, DirectError, IdKind, Incoming, Membership, MessageKind, RemoteSender, Show,
-    SubmitError, Text,
+    Accepted, Body, BridgeContext, DeliveryError, DirectError, IdKind, Incoming, Membership, RemoteSender, Show, SubmitError,
 };
 use tokio::sync::mpsc;
 use tokio_xmpp::Stanza;
@@ -17,16 +16,10 @@ use tokio_xmpp::parsers::message::{Message, MessageType};
 use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
-use crate::stanzas::{self, Fallback, NS_DELAY, NS_REPLY, Reply, Retract};
-use crate::{Inner, direct, styling};
-
-const NS_SID: &str = "urn:xmpp:sid:0";
-const NS_CORRECT: &str = "urn:xmpp:message-correct:0";
-const NS_REACTIONS: &str = "urn:xmpp:reactions:0";
-const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
-const NS_OOB: &str = "jabber:x:oob";
-const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
-const NS_PING: &str = "urn:xmpp:ping";
+use crate::convert::{child, child_attr, parse_message};
+use crate::ns::{NS_DELAY, NS_MUC_USER, NS_PING, NS_SID};
+use crate::stanzas::{self};
+use crate::{Inner, direct, ghost};
 
 /// What the connection hands on to the router, in order.
 pub(crate) enum Inbound {
@@ -235,7 +228,7 @@ async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool,
                     || {
                         let (ghost, incoming) = (&ghost, &incoming);
                         async move {
-                            match direct::recipient_of(inner, ghost).await {
+                            match ghost::recipient_of(inner, ghost).await {
                                 Ok(Some(with)) => ctx.open_direct(&incoming.room, &with, incoming.sender.clone()).await,
                                 Ok(None) => Err(DirectError::Unknown(format!("{ghost} stands for nobody Causeway knows"))),
                                 Err(e) => Err(e),
@@ -283,10 +276,6 @@ fn error_condition(payloads: &[Element]) -> String {
         .and_then(|e| e.children().find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name() != "text"))
         .map(|c| c.name().to_string())
         .unwrap_or_else(|| "undefined-condition".into())
-}
-
-fn child<'a>(payloads: &'a [Element], name: &str, ns: &str) -> Option<&'a Element> {
-    payloads.iter().find(|e| e.is(name, ns))
 }
 
 /// A message's events, for tests and callers that do not care how they are taken.
@@ -557,92 +546,9 @@ pub(crate) fn moderation(inner: &Inner, room: &str, moderated: stanzas::Moderate
     }]
 }
 
-fn child_attr(payloads: &[Element], name: &str, ns: &str, attr: &str, by: Option<&str>) -> Option<String> {
-    payloads
-        .iter()
-        .filter(|e| e.is(name, ns))
-        .find(|e| by.is_none_or(|b| e.attr("by") == Some(b)))
-        .and_then(|e| e.attr(attr))
-        .filter(|v| !v.is_empty() && v.len() <= 256)
-        .map(str::to_string)
-}
-
 fn sender(inner: &Inner, room: &str, nick: &str) -> RemoteSender {
     let real = inner.state().occupants.get(room).and_then(|o| o.get(nick)).cloned().flatten();
     RemoteSender { id: real.unwrap_or_else(|| format!("{room}/{nick}")), name: Some(nick.to_string()), avatar: None }
-}
-
-fn styled(plain: String) -> Text {
-    let html = styling::to_html(&plain);
-    Text { plain, html }
-}
-
-/// A message's payloads as an event of `sender` in `room`. Its id there is
-/// `stanza_id` (a group chat's) when given, else the sender's own `id`.
-pub(crate) fn parse_message(
-    room: &str,
-    sender: RemoteSender,
-    stanza_id: Option<String>,
-    id: Option<String>,
-    body_text: Option<String>,
-    m: Message,
-) -> Result<Option<Incoming>, String> {
-    let p = &m.payloads;
-    let body = if let Some(r) = stanzas::find(p, Retract::parse) {
-        Body::Retract { target: r?.id, moderated: false }
-    } else if let Some(reactions) = child(p, "reactions", NS_REACTIONS) {
-        let target = reactions.attr("id").filter(|t| !t.is_empty()).ok_or("reactions without an id")?.to_string();
-        let keys: Vec<String> =
-            reactions.children().filter(|c| c.name() == "reaction").map(|c| c.text()).filter(|k| !k.is_empty() && k.len() <= 64).collect();
-        match keys.into_iter().next() {
-            Some(key) => Body::Reaction { target, key, removed: false },
-            // An empty set takes this person's reactions back; we do not know which.
-            None => return Ok(None),
-        }
-    } else if let Some(replace) = child_attr(p, "replace", NS_CORRECT, "id", None) {
-        let text = body_text.ok_or("a correction without a body")?;
-        Body::Edit { target: replace, text: styled(text) }
-    } else if let Some(text) = body_text {
-        let reply = stanzas::find(p, Reply::parse).transpose()?;
-        let mut text = text;
-        if reply.is_some() {
-            for f in p.iter().filter_map(Fallback::parse) {
-                let f = f?;
-                if f.for_ns == NS_REPLY {
-                    text = f.strip(&text);
-                }
-            }
-        }
-        let mut attachments = Vec::new();
-        for x in p.iter().filter(|e| e.is("x", NS_OOB)) {
-            let url = x.get_child("url", NS_OOB).map(|u| u.text()).unwrap_or_default();
-            if url.starts_with("https://") || url.starts_with("http://") {
-                let name = x.get_child("desc", NS_OOB).map(|d| d.text()).filter(|d| !d.is_empty());
-                if text.trim() == url {
-                    text.clear();
-                }
-                attachments.push(Attachment { url, name, mime: None, size: None });
-            }
-        }
-        let (kind, text) = match text.strip_prefix("/me ") {
-            Some(rest) => (MessageKind::Emote, rest.to_string()),
-            None => (MessageKind::Text, text),
-        };
-        if text.trim().is_empty() && attachments.is_empty() {
-            return Ok(None);
-        }
-        Body::Message { text: styled(text), kind, attachments, reply_to: reply.map(|r| r.id), thread: None, mentions: Vec::new() }
-    } else if let Some(state) = p.iter().find(|e| e.ns() == NS_CHATSTATES) {
-        Body::Typing { active: state.name() == "composing" }
-    } else {
-        return Ok(None);
-    };
-    let remote_id = stanza_id.clone().or_else(|| id.clone());
-    let aliases = match (&stanza_id, id) {
-        (Some(_), Some(id)) => vec![id],
-        _ => Vec::new(),
-    };
-    Ok(Some(Incoming { room: room.to_string(), sender, remote_id, aliases, at_ms: None, body }))
 }
 
 fn show(p: &Presence) -> Show {

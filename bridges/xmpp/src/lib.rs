@@ -12,12 +12,15 @@
 mod archive;
 pub mod config;
 mod connection;
+pub mod convert;
 mod depth;
 pub mod direct;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod ghost;
 pub mod inbound;
 pub mod jid;
+pub mod ns;
 pub mod outbound;
 mod retry;
 pub mod stanzas;
@@ -523,7 +526,7 @@ impl Inner {
             return Ok(seat.nick.clone());
         }
         let from = FullJid::new(&format!("{ghost}/{RESOURCE}")).map_err(|e| DeliveryError::permanent(format!("ghost JID: {e}")))?;
-        let base = outbound::nick(name);
+        let base = ghost::nick(name);
         for attempt in 0..5 {
             let nick = match attempt {
                 0 => base.clone(),
@@ -720,7 +723,7 @@ impl Bridge for XmppBridge {
             });
         }
         match direct::DirectRoom::parse(&delivery.room, self.inner.domain()) {
-            Some(Ok(room)) => direct::deliver(&self.inner, &room, delivery).await,
+            Some(Ok(room)) => outbound::deliver_direct(&self.inner, &room, delivery).await,
             Some(Err(e)) => Err(DeliveryError::permanent(e)),
             None if self.inner.client_mode() => outbound::relay(&self.inner, delivery).await,
             None => outbound::deliver(&self.inner, delivery).await,

@@ -1,44 +1,19 @@
 //! Events → XMPP stanzas, spoken by ghosts in the room.
 
 use causeway_core::text::Oversize;
-use causeway_core::{Body, Delivered, Delivery, DeliveryError, IdKind, Membership, MessageKind, Sender, Show, Text};
-use tokio_xmpp::jid::{BareJid, FullJid, Jid};
+use causeway_core::{Body, Delivered, Delivery, DeliveryError, IdKind, Membership, MessageKind, Show, Text};
+use tokio_xmpp::jid::FullJid;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
-use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType};
+use tokio_xmpp::parsers::message::{Lang, Message};
 use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceType};
 
-use crate::config::XmppOptions;
-use crate::stanzas::{Fallback, Moderated, NS_MUC, NS_RETRACT, Reply, Retract};
-use crate::{BOT_NODE, Inner, RESOURCE, RequestError, Seat, jid, occupant, styling};
+use crate::convert::{self, chat, groupchat, oob};
+use crate::direct::DirectRoom;
+use crate::ns::{NS_CHATSTATES, NS_MUC, NS_PING};
+use crate::stanzas::Moderated;
+use crate::{Inner, RESOURCE, RequestError, Seat, ghost, occupant, styling};
 use tokio_xmpp::parsers::stanza_error::DefinedCondition as Condition;
-
-const NS_CORRECT: &str = "urn:xmpp:message-correct:0";
-const NS_REACTIONS: &str = "urn:xmpp:reactions:0";
-const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
-const NS_OOB: &str = "jabber:x:oob";
-const NS_SID: &str = "urn:xmpp:sid:0";
-
-/// A nick from a display name: one line, no control characters, not empty.
-pub fn nick(name: &str) -> String {
-    let n: String = name.chars().filter(|c| !c.is_control()).collect::<String>().trim().chars().take(64).collect();
-    if n.is_empty() { "someone".to_string() } else { n }
-}
-
-/// The ghost JID of a sender from another network: from the person's id
-/// when the directory knows them (one ghost per person, whatever network
-/// they speak from), else from the origin bridge and the sender's id there.
-pub fn ghost_jid(options: &XmppOptions, sender: &Sender, origin_bridge: &str) -> Result<BareJid, DeliveryError> {
-    let mut node = match &sender.person {
-        Some(person) => jid::fill(&options.person_localpart, &[("person", person)]),
-        None => jid::fill(&options.ghost_localpart, &[("bridge", origin_bridge), ("id", &sender.id)]),
-    };
-    if node == BOT_NODE {
-        node.push('_'); // the bridge's own address is not anyone's ghost
-    }
-    BareJid::new(&format!("{node}@{}", options.domain))
-        .map_err(|e| DeliveryError::permanent(format!("no ghost JID for {:?}: {e}", sender.id)))
-}
 
 fn show(s: Show) -> Option<XShow> {
     match s {
@@ -80,27 +55,6 @@ pub fn join(
         }
     }
     p
-}
-
-/// A chat message (one to one) from a ghost.
-pub(crate) fn chat(from: &FullJid, to: &BareJid, id: &str) -> Message {
-    let mut m = Message::new_with_type(MessageType::Chat, Some(to.clone().into()));
-    m.from = Some(from.clone().into());
-    m.id = Some(Id(id.to_string()));
-    m
-}
-
-fn groupchat(from: &FullJid, room: &str, id: &str) -> Result<Message, DeliveryError> {
-    let to = Jid::new(room).map_err(|e| DeliveryError::permanent(format!("room {room:?}: {e}")))?;
-    let mut m = Message::new_with_type(MessageType::Groupchat, Some(to));
-    m.from = Some(from.clone().into());
-    m.id = Some(Id(id.to_string()));
-    Ok(m)
-}
-
-fn with_body(mut m: Message, body: String) -> Message {
-    m.bodies.insert(Lang::new(), body);
-    m
 }
 
 /// The id to correct: corrections refer to the sender's own stanza id, not
@@ -151,8 +105,8 @@ async fn moderate(inner: &Inner, room: &str, target: &str, by: &str) -> Result<(
 
 pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, DeliveryError> {
     let room = d.room.as_str();
-    let ghost = ghost_jid(&inner.options, &d.event.sender, &d.event.origin.bridge)?;
-    crate::direct::remember(inner, &ghost, &d.event.sender, &d.event.origin.bridge).await;
+    let ghost = ghost::jid_of(&inner.options, &d.event.sender, &d.event.origin.bridge)?;
+    ghost::remember(inner, &ghost, &d.event.sender, &d.event.origin.bridge).await;
     let from = FullJid::new(&format!("{ghost}/{RESOURCE}")).map_err(|e| DeliveryError::permanent(e.to_string()))?;
     let name = &d.event.sender.name;
     match &d.event.body {
@@ -312,15 +266,6 @@ async fn long_text_file(inner: &Inner, from: &FullJid, body: &Body<String>) -> O
     Some((short, url))
 }
 
-/// An out-of-band link (XEP-0066) to a file.
-fn oob(url: &str, name: Option<&str>) -> Element {
-    let mut x = Element::builder("x", NS_OOB).append(Element::builder("url", NS_OOB).append(url).build());
-    if let Some(n) = name {
-        x = x.append(Element::builder("desc", NS_OOB).append(n).build());
-    }
-    x.build()
-}
-
 /// A message as the messages to send, with their ids: itself under the
 /// delivery id, or, when its text is larger than one message may be,
 /// numbered parts (`(1/3) …`) under `<id>`, `<id>.p2`, … — the first
@@ -336,6 +281,44 @@ fn parts(id: &str, body: &Body<String>) -> Vec<(String, Body<String>)> {
 /// fits in one message.
 fn fits_one_message(text: &Text) -> bool {
     text.plain.len().max(text.html.as_ref().map_or(0, |h| styling::from_html(h).len())) <= MAX_TEXT_BYTES
+}
+
+/// Deliver into a direct conversation: the room's ghost writes to the account.
+pub(crate) async fn deliver_direct(inner: &Inner, room: &DirectRoom, d: &Delivery) -> Result<Delivered, DeliveryError> {
+    let from = FullJid::new(&format!("{}/{RESOURCE}", room.ghost)).map_err(|e| DeliveryError::permanent(e.to_string()))?;
+    let m = match &d.event.body {
+        Body::Typing { active } => {
+            let mut m = chat(&from, &room.account, &d.id);
+            m.payloads.push(Element::builder(if *active { "composing" } else { "active" }, NS_CHATSTATES).build());
+            inner.send(m);
+            return Ok(Delivered::default());
+        }
+        body @ (Body::Message { .. } | Body::Edit { .. } | Body::Retract { .. } | Body::Reaction { .. }) => {
+            message(inner, chat(&from, &room.account, &d.id), &from, &d.room, &d.id, body).await?
+        }
+        // Presence, membership and topic are not part of a one-to-one chat.
+        _ => return Ok(Delivered::default()),
+    };
+    // An error bounce of the message (by its id) fails the delivery.
+    let (tx, mut bounce) = tokio::sync::oneshot::channel();
+    inner.state().confirms.insert(d.id.clone(), tx);
+    inner.send(m);
+    // The server handles a connection's stanzas in order: once it answers a
+    // ping sent after the message, it has routed (or stored) the message,
+    // or bounced it.
+    let ping = inner.request(&from, room.account.domain().as_str(), false, Element::builder("ping", NS_PING).build()).await;
+    inner.state().confirms.remove(&d.id);
+    if let Ok(Err(e)) = bounce.try_recv() {
+        return Err(e);
+    }
+    match ping {
+        Err(RequestError::Refused(c @ (Condition::RemoteServerNotFound | Condition::RemoteServerTimeout))) => {
+            Err(DeliveryError::transient(format!("direct message to {}: {c:?}", room.account)))
+        }
+        // Any other answer means the server took the message.
+        Ok(_) | Err(RequestError::Refused(_)) => Ok(Delivered::default()),
+        Err(e @ RequestError::Lost(_)) => Err(DeliveryError::transient(format!("direct message to {}: {e}", room.account))),
+    }
 }
 
 /// Deliver as the bridge's one account (client mode): everyone's messages
@@ -396,25 +379,18 @@ pub(crate) async fn relay(inner: &Inner, d: &Delivery) -> Result<Delivered, Deli
 /// `room`, or a chat message in a direct conversation), with id `id`.
 pub(crate) async fn message(
     inner: &Inner,
-    mut m: Message,
+    m: Message,
     from: &FullJid,
     room: &str,
     id: &str,
     body: &Body<String>,
 ) -> Result<Message, DeliveryError> {
-    m.payloads.push(Element::builder("origin-id", NS_SID).attr(xml_ncname!("id").into(), id).build());
-    m.payloads.push(crate::stanzas::relay_mark());
-    Ok(match body {
-        Body::Message { text, kind, attachments, reply_to, .. } => {
-            let mut plain = match &text.html {
-                Some(html) => styling::from_html(html),
-                None => text.plain.clone(),
-            };
-            if *kind == MessageKind::Emote {
-                plain = format!("/me {plain}");
-            }
+    let mut urls = Vec::new();
+    let mut correction = None;
+    match body {
+        Body::Message { attachments, .. } => {
             for a in attachments {
-                let url = match &inner.options.upload_service {
+                urls.push(match &inner.options.upload_service {
                     Some(service) => match crate::upload::copy(inner, service, from, a).await {
                         Ok(url) => url,
                         Err(e) => {
@@ -423,45 +399,13 @@ pub(crate) async fn message(
                         }
                     },
                     None => a.url.clone(),
-                };
-                m.payloads.push(oob(&url, a.name.as_deref()));
-                if !plain.is_empty() {
-                    plain.push('\n');
-                }
-                plain.push_str(&url);
+                });
             }
-            if let Some(target) = reply_to {
-                m.payloads.push(Reply { id: target.clone(), to: None }.to_element());
-            }
-            with_body(m, plain)
         }
-        Body::Edit { target, text } => {
-            let plain = match &text.html {
-                Some(html) => styling::from_html(html),
-                None => text.plain.clone(),
-            };
-            let original = correction_target(inner, room, target).await;
-            m.payloads.push(Element::builder("replace", NS_CORRECT).attr(xml_ncname!("id").into(), original).build());
-            with_body(m, plain)
-        }
-        Body::Retract { target, .. } => {
-            m.payloads.push(Retract { id: target.clone() }.to_element());
-            let notice = "This person took back a previous message; your client does not show retractions.";
-            m.payloads.push(Fallback { for_ns: NS_RETRACT.into(), ranges: vec![None] }.to_element());
-            with_body(m, notice.into())
-        }
-        Body::Reaction { target, key, removed } => {
-            let mut r = Element::builder("reactions", NS_REACTIONS).attr(xml_ncname!("id").into(), target.as_str());
-            if !removed {
-                r = r.append(Element::builder("reaction", NS_REACTIONS).append(key.as_str()).build());
-            }
-            m.payloads.push(r.build());
-            // Reactions carry no body; a store hint keeps them in the room's archive.
-            m.payloads.push(Element::builder("store", "urn:xmpp:hints").build());
-            m
-        }
-        other => return Err(DeliveryError::permanent(format!("{} is not sent as a message", other.kind()))),
-    })
+        Body::Edit { target, .. } => correction = Some(correction_target(inner, room, target).await),
+        _ => {}
+    }
+    convert::fill(m, id, body, &urls, correction)
 }
 
 #[cfg(test)]
@@ -499,41 +443,5 @@ mod tests {
             lines += text.plain.matches("a line of").count();
         }
         assert_eq!(lines, 8000);
-    }
-
-    #[test]
-    fn nicks_are_one_clean_line() {
-        assert_eq!(nick("  Alice\nLiddell\u{7} "), "AliceLiddell");
-        assert_eq!(nick("\n\t"), "someone");
-        assert_eq!(nick(&"x".repeat(100)).len(), 64);
-    }
-
-    fn options(extra: serde_json::Value) -> XmppOptions {
-        let mut o = serde_json::json!({"domain": "bridge.x", "secret": "s"});
-        o.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        causeway_core::parse_options(o).unwrap()
-    }
-
-    #[test]
-    fn ghosts_are_per_person_or_per_origin_sender() {
-        let o = options(serde_json::json!({}));
-        let mut s = Sender { id: "@bob:matrix.test".into(), person: None, name: "Bob".into(), avatar: None };
-        assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "matrix=\\40bob\\3amatrix.test@bridge.x");
-        s.person = Some("bob".into());
-        assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "bob@bridge.x");
-        s.person = Some("causeway".into());
-        assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "causeway_@bridge.x", "not the bridge's own JID");
-        let o = options(serde_json::json!({"person_localpart": "p.{person}", "ghost_localpart": "{id}+{bridge}"}));
-        assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "p.causeway@bridge.x");
-        s.person = None;
-        assert_eq!(ghost_jid(&o, &s, "matrix").unwrap().to_string(), "\\40bob\\3amatrix.test+matrix@bridge.x");
-    }
-
-    #[test]
-    fn bad_templates_are_named() {
-        let o = serde_json::json!({"domain": "bridge.x", "secret": "s", "ghost_localpart": "{bridge}", "person_localpart": "{who}"});
-        let errors = causeway_core::parse_options::<XmppOptions>(o).unwrap_err();
-        let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["person_localpart", "ghost_localpart"], "{errors:?}");
     }
 }

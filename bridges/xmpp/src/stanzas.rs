@@ -2,25 +2,9 @@
 //! (XEP-0424), replies (XEP-0461) and fallback indication (XEP-0428), each
 //! with a parser that refuses malformed input and a builder.
 
+use crate::ns::{NS_FALLBACK, NS_FASTEN, NS_MODERATE, NS_MODERATE_0, NS_RELAY, NS_REPLY, NS_RETRACT, NS_RETRACT_0};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
-
-pub const NS_RETRACT: &str = "urn:xmpp:message-retract:1";
-pub const NS_REPLY: &str = "urn:xmpp:reply:0";
-pub const NS_FALLBACK: &str = "urn:xmpp:fallback:0";
-pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
-pub const NS_MODERATE: &str = "urn:xmpp:message-moderate:1";
-/// The earlier moderation protocol (XEP-0425 0.2, with fastening), still
-/// what Prosody 0.12's module speaks.
-pub const NS_MODERATE_0: &str = "urn:xmpp:message-moderate:0";
-pub const NS_RETRACT_0: &str = "urn:xmpp:message-retract:0";
-pub const NS_FASTEN: &str = "urn:xmpp:fasten:0";
-pub const NS_DELAY: &str = "urn:xmpp:delay";
-
-/// Causeway's mark on every message it sends: a message carrying it was
-/// relayed by a Causeway (this one or another) and is never relayed again,
-/// so two bridges on the same pair of rooms do not ping-pong.
-pub const NS_RELAY: &str = "urn:causeway:relay:0";
 
 /// The mark.
 pub fn relay_mark() -> Element {

@@ -7,8 +7,8 @@ use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
 
 use crate::Inner;
+use crate::ns::NS_UPLOAD;
 
-const NS_UPLOAD: &str = "urn:xmpp:http:upload:0";
 /// Headers a slot may ask for (XEP-0363 §5); others are ignored.
 const ALLOWED_HEADERS: [&str; 3] = ["authorization", "cookie", "expires"];
 

@@ -1,0 +1,340 @@
+//! Pure conversions between stanzas and events, with no connection and no
+//! state: a message's payloads as an event, and the stanzas an event goes
+//! out as. Everything here is tested against hand-made and hostile stanzas.
+
+use causeway_core::{Attachment, Body, DeliveryError, Incoming, MessageKind, RemoteSender, Text};
+use tokio_xmpp::jid::{BareJid, FullJid, Jid};
+use tokio_xmpp::minidom::Element;
+use tokio_xmpp::minidom::rxml::xml_ncname;
+use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType};
+
+use crate::ns::{NS_CHATSTATES, NS_CORRECT, NS_OOB, NS_REACTIONS, NS_REPLY, NS_RETRACT, NS_SID};
+use crate::stanzas::{self, Fallback, Reply, Retract};
+use crate::styling;
+
+// Stanza → event.
+
+pub(crate) fn child<'a>(payloads: &'a [Element], name: &str, ns: &str) -> Option<&'a Element> {
+    payloads.iter().find(|e| e.is(name, ns))
+}
+
+pub(crate) fn child_attr(payloads: &[Element], name: &str, ns: &str, attr: &str, by: Option<&str>) -> Option<String> {
+    payloads
+        .iter()
+        .filter(|e| e.is(name, ns))
+        .find(|e| by.is_none_or(|b| e.attr("by") == Some(b)))
+        .and_then(|e| e.attr(attr))
+        .filter(|v| !v.is_empty() && v.len() <= 256)
+        .map(str::to_string)
+}
+
+pub(crate) fn styled(plain: String) -> Text {
+    let html = styling::to_html(&plain);
+    Text { plain, html }
+}
+
+/// A message's payloads as an event of `sender` in `room`. Its id there is
+/// `stanza_id` (a group chat's) when given, else the sender's own `id`.
+pub(crate) fn parse_message(
+    room: &str,
+    sender: RemoteSender,
+    stanza_id: Option<String>,
+    id: Option<String>,
+    body_text: Option<String>,
+    m: Message,
+) -> Result<Option<Incoming>, String> {
+    let p = &m.payloads;
+    let body = if let Some(r) = stanzas::find(p, Retract::parse) {
+        Body::Retract { target: r?.id, moderated: false }
+    } else if let Some(reactions) = child(p, "reactions", NS_REACTIONS) {
+        let target = reactions.attr("id").filter(|t| !t.is_empty()).ok_or("reactions without an id")?.to_string();
+        let keys: Vec<String> =
+            reactions.children().filter(|c| c.name() == "reaction").map(|c| c.text()).filter(|k| !k.is_empty() && k.len() <= 64).collect();
+        match keys.into_iter().next() {
+            Some(key) => Body::Reaction { target, key, removed: false },
+            // An empty set takes this person's reactions back; we do not know which.
+            None => return Ok(None),
+        }
+    } else if let Some(replace) = child_attr(p, "replace", NS_CORRECT, "id", None) {
+        let text = body_text.ok_or("a correction without a body")?;
+        Body::Edit { target: replace, text: styled(text) }
+    } else if let Some(text) = body_text {
+        let reply = stanzas::find(p, Reply::parse).transpose()?;
+        let mut text = text;
+        if reply.is_some() {
+            for f in p.iter().filter_map(Fallback::parse) {
+                let f = f?;
+                if f.for_ns == NS_REPLY {
+                    text = f.strip(&text);
+                }
+            }
+        }
+        let mut attachments = Vec::new();
+        for x in p.iter().filter(|e| e.is("x", NS_OOB)) {
+            let url = x.get_child("url", NS_OOB).map(|u| u.text()).unwrap_or_default();
+            if url.starts_with("https://") || url.starts_with("http://") {
+                let name = x.get_child("desc", NS_OOB).map(|d| d.text()).filter(|d| !d.is_empty());
+                if text.trim() == url {
+                    text.clear();
+                }
+                attachments.push(Attachment { url, name, mime: None, size: None });
+            }
+        }
+        let (kind, text) = match text.strip_prefix("/me ") {
+            Some(rest) => (MessageKind::Emote, rest.to_string()),
+            None => (MessageKind::Text, text),
+        };
+        if text.trim().is_empty() && attachments.is_empty() {
+            return Ok(None);
+        }
+        Body::Message { text: styled(text), kind, attachments, reply_to: reply.map(|r| r.id), thread: None, mentions: Vec::new() }
+    } else if let Some(state) = p.iter().find(|e| e.ns() == NS_CHATSTATES) {
+        Body::Typing { active: state.name() == "composing" }
+    } else {
+        return Ok(None);
+    };
+    let remote_id = stanza_id.clone().or_else(|| id.clone());
+    let aliases = match (&stanza_id, id) {
+        (Some(_), Some(id)) => vec![id],
+        _ => Vec::new(),
+    };
+    Ok(Some(Incoming { room: room.to_string(), sender, remote_id, aliases, at_ms: None, body }))
+}
+
+// Event → stanza.
+
+/// A chat message (one to one) from a ghost.
+pub(crate) fn chat(from: &FullJid, to: &BareJid, id: &str) -> Message {
+    let mut m = Message::new_with_type(MessageType::Chat, Some(to.clone().into()));
+    m.from = Some(from.clone().into());
+    m.id = Some(Id(id.to_string()));
+    m
+}
+
+pub(crate) fn groupchat(from: &FullJid, room: &str, id: &str) -> Result<Message, DeliveryError> {
+    let to = Jid::new(room).map_err(|e| DeliveryError::permanent(format!("room {room:?}: {e}")))?;
+    let mut m = Message::new_with_type(MessageType::Groupchat, Some(to));
+    m.from = Some(from.clone().into());
+    m.id = Some(Id(id.to_string()));
+    Ok(m)
+}
+
+pub(crate) fn with_body(mut m: Message, body: String) -> Message {
+    m.bodies.insert(Lang::new(), body);
+    m
+}
+
+/// An out-of-band link (XEP-0066) to a file.
+pub(crate) fn oob(url: &str, name: Option<&str>) -> Element {
+    let mut x = Element::builder("x", NS_OOB).append(Element::builder("url", NS_OOB).append(url).build());
+    if let Some(n) = name {
+        x = x.append(Element::builder("desc", NS_OOB).append(n).build());
+    }
+    x.build()
+}
+
+/// `m` carrying `body`, as delivery `id` (its origin-id, with Causeway's
+/// relay mark): `urls` are where the body's attachments are, in their
+/// order (copied to the upload service, or the links themselves), and
+/// `correction` the id a correction refers to (the sender's own stanza id;
+/// the target itself when not given).
+pub(crate) fn fill(
+    mut m: Message,
+    id: &str,
+    body: &Body<String>,
+    urls: &[String],
+    correction: Option<String>,
+) -> Result<Message, DeliveryError> {
+    m.payloads.push(Element::builder("origin-id", NS_SID).attr(xml_ncname!("id").into(), id).build());
+    m.payloads.push(crate::stanzas::relay_mark());
+    Ok(match body {
+        Body::Message { text, kind, attachments, reply_to, .. } => {
+            let mut plain = match &text.html {
+                Some(html) => styling::from_html(html),
+                None => text.plain.clone(),
+            };
+            if *kind == MessageKind::Emote {
+                plain = format!("/me {plain}");
+            }
+            for (a, url) in attachments.iter().zip(urls) {
+                m.payloads.push(oob(url, a.name.as_deref()));
+                if !plain.is_empty() {
+                    plain.push('\n');
+                }
+                plain.push_str(url);
+            }
+            if let Some(target) = reply_to {
+                m.payloads.push(Reply { id: target.clone(), to: None }.to_element());
+            }
+            with_body(m, plain)
+        }
+        Body::Edit { target, text } => {
+            let plain = match &text.html {
+                Some(html) => styling::from_html(html),
+                None => text.plain.clone(),
+            };
+            let original = correction.unwrap_or_else(|| target.clone());
+            m.payloads.push(Element::builder("replace", NS_CORRECT).attr(xml_ncname!("id").into(), original).build());
+            with_body(m, plain)
+        }
+        Body::Retract { target, .. } => {
+            m.payloads.push(Retract { id: target.clone() }.to_element());
+            let notice = "This person took back a previous message; your client does not show retractions.";
+            m.payloads.push(Fallback { for_ns: NS_RETRACT.into(), ranges: vec![None] }.to_element());
+            with_body(m, notice.into())
+        }
+        Body::Reaction { target, key, removed } => {
+            let mut r = Element::builder("reactions", NS_REACTIONS).attr(xml_ncname!("id").into(), target.as_str());
+            if !removed {
+                r = r.append(Element::builder("reaction", NS_REACTIONS).append(key.as_str()).build());
+            }
+            m.payloads.push(r.build());
+            // Reactions carry no body; a store hint keeps them in the room's archive.
+            m.payloads.push(Element::builder("store", "urn:xmpp:hints").build());
+            m
+        }
+        other => return Err(DeliveryError::permanent(format!("{} is not sent as a message", other.kind()))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use causeway_core::Text;
+
+    fn from() -> FullJid {
+        "ghost@bridge.x/causeway".parse().unwrap()
+    }
+
+    fn to() -> BareJid {
+        "alice@x".parse().unwrap()
+    }
+
+    fn someone() -> RemoteSender {
+        RemoteSender { id: "alice@x".into(), name: Some("Alice".into()), avatar: None }
+    }
+
+    /// An incoming message with `payloads` and, where given, a body.
+    fn stanza(body: Option<&str>, payloads: Vec<Element>) -> Message {
+        let mut m = chat(&from(), &to(), "m-1");
+        if let Some(b) = body {
+            m = with_body(m, b.to_string());
+        }
+        m.payloads = payloads;
+        m
+    }
+
+    fn parse(m: Message) -> Result<Option<Incoming>, String> {
+        let text = m.get_best_body_cloned(vec![]).map(|(_, b)| b);
+        parse_message("room", someone(), None, Some("m-1".into()), text, m)
+    }
+
+    /// What an event goes out as, read back as it would come in.
+    fn round_trip(body: Body<String>, urls: &[&str]) -> Option<Body> {
+        let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
+        let m = fill(chat(&from(), &to(), "d-1"), "d-1", &body, &urls, None).unwrap();
+        assert!(m.payloads.iter().any(|e| e.is("origin-id", NS_SID) && e.attr("id") == Some("d-1")));
+        assert!(m.payloads.contains(&stanzas::relay_mark()), "marked as relayed");
+        parse(m).unwrap().map(|i| i.body)
+    }
+
+    fn said(text: &str, kind: MessageKind, reply_to: Option<&str>, attachments: Vec<Attachment>) -> Body<String> {
+        let text = Text::plain(text);
+        Body::Message { text, kind, attachments, reply_to: reply_to.map(str::to_string), thread: None, mentions: Vec::new() }
+    }
+
+    fn plain_of(body: &Body) -> &str {
+        match body {
+            Body::Message { text, .. } | Body::Edit { text, .. } => &text.plain,
+            other => panic!("no text: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn what_goes_out_comes_back_as_it_went() {
+        let back = round_trip(Body::text("hello *world*"), &[]).unwrap();
+        assert_eq!(plain_of(&back), "hello *world*");
+        let Body::Message { text, .. } = &back else { unreachable!() };
+        assert!(text.html.as_deref().is_some_and(|h| h.contains("<strong>world</strong>")), "styling read as emphasis");
+
+        let emote = said("waves", MessageKind::Emote, None, Vec::new());
+        assert!(matches!(round_trip(emote, &[]), Some(Body::Message { kind: MessageKind::Emote, ref text, .. }) if text.plain == "waves"));
+
+        let reply = said("yes", MessageKind::Text, Some("e-0"), Vec::new());
+        assert!(matches!(round_trip(reply, &[]), Some(Body::Message { reply_to: Some(ref r), .. }) if r == "e-0"));
+
+        let file = Attachment { url: "https://files.x/cat.png".into(), name: Some("cat.png".into()), mime: None, size: None };
+        let with_file = said("", MessageKind::Text, None, vec![file]);
+        let Some(Body::Message { attachments, text, .. }) = round_trip(with_file, &["https://upload.x/cat.png"]) else { panic!() };
+        assert_eq!(attachments.len(), 1);
+        assert_eq!(attachments[0].url, "https://upload.x/cat.png", "where it was copied to");
+        assert_eq!(attachments[0].name.as_deref(), Some("cat.png"));
+        assert_eq!(text.plain, "", "the link is the file, not a text");
+
+        let edit = Body::Edit { target: "e-1".to_string(), text: Text::plain("fixed") };
+        assert!(matches!(round_trip(edit, &[]), Some(Body::Edit { ref target, .. }) if target == "e-1"));
+
+        let reaction = Body::Reaction { target: "e-1".to_string(), key: "👍".into(), removed: false };
+        assert_eq!(round_trip(reaction, &[]), Some(Body::Reaction { target: "e-1".into(), key: "👍".into(), removed: false }));
+        let removed = Body::Reaction { target: "e-1".to_string(), key: "👍".into(), removed: true };
+        assert_eq!(round_trip(removed, &[]), None, "an empty set: which reaction went is not known");
+
+        let retract = Body::Retract { target: "e-1".to_string(), moderated: false };
+        assert_eq!(round_trip(retract, &[]), Some(Body::Retract { target: "e-1".into(), moderated: false }));
+
+        let typing = Body::Typing { active: true };
+        assert!(fill(chat(&from(), &to(), "d"), "d", &typing, &[], None).is_err(), "typing is not a message");
+    }
+
+    #[test]
+    fn a_correction_names_the_id_it_was_given() {
+        let edit = Body::Edit { target: "stanza-id".to_string(), text: Text::plain("fixed") };
+        let m = fill(chat(&from(), &to(), "d"), "d", &edit, &[], Some("origin-id".into())).unwrap();
+        assert!(m.payloads.iter().any(|e| e.is("replace", NS_CORRECT) && e.attr("id") == Some("origin-id")));
+    }
+
+    #[test]
+    fn malformed_and_hostile_messages_are_refused_or_dropped() {
+        let reactions = |id: Option<&str>, key: &str| {
+            let mut r = Element::builder("reactions", NS_REACTIONS);
+            if let Some(id) = id {
+                r = r.attr(xml_ncname!("id").into(), id);
+            }
+            r.append(Element::builder("reaction", NS_REACTIONS).append(key).build()).build()
+        };
+        assert!(parse(stanza(None, vec![reactions(None, "👍")])).is_err(), "reactions to nothing");
+        assert!(parse(stanza(None, vec![reactions(Some(""), "👍")])).is_err());
+        assert_eq!(parse(stanza(None, vec![reactions(Some("e"), &"x".repeat(65))])).unwrap(), None, "no key that long");
+
+        let replace = Element::builder("replace", NS_CORRECT).attr(xml_ncname!("id").into(), "e").build();
+        assert!(parse(stanza(None, vec![replace])).is_err(), "a correction with nothing to say");
+
+        let link = |url: &str| Element::builder("x", NS_OOB).append(Element::builder("url", NS_OOB).append(url).build()).build();
+        let m = parse(stanza(Some("javascript:alert(1)"), vec![link("javascript:alert(1)")])).unwrap().unwrap();
+        let Body::Message { attachments, text, .. } = m.body else { panic!() };
+        assert!(attachments.is_empty(), "only http(s) links are files");
+        assert_eq!(text.plain, "javascript:alert(1)", "and the text stays text");
+
+        assert_eq!(parse(stanza(Some("  \n "), vec![])).unwrap(), None, "nothing said");
+        assert_eq!(parse(stanza(None, vec![])).unwrap(), None);
+        let bad_reply = Element::builder("reply", NS_REPLY).build();
+        assert!(parse(stanza(Some("hi"), vec![bad_reply])).is_err(), "a reply to no id");
+    }
+
+    #[test]
+    fn replies_lose_their_quoted_fallback_and_ids_name_the_room_s_copy() {
+        let quote = "> Bob: earlier\n";
+        let fallback = Fallback { for_ns: NS_REPLY.into(), ranges: vec![Some((0, quote.chars().count()))] };
+        let reply = Reply { id: "e-0".into(), to: None };
+        let m = stanza(Some(&format!("{quote}yes")), vec![reply.to_element(), fallback.to_element()]);
+        let i = parse(m).unwrap().unwrap();
+        assert_eq!(plain_of(&i.body), "yes");
+
+        let typing = Element::builder("composing", NS_CHATSTATES).build();
+        let m = stanza(None, vec![typing]);
+        let text = m.get_best_body_cloned(vec![]).map(|(_, b)| b);
+        let i = parse_message("room", someone(), Some("sid-1".into()), Some("m-1".into()), text, m).unwrap().unwrap();
+        assert_eq!(i.body, Body::Typing { active: true });
+        assert_eq!((i.remote_id.as_deref(), i.aliases.as_slice()), (Some("sid-1"), ["m-1".to_string()].as_slice()), "the room's id first");
+    }
+}
