@@ -43,11 +43,10 @@ async fn metrics(State(s): State<Surface>) -> impl IntoResponse {
 
 /// A person's presence across their networks.
 async fn presence(State(s): State<Surface>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Some(token) = &s.api_token {
-        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| token.matches(g.as_bytes())) {
-            return (StatusCode::UNAUTHORIZED, Json(json!({"error": "unauthorized", "message": "missing or wrong token"}))).into_response();
-        }
+    if let Some(token) = &s.api_token
+        && !causeway_core::http::bearer(&headers).is_some_and(|g| token.matches(g))
+    {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "unauthorized", "message": "missing or wrong token"}))).into_response();
     }
     let Some(id) = s.router.person_id(&id) else {
         return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": format!("no person {id:?} in the directory")})))

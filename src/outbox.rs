@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use causeway_core::retry::backoff;
 use causeway_core::{Body, Bridge, Delivery, DeliveryError, Event, degrade, now_ms};
 use tokio::sync::{mpsc, watch};
 
@@ -25,14 +26,6 @@ use crate::topology::{LANE_BATCH, LaneFeed, Link, Topology};
 const RECENT: usize = 1024;
 /// Typing notifications older than this are not delivered.
 const EPHEMERAL_MAX_AGE_MS: i64 = 60_000;
-
-/// Delay before retry number `attempt` (1-based): exponential, capped, with
-/// "equal jitter" (half fixed, half random) so lanes do not retry in step.
-pub fn backoff(attempt: u32, initial: Duration, max: Duration) -> Duration {
-    let exp = initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(max);
-    let half = exp / 2;
-    half + half.mul_f64(fastrand::f64())
-}
 
 pub struct Outbox {
     store: Arc<dyn Store>,
@@ -389,18 +382,6 @@ impl Recent {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_is_capped_and_jittered() {
-        let (i, m) = (Duration::from_millis(100), Duration::from_secs(2));
-        for attempt in 1..40 {
-            let exp = (i * 2u32.pow((attempt - 1).min(20))).min(m);
-            let d = backoff(attempt, i, m);
-            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d:?} outside {:?}..={exp:?}", exp / 2);
-        }
-        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(5, i, m)).collect();
-        assert!(samples.len() > 1, "no jitter");
-    }
 
     #[test]
     fn recent_forgets_the_oldest() {

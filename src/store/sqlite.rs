@@ -97,6 +97,22 @@ fn outbox_row(r: &SqliteRow) -> OutboxRow {
     }
 }
 
+/// How `message_map.kind` stores each [`IdKind`]: the one place that says it
+/// (the schema is in docs/architecture.md).
+const fn kind_code(kind: IdKind) -> i64 {
+    match kind {
+        IdKind::Origin => 0,
+        IdKind::DeliveryKey => 1,
+        IdKind::Reported => 2,
+        IdKind::Alias => 3,
+    }
+}
+
+/// The [`IdKind`] a stored `message_map.kind` stands for.
+fn kind_of(code: i64) -> Option<IdKind> {
+    [IdKind::Origin, IdKind::DeliveryKey, IdKind::Reported, IdKind::Alias].into_iter().find(|k| kind_code(*k) == code)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn lookup_remotes(&self, keys: &[RemoteKey]) -> Result<HashMap<RemoteKey, MapHit>, StoreError> {
@@ -119,13 +135,16 @@ impl Store for SqliteStore {
             q.push(")");
             for r in q.build().fetch_all(&self.read).await? {
                 let key = RemoteKey { bridge: r.get("bridge"), room: r.get("room"), remote_id: r.get("remote_id") };
-                let kind: i64 = r.get("kind");
+                let kind = kind_of(r.get("kind"));
                 let author = r.get::<Option<String>, _>("origin_bridge").map(|bridge| Author {
                     bridge,
                     sender: r.get("sender"),
                     person: r.get("person"),
                 });
-                found.insert(key, MapHit { event_id: r.get("event_id"), origin: kind == 0 || kind == 3, author });
+                found.insert(
+                    key,
+                    MapHit { event_id: r.get("event_id"), origin: matches!(kind, Some(IdKind::Origin | IdKind::Alias)), author },
+                );
             }
         }
         Ok(found)
@@ -134,11 +153,14 @@ impl Store for SqliteStore {
     async fn remote_for(&self, event_id: &str, bridge: &str, room: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query(
             "SELECT remote_id FROM message_map WHERE event_id = ? AND bridge = ? AND room = ? \
-             ORDER BY CASE kind WHEN 2 THEN 0 WHEN 0 THEN 1 WHEN 1 THEN 2 ELSE 3 END LIMIT 1",
+             ORDER BY CASE kind WHEN ? THEN 0 WHEN ? THEN 1 WHEN ? THEN 2 ELSE 3 END LIMIT 1",
         )
         .bind(event_id)
         .bind(bridge)
         .bind(room)
+        .bind(kind_code(IdKind::Reported))
+        .bind(kind_code(IdKind::Origin))
+        .bind(kind_code(IdKind::DeliveryKey))
         .fetch_optional(&self.read)
         .await?;
         Ok(row.map(|r| r.get(0)))
@@ -154,18 +176,7 @@ impl Store for SqliteStore {
         .bind(remote_id)
         .fetch_all(&self.read)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let kind = match r.get::<i64, _>(1) {
-                    0 => IdKind::Origin,
-                    1 => IdKind::DeliveryKey,
-                    2 => IdKind::Reported,
-                    _ => IdKind::Alias,
-                };
-                (r.get(0), kind)
-            })
-            .collect())
+        Ok(rows.iter().map(|r| (r.get(0), kind_of(r.get(1)).unwrap_or(IdKind::Alias))).collect())
     }
 
     async fn commit(&self, batch: &[NewEvent]) -> Result<Vec<Stored>, StoreError> {
@@ -204,9 +215,14 @@ impl Store for SqliteStore {
             .iter()
             .flat_map(|ne| {
                 let k = &ne.origin_key;
-                std::iter::once((k.bridge.as_str(), k.room.as_str(), k.remote_id.as_str(), ne.event.id.as_str(), 0))
-                    .chain(ne.aliases.iter().map(|a| (k.bridge.as_str(), k.room.as_str(), a.as_str(), ne.event.id.as_str(), 3)))
-                    .chain(ne.deliveries.iter().map(|d| (d.bridge.as_str(), d.room.as_str(), d.id.as_str(), ne.event.id.as_str(), 1)))
+                let id = ne.event.id.as_str();
+                std::iter::once((k.bridge.as_str(), k.room.as_str(), k.remote_id.as_str(), id, kind_code(IdKind::Origin)))
+                    .chain(ne.aliases.iter().map(move |a| (k.bridge.as_str(), k.room.as_str(), a.as_str(), id, kind_code(IdKind::Alias))))
+                    .chain(
+                        ne.deliveries
+                            .iter()
+                            .map(move |d| (d.bridge.as_str(), d.room.as_str(), d.id.as_str(), id, kind_code(IdKind::DeliveryKey))),
+                    )
             })
             .collect();
         for chunk in maps.chunks(CHUNK) {
@@ -302,7 +318,11 @@ impl Store for SqliteStore {
             if !reported.is_empty() {
                 q.push("INSERT OR IGNORE INTO message_map (bridge, room, remote_id, event_id, kind) ");
                 q.push_values(reported, |mut b, c| {
-                    b.push_bind(&c.bridge).push_bind(&c.room).push_bind(c.remote_id.as_deref()).push_bind(&c.event_id).push_bind(2i64);
+                    b.push_bind(&c.bridge)
+                        .push_bind(&c.room)
+                        .push_bind(c.remote_id.as_deref())
+                        .push_bind(&c.event_id)
+                        .push_bind(kind_code(IdKind::Reported));
                 });
                 q.push("; ");
             }
@@ -509,6 +529,17 @@ mod tests {
     use super::*;
     use crate::store::NewDelivery;
     use causeway_core::{Body, Origin, Sender};
+
+    #[test]
+    fn every_id_kind_has_its_own_stored_code_as_the_schema_says() {
+        let all = [IdKind::Origin, IdKind::DeliveryKey, IdKind::Reported, IdKind::Alias];
+        let codes: Vec<i64> = all.iter().map(|k| kind_code(*k)).collect();
+        assert_eq!(codes, [0, 1, 2, 3], "stored in databases: never renumber");
+        for k in all {
+            assert_eq!(kind_of(kind_code(k)), Some(k));
+        }
+        assert_eq!(kind_of(4), None);
+    }
 
     fn event(id: &str, portal: &str) -> Event {
         Event {

@@ -10,6 +10,8 @@ pub mod conformance;
 pub mod degrade;
 pub mod event;
 pub mod fetch;
+pub mod http;
+pub mod retry;
 pub mod secret;
 pub mod sign;
 pub mod text;

@@ -204,19 +204,19 @@ impl Inner {
 
     /// Keep reading the mailbox: connect, take what is new, wait, again.
     async fn run_imap(self: Arc<Self>, ctx: BridgeContext) {
-        let mut delay = Duration::from_millis(500);
+        let mut backoff = causeway_core::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         loop {
             match self.serve_imap(&ctx).await {
                 Ok(()) => {}
                 Err(e) => {
                     self.up.store(false, Ordering::Release);
+                    let delay = backoff.next_wait();
                     tracing::warn!(bridge = ctx.name(), retry_in = ?delay, "IMAP: {e}");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(60));
                     continue;
                 }
             }
-            delay = Duration::from_millis(500);
+            backoff.reset();
         }
     }
 

@@ -329,12 +329,7 @@ fn event_id(v: Value) -> Result<OwnedEventId, ApiError> {
 /// A response as JSON, or the error it stands for.
 async fn answer(resp: reqwest::Response) -> Result<Value, ApiError> {
     let status = resp.status();
-    let retry_header = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_header = causeway_core::http::retry_after(resp.headers());
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if status.is_success() {
         return Ok(body);

@@ -62,10 +62,7 @@ struct AuthQuery {
 /// constant time.
 #[expect(clippy::result_large_err, reason = "the refusal is the handler's answer as it is, once per request")]
 fn authorize(inner: &Inner, headers: &HeaderMap, q: &AuthQuery) -> Result<(), Response> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    let bearer = causeway_core::http::bearer(headers);
     let count = |reason| {
         if let Some(ctx) = inner.ctx.get() {
             ctx.count_rejected(reason);
@@ -80,12 +77,12 @@ fn authorize(inner: &Inner, headers: &HeaderMap, q: &AuthQuery) -> Result<(), Re
             "send the token as Authorization: Bearer (or set hs_token_in_query for a homeserver that cannot)",
         ));
     }
-    match bearer.or(in_query) {
+    match bearer.or(in_query.map(str::as_bytes)) {
         None => {
             count("unauthorized");
             Err(matrix_error(StatusCode::UNAUTHORIZED, "M_UNAUTHORIZED", "no token"))
         }
-        Some(t) if inner.options.hs_token.matches(t.as_bytes()) => Ok(()),
+        Some(t) if inner.options.hs_token.matches(t) => Ok(()),
         Some(_) => {
             count("unauthorized");
             Err(matrix_error(StatusCode::FORBIDDEN, "M_FORBIDDEN", "wrong token"))

@@ -219,8 +219,9 @@ impl Inner {
     /// until all are done. The bridge counts as up once the homeserver has
     /// accepted the token.
     async fn set_up(self: Arc<Self>, ctx: BridgeContext) {
-        let mut delay = Duration::from_millis(500);
+        let mut backoff = causeway_core::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         loop {
+            let delay = backoff.next_wait();
             match self.client.whoami().await {
                 Ok(me) if me == self.bot.as_str() => break,
                 Ok(me) => {
@@ -229,7 +230,6 @@ impl Inner {
                 Err(e) => tracing::warn!(bridge = ctx.name(), retry_in = ?delay, "homeserver not answering: {e}"),
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(30));
         }
         self.up.store(true, Ordering::Release);
         // A recoverer still running sends what it holds at once.
@@ -238,8 +238,9 @@ impl Inner {
         }
         tokio::spawn(inbound::reconcile_passes(self.clone(), ctx.clone()));
         let mut pending: Vec<String> = ctx.rooms();
-        let mut delay = Duration::from_millis(500);
+        let mut backoff = causeway_core::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         while !pending.is_empty() {
+            let delay = backoff.next_wait();
             let mut failed = Vec::new();
             for link in pending {
                 if let Err(e) = self.set_up_room(&ctx, &link).await {
@@ -256,7 +257,6 @@ impl Inner {
                     _ = tokio::time::sleep(delay) => {}
                     _ = self.invited.notified() => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(60));
             }
         }
         tracing::info!(bridge = ctx.name(), "every Matrix room is set up");

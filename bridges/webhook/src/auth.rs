@@ -46,15 +46,9 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
-    let v = headers.get(axum::http::header::AUTHORIZATION)?.as_bytes();
-    let (scheme, token) = (v.get(..7)?, v.get(7..)?);
-    scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
-}
-
 /// Whether the request's bearer token is `secret` (in constant time).
 pub fn bearer_matches(secret: &causeway_core::Secret, headers: &HeaderMap) -> bool {
-    bearer(headers).is_some_and(|t| secret.matches(t))
+    causeway_core::http::bearer(headers).is_some_and(|t| secret.matches(t))
 }
 
 /// Let a request in or not. With `hmac_secret` set, only a valid
@@ -91,7 +85,7 @@ pub fn admit(inb: &InboundOptions, headers: &HeaderMap, body: &[u8], now_ms: i64
         };
     }
     if let Some(token) = &inb.token {
-        return match bearer(headers) {
+        return match causeway_core::http::bearer(headers) {
             Some(t) if token.matches(t) => Ok(Admitted::Token),
             _ => Err(Refused::Unauthorized("missing or wrong token")),
         };

@@ -301,12 +301,7 @@ impl WebhookBridge {
         if status == StatusCode::PAYLOAD_TOO_LARGE && message_text(event).is_some() {
             return Ok(Posted::TooLarge);
         }
-        let retry_after = resp
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = causeway_core::http::retry_after(resp.headers());
         let reason = format!("{} answered {status}", url_for_log(&out.url));
         if status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429) {
             Err(DeliveryError::Transient { reason, retry_after })

@@ -190,11 +190,11 @@ async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool,
             // A delivery whose reflection was lost (Causeway stopped in
             // between) comes back in the history under our own id.
             let ours = match &id {
-                Some(id) => crate::retry::until_taken(
+                Some(id) => causeway_core::retry::until_taken(
                     ctx.name(),
                     "a look-up of a message from the room's past",
-                    crate::retry::INITIAL,
-                    crate::retry::MAX,
+                    causeway_core::retry::INITIAL,
+                    causeway_core::retry::MAX,
                     unavailable,
                     || ctx.ids_of(&incoming.room, id),
                 )
@@ -219,11 +219,11 @@ async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool,
                 if !matches!(incoming.body, Body::Message { .. }) {
                     return;
                 }
-                let opened = crate::retry::until_taken(
+                let opened = causeway_core::retry::until_taken(
                     ctx.name(),
                     "a direct conversation to open",
-                    crate::retry::INITIAL,
-                    crate::retry::MAX,
+                    causeway_core::retry::INITIAL,
+                    causeway_core::retry::MAX,
                     |e: &DirectError| matches!(e, DirectError::Unavailable(_)),
                     || {
                         let (ghost, incoming) = (&ghost, &incoming);
@@ -250,8 +250,10 @@ async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool,
     let room = incoming.room.clone();
     let what = if archived { "an event from the room's archive" } else { "an event" };
     let taken =
-        crate::retry::until_taken(ctx.name(), what, crate::retry::INITIAL, crate::retry::MAX, unavailable, || ctx.submit(incoming.clone()))
-            .await;
+        causeway_core::retry::until_taken(ctx.name(), what, causeway_core::retry::INITIAL, causeway_core::retry::MAX, unavailable, || {
+            ctx.submit(incoming.clone())
+        })
+        .await;
     match taken {
         Ok(accepted) => {
             if archived && matches!(accepted, Accepted::Stored { .. }) {
@@ -308,6 +310,7 @@ pub(crate) fn message_inbound(inner: &Inner, m: Message) -> Vec<Inbound> {
     };
     let mut out: Vec<Inbound> = message_events(inner, m)
         .into_iter()
+        .map(|incoming| own_ids(inner, incoming))
         .map(|incoming| match &sid {
             Some(sid) if incoming.remote_id.as_ref() == Some(sid) => Inbound::Said { incoming, sid: sid.clone() },
             _ => Inbound::Event(incoming),
@@ -317,6 +320,55 @@ pub(crate) fn message_inbound(inner: &Inner, m: Message) -> Vec<Inbound> {
         out.push(looked_at(inner, &room));
     }
     out
+}
+
+/// Our deliveries as the rooms reflected them: (room, the room's stanza-id)
+/// → the delivery id, the latest [`Reflected::MAX`]. A delivery's
+/// stanza-id reaches the message map only once the outbox has recorded the
+/// delivery, which someone who answers at once can beat; its delivery id
+/// has been in the map since it was committed.
+#[derive(Default)]
+pub(crate) struct Reflected {
+    ids: HashMap<(String, String), String>,
+    order: std::collections::VecDeque<(String, String)>,
+}
+
+impl Reflected {
+    const MAX: usize = 4096;
+
+    /// The room reflected the message sent as `sent_as` (a delivery id,
+    /// or `<delivery id>.p<n>` for a part of a split one) under `sid`.
+    pub(crate) fn insert(&mut self, room: &str, sid: &str, sent_as: &str) {
+        let delivery = match sent_as.rsplit_once(".p") {
+            Some((d, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => d,
+            _ => sent_as,
+        };
+        let key = (room.to_string(), sid.to_string());
+        if self.ids.insert(key.clone(), delivery.to_string()).is_none() {
+            self.order.push_back(key);
+        }
+        while self.order.len() > Self::MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, room: &str, sid: &str) -> Option<&str> {
+        self.ids.get(&(room.to_string(), sid.to_string())).map(String::as_str)
+    }
+}
+
+/// `incoming` with its references to our own deliveries, where the room
+/// named them by stanza-id, as their delivery ids (see [`Reflected`]).
+fn own_ids(inner: &Inner, incoming: Incoming) -> Incoming {
+    if incoming.body.refs().is_empty() {
+        return incoming;
+    }
+    let st = inner.state();
+    let room = incoming.room.clone();
+    let body = incoming.body.map_refs(|r| Some(st.reflected.get(&room, &r).map_or(r, str::to_string))).expect("every reference is Some");
+    Incoming { body, ..incoming }
 }
 
 /// A message of a room's history replay that was said while the bridge was
@@ -422,7 +474,11 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
         let mut st = inner.state();
         let sid = || child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(&room));
         if let Some(waiter) = st.confirms.remove(id) {
-            let _ = waiter.send(Ok(sid()));
+            let sid = sid();
+            if let Some(sid) = &sid {
+                st.reflected.insert(&room, sid, id);
+            }
+            let _ = waiter.send(Ok(sid));
             return Vec::new();
         }
         if st.in_doubt.contains(id) && child(&m.payloads, "delay", NS_DELAY).is_none() {
@@ -699,6 +755,39 @@ mod tests {
         let mut v = message(&b.inner, m);
         assert!(v.len() <= 1);
         v.pop()
+    }
+
+    /// The cause of a reply that lost its target: someone answered our
+    /// message before its confirmation (with the room's stanza-id) was in
+    /// the store. The reflection comes first on the stream, so the answer
+    /// names the delivery id the store has had since the commit.
+    #[test]
+    fn an_answer_to_our_message_names_the_delivery_even_before_it_is_recorded() {
+        let b = bridge();
+        let (tx, mut confirmed) = tokio::sync::oneshot::channel();
+        b.inner.state().confirms.insert("d-1".into(), tx);
+        let reflection = format!(
+            "<message xmlns='jabber:component:accept' from='{ROOM}/Ghost' to='ghost@bridge.example.org/causeway' type='groupchat' id='d-1'><body>hi</body><stanza-id xmlns='urn:xmpp:sid:0' by='{ROOM}' id='room-7'/></message>"
+        );
+        assert!(message(&b.inner, Message::try_from(reflection.parse::<Element>().unwrap()).unwrap()).is_empty());
+        assert_eq!(confirmed.try_recv().unwrap().unwrap().as_deref(), Some("room-7"));
+
+        let reply = one(&b, msg("Alice", "<body>yes</body><reply xmlns='urn:xmpp:reply:0' id='room-7'/>")).unwrap();
+        assert!(matches!(reply.body, Body::Message { reply_to: Some(ref r), .. } if r == "d-1"), "{:?}", reply.body);
+        let reaction = "<reactions xmlns='urn:xmpp:reactions:0' id='room-7'><reaction>👍</reaction></reactions>";
+        assert!(matches!(one(&b, msg("Alice", reaction)).unwrap().body, Body::Reaction { ref target, .. } if target == "d-1"));
+        // Someone else's message keeps the room's id; a part names its message.
+        let other = one(&b, msg("Alice", "<body>no</body><reply xmlns='urn:xmpp:reply:0' id='room-1'/>")).unwrap();
+        assert!(matches!(other.body, Body::Message { reply_to: Some(ref r), .. } if r == "room-1"));
+        let mut r = Reflected::default();
+        r.insert(ROOM, "room-8", "d-2.p2");
+        r.insert(ROOM, "room-9", "d.pending");
+        assert_eq!((r.get(ROOM, "room-8"), r.get(ROOM, "room-9")), (Some("d-2"), Some("d.pending")));
+        for i in 0..=Reflected::MAX {
+            r.insert(ROOM, &format!("s{i}"), "d");
+        }
+        assert_eq!(r.get(ROOM, "room-8"), None, "the oldest are forgotten");
+        assert_eq!(r.ids.len(), Reflected::MAX);
     }
 
     #[test]

@@ -22,7 +22,6 @@ pub mod inbound;
 pub mod jid;
 pub mod ns;
 pub mod outbound;
-mod retry;
 pub mod stanzas;
 pub mod styling;
 pub mod upload;
@@ -83,6 +82,8 @@ struct Seat {
 
 #[derive(Default)]
 struct State {
+    /// Our deliveries as the rooms reflected them (see [`inbound::Reflected`]).
+    reflected: inbound::Reflected,
     /// Delivery id → who waits for the room to reflect it.
     confirms: HashMap<String, oneshot::Sender<Result<Option<String>, DeliveryError>>>,
     /// (room, ghost JID) → who waits for the ghost's join to be answered.
@@ -248,11 +249,12 @@ impl Inner {
     async fn run(self: Arc<Self>, mut out_rx: mpsc::UnboundedReceiver<Stanza>, ctx: BridgeContext) {
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         tokio::spawn(inbound::submit_in_order(self.clone(), ctx.clone(), inbound_rx));
-        let mut delay = self.options.reconnect_initial;
+        let mut backoff = causeway_core::retry::Backoff::new(self.options.reconnect_initial, self.options.reconnect_max);
         loop {
             let mut conn = match Connection::open(&self.options).await {
                 Ok(c) => c,
                 Err(e) => {
+                    let delay = backoff.next_wait();
                     let server = self.options.server.clone().unwrap_or_else(|| "(default)".into());
                     match &e {
                         ConnectError::Refused(_) => tracing::error!(bridge = ctx.name(), server, retry_in = ?delay, "cannot log in: {e}"),
@@ -261,11 +263,10 @@ impl Inner {
                         }
                     }
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.options.reconnect_max);
                     continue;
                 }
             };
-            delay = self.options.reconnect_initial;
+            backoff.reset();
             self.state().bound = conn.bound.clone();
             // Whatever was queued for the old connection belongs to deliveries
             // that have already failed and will be retried.
