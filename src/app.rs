@@ -35,6 +35,7 @@ pub async fn open_store(config: &crate::config::Config) -> anyhow::Result<Arc<dy
 /// Run until `shutdown` resolves.
 pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let Loaded { config, bridges } = loaded;
+    let bridges = crate::bridges::build(&bridges)?;
     if !config.http.listen.ip().is_loopback() {
         tracing::warn!(
             listen = %config.http.listen,

@@ -1,74 +1,48 @@
-//! Which bridge types this build has, and how a config section becomes one.
-//! Each type is a cargo feature; the router never names a specific one.
+//! Which networks this build has: the one table of bridge types. Each type
+//! is a cargo feature of the same name; nothing else in the daemon names a
+//! network.
 
 use std::sync::Arc;
 
-use causeway_core::{Bridge, OptionError};
+use causeway_core::{Bridge, Configured, Network, OptionError};
 use serde_json::Value;
 
-/// Every bridge type Causeway knows, compiled in or not.
-const ALL_TYPES: &[&str] = &["webhook", "xmpp", "matrix", "email"];
+/// A row of the table: a bridge type, and its network when compiled in.
+macro_rules! network {
+    ($feature:literal, $network:expr) => {{
+        #[cfg(feature = $feature)]
+        const NETWORK: Option<&'static dyn Network> = Some(&$network);
+        #[cfg(not(feature = $feature))]
+        const NETWORK: Option<&'static dyn Network> = None;
+        ($feature, NETWORK)
+    }};
+}
+
+/// Every bridge type Causeway knows, and its network where this build has it.
+const TYPES: &[(&str, Option<&'static dyn Network>)] = &[
+    network!("webhook", causeway_webhook::Webhook),
+    network!("xmpp", causeway_xmpp::Xmpp),
+    network!("matrix", causeway_matrix::Matrix),
+    network!("email", causeway_email::Email),
+];
+
+/// The networks compiled into this binary.
+pub fn networks() -> impl Iterator<Item = &'static dyn Network> {
+    TYPES.iter().filter_map(|(_, n)| *n)
+}
 
 /// The bridge types compiled into this binary.
 pub fn compiled() -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if cfg!(feature = "webhook") {
-        v.push("webhook");
-    }
-    if cfg!(feature = "xmpp") {
-        v.push("xmpp");
-    }
-    if cfg!(feature = "matrix") {
-        v.push("matrix");
-    }
-    if cfg!(feature = "email") {
-        v.push("email");
-    }
-    v
+    networks().map(|n| n.kind()).collect()
 }
 
-/// The application service registration of the config's Matrix bridge
-/// (`name`, or the only one).
-pub fn matrix_registration(config: &crate::config::Config, name: Option<&str>, double_puppet: bool) -> anyhow::Result<String> {
-    let matrix: Vec<(&String, &Value)> =
-        config.bridges.iter().filter(|(_, s)| s.get("type").and_then(Value::as_str) == Some("matrix")).collect();
-    let (name, section) = match (name, matrix.as_slice()) {
-        (Some(n), _) => matrix
-            .iter()
-            .find(|(b, _)| b.as_str() == n)
-            .copied()
-            .ok_or_else(|| anyhow::anyhow!("no Matrix bridge named {n:?} in the config"))?,
-        (None, [one]) => *one,
-        (None, []) => anyhow::bail!("the config has no bridge of type matrix"),
-        (None, _) => anyhow::bail!("the config has several Matrix bridges: say which with --bridge NAME"),
-    };
-    registration(name, section, double_puppet)
+/// The network of bridge type `kind`, when compiled in.
+pub fn network(kind: &str) -> Option<&'static dyn Network> {
+    networks().find(|n| n.kind() == kind)
 }
 
-#[cfg(feature = "matrix")]
-fn registration(name: &str, section: &Value, double_puppet: bool) -> anyhow::Result<String> {
-    let mut options = section.clone();
-    if let Some(o) = options.as_object_mut() {
-        o.remove("type");
-    }
-    let bridge = causeway_matrix::MatrixBridge::from_options(options).map_err(|e| {
-        anyhow::anyhow!("bridges.{name}: {}", e.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; "))
-    })?;
-    if double_puppet {
-        return bridge
-            .double_puppet_registration()
-            .ok_or_else(|| anyhow::anyhow!("bridges.{name}: set double_puppet_token first (a new random secret)"));
-    }
-    Ok(bridge.registration())
-}
-
-#[cfg(not(feature = "matrix"))]
-fn registration(_name: &str, _section: &Value, _double_puppet: bool) -> anyhow::Result<String> {
-    anyhow::bail!("this build has no Matrix bridge (cargo feature `matrix`)")
-}
-
-/// Build (not start) a bridge from its config section.
-pub fn build(section: &Value) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
+/// Read and check (not build) a bridge's config section.
+pub fn configure(section: &Value) -> Result<Box<dyn Configured>, Vec<OptionError>> {
     let Value::Object(map) = section else {
         return Err(vec![OptionError::new("", "expected a mapping with a `type` and the bridge's options")]);
     };
@@ -79,19 +53,53 @@ pub fn build(section: &Value) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
     };
     let mut options = map.clone();
     options.remove("type");
-    let options = Value::Object(options);
-    match kind {
-        #[cfg(feature = "webhook")]
-        "webhook" => Ok(Arc::new(causeway_webhook::WebhookBridge::from_options(options)?)),
-        #[cfg(feature = "xmpp")]
-        "xmpp" => Ok(Arc::new(causeway_xmpp::XmppBridge::from_options(options)?)),
-        #[cfg(feature = "matrix")]
-        "matrix" => Ok(Arc::new(causeway_matrix::MatrixBridge::from_options(options)?)),
-        #[cfg(feature = "email")]
-        "email" => Ok(Arc::new(causeway_email::EmailBridge::from_options(options)?)),
-        k if ALL_TYPES.contains(&k) => {
+    match TYPES.iter().find(|(k, _)| *k == kind) {
+        Some((_, Some(network))) => network.configure(Value::Object(options)),
+        Some((k, None)) => {
             Err(vec![OptionError::new("type", format!("bridge type {k:?} is not compiled into this build (cargo feature `{k}`)"))])
         }
-        k => Err(vec![OptionError::new("type", format!("unknown bridge type {k:?} (this build has: {})", compiled().join(", ")))]),
+        None => Err(vec![OptionError::new("type", format!("unknown bridge type {kind:?} (this build has: {})", compiled().join(", ")))]),
+    }
+}
+
+/// Build every configured bridge (their clients; nothing starts), naming
+/// each failing option by its path in the config.
+pub fn build(
+    configured: &std::collections::BTreeMap<String, Box<dyn Configured>>,
+) -> anyhow::Result<std::collections::BTreeMap<String, Arc<dyn Bridge>>> {
+    let mut built = std::collections::BTreeMap::new();
+    for (name, options) in configured {
+        let bridge = options.build().map_err(|errors| {
+            let each: Vec<String> = errors
+                .iter()
+                .map(|e| {
+                    if e.path.is_empty() {
+                        format!("bridges.{name}: {}", e.message)
+                    } else {
+                        format!("bridges.{name}.{}: {}", e.path, e.message)
+                    }
+                })
+                .collect();
+            anyhow::anyhow!("{}", each.join("; "))
+        })?;
+        built.insert(name.clone(), bridge);
+    }
+    Ok(built)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_compiled_network_is_in_the_table_under_its_own_type() {
+        for (kind, network) in TYPES {
+            if let Some(n) = network {
+                assert_eq!(n.kind(), *kind);
+            }
+        }
+        let err = configure(&serde_json::json!({"type": "carrier-pigeon"})).err().unwrap();
+        assert_eq!(err[0].path, "type");
+        assert!(err[0].message.contains("unknown bridge type"), "{}", err[0].message);
     }
 }

@@ -9,12 +9,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use causeway_core::{Bridge, Degrade};
-use serde::Deserialize;
+use causeway_core::{Configured, Degrade};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use crate::person::PersonConfig;
+use crate::person::valid_person_id;
 
 /// One thing wrong in a config, at an option path like `portals[0].links[1].bridge`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +59,7 @@ impl From<ConfigError> for ConfigErrors {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -80,7 +82,7 @@ pub struct Config {
     pub directory: DirectoryConfig,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectoryConfig {
     /// People imported from LDAP, in addition to `people` (which win when
@@ -89,7 +91,7 @@ pub struct DirectoryConfig {
     pub ldap: Option<crate::ldap::LdapConfig>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Where `/metrics`, `/healthz`, `/readyz`, `/api/…` and the bridges'
@@ -112,7 +114,7 @@ impl Default for HttpConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Sync {
     /// Every commit is on disk before the network is acknowledged (survives power loss).
@@ -122,7 +124,7 @@ pub enum Sync {
     Normal,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     #[serde(default = "default_db")]
@@ -147,7 +149,7 @@ impl Default for StoreConfig {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxConfig {
     /// First retry delay; doubles per attempt, with jitter.
@@ -197,7 +199,7 @@ impl Default for OutboxConfig {
     }
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouterConfig {
     /// What to do with an edit, retraction, reaction or topic a target cannot show.
@@ -224,7 +226,7 @@ pub struct RouterConfig {
 /// of the directory): each is a portal, stored, with a room on another
 /// network, so their number is bounded. People of the directory are not
 /// limited.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectConfig {
     /// Per bridge, the strangers who may open one: sender ids as the bridge
@@ -254,7 +256,7 @@ fn default_direct_per_hour() -> u32 {
     200
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerConfig {
     /// Shared by both: what each relays carries a mark signed with it
@@ -270,7 +272,7 @@ pub struct PeerConfig {
     pub standby: Option<std::time::Duration>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PresenceConfig {
     /// A person who has said nothing for this long shows as away (status
@@ -279,7 +281,7 @@ pub struct PresenceConfig {
     pub idle_after: Option<Duration>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PortalConfig {
     pub id: String,
@@ -291,29 +293,18 @@ pub struct PortalConfig {
     pub degrade: Option<Degrade>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkConfig {
     pub bridge: String,
     pub room: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PersonConfig {
-    pub id: String,
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub avatar: Option<String>,
-    /// Bridge name → the person's id on that bridge's network.
-    #[serde(default)]
-    pub accounts: BTreeMap<String, String>,
-}
-
-/// A config with its bridges built (not started).
+/// A config with its bridges' options read and checked (nothing built:
+/// [`crate::bridges::build`] makes the bridges when the daemon starts).
 pub struct Loaded {
     pub config: Config,
-    pub bridges: BTreeMap<String, Arc<dyn Bridge>>,
+    pub bridges: BTreeMap<String, Box<dyn Configured>>,
 }
 
 /// Where the config reads environment variables and files (tests give their own).
@@ -482,11 +473,7 @@ fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-pub(crate) fn valid_person_id(s: &str) -> bool {
-    s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-}
-
-fn validate(config: &Config) -> Result<BTreeMap<String, Arc<dyn Bridge>>, ConfigErrors> {
+fn validate(config: &Config) -> Result<BTreeMap<String, Box<dyn Configured>>, ConfigErrors> {
     let mut errors = Vec::new();
     if config.store.max_batch == 0 {
         errors.push(ConfigError::new("store.max_batch", "must be at least 1"));
@@ -498,14 +485,14 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Arc<dyn Bridge>>, Config
         errors.push(ConfigError::new("outbox.retry_max", "must not be shorter than outbox.retry_initial"));
     }
 
-    let mut bridges: BTreeMap<String, Arc<dyn Bridge>> = BTreeMap::new();
+    let mut bridges: BTreeMap<String, Box<dyn Configured>> = BTreeMap::new();
     for (name, options) in &config.bridges {
         let path = format!("bridges.{name}");
         if !valid_name(name) {
             errors.push(ConfigError::new(&path, "bridge names use letters, digits, `-` and `_` (at most 64)"));
             continue;
         }
-        match crate::bridges::build(options) {
+        match crate::bridges::configure(options) {
             Ok(b) => {
                 bridges.insert(name.clone(), b);
             }
@@ -681,6 +668,38 @@ people:
         if let Err(e) = parse(text, &Env) {
             panic!("config.example.yaml: {e}");
         }
+    }
+
+    #[test]
+    fn the_example_documents_every_option() {
+        // The example as it is, with the commented LDAP directory in use
+        // (so that its options are seen too). Bridges' options are each
+        // bridge crate's to check.
+        let text = include_str!("../config.example.yaml");
+        let ldap = "directory:\n  ldap:\n    url: ldap://127.0.0.1\n    base: dc=example\n    avatar: \"{labeledURI}\"\n    accounts: { hooks: \"{uid}\" }\n";
+        let f = Fake(HashMap::new());
+        let loaded = parse(&format!("{text}\n{ldap}"), &f).unwrap_or_else(|e| panic!("{e}"));
+        let mut all = serde_json::to_value(&loaded.config).unwrap();
+        all.as_object_mut().unwrap().remove("bridges");
+        let lines: Vec<String> = text.lines().map(|l| l.trim_start_matches(|c: char| c == '#' || c.is_whitespace()).to_string()).collect();
+        let mut missing = Vec::new();
+        fn walk(v: &Value, path: &str, lines: &[String], missing: &mut Vec<String>) {
+            match v {
+                Value::Object(map) => {
+                    for (k, v) in map {
+                        let here = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                        if !causeway_core::testing::names(lines, k) {
+                            missing.push(here.clone());
+                        }
+                        walk(v, &here, lines, missing);
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|v| walk(v, path, lines, missing)),
+                _ => {}
+            }
+        }
+        walk(&all, "", &lines, &mut missing);
+        assert!(missing.is_empty(), "config.example.yaml does not document {missing:?}");
     }
 
     #[test]

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use causeway_core::{RemoteSender, Sender};
 
-use crate::config::PersonConfig;
 use crate::ldap::{self, LdapConfig};
 use crate::metrics::{self, Metrics};
+use crate::person::PersonConfig;
 use crate::store::Store;
 
 /// Where the last good LDAP import is kept (`bridge_state`; no bridge can

@@ -15,14 +15,14 @@ use std::time::Duration;
 use causeway_core::Secret;
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::PersonConfig;
+use crate::person::PersonConfig;
 
 /// Longest value taken from an entry (ids, names, accounts, avatars).
 pub const MAX_VALUE: usize = 512;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LdapConfig {
     /// `ldap://host[:port]` or `ldaps://host[:port]`.
@@ -183,6 +183,21 @@ fn roots(pem: &str) -> Result<rustls::RootCertStore, String> {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Template(Vec<Piece>);
+
+/// Written back as the text it was read from.
+impl Serialize for Template {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text: String = self
+            .0
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.clone(),
+                Piece::Value { attributes, lower } => format!("{{{}{}}}", attributes.join("|"), if *lower { ":lower" } else { "" }),
+            })
+            .collect();
+        s.serialize_str(&text)
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Piece {
@@ -368,7 +383,7 @@ async fn search(config: &LdapConfig, ldap: &mut ldap3::Ldap) -> Result<Imported,
 pub fn person(config: &LdapConfig, entry: &SearchEntry) -> Result<(PersonConfig, Vec<String>), String> {
     let attrs = |name: &str| entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.first().cloned());
     let id = config.id.render(&attrs).map_err(|m| format!("no person id: {m}"))?;
-    if !crate::config::valid_person_id(&id) || id.is_empty() {
+    if !crate::person::valid_person_id(&id) || id.is_empty() {
         return Err(format!("person id {id:?} is not usable (letters, digits, `-`, `_` and `.`, at most 64)"));
     }
     let name = config.name.render(&attrs).map_err(|m| format!("{id}: no name: {m}"))?;

@@ -10,6 +10,7 @@ pub mod http;
 pub mod ldap;
 pub mod metrics;
 pub mod outbox;
+pub mod person;
 pub mod presence;
 pub mod router;
 pub mod store;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use causeway::config;
 use causeway::store::OutboxState;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(name = "causeway", version, about = "Protocol bridge daemon: XMPP, Matrix, email and webhooks as one conversation")]
@@ -17,11 +17,41 @@ struct Cli {
     /// Log filter (`info`, `debug`, `causeway=debug,warn`, …).
     #[arg(long, global = true, default_value = "info", env = "CAUSEWAY_LOG")]
     log_level: String,
-    /// The config file (for run, check and outbox).
+    /// The config file (every command but version reads it).
     #[arg(long, short, global = true, env = "CAUSEWAY_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+}
+
+/// The daemon's own commands, and each network's verbs
+/// (`causeway matrix registration`), with `--bridge` and `--output`.
+fn cli() -> clap::Command {
+    let mut cli = Cli::command().arg_required_else_help(true);
+    for network in causeway::bridges::networks() {
+        let Some(verbs) = network.command() else { continue };
+        let names: Vec<String> = verbs.get_subcommands().map(|v| v.get_name().to_string()).collect();
+        let verbs = names.into_iter().fold(verbs, |verbs, name| {
+            verbs.mut_subcommand(name, |v| {
+                v.arg(
+                    clap::Arg::new("bridge")
+                        .long("bridge")
+                        .value_name("NAME")
+                        .help(format!("The bridge's name, when the config has more than one {} bridge", network.kind())),
+                )
+                .arg(
+                    clap::Arg::new("output")
+                        .long("output")
+                        .short('o')
+                        .value_name("FILE")
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help("Write to this file (mode 0600) instead of standard output"),
+                )
+            })
+        });
+        cli = cli.subcommand(verbs);
+    }
+    cli
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -51,31 +81,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Matrix: the application service registration for the homeserver.
-    Matrix {
-        #[command(subcommand)]
-        action: MatrixAction,
-    },
     /// Print the version and the bridge types this build has.
     Version,
-}
-
-#[derive(Subcommand)]
-enum MatrixAction {
-    /// Print the registration YAML of a Matrix bridge of the config (give it
-    /// to the homeserver, e.g. Synapse's app_service_config_files).
-    Registration {
-        /// The bridge's name, when the config has more than one Matrix bridge.
-        #[arg(long)]
-        bridge: Option<String>,
-        /// Write to this file (mode 0600) instead of standard output.
-        #[arg(long, short)]
-        output: Option<PathBuf>,
-        /// The second registration, for double puppeting (needs the
-        /// bridge's double_puppet_token).
-        #[arg(long)]
-        double_puppet: bool,
-    },
 }
 
 #[derive(Subcommand)]
@@ -159,7 +166,12 @@ async fn shutdown_signal() {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut matches = cli().get_matches();
+    let verb_of = match matches.subcommand_name() {
+        Some(kind) if causeway::bridges::network(kind).is_some() => matches.remove_subcommand(),
+        _ => None,
+    };
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Err(e) = init_logs(cli.log_format, &cli.log_level) {
         eprintln!("{e:#}");
         return ExitCode::from(2);
@@ -171,7 +183,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(command(cli.command, cli.config)) {
+    let done = match (verb_of, cli.command) {
+        (Some((kind, matches)), _) => match &cli.config {
+            Some(config) => verb(&kind, &matches, config),
+            None => Err(anyhow::anyhow!("give the config file: --config FILE (or CAUSEWAY_CONFIG)")),
+        },
+        (None, Some(command)) => runtime.block_on(command_of(command, cli.config)),
+        (None, None) => Ok(ExitCode::from(2)),
+    };
+    match done {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -181,7 +201,36 @@ fn main() -> ExitCode {
     }
 }
 
-async fn command(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+/// A network's verb: on the config's bridge of that type (`--bridge NAME`,
+/// or the only one).
+fn verb(kind: &str, matches: &clap::ArgMatches, config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let network = causeway::bridges::network(kind).ok_or_else(|| anyhow::anyhow!("this build has no {kind} bridges"))?;
+    let loaded = match load(config) {
+        Ok(l) => l,
+        Err(code) => return Ok(code),
+    };
+    let (_, args) = matches.subcommand().ok_or_else(|| anyhow::anyhow!("say which {kind} command"))?;
+    let of_kind: Vec<_> = loaded.bridges.iter().filter(|(_, b)| b.kind() == kind).collect();
+    let (name, options) = match (args.get_one::<String>("bridge"), of_kind.as_slice()) {
+        (Some(n), _) => {
+            of_kind.iter().find(|(b, _)| *b == n).copied().ok_or_else(|| anyhow::anyhow!("no {kind} bridge named {n:?} in the config"))?
+        }
+        (None, [one]) => *one,
+        (None, []) => anyhow::bail!("the config has no bridge of type {kind}"),
+        (None, _) => anyhow::bail!("the config has several {kind} bridges: say which with --bridge NAME"),
+    };
+    let text = network.run_command(matches, name, options.as_ref()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    match args.get_one::<PathBuf>("output") {
+        Some(path) => {
+            write_private(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn command_of(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let config = || config.clone().ok_or_else(|| anyhow::anyhow!("give the config file: --config FILE (or CAUSEWAY_CONFIG)"));
     match command {
         Command::Version => {
@@ -203,20 +252,6 @@ async fn command(command: Command, config: Option<PathBuf>) -> anyhow::Result<Ex
                 Err(code) => return Ok(code),
             };
             causeway::app::run(loaded, shutdown_signal()).await?;
-        }
-        Command::Matrix { action: MatrixAction::Registration { bridge, output, double_puppet } } => {
-            let loaded = match load(&config()?) {
-                Ok(l) => l,
-                Err(code) => return Ok(code),
-            };
-            let yaml = causeway::bridges::matrix_registration(&loaded.config, bridge.as_deref(), double_puppet)?;
-            match output {
-                Some(path) => {
-                    write_private(&path, &yaml).with_context(|| format!("cannot write {}", path.display()))?;
-                    eprintln!("wrote {}", path.display());
-                }
-                None => print!("{yaml}"),
-            }
         }
         Command::People { json } => {
             let loaded = match load(&config()?) {

@@ -6,7 +6,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use causeway_core::Capabilities;
 use causeway_core::conformance::{self, Peer};
 use common::WebhookPeer;
 use common::mail::MailPeer;
@@ -36,8 +35,6 @@ async fn conformance_of_all_four(w: &mut World) -> conformance::Report {
     let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
     let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
     let mut carol = MailPeer::new(&w.mail, "carol", "Carol D.");
-    // What each room can show through Causeway.
-    alice.caps = Capabilities { threads: false, ..Capabilities::ALL };
     let opts = conformance::Options { timeout: T, ..Default::default() };
     let mut peers: Vec<&mut dyn Peer> = vec![&mut web, &mut alice, &mut bob, &mut carol];
     conformance::run_all(&mut peers, &opts).await.unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n{}", w.daemon.log(), w.mail.log()))

@@ -4,12 +4,11 @@
 # peers on 127.0.0.1. Benchmarks are separate (BENCHMARKS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tests/peers/prosody.sh install
-bash tests/peers/python.sh install
-bash tests/peers/synapse.sh install
-bash tests/peers/mail.sh install
-bash tests/peers/prometheus.sh install
-bash tests/peers/ldap.sh install
+# Every peer (a real server or client), installed or found installed:
+# each tests/peers/*.sh takes `install`; process.sh is sourced by them.
+for peer in tests/peers/*.sh; do
+    [ "$(basename "$peer")" = process.sh ] || bash "$peer" install
+done
 # Habits before tests: formatted as rustfmt.toml says, and no clippy warning.
 cargo fmt --all --check
 (cd fuzz && cargo fmt --check)

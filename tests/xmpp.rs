@@ -7,9 +7,8 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use causeway_core::Capabilities;
 use causeway_core::conformance::{self, Peer};
-use common::xmpp::{Prosody, XmppPeer};
+use common::xmpp::{Prosody, XmppPeer, declared_by};
 use common::{Daemon, Hook, Mode, WebhookPeer, post};
 use serde_json::json;
 use tokio_xmpp::minidom::Element;
@@ -468,7 +467,7 @@ async fn client_mode_relays_over_starttls_and_passes_conformance() {
         .unwrap_or_else(|| panic!("no login in:\n{log}"));
     assert!(log.lines().any(|l| l.contains(session) && l.contains("Stream encrypted")), "{log}");
     let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
-    alice.caps = Capabilities { threads: false, presence: false, typing: false, membership: false, reactions: false, ..Capabilities::ALL };
+    alice.caps = declared_by(json!({"type": "xmpp", "mode": "client", "jid": "causeway@xmpp.test", "password": "p"}), ROOM);
 
     // The relay names the sender.
     let client = reqwest::Client::new();

@@ -249,17 +249,24 @@ impl<'a> MailPeer<'a> {
     }
 }
 
+/// The email bridge with the tests' list, for what it declares.
+fn bridge() -> std::sync::Arc<dyn causeway_core::Bridge> {
+    super::declared(serde_json::json!({"type": "email", "url": "http://127.0.0.1:9/bridges/mail",
+        "imap": {"server": "127.0.0.1:143", "tls": "none", "username": "u", "password": "p"},
+        "smtp": {"server": "127.0.0.1:25", "tls": "none"}, "lists": {LIST: {}}}))
+}
+
 #[async_trait]
 impl Peer for MailPeer<'_> {
     fn label(&self) -> String {
         format!("mail {}", self.user)
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities { html: true, replies: true, files: true, ..Capabilities::TEXT_ONLY }
+        bridge().capabilities(LIST)
     }
-    /// The email bridge leaves reactions out (`reactions: drop`).
+    /// Whether the email bridge leaves reactions out (`reactions: drop`, its default).
     fn reaction_notices(&self) -> bool {
-        false
+        bridge().degrade_for(LIST, "reaction", causeway_core::Degrade::Notice) != causeway_core::Degrade::Drop
     }
     async fn act(&mut self, action: Action) -> Result<String, String> {
         match action {

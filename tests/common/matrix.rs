@@ -185,7 +185,9 @@ impl MatrixPeer {
             presence: VecDeque::new(),
             names: HashMap::new(),
             n: 0,
-            caps: Capabilities::ALL,
+            caps: super::declared(json!({"type": "matrix", "homeserver": "http://127.0.0.1:9", "server_name": "matrix.test",
+                "url": "http://127.0.0.1:9/bridges/matrix", "as_token": "a", "hs_token": "h"}))
+            .capabilities(room),
         };
         let joined = p.call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(room)), Some(json!({}))).await.unwrap();
         p.room_id = joined["room_id"].as_str().unwrap().to_string();

@@ -36,6 +36,12 @@ pub const FILES_HOST: &str = "127.0.0.3";
 /// `fetch.allow` of the bridges' configs here.
 pub const FETCH_ALLOW: &str = "fetch: { allow: [127.0.0.3/32] }";
 
+/// The bridge a config section (`type` included) makes, as the daemon
+/// builds it: peers take their capabilities from it, never restating them.
+pub fn declared(section: Value) -> Arc<dyn causeway_core::Bridge> {
+    causeway::bridges::configure(&section).and_then(|c| c.build()).unwrap_or_else(|e| panic!("{section}: {e:?}"))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -522,7 +528,9 @@ impl Peer for WebhookPeer {
         self.label.to_string()
     }
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
+        // An endpoint with native JSON both ways, as the tests configure it.
+        declared(json!({"type": "webhook", "endpoints": {"w": {"inbound": {"token": "t"}, "outbound": {"url": "http://127.0.0.1:9/", "format": "native"}}}}))
+            .capabilities("w")
     }
     async fn act(&mut self, action: Action) -> Result<String, String> {
         self.n += 1;

@@ -174,7 +174,7 @@ impl XmppPeer {
             ids: HashMap::new(),
             buffered: VecDeque::new(),
             n: 0,
-            caps: Capabilities { threads: false, ..Capabilities::ALL },
+            caps: declared_by(serde_json::json!({"type": "xmpp", "domain": "bridge.xmpp.test", "secret": "s"}), room),
         };
         match tokio::time::timeout(Duration::from_secs(10), peer.lines.next_line()).await {
             Ok(Ok(Some(l))) if l.contains("\"online\"") => {}
@@ -515,4 +515,10 @@ impl Peer for XmppPeer {
     async fn fetch(&mut self, url: &str) -> Result<Vec<u8>, String> {
         super::fetch(url).await
     }
+}
+
+/// What `room` can show through the XMPP bridge of `section` (component
+/// mode, or client mode), as the bridge itself declares it.
+pub fn declared_by(section: serde_json::Value, room: &str) -> Capabilities {
+    super::declared(section).capabilities(room)
 }

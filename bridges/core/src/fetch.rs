@@ -25,7 +25,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::secret::link_for_log;
 use crate::{BridgeContext, OptionError};
@@ -72,7 +72,7 @@ pub struct Fetched {
 }
 
 /// `fetch:` in a bridge's options.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FetchOptions {
     /// Where links may lead although it is not public (an operator's own

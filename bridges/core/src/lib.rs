@@ -11,9 +11,12 @@ pub mod degrade;
 pub mod event;
 pub mod fetch;
 pub mod http;
+pub mod network;
 pub mod retry;
 pub mod secret;
 pub mod sign;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod text;
 
 pub use bridge::{
@@ -24,4 +27,5 @@ pub use degrade::degrade;
 pub use event::{
     Attachment, Body, Event, EventId, Incoming, Membership, MessageKind, Origin, RemoteSender, Sender, Show, Text, new_id, now_ms,
 };
+pub use network::{Configured, Network};
 pub use secret::Secret;

@@ -128,7 +128,7 @@ pub fn numbered_parts(text: &str, max_bytes: usize) -> Vec<String> {
 /// What a bridge does with a text larger than one message of its network
 /// may be (`oversize` in a bridge's options). Either way it arrives: size
 /// is never a reason for a dead letter.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Oversize {
     /// Numbered messages (`(1/3) …`), cut at paragraph or line breaks.

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use causeway_core::{BridgeOptions, OptionError, Secret};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How a connection to a mail server is secured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tls {
     /// TLS from the first byte (IMAPS 993, SMTPS 465).
@@ -19,7 +19,7 @@ pub enum Tls {
     None,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImapOptions {
     /// `host:port`.
@@ -43,7 +43,7 @@ pub struct ImapOptions {
     pub poll_interval: Duration,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpOptions {
     /// `host:port`.
@@ -59,7 +59,7 @@ pub struct SmtpOptions {
 
 /// A subscriber: an address, or a directory person (their `accounts` entry
 /// for this bridge), optionally getting a digest instead of every message.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Subscriber {
     Plain(String),
@@ -87,7 +87,7 @@ impl Subscriber {
 }
 
 /// What the subject of a mail that starts a conversation becomes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SubjectAs {
     /// The message starts with it, in bold.
@@ -99,7 +99,7 @@ pub enum SubjectAs {
     None,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListOptions {
     /// Shown in subjects (`[Ops] …`) and in `List-Id`.
@@ -111,7 +111,7 @@ pub struct ListOptions {
     pub subject: SubjectAs,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyOptions {
     /// Senders taken besides subscribers: addresses (`a@example.org`) or
@@ -129,7 +129,7 @@ pub struct PolicyOptions {
     pub require_authentication: bool,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailOptions {
     pub imap: ImapOptions,
@@ -193,7 +193,7 @@ fn default_batch_every() -> Duration {
 
 /// What becomes of a change that another network shows in place (an edit,
 /// a retraction, a topic, a reaction) and mail can only tell as a notice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Changes {
     /// A short notice, a mail of its own to every subscriber.
@@ -207,7 +207,7 @@ pub enum Changes {
 
 /// Mails a list sends per `per`: at most `per_list`, at most `per_sender`
 /// of them for one sender.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SendLimit {
     #[serde(default = "default_per_list")]
@@ -391,5 +391,20 @@ mod tests {
         for bad in ["", "a", "@b.c", "a@b", "a b@c.d", "a@.c", "<a@b.c>"] {
             assert!(!is_address(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_example_documents_every_option() {
+        let mut all = good();
+        all["lists"] = json!({"lists+ops@mail.test": {"name": "Ops", "subject": "prefix",
+            "subscribers": ["alice", {"address": "boss@mail.test", "digest": "1h"}]}});
+        all["smtp"]["username"] = json!("lists");
+        all["smtp"]["password"] = json!("pw");
+        all["owner"] = json!("postmaster@mail.test");
+        all["imap"]["processed"] = json!("Bridged");
+        all["policy"] = json!({"allow": ["mail.test"], "authserv_id": "mx.mail.test"});
+        let o: EmailOptions = parse_options(all).unwrap();
+        let missing = causeway_core::testing::undocumented(causeway_core::testing::EXAMPLE, "email", &o);
+        assert!(missing.is_empty(), "config.example.yaml does not document {missing:?}");
     }
 }

@@ -28,8 +28,8 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use causeway_core::text::escape_html;
 use causeway_core::{
-    Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Degrade, Delivered, Delivery, DeliveryError, Incoming, OptionError,
-    RemoteSender, SubmitError, Text, now_ms, parse_options,
+    Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Configured, Degrade, Delivered, Delivery, DeliveryError, Incoming,
+    Network, OptionError, RemoteSender, SubmitError, Text, now_ms, parse_options,
 };
 
 use crate::compose::{DigestEntry, List};
@@ -80,8 +80,14 @@ struct Inner {
 }
 
 impl EmailBridge {
+    /// Read the options and build the bridge (tests and tools; the daemon
+    /// goes through [`Email`]).
     pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
-        let options: EmailOptions = parse_options(options)?;
+        Self::new(parse_options(options)?)
+    }
+
+    /// Build the bridge of checked options: its SMTP transport and fetcher.
+    pub fn new(options: EmailOptions) -> Result<Self, Vec<OptionError>> {
         let smtp = smtp::Smtp::new(&options.smtp).map_err(|e| vec![OptionError::new("smtp", e)])?;
         let fetcher = causeway_core::fetch::Fetcher::new(&options.fetch, Duration::from_secs(10), Duration::from_secs(60))
             .map_err(|e| vec![OptionError::new("fetch", e)])?;
@@ -599,6 +605,47 @@ async fn file(
 
 use axum::response::IntoResponse;
 
+/// The `email` network, for the daemon's table.
+pub struct Email;
+
+impl Network for Email {
+    fn kind(&self) -> &'static str {
+        "email"
+    }
+
+    fn configure(&self, options: serde_json::Value) -> Result<Box<dyn Configured>, Vec<OptionError>> {
+        Ok(Box::new(parse_options::<EmailOptions>(options)?))
+    }
+}
+
+impl Configured for EmailOptions {
+    fn kind(&self) -> &'static str {
+        "email"
+    }
+
+    fn check_room(&self, room: &str) -> Result<(), String> {
+        check_room(self, room)
+    }
+
+    fn build(&self) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
+        Ok(Arc::new(EmailBridge::new(self.clone())?))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Whether `room` is one of the lists of `options`.
+fn check_room(options: &EmailOptions, room: &str) -> Result<(), String> {
+    if options.lists.contains_key(room) {
+        Ok(())
+    } else {
+        let known: Vec<&str> = options.lists.keys().map(String::as_str).collect();
+        Err(format!("no list {room:?} in this email bridge (lists: {})", known.join(", ")))
+    }
+}
+
 #[async_trait]
 impl Bridge for EmailBridge {
     fn kind(&self) -> &'static str {
@@ -606,12 +653,7 @@ impl Bridge for EmailBridge {
     }
 
     fn check_room(&self, room: &str) -> Result<(), String> {
-        if self.inner.options.lists.contains_key(room) {
-            Ok(())
-        } else {
-            let known: Vec<&str> = self.inner.options.lists.keys().map(String::as_str).collect();
-            Err(format!("no list {room:?} in this email bridge (lists: {})", known.join(", ")))
-        }
+        check_room(&self.inner.options, room)
     }
 
     fn capabilities(&self, _room: &str) -> Capabilities {

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use causeway_core::{BridgeOptions, OptionError, Secret};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatrixOptions {
     /// The homeserver's client-server API, e.g. `https://matrix.example.org`.
@@ -225,5 +225,16 @@ mod tests {
         assert!(e[0].starts_with("double_puppet_token:"), "{e:?}");
         let e = with(json!({"double_puppet_token": "a", "double_puppet_from": ["xmpp"]})).unwrap_err();
         assert!(e[0].contains("must differ"), "{e:?}");
+    }
+
+    #[test]
+    fn the_example_documents_every_option() {
+        let mut all = good();
+        all["double_puppet_token"] = json!("d");
+        all["double_puppet_from"] = json!(["xmpp"]);
+        all["public_url"] = json!("https://chat.example.org/bridges/matrix");
+        let o: MatrixOptions = parse_options(all).unwrap();
+        let missing = causeway_core::testing::undocumented(causeway_core::testing::EXAMPLE, "matrix", &o);
+        assert!(missing.is_empty(), "config.example.yaml does not document {missing:?}");
     }
 }

@@ -27,8 +27,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use causeway_core::fetch::Fetcher;
+use causeway_core::network::clap;
 use causeway_core::{
-    Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, DirectError, OptionError, Sender, parse_options,
+    Bridge, BridgeContext, BridgeError, Capabilities, Configured, Delivered, Delivery, DeliveryError, DirectError, Network, OptionError,
+    Sender, parse_options,
 };
 use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde_json::json;
@@ -100,8 +102,14 @@ pub(crate) struct Inner {
 }
 
 impl MatrixBridge {
+    /// Read the options and build the bridge (tests and tools; the daemon
+    /// goes through [`Matrix`]).
     pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
-        let options: MatrixOptions = parse_options(options)?;
+        Self::new(parse_options(options)?)
+    }
+
+    /// Build the bridge of checked options: its homeserver clients and fetcher.
+    pub fn new(options: MatrixOptions) -> Result<Self, Vec<OptionError>> {
         let bot = UserId::parse(format!("@{}:{}", options.sender_localpart, options.server_name))
             .map_err(|e| vec![OptionError::new("sender_localpart", e.to_string())])?;
         let client = Client::new(&options.homeserver, options.as_token.clone(), options.request_timeout)
@@ -421,6 +429,74 @@ impl Inner {
     }
 }
 
+/// The `matrix` network, for the daemon's table; its verb
+/// `causeway matrix registration` writes the homeserver's registration.
+pub struct Matrix;
+
+impl Network for Matrix {
+    fn kind(&self) -> &'static str {
+        "matrix"
+    }
+
+    fn configure(&self, options: serde_json::Value) -> Result<Box<dyn Configured>, Vec<OptionError>> {
+        Ok(Box::new(parse_options::<MatrixOptions>(options)?))
+    }
+
+    fn command(&self) -> Option<clap::Command> {
+        let registration = clap::Command::new("registration")
+            .about("Print the registration YAML of a Matrix bridge of the config (give it to the homeserver, e.g. Synapse's app_service_config_files)")
+            .arg(
+                clap::Arg::new("double_puppet")
+                    .long("double-puppet")
+                    .action(clap::ArgAction::SetTrue)
+                    .help("The second registration, for double puppeting (needs the bridge's double_puppet_token)"),
+            );
+        Some(
+            clap::Command::new("matrix")
+                .about("Matrix: the application service registration for the homeserver")
+                .subcommand_required(true)
+                .subcommand(registration),
+        )
+    }
+
+    fn run_command(&self, matches: &clap::ArgMatches, name: &str, options: &dyn Configured) -> Result<String, String> {
+        let options: &MatrixOptions = causeway_core::network::options_of(options, "matrix")?;
+        match matches.subcommand() {
+            Some(("registration", m)) if m.get_flag("double_puppet") => registration::double_puppet_yaml(options)
+                .ok_or_else(|| format!("bridges.{name}: set double_puppet_token first (a new random secret)")),
+            Some(("registration", _)) => Ok(registration::yaml(options)),
+            other => Err(format!("no matrix command {:?}", other.map(|(n, _)| n))),
+        }
+    }
+}
+
+impl Configured for MatrixOptions {
+    fn kind(&self) -> &'static str {
+        "matrix"
+    }
+
+    fn check_room(&self, room: &str) -> Result<(), String> {
+        check_room(room)
+    }
+
+    fn build(&self) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
+        Ok(Arc::new(MatrixBridge::new(self.clone())?))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Whether `room` is a Matrix room id or alias.
+fn check_room(room: &str) -> Result<(), String> {
+    if RoomId::parse(room).is_ok() || RoomAliasId::parse(room).is_ok() {
+        Ok(())
+    } else {
+        Err(format!("{room:?} is not a Matrix room id (!…) or alias (#…:server)"))
+    }
+}
+
 #[async_trait]
 impl Bridge for MatrixBridge {
     fn kind(&self) -> &'static str {
@@ -428,11 +504,7 @@ impl Bridge for MatrixBridge {
     }
 
     fn check_room(&self, room: &str) -> Result<(), String> {
-        if RoomId::parse(room).is_ok() || RoomAliasId::parse(room).is_ok() {
-            Ok(())
-        } else {
-            Err(format!("{room:?} is not a Matrix room id (!…) or alias (#…:server)"))
-        }
+        check_room(room)
     }
 
     fn capabilities(&self, _room: &str) -> Capabilities {

@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use causeway_core::{BridgeOptions, OptionError, Secret};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookOptions {
     /// Endpoint name → its settings. The name is the room to link in a portal.
@@ -20,7 +20,7 @@ fn default_max_body() -> usize {
     256 * 1024
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointOptions {
     /// Accept events POSTed to `/bridges/<bridge>/<endpoint>`.
@@ -39,7 +39,7 @@ pub struct EndpointOptions {
     pub direct: bool,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// Causeway's own JSON (the same shape in both directions).
@@ -50,7 +50,7 @@ pub enum Format {
 }
 
 /// How an inbound endpoint's requests are signed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SignatureScheme {
     #[default]
@@ -63,7 +63,7 @@ fn default_tolerance() -> Duration {
     Duration::from_secs(300)
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InboundOptions {
     #[serde(default)]
@@ -95,7 +95,7 @@ pub struct InboundOptions {
     pub may_moderate: bool,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundOptions {
     pub url: String,
@@ -133,7 +133,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsOptions {
     /// Readers send `Authorization: Bearer <token>`.

@@ -32,8 +32,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use causeway_core::secret::url_for_log;
 use causeway_core::{
-    Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Committed, Delivered, Delivery, DeliveryError, DirectError, Event,
-    Incoming, OptionError, Recipient, Sender, SubmitError, parse_options,
+    Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Committed, Configured, Delivered, Delivery, DeliveryError,
+    DirectError, Event, Incoming, Network, OptionError, Recipient, Sender, SubmitError, parse_options,
 };
 use futures_util::Stream;
 use serde_json::json;
@@ -57,8 +57,14 @@ pub struct WebhookBridge {
 }
 
 impl WebhookBridge {
+    /// Read the options and build the bridge (tests and tools; the daemon
+    /// goes through [`Webhook`]).
     pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
-        let options: WebhookOptions = parse_options(options)?;
+        Self::new(parse_options(options)?)
+    }
+
+    /// Build the bridge of checked options: its HTTP client.
+    pub fn new(options: WebhookOptions) -> Result<Self, Vec<OptionError>> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("causeway/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
@@ -99,6 +105,57 @@ impl<'a> DirectRoom<'a> {
     }
 }
 
+/// The `webhook` network, for the daemon's table.
+pub struct Webhook;
+
+impl Network for Webhook {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn configure(&self, options: serde_json::Value) -> Result<Box<dyn Configured>, Vec<OptionError>> {
+        Ok(Box::new(parse_options::<WebhookOptions>(options)?))
+    }
+}
+
+impl Configured for WebhookOptions {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn check_room(&self, room: &str) -> Result<(), String> {
+        check_room(self, room)
+    }
+
+    fn build(&self) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
+        Ok(Arc::new(WebhookBridge::new(self.clone())?))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Whether `room` is an endpoint of `options` linked in portals, or a
+/// direct conversation of a direct endpoint.
+fn check_room(options: &WebhookOptions, room: &str) -> Result<(), String> {
+    if let Some(d) = DirectRoom::parse(room) {
+        return match options.endpoints.get(d.endpoint) {
+            Some(e) if e.direct => Ok(()),
+            _ => Err(format!("{room:?} is not a direct conversation of a direct endpoint")),
+        };
+    }
+    if let Some(e) = options.endpoints.get(room) {
+        if e.direct {
+            return Err(format!("endpoint {room:?} carries direct conversations (`direct: true`); it is not linked in portals"));
+        }
+        Ok(())
+    } else {
+        let known: Vec<&str> = options.endpoints.keys().map(String::as_str).collect();
+        Err(format!("no endpoint named {room:?} in this webhook bridge (endpoints: {})", known.join(", ")))
+    }
+}
+
 #[async_trait]
 impl Bridge for WebhookBridge {
     fn kind(&self) -> &'static str {
@@ -106,21 +163,7 @@ impl Bridge for WebhookBridge {
     }
 
     fn check_room(&self, room: &str) -> Result<(), String> {
-        if let Some(d) = DirectRoom::parse(room) {
-            return match self.options.endpoints.get(d.endpoint) {
-                Some(e) if e.direct => Ok(()),
-                _ => Err(format!("{room:?} is not a direct conversation of a direct endpoint")),
-            };
-        }
-        if let Some(e) = self.options.endpoints.get(room) {
-            if e.direct {
-                return Err(format!("endpoint {room:?} carries direct conversations (`direct: true`); it is not linked in portals"));
-            }
-            Ok(())
-        } else {
-            let known: Vec<&str> = self.options.endpoints.keys().map(String::as_str).collect();
-            Err(format!("no endpoint named {room:?} in this webhook bridge (endpoints: {})", known.join(", ")))
-        }
+        check_room(&self.options, room)
     }
 
     fn capabilities(&self, room: &str) -> Capabilities {
@@ -587,5 +630,45 @@ mod tests {
         .unwrap();
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["endpoints.dm.events", "endpoints.dm.inbound.format"]);
+    }
+
+    #[test]
+    fn the_example_documents_every_option() {
+        let o: WebhookOptions = parse_options(serde_json::json!({"endpoints": {
+            "alerts": {"inbound": {"format": "native", "token": "t", "hmac_secret": "h"}, "events": {"token": "e"}},
+            "chat": {"outbound": {"url": "http://127.0.0.1:9999/hook", "token": "t", "hmac_secret": "h", "max_text_bytes": 16000}},
+            "dm": {"direct": true, "inbound": {"token": "t"}, "outbound": {"url": "http://127.0.0.1:9999/dm"}},
+        }}))
+        .unwrap();
+        let missing = causeway_core::testing::undocumented(causeway_core::testing::EXAMPLE, "webhook", &o);
+        assert!(missing.is_empty(), "config.example.yaml does not document {missing:?}");
+    }
+
+    /// The inbound path against the fake host of `causeway-core`'s
+    /// `testing` feature: no daemon, a real HTTP request.
+    #[tokio::test]
+    async fn an_inbound_post_reaches_the_host_once() {
+        let host = causeway_core::testing::FakeHost::new();
+        host.link("hooks", "alerts", "ops");
+        let bridge =
+            Arc::new(WebhookBridge::from_options(serde_json::json!({"endpoints": {"alerts": {"inbound": {"token": "t0k"}}}})).unwrap());
+        let routes = bridge.start(host.context("hooks")).await.unwrap().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/alerts", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, routes).await });
+        let post = |token: &'static str| {
+            reqwest::Client::new()
+                .post(&url)
+                .bearer_auth(token)
+                .json(&serde_json::json!({"id": "m1", "sender": {"id": "ci", "name": "CI"}, "text": "build green"}))
+                .send()
+        };
+        assert_eq!(post("wrong").await.unwrap().status(), 401);
+        assert_eq!(post("t0k").await.unwrap().status(), 202);
+        assert_eq!(post("t0k").await.unwrap().status(), 200, "the same id again is a duplicate");
+        let taken = host.taken();
+        assert_eq!(taken.len(), 1, "{taken:?}");
+        assert_eq!((taken[0].1.room.as_str(), taken[0].1.remote_id.as_deref()), ("alerts", Some("m1")));
+        assert_eq!(host.counted("hooks", "rejected").len(), 1);
     }
 }

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use causeway_core::{BridgeOptions, OptionError, Secret};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// How the bridge connects to the server.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+/// `mode:` as the config writes it; [`Connect`] is the mode with its options.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// An external component (XEP-0114): ghosts under its own domain.
@@ -17,31 +17,56 @@ pub enum Mode {
     Client,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// How the bridge connects to the server, with the options only that way
+/// takes (read from the section by [`XmppOptions::connect`]).
+#[derive(Clone, Debug)]
+pub enum Connect {
+    /// An external component (XEP-0114) for `domain`, at `server`.
+    Component { domain: String, secret: Secret, server: std::net::SocketAddr },
+    /// One client account relaying everyone's messages with `relay_prefix`;
+    /// `server` is `host:port`, or `None`: the JID's domain by DNS SRV.
+    Client { jid: tokio_xmpp::jid::BareJid, password: Secret, relay_prefix: String, server: Option<String> },
+}
+
+impl Connect {
+    /// Where it connects, for the log.
+    pub fn server(&self) -> String {
+        match self {
+            Connect::Component { server, .. } => server.to_string(),
+            Connect::Client { server: Some(s), .. } => s.clone(),
+            Connect::Client { jid, server: None, .. } => format!("{} (by DNS)", jid.domain()),
+        }
+    }
+}
+
+/// The options as the config section writes them. The ones of one mode
+/// only (`mode`, `server`, `domain`, `secret`, `jid`, `password`,
+/// `relay_prefix`) are read through [`XmppOptions::connect`] alone.
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct XmppOptions {
     #[serde(default)]
-    pub mode: Mode,
+    mode: Mode,
     /// `host:port` to connect to. Component: the component port (plaintext:
     /// keep it on loopback; default `127.0.0.1:5347`). Client: the client
     /// port (default: the JID's domain, by DNS SRV, else port 5222).
     #[serde(default)]
-    pub server: Option<String>,
+    server: Option<String>,
     /// Component: its domain, as configured on the server (`bridge.example.org`).
     #[serde(default)]
-    pub domain: String,
+    domain: String,
     /// Component: the secret shared with the server.
     #[serde(default)]
-    pub secret: Option<Secret>,
+    secret: Option<Secret>,
     /// Client: the bridge's account (`causeway@example.org`).
     #[serde(default)]
-    pub jid: Option<String>,
+    jid: Option<String>,
     /// Client: the account's password.
     #[serde(default)]
-    pub password: Option<Secret>,
+    password: Option<Secret>,
     /// Client: what precedes each relayed message; `{name}` is the sender's name.
     #[serde(default = "default_relay_prefix")]
-    pub relay_prefix: String,
+    relay_prefix: String,
     /// The nick under which the bridge itself sits in each linked room (it
     /// reads the room for the other networks).
     #[serde(default = "default_bot_nick")]
@@ -158,17 +183,11 @@ fn default_max_stanza() -> usize {
 }
 
 impl XmppOptions {
-    /// Where to connect in component mode.
-    pub fn server_or_default(&self) -> String {
-        self.server.clone().unwrap_or_else(|| "127.0.0.1:5347".into())
-    }
-}
-
-impl BridgeOptions for XmppOptions {
-    fn check(&self) -> Vec<OptionError> {
-        let mut errors = self.fetch.check("fetch");
-        let empty = |s: &Option<Secret>| s.as_ref().is_none_or(Secret::is_empty);
-        match self.mode {
+    /// The mode with its options; every mistake in them, at its path.
+    pub fn connect(&self) -> Result<Connect, Vec<OptionError>> {
+        let mut errors = Vec::new();
+        let given = |s: &Option<Secret>| s.clone().filter(|s| !s.is_empty());
+        let connect = match self.mode {
             Mode::Component => {
                 if self.domain.parse::<tokio_xmpp::jid::BareJid>().map(|j| j.node().is_some()).unwrap_or(true) {
                     errors.push(OptionError::new(
@@ -176,7 +195,8 @@ impl BridgeOptions for XmppOptions {
                         format!("{:?} is not a domain name (the component's, e.g. bridge.example.org)", self.domain),
                     ));
                 }
-                if empty(&self.secret) {
+                let secret = given(&self.secret);
+                if secret.is_none() {
                     errors.push(OptionError::new("secret", "the component secret is required and must not be empty"));
                 }
                 for (field, given) in [("jid", self.jid.is_some()), ("password", self.password.is_some())] {
@@ -184,21 +204,33 @@ impl BridgeOptions for XmppOptions {
                         errors.push(OptionError::new(field, "is for `mode: client`"));
                     }
                 }
-                if self.server_or_default().parse::<std::net::SocketAddr>().is_err() {
-                    errors
-                        .push(OptionError::new("server", format!("{:?} is not an address like 127.0.0.1:5347", self.server_or_default())));
+                let server = self.server.as_deref().unwrap_or("127.0.0.1:5347");
+                let address = server.parse::<std::net::SocketAddr>();
+                if address.is_err() {
+                    errors.push(OptionError::new("server", format!("{server:?} is not an address like 127.0.0.1:5347")));
+                }
+                match (secret, address) {
+                    (Some(secret), Ok(server)) => Some(Connect::Component { domain: self.domain.clone(), secret, server }),
+                    _ => None,
                 }
             }
             Mode::Client => {
-                match self.jid.as_deref().map(str::parse::<tokio_xmpp::jid::BareJid>) {
-                    Some(Ok(j)) if j.node().is_some() => {}
-                    Some(_) => errors.push(OptionError::new(
-                        "jid",
-                        format!("{:?} is not an account JID like causeway@example.org", self.jid.as_deref().unwrap_or("")),
-                    )),
-                    None => errors.push(OptionError::new("jid", "the bridge's account is required in client mode")),
-                }
-                if empty(&self.password) {
+                let jid = match self.jid.as_deref().map(str::parse::<tokio_xmpp::jid::BareJid>) {
+                    Some(Ok(j)) if j.node().is_some() => Some(j),
+                    Some(_) => {
+                        errors.push(OptionError::new(
+                            "jid",
+                            format!("{:?} is not an account JID like causeway@example.org", self.jid.as_deref().unwrap_or("")),
+                        ));
+                        None
+                    }
+                    None => {
+                        errors.push(OptionError::new("jid", "the bridge's account is required in client mode"));
+                        None
+                    }
+                };
+                let password = given(&self.password);
+                if password.is_none() {
                     errors.push(OptionError::new("password", "is required in client mode and must not be empty"));
                 }
                 for (field, given) in [("domain", !self.domain.is_empty()), ("secret", self.secret.is_some())] {
@@ -214,7 +246,26 @@ impl BridgeOptions for XmppOptions {
                 if !self.relay_prefix.contains("{name}") {
                     errors.push(OptionError::new("relay_prefix", "must contain {name}"));
                 }
+                match (jid, password) {
+                    (Some(jid), Some(password)) => {
+                        Some(Connect::Client { jid, password, relay_prefix: self.relay_prefix.clone(), server: self.server.clone() })
+                    }
+                    _ => None,
+                }
             }
+        };
+        match connect {
+            Some(c) if errors.is_empty() => Ok(c),
+            _ => Err(errors),
+        }
+    }
+}
+
+impl BridgeOptions for XmppOptions {
+    fn check(&self) -> Vec<OptionError> {
+        let mut errors = self.fetch.check("fetch");
+        if let Err(e) = self.connect() {
+            errors.extend(e);
         }
         if self.bot_nick.trim().is_empty() {
             errors.push(OptionError::new("bot_nick", "must not be empty"));
@@ -302,5 +353,13 @@ mod tests {
         assert_eq!(with("http_timeout", "0s"), ["http_timeout", "http_connect_timeout"]);
         assert_eq!(with("http_connect_timeout", "0s"), ["http_connect_timeout"]);
         assert_eq!(with("http_connect_timeout", "31s"), ["http_connect_timeout"]);
+    }
+
+    #[test]
+    fn the_example_documents_every_option() {
+        let o: XmppOptions =
+            parse_options(json!({"domain": "bridge.example.org", "secret": "s", "upload_service": "upload.example.org"})).unwrap();
+        let missing = causeway_core::testing::undocumented(causeway_core::testing::EXAMPLE, "xmpp", &o);
+        assert!(missing.is_empty(), "config.example.yaml does not document {missing:?}");
     }
 }

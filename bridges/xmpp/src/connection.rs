@@ -24,8 +24,10 @@ use sasl::common::ChannelBinding;
 use tokio_xmpp::parsers::sasl_cb::Type as CbType;
 use tokio_xmpp::{Stanza, client_login};
 
-use crate::config::{Mode, XmppOptions};
+use crate::config::{Connect, XmppOptions};
 use crate::ns::{NS_BIND, NS_CLIENT, NS_COMPONENT, NS_STREAMS};
+use causeway_core::Secret;
+use std::net::SocketAddr;
 
 /// How long connecting, logging in and binding may take.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,11 +84,11 @@ fn unreachable(e: impl std::fmt::Display) -> ConnectError {
 }
 
 impl Connection {
-    pub(crate) async fn open(options: &XmppOptions) -> Result<Connection, ConnectError> {
+    pub(crate) async fn open(options: &XmppOptions, connect: &Connect) -> Result<Connection, ConnectError> {
         let attempt = async {
-            match options.mode {
-                Mode::Component => open_component(options).await,
-                Mode::Client => open_client(options).await,
+            match connect {
+                Connect::Component { domain, secret, server } => open_component(options, domain, secret, *server).await,
+                Connect::Client { jid, password, server, .. } => open_client(options, jid, password, server.as_deref()).await,
             }
         };
         tokio::time::timeout(LOGIN_TIMEOUT, attempt)
@@ -222,13 +224,12 @@ pub(crate) fn renamespace(mut e: Element, from: &str, to: &str) -> Element {
     out
 }
 
-async fn open_component(options: &XmppOptions) -> Result<Connection, ConnectError> {
-    let domain = options.domain.as_str();
+async fn open_component(options: &XmppOptions, domain: &str, secret: &Secret, server: SocketAddr) -> Result<Connection, ConnectError> {
     let jid = Jid::new(domain).map_err(unreachable)?;
     // The bytes from the server pass a guard that cuts out elements nested
     // deeper than any stanza needs, before the parser (which recurses once
     // per level) sees them.
-    let tcp = tokio::net::TcpStream::connect(options.server_or_default()).await.map_err(unreachable)?;
+    let tcp = tokio::net::TcpStream::connect(server).await.map_err(unreachable)?;
     let _ = tcp.set_nodelay(true);
     let guarded = crate::depth::Guarded::new(tcp, MAX_DEPTH + 1);
     let cut = guarded.cut();
@@ -238,8 +239,7 @@ async fn open_component(options: &XmppOptions) -> Result<Connection, ConnectErro
         .map_err(unreachable)?;
     let id = pending.take_header().id.map(Cow::into_owned).ok_or_else(|| unreachable("the server sent no stream id"))?;
     let mut stream: XmlStream<ComponentIo, Element> = pending.skip_features();
-    let secret = options.secret.as_ref().map(|s| s.expose()).unwrap_or_default();
-    let handshake = tokio_xmpp::parsers::component::Handshake::from_stream_id_and_password(id, secret);
+    let handshake = tokio_xmpp::parsers::component::Handshake::from_stream_id_and_password(id, secret.expose());
     let request = Element::from(handshake);
     stream.send(&request).await.map_err(unreachable)?;
     let answer =
@@ -252,9 +252,8 @@ async fn open_component(options: &XmppOptions) -> Result<Connection, ConnectErro
     }
 }
 
-async fn open_client(options: &XmppOptions) -> Result<Connection, ConnectError> {
-    let bare: BareJid = options.jid.as_deref().unwrap_or_default().parse().map_err(unreachable)?;
-    let dns = match options.server.as_deref().map(|s| (s, s.rsplit_once(':'))) {
+async fn open_client(options: &XmppOptions, bare: &BareJid, password: &Secret, server: Option<&str>) -> Result<Connection, ConnectError> {
+    let dns = match server.map(|s| (s, s.rsplit_once(':'))) {
         // An address as it is; a host name looked up (without SRV).
         Some((addr, _)) if addr.parse::<std::net::SocketAddr>().is_ok() => DnsConfig::addr(addr),
         Some((_, Some((host, port)))) => DnsConfig::no_srv(host, port.parse().map_err(unreachable)?),
@@ -291,7 +290,7 @@ async fn open_client(options: &XmppOptions) -> Result<Connection, ConnectError> 
     let exporter = features.sasl_cb.as_ref().is_some_and(|cb| cb.types.contains(&CbType::TlsExporter));
     let plus = mechanisms.iter().any(|m| m.ends_with("-PLUS"));
     let binding = if plus && exporter && matches!(binding, ChannelBinding::TlsExporter(_)) { binding } else { ChannelBinding::None };
-    let password = options.password.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
+    let password = password.expose().to_string();
     let creds = sasl::common::Credentials::default()
         .with_username(bare.node().map(|n| n.as_str()).unwrap_or_default())
         .with_password(password)

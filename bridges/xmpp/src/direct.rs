@@ -126,7 +126,7 @@ pub(crate) fn refuse(inner: &Inner, incoming: &Incoming, from: &Jid, to: &Jid, e
 /// The direct conversation of `account` with `peer` (from `peer_bridge`).
 pub(crate) async fn open(inner: &Inner, account: &str, peer: &Sender, peer_bridge: &str) -> Result<String, DirectError> {
     let account: BareJid = account.parse().map_err(|e| DirectError::Unknown(format!("{account:?} is not a JID: {e}")))?;
-    let ghost = ghost::jid_of(&inner.options, peer, peer_bridge).map_err(|e| DirectError::Unknown(e.to_string()))?;
+    let ghost = ghost::jid_of(&inner.options, inner.domain(), peer, peer_bridge).map_err(|e| DirectError::Unknown(e.to_string()))?;
     let room = DirectRoom { account, ghost: ghost.clone() };
     // Validates the account as the room would be validated after a restart.
     if let Err(e) = DirectRoom::parse(&room.name(), inner.domain()).expect("a direct room") {

@@ -20,7 +20,7 @@ pub fn nick(name: &str) -> String {
 /// The ghost JID of a sender from another network: from the person's id
 /// when the directory knows them (one ghost per person, whatever network
 /// they speak from), else from the origin bridge and the sender's id there.
-pub fn jid_of(options: &XmppOptions, sender: &Sender, origin_bridge: &str) -> Result<BareJid, DeliveryError> {
+pub fn jid_of(options: &XmppOptions, domain: &str, sender: &Sender, origin_bridge: &str) -> Result<BareJid, DeliveryError> {
     let mut node = match &sender.person {
         Some(person) => jid::fill(&options.person_localpart, &[("person", person)]),
         None => jid::fill(&options.ghost_localpart, &[("bridge", origin_bridge), ("id", &sender.id)]),
@@ -28,8 +28,7 @@ pub fn jid_of(options: &XmppOptions, sender: &Sender, origin_bridge: &str) -> Re
     if node == BOT_NODE {
         node.push('_'); // the bridge's own address is not anyone's ghost
     }
-    BareJid::new(&format!("{node}@{}", options.domain))
-        .map_err(|e| DeliveryError::permanent(format!("no ghost JID for {:?}: {e}", sender.id)))
+    BareJid::new(&format!("{node}@{domain}")).map_err(|e| DeliveryError::permanent(format!("no ghost JID for {:?}: {e}", sender.id)))
 }
 
 /// Remember who `ghost` stands for, so a direct message to it finds them.
@@ -88,15 +87,15 @@ mod tests {
     fn ghosts_are_per_person_or_per_origin_sender() {
         let o = options(serde_json::json!({}));
         let mut s = Sender { id: "@bob:matrix.test".into(), person: None, name: "Bob".into(), avatar: None };
-        assert_eq!(jid_of(&o, &s, "matrix").unwrap().to_string(), "matrix=\\40bob\\3amatrix.test@bridge.x");
+        assert_eq!(jid_of(&o, "bridge.x", &s, "matrix").unwrap().to_string(), "matrix=\\40bob\\3amatrix.test@bridge.x");
         s.person = Some("bob".into());
-        assert_eq!(jid_of(&o, &s, "matrix").unwrap().to_string(), "bob@bridge.x");
+        assert_eq!(jid_of(&o, "bridge.x", &s, "matrix").unwrap().to_string(), "bob@bridge.x");
         s.person = Some("causeway".into());
-        assert_eq!(jid_of(&o, &s, "matrix").unwrap().to_string(), "causeway_@bridge.x", "not the bridge's own JID");
+        assert_eq!(jid_of(&o, "bridge.x", &s, "matrix").unwrap().to_string(), "causeway_@bridge.x", "not the bridge's own JID");
         let o = options(serde_json::json!({"person_localpart": "p.{person}", "ghost_localpart": "{id}+{bridge}"}));
-        assert_eq!(jid_of(&o, &s, "matrix").unwrap().to_string(), "p.causeway@bridge.x");
+        assert_eq!(jid_of(&o, "bridge.x", &s, "matrix").unwrap().to_string(), "p.causeway@bridge.x");
         s.person = None;
-        assert_eq!(jid_of(&o, &s, "matrix").unwrap().to_string(), "\\40bob\\3amatrix.test+matrix@bridge.x");
+        assert_eq!(jid_of(&o, "bridge.x", &s, "matrix").unwrap().to_string(), "\\40bob\\3amatrix.test+matrix@bridge.x");
     }
 
     #[test]

@@ -33,13 +33,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use causeway_core::{
-    Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, DirectError, OptionError, Sender, parse_options,
+    Bridge, BridgeContext, BridgeError, Capabilities, Configured, Delivered, Delivery, DeliveryError, DirectError, Network, OptionError,
+    Sender, parse_options,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 
-use crate::config::{Mode, XmppOptions};
+use crate::config::{Connect, XmppOptions};
 use crate::connection::{ConnectError, Connection, Next};
 
 /// The resource every ghost and the bridge's own occupant use.
@@ -160,6 +161,8 @@ enum RequestError {
 
 struct Inner {
     options: XmppOptions,
+    /// The mode, with its options.
+    connect: Connect,
     ctx: OnceLock<BridgeContext>,
     up: AtomicBool,
     out: mpsc::UnboundedSender<Stanza>,
@@ -174,8 +177,15 @@ struct Inner {
 }
 
 impl XmppBridge {
+    /// Read the options and build the bridge (tests and tools; the daemon
+    /// goes through [`Xmpp`]).
     pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
-        let options: XmppOptions = parse_options(options)?;
+        Self::new(parse_options(options)?)
+    }
+
+    /// Build the bridge of checked options: its HTTP clients.
+    pub fn new(options: XmppOptions) -> Result<Self, Vec<OptionError>> {
+        let connect = options.connect()?;
         let http = http_client(&options)?;
         let fetcher = causeway_core::fetch::Fetcher::new(&options.fetch, options.http_connect_timeout, options.http_timeout)
             .map_err(|e| vec![OptionError::new("fetch", e)])?;
@@ -183,6 +193,7 @@ impl XmppBridge {
         Ok(XmppBridge {
             inner: Arc::new(Inner {
                 options,
+                connect,
                 ctx: OnceLock::new(),
                 up: AtomicBool::new(false),
                 out,
@@ -199,21 +210,31 @@ impl XmppBridge {
 impl Inner {
     /// The component's domain, under which ghosts live (empty in client mode).
     fn domain(&self) -> &str {
-        &self.options.domain
+        match &self.connect {
+            Connect::Component { domain, .. } => domain,
+            Connect::Client { .. } => "",
+        }
     }
 
     fn client_mode(&self) -> bool {
-        self.options.mode == Mode::Client
+        matches!(self.connect, Connect::Client { .. })
+    }
+
+    /// What precedes each relayed message in client mode.
+    fn relay_prefix(&self) -> &str {
+        match &self.connect {
+            Connect::Client { relay_prefix, .. } => relay_prefix,
+            Connect::Component { .. } => "",
+        }
     }
 
     /// The bridge's own occupant JID: `causeway@<domain>/causeway` as a
     /// component, the bound JID as a client.
     fn bot_jid(&self) -> FullJid {
-        if self.client_mode() {
+        if let Connect::Client { jid, .. } = &self.connect {
             if let Some(bound) = self.state().bound.clone() {
                 return bound;
             }
-            let jid = self.options.jid.as_deref().unwrap_or_default();
             return FullJid::new(&format!("{jid}/{RESOURCE}")).expect("validated jid");
         }
         FullJid::new(&format!("{BOT_NODE}@{}/{RESOURCE}", self.domain())).expect("validated domain")
@@ -230,8 +251,8 @@ impl Inner {
 
     /// Whether `to` is the bridge's own address (not a ghost's).
     fn is_bot(&self, to: &Jid) -> bool {
-        if self.client_mode() {
-            return self.options.jid.as_deref().is_some_and(|j| to.to_bare().to_string().eq_ignore_ascii_case(j));
+        if let Connect::Client { jid, .. } = &self.connect {
+            return to.to_bare().to_string().eq_ignore_ascii_case(&jid.to_string());
         }
         to.node().map(|n| n.as_str()) == Some(BOT_NODE) && to.domain().as_str() == self.domain()
     }
@@ -251,11 +272,11 @@ impl Inner {
         tokio::spawn(inbound::submit_in_order(self.clone(), ctx.clone(), inbound_rx));
         let mut backoff = causeway_core::retry::Backoff::new(self.options.reconnect_initial, self.options.reconnect_max);
         loop {
-            let mut conn = match Connection::open(&self.options).await {
+            let mut conn = match Connection::open(&self.options, &self.connect).await {
                 Ok(c) => c,
                 Err(e) => {
                     let delay = backoff.next_wait();
-                    let server = self.options.server.clone().unwrap_or_else(|| "(default)".into());
+                    let server = self.connect.server();
                     match &e {
                         ConnectError::Refused(_) => tracing::error!(bridge = ctx.name(), server, retry_in = ?delay, "cannot log in: {e}"),
                         ConnectError::Unreachable(_) => {
@@ -647,6 +668,52 @@ impl Inner {
     }
 }
 
+/// The `xmpp` network, for the daemon's table.
+pub struct Xmpp;
+
+impl Network for Xmpp {
+    fn kind(&self) -> &'static str {
+        "xmpp"
+    }
+
+    fn configure(&self, options: serde_json::Value) -> Result<Box<dyn Configured>, Vec<OptionError>> {
+        Ok(Box::new(parse_options::<XmppOptions>(options)?))
+    }
+}
+
+impl Configured for XmppOptions {
+    fn kind(&self) -> &'static str {
+        "xmpp"
+    }
+
+    fn check_room(&self, room: &str) -> Result<(), String> {
+        match self.connect() {
+            Ok(Connect::Component { domain, .. }) => check_room(&domain, room),
+            _ => check_room("", room),
+        }
+    }
+
+    fn build(&self) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
+        Ok(Arc::new(XmppBridge::new(self.clone())?))
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+/// Whether `room` is a group chat, or a direct conversation of a ghost of
+/// `domain` (a component's; empty in client mode).
+fn check_room(domain: &str, room: &str) -> Result<(), String> {
+    if let Some(direct) = direct::DirectRoom::parse(room, domain) {
+        return direct.map(|_| ());
+    }
+    match room.parse::<BareJid>() {
+        Ok(j) if j.node().is_some() => Ok(()),
+        _ => Err(format!("{room:?} is not a group chat address like room@conference.example.org")),
+    }
+}
+
 #[async_trait]
 impl Bridge for XmppBridge {
     fn kind(&self) -> &'static str {
@@ -654,13 +721,7 @@ impl Bridge for XmppBridge {
     }
 
     fn check_room(&self, room: &str) -> Result<(), String> {
-        if let Some(direct) = direct::DirectRoom::parse(room, self.inner.domain()) {
-            return direct.map(|_| ());
-        }
-        match room.parse::<BareJid>() {
-            Ok(j) if j.node().is_some() => Ok(()),
-            _ => Err(format!("{room:?} is not a group chat address like room@conference.example.org")),
-        }
+        check_room(self.inner.domain(), room)
     }
 
     fn capabilities(&self, room: &str) -> Capabilities {

@@ -105,7 +105,7 @@ async fn moderate(inner: &Inner, room: &str, target: &str, by: &str) -> Result<(
 
 pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, DeliveryError> {
     let room = d.room.as_str();
-    let ghost = ghost::jid_of(&inner.options, &d.event.sender, &d.event.origin.bridge)?;
+    let ghost = ghost::jid_of(&inner.options, inner.domain(), &d.event.sender, &d.event.origin.bridge)?;
     ghost::remember(inner, &ghost, &d.event.sender, &d.event.origin.bridge).await;
     let from = FullJid::new(&format!("{ghost}/{RESOURCE}")).map_err(|e| DeliveryError::permanent(e.to_string()))?;
     let name = &d.event.sender.name;
@@ -327,7 +327,7 @@ pub(crate) async fn relay(inner: &Inner, d: &Delivery) -> Result<Delivered, Deli
     let room = d.room.as_str();
     let bot = inner.bot_jid();
     let name = &d.event.sender.name;
-    let prefix = inner.options.relay_prefix.replace("{name}", name);
+    let prefix = inner.relay_prefix().replace("{name}", name);
     let plain = |text: &Text| match &text.html {
         Some(html) => styling::from_html(html),
         None => text.plain.clone(),

@@ -1,0 +1,24 @@
+//! A person of the directory, as the config or the LDAP import gives them,
+//! and the rule for person ids (both sources follow it).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonConfig {
+    pub id: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    /// Bridge name → the person's id on that bridge's network.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, String>,
+}
+
+/// Letters, digits, `-`, `_` and `.`, at most 64: never a `:`, so a person
+/// id and a `bridge:account` never look alike.
+pub(crate) fn valid_person_id(s: &str) -> bool {
+    s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
