@@ -316,6 +316,19 @@ impl Fetcher {
         result
     }
 
+    /// Fetch a file from another network to copy it onto this one, the
+    /// way every bridge does: `Some` — its bytes; `None` — send its link
+    /// instead (refused: not to be fetched, too large, too slow, a 4xx;
+    /// logged and counted by [`Fetcher::fetch`]); `Err` — the link's server
+    /// is not answering (network, 5xx): the delivery is tried again later.
+    pub async fn fetch_to_copy(&self, url: &str, max: u64) -> Result<Option<Fetched>, crate::DeliveryError> {
+        match self.fetch(url, max).await {
+            Ok(f) => Ok(Some(f)),
+            Err(FetchError::Refused(_)) => Ok(None),
+            Err(FetchError::Unavailable(e)) => Err(crate::DeliveryError::transient(format!("cannot fetch a file to copy: {e}"))),
+        }
+    }
+
     async fn follow(&self, url: &str, max: u64) -> Result<Fetched, FetchError> {
         let refused = |reason, m: String| FetchError::Refused(Refusal::new(reason, m));
         let mut url = Url::parse(url).map_err(|e| refused("bad_url", format!("{:?}: {e}", link_for_log(url))))?;
@@ -384,7 +397,7 @@ fn failed(url: &Url, e: reqwest::Error) -> FetchError {
     }
 }
 
-async fn read(url: &Url, mut resp: reqwest::Response, max: u64) -> Result<Fetched, FetchError> {
+async fn read(url: &Url, resp: reqwest::Response, max: u64) -> Result<Fetched, FetchError> {
     let shown = link_for_log(url.as_str());
     let status = resp.status();
     if status.is_server_error() {
@@ -398,13 +411,10 @@ async fn read(url: &Url, mut resp: reqwest::Response, max: u64) -> Result<Fetche
         return Err(too_large());
     }
     let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let mut bytes = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| failed(url, e))? {
-        if (bytes.len() + chunk.len()) as u64 > max {
-            return Err(too_large());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
+    let bytes = crate::http::read_bounded(resp, max).await.map_err(|e| match e {
+        crate::http::BodyError::TooLarge(_) => too_large(),
+        crate::http::BodyError::Failed(e) => failed(url, e),
+    })?;
     Ok(Fetched { bytes, content_type })
 }
 

@@ -208,11 +208,17 @@ pub async fn move_to(session: &mut Session, uid: u32, folder: &str, has_move: bo
 
 /// Create a folder unless it is there.
 pub async fn ensure_folder(session: &mut Session, folder: &str) -> Result<(), String> {
-    match session.create(folder).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.to_string().to_ascii_lowercase().contains("exists") => Ok(()),
-        Err(e) => Err(format!("CREATE {folder}: {e}")),
-    }
+    let Err(e) = session.create(folder).await else { return Ok(()) };
+    // Refused: fine if it is there already, as LIST tells (servers say so
+    // in a response code only some of them send, or in prose).
+    let listed: Vec<_> = session
+        .list(None, Some(folder))
+        .await
+        .map_err(|l| format!("CREATE {folder}: {e}; LIST: {l}"))?
+        .try_collect()
+        .await
+        .map_err(|l| format!("CREATE {folder}: {e}; LIST: {l}"))?;
+    if listed.iter().any(|n| n.name() == folder) { Ok(()) } else { Err(format!("CREATE {folder}: {e}")) }
 }
 
 /// Wait for new mail: IDLE until the server says something or `timeout`

@@ -549,8 +549,8 @@ impl Inner {
         let mut files = Vec::new();
         let mut links = Vec::new();
         for a in attachments {
-            match self.fetcher.fetch(&a.url, self.options.max_attachment_bytes).await {
-                Ok(f) => files.push(compose::File {
+            match self.fetcher.fetch_to_copy(&a.url, self.options.max_attachment_bytes).await? {
+                Some(f) => files.push(compose::File {
                     name: a
                         .name
                         .clone()
@@ -558,11 +558,7 @@ impl Inner {
                     mime: a.mime.clone().or(f.content_type).unwrap_or_else(|| "application/octet-stream".into()),
                     bytes: f.bytes,
                 }),
-                Err(causeway_core::fetch::FetchError::Refused(e)) => {
-                    tracing::info!(url = %causeway_core::secret::link_for_log(&a.url), "not attached, linked: {e}");
-                    links.push(a.url.clone());
-                }
-                Err(causeway_core::fetch::FetchError::Unavailable(e)) => return Err(DeliveryError::transient(e)),
+                None => links.push(a.url.clone()),
             }
         }
         let subject = match reply_to {

@@ -8,6 +8,47 @@ use reqwest::{Method, StatusCode, Url};
 use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, UserId};
 use serde_json::{Value, json};
 
+/// The homeserver's `errcode`, for the ones the bridge acts on; any other
+/// is kept as it came.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ErrCode {
+    Forbidden,
+    NotFound,
+    UserInUse,
+    TooLarge,
+    UnknownToken,
+    MissingToken,
+    LimitExceeded,
+    InvalidParam,
+    Other(String),
+}
+
+impl ErrCode {
+    const NAMED: [(&'static str, ErrCode); 8] = [
+        ("M_FORBIDDEN", ErrCode::Forbidden),
+        ("M_NOT_FOUND", ErrCode::NotFound),
+        ("M_USER_IN_USE", ErrCode::UserInUse),
+        ("M_TOO_LARGE", ErrCode::TooLarge),
+        ("M_UNKNOWN_TOKEN", ErrCode::UnknownToken),
+        ("M_MISSING_TOKEN", ErrCode::MissingToken),
+        ("M_LIMIT_EXCEEDED", ErrCode::LimitExceeded),
+        ("M_INVALID_PARAM", ErrCode::InvalidParam),
+    ];
+
+    pub fn parse(s: &str) -> ErrCode {
+        Self::NAMED.iter().find(|(n, _)| *n == s).map_or_else(|| ErrCode::Other(s.to_string()), |(_, c)| c.clone())
+    }
+}
+
+impl std::fmt::Display for ErrCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ErrCode::Other(s) => f.write_str(s),
+            known => f.write_str(Self::NAMED.iter().find(|(_, c)| c == known).map_or("", |(n, _)| n)),
+        }
+    }
+}
+
 /// Why a request to the homeserver failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -16,18 +57,23 @@ pub enum ApiError {
     Limited { retry_after: Option<Duration> },
     /// The homeserver refused the request; repeating it will not help.
     #[error("{status} {errcode}: {error}")]
-    Refused { status: u16, errcode: String, error: String },
+    Refused { status: u16, errcode: ErrCode, error: String },
     /// The homeserver is not answering well (network, 5xx, timeout).
     #[error("{0}")]
     Unavailable(String),
 }
 
 impl ApiError {
-    pub fn errcode(&self) -> Option<&str> {
+    pub fn errcode(&self) -> Option<&ErrCode> {
         match self {
             ApiError::Refused { errcode, .. } => Some(errcode),
             _ => None,
         }
+    }
+
+    /// Whether the homeserver refused with `code`.
+    pub fn is(&self, code: ErrCode) -> bool {
+        self.errcode() == Some(&code)
     }
 }
 
@@ -39,9 +85,7 @@ impl From<ApiError> for DeliveryError {
             // The homeserver's own error for a request it could not complete.
             ApiError::Refused { status, .. } if status == 408 || status >= 500 => DeliveryError::transient(e.to_string()),
             // The token was refused: the registration is being changed; not this delivery's fault.
-            ApiError::Refused { ref errcode, .. } if errcode == "M_UNKNOWN_TOKEN" || errcode == "M_MISSING_TOKEN" => {
-                DeliveryError::transient(e.to_string())
-            }
+            ApiError::Refused { errcode: ErrCode::UnknownToken | ErrCode::MissingToken, .. } => DeliveryError::transient(e.to_string()),
             ApiError::Refused { .. } => DeliveryError::permanent(e.to_string()),
         }
     }
@@ -65,16 +109,8 @@ impl Media {
     /// The file as it comes from the homeserver, a chunk at a time (never
     /// whole in memory); ends in an error past `max` bytes.
     pub fn chunks(self) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send {
-        futures_util::stream::try_unfold((self.resp, 0u64, self.max), |(mut resp, sent, max)| async move {
-            match resp.chunk().await.map_err(std::io::Error::other)? {
-                None => Ok(None),
-                Some(c) if sent + c.len() as u64 > max => Err(std::io::Error::other(format!("the file is larger than {max} bytes"))),
-                Some(c) => {
-                    let sent = sent + c.len() as u64;
-                    Ok(Some((c, (resp, sent, max))))
-                }
-            }
-        })
+        use futures_util::TryStreamExt;
+        causeway_core::http::bounded_body(self.resp, self.max).map_err(std::io::Error::other)
     }
 }
 
@@ -126,7 +162,7 @@ impl Client {
         let body = json!({"type": "m.login.application_service", "username": localpart, "inhibit_login": true});
         match self.call(Method::POST, self.url(&["_matrix", "client", "v3", "register"], None), Some(&body)).await {
             Ok(_) => Ok(()),
-            Err(e) if e.errcode() == Some("M_USER_IN_USE") => Ok(()),
+            Err(e) if e.is(ErrCode::UserInUse) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -174,7 +210,7 @@ impl Client {
             return Err(answer(resp).await.err().unwrap_or_else(|| ApiError::Unavailable("no media".into())));
         }
         let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-        let too_large = || ApiError::Refused { status: 413, errcode: "M_TOO_LARGE".into(), error: format!("larger than {max} bytes") };
+        let too_large = || ApiError::Refused { status: 413, errcode: ErrCode::TooLarge, error: format!("larger than {max} bytes") };
         if resp.content_length().is_some_and(|l| l > max) {
             return Err(too_large());
         }
@@ -185,7 +221,7 @@ impl Client {
     pub async fn resolve_alias(&self, alias: &str) -> Result<Option<OwnedRoomId>, ApiError> {
         match self.call(Method::GET, self.url(&["_matrix", "client", "v3", "directory", "room", alias], None), None).await {
             Ok(v) => Ok(v["room_id"].as_str().and_then(|r| OwnedRoomId::try_from(r).ok())),
-            Err(e) if e.errcode() == Some("M_NOT_FOUND") => Ok(None),
+            Err(e) if e.is(ErrCode::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -211,8 +247,24 @@ impl Client {
         let url = self.url(&["_matrix", "client", "v3", "rooms", room, "invite"], as_user);
         match self.call(Method::POST, url, Some(&json!({"user_id": user}))).await {
             Ok(_) => Ok(()),
-            // Already in the room (or invited): nothing to do.
-            Err(ApiError::Refused { errcode, error, .. }) if errcode == "M_FORBIDDEN" && error.contains("already in the room") => Ok(()),
+            // Refused: nothing to do if they are in the room or invited
+            // already (the homeserver says so only in prose), as the room's
+            // state tells.
+            Err(e) if e.is(ErrCode::Forbidden) => match self.membership(room, user, as_user).await {
+                Ok(Some(m)) if m == "join" || m == "invite" => Ok(()),
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `user`'s membership of `room` (`join`, `invite`, `leave`, …) as
+    /// `as_user` (else the bridge's user) sees it; `None`: never a member.
+    pub async fn membership(&self, room: &str, user: &UserId, as_user: Option<&UserId>) -> Result<Option<String>, ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "rooms", room, "state", "m.room.member", user.as_str()], as_user);
+        match self.call(Method::GET, url, None).await {
+            Ok(v) => Ok(v["membership"].as_str().map(str::to_string)),
+            Err(e) if e.is(ErrCode::NotFound) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -334,13 +386,13 @@ async fn answer(resp: reqwest::Response) -> Result<Value, ApiError> {
     if status.is_success() {
         return Ok(body);
     }
-    let errcode = body["errcode"].as_str().unwrap_or("").to_string();
+    let errcode = ErrCode::parse(body["errcode"].as_str().unwrap_or(""));
     let error = body["error"].as_str().unwrap_or("").chars().take(300).collect::<String>();
-    if status == StatusCode::TOO_MANY_REQUESTS || errcode == "M_LIMIT_EXCEEDED" {
+    if status == StatusCode::TOO_MANY_REQUESTS || errcode == ErrCode::LimitExceeded {
         let retry_after = body["retry_after_ms"].as_u64().map(Duration::from_millis).or(retry_header);
         return Err(ApiError::Limited { retry_after });
     }
-    if status.is_server_error() && errcode.is_empty() {
+    if status.is_server_error() && errcode == ErrCode::Other(String::new()) {
         return Err(ApiError::Unavailable(format!("homeserver answered {status}")));
     }
     Err(ApiError::Refused { status: status.as_u16(), errcode, error })
@@ -383,12 +435,21 @@ mod tests {
     }
 
     #[test]
+    fn errcodes_read_back_as_they_came() {
+        for code in ["M_FORBIDDEN", "M_NOT_FOUND", "M_USER_IN_USE", "M_TOO_LARGE", "M_UNKNOWN_TOKEN", "M_LIMIT_EXCEEDED", "M_X_NEW", ""] {
+            assert_eq!(ErrCode::parse(code).to_string(), code);
+        }
+        assert_eq!(ErrCode::parse("M_FORBIDDEN"), ErrCode::Forbidden);
+        assert_eq!(ErrCode::parse("m_forbidden"), ErrCode::Other("m_forbidden".into()), "codes are case-sensitive");
+    }
+
+    #[test]
     fn errors_map_to_delivery_errors() {
         let limited: DeliveryError = ApiError::Limited { retry_after: Some(Duration::from_millis(1500)) }.into();
         assert!(matches!(limited, DeliveryError::Transient { retry_after: Some(d), .. } if d == Duration::from_millis(1500)));
-        let forbidden: DeliveryError = ApiError::Refused { status: 403, errcode: "M_FORBIDDEN".into(), error: "no".into() }.into();
+        let forbidden: DeliveryError = ApiError::Refused { status: 403, errcode: ErrCode::Forbidden, error: "no".into() }.into();
         assert!(matches!(forbidden, DeliveryError::Permanent { .. }));
-        let gateway: DeliveryError = ApiError::Refused { status: 502, errcode: "M_UNKNOWN".into(), error: "".into() }.into();
+        let gateway: DeliveryError = ApiError::Refused { status: 502, errcode: ErrCode::parse("M_UNKNOWN"), error: "".into() }.into();
         assert!(matches!(gateway, DeliveryError::Transient { .. }));
     }
 }

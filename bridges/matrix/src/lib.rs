@@ -35,7 +35,7 @@ use causeway_core::{
 use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde_json::json;
 
-use crate::client::{ApiError, Client};
+use crate::client::{ApiError, Client, ErrCode};
 use crate::config::MatrixOptions;
 
 /// Where a linked room's id is kept in the bridge's state.
@@ -347,14 +347,14 @@ impl Inner {
     async fn create_portal_room(&self, link: &str) -> Result<OwnedRoomId, ApiError> {
         let alias = RoomAliasId::parse(link).map_err(|e| ApiError::Refused {
             status: 400,
-            errcode: "M_INVALID_PARAM".into(),
+            errcode: ErrCode::InvalidParam,
             error: e.to_string(),
         })?;
         let local = alias.alias();
         if !local.starts_with(&self.options.alias_prefix) || alias.server_name().as_str() != self.options.server_name {
             return Err(ApiError::Refused {
                 status: 404,
-                errcode: "M_NOT_FOUND".into(),
+                errcode: ErrCode::NotFound,
                 error: format!(
                     "{link} does not exist and is outside the bridge's alias namespace (#{}…:{}), so it is not created",
                     self.options.alias_prefix, self.options.server_name
@@ -403,7 +403,7 @@ impl Inner {
             return Ok(());
         }
         if let Err(e) = self.client.join(room.as_str(), Some(user)).await {
-            if e.errcode() != Some("M_FORBIDDEN") {
+            if !e.is(ErrCode::Forbidden) {
                 return Err(e.into());
             }
             self.client.invite(room.as_str(), user, None).await?;
@@ -417,10 +417,8 @@ impl Inner {
     /// URI, content type and size. `Ok(Err(_))`: the file cannot be had (send
     /// its link); `Err(_)`: try the delivery again later.
     async fn copy_media(&self, url: &str, name: Option<&str>) -> Result<Result<(ruma::OwnedMxcUri, String, u64), String>, DeliveryError> {
-        let fetched = match self.fetcher.fetch(url, self.options.media_max_bytes).await {
-            Ok(f) => f,
-            Err(causeway_core::fetch::FetchError::Refused(e)) => return Ok(Err(e.to_string())),
-            Err(causeway_core::fetch::FetchError::Unavailable(e)) => return Err(DeliveryError::transient(e)),
+        let Some(fetched) = self.fetcher.fetch_to_copy(url, self.options.media_max_bytes).await? else {
+            return Ok(Err("not fetched (see the log)".into()));
         };
         let mime = fetched.content_type.unwrap_or_else(|| "application/octet-stream".into());
         let size = fetched.bytes.len() as u64;

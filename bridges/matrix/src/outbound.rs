@@ -5,7 +5,7 @@ use causeway_core::{Attachment, Body, Delivered, Delivery, DeliveryError, Member
 use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
-use crate::client::Client;
+use crate::client::{Client, ErrCode};
 use crate::{Inner, ghost};
 use causeway_core::text::{Oversize, escape_html, preview};
 
@@ -174,7 +174,7 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             inner.state().joined.remove(&(room.clone(), ghost.clone()));
             match inner.client.leave(r, ghost).await {
                 // Not in the room (any more): nothing to leave.
-                Err(e) if e.errcode() == Some("M_FORBIDDEN") || e.errcode() == Some("M_NOT_FOUND") => {}
+                Err(e) if e.is(ErrCode::Forbidden) || e.is(ErrCode::NotFound) => {}
                 other => other?,
             }
             return Ok(Delivered::default());
@@ -198,7 +198,7 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
         Body::Topic { text } => {
             let content = actor.mark(json!({"topic": text}));
             match actor.client.set_state(r, "m.room.topic", "", &content, ghost).await {
-                Err(e) if e.errcode() == Some("M_FORBIDDEN") => inner.client.set_state(r, "m.room.topic", "", &content, &inner.bot).await?,
+                Err(e) if e.is(ErrCode::Forbidden) => inner.client.set_state(r, "m.room.topic", "", &content, &inner.bot).await?,
                 other => other?,
             }
         }
@@ -206,11 +206,9 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             let content = actor.mark(json!({"reason": format!("taken back by {} on another network", sender.name)}));
             match actor.client.redact(r, target, id, &content, ghost).await {
                 // Someone else's message: the bridge's user redacts it as moderator.
-                Err(e) if e.errcode() == Some("M_FORBIDDEN") => {
-                    inner.client.redact(r, target, id, &content, &inner.bot).await.map_err(|e| {
-                        DeliveryError::permanent(format!("cannot redact in {}: {e} (give {} moderator rights there)", d.room, inner.bot))
-                    })?
-                }
+                Err(e) if e.is(ErrCode::Forbidden) => inner.client.redact(r, target, id, &content, &inner.bot).await.map_err(|e| {
+                    DeliveryError::permanent(format!("cannot redact in {}: {e} (give {} moderator rights there)", d.room, inner.bot))
+                })?,
                 other => other?,
             }
         }
@@ -300,7 +298,7 @@ async fn send(inner: &Inner, room: &RoomId, actor: &Actor<'_>, txn: &str, conten
         // The ghost was removed meanwhile: in again. (A person's own account
         // is never moved: the delivery fails and is retried, as the ghost
         // if they have left.)
-        Err(e) if e.errcode() == Some("M_FORBIDDEN") && !actor.puppet => {
+        Err(e) if e.is(ErrCode::Forbidden) && !actor.puppet => {
             inner.state().joined.remove(&(room.to_owned(), actor.user.clone()));
             inner.ensure_joined(room, &actor.user).await?;
             actor.client.send(room.as_str(), "m.room.message", txn, content, &actor.user).await?

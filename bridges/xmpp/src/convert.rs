@@ -8,9 +8,10 @@ use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
 use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType};
 
-use crate::ns::{NS_CHATSTATES, NS_CORRECT, NS_OOB, NS_REACTIONS, NS_REPLY, NS_RETRACT, NS_SID};
+use crate::ns::{NS_CHATSTATES, NS_CORRECT, NS_OOB, NS_REACTIONS, NS_REPLY, NS_RETRACT, NS_SID, NS_STANZAS};
 use crate::stanzas::{self, Fallback, Reply, Retract};
 use crate::styling;
+use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
 // Stanza → event.
 
@@ -26,6 +27,48 @@ pub(crate) fn child_attr(payloads: &[Element], name: &str, ns: &str, attr: &str,
         .and_then(|e| e.attr(attr))
         .filter(|v| !v.is_empty() && v.len() <= 256)
         .map(str::to_string)
+}
+
+/// The defined condition (RFC 6120 §8.3.3) of the `<error/>` among
+/// `payloads`, typed by xmpp-parsers; `undefined-condition` where there is
+/// none or it does not parse.
+pub(crate) fn condition(payloads: &[Element]) -> DefinedCondition {
+    payloads
+        .iter()
+        .filter(|e| e.name() == "error")
+        .flat_map(|e| e.children())
+        .filter(|c| c.ns() == NS_STANZAS && c.name() != "text")
+        .find_map(|c| DefinedCondition::try_from(c.clone()).ok())
+        .unwrap_or(DefinedCondition::UndefinedCondition)
+}
+
+/// A condition's name on the wire (`conflict`, `forbidden`, …).
+pub(crate) fn condition_name(c: &DefinedCondition) -> String {
+    Element::from(c).name().to_string()
+}
+
+/// Why a ghost could not join a room.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub(crate) enum JoinError {
+    /// The nick is taken in the room: try another.
+    #[error("the nick is taken")]
+    Conflict,
+    /// The connection went before the room answered: try again later.
+    #[error("disconnected from the XMPP server")]
+    Disconnected,
+    /// The room refused (`forbidden`, `registration-required`, …).
+    #[error("the room refused: {}", condition_name(.0))]
+    Refused(DefinedCondition),
+}
+
+impl JoinError {
+    /// The answer of a room to a join that came back as an error presence.
+    pub(crate) fn of(payloads: &[Element]) -> JoinError {
+        match condition(payloads) {
+            DefinedCondition::Conflict => JoinError::Conflict,
+            other => JoinError::Refused(other),
+        }
+    }
 }
 
 pub(crate) fn styled(plain: String) -> Text {
@@ -200,6 +243,24 @@ pub(crate) fn fill(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_join_refusal_is_typed_from_the_error_condition() {
+        let error = |inner: &str| -> Vec<Element> {
+            vec![format!("<error xmlns='jabber:client' type='cancel'>{inner}</error>").parse::<Element>().unwrap()]
+        };
+        let stanzas = "urn:ietf:params:xml:ns:xmpp-stanzas";
+        assert_eq!(JoinError::of(&error(&format!("<conflict xmlns='{stanzas}'/>"))), JoinError::Conflict);
+        let refused = JoinError::of(&error(&format!("<text xmlns='{stanzas}'>go away</text><forbidden xmlns='{stanzas}'/>")));
+        assert_eq!(refused, JoinError::Refused(DefinedCondition::Forbidden));
+        assert_eq!(refused.to_string(), "the room refused: forbidden");
+        // Hostile or broken: no condition, an unknown one, the wrong namespace, no error at all.
+        for inner in ["", "<made-up xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>", "<conflict xmlns='urn:example'/>"] {
+            assert_eq!(JoinError::of(&error(inner)), JoinError::Refused(DefinedCondition::UndefinedCondition), "{inner:?}");
+        }
+        assert_eq!(condition(&[]), DefinedCondition::UndefinedCondition);
+        assert_eq!(condition_name(&DefinedCondition::RemoteServerTimeout), "remote-server-timeout");
+    }
     use causeway_core::Text;
 
     fn from() -> FullJid {

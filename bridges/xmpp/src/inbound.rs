@@ -10,13 +10,12 @@ use causeway_core::{
 use tokio::sync::mpsc;
 use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, Jid};
-use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Message, MessageType};
 use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
-use crate::convert::{child, child_attr, parse_message};
+use crate::convert::{self, child, child_attr, parse_message};
 use crate::ns::{NS_DELAY, NS_MUC_USER, NS_PING, NS_SID};
 use crate::stanzas::{self};
 use crate::{Inner, direct, ghost};
@@ -271,15 +270,6 @@ async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool,
 }
 
 /// The defined condition of an error stanza (`conflict`, `forbidden`, …).
-fn error_condition(payloads: &[Element]) -> String {
-    payloads
-        .iter()
-        .find(|e| e.name() == "error")
-        .and_then(|e| e.children().find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name() != "text"))
-        .map(|c| c.name().to_string())
-        .unwrap_or_else(|| "undefined-condition".into())
-}
-
 /// A message's events, for tests and callers that do not care how they are taken.
 #[cfg(test)]
 pub(crate) fn message(inner: &Inner, m: Message) -> Vec<Incoming> {
@@ -455,9 +445,12 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
         if let Some(id) = &id
             && let Some(waiter) = inner.state().confirms.remove(id)
         {
-            let condition = error_condition(&m.payloads);
-            let reason = format!("{room} refused the message: {condition}");
-            let temporary = matches!(condition.as_str(), "resource-constraint" | "remote-server-timeout" | "internal-server-error");
+            let condition = convert::condition(&m.payloads);
+            let reason = format!("{room} refused the message: {}", convert::condition_name(&condition));
+            let temporary = matches!(
+                condition,
+                DefinedCondition::ResourceConstraint | DefinedCondition::RemoteServerTimeout | DefinedCondition::InternalServerError
+            );
             let _ = waiter.send(Err(if temporary { DeliveryError::transient(reason) } else { DeliveryError::permanent(reason) }));
         }
         return Vec::new();
@@ -636,7 +629,7 @@ pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
         // A ghost's join being answered.
         let key = (room.clone(), to.to_bare().to_string());
         let answer = match p.type_ {
-            PresenceType::Error => Some(Err(error_condition(&p.payloads))),
+            PresenceType::Error => Some(Err(convert::JoinError::of(&p.payloads))),
             PresenceType::None if mine => Some(Ok(())),
             _ => None,
         };
@@ -653,7 +646,7 @@ pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
         return Vec::new();
     }
     if p.type_ == PresenceType::Error {
-        tracing::error!(room = %room, "cannot join the room: {}", error_condition(&p.payloads));
+        tracing::error!(room = %room, "cannot join the room: {}", convert::condition_name(&convert::condition(&p.payloads)));
         inner.state().refused.insert(room);
         inner.settled.notify_one();
         return Vec::new();
@@ -732,6 +725,7 @@ mod tests {
     use super::*;
     use crate::XmppBridge;
     use proptest::prelude::*;
+    use tokio_xmpp::minidom::Element;
 
     const ROOM: &str = "ops@conference.example.org";
 

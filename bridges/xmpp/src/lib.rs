@@ -88,7 +88,7 @@ struct State {
     /// Delivery id → who waits for the room to reflect it.
     confirms: HashMap<String, oneshot::Sender<Result<Option<String>, DeliveryError>>>,
     /// (room, ghost JID) → who waits for the ghost's join to be answered.
-    joins: HashMap<(String, String), oneshot::Sender<Result<(), String>>>,
+    joins: HashMap<(String, String), oneshot::Sender<Result<(), convert::JoinError>>>,
     /// (room, ghost bare JID) → its seat, once joined.
     seats: HashMap<(String, String), Seat>,
     /// Seats to take again after a reconnect.
@@ -362,7 +362,7 @@ impl Inner {
                 let _ = w.send(Err(DeliveryError::transient("disconnected from the XMPP server")));
             }
             for (_, w) in st.joins.drain() {
-                let _ = w.send(Err("disconnected from the XMPP server".into()));
+                let _ = w.send(Err(convert::JoinError::Disconnected));
             }
             for (_, w) in st.iqs.drain() {
                 let _ = w.send(Err(RequestError::Lost("disconnected from the XMPP server".into())));
@@ -565,16 +565,15 @@ impl Inner {
                     self.state().seats.insert(key, Seat { nick: nick.clone(), presence: None });
                     return Ok(nick);
                 }
-                Ok(Ok(Err(e))) if e.contains("conflict") => {
+                Ok(Ok(Err(convert::JoinError::Conflict))) => {
                     self.state().ghost_nicks.entry(room.to_string()).or_default().remove(&nick);
                     continue;
                 }
                 Ok(Ok(Err(e))) => {
                     self.state().ghost_nicks.entry(room.to_string()).or_default().remove(&nick);
-                    return Err(if e.contains("disconnected") {
-                        DeliveryError::transient(e)
-                    } else {
-                        DeliveryError::permanent(format!("cannot join {room}: {e}"))
+                    return Err(match e {
+                        convert::JoinError::Disconnected => DeliveryError::transient(e.to_string()),
+                        _ => DeliveryError::permanent(format!("cannot join {room}: {e}")),
                     });
                 }
                 _ => {

@@ -52,3 +52,5 @@ pub const NS_SID: &str = "urn:xmpp:sid:0";
 pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
 /// XEP-0363 HTTP file upload.
 pub const NS_UPLOAD: &str = "urn:xmpp:http:upload:0";
+/// Stanza error conditions (RFC 6120 §8.3).
+pub const NS_STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";

@@ -391,13 +391,7 @@ pub(crate) async fn message(
         Body::Message { attachments, .. } => {
             for a in attachments {
                 urls.push(match &inner.options.upload_service {
-                    Some(service) => match crate::upload::copy(inner, service, from, a).await {
-                        Ok(url) => url,
-                        Err(e) => {
-                            tracing::warn!(url = %causeway_core::secret::link_for_log(&a.url), "not copied to the upload service, sending the link: {e}");
-                            a.url.clone()
-                        }
-                    },
+                    Some(service) => crate::upload::copy(inner, service, from, a).await?.unwrap_or_else(|| a.url.clone()),
                     None => a.url.clone(),
                 });
             }

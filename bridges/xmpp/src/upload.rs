@@ -2,6 +2,8 @@
 //! server, so XMPP clients fetch it from their own server.
 
 use causeway_core::Attachment;
+use causeway_core::DeliveryError;
+use causeway_core::secret::link_for_log;
 use tokio_xmpp::jid::FullJid;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
@@ -48,17 +50,29 @@ impl Slot {
     }
 }
 
-/// Copy `a` to the upload service; returns the link XMPP clients should use.
-pub(crate) async fn copy(inner: &Inner, service: &str, from: &FullJid, a: &Attachment) -> Result<String, String> {
+/// Copy `a` to the upload service: `Some` — the link XMPP clients should
+/// use; `None` — send the original link (too large, refused, or the
+/// upload service would not take it); `Err` — the file's server is not
+/// answering: the delivery is tried again later (as every bridge does,
+/// [`causeway_core::fetch::Fetcher::fetch_to_copy`]).
+pub(crate) async fn copy(inner: &Inner, service: &str, from: &FullJid, a: &Attachment) -> Result<Option<String>, DeliveryError> {
     let max = inner.options.upload_max_bytes;
+    let link = link_for_log(&a.url);
     if a.size.is_some_and(|s| s > max) {
-        return Err(format!("{} bytes is over upload_max_bytes", a.size.unwrap_or(0)));
+        tracing::info!(url = %link, "not copied to the upload service, sending the link: {} bytes is over upload_max_bytes", a.size.unwrap_or(0));
+        return Ok(None);
     }
-    let fetched = inner.fetcher.fetch(&a.url, max).await.map_err(|e| format!("download: {e}"))?;
+    let Some(fetched) = inner.fetcher.fetch_to_copy(&a.url, max).await? else { return Ok(None) };
     let mime = a.mime.clone().or(fetched.content_type);
     let name =
         a.name.clone().or_else(|| a.url.rsplit('/').next().map(str::to_string)).filter(|n| !n.is_empty()).unwrap_or_else(|| "file".into());
-    put(inner, service, from, name, mime, fetched.bytes).await
+    match put(inner, service, from, name, mime, fetched.bytes).await {
+        Ok(url) => Ok(Some(url)),
+        Err(e) => {
+            tracing::warn!(url = %link, "not copied to the upload service, sending the link: {e}");
+            Ok(None)
+        }
+    }
 }
 
 /// Put `bytes` on the upload service under `name`; returns the link XMPP
