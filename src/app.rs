@@ -33,6 +33,9 @@ pub async fn open_store(config: &crate::config::Config) -> anyhow::Result<Arc<dy
 }
 
 /// Run until `shutdown` resolves.
+///
+/// One piece (over 80 lines): the order in which everything starts and stops,
+/// read top to bottom in one place.
 pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let Loaded { config, bridges } = loaded;
     let bridges = crate::bridges::build(&bridges)?;

@@ -473,8 +473,20 @@ fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// Everything wrong with `config`, each at its path, all at once; else
+/// each bridge's options, read and checked by its network.
 fn validate(config: &Config) -> Result<BTreeMap<String, Box<dyn Configured>>, ConfigErrors> {
     let mut errors = Vec::new();
+    check_limits(config, &mut errors);
+    let bridges = configure_bridges(config, &mut errors);
+    check_portals(config, &bridges, &mut errors);
+    check_people(config, &mut errors);
+    check_router_and_directory(config, &mut errors);
+    if errors.is_empty() { Ok(bridges) } else { Err(ConfigErrors(errors)) }
+}
+
+/// The store's and the outbox's numbers.
+fn check_limits(config: &Config, errors: &mut Vec<ConfigError>) {
     if config.store.max_batch == 0 {
         errors.push(ConfigError::new("store.max_batch", "must be at least 1"));
     }
@@ -484,7 +496,10 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Box<dyn Configured>>, Co
     if config.outbox.retry_max < config.outbox.retry_initial {
         errors.push(ConfigError::new("outbox.retry_max", "must not be shorter than outbox.retry_initial"));
     }
+}
 
+/// Each bridge section, read and checked by its network (nothing built).
+fn configure_bridges(config: &Config, errors: &mut Vec<ConfigError>) -> BTreeMap<String, Box<dyn Configured>> {
     let mut bridges: BTreeMap<String, Box<dyn Configured>> = BTreeMap::new();
     for (name, options) in &config.bridges {
         let path = format!("bridges.{name}");
@@ -502,7 +517,11 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Box<dyn Configured>>, Co
             ),
         }
     }
+    bridges
+}
 
+/// Portal ids, their links' bridges and rooms, and no room linked twice.
+fn check_portals(config: &Config, bridges: &BTreeMap<String, Box<dyn Configured>>, errors: &mut Vec<ConfigError>) {
     let mut portal_ids = HashMap::new();
     let mut linked: HashMap<&LinkConfig, String> = HashMap::new();
     for (i, p) in config.portals.iter().enumerate() {
@@ -537,7 +556,10 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Box<dyn Configured>>, Co
             }
         }
     }
+}
 
+/// Person ids and names, and no account claimed twice.
+fn check_people(config: &Config, errors: &mut Vec<ConfigError>) {
     // Case-folded: ghost addresses ignore case.
     let mut person_ids = HashMap::new();
     let mut accounts: HashMap<(&str, &str), String> = HashMap::new();
@@ -564,6 +586,10 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Box<dyn Configured>>, Co
             }
         }
     }
+}
+
+/// `router.ignore`, `router.peer` and `directory.ldap`.
+fn check_router_and_directory(config: &Config, errors: &mut Vec<ConfigError>) {
     for (bridge, patterns) in &config.router.ignore {
         let path = format!("router.ignore.{bridge}");
         if !config.bridges.contains_key(bridge) {
@@ -590,8 +616,6 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Box<dyn Configured>>, Co
             errors.push(ConfigError::new(format!("directory.ldap.{path}"), message));
         }
     }
-
-    if errors.is_empty() { Ok(bridges) } else { Err(ConfigErrors(errors)) }
 }
 
 #[cfg(test)]

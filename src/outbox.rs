@@ -185,6 +185,10 @@ impl Outbox {
 
     /// Deliver one row, retrying until it is delivered, skipped or dead.
     /// Returns false when shutting down.
+    ///
+    /// One piece (over 80 lines): the retry loop, its outcomes (delivered,
+    /// skipped, retried, dead) and their metrics read together; each outcome is
+    /// one arm.
     async fn deliver(
         &self,
         bridge: &dyn Bridge,

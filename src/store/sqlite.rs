@@ -179,6 +179,8 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(|r| (r.get(0), kind_of(r.get(1)).unwrap_or(IdKind::Alias))).collect())
     }
 
+    /// One piece (over 80 lines): one transaction (archive, message map, outbox
+    /// rows), read top to bottom.
     async fn commit(&self, batch: &[NewEvent]) -> Result<Vec<Stored>, StoreError> {
         // One transaction, sent to SQLite's thread as one script.
         let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");

@@ -149,146 +149,189 @@ fn message_text(body: &Body<String>) -> Option<(&str, Option<&String>, &[Attachm
     }
 }
 
-async fn one_way(from: &mut dyn Peer, to: &mut dyn Peer, opts: &Options, dir: &str, report: &mut Report) -> Result<(), String> {
-    let (fc, tc) = (from.capabilities(), to.capabilities());
-    let t = opts.timeout;
-    let n = &opts.nonce;
-    let both = |f: fn(&Capabilities) -> bool| f(&fc) && f(&tc);
+/// One direction of [`run`]: what `from` does, `to` must see.
+struct Way<'a> {
+    from: &'a mut dyn Peer,
+    to: &'a mut dyn Peer,
+    opts: &'a Options,
+    dir: &'a str,
+    /// Both sides' ids of the direction's first message.
+    from_id: String,
+    to_id: String,
+}
 
-    // Text.
-    let text = format!("conformance text {dir} {n}");
+impl Way<'_> {
+    /// Whether both sides can show what `f` names.
+    fn both(&self, f: fn(&Capabilities) -> bool) -> bool {
+        f(&self.from.capabilities()) && f(&self.to.capabilities())
+    }
+
+    fn text(&self, what: &str) -> String {
+        format!("conformance {what} {} {}", self.dir, self.opts.nonce)
+    }
+}
+
+async fn one_way(from: &mut dyn Peer, to: &mut dyn Peer, opts: &Options, dir: &str, report: &mut Report) -> Result<(), String> {
+    // Text: both sides' ids of it are what the other cases refer to.
+    let text = format!("conformance text {dir} {}", opts.nonce);
     let from_id = from.act(Action::Text { text: text.clone(), reply_to: None }).await?;
     let to_id =
-        expect(to, t, "text message", |s| message_text(&s.body).filter(|(p, _, _)| p.contains(&text)).map(|_| s.id.clone())).await?;
+        expect(to, opts.timeout, "text message", |s| message_text(&s.body).filter(|(p, _, _)| p.contains(&text)).map(|_| s.id.clone()))
+            .await?;
     report.passed.push(format!("{dir} text"));
-
-    // Reply, answered from the receiving side: it must point at the sender's
-    // own id for the original.
-    if both(|c| c.replies) {
-        let reply = format!("conformance reply {dir} {n}");
-        to.act(Action::Text { text: reply.clone(), reply_to: Some(to_id.clone()) }).await?;
-        let got =
-            expect(from, t, "reply", |s| message_text(&s.body).filter(|(p, _, _)| p.contains(&reply)).map(|(_, r, _)| r.cloned())).await?;
-        if got.as_ref() != Some(&from_id) {
-            return Err(format!("{dir} reply: refers to {got:?}, expected {from_id:?}"));
-        }
-        report.passed.push(format!("{dir} reply"));
-    } else {
-        report.skipped.push(format!("{dir} reply"));
-    }
-
-    // Reaction from the receiving side.
-    if both(|c| c.reactions) {
-        to.act(Action::React { target: to_id.clone(), key: "👍".into() }).await?;
-        let target = expect(from, t, "reaction", |s| match &s.body {
-            Body::Reaction { target, key, removed: false } if key == "👍" => Some(target.clone()),
-            _ => None,
-        })
-        .await?;
-        if target != from_id {
-            return Err(format!("{dir} reaction: targets {target:?}, expected {from_id:?}"));
-        }
-        report.passed.push(format!("{dir} reaction"));
-    } else {
-        report.skipped.push(format!("{dir} reaction"));
-    }
-
-    // Edit.
-    if both(|c| c.edits) {
-        let edited = format!("conformance edited {dir} {n}");
-        from.act(Action::Edit { target: from_id.clone(), text: edited.clone() }).await?;
-        let target = expect(to, t, "edit", |s| match &s.body {
-            Body::Edit { target, text } if text.plain.contains(&edited) => Some(target.clone()),
-            _ => None,
-        })
-        .await?;
-        if target != to_id {
-            return Err(format!("{dir} edit: targets {target:?}, expected {to_id:?}"));
-        }
-        report.passed.push(format!("{dir} edit"));
-    } else {
-        report.skipped.push(format!("{dir} edit"));
-    }
-
-    // Retraction.
-    if both(|c| c.retractions) {
-        from.act(Action::Retract { target: from_id.clone() }).await?;
-        let target = expect(to, t, "retraction", |s| match &s.body {
-            Body::Retract { target, .. } => Some(target.clone()),
-            _ => None,
-        })
-        .await?;
-        if target != to_id {
-            return Err(format!("{dir} retraction: targets {target:?}, expected {to_id:?}"));
-        }
-        report.passed.push(format!("{dir} retraction"));
-    } else {
-        report.skipped.push(format!("{dir} retraction"));
-    }
-
-    // Thread: a message in the thread of the first one.
-    if both(|c| c.threads) {
-        let text = format!("conformance thread {dir} {n}");
-        from.act(Action::InThread { text: text.clone(), root: from_id.clone() }).await?;
-        let root = expect(to, t, "message in a thread", |s| match &s.body {
-            Body::Message { text: body, thread, .. } if body.plain.contains(&text) => Some(thread.clone()),
-            _ => None,
-        })
-        .await?;
-        if root.as_ref() != Some(&to_id) {
-            return Err(format!("{dir} thread: root {root:?}, expected {to_id:?}"));
-        }
-        report.passed.push(format!("{dir} thread"));
-    } else {
-        report.skipped.push(format!("{dir} thread"));
-    }
-
-    // File: as an attachment where both carry files, else as a link in text.
-    if fc.files {
-        let (url, bytes) = match &opts.file {
-            Some((url, bytes)) => (url.clone(), Some(bytes.clone())),
-            None => (format!("https://files.example/conformance-{n}.txt"), None),
-        };
-        let caption = format!("conformance file {dir} {n}");
-        let mime = if bytes.is_some() { "image/png" } else { "text/plain" };
-        let name = if bytes.is_some() { "c.png" } else { "c.txt" };
-        let attachment =
-            Attachment { url: url.clone(), name: Some(name.into()), mime: Some(mime.into()), size: bytes.as_ref().map(|b| b.len() as u64) };
-        from.act(Action::File { attachment, caption: caption.clone() }).await?;
-        let files = tc.files;
-        let got = expect(to, t, "file", |s| {
-            let (plain, _, attachments) = message_text(&s.body)?;
-            if !files {
-                return plain.contains(&url).then_some(None);
-            }
-            attachments.first().filter(|a| bytes.is_some() || a.url == url).map(|a| Some(a.url.clone()))
-        })
-        .await?;
-        if let (Some(expected), Some(link)) = (&bytes, got) {
-            let fetched = to.fetch(&link).await?;
-            if &fetched != expected {
-                return Err(format!("{dir} file: {link} gives {} bytes, not the {} sent", fetched.len(), expected.len()));
-            }
-        }
-        report.passed.push(format!("{dir} file"));
-    } else {
-        report.skipped.push(format!("{dir} file"));
-    }
-
-    // Presence.
-    if both(|c| c.presence) {
-        let status = format!("conformance away {dir} {n}");
-        from.act(Action::Presence { show: Show::Away, status: Some(status.clone()) }).await?;
-        expect(to, t, "presence", |s| match &s.body {
-            Body::Presence { show: Show::Away, status: Some(st) } if st == &status => Some(()),
-            _ => None,
-        })
-        .await?;
-        report.passed.push(format!("{dir} presence"));
-    } else {
-        report.skipped.push(format!("{dir} presence"));
+    let mut way = Way { from, to, opts, dir, from_id, to_id };
+    // In this order: each case runs once the one before is done.
+    let cases = [
+        ("reply", reply(&mut way).await?),
+        ("reaction", reaction(&mut way).await?),
+        ("edit", edit(&mut way).await?),
+        ("retraction", retraction(&mut way).await?),
+        ("thread", thread(&mut way).await?),
+        ("file", file(&mut way).await?),
+        ("presence", presence(&mut way).await?),
+    ];
+    for (name, done) in cases {
+        if done { report.passed.push(format!("{dir} {name}")) } else { report.skipped.push(format!("{dir} {name}")) }
     }
     Ok(())
+}
+
+/// A reply answered from the receiving side must point at the sender's own
+/// id for the original. `Ok(false)`: skipped (a side cannot show it).
+async fn reply(w: &mut Way<'_>) -> Result<bool, String> {
+    if !w.both(|c| c.replies) {
+        return Ok(false);
+    }
+    let reply = w.text("reply");
+    w.to.act(Action::Text { text: reply.clone(), reply_to: Some(w.to_id.clone()) }).await?;
+    let got = expect(w.from, w.opts.timeout, "reply", |s| {
+        message_text(&s.body).filter(|(p, _, _)| p.contains(&reply)).map(|(_, r, _)| r.cloned())
+    })
+    .await?;
+    if got.as_ref() != Some(&w.from_id) {
+        return Err(format!("{} reply: refers to {got:?}, expected {:?}", w.dir, w.from_id));
+    }
+    Ok(true)
+}
+
+/// A reaction from the receiving side targets the sender's id.
+async fn reaction(w: &mut Way<'_>) -> Result<bool, String> {
+    if !w.both(|c| c.reactions) {
+        return Ok(false);
+    }
+    w.to.act(Action::React { target: w.to_id.clone(), key: "👍".into() }).await?;
+    let target = expect(w.from, w.opts.timeout, "reaction", |s| match &s.body {
+        Body::Reaction { target, key, removed: false } if key == "👍" => Some(target.clone()),
+        _ => None,
+    })
+    .await?;
+    if target != w.from_id {
+        return Err(format!("{} reaction: targets {target:?}, expected {:?}", w.dir, w.from_id));
+    }
+    Ok(true)
+}
+
+/// An edit by the sender targets the receiver's id.
+async fn edit(w: &mut Way<'_>) -> Result<bool, String> {
+    if !w.both(|c| c.edits) {
+        return Ok(false);
+    }
+    let edited = w.text("edited");
+    w.from.act(Action::Edit { target: w.from_id.clone(), text: edited.clone() }).await?;
+    let target = expect(w.to, w.opts.timeout, "edit", |s| match &s.body {
+        Body::Edit { target, text } if text.plain.contains(&edited) => Some(target.clone()),
+        _ => None,
+    })
+    .await?;
+    if target != w.to_id {
+        return Err(format!("{} edit: targets {target:?}, expected {:?}", w.dir, w.to_id));
+    }
+    Ok(true)
+}
+
+/// A retraction by the sender targets the receiver's id.
+async fn retraction(w: &mut Way<'_>) -> Result<bool, String> {
+    if !w.both(|c| c.retractions) {
+        return Ok(false);
+    }
+    w.from.act(Action::Retract { target: w.from_id.clone() }).await?;
+    let target = expect(w.to, w.opts.timeout, "retraction", |s| match &s.body {
+        Body::Retract { target, .. } => Some(target.clone()),
+        _ => None,
+    })
+    .await?;
+    if target != w.to_id {
+        return Err(format!("{} retraction: targets {target:?}, expected {:?}", w.dir, w.to_id));
+    }
+    Ok(true)
+}
+
+/// A message in the thread of the first one has the receiver's id of it as root.
+async fn thread(w: &mut Way<'_>) -> Result<bool, String> {
+    if !w.both(|c| c.threads) {
+        return Ok(false);
+    }
+    let text = w.text("thread");
+    w.from.act(Action::InThread { text: text.clone(), root: w.from_id.clone() }).await?;
+    let root = expect(w.to, w.opts.timeout, "message in a thread", |s| match &s.body {
+        Body::Message { text: body, thread, .. } if body.plain.contains(&text) => Some(thread.clone()),
+        _ => None,
+    })
+    .await?;
+    if root.as_ref() != Some(&w.to_id) {
+        return Err(format!("{} thread: root {root:?}, expected {:?}", w.dir, w.to_id));
+    }
+    Ok(true)
+}
+
+/// A file: as an attachment where both carry files (the same bytes behind
+/// the receiver's own link, given a real file), else as a link in text.
+async fn file(w: &mut Way<'_>) -> Result<bool, String> {
+    if !w.from.capabilities().files {
+        return Ok(false);
+    }
+    let n = &w.opts.nonce;
+    let (url, bytes) = match &w.opts.file {
+        Some((url, bytes)) => (url.clone(), Some(bytes.clone())),
+        None => (format!("https://files.example/conformance-{n}.txt"), None),
+    };
+    let caption = w.text("file");
+    let mime = if bytes.is_some() { "image/png" } else { "text/plain" };
+    let name = if bytes.is_some() { "c.png" } else { "c.txt" };
+    let attachment =
+        Attachment { url: url.clone(), name: Some(name.into()), mime: Some(mime.into()), size: bytes.as_ref().map(|b| b.len() as u64) };
+    w.from.act(Action::File { attachment, caption }).await?;
+    let files = w.to.capabilities().files;
+    let got = expect(w.to, w.opts.timeout, "file", |s| {
+        let (plain, _, attachments) = message_text(&s.body)?;
+        if !files {
+            return plain.contains(&url).then_some(None);
+        }
+        attachments.first().filter(|a| bytes.is_some() || a.url == url).map(|a| Some(a.url.clone()))
+    })
+    .await?;
+    if let (Some(expected), Some(link)) = (&bytes, got) {
+        let fetched = w.to.fetch(&link).await?;
+        if &fetched != expected {
+            return Err(format!("{} file: {link} gives {} bytes, not the {} sent", w.dir, fetched.len(), expected.len()));
+        }
+    }
+    Ok(true)
+}
+
+/// The sender's presence (away, with a status) reaches the receiver.
+async fn presence(w: &mut Way<'_>) -> Result<bool, String> {
+    if !w.both(|c| c.presence) {
+        return Ok(false);
+    }
+    let status = w.text("away");
+    w.from.act(Action::Presence { show: Show::Away, status: Some(status.clone()) }).await?;
+    expect(w.to, w.opts.timeout, "presence", |s| match &s.body {
+        Body::Presence { show: Show::Away, status: Some(st) } if st == &status => Some(()),
+        _ => None,
+    })
+    .await?;
+    Ok(true)
 }
 
 /// The suite across many networks in one portal: from each peer in turn, a
@@ -299,13 +342,20 @@ async fn one_way(from: &mut dyn Peer, to: &mut dyn Peer, opts: &Options, dir: &s
 /// router sends instead (`degrade: notice`; for a reaction only where the
 /// peer takes such notices, [`Peer::reaction_notices`]).
 pub async fn run_all(peers: &mut [&mut dyn Peer], opts: &Options) -> Result<Report, String> {
-    let n = peers.len();
-    let t = opts.timeout;
     let mut report = Report::default();
-    // ids[m][p]: peer p's id for the message of peer m.
+    let ids = texts_all(peers, opts, &mut report).await?;
+    replies_all(peers, opts, &ids, &mut report).await?;
+    edits_all(peers, opts, &ids, &mut report).await?;
+    reactions_all(peers, opts, &ids, &mut report).await?;
+    Ok(report)
+}
+
+/// [`run_all`]: a message from each peer, seen by every other. Returns
+/// `ids[m][p]`: peer p's id for the message of peer m.
+async fn texts_all(peers: &mut [&mut dyn Peer], opts: &Options, report: &mut Report) -> Result<Vec<Vec<String>>, String> {
+    let (n, t) = (peers.len(), opts.timeout);
     let mut ids: Vec<Vec<String>> = vec![vec![String::new(); n]; n];
     let texts: Vec<String> = (0..n).map(|s| format!("four-way text from {} {}", peers[s].label(), opts.nonce)).collect();
-
     for s in 0..n {
         let id = peers[s].act(Action::Text { text: texts[s].clone(), reply_to: None }).await?;
         ids[s][s] = id;
@@ -318,7 +368,12 @@ pub async fn run_all(peers: &mut [&mut dyn Peer], opts: &Options) -> Result<Repo
         }
         report.passed.push(format!("text from {}", peers[s].label()));
     }
+    Ok(ids)
+}
 
+/// [`run_all`]: from each peer a reply to the previous peer's message.
+async fn replies_all(peers: &mut [&mut dyn Peer], opts: &Options, ids: &[Vec<String>], report: &mut Report) -> Result<(), String> {
+    let (n, t) = (peers.len(), opts.timeout);
     for s in 0..n {
         let m = (s + n - 1) % n; // the previous peer's message
         if !peers[s].capabilities().replies {
@@ -343,7 +398,13 @@ pub async fn run_all(peers: &mut [&mut dyn Peer], opts: &Options) -> Result<Repo
         }
         report.passed.push(format!("reply from {}", peers[s].label()));
     }
+    Ok(())
+}
 
+/// [`run_all`]: from each peer an edit of its own message (a notice where
+/// a receiver cannot show edits).
+async fn edits_all(peers: &mut [&mut dyn Peer], opts: &Options, ids: &[Vec<String>], report: &mut Report) -> Result<(), String> {
+    let (n, t) = (peers.len(), opts.timeout);
     for s in 0..n {
         if !peers[s].capabilities().edits {
             report.skipped.push(format!("edit from {}", peers[s].label()));
@@ -374,7 +435,13 @@ pub async fn run_all(peers: &mut [&mut dyn Peer], opts: &Options) -> Result<Repo
         }
         report.passed.push(format!("edit from {}", peers[s].label()));
     }
+    Ok(())
+}
 
+/// [`run_all`]: from each peer a reaction to the next peer's message (a
+/// notice where a receiver cannot show reactions and takes notices).
+async fn reactions_all(peers: &mut [&mut dyn Peer], opts: &Options, ids: &[Vec<String>], report: &mut Report) -> Result<(), String> {
+    let (n, t) = (peers.len(), opts.timeout);
     for s in 0..n {
         let m = (s + 1) % n; // the next peer's message
         if !peers[s].capabilities().reactions {
@@ -406,5 +473,5 @@ pub async fn run_all(peers: &mut [&mut dyn Peer], opts: &Options) -> Result<Repo
         }
         report.passed.push(format!("reaction from {}", peers[s].label()));
     }
-    Ok(report)
+    Ok(())
 }

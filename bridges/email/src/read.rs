@@ -305,6 +305,9 @@ pub fn mime_containers(raw: &[u8]) -> usize {
     n
 }
 
+/// One piece (over 80 lines): the checks a mail passes in order (size, loops
+/// and auto-replies, sender policy, authentication, list) before it becomes an
+/// event; each ends the reading with its verdict.
 pub fn read(raw: &[u8], options: &EmailOptions, subscribers: &dyn Fn(&str) -> Vec<String>) -> Verdict {
     if raw.len() as u64 > options.max_message_bytes {
         return quarantine("too_large", format!("{} bytes, more than max_message_bytes", raw.len()));

@@ -129,6 +129,9 @@ impl Actor<'_> {
     }
 }
 
+/// One piece (over 80 lines): who speaks (ghost or the person's own account),
+/// the relay mark, and one arm per event kind that share them; split, each arm
+/// would take all of them again.
 pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, DeliveryError> {
     let room = inner.room_id(&d.room)?;
     let sender = &d.event.sender;
@@ -313,6 +316,9 @@ async fn send(inner: &Inner, room: &RoomId, actor: &Actor<'_>, txn: &str, conten
 
 /// A message: its text, then each file as its own event (`<id>.<n>` as
 /// transaction ids). The first event is the message's id on Matrix.
+///
+/// One piece (over 80 lines): the text event and then each file, which share
+/// the ids, the sender and the fallback to links.
 #[allow(clippy::too_many_arguments)]
 async fn send_message(
     inner: &Inner,

@@ -359,6 +359,9 @@ fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Res
     (status, axum::Json(json!({"error": code, "message": message.to_string()}))).into_response()
 }
 
+/// One piece (over 80 lines): a request's checks in the order they must run
+/// (endpoint, authentication, signature and replay, body, direct recipient),
+/// each answering with its own status.
 async fn inbound(
     State(bridge): State<Arc<WebhookBridge>>,
     Path(endpoint): Path<String>,

@@ -161,6 +161,9 @@ pub(crate) async fn submit_in_order(inner: Arc<Inner>, ctx: BridgeContext, mut r
 /// Take one item: submit it (held and tried again while the store refuses),
 /// and move the room's mark on. `catching`: its room is being caught up
 /// now, so only archive results move the mark.
+///
+/// One piece (over 80 lines): one arm per kind of item taken, each moving the
+/// room's mark in its own way.
 async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool, frozen: &HashSet<String>) {
     let unavailable = |e: &SubmitError| matches!(e, SubmitError::Unavailable(_));
     let (incoming, sid, archived) = match item {

@@ -267,6 +267,10 @@ impl Inner {
     }
 
     /// Keep connected: connect, serve until the stream ends, back off, again.
+    ///
+    /// One piece (over 80 lines): one connection's life — connect, join, serve,
+    /// and on loss fail every waiter — whose steps share the connection's
+    /// state.
     async fn run(self: Arc<Self>, mut out_rx: mpsc::UnboundedReceiver<Stanza>, ctx: BridgeContext) {
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
         tokio::spawn(inbound::submit_in_order(self.clone(), ctx.clone(), inbound_rx));
