@@ -77,7 +77,7 @@ pub(crate) fn take_result(inner: &Inner, m: Message) -> Option<Inbound> {
             return None;
         }
     };
-    let looked = result.queryid.as_ref().and_then(|q| inner.state().lookbacks.get(&q.0).cloned());
+    let looked = result.queryid.as_ref().and_then(|q| inner.state().history.lookbacks.get(&q.0).cloned());
     if let Some(room) = looked {
         // A look back for deliveries an earlier run may have sent: noted, not taken.
         if outer.as_ref().is_some_and(|f| f.resource().is_none() && f.to_bare().to_string() == room)
@@ -85,11 +85,11 @@ pub(crate) fn take_result(inner: &Inner, m: Message) -> Option<Inbound> {
             && !result.id.is_empty()
             && result.id.len() <= 256
         {
-            inner.state().archived_ids.entry(room).or_default().insert(id.0.clone(), result.id.clone());
+            inner.state().history.archived_ids.entry(room).or_default().insert(id.0.clone(), result.id.clone());
         }
         return None;
     }
-    let asked = result.queryid.as_ref().and_then(|q| inner.state().mam_queries.get(&q.0).cloned());
+    let asked = result.queryid.as_ref().and_then(|q| inner.state().history.mam_queries.get(&q.0).cloned());
     let Some((room, after_ms)) = asked else {
         tracing::warn!(from = ?outer.map(|f| f.to_string()), "dropping an archive result nobody asked for");
         return None;
@@ -152,10 +152,10 @@ fn archived(inner: &Inner, room: &str, result: Result_, after_ms: Option<i64>) -
     {
         let mut st = inner.state();
         if let Some(id) = &id
-            && st.in_doubt.contains(id)
+            && st.sent.in_doubt.contains(id)
         {
             // A delivery whose reflection was lost: it is in the room.
-            st.found.insert(id.clone(), Some(sid));
+            st.sent.found.insert(id.clone(), Some(sid));
             return None;
         }
     }
@@ -176,7 +176,7 @@ fn archived(inner: &Inner, room: &str, result: Result_, after_ms: Option<i64>) -
     };
     {
         let st = inner.state();
-        if nick == inner.options.bot_nick || st.ghost_nicks.get(room).is_some_and(|n| n.contains(&nick)) {
+        if nick == inner.options.bot_nick || st.ghost.ghost_nicks.get(room).is_some_and(|n| n.contains(&nick)) {
             return None; // our own
         }
     }
@@ -222,15 +222,15 @@ const LOOKBACK: usize = 100;
 /// the room's latest messages then. `None` also when the room has no
 /// archive or it does not answer (the delivery is then sent).
 pub(crate) async fn sent_before(inner: &Inner, room: &str, id: &str) -> Option<String> {
-    let looked = inner.state().archived_ids.contains_key(room);
+    let looked = inner.state().history.archived_ids.contains_key(room);
     if !looked {
         // The bridge must sit in the room to read its archive.
         let deadline = tokio::time::Instant::now() + inner.options.confirm_timeout;
-        while !inner.state().subject_seen.contains(room) && tokio::time::Instant::now() < deadline {
+        while !inner.state().rooms.subject_seen.contains(room) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let queryid = causeway_core::new_id();
-        inner.state().lookbacks.insert(queryid.clone(), room.to_string());
+        inner.state().history.lookbacks.insert(queryid.clone(), room.to_string());
         let query = Query {
             queryid: Some(QueryId(queryid.clone())),
             node: None,
@@ -241,11 +241,11 @@ pub(crate) async fn sent_before(inner: &Inner, room: &str, id: &str) -> Option<S
         };
         let answer = inner.request_within(&inner.bot_jid(), room, true, query.into(), PAGE_TIMEOUT).await;
         let mut st = inner.state();
-        st.lookbacks.remove(&queryid);
+        st.history.lookbacks.remove(&queryid);
         match answer {
             // Results come before the answer on the stream: all noted now.
             Ok(_) => {
-                st.archived_ids.entry(room.to_string()).or_default();
+                st.history.archived_ids.entry(room.to_string()).or_default();
             }
             Err(e) => {
                 tracing::warn!(room = %room, delivery = id, "cannot look in the room's archive for a delivery an earlier run may have sent; sending it: {e}");
@@ -253,7 +253,7 @@ pub(crate) async fn sent_before(inner: &Inner, room: &str, id: &str) -> Option<S
             }
         }
     }
-    inner.state().archived_ids.get(room).and_then(|ids| ids.get(id).cloned())
+    inner.state().history.archived_ids.get(room).and_then(|ids| ids.get(id).cloned())
 }
 
 /// How a catch-up from the archive ended.
@@ -283,8 +283,8 @@ pub(crate) async fn catch_up(inner: Arc<Inner>, ctx: BridgeContext, tx: mpsc::Se
     // Results already handed on come before this in the queue.
     let _ = tx.send(Inbound::ArchiveEnd { room: room.clone(), token, complete }).await;
     let mut st = inner.state();
-    if st.catching_up.get(&room) == Some(&token) {
-        st.catching_up.remove(&room);
+    if st.history.catching_up.get(&room) == Some(&token) {
+        st.history.catching_up.remove(&room);
     }
 }
 
@@ -297,13 +297,13 @@ async fn page_through(inner: &Inner, room: &str, mut mark: Mark, token: u64) -> 
     loop {
         {
             let st = inner.state();
-            if st.catching_up.get(room) != Some(&token) {
+            if st.history.catching_up.get(room) != Some(&token) {
                 return Outcome::Incomplete("the connection was made again".into());
             }
-            if st.refused.contains(room) {
+            if st.rooms.refused.contains(room) {
                 return Outcome::Incomplete("the room refused the bridge".into());
             }
-            if st.subject_seen.contains(room) {
+            if st.rooms.subject_seen.contains(room) {
                 break;
             }
         }
@@ -313,13 +313,13 @@ async fn page_through(inner: &Inner, room: &str, mut mark: Mark, token: u64) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     for page in 0..MAX_PAGES {
-        if inner.state().catching_up.get(room) != Some(&token) {
+        if inner.state().history.catching_up.get(room) != Some(&token) {
             return Outcome::Incomplete("the connection was made again".into());
         }
         let queryid = causeway_core::new_id();
-        inner.state().mam_queries.insert(queryid.clone(), (room.to_string(), floor));
+        inner.state().history.mam_queries.insert(queryid.clone(), (room.to_string(), floor));
         let answer = inner.request_within(&inner.bot_jid(), room, true, query(&queryid, &mark).into(), PAGE_TIMEOUT).await;
-        inner.state().mam_queries.remove(&queryid);
+        inner.state().history.mam_queries.remove(&queryid);
         let fin = match answer {
             Ok(Some(payload)) => match Fin::try_from(payload) {
                 Ok(fin) => fin,
@@ -361,10 +361,10 @@ mod tests {
     fn bridge() -> XmppBridge {
         let options = serde_json::json!({"domain": "bridge.example.org", "secret": "s", "max_stanza_bytes": 1000});
         let b = XmppBridge::from_options(options).unwrap();
-        b.inner.state().ghost_nicks.entry(ROOM.into()).or_default().insert("Ghost".into());
-        b.inner.state().mam_queries.insert("q1".into(), (ROOM.into(), None));
+        b.inner.state().ghost.ghost_nicks.entry(ROOM.into()).or_default().insert("Ghost".into());
+        b.inner.state().history.mam_queries.insert("q1".into(), (ROOM.into(), None));
         // Read from a time: only what is newer.
-        b.inner.state().mam_queries.insert("q-since".into(), (ROOM.into(), Some(1_735_689_600_000)));
+        b.inner.state().history.mam_queries.insert("q-since".into(), (ROOM.into(), Some(1_735_689_600_000)));
         b
     }
 
@@ -414,7 +414,7 @@ mod tests {
     #[test]
     fn a_look_back_notes_what_was_sent_and_takes_nothing() {
         let b = bridge();
-        b.inner.state().lookbacks.insert("lb".into(), ROOM.into());
+        b.inner.state().history.lookbacks.insert("lb".into(), ROOM.into());
         // Our ghost's message of an earlier run, under its delivery id.
         let ours = "<message xmlns='jabber:client' from='ops@conference.example.org/Ghost' type='groupchat' id='delivery-7'><body>hi</body></message>";
         assert!(take_result(&b.inner, result(ROOM, "lb", "s7", ours)).is_none(), "noted, not taken");
@@ -423,7 +423,7 @@ mod tests {
         assert!(take_result(&b.inner, result(ROOM, "lb", "s9", &said("Alice", "").replace(" id='m-Alice'", ""))).is_none());
         assert!(take_result(&b.inner, result(ROOM, "lb", &"x".repeat(300), &ours.replace("delivery-7", "delivery-10"))).is_none());
         let st = b.inner.state();
-        let ids = st.archived_ids.get(ROOM).expect("noted");
+        let ids = st.history.archived_ids.get(ROOM).expect("noted");
         assert_eq!(ids.get("delivery-7").map(String::as_str), Some("s7"));
         assert_eq!(ids.len(), 1, "{ids:?}");
     }
@@ -512,10 +512,10 @@ mod tests {
     #[test]
     fn a_delivery_in_doubt_found_in_the_archive_is_confirmed_not_taken() {
         let b = bridge();
-        b.inner.state().in_doubt.insert("m-Ghost2".into());
+        b.inner.state().sent.in_doubt.insert("m-Ghost2".into());
         let mine = said("Ghost2", "");
         assert!(taken(&b, result(ROOM, "q1", "a7", &mine)).is_none());
-        assert_eq!(b.inner.state().found.get("m-Ghost2"), Some(&Some("a7".to_string())));
+        assert_eq!(b.inner.state().sent.found.get("m-Ghost2"), Some(&Some("a7".to_string())));
     }
 
     #[test]

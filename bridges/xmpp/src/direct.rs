@@ -72,7 +72,7 @@ pub(crate) fn inbound(inner: &Inner, m: Message) -> Option<(Incoming, BareJid, J
     }
     // A private message through a group chat (or an invitation) comes from
     // the room, not from an account.
-    let from_room = m.payloads.iter().any(|e| e.is("x", NS_MUC_USER)) || inner.state().joined.contains(&from.to_bare().to_string());
+    let from_room = m.payloads.iter().any(|e| e.is("x", NS_MUC_USER)) || inner.state().rooms.joined.contains(&from.to_bare().to_string());
     if from_room {
         tracing::debug!(from = %from, "ignoring a private message through a group chat");
         return None;

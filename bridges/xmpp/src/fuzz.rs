@@ -14,8 +14,8 @@ const ROOM: &str = "ops@conference.example.org";
 static BRIDGE: LazyLock<XmppBridge> = LazyLock::new(|| {
     let options = serde_json::json!({"domain": "bridge.example.org", "secret": "s", "max_stanza_bytes": 65536});
     let b = XmppBridge::from_options(options).expect("valid options");
-    b.inner.state().joined.insert(ROOM.into());
-    b.inner.state().ghost_nicks.entry(ROOM.into()).or_default().insert("Ghost".into());
+    b.inner.state().rooms.joined.insert(ROOM.into());
+    b.inner.state().ghost.ghost_nicks.entry(ROOM.into()).or_default().insert("Ghost".into());
     b
 });
 

@@ -35,7 +35,7 @@ pub fn jid_of(options: &XmppOptions, domain: &str, sender: &Sender, origin_bridg
 pub(crate) async fn remember(inner: &Inner, ghost: &BareJid, sender: &Sender, bridge: &str) {
     let key = Recipient::key_of(sender, bridge);
     let jid = ghost.to_string();
-    if inner.state().ghosts.get(&jid) == Some(&key) {
+    if inner.state().ghost.ghosts.get(&jid) == Some(&key) {
         return;
     }
     if let Some(ctx) = inner.ctx.get()
@@ -45,21 +45,21 @@ pub(crate) async fn remember(inner: &Inner, ghost: &BareJid, sender: &Sender, br
         tracing::warn!(ghost = %jid, "cannot remember the ghost: {e}");
         return;
     }
-    inner.state().ghosts.insert(jid, key);
+    inner.state().ghost.ghosts.insert(jid, key);
 }
 
 /// Who a ghost stands for: as remembered, or a directory person by the
 /// ghost's name.
 pub(crate) async fn recipient_of(inner: &Inner, ghost: &BareJid) -> Result<Option<Recipient>, DirectError> {
     let jid = ghost.to_string();
-    let known = inner.state().ghosts.get(&jid).cloned();
+    let known = inner.state().ghost.ghosts.get(&jid).cloned();
     let known = match (known, inner.ctx.get()) {
         (Some(k), _) => Some(k),
         (None, Some(ctx)) => ctx.load_state(&format!("{GHOST_KEY}{jid}")).await.map_err(|e| DirectError::Unavailable(e.to_string()))?,
         (None, None) => None,
     };
     if let Some(key) = known {
-        inner.state().ghosts.insert(jid, key.clone());
+        inner.state().ghost.ghosts.insert(jid, key.clone());
         return Ok(Recipient::parse(&key));
     }
     let Some(node) = ghost.node() else { return Ok(None) };

@@ -173,7 +173,7 @@ async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool,
             if frozen.contains(&room) {
                 return;
             }
-            let sid = inner.state().last_sid.get(&room).cloned();
+            let sid = inner.state().history.last_sid.get(&room).cloned();
             let mark = match &sid {
                 Some(sid) => format!("{first} {last} {sid}"),
                 None => format!("{first} {last}"),
@@ -181,7 +181,7 @@ async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool,
             match ctx.save_state(&format!("{}{room}", crate::SEEN_KEY), &mark).await {
                 Ok(()) => {
                     if let Some(sid) = sid {
-                        inner.state().saved_sid.insert(room, sid);
+                        inner.state().history.saved_sid.insert(room, sid);
                     }
                 }
                 Err(e) => tracing::warn!(bridge = ctx.name(), room = %room, "cannot store when the room was last seen: {e}"),
@@ -264,7 +264,7 @@ async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool,
             if let Some(sid) = sid
                 && !frozen.contains(&room)
             {
-                inner.state().last_sid.insert(room, sid);
+                inner.state().history.last_sid.insert(room, sid);
             }
         }
         Err(e @ SubmitError::NotLinked(_)) => tracing::debug!(bridge = ctx.name(), room = %room, "event not taken: {e}"),
@@ -295,7 +295,7 @@ pub(crate) fn message_inbound(inner: &Inner, m: Message) -> Vec<Inbound> {
     let replay_ends = m.type_ == MessageType::Groupchat
         && m.bodies.is_empty()
         && !m.subjects.is_empty()
-        && room.as_ref().is_some_and(|r| inner.state().joined.contains(r) && !inner.state().subject_seen.contains(r));
+        && room.as_ref().is_some_and(|r| inner.state().rooms.joined.contains(r) && !inner.state().rooms.subject_seen.contains(r));
     // The room's own id of what was said, where the next catch-up starts.
     let sid = match &room {
         Some(r) if m.type_ == MessageType::Groupchat => child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(r)),
@@ -360,7 +360,8 @@ fn own_ids(inner: &Inner, incoming: Incoming) -> Incoming {
     }
     let st = inner.state();
     let room = incoming.room.clone();
-    let body = incoming.body.map_refs(|r| Some(st.reflected.get(&room, &r).map_or(r, str::to_string))).expect("every reference is Some");
+    let body =
+        incoming.body.map_refs(|r| Some(st.sent.reflected.get(&room, &r).map_or(r, str::to_string))).expect("every reference is Some");
     Incoming { body, ..incoming }
 }
 
@@ -375,7 +376,7 @@ fn catch_up(inner: &Inner, m: &Message) -> Option<Inbound> {
     let nick = from.resource()?.as_str().to_string();
     // The room's own delay (a sender may add one of their own).
     let delay = m.payloads.iter().find(|e| e.is("delay", NS_DELAY) && e.attr("from").is_some_and(|f| f.eq_ignore_ascii_case(&room)))?;
-    let after = inner.state().catch_up.get(&room).copied()?;
+    let after = inner.state().history.catch_up.get(&room).copied()?;
     let stamp = time::OffsetDateTime::parse(delay.attr("stamp")?, &time::format_description::well_known::Rfc3339).ok()?;
     let at_ms = i64::try_from(stamp.unix_timestamp_nanos() / 1_000_000).ok()?.min(causeway_core::now_ms());
     if at_ms <= after {
@@ -384,8 +385,8 @@ fn catch_up(inner: &Inner, m: &Message) -> Option<Inbound> {
     let id = m.id.as_ref().map(|i| i.0.clone());
     {
         let st = inner.state();
-        let ours = nick == inner.options.bot_nick || st.ghost_nicks.get(&room).is_some_and(|n| n.contains(&nick));
-        if !st.joined.contains(&room) || ours || id.as_ref().is_some_and(|id| st.in_doubt.contains(id)) {
+        let ours = nick == inner.options.bot_nick || st.ghost.ghost_nicks.get(&room).is_some_and(|n| n.contains(&nick));
+        if !st.rooms.joined.contains(&room) || ours || id.as_ref().is_some_and(|id| st.sent.in_doubt.contains(id)) {
             return None;
         }
     }
@@ -432,9 +433,9 @@ pub(crate) fn said_while_away(
 pub(crate) fn looked_at(inner: &Inner, room: &str) -> Inbound {
     let now = causeway_core::now_ms();
     let mut st = inner.state();
-    st.catch_up.remove(room);
-    let first = st.seen.get(room).map_or(now, |(f, _)| *f);
-    st.seen.insert(room.to_string(), (first, now));
+    st.history.catch_up.remove(room);
+    let first = st.history.seen.get(room).map_or(now, |(f, _)| *f);
+    st.history.seen.insert(room.to_string(), (first, now));
     Inbound::Looked { room: room.to_string(), first, last: now }
 }
 
@@ -446,7 +447,7 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
     let room = from.to_bare().to_string();
     if m.type_ == MessageType::Error {
         if let Some(id) = &id
-            && let Some(waiter) = inner.state().confirms.remove(id)
+            && let Some(waiter) = inner.state().sent.confirms.remove(id)
         {
             let condition = convert::condition(&m.payloads);
             let reason = format!("{room} refused the message: {}", convert::condition_name(&condition));
@@ -469,17 +470,17 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
     if let Some(id) = &id {
         let mut st = inner.state();
         let sid = || child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(&room));
-        if let Some(waiter) = st.confirms.remove(id) {
+        if let Some(waiter) = st.sent.confirms.remove(id) {
             let sid = sid();
             if let Some(sid) = &sid {
-                st.reflected.insert(&room, sid, id);
+                st.sent.reflected.insert(&room, sid, id);
             }
             let _ = waiter.send(Ok(sid));
             return Vec::new();
         }
-        if st.in_doubt.contains(id) && child(&m.payloads, "delay", NS_DELAY).is_none() {
+        if st.sent.in_doubt.contains(id) && child(&m.payloads, "delay", NS_DELAY).is_none() {
             let found = sid();
-            st.found.insert(id.clone(), found);
+            st.sent.found.insert(id.clone(), found);
             return Vec::new();
         }
     }
@@ -493,7 +494,7 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
             let signed = crate::stanzas::marked_origin(&m.payloads);
             tracing::debug!(bridge = ctx.name(), room = %room, signed = signed.is_some(), "a message another bridge relayed");
             if let Some((origin, sig)) = signed
-                && inner.state().joined.contains(&room)
+                && inner.state().rooms.joined.contains(&room)
             {
                 let copy = child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(&room));
                 ctx.relayed_by_peer(&room, origin, sig, copy.as_deref());
@@ -501,7 +502,7 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
         }
         return Vec::new();
     }
-    if !inner.state().joined.contains(&room) {
+    if !inner.state().rooms.joined.contains(&room) {
         // Only rooms the bridge sits in send group chat to it: anything else
         // claims a `from` it cannot have.
         tracing::warn!(from = %from, "dropping a group chat message from a room the bridge is not in");
@@ -511,14 +512,14 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
     if m.bodies.is_empty() && !m.subjects.is_empty() {
         // The first subject after joining is the room's current one (and
         // ends the history replay); later ones are changes.
-        let first = inner.state().subject_seen.insert(room.clone());
+        let first = inner.state().rooms.subject_seen.insert(room.clone());
         if first {
             inner.settled.notify_one();
         }
         let Some(nick) = nick.filter(|_| !first && child(&m.payloads, "delay", NS_DELAY).is_none()) else {
             return Vec::new();
         };
-        if nick == inner.options.bot_nick || inner.state().ghost_nicks.get(&room).is_some_and(|n| n.contains(&nick)) {
+        if nick == inner.options.bot_nick || inner.state().ghost.ghost_nicks.get(&room).is_some_and(|n| n.contains(&nick)) {
             return Vec::new();
         }
         let text = m.subjects.values().next().cloned().unwrap_or_default();
@@ -545,16 +546,16 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
         // in doubt did reach the room.
         if let Some(id) = &id {
             let mut st = inner.state();
-            if st.in_doubt.contains(id) {
+            if st.sent.in_doubt.contains(id) {
                 let sid = child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(&room));
-                st.found.insert(id.clone(), sid);
+                st.sent.found.insert(id.clone(), sid);
             }
         }
         return Vec::new();
     }
     {
         let st = inner.state();
-        if nick == inner.options.bot_nick || st.ghost_nicks.get(&room).is_some_and(|n| n.contains(&nick)) {
+        if nick == inner.options.bot_nick || st.ghost.ghost_nicks.get(&room).is_some_and(|n| n.contains(&nick)) {
             return Vec::new(); // our own echo
         }
     }
@@ -578,8 +579,8 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
 /// A moderator's retraction, as the moderator's retraction event.
 pub(crate) fn moderation(inner: &Inner, room: &str, moderated: stanzas::Moderated, m: &Message) -> Vec<Incoming> {
     let nick = moderated.by.as_deref().and_then(|b| b.split_once('/')).map(|(_, n)| n.to_string()).unwrap_or_default();
-    let ours = inner.state().moderated.remove(&moderated.id);
-    if ours || nick == inner.options.bot_nick || inner.state().ghost_nicks.get(room).is_some_and(|n| n.contains(&nick)) {
+    let ours = inner.state().rooms.moderated.remove(&moderated.id);
+    if ours || nick == inner.options.bot_nick || inner.state().ghost.ghost_nicks.get(room).is_some_and(|n| n.contains(&nick)) {
         return Vec::new(); // our own moderation, announced back
     }
     let remote_id = child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(room)).or_else(|| m.id.as_ref().map(|i| i.0.clone()));
@@ -599,7 +600,7 @@ pub(crate) fn moderation(inner: &Inner, room: &str, moderated: stanzas::Moderate
 }
 
 fn sender(inner: &Inner, room: &str, nick: &str) -> RemoteSender {
-    let real = inner.state().occupants.get(room).and_then(|o| o.get(nick)).cloned().flatten();
+    let real = inner.state().rooms.occupants.get(room).and_then(|o| o.get(nick)).cloned().flatten();
     RemoteSender { id: real.unwrap_or_else(|| format!("{room}/{nick}")), name: Some(nick.to_string()), avatar: None }
 }
 
@@ -650,24 +651,24 @@ pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
     }
     if p.type_ == PresenceType::Error {
         tracing::error!(room = %room, "cannot join the room: {}", convert::condition_name(&convert::condition(&p.payloads)));
-        inner.state().refused.insert(room);
+        inner.state().rooms.refused.insert(room);
         inner.settled.notify_one();
         return Vec::new();
     }
     let mut st = inner.state();
     if mine {
         if p.type_ == PresenceType::None {
-            st.subject_seen.remove(&room);
-            st.joined.insert(room);
+            st.rooms.subject_seen.remove(&room);
+            st.rooms.joined.insert(room);
         }
         return Vec::new();
     }
-    if st.ghost_nicks.get(&room).is_some_and(|n| n.contains(&nick)) {
+    if st.ghost.ghost_nicks.get(&room).is_some_and(|n| n.contains(&nick)) {
         return Vec::new();
     }
-    let joined = st.joined.contains(&room);
+    let joined = st.rooms.joined.contains(&room);
     let real = item.and_then(|i| i.attr("jid")).and_then(|j| j.parse::<Jid>().ok()).map(|j| j.to_bare().to_string());
-    let occupants = st.occupants.entry(room.clone()).or_default();
+    let occupants = st.rooms.occupants.entry(room.clone()).or_default();
     let who = RemoteSender { id: real.clone().unwrap_or_else(|| format!("{room}/{nick}")), name: Some(nick.clone()), avatar: None };
     let event = |body| Incoming { room: room.clone(), sender: who.clone(), remote_id: None, aliases: Vec::new(), at_ms: None, body };
     let mut events = Vec::new();
@@ -735,8 +736,8 @@ mod tests {
     fn bridge() -> XmppBridge {
         let options = serde_json::json!({"domain": "bridge.example.org", "secret": "s", "max_stanza_bytes": 1000});
         let b = XmppBridge::from_options(options).unwrap();
-        b.inner.state().ghost_nicks.entry(ROOM.into()).or_default().insert("Ghost".into());
-        b.inner.state().joined.insert(ROOM.into());
+        b.inner.state().ghost.ghost_nicks.entry(ROOM.into()).or_default().insert("Ghost".into());
+        b.inner.state().rooms.joined.insert(ROOM.into());
         b
     }
 
@@ -762,7 +763,7 @@ mod tests {
     fn an_answer_to_our_message_names_the_delivery_even_before_it_is_recorded() {
         let b = bridge();
         let (tx, mut confirmed) = tokio::sync::oneshot::channel();
-        b.inner.state().confirms.insert("d-1".into(), tx);
+        b.inner.state().sent.confirms.insert("d-1".into(), tx);
         let reflection = format!(
             "<message xmlns='jabber:component:accept' from='{ROOM}/Ghost' to='ghost@bridge.example.org/causeway' type='groupchat' id='d-1'><body>hi</body><stanza-id xmlns='urn:xmpp:sid:0' by='{ROOM}' id='room-7'/></message>"
         );
@@ -795,7 +796,7 @@ mod tests {
         };
         // Not replaying (no catch-up for the room): nothing.
         assert!(delayed("Alice", "2025-01-01T00:00:00Z").is_none());
-        b.inner.state().catch_up.insert(ROOM.into(), 1_700_000_000_000);
+        b.inner.state().history.catch_up.insert(ROOM.into(), 1_700_000_000_000);
         match delayed("Alice", "2025-01-01T00:00:00.5Z") {
             Some(Inbound::CatchUp { incoming, id }) => {
                 assert_eq!((incoming.remote_id.as_deref(), id.as_deref()), (Some("s1"), Some("m1")));
@@ -825,7 +826,7 @@ mod tests {
         let bare = "<message xmlns='jabber:component:accept' from='ops@conference.example.org/Alice' to='causeway@bridge.example.org/causeway' type='groupchat' id='m2'><body>x</body><delay xmlns='urn:xmpp:delay' from='ops@conference.example.org' stamp='2025-01-01T00:00:00Z'/></message>";
         assert!(catch_up(&b.inner, &Message::try_from(bare.parse::<Element>().unwrap()).unwrap()).is_none());
         // A room the bridge is not in.
-        b.inner.state().joined.clear();
+        b.inner.state().rooms.joined.clear();
         assert!(delayed("Alice", "2025-01-01T00:00:00Z").is_none());
     }
 
@@ -957,8 +958,8 @@ mod tests {
             assert!(events.is_empty());
         }
         let st = b.inner.state();
-        assert_eq!(st.joined.len(), 1, "only our own room");
-        assert!(st.refused.is_empty() && st.occupants.is_empty() && st.subject_seen.is_empty());
+        assert_eq!(st.rooms.joined.len(), 1, "only our own room");
+        assert!(st.rooms.refused.is_empty() && st.rooms.occupants.is_empty() && st.rooms.subject_seen.is_empty());
     }
 
     proptest! {

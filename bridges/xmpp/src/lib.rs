@@ -81,22 +81,29 @@ struct Seat {
     presence: Option<(Option<causeway_core::Show>, Option<String>)>,
 }
 
+/// What the bridge knows while it runs, by concern; one lock over all of it
+/// ([`Inner::state`]), so that a step sees its concerns change together.
 #[derive(Default)]
 struct State {
-    /// Our deliveries as the rooms reflected them (see [`inbound::Reflected`]).
-    reflected: inbound::Reflected,
-    /// Delivery id → who waits for the room to reflect it.
-    confirms: HashMap<String, oneshot::Sender<Result<Option<String>, DeliveryError>>>,
+    /// The rooms the bridge sits in, as it last saw them.
+    rooms: Rooms,
+    /// The ghosts: their seats in rooms and who they stand for.
+    ghost: Ghosts,
+    /// What the bridge sent, until the rooms confirm it.
+    sent: Sent,
+    /// Reading rooms' history: join replays and archive (MAM) catch-ups and look-backs.
+    history: History,
     /// (room, ghost JID) → who waits for the ghost's join to be answered.
     joins: HashMap<(String, String), oneshot::Sender<Result<(), convert::JoinError>>>,
-    /// (room, ghost bare JID) → its seat, once joined.
-    seats: HashMap<(String, String), Seat>,
-    /// Seats to take again after a reconnect.
-    lost_seats: HashMap<(String, String), Seat>,
-    /// room → ghost nicks in it (their messages are our own echoes).
-    ghost_nicks: HashMap<String, HashSet<String>>,
-    /// room → occupants (nick → real bare JID when the room shows it).
-    occupants: HashMap<String, HashMap<String, Option<String>>>,
+    /// Our requests (iq id) waiting for the answer's payload.
+    iqs: HashMap<String, oneshot::Sender<Result<Option<tokio_xmpp::minidom::Element>, RequestError>>>,
+    /// The client's bound JID (client mode), once connected.
+    bound: Option<FullJid>,
+}
+
+/// The rooms the bridge sits in, as it last saw them.
+#[derive(Default)]
+struct Rooms {
     /// Rooms where the bridge's own join has completed.
     joined: HashSet<String>,
     /// Rooms whose current subject has been seen since joining. The subject
@@ -104,25 +111,55 @@ struct State {
     subject_seen: HashSet<String>,
     /// Rooms that refused the bridge's own join (since it was last sent).
     refused: HashSet<String>,
-    /// Room → when the bridge first and last looked at it (its join's
-    /// history replay ended); history newer than that is taken on rejoin.
-    seen: HashMap<String, (i64, i64)>,
-    /// Rooms replaying their history now → take messages newer than this.
-    catch_up: HashMap<String, i64>,
+    /// room → occupants (nick → real bare JID when the room shows it).
+    occupants: HashMap<String, HashMap<String, Option<String>>>,
+    /// Stanza-ids the bridge moderated, whose announcements are its own.
+    moderated: HashSet<String>,
+}
+
+/// The ghosts: their seats in rooms and who they stand for.
+#[derive(Default)]
+struct Ghosts {
+    /// (room, ghost bare JID) → its seat, once joined.
+    seats: HashMap<(String, String), Seat>,
+    /// Seats to take again after a reconnect.
+    lost_seats: HashMap<(String, String), Seat>,
+    /// room → ghost nicks in it (their messages are our own echoes).
+    ghost_nicks: HashMap<String, HashSet<String>>,
+    /// Ghost bare JID → who it stands for (a [`causeway_core::Recipient`]
+    /// key), for direct messages to ghosts; also stored durably.
+    ghosts: HashMap<String, String>,
+}
+
+/// What the bridge sent, until the rooms confirm it.
+#[derive(Default)]
+struct Sent {
+    /// Our deliveries as the rooms reflected them (see [`inbound::Reflected`]).
+    reflected: inbound::Reflected,
+    /// Delivery id → who waits for the room to reflect it.
+    confirms: HashMap<String, oneshot::Sender<Result<Option<String>, DeliveryError>>>,
     /// Deliveries whose fate is unknown (the connection dropped, or no
     /// reflection came in time): before sending one again, the room's
     /// history is checked for it.
     in_doubt: HashSet<String>,
     /// In-doubt deliveries found in the room after all, with their stanza-ids.
     found: HashMap<String, Option<String>>,
-    /// Our requests (iq id) waiting for the answer's payload.
-    iqs: HashMap<String, oneshot::Sender<Result<Option<tokio_xmpp::minidom::Element>, RequestError>>>,
-    /// Archive queries waiting for their results: query id → room, and
-    /// the time results must be newer than (a catch-up read from a time).
-    mam_queries: HashMap<String, (String, Option<i64>)>,
     /// Parts of a split message the room has confirmed (part id → its
     /// stanza-id), until the whole message is delivered.
     parts_sent: HashMap<String, Option<String>>,
+}
+
+/// Reading rooms' history: join replays and archive (MAM) catch-ups and look-backs.
+#[derive(Default)]
+struct History {
+    /// Room → when the bridge first and last looked at it (its join's
+    /// history replay ended); history newer than that is taken on rejoin.
+    seen: HashMap<String, (i64, i64)>,
+    /// Rooms replaying their history now → take messages newer than this.
+    catch_up: HashMap<String, i64>,
+    /// Archive queries waiting for their results: query id → room, and
+    /// the time results must be newer than (a catch-up read from a time).
+    mam_queries: HashMap<String, (String, Option<i64>)>,
     /// Archive look-backs waiting for their results: query id → room.
     lookbacks: HashMap<String, String>,
     /// Room → the ids of the latest messages its archive held when looked
@@ -139,13 +176,6 @@ struct State {
     /// Room → the stanza-id its stored mark holds (what `last_sid` was
     /// when the mark was last written).
     saved_sid: HashMap<String, String>,
-    /// Stanza-ids the bridge moderated, whose announcements are its own.
-    moderated: HashSet<String>,
-    /// The client's bound JID (client mode), once connected.
-    bound: Option<FullJid>,
-    /// Ghost bare JID → who it stands for (a [`causeway_core::Recipient`]
-    /// key), for direct messages to ghosts; also stored durably.
-    ghosts: HashMap<String, String>,
 }
 
 /// Why an iq request got no result.
@@ -245,7 +275,7 @@ impl Inner {
         match self.ctx.get() {
             Some(ctx) => ctx.rooms().iter().any(|r| r.eq_ignore_ascii_case(room)),
             // Not started: only a room it sits in already.
-            None => self.state().joined.contains(room),
+            None => self.state().rooms.joined.contains(room),
         }
     }
 
@@ -300,13 +330,13 @@ impl Inner {
             tracing::info!(bridge = ctx.name(), jid = %self.bot_jid(), "connected to the XMPP server");
             // The rooms, a few at a time, beside everything else.
             let joiner = tokio::spawn(self.clone().join_rooms(ctx.clone(), inbound_tx.clone()));
-            let lost: Vec<_> = std::mem::take(&mut self.state().lost_seats).into_iter().collect();
+            let lost: Vec<_> = std::mem::take(&mut self.state().ghost.lost_seats).into_iter().collect();
             for ((room, ghost), seat) in lost {
                 if let Ok(from) = FullJid::new(&format!("{ghost}/{RESOURCE}")) {
                     self.send(outbound::join(&from, &room, &seat.nick, seat.presence.clone(), 0, None));
                     let mut st = self.state();
-                    st.ghost_nicks.entry(room.clone()).or_default().insert(seat.nick.clone());
-                    st.seats.insert((room, ghost), seat);
+                    st.ghost.ghost_nicks.entry(room.clone()).or_default().insert(seat.nick.clone());
+                    st.ghost.seats.insert((room, ghost), seat);
                 }
             }
             let mut look = tokio::time::interval_at(tokio::time::Instant::now() + LOOK_EVERY, LOOK_EVERY);
@@ -314,7 +344,7 @@ impl Inner {
             loop {
                 tokio::select! {
                     _ = look.tick() => {
-                        let rooms: Vec<String> = self.state().subject_seen.iter().cloned().collect();
+                        let rooms: Vec<String> = self.state().rooms.subject_seen.iter().cloned().collect();
                         for room in rooms {
                             let _ = inbound_tx.send(inbound::looked_at(&self, &room)).await;
                         }
@@ -322,7 +352,7 @@ impl Inner {
                     _ = mark.tick() => {
                         let rooms: Vec<String> = {
                             let st = self.state();
-                            st.subject_seen.iter().filter(|r| st.last_sid.get(*r) != st.saved_sid.get(*r)).cloned().collect()
+                            st.rooms.subject_seen.iter().filter(|r| st.history.last_sid.get(*r) != st.history.saved_sid.get(*r)).cloned().collect()
                         };
                         for room in rooms {
                             let _ = inbound_tx.send(inbound::looked_at(&self, &room)).await;
@@ -354,15 +384,15 @@ impl Inner {
             tracing::warn!(bridge = ctx.name(), "disconnected from the XMPP server; reconnecting");
             {
                 let mut st = self.state();
-                st.catching_up.clear();
-                st.mam_queries.clear();
+                st.history.catching_up.clear();
+                st.history.mam_queries.clear();
             }
             // Live stanzas held behind a catch-up that will not finish are taken now.
             let _ = inbound_tx.send(inbound::Inbound::Reset).await;
             let mut st = self.state();
-            let pending: Vec<_> = st.confirms.drain().collect();
+            let pending: Vec<_> = st.sent.confirms.drain().collect();
             for (id, w) in pending {
-                st.in_doubt.insert(id);
+                st.sent.in_doubt.insert(id);
                 let _ = w.send(Err(DeliveryError::transient("disconnected from the XMPP server")));
             }
             for (_, w) in st.joins.drain() {
@@ -371,14 +401,14 @@ impl Inner {
             for (_, w) in st.iqs.drain() {
                 let _ = w.send(Err(RequestError::Lost("disconnected from the XMPP server".into())));
             }
-            let seats: Vec<_> = st.seats.drain().collect();
-            st.lost_seats.extend(seats);
-            st.ghost_nicks.clear();
-            st.occupants.clear();
-            st.joined.clear();
-            st.subject_seen.clear();
-            st.refused.clear();
-            st.catch_up.clear();
+            let seats: Vec<_> = st.ghost.seats.drain().collect();
+            st.ghost.lost_seats.extend(seats);
+            st.ghost.ghost_nicks.clear();
+            st.rooms.occupants.clear();
+            st.rooms.joined.clear();
+            st.rooms.subject_seen.clear();
+            st.rooms.refused.clear();
+            st.history.catch_up.clear();
         }
     }
 
@@ -393,7 +423,7 @@ impl Inner {
                     let st = self.state();
                     let now = tokio::time::Instant::now();
                     waiting.retain(|(r, sent)| {
-                        !st.subject_seen.contains(r) && !st.refused.contains(r) && now < *sent + self.options.confirm_timeout
+                        !st.rooms.subject_seen.contains(r) && !st.rooms.refused.contains(r) && now < *sent + self.options.confirm_timeout
                     });
                 }
                 if waiting.len() < JOIN_WINDOW {
@@ -411,17 +441,17 @@ impl Inner {
                 false
             });
             let since = self.catch_up_since(&ctx, room).await;
-            let after = self.state().last_sid.get(room).cloned();
-            self.state().refused.remove(room);
+            let after = self.state().history.last_sid.get(room).cloned();
+            self.state().rooms.refused.remove(room);
             let bot = self.bot_jid();
             if archive && (after.is_some() || since.is_some()) {
                 // From the archive, before anything live of the room.
                 let token = {
                     let mut st = self.state();
-                    st.catch_up.remove(room);
-                    st.last_token += 1;
-                    let token = st.last_token;
-                    st.catching_up.insert(room.clone(), token);
+                    st.history.catch_up.remove(room);
+                    st.history.last_token += 1;
+                    let token = st.history.last_token;
+                    st.history.catching_up.insert(room.clone(), token);
                     token
                 };
                 let _ = inbound_tx.send(inbound::Inbound::ArchiveStart { room: room.clone(), token }).await;
@@ -430,7 +460,7 @@ impl Inner {
                 tokio::spawn(archive::catch_up(self.clone(), ctx.clone(), inbound_tx.clone(), room.clone(), mark, token));
             } else if archive {
                 // Never looked at (or too long ago): from now on.
-                self.state().catch_up.remove(room);
+                self.state().history.catch_up.remove(room);
                 self.send(outbound::join(&bot, room, &self.options.bot_nick, None, 0, None));
             } else {
                 if since.is_some() {
@@ -450,13 +480,13 @@ impl Inner {
     /// while the bridge was away (as far as the room keeps it); a room never
     /// looked at before starts from now.
     async fn catch_up_since(&self, ctx: &BridgeContext, room: &str) -> Option<i64> {
-        let known = self.state().seen.get(room).copied();
+        let known = self.state().history.seen.get(room).copied();
         let seen = match known {
             Some(seen) => Some(seen),
             None => match ctx.load_state(&format!("{SEEN_KEY}{room}")).await {
                 Ok(stored) => stored.as_deref().and_then(parse_seen).map(|(first, last, sid)| {
                     if let Some(sid) = sid {
-                        self.state().last_sid.insert(room.to_string(), sid);
+                        self.state().history.last_sid.insert(room.to_string(), sid);
                     }
                     (first, last)
                 }),
@@ -473,18 +503,18 @@ impl Inner {
         let mut st = self.state();
         match seen {
             Some(s) => {
-                st.seen.insert(room.to_string(), s);
+                st.history.seen.insert(room.to_string(), s);
             }
             None => {
                 // Too long ago (or never): not caught up, from the archive either.
-                st.seen.remove(room);
-                st.last_sid.remove(room);
+                st.history.seen.remove(room);
+                st.history.last_sid.remove(room);
             }
         }
         // Never before the bridge first sat in the room.
         let since = seen.map(|(first, last)| (last - CATCH_UP_MARGIN_MS).max(first));
         if let Some(since) = since {
-            st.catch_up.insert(room.to_string(), since);
+            st.history.catch_up.insert(room.to_string(), since);
         }
         since
     }
@@ -548,7 +578,7 @@ impl Inner {
     /// Make sure `ghost` sits in `room`; returns its nick there.
     async fn seat(&self, room: &str, ghost: &BareJid, name: &str) -> Result<String, DeliveryError> {
         let key = (room.to_string(), ghost.to_string());
-        if let Some(seat) = self.state().seats.get(&key) {
+        if let Some(seat) = self.state().ghost.seats.get(&key) {
             return Ok(seat.nick.clone());
         }
         let from = FullJid::new(&format!("{ghost}/{RESOURCE}")).map_err(|e| DeliveryError::permanent(format!("ghost JID: {e}")))?;
@@ -561,20 +591,20 @@ impl Inner {
             };
             let (tx, rx) = oneshot::channel();
             self.state().joins.insert(key.clone(), tx);
-            self.state().ghost_nicks.entry(room.to_string()).or_default().insert(nick.clone());
+            self.state().ghost.ghost_nicks.entry(room.to_string()).or_default().insert(nick.clone());
             self.send(outbound::join(&from, room, &nick, None, 0, None));
             let answer = tokio::time::timeout(self.options.confirm_timeout, rx).await;
             match answer {
                 Ok(Ok(Ok(()))) => {
-                    self.state().seats.insert(key, Seat { nick: nick.clone(), presence: None });
+                    self.state().ghost.seats.insert(key, Seat { nick: nick.clone(), presence: None });
                     return Ok(nick);
                 }
                 Ok(Ok(Err(convert::JoinError::Conflict))) => {
-                    self.state().ghost_nicks.entry(room.to_string()).or_default().remove(&nick);
+                    self.state().ghost.ghost_nicks.entry(room.to_string()).or_default().remove(&nick);
                     continue;
                 }
                 Ok(Ok(Err(e))) => {
-                    self.state().ghost_nicks.entry(room.to_string()).or_default().remove(&nick);
+                    self.state().ghost.ghost_nicks.entry(room.to_string()).or_default().remove(&nick);
                     return Err(match e {
                         convert::JoinError::Disconnected => DeliveryError::transient(e.to_string()),
                         _ => DeliveryError::permanent(format!("cannot join {room}: {e}")),
@@ -630,15 +660,15 @@ impl Inner {
     /// Send a message and wait for the room to reflect it.
     async fn send_confirmed(&self, id: &str, message: tokio_xmpp::parsers::message::Message) -> Result<Option<String>, DeliveryError> {
         let (tx, rx) = oneshot::channel();
-        self.state().confirms.insert(id.to_string(), tx);
+        self.state().sent.confirms.insert(id.to_string(), tx);
         self.send(message);
         match tokio::time::timeout(self.options.confirm_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(DeliveryError::transient("confirmation lost")),
             Err(_) => {
                 let mut st = self.state();
-                st.confirms.remove(id);
-                st.in_doubt.insert(id.to_string());
+                st.sent.confirms.remove(id);
+                st.sent.in_doubt.insert(id.to_string());
                 Err(DeliveryError::transient("the room did not reflect the message in time"))
             }
         }
@@ -648,14 +678,14 @@ impl Inner {
     /// catch-up from the archive) after the bridge's (re)join, then say
     /// whether the message is already there.
     async fn already_delivered(&self, room: &str, id: &str) -> Option<Option<String>> {
-        if !self.state().in_doubt.contains(id) {
+        if !self.state().sent.in_doubt.contains(id) {
             return None;
         }
         let start = tokio::time::Instant::now();
         loop {
             let (seen, catching) = {
                 let st = self.state();
-                (st.subject_seen.contains(room), st.catching_up.contains_key(room))
+                (st.rooms.subject_seen.contains(room), st.history.catching_up.contains_key(room))
             };
             let waited = start.elapsed();
             // Not caught up from the archive now, and joined (or no answer in time).
@@ -666,8 +696,8 @@ impl Inner {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let mut st = self.state();
-        st.in_doubt.remove(id);
-        st.found.remove(id)
+        st.sent.in_doubt.remove(id);
+        st.sent.found.remove(id)
     }
 }
 
@@ -761,7 +791,7 @@ impl Bridge for XmppBridge {
         sender
             .strip_prefix(room)
             .and_then(|r| r.strip_prefix('/'))
-            .is_some_and(|nick| st.ghost_nicks.get(room).is_some_and(|n| n.contains(nick)))
+            .is_some_and(|nick| st.ghost.ghost_nicks.get(room).is_some_and(|n| n.contains(nick)))
     }
 
     async fn start(self: Arc<Self>, ctx: BridgeContext) -> Result<Option<axum::Router>, BridgeError> {
@@ -801,7 +831,7 @@ impl Bridge for XmppBridge {
 
     fn ghosts(&self) -> u64 {
         let st = self.inner.state();
-        let seated: HashSet<&String> = st.seats.keys().chain(st.lost_seats.keys()).map(|(_, g)| g).collect();
+        let seated: HashSet<&String> = st.ghost.seats.keys().chain(st.ghost.lost_seats.keys()).map(|(_, g)| g).collect();
         seated.len() as u64
     }
 }

@@ -84,10 +84,10 @@ async fn moderate(inner: &Inner, room: &str, target: &str, by: &str) -> Result<(
     let mut last = String::new();
     for earlier in [false, true] {
         // Marked before asking: the announcement may come before the answer.
-        inner.state().moderated.insert(target.to_string());
+        inner.state().rooms.moderated.insert(target.to_string());
         let answer = inner.request(&bot, room, true, Moderated::request(target, &reason, earlier)).await;
         if answer.is_err() {
-            inner.state().moderated.remove(target);
+            inner.state().rooms.moderated.remove(target);
         }
         match answer {
             Ok(_) => return Ok(()),
@@ -116,9 +116,9 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
         Body::Presence { show: s, status } => {
             let key = (room.to_string(), ghost.to_string());
             if *s == Show::Offline {
-                let seat = inner.state().seats.remove(&key);
+                let seat = inner.state().ghost.seats.remove(&key);
                 if let Some(seat) = seat {
-                    inner.state().ghost_nicks.entry(room.to_string()).or_default().remove(&seat.nick);
+                    inner.state().ghost.ghost_nicks.entry(room.to_string()).or_default().remove(&seat.nick);
                     let mut p = Presence::new(PresenceType::Unavailable).with_from(from.clone());
                     p.payloads.push(crate::stanzas::relay_mark());
                     if let Some(to) = occupant(room, &seat.nick) {
@@ -131,13 +131,13 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             let nick = inner.seat(room, &ghost, name).await?;
             let presence = (Some(*s), status.clone());
             inner.send(join(&from, room, &nick, Some(presence.clone()), 0, None));
-            if let Some(seat) = inner.state().seats.get_mut(&key) {
+            if let Some(seat) = inner.state().ghost.seats.get_mut(&key) {
                 seat.presence = Some(presence);
             }
             Ok(Delivered::default())
         }
         Body::Membership(Membership::Leave) => {
-            let seat = inner.state().seats.remove(&(room.to_string(), ghost.to_string()));
+            let seat = inner.state().ghost.seats.remove(&(room.to_string(), ghost.to_string()));
             if let Some(Seat { nick, .. }) = seat {
                 let mut p = Presence::new(PresenceType::Unavailable).with_from(from.clone());
                 p.payloads.push(crate::stanzas::relay_mark());
@@ -189,7 +189,7 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             let mut first = None;
             for (pid, part) in parts(&d.id, &body) {
                 // A part the room has already (a retry after a later part failed).
-                let done = inner.state().parts_sent.get(&pid).cloned();
+                let done = inner.state().sent.parts_sent.get(&pid).cloned();
                 let earlier = match done {
                     Some(sid) => Some(sid),
                     None if pid != d.id && d.maybe_sent => crate::archive::sent_before(inner, room, &pid).await.map(Some),
@@ -209,11 +209,11 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
                     m.payloads.push(oob(url, Some(LONG_TEXT_FILE)));
                 }
                 let sid = inner.send_confirmed(&pid, m).await?;
-                inner.state().parts_sent.insert(pid, sid.clone());
+                inner.state().sent.parts_sent.insert(pid, sid.clone());
                 first.get_or_insert(sid);
             }
             let mut st = inner.state();
-            st.parts_sent.retain(|k, _| k != &d.id && !k.starts_with(&format!("{}.p", d.id)));
+            st.sent.parts_sent.retain(|k, _| k != &d.id && !k.starts_with(&format!("{}.p", d.id)));
             Ok(Delivered { remote_id: first.flatten() })
         }
     }
@@ -304,13 +304,13 @@ pub(crate) async fn deliver_direct(inner: &Inner, room: &DirectRoom, d: &Deliver
     };
     // An error bounce of the message (by its id) fails the delivery.
     let (tx, mut bounce) = tokio::sync::oneshot::channel();
-    inner.state().confirms.insert(d.id.clone(), tx);
+    inner.state().sent.confirms.insert(d.id.clone(), tx);
     inner.send(m);
     // The server handles a connection's stanzas in order: once it answers a
     // ping sent after the message, it has routed (or stored) the message,
     // or bounced it.
     let ping = inner.request(&from, room.account.domain().as_str(), false, Element::builder("ping", NS_PING).build()).await;
-    inner.state().confirms.remove(&d.id);
+    inner.state().sent.confirms.remove(&d.id);
     if let Ok(Err(e)) = bounce.try_recv() {
         return Err(e);
     }
