@@ -11,6 +11,10 @@ use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType};
 use crate::ns::{NS_CHATSTATES, NS_CORRECT, NS_OOB, NS_REACTIONS, NS_REPLY, NS_RETRACT, NS_SID, NS_STANZAS};
 use crate::stanzas::{self, Fallback, Reply, Retract};
 use crate::styling;
+use tokio_xmpp::parsers::chatstates::ChatState;
+use tokio_xmpp::parsers::message_correct::Replace;
+use tokio_xmpp::parsers::oob::Oob;
+use tokio_xmpp::parsers::reactions::{Reaction, Reactions};
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
 
 // Stanza → event.
@@ -90,17 +94,18 @@ pub(crate) fn parse_message(
     let body = if let Some(r) = stanzas::find(p, Retract::parse) {
         Body::Retract { target: r?.id, moderated: false }
     } else if let Some(reactions) = child(p, "reactions", NS_REACTIONS) {
-        let target = reactions.attr("id").filter(|t| !t.is_empty()).ok_or("reactions without an id")?.to_string();
-        let keys: Vec<String> =
-            reactions.children().filter(|c| c.name() == "reaction").map(|c| c.text()).filter(|k| !k.is_empty() && k.len() <= 64).collect();
+        let reactions = Reactions::try_from(reactions.clone()).map_err(|e| format!("reactions that do not parse: {e}"))?;
+        let target = Some(reactions.id).filter(|t| !t.is_empty()).ok_or("reactions without an id")?;
+        let keys = reactions.reactions.into_iter().map(|r| r.emoji).filter(|k| !k.is_empty() && k.len() <= 64);
         match keys.into_iter().next() {
             Some(key) => Body::Reaction { target, key, removed: false },
             // An empty set takes this person's reactions back; we do not know which.
             None => return Ok(None),
         }
-    } else if let Some(replace) = child_attr(p, "replace", NS_CORRECT, "id", None) {
+    } else if let Some(replace) = child(p, "replace", NS_CORRECT) {
+        let replace = Replace::try_from(replace.clone()).map_err(|e| format!("a correction that does not parse: {e}"))?;
         let text = body_text.ok_or("a correction without a body")?;
-        Body::Edit { target: replace, text: styled(text) }
+        Body::Edit { target: replace.id.0, text: styled(text) }
     } else if let Some(text) = body_text {
         let reply = stanzas::find(p, Reply::parse).transpose()?;
         let mut text = text;
@@ -113,10 +118,10 @@ pub(crate) fn parse_message(
             }
         }
         let mut attachments = Vec::new();
-        for x in p.iter().filter(|e| e.is("x", NS_OOB)) {
-            let url = x.get_child("url", NS_OOB).map(|u| u.text()).unwrap_or_default();
+        // Links that do not parse as XEP-0066 are not files (the text keeps them).
+        for Oob { url, desc } in p.iter().filter(|e| e.is("x", NS_OOB)).filter_map(|x| Oob::try_from(x.clone()).ok()) {
             if url.starts_with("https://") || url.starts_with("http://") {
-                let name = x.get_child("desc", NS_OOB).map(|d| d.text()).filter(|d| !d.is_empty());
+                let name = desc.filter(|d| !d.is_empty());
                 if text.trim() == url {
                     text.clear();
                 }
@@ -131,8 +136,8 @@ pub(crate) fn parse_message(
             return Ok(None);
         }
         Body::Message { text: styled(text), kind, attachments, reply_to: reply.map(|r| r.id), thread: None, mentions: Vec::new() }
-    } else if let Some(state) = p.iter().find(|e| e.ns() == NS_CHATSTATES) {
-        Body::Typing { active: state.name() == "composing" }
+    } else if let Some(state) = p.iter().filter(|e| e.ns() == NS_CHATSTATES).find_map(|e| ChatState::try_from(e.clone()).ok()) {
+        Body::Typing { active: state == ChatState::Composing }
     } else {
         return Ok(None);
     };
@@ -169,11 +174,7 @@ pub(crate) fn with_body(mut m: Message, body: String) -> Message {
 
 /// An out-of-band link (XEP-0066) to a file.
 pub(crate) fn oob(url: &str, name: Option<&str>) -> Element {
-    let mut x = Element::builder("x", NS_OOB).append(Element::builder("url", NS_OOB).append(url).build());
-    if let Some(n) = name {
-        x = x.append(Element::builder("desc", NS_OOB).append(n).build());
-    }
-    x.build()
+    Element::from(Oob { url: url.to_string(), desc: name.map(str::to_string) })
 }
 
 /// `m` carrying `body`, as delivery `id` (its origin-id, with Causeway's
@@ -217,7 +218,7 @@ pub(crate) fn fill(
                 None => text.plain.clone(),
             };
             let original = correction.unwrap_or_else(|| target.clone());
-            m.payloads.push(Element::builder("replace", NS_CORRECT).attr(xml_ncname!("id").into(), original).build());
+            m.payloads.push(Replace { id: Id(original) }.into());
             with_body(m, plain)
         }
         Body::Retract { target, .. } => {
@@ -227,11 +228,8 @@ pub(crate) fn fill(
             with_body(m, notice.into())
         }
         Body::Reaction { target, key, removed } => {
-            let mut r = Element::builder("reactions", NS_REACTIONS).attr(xml_ncname!("id").into(), target.as_str());
-            if !removed {
-                r = r.append(Element::builder("reaction", NS_REACTIONS).append(key.as_str()).build());
-            }
-            m.payloads.push(r.build());
+            let reactions = if *removed { Vec::new() } else { vec![Reaction { emoji: key.clone() }] };
+            m.payloads.push(Reactions { id: target.clone(), reactions }.into());
             // Reactions carry no body; a store hint keeps them in the room's archive.
             m.payloads.push(Element::builder("store", "urn:xmpp:hints").build());
             m
@@ -380,6 +378,17 @@ mod tests {
         assert_eq!(parse(stanza(None, vec![])).unwrap(), None);
         let bad_reply = Element::builder("reply", NS_REPLY).build();
         assert!(parse(stanza(Some("hi"), vec![bad_reply])).is_err(), "a reply to no id");
+
+        // Typed by xmpp-parsers: what does not parse as its XEP is refused, not guessed at.
+        let reactions_without_id = Element::builder("reactions", NS_REACTIONS).build();
+        assert!(parse(stanza(None, vec![reactions_without_id])).is_err(), "reactions to no message");
+        let replace_without_id = Element::builder("replace", NS_CORRECT).build();
+        assert!(parse(stanza(Some("fixed"), vec![replace_without_id])).is_err(), "a correction of no message");
+        let oob_without_url = Element::builder("x", NS_OOB).build();
+        let m = parse(stanza(Some("see"), vec![oob_without_url])).unwrap().unwrap();
+        assert!(matches!(m.body, Body::Message { ref attachments, .. } if attachments.is_empty()), "a link to nothing is no file");
+        let made_up_state = Element::builder("shouting", NS_CHATSTATES).build();
+        assert_eq!(parse(stanza(None, vec![made_up_state])).unwrap(), None, "an unknown chat state is nothing");
     }
 
     #[test]

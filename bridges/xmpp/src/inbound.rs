@@ -10,6 +10,7 @@ use causeway_core::{
 use tokio::sync::mpsc;
 use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, Jid};
+use tokio_xmpp::parsers::delay::Delay;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Message, MessageType};
 use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceType};
@@ -375,10 +376,14 @@ fn catch_up(inner: &Inner, m: &Message) -> Option<Inbound> {
     let room = from.to_bare().to_string();
     let nick = from.resource()?.as_str().to_string();
     // The room's own delay (a sender may add one of their own).
-    let delay = m.payloads.iter().find(|e| e.is("delay", NS_DELAY) && e.attr("from").is_some_and(|f| f.eq_ignore_ascii_case(&room)))?;
+    let delay = m
+        .payloads
+        .iter()
+        .filter(|e| e.is("delay", NS_DELAY))
+        .filter_map(|e| Delay::try_from(e.clone()).ok())
+        .find(|d| d.from.as_ref().is_some_and(|f| f.to_string().eq_ignore_ascii_case(&room)))?;
     let after = inner.state().history.catch_up.get(&room).copied()?;
-    let stamp = time::OffsetDateTime::parse(delay.attr("stamp")?, &time::format_description::well_known::Rfc3339).ok()?;
-    let at_ms = i64::try_from(stamp.unix_timestamp_nanos() / 1_000_000).ok()?.min(causeway_core::now_ms());
+    let at_ms = delay.stamp.0.timestamp_millis().min(causeway_core::now_ms());
     if at_ms <= after {
         return None;
     }

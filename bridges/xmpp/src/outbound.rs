@@ -5,12 +5,13 @@ use causeway_core::{Body, Delivered, Delivery, DeliveryError, IdKind, Membership
 use tokio_xmpp::jid::FullJid;
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
+use tokio_xmpp::parsers::chatstates::ChatState;
 use tokio_xmpp::parsers::message::{Lang, Message};
 use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceType};
 
 use crate::convert::{self, chat, groupchat, oob};
 use crate::direct::DirectRoom;
-use crate::ns::{NS_CHATSTATES, NS_MUC, NS_PING};
+use crate::ns::{NS_MUC, NS_PING};
 use crate::stanzas::Moderated;
 use crate::{Inner, RESOURCE, RequestError, Seat, ghost, occupant, styling};
 use tokio_xmpp::parsers::stanza_error::DefinedCondition as Condition;
@@ -154,9 +155,9 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
         }
         Body::Typing { active } => {
             inner.seat(room, &ghost, name).await?;
-            let state = if *active { "composing" } else { "active" };
+            let state = if *active { ChatState::Composing } else { ChatState::Active };
             let mut m = groupchat(&from, room, &d.id)?;
-            m.payloads.push(Element::builder(state, NS_CHATSTATES).build());
+            m.payloads.push(state.into());
             inner.send(m);
             Ok(Delivered::default())
         }
@@ -292,7 +293,7 @@ pub(crate) async fn deliver_direct(inner: &Inner, room: &DirectRoom, d: &Deliver
     let m = match &d.event.body {
         Body::Typing { active } => {
             let mut m = chat(&from, &room.account, &d.id);
-            m.payloads.push(Element::builder(if *active { "composing" } else { "active" }, NS_CHATSTATES).build());
+            m.payloads.push((if *active { ChatState::Composing } else { ChatState::Active }).into());
             inner.send(m);
             return Ok(Delivered::default());
         }
