@@ -552,7 +552,7 @@ async fn webhook_conformance() {
     let mut a = WebhookPeer::new("a", d.url("/bridges/hooks/a"), "token-a", hook_a).signed(b"secret-a");
     let mut b = WebhookPeer::new("b", d.url("/bridges/hooks/b"), "token-b", hook_b);
     let report = conformance::run(&mut a, &mut b, &conformance::Options::default()).await.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
-    assert_eq!(report.passed.len(), 16, "{report}");
+    assert_eq!(report.passed.len(), 20, "{report}");
     assert!(report.skipped.is_empty(), "{report}");
 }
 

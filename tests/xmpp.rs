@@ -100,7 +100,7 @@ async fn join_room_after_bridge(prosody: &Prosody, user: &str, room: &str, nick:
 async fn xmpp_conformance_with_a_webhook() {
     let (prosody, hook, d, mut alice) = alice_in_a_bridged_room().await;
     let report = conformance_with_webhook(&d, &prosody, hook, &mut alice).await;
-    assert_eq!(report.passed.len(), 14, "{report}");
+    assert_eq!(report.passed.len(), 18, "{report}");
     assert_eq!(alice.label(), "xmpp Alice");
 }
 
@@ -488,8 +488,8 @@ async fn client_mode_relays_over_starttls_and_passes_conformance() {
     let report = conformance_with_webhook(&d, &prosody, hook, &mut alice).await;
     // Text, reply, edit, retraction and file both ways; reactions and presence
     // are not shown by one account, and XMPP rooms carry no threads: skipped.
-    assert_eq!(report.passed.len(), 10, "{report}");
-    assert_eq!(report.skipped.len(), 6, "{report}");
+    assert_eq!(report.passed.len(), 12, "{report}");
+    assert_eq!(report.skipped.len(), 8, "{report}");
 }
 
 /// Client mode too: a stanza nested 30,000 levels deep, sent to the

@@ -328,6 +328,13 @@ impl MatrixPeer {
 
     /// A room event as the conformance suite sees it; `None` for the rest.
     fn seen(&self, e: &Value) -> Option<Seen> {
+        if e["type"] == "m.typing" {
+            // Who types now, besides this client: a ghost typing.
+            let users: Vec<&str> =
+                e["content"]["user_ids"].as_array()?.iter().filter_map(Value::as_str).filter(|u| *u != self.user_id).collect();
+            let sender_name = users.first().map(|u| u.to_string()).unwrap_or_default();
+            return Some(Seen { id: String::new(), sender_name, body: Body::Typing { active: !users.is_empty() } });
+        }
         let sender = e["sender"].as_str()?;
         if sender == self.user_id {
             return None;
@@ -434,6 +441,16 @@ impl Peer for MatrixPeer {
                 };
                 self.set_presence(p, status.as_deref()).await?;
                 Ok(String::new())
+            }
+            Action::Typing { active } => {
+                let path = format!("/_matrix/client/v3/rooms/{}/typing/{}", enc(&self.room_id), enc(&self.user_id));
+                self.call(reqwest::Method::PUT, &path, Some(json!({"typing": active, "timeout": 30000}))).await?;
+                Ok(String::new())
+            }
+            Action::Topic { text } => {
+                let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&self.room_id));
+                let v = self.call(reqwest::Method::PUT, &path, Some(json!({"topic": text}))).await?;
+                Ok(v["event_id"].as_str().unwrap_or_default().to_string())
             }
         }
     }

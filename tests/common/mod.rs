@@ -544,6 +544,8 @@ impl Peer for WebhookPeer {
             Action::React { target, key } => json!({"id": id, "sender": sender, "type": "reaction", "target": target, "key": key}),
             Action::File { attachment, caption } => json!({"id": id, "sender": sender, "text": caption, "attachments": [attachment]}),
             Action::Presence { show, status } => json!({"id": id, "sender": sender, "type": "presence", "show": show, "status": status}),
+            Action::Typing { active } => json!({"id": id, "sender": sender, "type": "typing", "active": active}),
+            Action::Topic { text } => json!({"id": id, "sender": sender, "type": "topic", "topic": text}),
         };
         let (status, answer) = match self.secret {
             Some(secret) => {

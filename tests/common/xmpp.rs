@@ -322,6 +322,16 @@ impl XmppPeer {
         result
     }
 
+    /// A group chat message of `payload` alone, not waiting for the room's copy.
+    async fn send_unconfirmed(&mut self, payload: Element) {
+        let m = Element::builder("message", NS_CLIENT)
+            .attr(xml_ncname!("to").into(), self.room.as_str())
+            .attr(xml_ncname!("type").into(), "groupchat")
+            .append(payload)
+            .build();
+        self.send(&m).await;
+    }
+
     pub async fn set_presence(&mut self, show: Option<&str>, status: Option<&str>) {
         let mut p = Element::builder("presence", NS_CLIENT).attr(xml_ncname!("to").into(), format!("{}/{}", self.room, self.nick));
         if let Some(show) = show {
@@ -365,6 +375,12 @@ impl XmppPeer {
 
     /// The next live message or presence from someone else, as the suite sees it.
     pub async fn seen(&mut self, timeout: Duration) -> Result<Seen, String> {
+        self.seen_with(timeout, false).await
+    }
+
+    /// [`XmppPeer::seen`], and with `states` also typing (chat states) and
+    /// subject changes, which the conformance suite checks.
+    pub async fn seen_with(&mut self, timeout: Duration, states: bool) -> Result<Seen, String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -395,6 +411,15 @@ impl XmppPeer {
                     continue;
                 }
                 let body_text = child(&s, "body", NS_CLIENT).map(|b| b.text()).unwrap_or_default();
+                if states && body_text.is_empty() {
+                    if let Some(subject) = child(&s, "subject", NS_CLIENT) {
+                        return Ok(Seen { id: sid, sender_name: nick, body: Body::Topic { text: subject.text() } });
+                    }
+                    const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+                    if let Some(state) = s.children().find(|c| c.ns() == NS_CHATSTATES) {
+                        return Ok(Seen { id: sid, sender_name: nick, body: Body::Typing { active: state.name() == "composing" } });
+                    }
+                }
                 let body = if let Some(r) = child(&s, "retract", "urn:xmpp:message-retract:1") {
                     Body::Retract { target: r.attr("id").unwrap_or("").to_string(), moderated: false }
                 } else if let Some(r) = child(&s, "reactions", "urn:xmpp:reactions:0") {
@@ -505,11 +530,22 @@ impl Peer for XmppPeer {
                 self.set_presence(s, status.as_deref()).await;
                 return Ok(String::new());
             }
+            // Neither is reflected with its id (a chat state is not even
+            // stored): sent without waiting for the room's copy.
+            Action::Typing { active } => {
+                let state = Element::builder(if active { "composing" } else { "active" }, "http://jabber.org/protocol/chatstates").build();
+                self.send_unconfirmed(state).await;
+                return Ok(String::new());
+            }
+            Action::Topic { text } => {
+                self.send_unconfirmed(text_el("subject", NS_CLIENT, &text)).await;
+                return Ok(String::new());
+            }
         };
         self.say(payloads).await
     }
     async fn next(&mut self, timeout: Duration) -> Result<Seen, String> {
-        self.seen(timeout).await
+        self.seen_with(timeout, true).await
     }
 
     async fn fetch(&mut self, url: &str) -> Result<Vec<u8>, String> {

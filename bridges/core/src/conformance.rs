@@ -3,8 +3,8 @@
 //! A test puts two real clients ([`Peer`]s) in one portal: the network under
 //! test on one side and any other network (the webhook bridge needs no server,
 //! so it is the usual partner) on the other. [`run`] then sends text, a reply,
-//! an edit, a reaction, a retraction, a file and a presence change in both
-//! directions and checks that each arrives as the right event, *referencing
+//! an edit, a reaction, a retraction, a file, a presence change, typing and
+//! a topic in both directions and checks that each arrives as the right event, *referencing
 //! the right message in the receiver's own ids*. A case is skipped only where
 //! a side declares the capability absent.
 
@@ -45,6 +45,14 @@ pub enum Action {
     Presence {
         show: Show,
         status: Option<String>,
+    },
+    /// Start (`true`) or stop typing.
+    Typing {
+        active: bool,
+    },
+    /// Set the room's topic.
+    Topic {
+        text: String,
     },
 }
 
@@ -189,6 +197,8 @@ async fn one_way(from: &mut dyn Peer, to: &mut dyn Peer, opts: &Options, dir: &s
         ("thread", thread(&mut way).await?),
         ("file", file(&mut way).await?),
         ("presence", presence(&mut way).await?),
+        ("typing", typing(&mut way).await?),
+        ("topic", topic(&mut way).await?),
     ];
     for (name, done) in cases {
         if done { report.passed.push(format!("{dir} {name}")) } else { report.skipped.push(format!("{dir} {name}")) }
@@ -331,6 +341,28 @@ async fn presence(w: &mut Way<'_>) -> Result<bool, String> {
         _ => None,
     })
     .await?;
+    Ok(true)
+}
+
+/// The sender starts typing; the receiver sees someone typing.
+async fn typing(w: &mut Way<'_>) -> Result<bool, String> {
+    if !w.both(|c| c.typing) {
+        return Ok(false);
+    }
+    w.from.act(Action::Typing { active: true }).await?;
+    expect(w.to, w.opts.timeout, "typing", |s| matches!(s.body, Body::Typing { active: true }).then_some(())).await?;
+    w.from.act(Action::Typing { active: false }).await?;
+    Ok(true)
+}
+
+/// The sender sets the room's topic; the receiver's room takes it.
+async fn topic(w: &mut Way<'_>) -> Result<bool, String> {
+    if !w.both(|c| c.topic) {
+        return Ok(false);
+    }
+    let text = w.text("topic");
+    w.from.act(Action::Topic { text: text.clone() }).await?;
+    expect(w.to, w.opts.timeout, "topic", |s| matches!(&s.body, Body::Topic { text: t } if *t == text).then_some(())).await?;
     Ok(true)
 }
 
