@@ -20,10 +20,10 @@ macro_rules! network {
 
 /// Every bridge type Causeway knows, and its network where this build has it.
 const TYPES: &[(&str, Option<&'static dyn Network>)] = &[
-    network!("webhook", causeway_webhook::Webhook),
-    network!("xmpp", causeway_xmpp::Xmpp),
+    network!("webhook", causeway_webhook::NETWORK),
+    network!("xmpp", causeway_xmpp::NETWORK),
     network!("matrix", causeway_matrix::Matrix),
-    network!("email", causeway_email::Email),
+    network!("email", causeway_email::NETWORK),
 ];
 
 /// The networks compiled into this binary.

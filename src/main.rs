@@ -184,10 +184,7 @@ fn main() -> ExitCode {
         }
     };
     let done = match (verb_of, cli.command) {
-        (Some((kind, matches)), _) => match &cli.config {
-            Some(config) => verb(&kind, &matches, config),
-            None => Err(anyhow::anyhow!("give the config file: --config FILE (or CAUSEWAY_CONFIG)")),
-        },
+        (Some((kind, matches)), _) => config_given(cli.config).and_then(|config| verb(&kind, &matches, &config)),
         (None, Some(command)) => runtime.block_on(command_of(command, cli.config)),
         (None, None) => Ok(ExitCode::from(2)),
     };
@@ -199,6 +196,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The config file, or what to say when it was not given.
+fn config_given(config: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    config.ok_or_else(|| anyhow::anyhow!("give the config file: --config FILE (or CAUSEWAY_CONFIG)"))
 }
 
 /// A network's verb: on the config's bridge of that type (`--bridge NAME`,
@@ -231,7 +233,7 @@ fn verb(kind: &str, matches: &clap::ArgMatches, config: &std::path::Path) -> any
 }
 
 async fn command_of(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let config = || config.clone().ok_or_else(|| anyhow::anyhow!("give the config file: --config FILE (or CAUSEWAY_CONFIG)"));
+    let config = || config_given(config.clone());
     match command {
         Command::Version => {
             println!("causeway {}", env!("CARGO_PKG_VERSION"));

@@ -406,13 +406,12 @@ async fn read(url: &Url, resp: reqwest::Response, max: u64) -> Result<Fetched, F
     if !status.is_success() {
         return Err(FetchError::Refused(Refusal::new("status", format!("GET {shown}: {status}"))));
     }
-    let too_large = || FetchError::Refused(Refusal::new("too_large", format!("{shown} is larger than {max} bytes")));
-    if resp.content_length().is_some_and(|l| l > max) {
-        return Err(too_large());
-    }
     let content_type = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    // A declared length over `max` is refused before any byte is read.
     let bytes = crate::http::read_bounded(resp, max).await.map_err(|e| match e {
-        crate::http::BodyError::TooLarge(_) => too_large(),
+        crate::http::BodyError::TooLarge(_) => {
+            FetchError::Refused(Refusal::new("too_large", format!("{shown} is larger than {max} bytes")))
+        }
         crate::http::BodyError::Failed(e) => failed(url, e),
     })?;
     Ok(Fetched { bytes, content_type })

@@ -11,7 +11,7 @@ use std::sync::Arc;
 pub use clap;
 use serde_json::Value;
 
-use crate::{Bridge, OptionError};
+use crate::{Bridge, BridgeOptions, OptionError};
 
 /// One kind of network (`webhook`, `xmpp`, …).
 pub trait Network: Send + Sync + 'static {
@@ -56,7 +56,61 @@ pub trait Configured: Send + Sync + 'static {
     fn as_any(&self) -> &dyn Any;
 }
 
-/// The options of `section` (a config section of `kind`) as their own type.
-pub fn options_of<'a, T: 'static>(section: &'a dyn Configured, kind: &str) -> Result<&'a T, String> {
-    section.as_any().downcast_ref::<T>().ok_or_else(|| format!("not the options of a {kind} bridge"))
+/// What a bridge crate's options type says to be [`Configured`] (which it
+/// then is): its type, its rooms, the bridge it makes.
+pub trait Options: BridgeOptions + Clone + Send + Sync + 'static {
+    /// The `type:` of its config sections.
+    const KIND: &'static str;
+    /// Whether `room` names something a bridge of these options can link.
+    fn room_ok(&self, room: &str) -> Result<(), String>;
+    /// The bridge these options make (its HTTP clients; nothing started).
+    fn bridge(&self) -> Result<Arc<dyn Bridge>, Vec<OptionError>>;
+}
+
+impl<T: Options> Configured for T {
+    fn kind(&self) -> &'static str {
+        T::KIND
+    }
+
+    fn check_room(&self, room: &str) -> Result<(), String> {
+        self.room_ok(room)
+    }
+
+    fn build(&self) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
+        self.bridge()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// [`Network::configure`] for options of type `T`.
+pub fn configure<T: Options>(options: Value) -> Result<Box<dyn Configured>, Vec<OptionError>> {
+    Ok(Box::new(crate::parse_options::<T>(options)?))
+}
+
+/// The network of options `T`, for one with no command-line verbs.
+pub struct NetworkOf<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> NetworkOf<T> {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        NetworkOf(std::marker::PhantomData)
+    }
+}
+
+impl<T: Options> Network for NetworkOf<T> {
+    fn kind(&self) -> &'static str {
+        T::KIND
+    }
+
+    fn configure(&self, options: Value) -> Result<Box<dyn Configured>, Vec<OptionError>> {
+        configure::<T>(options)
+    }
+}
+
+/// The options of `section` as their own type `T` (for [`Network::run_command`]).
+pub fn options_of<T: Options>(section: &dyn Configured) -> Result<&T, String> {
+    section.as_any().downcast_ref::<T>().ok_or_else(|| format!("not the options of a {} bridge", T::KIND))
 }

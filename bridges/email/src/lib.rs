@@ -26,10 +26,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
+use causeway_core::network::{NetworkOf, Options};
 use causeway_core::text::escape_html;
 use causeway_core::{
-    Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Configured, Degrade, Delivered, Delivery, DeliveryError, Incoming,
-    Network, OptionError, RemoteSender, SubmitError, Text, now_ms, parse_options,
+    Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Degrade, Delivered, Delivery, DeliveryError, Incoming, OptionError,
+    RemoteSender, SubmitError, Text, now_ms, parse_options,
 };
 
 use crate::compose::{DigestEntry, List};
@@ -81,7 +82,7 @@ struct Inner {
 
 impl EmailBridge {
     /// Read the options and build the bridge (tests and tools; the daemon
-    /// goes through [`Email`]).
+    /// goes through [`NETWORK`]).
     pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
         Self::new(parse_options(options)?)
     }
@@ -602,33 +603,17 @@ async fn file(
 use axum::response::IntoResponse;
 
 /// The `email` network, for the daemon's table.
-pub struct Email;
+pub const NETWORK: NetworkOf<EmailOptions> = NetworkOf::new();
 
-impl Network for Email {
-    fn kind(&self) -> &'static str {
-        "email"
-    }
+impl Options for EmailOptions {
+    const KIND: &'static str = "email";
 
-    fn configure(&self, options: serde_json::Value) -> Result<Box<dyn Configured>, Vec<OptionError>> {
-        Ok(Box::new(parse_options::<EmailOptions>(options)?))
-    }
-}
-
-impl Configured for EmailOptions {
-    fn kind(&self) -> &'static str {
-        "email"
-    }
-
-    fn check_room(&self, room: &str) -> Result<(), String> {
+    fn room_ok(&self, room: &str) -> Result<(), String> {
         check_room(self, room)
     }
 
-    fn build(&self) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
+    fn bridge(&self) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
         Ok(Arc::new(EmailBridge::new(self.clone())?))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 
@@ -645,7 +630,7 @@ fn check_room(options: &EmailOptions, room: &str) -> Result<(), String> {
 #[async_trait]
 impl Bridge for EmailBridge {
     fn kind(&self) -> &'static str {
-        "email"
+        EmailOptions::KIND
     }
 
     fn check_room(&self, room: &str) -> Result<(), String> {

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use causeway_core::fetch::Fetcher;
-use causeway_core::network::clap;
+use causeway_core::network::{Options, clap};
 use causeway_core::{
     Bridge, BridgeContext, BridgeError, Capabilities, Configured, Delivered, Delivery, DeliveryError, DirectError, Network, OptionError,
     Sender, parse_options,
@@ -433,11 +433,11 @@ pub struct Matrix;
 
 impl Network for Matrix {
     fn kind(&self) -> &'static str {
-        "matrix"
+        MatrixOptions::KIND
     }
 
     fn configure(&self, options: serde_json::Value) -> Result<Box<dyn Configured>, Vec<OptionError>> {
-        Ok(Box::new(parse_options::<MatrixOptions>(options)?))
+        causeway_core::network::configure::<MatrixOptions>(options)
     }
 
     fn command(&self) -> Option<clap::Command> {
@@ -450,7 +450,7 @@ impl Network for Matrix {
                     .help("The second registration, for double puppeting (needs the bridge's double_puppet_token)"),
             );
         Some(
-            clap::Command::new("matrix")
+            clap::Command::new(MatrixOptions::KIND)
                 .about("Matrix: the application service registration for the homeserver")
                 .subcommand_required(true)
                 .subcommand(registration),
@@ -458,7 +458,7 @@ impl Network for Matrix {
     }
 
     fn run_command(&self, matches: &clap::ArgMatches, name: &str, options: &dyn Configured) -> Result<String, String> {
-        let options: &MatrixOptions = causeway_core::network::options_of(options, "matrix")?;
+        let options: &MatrixOptions = causeway_core::network::options_of(options)?;
         match matches.subcommand() {
             Some(("registration", m)) if m.get_flag("double_puppet") => registration::double_puppet_yaml(options)
                 .ok_or_else(|| format!("bridges.{name}: set double_puppet_token first (a new random secret)")),
@@ -468,21 +468,15 @@ impl Network for Matrix {
     }
 }
 
-impl Configured for MatrixOptions {
-    fn kind(&self) -> &'static str {
-        "matrix"
-    }
+impl Options for MatrixOptions {
+    const KIND: &'static str = "matrix";
 
-    fn check_room(&self, room: &str) -> Result<(), String> {
+    fn room_ok(&self, room: &str) -> Result<(), String> {
         check_room(room)
     }
 
-    fn build(&self) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
+    fn bridge(&self) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
         Ok(Arc::new(MatrixBridge::new(self.clone())?))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 
@@ -498,7 +492,7 @@ fn check_room(room: &str) -> Result<(), String> {
 #[async_trait]
 impl Bridge for MatrixBridge {
     fn kind(&self) -> &'static str {
-        "matrix"
+        MatrixOptions::KIND
     }
 
     fn check_room(&self, room: &str) -> Result<(), String> {

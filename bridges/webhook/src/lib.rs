@@ -30,10 +30,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use causeway_core::network::{NetworkOf, Options};
 use causeway_core::secret::url_for_log;
 use causeway_core::{
-    Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Committed, Configured, Delivered, Delivery, DeliveryError,
-    DirectError, Event, Incoming, Network, OptionError, Recipient, Sender, SubmitError, parse_options,
+    Accepted, Body, Bridge, BridgeContext, BridgeError, Capabilities, Committed, Delivered, Delivery, DeliveryError, DirectError, Event,
+    Incoming, OptionError, Recipient, Sender, SubmitError, parse_options,
 };
 use futures_util::Stream;
 use serde_json::json;
@@ -58,7 +59,7 @@ pub struct WebhookBridge {
 
 impl WebhookBridge {
     /// Read the options and build the bridge (tests and tools; the daemon
-    /// goes through [`Webhook`]).
+    /// goes through [`NETWORK`]).
     pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
         Self::new(parse_options(options)?)
     }
@@ -106,33 +107,17 @@ impl<'a> DirectRoom<'a> {
 }
 
 /// The `webhook` network, for the daemon's table.
-pub struct Webhook;
+pub const NETWORK: NetworkOf<WebhookOptions> = NetworkOf::new();
 
-impl Network for Webhook {
-    fn kind(&self) -> &'static str {
-        "webhook"
-    }
+impl Options for WebhookOptions {
+    const KIND: &'static str = "webhook";
 
-    fn configure(&self, options: serde_json::Value) -> Result<Box<dyn Configured>, Vec<OptionError>> {
-        Ok(Box::new(parse_options::<WebhookOptions>(options)?))
-    }
-}
-
-impl Configured for WebhookOptions {
-    fn kind(&self) -> &'static str {
-        "webhook"
-    }
-
-    fn check_room(&self, room: &str) -> Result<(), String> {
+    fn room_ok(&self, room: &str) -> Result<(), String> {
         check_room(self, room)
     }
 
-    fn build(&self) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
+    fn bridge(&self) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
         Ok(Arc::new(WebhookBridge::new(self.clone())?))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 
@@ -159,7 +144,7 @@ fn check_room(options: &WebhookOptions, room: &str) -> Result<(), String> {
 #[async_trait]
 impl Bridge for WebhookBridge {
     fn kind(&self) -> &'static str {
-        "webhook"
+        WebhookOptions::KIND
     }
 
     fn check_room(&self, room: &str) -> Result<(), String> {

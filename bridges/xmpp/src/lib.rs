@@ -32,9 +32,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use causeway_core::network::{NetworkOf, Options};
 use causeway_core::{
-    Bridge, BridgeContext, BridgeError, Capabilities, Configured, Delivered, Delivery, DeliveryError, DirectError, Network, OptionError,
-    Sender, parse_options,
+    Bridge, BridgeContext, BridgeError, Capabilities, Delivered, Delivery, DeliveryError, DirectError, OptionError, Sender, parse_options,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_xmpp::Stanza;
@@ -208,7 +208,7 @@ struct Inner {
 
 impl XmppBridge {
     /// Read the options and build the bridge (tests and tools; the daemon
-    /// goes through [`Xmpp`]).
+    /// goes through [`NETWORK`]).
     pub fn from_options(options: serde_json::Value) -> Result<Self, Vec<OptionError>> {
         Self::new(parse_options(options)?)
     }
@@ -702,36 +702,20 @@ impl Inner {
 }
 
 /// The `xmpp` network, for the daemon's table.
-pub struct Xmpp;
+pub const NETWORK: NetworkOf<XmppOptions> = NetworkOf::new();
 
-impl Network for Xmpp {
-    fn kind(&self) -> &'static str {
-        "xmpp"
-    }
+impl Options for XmppOptions {
+    const KIND: &'static str = "xmpp";
 
-    fn configure(&self, options: serde_json::Value) -> Result<Box<dyn Configured>, Vec<OptionError>> {
-        Ok(Box::new(parse_options::<XmppOptions>(options)?))
-    }
-}
-
-impl Configured for XmppOptions {
-    fn kind(&self) -> &'static str {
-        "xmpp"
-    }
-
-    fn check_room(&self, room: &str) -> Result<(), String> {
+    fn room_ok(&self, room: &str) -> Result<(), String> {
         match self.connect() {
             Ok(Connect::Component { domain, .. }) => check_room(&domain, room),
             _ => check_room("", room),
         }
     }
 
-    fn build(&self) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
+    fn bridge(&self) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
         Ok(Arc::new(XmppBridge::new(self.clone())?))
-    }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 
@@ -750,7 +734,7 @@ fn check_room(domain: &str, room: &str) -> Result<(), String> {
 #[async_trait]
 impl Bridge for XmppBridge {
     fn kind(&self) -> &'static str {
-        "xmpp"
+        XmppOptions::KIND
     }
 
     fn check_room(&self, room: &str) -> Result<(), String> {
