@@ -705,24 +705,7 @@ people:
         let loaded = parse(&format!("{text}\n{ldap}"), &f).unwrap_or_else(|e| panic!("{e}"));
         let mut all = serde_json::to_value(&loaded.config).unwrap();
         all.as_object_mut().unwrap().remove("bridges");
-        let lines: Vec<String> = text.lines().map(|l| l.trim_start_matches(|c: char| c == '#' || c.is_whitespace()).to_string()).collect();
-        let mut missing = Vec::new();
-        fn walk(v: &Value, path: &str, lines: &[String], missing: &mut Vec<String>) {
-            match v {
-                Value::Object(map) => {
-                    for (k, v) in map {
-                        let here = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                        if !causeway_core::testing::names(lines, k) {
-                            missing.push(here.clone());
-                        }
-                        walk(v, &here, lines, missing);
-                    }
-                }
-                Value::Array(items) => items.iter().for_each(|v| walk(v, path, lines, missing)),
-                _ => {}
-            }
-        }
-        walk(&all, "", &lines, &mut missing);
+        let missing = causeway_core::testing::unnamed(&all, &causeway_core::testing::uncommented(text));
         assert!(missing.is_empty(), "config.example.yaml does not document {missing:?}");
     }
 

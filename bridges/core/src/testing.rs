@@ -20,16 +20,25 @@ pub fn undocumented(example: &str, kind: &str, options: &impl Serialize) -> Vec<
     let Some(section) = section(example, kind) else {
         return vec![format!("(the example has no section with `type: {kind}`)")];
     };
-    let value = serde_json::to_value(options).expect("options serialize");
+    unnamed(&serde_json::to_value(options).expect("options serialize"), &section)
+}
+
+/// Every key of `value` (an options tree, at any depth) that `lines` never
+/// name as an option ([`names`]), by its path.
+pub fn unnamed(value: &Value, lines: &[String]) -> Vec<String> {
     let mut missing = Vec::new();
-    walk(&value, "", &section, &mut missing);
+    walk(value, "", lines, &mut missing);
     missing
+}
+
+/// The lines of `example`, comment marks and indentation taken off.
+pub fn uncommented(example: &str) -> Vec<String> {
+    example.lines().map(|l| l.trim_start_matches(|c: char| c == '#' || c.is_whitespace()).trim_end().to_string()).collect()
 }
 
 /// The lines of the example's section of type `kind`, comment marks taken off.
 pub fn section(example: &str, kind: &str) -> Option<Vec<String>> {
-    let lines: Vec<String> =
-        example.lines().map(|l| l.trim_start_matches(|c: char| c == '#' || c.is_whitespace()).trim_end().to_string()).collect();
+    let lines = uncommented(example);
     let start = lines.iter().position(|l| *l == format!("type: {kind}"))?;
     let end = example.lines().skip(start).position(|l| l.trim().is_empty()).map_or(lines.len(), |n| start + n);
     Some(lines[start..end].to_vec())
