@@ -367,16 +367,19 @@ async fn restarts_of_causeway_and_dovecot_mid_stream_take_each_mail_once() {
 async fn email_conformance_with_a_webhook() {
     let mail = MailServer::start();
     let hook = Hook::start(Mode::Accept { own_ids: None }).await;
-    let d = start(&mail, &hook, LIST_NOW).await;
+    let mut d = start(&mail, &hook, LIST_NOW).await;
     let mut alice = MailPeer::new(&mail, "alice", "Alice L.");
     let mut web = WebhookPeer::new("w", d.url("/bridges/hooks/w"), "tw", hook);
     let file = common::serve_file().await;
     let opts = conformance::Options { timeout: T, file: Some(file), ..Default::default() };
-    let report = conformance::run(&mut web, &mut alice, &opts)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n{}", d.log(), mail.log()));
-    // Text, reply and file both ways; what mail cannot show is skipped.
-    assert_eq!(report.passed.len(), 6, "{report}");
+    let mut causeway = common::Restarts { daemon: &mut d, bridges: &["mail", "hooks"] };
+    let result = conformance::run(&mut web, &mut alice, &mut causeway, &opts).await;
+    let report = result.unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n{}", d.log(), mail.log()));
+    // Text, reply, file and what a bridge must not do (hostile text, doubles,
+    // echoes; foreign changes from the webhook) both ways; what mail cannot
+    // show is skipped.
+    assert_eq!(report.passed.len(), 15, "{report}");
+    assert_eq!(report.skipped.len(), 18, "{report}");
 }
 
 /// A subscriber the mail server refuses for good holds up nobody else, and

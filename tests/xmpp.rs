@@ -69,13 +69,33 @@ async fn wait_connected(d: &Daemon, prosody: &Prosody) {
     }
 }
 
-/// The conformance suite between the webhook endpoint `w` and `alice`.
-async fn conformance_with_webhook(d: &Daemon, prosody: &Prosody, hook: Hook, alice: &mut XmppPeer) -> conformance::Report {
+/// `cfg` with a direct endpoint `dm` (token `tdm`) delivering to `hook`.
+fn with_direct_endpoint(cfg: &str, hook: &str) -> String {
+    let cfg = cfg.replace(
+        "      w: {",
+        &format!("      dm: {{ direct: true, inbound: {{ token: tdm }}, outbound: {{ url: \"{hook}\" }} }}\n      w: {{"),
+    );
+    assert!(cfg.contains("direct: true"));
+    cfg
+}
+
+/// The conformance suite between the webhook endpoint `w` and `alice`
+/// (one to one too, where `cfg` has the direct endpoint `dm`).
+async fn conformance_with_webhook(
+    d: &mut Daemon,
+    prosody: &Prosody,
+    hook: Hook,
+    alice: &mut XmppPeer,
+    direct: bool,
+) -> conformance::Report {
     let mut web = WebhookPeer::new("w", d.url("/bridges/hooks/w"), "tw", hook);
+    if direct {
+        web = web.with_direct("hooks", d.url("/bridges/hooks/dm"), "tdm");
+    }
     let opts = conformance::Options { timeout: T, ..Default::default() };
-    conformance::run(&mut web, alice, &opts)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n--- prosody ---\n{}", d.log(), prosody.log()))
+    let mut causeway = common::Restarts { daemon: d, bridges: &["xmpp", "hooks"] };
+    let result = conformance::run(&mut web, alice, &mut causeway, &opts).await;
+    result.unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n--- prosody ---\n{}", d.log(), prosody.log()))
 }
 
 /// Join as `user` once the bridge sits in the room (so it hears us).
@@ -98,9 +118,16 @@ async fn join_room_after_bridge(prosody: &Prosody, user: &str, room: &str, nick:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xmpp_conformance_with_a_webhook() {
-    let (prosody, hook, d, mut alice) = alice_in_a_bridged_room().await;
-    let report = conformance_with_webhook(&d, &prosody, hook, &mut alice).await;
-    assert_eq!(report.passed.len(), 18, "{report}");
+    let prosody = Prosody::start();
+    let hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut d = start_with(&prosody, &with_direct_endpoint(&config(&prosody, &hook.url()), &hook.url())).await;
+    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    let report = conformance_with_webhook(&mut d, &prosody, hook, &mut alice, true).await;
+    // All but threads (XMPP rooms carry none through Causeway yet) and
+    // redelivery from XMPP (a client cannot make the room deliver again;
+    // the restart case covers the archive catch-up).
+    assert_eq!(report.passed.len(), 30, "{report}");
+    assert_eq!(report.skipped, ["a→b thread", "b→a thread", "b→a redelivery"], "{report}");
     assert_eq!(alice.label(), "xmpp Alice");
 }
 
@@ -304,11 +331,7 @@ async fn moderation_crosses_both_ways() {
 async fn direct_messages_to_ghosts_reach_the_person() {
     let prosody = Prosody::start();
     let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
-    let cfg = config(&prosody, &hook.url()).replace(
-        "      w: {",
-        &format!("      dm: {{ direct: true, inbound: {{ token: tdm }}, outbound: {{ url: \"{}\" }} }}\n      w: {{", hook.url()),
-    );
-    assert!(cfg.contains("direct: true"));
+    let cfg = with_direct_endpoint(&config(&prosody, &hook.url()), &hook.url());
     let mut d = start_with(&prosody, &cfg).await;
     let client = reqwest::Client::new();
     let dm_url = d.url("/bridges/hooks/dm");
@@ -395,10 +418,8 @@ async fn direct_messages_to_ghosts_reach_the_person() {
 async fn thousands_of_strangers_open_no_more_direct_conversations_than_allowed() {
     let prosody = Prosody::start();
     let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
-    let cfg = config(&prosody, &hook.url()).replace(
-        "      w: {",
-        &format!("      dm: {{ direct: true, inbound: {{ token: tdm }}, outbound: {{ url: \"{}\" }} }}\n      w: {{", hook.url()),
-    ) + "router: { direct: { max_open: 20, strangers: { hooks: [\"s*\"], xmpp: [\"alice@*\"] } } }\n";
+    let cfg = with_direct_endpoint(&config(&prosody, &hook.url()), &hook.url())
+        + "router: { direct: { max_open: 20, strangers: { hooks: [\"s*\"], xmpp: [\"alice@*\"] } } }\n";
     let d = start_with(&prosody, &cfg).await;
     let client = reqwest::Client::new();
     let dm_url = d.url("/bridges/hooks/dm");
@@ -456,7 +477,7 @@ async fn client_mode_relays_over_starttls_and_passes_conformance() {
     let cfg = config(&prosody, &hook.url()).replace(&prosody.bridge_config(), &prosody.client_bridge_config("pw"));
     assert!(cfg.contains("mode: client"));
     let ca = prosody.ca_file().display().to_string();
-    let d = Daemon::start_with_env(&cfg, &[("SSL_CERT_FILE", &ca)]).await;
+    let mut d = Daemon::start_with_env(&cfg, &[("SSL_CERT_FILE", &ca)]).await;
     wait_connected(&d, &prosody).await;
     // The server saw an encrypted session log in (SCRAM: the test server offers nothing else).
     let log = prosody.log();
@@ -485,11 +506,14 @@ async fn client_mode_relays_over_starttls_and_passes_conformance() {
         b => panic!("{b:?}"),
     }
 
-    let report = conformance_with_webhook(&d, &prosody, hook, &mut alice).await;
-    // Text, reply, edit, retraction and file both ways; reactions and presence
-    // are not shown by one account, and XMPP rooms carry no threads: skipped.
-    assert_eq!(report.passed.len(), 12, "{report}");
-    assert_eq!(report.skipped.len(), 8, "{report}");
+    let report = conformance_with_webhook(&mut d, &prosody, hook, &mut alice, false).await;
+    // Text, reply, edit, retraction, file, topic and what a bridge must not
+    // do (hostile text, foreign changes, doubles, echoes) both ways;
+    // reactions, presence, typing and comings and goings are not shown by
+    // one account, XMPP rooms carry no threads, and one account has no
+    // ghosts to write to one to one: skipped.
+    assert_eq!(report.passed.len(), 21, "{report}");
+    assert_eq!(report.skipped.len(), 12, "{report}");
 }
 
 /// Client mode too: a stanza nested 30,000 levels deep, sent to the

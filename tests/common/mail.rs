@@ -210,12 +210,16 @@ pub struct MailPeer<'a> {
     seen: HashSet<u32>,
     /// Attachment link (cid:…) → bytes, for `fetch`.
     files: HashMap<String, Vec<u8>>,
+    /// The Message-IDs shown so far.
+    ids: HashSet<String>,
+    /// What was sent, by Message-ID (for redelivery).
+    sent: HashMap<String, String>,
     n: u32,
 }
 
 impl<'a> MailPeer<'a> {
     pub fn new(server: &'a MailServer, user: &'static str, name: &'static str) -> Self {
-        MailPeer { server, user, name, seen: HashSet::new(), files: HashMap::new(), n: 0 }
+        MailPeer { server, user, name, seen: HashSet::new(), files: HashMap::new(), ids: HashSet::new(), sent: HashMap::new(), n: 0 }
     }
 
     fn address(&self) -> String {
@@ -245,6 +249,7 @@ impl<'a> MailPeer<'a> {
             }
         };
         self.server.send(&self.address(), &[LIST], &raw);
+        self.sent.insert(id.clone(), raw);
         id
     }
 }
@@ -289,6 +294,12 @@ impl Peer for MailPeer<'_> {
                 }
                 let Some(m) = MessageParser::default().parse(&raw) else { continue };
                 let id = m.message_id().unwrap_or_default().to_string();
+                // A mail sent again after a crash has the same Message-ID:
+                // the same message, shown once (as mail clients that drop
+                // duplicates, and Sieve's `duplicate`, do).
+                if !id.is_empty() && !self.ids.insert(id.clone()) {
+                    continue;
+                }
                 let from = m.from().and_then(|f| f.first());
                 let sender_name = from.and_then(|a| a.name()).unwrap_or_default().to_string();
                 let reply_to = match m.in_reply_to() {
@@ -324,5 +335,11 @@ impl Peer for MailPeer<'_> {
     }
     async fn fetch(&mut self, url: &str) -> Result<Vec<u8>, String> {
         self.files.get(url).cloned().ok_or_else(|| format!("no attachment {url}"))
+    }
+    /// The same mail delivered again (as mail systems do after a lost answer).
+    async fn redeliver(&mut self, id: &str) -> Result<bool, String> {
+        let raw = self.sent.get(id).cloned().ok_or_else(|| format!("no mail {id} was sent"))?;
+        self.server.send(&self.address(), &[LIST], &raw);
+        Ok(true)
     }
 }

@@ -1,7 +1,7 @@
 //! A real Synapse (started by tests/peers/synapse.sh) and a real Matrix
 //! client speaking the client-server API.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -162,10 +162,15 @@ pub struct MatrixPeer {
     buffered: VecDeque<Value>,
     /// Presence events seen (they are not in a room's timeline).
     presence: VecDeque<Value>,
+    /// The ids of the timeline events taken so far.
+    timeline: HashSet<String>,
     /// Event id → its sender's display name, for everything seen.
     names: HashMap<String, String>,
     n: u32,
     pub caps: Capabilities,
+    /// Causeway's appservice URL (`…/bridges/matrix`), to push to as the
+    /// homeserver does, for redelivery.
+    appservice: Option<String>,
 }
 
 impl MatrixPeer {
@@ -184,7 +189,9 @@ impl MatrixPeer {
             buffered: VecDeque::new(),
             presence: VecDeque::new(),
             names: HashMap::new(),
+            timeline: HashSet::new(),
             n: 0,
+            appservice: None,
             caps: super::declared(json!({"type": "matrix", "homeserver": "http://127.0.0.1:9", "server_name": "matrix.test",
                 "url": "http://127.0.0.1:9/bridges/matrix", "as_token": "a", "hs_token": "h"}))
             .capabilities(room),
@@ -195,6 +202,13 @@ impl MatrixPeer {
         let first = p.call(reqwest::Method::GET, "/_matrix/client/v3/sync?timeout=0", None).await.unwrap();
         p.since = first["next_batch"].as_str().map(str::to_string);
         p
+    }
+
+    /// Redeliver through Causeway's appservice endpoint at `url`
+    /// (`http://…/bridges/matrix`), with the homeserver's token of the tests.
+    pub fn with_appservice(mut self, url: String) -> Self {
+        self.appservice = Some(url);
+        self
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
@@ -284,7 +298,13 @@ impl MatrixPeer {
         let v = self.call(reqwest::Method::GET, &path, None).await?;
         self.since = v["next_batch"].as_str().map(str::to_string);
         if let Some(events) = v["rooms"]["join"][&self.room_id]["timeline"]["events"].as_array() {
-            self.buffered.extend(events.iter().cloned());
+            // After leaving and coming back the timeline starts again with
+            // history: a client shows each event once.
+            for e in events {
+                if e["event_id"].as_str().is_none_or(|id| self.timeline.insert(id.to_string())) {
+                    self.buffered.push_back(e.clone());
+                }
+            }
         }
         if let Some(events) = v["rooms"]["join"][&self.room_id]["ephemeral"]["events"].as_array() {
             self.buffered.extend(events.iter().cloned());
@@ -452,7 +472,33 @@ impl Peer for MatrixPeer {
                 let v = self.call(reqwest::Method::PUT, &path, Some(json!({"topic": text}))).await?;
                 Ok(v["event_id"].as_str().unwrap_or_default().to_string())
             }
+            Action::Leave => self.leave().await.map(|()| String::new()),
+            Action::Join => {
+                self.call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(&self.room_id)), Some(json!({}))).await?;
+                Ok(String::new())
+            }
         }
+    }
+    /// The event as the homeserver has it, pushed again in a new
+    /// transaction (a homeserver retrying after a lost answer).
+    async fn redeliver(&mut self, id: &str) -> Result<bool, String> {
+        let Some(url) = self.appservice.clone() else { return Ok(false) };
+        let mut event =
+            self.call(reqwest::Method::GET, &format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&self.room_id), enc(id)), None).await?;
+        event["room_id"] = json!(self.room_id);
+        let txn = format!("again-{}", causeway_core::new_id());
+        let r = self
+            .http
+            .put(format!("{url}/_matrix/app/v1/transactions/{txn}"))
+            .bearer_auth("hs-secret-token")
+            .json(&json!({"events": [event]}))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !r.status().is_success() {
+            return Err(format!("the transaction was answered {}", r.status()));
+        }
+        Ok(true)
     }
     async fn next(&mut self, timeout: Duration) -> Result<Seen, String> {
         let deadline = Instant::now() + timeout;
@@ -503,11 +549,22 @@ impl Peer for MatrixPeer {
 /// Make `user` a moderator of `room` (done as the bridge's own user, the
 /// room's creator).
 pub async fn promote(synapse: &Synapse, room: &str, user: &str) {
+    change_power_levels(synapse, room, |levels| levels["users"][user] = json!(50)).await;
+}
+
+/// Let everyone in `room` set its topic (without making them moderators).
+pub async fn open_topic(synapse: &Synapse, room: &str) {
+    change_power_levels(synapse, room, |levels| levels["events"]["m.room.topic"] = json!(0)).await;
+}
+
+/// Change `room`'s `m.room.power_levels` with `change`, as the bridge's
+/// own user (the room's creator).
+async fn change_power_levels(synapse: &Synapse, room: &str, change: impl FnOnce(&mut Value)) {
     let url =
         format!("{}/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", synapse.url(), room.replace('!', "%21").replace(':', "%3A"));
     let client = reqwest::Client::new();
     let mut levels: Value = client.get(&url).bearer_auth("as-secret-token").send().await.unwrap().json().await.unwrap();
-    levels["users"][user] = json!(50);
+    change(&mut levels);
     let r = client.put(&url).bearer_auth("as-secret-token").json(&levels).send().await.unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
 }

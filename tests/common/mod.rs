@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,7 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use causeway_core::Capabilities;
-use causeway_core::conformance::{Action, Peer, Seen};
+use causeway_core::conformance::{Account, Action, Peer, Seen};
 use causeway_webhook::payload::parse_native;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -78,6 +79,8 @@ struct HookState {
     mode: Mutex<Mode>,
     tx: mpsc::UnboundedSender<Received>,
     counter: Mutex<u64>,
+    /// Idempotency key → the id given (with `own_ids`).
+    given: Mutex<HashMap<String, String>>,
     client: reqwest::Client,
 }
 
@@ -102,10 +105,20 @@ async fn receive(State(s): State<Arc<HookState>>, headers: HeaderMap, body: Byte
         }
         Mode::Accept { own_ids } => {
             let id = match &own_ids {
+                // A receiver that names its own ids answers a retry (the
+                // same key) with the id it gave the first time.
                 Some(prefix) => {
-                    let mut c = s.counter.lock().unwrap();
-                    *c += 1;
-                    format!("{prefix}{c}")
+                    let mut given = s.given.lock().unwrap();
+                    match given.get(&key).filter(|_| !key.is_empty()) {
+                        Some(id) => id.clone(),
+                        None => {
+                            let mut c = s.counter.lock().unwrap();
+                            *c += 1;
+                            let id = format!("{prefix}{c}");
+                            given.insert(key.clone(), id.clone());
+                            id
+                        }
+                    }
                 }
                 None => key.clone(),
             };
@@ -141,7 +154,13 @@ impl Hook {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind receiver");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
-        let state = Arc::new(HookState { mode: Mutex::new(mode), tx, counter: Mutex::new(0), client: reqwest::Client::new() });
+        let state = Arc::new(HookState {
+            mode: Mutex::new(mode),
+            tx,
+            counter: Mutex::new(0),
+            given: Mutex::new(HashMap::new()),
+            client: reqwest::Client::new(),
+        });
         let app = axum::Router::new().route("/hook", axum::routing::post(receive)).with_state(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -508,17 +527,95 @@ pub struct WebhookPeer {
     secret: Option<&'static [u8]>,
     hook: Hook,
     n: u32,
+    /// What was posted, by id (for redelivery).
+    posted: HashMap<String, Value>,
+    /// A direct endpoint (`direct: true`) on the same bridge: the bridge's
+    /// name, the endpoint's URL and token.
+    direct: Option<(&'static str, String, &'static str)>,
+    /// Deliveries waiting for the other reader (room or direct).
+    held: VecDeque<Received>,
+    /// The idempotency keys taken: a retry of one is dropped, as the
+    /// webhook contract asks of a receiver.
+    keys: HashSet<String>,
 }
 
 impl WebhookPeer {
     pub fn new(label: &'static str, url: String, token: &'static str, hook: Hook) -> Self {
-        WebhookPeer { label, url, token, secret: None, hook, n: 0 }
+        WebhookPeer {
+            label,
+            url,
+            token,
+            secret: None,
+            hook,
+            n: 0,
+            posted: HashMap::new(),
+            direct: None,
+            held: VecDeque::new(),
+            keys: HashSet::new(),
+        }
     }
 
     /// Sign requests (`X-Causeway-Timestamp`, `X-Causeway-Signature`).
     pub fn signed(mut self, secret: &'static [u8]) -> Self {
         self.secret = Some(secret);
         self
+    }
+
+    /// Hold direct conversations through the endpoint at `url` of the
+    /// webhook bridge named `bridge` (its outbound URL is this peer's hook).
+    pub fn with_direct(mut self, bridge: &'static str, url: String, token: &'static str) -> Self {
+        self.direct = Some((bridge, url, token));
+        self
+    }
+
+    /// POST `body` to `url` (signed where the peer signs); the status.
+    async fn send(&self, url: &str, token: &str, body: &Value) -> Result<u16, String> {
+        let (status, answer) = match self.secret {
+            Some(secret) => {
+                let raw = serde_json::to_vec(body).unwrap();
+                let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+                let r = reqwest::Client::new()
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("x-causeway-timestamp", ts.to_string())
+                    .header("x-causeway-signature", causeway_core::sign::sign_at(secret, ts, &raw))
+                    .body(raw)
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = r.status().as_u16();
+                (status, r.json().await.unwrap_or(Value::Null))
+            }
+            None => post(&reqwest::Client::new(), url, token, body).await,
+        };
+        if !(200..300).contains(&status) {
+            return Err(format!("POST answered {status}: {answer}"));
+        }
+        Ok(status)
+    }
+
+    /// The next delivery that is direct (`direct`) or not, holding the others.
+    async fn delivery(&mut self, direct: bool, timeout: Duration) -> Result<Received, String> {
+        if let Some(i) = self.held.iter().position(|r| r.json.get("direct").is_some() == direct) {
+            return Ok(self.held.remove(i).unwrap());
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let got = tokio::time::timeout_at(deadline, self.hook.rx.recv()).await.map_err(|_| "timed out".to_string())?;
+            let got = got.ok_or("receiver closed")?;
+            if !got.key.is_empty() && !self.keys.insert(got.key.clone()) {
+                continue;
+            }
+            if got.json.get("direct").is_some() == direct {
+                return Ok(got);
+            }
+            self.held.push_back(got);
+        }
+    }
+
+    fn seen(got: Received) -> Result<Seen, String> {
+        let incoming = parse_native("x", &got.body, None).map_err(|e| e.to_string())?;
+        Ok(Seen { id: got.id, sender_name: incoming.sender.name.unwrap_or_default(), body: incoming.body })
     }
 }
 
@@ -546,38 +643,69 @@ impl Peer for WebhookPeer {
             Action::Presence { show, status } => json!({"id": id, "sender": sender, "type": "presence", "show": show, "status": status}),
             Action::Typing { active } => json!({"id": id, "sender": sender, "type": "typing", "active": active}),
             Action::Topic { text } => json!({"id": id, "sender": sender, "type": "topic", "topic": text}),
+            Action::Leave => json!({"id": id, "sender": sender, "type": "membership", "membership": "leave"}),
+            Action::Join => json!({"id": id, "sender": sender, "type": "membership", "membership": "join"}),
         };
-        let (status, answer) = match self.secret {
-            Some(secret) => {
-                let raw = serde_json::to_vec(&body).unwrap();
-                let ts = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-                let r = reqwest::Client::new()
-                    .post(&self.url)
-                    .header("content-type", "application/json")
-                    .header("x-causeway-timestamp", ts.to_string())
-                    .header("x-causeway-signature", causeway_core::sign::sign_at(secret, ts, &raw))
-                    .body(raw)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let status = r.status().as_u16();
-                (status, r.json().await.unwrap_or(Value::Null))
-            }
-            None => post(&reqwest::Client::new(), &self.url, self.token, &body).await,
-        };
+        let status = self.send(&self.url, self.token, &body).await?;
         if status != 202 {
-            return Err(format!("POST answered {status}: {answer}"));
+            return Err(format!("POST answered {status}, not 202"));
         }
+        self.posted.insert(id.clone(), body);
         Ok(id)
     }
+    /// The same POST again, as a sender retrying after a lost answer does.
+    async fn redeliver(&mut self, id: &str) -> Result<bool, String> {
+        let body = self.posted.get(id).cloned().ok_or_else(|| format!("nothing was posted as {id}"))?;
+        self.send(&self.url, self.token, &body).await?;
+        Ok(true)
+    }
+    fn account(&self) -> Option<Account> {
+        self.direct.as_ref().map(|(bridge, _, _)| Account { bridge: bridge.to_string(), id: self.label.to_string() })
+    }
+    async fn direct(&mut self, to: &Account, text: &str, reply_to: Option<String>) -> Result<String, String> {
+        let (_, url, token) = self.direct.clone().ok_or("no direct endpoint")?;
+        self.n += 1;
+        let id = format!("{}-{}", self.label, self.n);
+        let body = json!({"id": id, "sender": {"id": self.label, "name": self.label}, "to": format!("{}:{}", to.bridge, to.id),
+                          "text": text, "reply_to": reply_to});
+        self.send(&url, token, &body).await?;
+        Ok(id)
+    }
+    async fn next_direct(&mut self, timeout: Duration) -> Result<Seen, String> {
+        let got = self.delivery(true, timeout).await?;
+        Self::seen(got)
+    }
     async fn next(&mut self, timeout: Duration) -> Result<Seen, String> {
-        let got = tokio::time::timeout(timeout, self.hook.rx.recv()).await.map_err(|_| "timed out".to_string())?;
-        let got = got.ok_or("receiver closed")?;
-        let incoming = parse_native("x", &got.body, None).map_err(|e| e.to_string())?;
-        Ok(Seen { id: got.id, sender_name: incoming.sender.name.unwrap_or_default(), body: incoming.body })
+        let got = self.delivery(false, timeout).await?;
+        Self::seen(got)
     }
 
     async fn fetch(&mut self, url: &str) -> Result<Vec<u8>, String> {
         fetch(url).await
+    }
+}
+
+/// Causeway as the conformance suite restarts it: killed (SIGKILL), started
+/// again on the same store, and back once each of `bridges` is up.
+pub struct Restarts<'a> {
+    pub daemon: &'a mut Daemon,
+    pub bridges: &'static [&'static str],
+}
+
+#[async_trait]
+impl causeway_core::conformance::Causeway for Restarts<'_> {
+    async fn restart(&mut self) -> Result<(), String> {
+        self.daemon.kill();
+        self.daemon.restart().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for bridge in self.bridges {
+            while self.daemon.metric("causeway_bridge_up", &format!(r#"bridge="{bridge}""#)).await != 1.0 {
+                if Instant::now() > deadline {
+                    return Err(format!("the {bridge} bridge is not up again after a restart:\n{}", self.daemon.log()));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
     }
 }

@@ -1,13 +1,13 @@
 //! A real Prosody (started by tests/peers/prosody.sh) and a real XMPP client.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use causeway_core::conformance::{Action, Peer, Seen};
-use causeway_core::{Attachment, Body, Capabilities, Show, Text};
+use causeway_core::conformance::{Account, Action, Peer, Seen};
+use causeway_core::{Attachment, Body, Capabilities, Membership, Show, Text};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio_xmpp::minidom::Element;
@@ -138,6 +138,10 @@ pub struct XmppPeer {
     n: u32,
     /// What the room can show through the bridge (the bridge's declared capabilities).
     pub caps: Capabilities,
+    /// The account's bare JID.
+    jid: String,
+    /// Nicks in the room now, as presences told (for joins and leaves).
+    present: HashSet<String>,
 }
 
 impl XmppPeer {
@@ -175,6 +179,8 @@ impl XmppPeer {
             buffered: VecDeque::new(),
             n: 0,
             caps: declared_by(serde_json::json!({"type": "xmpp", "domain": "bridge.xmpp.test", "secret": "s"}), room),
+            jid: format!("{user}@{DOMAIN}"),
+            present: HashSet::new(),
         };
         match tokio::time::timeout(Duration::from_secs(10), peer.lines.next_line()).await {
             Ok(Ok(Some(l))) if l.contains("\"online\"") => {}
@@ -451,7 +457,14 @@ impl XmppPeer {
                 };
                 return Ok(Seen { id: sid, sender_name: nick, body });
             }
+            if s.name() == "presence" && s.attr("type") == Some("unavailable") && nick != self.nick {
+                self.present.remove(&nick);
+                return Ok(Seen { id: String::new(), sender_name: nick, body: Body::Membership(Membership::Leave) });
+            }
             if s.name() == "presence" && s.attr("type").is_none() && nick != self.nick {
+                if self.present.insert(nick.clone()) {
+                    return Ok(Seen { id: String::new(), sender_name: nick, body: Body::Membership(Membership::Join) });
+                }
                 let show = match child(&s, "show", NS_CLIENT).map(|e| e.text()).as_deref() {
                     Some("away") => Show::Away,
                     Some("xa") => Show::Xa,
@@ -541,8 +554,52 @@ impl Peer for XmppPeer {
                 self.send_unconfirmed(text_el("subject", NS_CLIENT, &text)).await;
                 return Ok(String::new());
             }
+            Action::Leave => {
+                let leave = Element::builder("presence", NS_CLIENT)
+                    .attr(xml_ncname!("to").into(), format!("{}/{}", self.room, self.nick))
+                    .attr(xml_ncname!("type").into(), "unavailable")
+                    .build();
+                self.send(&leave).await;
+                return Ok(String::new());
+            }
+            Action::Join => {
+                self.enter(0).await;
+                return Ok(String::new());
+            }
         };
         self.say(payloads).await
+    }
+    fn account(&self) -> Option<Account> {
+        Some(Account { bridge: "xmpp".into(), id: self.jid.clone() })
+    }
+    /// To the ghost JID the bridge gives `to` (as its own code names it).
+    async fn direct(&mut self, to: &Account, text: &str, reply_to: Option<String>) -> Result<String, String> {
+        let section = serde_json::json!({"type": "xmpp", "domain": "bridge.xmpp.test", "secret": "s"});
+        let configured = causeway::bridges::configure(&section).map_err(|e| format!("{e:?}"))?;
+        let options = causeway_core::network::options_of::<causeway_xmpp::config::XmppOptions>(&*configured)?;
+        let sender = causeway_core::Sender { id: to.id.clone(), person: None, name: to.id.clone(), avatar: None };
+        let ghost = causeway_xmpp::ghost::jid_of(options, COMPONENT, &sender, &to.bridge).map_err(|e| e.to_string())?;
+        let mut payloads = vec![text_el("body", NS_CLIENT, text)];
+        payloads.extend(reply_to.map(|r| el("reply", "urn:xmpp:reply:0", &r)));
+        Ok(self.chat(&ghost.to_string(), payloads).await)
+    }
+    async fn next_direct(&mut self, timeout: Duration) -> Result<Seen, String> {
+        let m = self.next_chat(timeout).await?;
+        if m.attr("type") == Some("error") {
+            return Err(format!("an error came back: {m:?}"));
+        }
+        let text = child(&m, "body", NS_CLIENT).map(|b| b.text()).unwrap_or_default();
+        let reply_to = child(&m, "reply", "urn:xmpp:reply:0").and_then(|r| r.attr("id")).map(str::to_string);
+        let sender_name = m.attr("from").unwrap_or_default().to_string();
+        let body = Body::Message {
+            text: Text::plain(text),
+            kind: Default::default(),
+            attachments: vec![],
+            reply_to,
+            thread: None,
+            mentions: vec![],
+        };
+        Ok(Seen { id: m.attr("id").unwrap_or_default().to_string(), sender_name, body })
     }
     async fn next(&mut self, timeout: Duration) -> Result<Seen, String> {
         self.seen_with(timeout, true).await

@@ -3,17 +3,23 @@
 //! A test puts two real clients ([`Peer`]s) in one portal: the network under
 //! test on one side and any other network (the webhook bridge needs no server,
 //! so it is the usual partner) on the other. [`run`] then sends text, a reply,
-//! an edit, a reaction, a retraction, a file, a presence change, typing and
-//! a topic in both directions and checks that each arrives as the right event, *referencing
-//! the right message in the receiver's own ids*. A case is skipped only where
-//! a side declares the capability absent.
+//! an edit, a reaction, a retraction, a file, a presence change, typing,
+//! a topic, leaving and coming back in both directions and checks that each
+//! arrives as the right event, *referencing the right message in the
+//! receiver's own ids*. It checks too what a bridge must never do: hand a
+//! sender their own message back (echo), take a message twice when its
+//! network delivers it again, lose or double one when Causeway is killed
+//! mid-stream, let one side change the other's messages, or take hostile
+//! text as markup; and, where both sides hold direct conversations, that a
+//! message one to one reaches the person and the answer comes back. A case
+//! is skipped only where a side declares the capability absent.
 
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
 use crate::bridge::Capabilities;
-use crate::event::{Attachment, Body, Show};
+use crate::event::{Attachment, Body, Membership, Show};
 
 /// Something a peer does on its network.
 #[derive(Clone, Debug)]
@@ -54,6 +60,20 @@ pub enum Action {
     Topic {
         text: String,
     },
+    /// Leave the room.
+    Leave,
+    /// Come back into the room.
+    Join,
+}
+
+/// A peer's account as Causeway knows it: what another network's peer
+/// writes to, one to one, through the ghost that stands for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    /// The name of the bridge the account is on.
+    pub bridge: String,
+    /// The account's id on that network.
+    pub id: String,
 }
 
 /// Something a peer saw on its network, in its network's ids.
@@ -83,6 +103,36 @@ pub trait Peer: Send {
     /// The content behind a file link as this client gets it (with its own
     /// login where its network wants one).
     async fn fetch(&mut self, url: &str) -> Result<Vec<u8>, String>;
+    /// Hand Causeway once more what this side sent as `id`, the way its
+    /// network does when an acknowledgement was lost (a retried request, a
+    /// re-pushed transaction, a mail delivered twice). `Ok(false)` where a
+    /// client of this network cannot make that happen.
+    async fn redeliver(&mut self, _id: &str) -> Result<bool, String> {
+        Ok(false)
+    }
+    /// This side's account, where it holds direct conversations through
+    /// Causeway; `None` where it does not.
+    fn account(&self) -> Option<Account> {
+        None
+    }
+    /// Write `text` one to one to `to` (an account on another network,
+    /// through its ghost here), as an answer to `reply_to` (this side's id
+    /// of a direct message); returns this side's id of what was sent.
+    async fn direct(&mut self, _to: &Account, _text: &str, _reply_to: Option<String>) -> Result<String, String> {
+        Err(format!("{} holds no direct conversations", self.label()))
+    }
+    /// The next direct message to this side, waiting at most `timeout`.
+    async fn next_direct(&mut self, _timeout: Duration) -> Result<Seen, String> {
+        Err(format!("{} holds no direct conversations", self.label()))
+    }
+}
+
+/// The Causeway the peers talk through, for the restart case.
+#[async_trait]
+pub trait Causeway: Send {
+    /// Kill Causeway at once (no chance to flush anything) and start it
+    /// again on the same store; return once its bridges are up again.
+    async fn restart(&mut self) -> Result<(), String>;
 }
 
 /// Options for one run.
@@ -110,6 +160,12 @@ impl Default for Options {
 pub struct Report {
     pub passed: Vec<String>,
     pub skipped: Vec<String>,
+}
+
+impl Report {
+    fn record(&mut self, case: String, done: bool) {
+        if done { self.passed.push(case) } else { self.skipped.push(case) }
+    }
 }
 
 impl std::fmt::Display for Report {
@@ -142,11 +198,14 @@ pub async fn expect<T>(peer: &mut dyn Peer, timeout: Duration, what: &str, mut w
     }
 }
 
-/// Run the suite in both directions.
-pub async fn run(a: &mut dyn Peer, b: &mut dyn Peer, opts: &Options) -> Result<Report, String> {
+/// Run the suite in both directions, restarting `causeway` for the
+/// restart case.
+pub async fn run(a: &mut dyn Peer, b: &mut dyn Peer, causeway: &mut dyn Causeway, opts: &Options) -> Result<Report, String> {
     let mut report = Report::default();
-    one_way(a, b, opts, "a→b", &mut report).await?;
-    one_way(b, a, opts, "b→a", &mut report).await?;
+    one_way(a, b, causeway, opts, "a→b", &mut report).await?;
+    one_way(b, a, causeway, opts, "b→a", &mut report).await?;
+    let done = direct(a, b, opts).await?;
+    report.record("direct conversation".into(), done);
     Ok(report)
 }
 
@@ -179,16 +238,25 @@ impl Way<'_> {
     }
 }
 
-async fn one_way(from: &mut dyn Peer, to: &mut dyn Peer, opts: &Options, dir: &str, report: &mut Report) -> Result<(), String> {
+/// One direction of [`run`]: the cases in their order, each run once the
+/// one before is done, then the echo check over all the sender saw.
+async fn one_way(
+    from: &mut dyn Peer,
+    to: &mut dyn Peer,
+    causeway: &mut dyn Causeway,
+    opts: &Options,
+    dir: &str,
+    report: &mut Report,
+) -> Result<(), String> {
+    let mut watched = Watched { inner: from, own: Vec::new(), echoes: Vec::new() };
     // Text: both sides' ids of it are what the other cases refer to.
     let text = format!("conformance text {dir} {}", opts.nonce);
-    let from_id = from.act(Action::Text { text: text.clone(), reply_to: None }).await?;
+    let from_id = watched.act(Action::Text { text: text.clone(), reply_to: None }).await?;
     let to_id =
         expect(to, opts.timeout, "text message", |s| message_text(&s.body).filter(|(p, _, _)| p.contains(&text)).map(|_| s.id.clone()))
             .await?;
     report.passed.push(format!("{dir} text"));
-    let mut way = Way { from, to, opts, dir, from_id, to_id };
-    // In this order: each case runs once the one before is done.
+    let mut way = Way { from: &mut watched, to: &mut *to, opts, dir, from_id, to_id };
     let cases = [
         ("reply", reply(&mut way).await?),
         ("reaction", reaction(&mut way).await?),
@@ -199,11 +267,90 @@ async fn one_way(from: &mut dyn Peer, to: &mut dyn Peer, opts: &Options, dir: &s
         ("presence", presence(&mut way).await?),
         ("typing", typing(&mut way).await?),
         ("topic", topic(&mut way).await?),
+        ("membership", membership(&mut way).await?),
+        ("hostile text", hostile_text(&mut way).await?),
+        ("foreign edit and retraction", foreign_changes(&mut way).await?),
+        ("redelivery", redelivery(&mut way).await?),
+        ("restart", restart(&mut way, causeway).await?),
     ];
     for (name, done) in cases {
-        if done { report.passed.push(format!("{dir} {name}")) } else { report.skipped.push(format!("{dir} {name}")) }
+        report.record(format!("{dir} {name}"), done);
     }
+    drop(way);
+    no_echo(&mut watched, to, opts, dir).await?;
+    report.passed.push(format!("{dir} no echo"));
     Ok(())
+}
+
+/// A peer whose every sighting is checked for what it sent itself: a
+/// bridge must never hand a sender their own message back.
+struct Watched<'a> {
+    inner: &'a mut dyn Peer,
+    /// The texts (and statuses, topics) this side sent.
+    own: Vec<String>,
+    /// What it saw of them.
+    echoes: Vec<Seen>,
+}
+
+#[async_trait]
+impl Peer for Watched<'_> {
+    fn label(&self) -> String {
+        self.inner.label()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn reaction_notices(&self) -> bool {
+        self.inner.reaction_notices()
+    }
+    async fn act(&mut self, action: Action) -> Result<String, String> {
+        match &action {
+            Action::Text { text, .. } | Action::InThread { text, .. } | Action::Edit { text, .. } | Action::Topic { text } => {
+                self.own.push(text.clone())
+            }
+            Action::File { caption, .. } => self.own.push(caption.clone()),
+            Action::Presence { status: Some(status), .. } => self.own.push(status.clone()),
+            _ => {}
+        }
+        self.inner.act(action).await
+    }
+    async fn next(&mut self, timeout: Duration) -> Result<Seen, String> {
+        let seen = self.inner.next(timeout).await?;
+        let says = match &seen.body {
+            Body::Message { text, .. } | Body::Edit { text, .. } => Some(text.plain.as_str()),
+            Body::Topic { text } => Some(text.as_str()),
+            Body::Presence { status, .. } => status.as_deref(),
+            _ => None,
+        };
+        // Quoted lines (a reply's fallback, a mail's quote) are not echoes.
+        let unquoted = |s: &str| s.lines().filter(|l| !l.trim_start().starts_with('>')).collect::<Vec<_>>().join("\n");
+        if says.map(unquoted).is_some_and(|says| self.own.iter().any(|own| says.contains(own.as_str()))) {
+            self.echoes.push(seen.clone());
+        }
+        Ok(seen)
+    }
+    async fn fetch(&mut self, url: &str) -> Result<Vec<u8>, String> {
+        self.inner.fetch(url).await
+    }
+    async fn redeliver(&mut self, id: &str) -> Result<bool, String> {
+        self.inner.redeliver(id).await
+    }
+}
+
+/// Everything `peer` sees until the message with `sentinel`, which the
+/// other side sends now (so whatever was on its way comes before it).
+async fn until_sentinel(peer: &mut dyn Peer, other: &mut dyn Peer, timeout: Duration, sentinel: &str) -> Result<Vec<Seen>, String> {
+    other.act(Action::Text { text: sentinel.to_string(), reply_to: None }).await?;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let s = peer.next(left).await.map_err(|e| format!("{}: waiting for {sentinel:?}: {e}; saw {seen:?}", peer.label()))?;
+        if message_text(&s.body).is_some_and(|(p, _, _)| p.contains(sentinel)) {
+            return Ok(seen);
+        }
+        seen.push(s);
+    }
 }
 
 /// A reply answered from the receiving side must point at the sender's own
@@ -366,6 +513,178 @@ async fn topic(w: &mut Way<'_>) -> Result<bool, String> {
     Ok(true)
 }
 
+/// The sender leaves the room and comes back; the receiver sees both.
+async fn membership(w: &mut Way<'_>) -> Result<bool, String> {
+    if !w.both(|c| c.membership) {
+        return Ok(false);
+    }
+    w.from.act(Action::Leave).await?;
+    expect(w.to, w.opts.timeout, "leave", |s| matches!(s.body, Body::Membership(Membership::Leave)).then_some(())).await?;
+    w.from.act(Action::Join).await?;
+    expect(w.to, w.opts.timeout, "join", |s| matches!(s.body, Body::Membership(Membership::Join)).then_some(())).await?;
+    Ok(true)
+}
+
+/// Text that looks like markup (a script, an element with a handler,
+/// entities, a CDATA end, a direction override) arrives as the same text:
+/// shown as written, never taken as markup.
+async fn hostile_text(w: &mut Way<'_>) -> Result<bool, String> {
+    let text = format!("{} <script>alert(1)</script> <img src=x onerror=alert(2)> &amp; &lt;b&gt; ]]> \u{202e}txt.exe", w.text("hostile"));
+    w.from.act(Action::Text { text: text.clone(), reply_to: None }).await?;
+    let marker = w.text("hostile");
+    let got = expect(w.to, w.opts.timeout, "hostile text", |s| match &s.body {
+        Body::Message { text, .. } if text.plain.contains(&marker) => Some(text.clone()),
+        _ => None,
+    })
+    .await?;
+    if !got.plain.contains(&text[marker.len()..]) {
+        return Err(format!("{} hostile text: arrived as {:?}, sent as {text:?}", w.dir, got.plain));
+    }
+    if let Some(html) = &got.html {
+        let lower = html.to_ascii_lowercase();
+        // Escaped, the text may say anything; as elements, nothing of it.
+        if lower.contains("<script") || lower.contains("<img") {
+            return Err(format!("{} hostile text: became markup {html:?}", w.dir));
+        }
+    }
+    Ok(true)
+}
+
+/// The receiving side tries to edit and retract the sender's message: a
+/// partner may only speak, so the sender sees neither (nor a notice of it).
+async fn foreign_changes(w: &mut Way<'_>) -> Result<bool, String> {
+    let to = w.to.capabilities();
+    if !to.edits && !to.retractions {
+        return Ok(false);
+    }
+    let mine = w.text("mine");
+    let mine_id = w.from.act(Action::Text { text: mine.clone(), reply_to: None }).await?;
+    let theirs = expect(w.to, w.opts.timeout, "message to change", |s| {
+        message_text(&s.body).filter(|(p, _, _)| p.contains(&mine)).map(|_| s.id.clone())
+    })
+    .await?;
+    let forged = w.text("forged");
+    // Refused at the door or dropped later: either way nothing may arrive.
+    if to.edits {
+        let _ = w.to.act(Action::Edit { target: theirs.clone(), text: forged.clone() }).await;
+    }
+    if to.retractions {
+        let _ = w.to.act(Action::Retract { target: theirs }).await;
+    }
+    let sentinel = w.text("after forgery");
+    let seen = until_sentinel(w.from, w.to, w.opts.timeout, &sentinel).await?;
+    if let Some(s) = seen.iter().find(|s| match &s.body {
+        Body::Edit { target, text } => *target == mine_id || text.plain.contains(&forged),
+        Body::Retract { target, .. } => *target == mine_id,
+        Body::Message { text, .. } => text.plain.contains(&forged) || text.plain.contains("retracted"),
+        _ => false,
+    }) {
+        return Err(format!("{} foreign change reached the author: {s:?}", w.dir));
+    }
+    Ok(true)
+}
+
+/// The sender's network delivers a message a second time (as after a lost
+/// acknowledgement): the receiver sees it once.
+async fn redelivery(w: &mut Way<'_>) -> Result<bool, String> {
+    let text = w.text("once");
+    let id = w.from.act(Action::Text { text: text.clone(), reply_to: None }).await?;
+    expect(w.to, w.opts.timeout, "message to redeliver", |s| message_text(&s.body).filter(|(p, _, _)| p.contains(&text)).map(|_| ()))
+        .await?;
+    if !w.from.redeliver(&id).await? {
+        return Ok(false);
+    }
+    let sentinel = w.text("after redelivery");
+    let seen = until_sentinel(w.to, w.from, w.opts.timeout, &sentinel).await?;
+    if let Some(s) = seen.iter().find(|s| message_text(&s.body).is_some_and(|(p, _, _)| p.contains(&text))) {
+        return Err(format!("{} redelivery: taken twice: {s:?}", w.dir));
+    }
+    Ok(true)
+}
+
+/// Causeway is killed right after taking two messages and started again;
+/// two more follow. The receiver sees each of the four exactly once.
+async fn restart(w: &mut Way<'_>, causeway: &mut dyn Causeway) -> Result<bool, String> {
+    let texts: Vec<String> = (1..=4).map(|i| w.text(&format!("restart {i}/4"))).collect();
+    for t in &texts[..2] {
+        w.from.act(Action::Text { text: t.clone(), reply_to: None }).await?;
+    }
+    causeway.restart().await?;
+    for t in &texts[2..] {
+        w.from.act(Action::Text { text: t.clone(), reply_to: None }).await?;
+    }
+    let mut counts = vec![0; texts.len()];
+    let count = |counts: &mut Vec<usize>, s: &Seen| {
+        if let Some((plain, _, _)) = message_text(&s.body)
+            && let Some(i) = texts.iter().position(|t| plain.contains(t.as_str()))
+        {
+            counts[i] += 1;
+        }
+    };
+    let deadline = Instant::now() + w.opts.timeout * 3;
+    while counts.contains(&0) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let s = w.to.next(left).await.map_err(|e| format!("{} restart: {e}; seen so far {counts:?} of {texts:?}", w.dir))?;
+        count(&mut counts, &s);
+    }
+    // Whatever is still on its way comes before a message sent now.
+    let sentinel = w.text("after restart");
+    for s in until_sentinel(w.to, w.from, w.opts.timeout, &sentinel).await? {
+        count(&mut counts, &s);
+    }
+    if counts.iter().any(|&c| c != 1) {
+        return Err(format!("{} restart: seen {counts:?} times, each of {texts:?} must be seen once", w.dir));
+    }
+    Ok(true)
+}
+
+/// [`one_way`]: nothing the sender sent came back to it, up to a message
+/// the receiver sends now (everything relayed before it has arrived).
+async fn no_echo(from: &mut Watched<'_>, to: &mut dyn Peer, opts: &Options, dir: &str) -> Result<(), String> {
+    let sentinel = format!("conformance echo check {dir} {}", opts.nonce);
+    until_sentinel(from, to, opts.timeout, &sentinel).await?;
+    if !from.echoes.is_empty() {
+        return Err(format!("{dir} echo: {} saw its own messages back: {:?}", from.label(), from.echoes));
+    }
+    Ok(())
+}
+
+/// Where both sides hold direct conversations: `a` writes one to one to
+/// `b`'s account, `b` sees it and answers it, and `a` sees the answer
+/// pointing at its own message.
+async fn direct(a: &mut dyn Peer, b: &mut dyn Peer, opts: &Options) -> Result<bool, String> {
+    let (Some(of_a), Some(of_b)) = (a.account(), b.account()) else {
+        return Ok(false);
+    };
+    let text = format!("conformance direct {}", opts.nonce);
+    let a_id = a.direct(&of_b, &text, None).await?;
+    let deadline = Instant::now() + opts.timeout;
+    let b_id = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let s = b.next_direct(left).await.map_err(|e| format!("{}: no direct message: {e}", b.label()))?;
+        if message_text(&s.body).is_some_and(|(p, _, _)| p.contains(&text)) {
+            break s.id;
+        }
+    };
+    let answer = format!("conformance direct answer {}", opts.nonce);
+    b.direct(&of_a, &answer, Some(b_id)).await?;
+    let deadline = Instant::now() + opts.timeout;
+    let reply_to = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let s = a.next_direct(left).await.map_err(|e| format!("{}: no direct answer: {e}", a.label()))?;
+        if let Some((p, reply_to, _)) = message_text(&s.body)
+            && p.contains(&answer)
+        {
+            break reply_to.cloned();
+        }
+    };
+    let both_reply = a.capabilities().replies && b.capabilities().replies;
+    if both_reply && reply_to.as_ref() != Some(&a_id) {
+        return Err(format!("direct answer refers to {reply_to:?}, expected {a_id:?}"));
+    }
+    Ok(true)
+}
+
 /// The suite across many networks in one portal: from each peer in turn, a
 /// message (everyone sees it), then a reply to the previous peer's message,
 /// an edit of its own, and a reaction to the next peer's message. Every
@@ -506,4 +825,207 @@ async fn reactions_all(peers: &mut [&mut dyn Peer], opts: &Options, ids: &[Vec<S
         report.passed.push(format!("reaction from {}", peers[s].label()));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The suite itself, against two sides joined in memory by a faithful
+    //! relay (it passes) and by relays with one fault each (it fails, and
+    //! says which case).
+
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::event::Text;
+
+    #[derive(Clone, Copy, Default)]
+    struct Faults {
+        /// Hand each sender its own messages back.
+        echo: bool,
+        /// Pass on changes of someone else's message.
+        foreign: bool,
+        /// Take a redelivered message again.
+        redelivery: bool,
+        /// Send the last message again after a restart.
+        restart: bool,
+        /// Take markup out of the text.
+        strip: bool,
+    }
+
+    #[derive(Default)]
+    struct Relay {
+        faults: Faults,
+        /// What each side has to see, and its direct messages.
+        queues: [VecDeque<Seen>; 2],
+        direct: [VecDeque<Seen>; 2],
+        /// (side, its id) → the other side's id.
+        ids: HashMap<(usize, String), String>,
+        /// (side, its id) → the side that wrote it.
+        authors: HashMap<(usize, String), usize>,
+        /// What each side sent, by its id (for redelivery).
+        sent: HashMap<(usize, String), Body<String>>,
+        last: Option<(usize, Seen)>,
+        n: u32,
+    }
+
+    impl Relay {
+        fn pass(&mut self, from: usize, id: &str, body: Body<String>) {
+            let to = 1 - from;
+            let other_id = format!("{to}-{}", self.n);
+            self.n += 1;
+            let mine = |r: &String| self.authors.get(&(from, r.clone())).is_none_or(|a| *a == from);
+            let allowed = match &body {
+                Body::Edit { target, .. } | Body::Retract { target, .. } => mine(target) || self.faults.foreign,
+                _ => true,
+            };
+            if !allowed {
+                return;
+            }
+            let map = |r: String| self.ids.get(&(from, r.clone())).cloned().unwrap_or(r);
+            let mut body = body.map_refs(|r| Some(map(r))).expect("every reference maps");
+            if self.faults.strip
+                && let Body::Message { text, .. } = &mut body
+            {
+                text.plain = text.plain.replace("<script>", "");
+            }
+            self.ids.insert((from, id.to_string()), other_id.clone());
+            self.ids.insert((to, other_id.clone()), id.to_string());
+            self.authors.insert((from, id.to_string()), from);
+            self.authors.insert((to, other_id.clone()), from);
+            let seen = Seen { id: other_id, sender_name: format!("side {from}"), body };
+            if self.faults.echo {
+                self.queues[from].push_back(seen.clone());
+            }
+            self.last = Some((to, seen.clone()));
+            self.queues[to].push_back(seen);
+        }
+    }
+
+    struct Side {
+        side: usize,
+        relay: Arc<Mutex<Relay>>,
+    }
+
+    #[async_trait]
+    impl Peer for Side {
+        fn label(&self) -> String {
+            format!("side {}", self.side)
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::ALL
+        }
+        async fn act(&mut self, action: Action) -> Result<String, String> {
+            let mut relay = self.relay.lock().unwrap();
+            relay.n += 1;
+            let id = format!("{}-{}", self.side, relay.n);
+            let message = |text: String, reply_to, thread, attachments| Body::Message {
+                text: Text::plain(text),
+                kind: Default::default(),
+                attachments,
+                reply_to,
+                thread,
+                mentions: vec![],
+            };
+            let body = match action {
+                Action::Text { text, reply_to } => message(text, reply_to, None, vec![]),
+                Action::InThread { text, root } => message(text, None, Some(root), vec![]),
+                Action::File { attachment, caption } => message(caption, None, None, vec![attachment]),
+                Action::Edit { target, text } => Body::Edit { target, text: Text::plain(text) },
+                Action::Retract { target } => Body::Retract { target, moderated: false },
+                Action::React { target, key } => Body::Reaction { target, key, removed: false },
+                Action::Presence { show, status } => Body::Presence { show, status },
+                Action::Typing { active } => Body::Typing { active },
+                Action::Topic { text } => Body::Topic { text },
+                Action::Leave => Body::Membership(Membership::Leave),
+                Action::Join => Body::Membership(Membership::Join),
+            };
+            relay.sent.insert((self.side, id.clone()), body.clone());
+            relay.pass(self.side, &id, body);
+            Ok(id)
+        }
+        async fn next(&mut self, _timeout: Duration) -> Result<Seen, String> {
+            self.relay.lock().unwrap().queues[self.side].pop_front().ok_or_else(|| "nothing more".to_string())
+        }
+        async fn fetch(&mut self, url: &str) -> Result<Vec<u8>, String> {
+            Err(format!("no file behind {url}"))
+        }
+        async fn redeliver(&mut self, id: &str) -> Result<bool, String> {
+            let mut relay = self.relay.lock().unwrap();
+            if relay.faults.redelivery {
+                let body = relay.sent[&(self.side, id.to_string())].clone();
+                relay.pass(self.side, &format!("{id}-again"), body);
+            }
+            Ok(true)
+        }
+        fn account(&self) -> Option<Account> {
+            Some(Account { bridge: format!("net{}", self.side), id: "someone".into() })
+        }
+        async fn direct(&mut self, _to: &Account, text: &str, reply_to: Option<String>) -> Result<String, String> {
+            let mut relay = self.relay.lock().unwrap();
+            relay.n += 1;
+            let id = format!("{}-{}", self.side, relay.n);
+            let other_id = format!("{}-{}", 1 - self.side, relay.n);
+            let reply_to = reply_to.map(|r| relay.ids.get(&(self.side, r.clone())).cloned().unwrap_or(r));
+            relay.ids.insert((self.side, id.clone()), other_id.clone());
+            relay.ids.insert((1 - self.side, other_id.clone()), id.clone());
+            let body = Body::Message {
+                text: Text::plain(text),
+                kind: Default::default(),
+                attachments: vec![],
+                reply_to,
+                thread: None,
+                mentions: vec![],
+            };
+            relay.direct[1 - self.side].push_back(Seen { id: other_id, sender_name: self.label(), body });
+            Ok(id)
+        }
+        async fn next_direct(&mut self, _timeout: Duration) -> Result<Seen, String> {
+            self.relay.lock().unwrap().direct[self.side].pop_front().ok_or_else(|| "nothing more".to_string())
+        }
+    }
+
+    struct Restarts(Arc<Mutex<Relay>>);
+
+    #[async_trait]
+    impl Causeway for Restarts {
+        async fn restart(&mut self) -> Result<(), String> {
+            let mut relay = self.0.lock().unwrap();
+            if relay.faults.restart
+                && let Some((to, seen)) = relay.last.clone()
+            {
+                relay.queues[to].push_back(seen);
+            }
+            Ok(())
+        }
+    }
+
+    async fn run_with(faults: Faults) -> Result<Report, String> {
+        let relay = Arc::new(Mutex::new(Relay { faults, ..Default::default() }));
+        let (mut a, mut b) = (Side { side: 0, relay: relay.clone() }, Side { side: 1, relay: relay.clone() });
+        let opts = Options { timeout: Duration::from_millis(50), ..Default::default() };
+        run(&mut a, &mut b, &mut Restarts(relay), &opts).await
+    }
+
+    #[tokio::test]
+    async fn a_faithful_relay_passes_every_case() {
+        let report = run_with(Faults::default()).await.unwrap();
+        assert!(report.skipped.is_empty(), "{report}");
+        assert_eq!(report.passed.len(), 33, "{report}");
+    }
+
+    #[tokio::test]
+    async fn each_fault_fails_the_case_that_looks_for_it() {
+        let cases = [
+            (Faults { echo: true, ..Default::default() }, "saw its own messages back"),
+            (Faults { foreign: true, ..Default::default() }, "foreign change reached the author"),
+            (Faults { redelivery: true, ..Default::default() }, "redelivery: taken twice"),
+            (Faults { restart: true, ..Default::default() }, "must be seen once"),
+            (Faults { strip: true, ..Default::default() }, "hostile text: arrived as"),
+        ];
+        for (faults, says) in cases {
+            let err = run_with(faults).await.expect_err(says);
+            assert!(err.contains(says), "{says}: {err}");
+        }
+    }
 }
