@@ -121,7 +121,7 @@ impl LdapConfig {
         if let Some(ca) = &self.ca
             && let Err(e) = roots(ca)
         {
-            err("ca", e);
+            err("ca", e.to_string());
         }
         if self.base.trim().is_empty() {
             err("base", "must not be empty".into());
@@ -164,18 +164,54 @@ impl LdapConfig {
 }
 
 /// The trust roots in PEM text.
-fn roots(pem: &str) -> Result<rustls::RootCertStore, String> {
+fn roots(pem: &str) -> Result<rustls::RootCertStore, RootsError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut store = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        let cert = cert.map_err(|e| format!("not PEM certificates: {e}"))?;
-        store.add(cert).map_err(|e| format!("a certificate cannot be used: {e}"))?;
+        store.add(cert.map_err(RootsError::NotPem)?).map_err(RootsError::Unusable)?;
     }
     if store.is_empty() {
-        return Err("holds no certificate".into());
+        return Err(RootsError::Empty);
     }
     Ok(store)
+}
+
+/// Why `ca` gives no trust roots.
+#[derive(Debug, thiserror::Error)]
+enum RootsError {
+    #[error("not PEM certificates: {0}")]
+    NotPem(rustls::pki_types::pem::Error),
+    #[error("a certificate cannot be used: {0}")]
+    Unusable(rustls::Error),
+    #[error("holds no certificate")]
+    Empty,
+}
+
+/// Why a template's text is not one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("unopened `}}` in {0:?}")]
+    Unopened(String),
+    #[error("unclosed `{{` in {0:?}")]
+    Unclosed(String),
+    #[error("unknown filter `:{filter}` in {text:?} (there is `:lower`)")]
+    Filter { filter: String, text: String },
+    #[error("{name:?} is not an attribute name in {text:?}")]
+    Attribute { name: String, text: String },
+    #[error("{0:?} names no attribute: write one as {{uid}}")]
+    NoAttribute(String),
+}
+
+/// Why an entry gives no value for a template.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("no {}", .0.join(" or "))]
+    Missing(Vec<String>),
+    #[error("{} holds control characters", .0.join("|"))]
+    Control(Vec<String>),
+    #[error("longer than {MAX_VALUE} bytes")]
+    TooLong,
 }
 
 /// Text with `{attribute}` places; `{a|b}` takes the first attribute the
@@ -206,25 +242,25 @@ enum Piece {
 }
 
 impl TryFrom<String> for Template {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
+    type Error = TemplateError;
+    fn try_from(s: String) -> Result<Self, TemplateError> {
         Template::parse(&s)
     }
 }
 
 impl Template {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, TemplateError> {
         let mut pieces = Vec::new();
         let mut rest = s;
         while !rest.is_empty() {
             match rest.find(['{', '}']) {
-                Some(i) if rest.as_bytes()[i] == b'}' => return Err(format!("unopened `}}` in {s:?}")),
+                Some(i) if rest.as_bytes()[i] == b'}' => return Err(TemplateError::Unopened(s.to_string())),
                 Some(i) => {
                     if i > 0 {
                         pieces.push(Piece::Text(rest[..i].to_string()));
                     }
                     let inner = &rest[i + 1..];
-                    let end = inner.find('}').ok_or_else(|| format!("unclosed `{{` in {s:?}"))?;
+                    let end = inner.find('}').ok_or_else(|| TemplateError::Unclosed(s.to_string()))?;
                     let (names, filter) = match inner[..end].split_once(':') {
                         Some((n, f)) => (n, Some(f)),
                         None => (&inner[..end], None),
@@ -232,11 +268,11 @@ impl Template {
                     let lower = match filter {
                         None => false,
                         Some("lower") => true,
-                        Some(f) => return Err(format!("unknown filter `:{f}` in {s:?} (there is `:lower`)")),
+                        Some(f) => return Err(TemplateError::Filter { filter: f.to_string(), text: s.to_string() }),
                     };
                     let attributes: Vec<String> = names.split('|').map(|a| a.trim().to_string()).collect();
                     if let Some(bad) = attributes.iter().find(|a| !valid_attribute(a)) {
-                        return Err(format!("{bad:?} is not an attribute name in {s:?}"));
+                        return Err(TemplateError::Attribute { name: bad.clone(), text: s.to_string() });
                     }
                     pieces.push(Piece::Value { attributes, lower });
                     rest = &inner[end + 1..];
@@ -248,7 +284,7 @@ impl Template {
             }
         }
         if !pieces.iter().any(|p| matches!(p, Piece::Value { .. })) {
-            return Err(format!("{s:?} names no attribute: write one as {{uid}}"));
+            return Err(TemplateError::NoAttribute(s.to_string()));
         }
         Ok(Template(pieces))
     }
@@ -261,7 +297,7 @@ impl Template {
     }
 
     /// The text for an entry; an error names what is missing or refused.
-    pub fn render(&self, attrs: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    pub fn render(&self, attrs: &dyn Fn(&str) -> Option<String>) -> Result<String, RenderError> {
         let mut out = String::new();
         for p in &self.0 {
             match p {
@@ -270,15 +306,15 @@ impl Template {
                     let value = attributes
                         .iter()
                         .find_map(|a| attrs(a).filter(|v| !v.trim().is_empty()))
-                        .ok_or_else(|| format!("no {}", attributes.join(" or ")))?;
+                        .ok_or_else(|| RenderError::Missing(attributes.clone()))?;
                     if value.chars().any(char::is_control) {
-                        return Err(format!("{} holds control characters", attributes.join("|")));
+                        return Err(RenderError::Control(attributes.clone()));
                     }
                     if *lower { out.push_str(&value.to_lowercase()) } else { out.push_str(value.trim()) }
                 }
             }
             if out.len() > MAX_VALUE {
-                return Err(format!("longer than {MAX_VALUE} bytes"));
+                return Err(RenderError::TooLong);
             }
         }
         Ok(out)
@@ -325,7 +361,8 @@ async fn import_inner(config: &LdapConfig) -> Result<Imported, ImportError> {
     let connect = |message: String| ImportError::Connect { url: config.url.clone(), message };
     let mut settings = LdapConnSettings::new().set_conn_timeout(config.timeout).set_starttls(config.starttls);
     if let Some(ca) = &config.ca {
-        let tls = rustls::ClientConfig::builder().with_root_certificates(roots(ca).map_err(connect)?).with_no_client_auth();
+        let tls =
+            rustls::ClientConfig::builder().with_root_certificates(roots(ca).map_err(|e| connect(e.to_string()))?).with_no_client_auth();
         settings = settings.set_config(Arc::new(tls));
     }
     let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &config.url).await.map_err(|e| connect(e.to_string()))?;
@@ -442,7 +479,7 @@ mod tests {
             ("{a||b}", "not an attribute name"),
         ] {
             let e = Template::parse(bad).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
+            assert!(e.to_string().contains(why), "{bad}: {e}");
         }
     }
 

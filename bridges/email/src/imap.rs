@@ -60,7 +60,7 @@ impl AsyncWrite for Stream {
 pub type Session = async_imap::Session<Stream>;
 
 /// TLS against the system's trust store (or `SSL_CERT_FILE`).
-pub fn tls_connector() -> Result<TlsConnector, String> {
+pub fn tls_connector() -> Result<TlsConnector, ConnectError> {
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(found.certs);
@@ -68,9 +68,9 @@ pub fn tls_connector() -> Result<TlsConnector, String> {
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
-async fn tls(host: &str, tcp: TcpStream) -> Result<Stream, String> {
-    let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{host}: {e}"))?;
-    let s = tls_connector()?.connect(name, tcp).await.map_err(|e| format!("TLS with {host}: {e}"))?;
+async fn tls(host: &str, tcp: TcpStream) -> Result<Stream, ConnectError> {
+    let name = ServerName::try_from(host.to_string()).map_err(|e| ConnectError::Unreachable(format!("{host}: {e}")))?;
+    let s = tls_connector()?.connect(name, tcp).await.map_err(|e| ConnectError::Unreachable(format!("TLS with {host}: {e}")))?;
     Ok(Stream::Tls(Box::new(s)))
 }
 
@@ -84,6 +84,30 @@ pub enum ConnectError {
     Unreachable(String),
 }
 
+/// Why an IMAP exchange failed. Each ends the session; the bridge opens a
+/// new one after a wait.
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The server answered a command with an error, or the connection
+    /// broke during it.
+    #[error("{command}: {source}")]
+    Command { command: String, source: async_imap::error::Error },
+    /// No answer within [`COMMAND_TIMEOUT`].
+    #[error("{0}: no answer in {COMMAND_TIMEOUT:?}")]
+    Timeout(&'static str),
+    /// The server's answer lacks what the bridge needs.
+    #[error("{mailbox} has no {what}")]
+    Missing { mailbox: String, what: &'static str },
+}
+
+/// A command's error, named by the command.
+pub(crate) fn failed(command: impl Into<String>) -> impl FnOnce(async_imap::error::Error) -> ImapError {
+    let command = command.into();
+    move |source| ImapError::Command { command, source }
+}
+
 /// Connect, secure, log in.
 pub async fn connect(o: &ImapOptions) -> Result<Session, ConnectError> {
     let un = |e: String| ConnectError::Unreachable(e);
@@ -94,7 +118,7 @@ pub async fn connect(o: &ImapOptions) -> Result<Session, ConnectError> {
         .map_err(|e| un(format!("{}: {e}", o.server)))?;
     let client = match o.tls {
         Tls::Tls => {
-            let mut c = async_imap::Client::new(tls(&host, tcp).await.map_err(un)?);
+            let mut c = async_imap::Client::new(tls(&host, tcp).await?);
             c.read_response().await.map_err(|e| un(format!("no greeting: {e}")))?;
             c
         }
@@ -108,47 +132,47 @@ pub async fn connect(o: &ImapOptions) -> Result<Session, ConnectError> {
             c.read_response().await.map_err(|e| un(format!("no greeting: {e}")))?;
             c.run_command_and_check_ok("STARTTLS", None).await.map_err(|e| un(format!("the server did not start TLS: {e}")))?;
             let Stream::Plain(tcp) = c.into_inner() else { unreachable!("plain before STARTTLS") };
-            async_imap::Client::new(tls(&host, tcp).await.map_err(un)?)
+            async_imap::Client::new(tls(&host, tcp).await?)
         }
     };
     client.login(&o.username, o.password.expose()).await.map_err(|(e, _)| ConnectError::Refused(format!("as {}: {e}", o.username)))
 }
 
 /// The mailbox's UIDVALIDITY after selecting it.
-pub async fn select(session: &mut Session, mailbox: &str) -> Result<u32, String> {
-    let m = session.select(mailbox).await.map_err(|e| format!("SELECT {mailbox}: {e}"))?;
-    m.uid_validity.ok_or_else(|| format!("{mailbox} has no UIDVALIDITY"))
+pub async fn select(session: &mut Session, mailbox: &str) -> Result<u32, ImapError> {
+    let m = session.select(mailbox).await.map_err(failed(format!("SELECT {mailbox}")))?;
+    m.uid_validity.ok_or_else(|| ImapError::Missing { mailbox: mailbox.to_string(), what: "UIDVALIDITY" })
 }
 
 /// How long one command may take before the connection counts as dead.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Run one IMAP exchange within [`COMMAND_TIMEOUT`].
-pub async fn timed<T>(what: &str, f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
-    tokio::time::timeout(COMMAND_TIMEOUT, f).await.map_err(|_| format!("{what}: no answer in {COMMAND_TIMEOUT:?}"))?
+pub async fn timed<T>(what: &'static str, f: impl std::future::Future<Output = Result<T, ImapError>>) -> Result<T, ImapError> {
+    tokio::time::timeout(COMMAND_TIMEOUT, f).await.map_err(|_| ImapError::Timeout(what))?
 }
 
 /// The mailbox's next UID (where a first start begins).
-pub async fn uid_next(session: &mut Session, mailbox: &str) -> Result<u32, String> {
-    let m = session.examine(mailbox).await.map_err(|e| format!("EXAMINE {mailbox}: {e}"))?;
-    m.uid_next.ok_or_else(|| format!("{mailbox} has no UIDNEXT"))
+pub async fn uid_next(session: &mut Session, mailbox: &str) -> Result<u32, ImapError> {
+    let m = session.examine(mailbox).await.map_err(failed(format!("EXAMINE {mailbox}")))?;
+    m.uid_next.ok_or_else(|| ImapError::Missing { mailbox: mailbox.to_string(), what: "UIDNEXT" })
 }
 
 /// The size of a mail, before fetching it.
-pub async fn size(session: &mut Session, uid: u32) -> Result<Option<u32>, String> {
+pub async fn size(session: &mut Session, uid: u32) -> Result<Option<u32>, ImapError> {
     let fetches: Vec<_> = session
         .uid_fetch(uid.to_string(), "RFC822.SIZE")
         .await
-        .map_err(|e| format!("UID FETCH {uid} RFC822.SIZE: {e}"))?
+        .map_err(failed(format!("UID FETCH {uid} RFC822.SIZE")))?
         .try_collect()
         .await
-        .map_err(|e| format!("UID FETCH {uid} RFC822.SIZE: {e}"))?;
+        .map_err(failed(format!("UID FETCH {uid} RFC822.SIZE")))?;
     Ok(fetches.into_iter().find(|f| f.uid == Some(uid)).and_then(|f| f.size))
 }
 
 /// UIDs above `after`, ascending.
-pub async fn new_uids(session: &mut Session, after: u32) -> Result<Vec<u32>, String> {
-    let found = session.uid_search(format!("UID {}:*", after.saturating_add(1))).await.map_err(|e| format!("UID SEARCH: {e}"))?;
+pub async fn new_uids(session: &mut Session, after: u32) -> Result<Vec<u32>, ImapError> {
+    let found = session.uid_search(format!("UID {}:*", after.saturating_add(1))).await.map_err(failed("UID SEARCH"))?;
     // `n:*` always matches the last message, even below n.
     let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > after).collect();
     uids.sort_unstable();
@@ -156,14 +180,14 @@ pub async fn new_uids(session: &mut Session, after: u32) -> Result<Vec<u32>, Str
 }
 
 /// The whole mail, without marking it read (that waits for the commit).
-pub async fn fetch(session: &mut Session, uid: u32) -> Result<Option<Vec<u8>>, String> {
+pub async fn fetch(session: &mut Session, uid: u32) -> Result<Option<Vec<u8>>, ImapError> {
     let fetches: Vec<_> = session
         .uid_fetch(uid.to_string(), "BODY.PEEK[]")
         .await
-        .map_err(|e| format!("UID FETCH {uid}: {e}"))?
+        .map_err(failed(format!("UID FETCH {uid}")))?
         .try_collect()
         .await
-        .map_err(|e| format!("UID FETCH {uid}: {e}"))?;
+        .map_err(failed(format!("UID FETCH {uid}")))?;
     // The answer for this UID that carries the body: the server may also
     // send FETCH responses of its own for the same message (a flag change)
     // in between, without one.
@@ -171,54 +195,54 @@ pub async fn fetch(session: &mut Session, uid: u32) -> Result<Option<Vec<u8>>, S
 }
 
 /// Mark a mail read.
-pub async fn mark_seen(session: &mut Session, uid: u32) -> Result<(), String> {
+pub async fn mark_seen(session: &mut Session, uid: u32) -> Result<(), ImapError> {
     let _: Vec<_> = session
         .uid_store(uid.to_string(), "+FLAGS (\\Seen)")
         .await
-        .map_err(|e| format!("UID STORE {uid}: {e}"))?
+        .map_err(failed(format!("UID STORE {uid}")))?
         .try_collect()
         .await
-        .map_err(|e| format!("UID STORE {uid}: {e}"))?;
+        .map_err(failed(format!("UID STORE {uid}")))?;
     Ok(())
 }
 
 /// Move a mail to another folder: MOVE where the server has it, else
 /// copy, flag deleted and expunge (that one mail, with UIDPLUS).
-pub async fn move_to(session: &mut Session, uid: u32, folder: &str, has_move: bool) -> Result<(), String> {
+pub async fn move_to(session: &mut Session, uid: u32, folder: &str, has_move: bool) -> Result<(), ImapError> {
     if has_move {
-        return session.uid_mv(uid.to_string(), folder).await.map_err(|e| format!("UID MOVE {uid} to {folder}: {e}"));
+        return session.uid_mv(uid.to_string(), folder).await.map_err(failed(format!("UID MOVE {uid} to {folder}")));
     }
-    session.uid_copy(uid.to_string(), folder).await.map_err(|e| format!("UID COPY {uid} to {folder}: {e}"))?;
+    session.uid_copy(uid.to_string(), folder).await.map_err(failed(format!("UID COPY {uid} to {folder}")))?;
     let _: Vec<_> = session
         .uid_store(uid.to_string(), "+FLAGS.SILENT (\\Deleted)")
         .await
-        .map_err(|e| format!("UID STORE {uid}: {e}"))?
+        .map_err(failed(format!("UID STORE {uid}")))?
         .try_collect()
         .await
-        .map_err(|e| format!("UID STORE {uid}: {e}"))?;
+        .map_err(failed(format!("UID STORE {uid}")))?;
     let _: Vec<_> = session
         .uid_expunge(uid.to_string())
         .await
-        .map_err(|e| format!("UID EXPUNGE {uid}: {e}"))?
+        .map_err(failed(format!("UID EXPUNGE {uid}")))?
         .try_collect()
         .await
-        .map_err(|e| format!("UID EXPUNGE {uid}: {e}"))?;
+        .map_err(failed(format!("UID EXPUNGE {uid}")))?;
     Ok(())
 }
 
 /// Create a folder unless it is there.
-pub async fn ensure_folder(session: &mut Session, folder: &str) -> Result<(), String> {
+pub async fn ensure_folder(session: &mut Session, folder: &str) -> Result<(), ImapError> {
     let Err(e) = session.create(folder).await else { return Ok(()) };
     // Refused: fine if it is there already, as LIST tells (servers say so
     // in a response code only some of them send, or in prose).
     let listed: Vec<_> = session
         .list(None, Some(folder))
         .await
-        .map_err(|l| format!("CREATE {folder}: {e}; LIST: {l}"))?
+        .map_err(failed(format!("LIST {folder} (after CREATE failed: {e})")))?
         .try_collect()
         .await
-        .map_err(|l| format!("CREATE {folder}: {e}; LIST: {l}"))?;
-    if listed.iter().any(|n| n.name() == folder) { Ok(()) } else { Err(format!("CREATE {folder}: {e}")) }
+        .map_err(failed(format!("LIST {folder} (after CREATE failed: {e})")))?;
+    if listed.iter().any(|n| n.name() == folder) { Ok(()) } else { Err(failed(format!("CREATE {folder}"))(e)) }
 }
 
 /// Wait for new mail: IDLE until the server says something or `timeout`
@@ -231,23 +255,23 @@ pub async fn ensure_folder(session: &mut Session, folder: &str) -> Result<(), St
 /// channel, not into the IDLE wait. So the channel is read before and after
 /// IDLE starts, and any news ends the wait at once; the caller searches
 /// again. (Read each time, the channel also never fills up and drops news.)
-pub async fn wait(session: Session, timeout: Duration) -> Result<Session, String> {
+pub async fn wait(session: Session, timeout: Duration) -> Result<Session, ImapError> {
     let news = session.unsolicited_responses.clone();
     if announced(&news) {
         return Ok(session);
     }
     let mut idle = session.idle();
-    timed("IDLE", async { idle.init().await.map_err(|e| format!("IDLE: {e}")) }).await?;
+    timed("IDLE", async { idle.init().await.map_err(failed("IDLE")) }).await?;
     if !announced(&news) {
         let (wait, stop) = idle.wait_with_timeout(timeout);
         match tokio::time::timeout(timeout, wait).await {
             Ok(Ok(IdleResponse::NewData(_) | IdleResponse::Timeout | IdleResponse::ManualInterrupt)) => {}
-            Ok(Err(e)) => return Err(format!("IDLE: {e}")),
+            Ok(Err(e)) => return Err(failed("IDLE")(e)),
             // The server kept the connection busy without news: done waiting.
             Err(_) => drop(stop),
         }
     }
-    timed("IDLE DONE", async { idle.done().await.map_err(|e| format!("IDLE DONE: {e}")) }).await
+    timed("IDLE DONE", async { idle.done().await.map_err(failed("IDLE DONE")) }).await
 }
 
 /// Whether the server announced new mail since the channel was last read

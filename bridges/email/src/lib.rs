@@ -53,6 +53,21 @@ fn digest_key(list: &str, address: &str) -> String {
     format!("{DIGEST_KEY}{list}:{address}")
 }
 
+/// Why reading the mailbox stopped: the session ends and a new one is
+/// opened after a wait (a mail not yet flagged or moved is read again).
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Imap(#[from] imap::ImapError),
+    /// The store did not take an event or keep the bridge's place.
+    #[error("the store: {0}")]
+    Store(#[from] SubmitError),
+    #[error("cannot keep an attachment: {0}")]
+    Files(std::io::Error),
+    #[error("the bridge is not started")]
+    NotStarted,
+}
+
 pub struct EmailBridge {
     inner: Arc<Inner>,
 }
@@ -89,7 +104,7 @@ impl EmailBridge {
 
     /// Build the bridge of checked options: its SMTP transport and fetcher.
     pub fn new(options: EmailOptions) -> Result<Self, Vec<OptionError>> {
-        let smtp = smtp::Smtp::new(&options.smtp).map_err(|e| vec![OptionError::new("smtp", e)])?;
+        let smtp = smtp::Smtp::new(&options.smtp).map_err(|e| vec![OptionError::new("smtp.server", e.to_string())])?;
         let fetcher = causeway_core::fetch::Fetcher::new(&options.fetch, Duration::from_secs(10), Duration::from_secs(60))
             .map_err(|e| vec![OptionError::new("fetch", e)])?;
         // Links to attachments of incoming mail that this bridge signs.
@@ -153,11 +168,11 @@ impl Inner {
 
     /// The incoming events of a taken mail (a topic first, where the
     /// subject becomes one), with its attachments stored.
-    async fn incoming(&self, t: &Taken, fallback_id: String) -> Result<Vec<Incoming>, String> {
-        let files = self.files.get().ok_or("not started")?;
+    async fn incoming(&self, t: &Taken, fallback_id: String) -> Result<Vec<Incoming>, ReadError> {
+        let files = self.files.get().ok_or(ReadError::NotStarted)?;
         let mut attachments = Vec::new();
         for f in &t.files {
-            let url = files.store(&f.name, &f.mime, &f.bytes).await.map_err(|e| format!("cannot keep an attachment: {e}"))?;
+            let url = files.store(&f.name, &f.mime, &f.bytes).await.map_err(ReadError::Files)?;
             attachments.push(causeway_core::Attachment {
                 url,
                 name: Some(f.name.clone()),
@@ -228,39 +243,39 @@ impl Inner {
     }
 
     /// One IMAP session, until it fails.
-    async fn serve_imap(&self, ctx: &BridgeContext) -> Result<(), String> {
+    async fn serve_imap(&self, ctx: &BridgeContext) -> Result<(), ReadError> {
         let o = &self.options.imap;
         let mut session = match imap::connect(o).await {
             Ok(s) => s,
             Err(e @ imap::ConnectError::Refused(_)) => {
                 tracing::error!(bridge = ctx.name(), "IMAP {e} (check imap.username and imap.password)");
-                return Err(e.to_string());
+                return Err(imap::ImapError::from(e).into());
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(imap::ImapError::from(e).into()),
         };
         imap::ensure_folder(&mut session, &o.quarantine).await?;
         if let Some(p) = &o.processed {
             imap::ensure_folder(&mut session, p).await?;
         }
-        let caps = imap::timed("CAPABILITY", async { session.capabilities().await.map_err(|e| format!("CAPABILITY: {e}")) }).await?;
+        let caps = imap::timed("CAPABILITY", async { session.capabilities().await.map_err(imap::failed("CAPABILITY")) }).await?;
         let (idle, has_move) = (caps.has_str("IDLE"), caps.has_str("MOVE"));
-        let stored = ctx.load_state(UIDVALIDITY_KEY).await.map_err(|e| e.to_string())?;
+        let stored = ctx.load_state(UIDVALIDITY_KEY).await?;
         if stored.is_none() {
             // A first start: mail already in the mailbox is not news.
             let next = imap::timed("EXAMINE", imap::uid_next(&mut session, &o.mailbox)).await?;
-            ctx.save_state(UID_KEY, &next.saturating_sub(1).to_string()).await.map_err(|e| e.to_string())?;
+            ctx.save_state(UID_KEY, &next.saturating_sub(1).to_string()).await?;
             tracing::info!(bridge = ctx.name(), mailbox = %o.mailbox, "first start: taking mail from UID {next} on");
         }
         let validity = imap::timed("SELECT", imap::select(&mut session, &o.mailbox)).await?;
-        let mut last: u32 = ctx.load_state(UID_KEY).await.map_err(|e| e.to_string())?.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut last: u32 = ctx.load_state(UID_KEY).await?.and_then(|v| v.parse().ok()).unwrap_or(0);
         if stored.as_deref().is_some_and(|s| s != validity.to_string()) {
             // The mailbox was rebuilt: UIDs start anew. Read it all again;
             // mail taken before is recognised by its Message-ID.
             tracing::warn!(bridge = ctx.name(), mailbox = %o.mailbox, "UIDVALIDITY changed; reading the mailbox again");
             last = 0;
-            ctx.save_state(UID_KEY, "0").await.map_err(|e| e.to_string())?;
+            ctx.save_state(UID_KEY, "0").await?;
         }
-        ctx.save_state(UIDVALIDITY_KEY, &validity.to_string()).await.map_err(|e| e.to_string())?;
+        ctx.save_state(UIDVALIDITY_KEY, &validity.to_string()).await?;
         self.up.store(true, Ordering::Release);
         tracing::info!(bridge = ctx.name(), mailbox = %o.mailbox, last_uid = last, idle, "reading mail");
         loop {
@@ -274,20 +289,20 @@ impl Inner {
                 for uid in uids {
                     self.take(ctx, &mut session, uid, has_move).await?;
                     last = uid;
-                    ctx.save_state(UID_KEY, &uid.to_string()).await.map_err(|e| e.to_string())?;
+                    ctx.save_state(UID_KEY, &uid.to_string()).await?;
                 }
             }
             if idle {
                 session = imap::wait(session, o.poll_interval.min(Duration::from_secs(25 * 60))).await?;
             } else {
                 tokio::time::sleep(o.poll_interval).await;
-                imap::timed("NOOP", async { session.noop().await.map_err(|e| format!("NOOP: {e}")) }).await?;
+                imap::timed("NOOP", async { session.noop().await.map_err(imap::failed("NOOP")) }).await?;
             }
         }
     }
 
     /// Take one mail: commit it, then flag or move it.
-    async fn take(&self, ctx: &BridgeContext, session: &mut imap::Session, uid: u32, has_move: bool) -> Result<(), String> {
+    async fn take(&self, ctx: &BridgeContext, session: &mut imap::Session, uid: u32, has_move: bool) -> Result<(), ReadError> {
         let o = &self.options.imap;
         let size = imap::timed("UID FETCH", imap::size(session, uid)).await?;
         let verdict = if size.is_some_and(|s| u64::from(s) > self.options.max_message_bytes) {
@@ -309,7 +324,7 @@ impl Inner {
                     match ctx.submit(incoming).await {
                         Ok(Accepted::Stored { .. } | Accepted::Duplicate { .. } | Accepted::Echo | Accepted::Ignored { .. }) => {}
                         Err(SubmitError::NotLinked(_)) => linked = false,
-                        Err(SubmitError::Unavailable(e)) => return Err(format!("the store is not taking events: {e}")),
+                        Err(e @ SubmitError::Unavailable(_)) => return Err(ReadError::Store(e)),
                     }
                 }
                 if linked {
@@ -342,7 +357,7 @@ impl Inner {
                 }
             }
         };
-        imap::timed("flag or move", done).await
+        Ok(imap::timed("flag or move", done).await?)
     }
 
     /// Send digests that are due, every few seconds.

@@ -11,13 +11,25 @@ pub struct Smtp {
     transport: AsyncSmtpTransport<Tokio1Executor>,
 }
 
+/// Why the SMTP client cannot be made from `smtp.server`.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("{0:?} is not host:port")]
+    NotHostPort(String),
+    #[error("port of {0:?}: {1}")]
+    Port(String, std::num::ParseIntError),
+    #[error("TLS with {0}: {1}")]
+    Tls(String, lettre::transport::smtp::Error),
+}
+
 impl Smtp {
-    pub fn new(o: &SmtpOptions) -> Result<Smtp, String> {
-        let (host, port) = o.server.rsplit_once(':').ok_or("server is not host:port")?;
-        let port: u16 = port.parse().map_err(|e| format!("port: {e}"))?;
+    pub fn new(o: &SmtpOptions) -> Result<Smtp, SetupError> {
+        let (host, port) = o.server.rsplit_once(':').ok_or_else(|| SetupError::NotHostPort(o.server.clone()))?;
+        let port: u16 = port.parse().map_err(|e| SetupError::Port(o.server.clone(), e))?;
+        let tls = |e| SetupError::Tls(host.to_string(), e);
         let mut b = match o.tls {
-            Tls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(|e| e.to_string())?,
-            Tls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).map_err(|e| e.to_string())?,
+            Tls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(tls)?,
+            Tls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).map_err(tls)?,
             Tls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host),
         }
         .port(port)

@@ -280,12 +280,21 @@ fn display_name(inner: &Inner, room: &RoomId, user: &UserId) -> RemoteSender {
 /// new (stored). The router not knowing the link is not an answer to give
 /// the homeserver: the bridge's links come from the router's, so the two
 /// agree again in a moment, and the event is tried again then.
-async fn submit(ctx: &BridgeContext, incoming: Incoming) -> Result<bool, String> {
-    match ctx.submit(incoming).await {
-        Ok(a) => Ok(matches!(a, Accepted::Stored { .. })),
-        Err(e @ SubmitError::NotLinked(_)) => Err(e.to_string()),
-        Err(SubmitError::Unavailable(e)) => Err(e),
-    }
+async fn submit(ctx: &BridgeContext, incoming: Incoming) -> Result<bool, NotTaken> {
+    Ok(matches!(ctx.submit(incoming).await?, Accepted::Stored { .. }))
+}
+
+/// Why an event was not taken: the homeserver is answered 503 and sends
+/// the transaction again (what was taken of it is recognised then).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotTaken {
+    /// The store did not commit it, or the router does not know the
+    /// room's link yet.
+    #[error(transparent)]
+    Store(#[from] SubmitError),
+    /// A linked room the bridge has not finished setting up.
+    #[error("room {0} is not set up yet")]
+    NotSetUp(ruma::OwnedRoomId),
 }
 
 /// One room event. `Err` only when it could not be committed (try again);
@@ -293,7 +302,7 @@ async fn submit(ctx: &BridgeContext, incoming: Incoming) -> Result<bool, String>
 ///
 /// One piece (over 80 lines): one arm per room event type, after the checks
 /// they share (sender, echo, room).
-pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimelineEvent>) -> Result<bool, String> {
+pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<AnyTimelineEvent>) -> Result<bool, NotTaken> {
     let marks = marks(&raw);
     if inner.puppet.is_some() && puppeted(inner, &raw, &marks) {
         // Causeway said it as the person's own account: it came from elsewhere.
@@ -312,7 +321,7 @@ pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<
     let Some(link) = inner.link_of(&room).await else {
         if !inner.set_up_done.load(Ordering::Acquire) {
             // A linked room not set up yet: have the homeserver try later.
-            return Err(format!("room {room} is not set up yet"));
+            return Err(NotTaken::NotSetUp(room));
         }
         if let Some(change) = member_change(&event)
             && change.user == inner.bot
@@ -386,7 +395,7 @@ pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<
 /// Take what the homeserver has in every linked room with a mark but did
 /// not push ([`crate::reconcile`]); `Err` only when an event found could
 /// not be committed (try again later). Returns how many were new.
-pub(crate) async fn reconcile_rooms(inner: &Inner, ctx: &BridgeContext) -> Result<u64, String> {
+pub(crate) async fn reconcile_rooms(inner: &Inner, ctx: &BridgeContext) -> Result<u64, NotTaken> {
     let rooms: Vec<ruma::OwnedRoomId> = inner.state().marks.keys().cloned().collect();
     let mut found = 0;
     for room in rooms {
@@ -630,7 +639,7 @@ fn message(inner: &Inner, content: RoomMessageEventContent) -> Option<Body<Strin
 }
 
 /// Typing and presence.
-async fn ephemeral(inner: &Inner, ctx: &BridgeContext, raw: Raw<EphemeralData>) -> Result<(), String> {
+async fn ephemeral(inner: &Inner, ctx: &BridgeContext, raw: Raw<EphemeralData>) -> Result<(), NotTaken> {
     let data = match raw.deserialize() {
         Ok(d) => d,
         Err(e) => {

@@ -46,16 +46,22 @@ pub(crate) struct Mark {
 }
 
 /// Whether `room` keeps an archive the bridge can ask (disco#info).
-pub(crate) async fn has_archive(inner: &Inner, room: &str) -> Result<bool, String> {
+pub(crate) async fn has_archive(inner: &Inner, room: &str) -> Result<bool, DiscoError> {
     let query = Element::from(DiscoInfoQuery { node: None });
-    match inner.request(&inner.bot_jid(), room, false, query).await {
-        Ok(Some(payload)) => {
-            let info = DiscoInfoResult::try_from(payload).map_err(|e| format!("disco#info answer: {e}"))?;
-            Ok(info.features.contains(NS_MAM))
-        }
-        Ok(None) => Err("empty disco#info answer".into()),
-        Err(e) => Err(e.to_string()),
-    }
+    let payload = inner.request(&inner.bot_jid(), room, false, query).await?.ok_or(DiscoError::Empty)?;
+    let info = DiscoInfoResult::try_from(payload).map_err(DiscoError::Malformed)?;
+    Ok(info.features.contains(NS_MAM))
+}
+
+/// Why a room's features are not known.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DiscoError {
+    #[error(transparent)]
+    Request(#[from] crate::RequestError),
+    #[error("empty disco#info answer")]
+    Empty,
+    #[error("disco#info answer: {0}")]
+    Malformed(tokio_xmpp::parsers::FromElementError),
 }
 
 /// Whether a message is an archive result (`<result xmlns='urn:xmpp:mam:2'>`).
@@ -103,11 +109,11 @@ pub(crate) fn take_result(inner: &Inner, m: Message) -> Option<Inbound> {
 
 /// `<result>` with the forwarded message in the stream's namespace (the
 /// archive forwards it as `jabber:client`), read by xmpp-parsers.
-fn parse_result(element: Element) -> Result<Result_, String> {
+fn parse_result(element: Element) -> Result<Result_, tokio_xmpp::parsers::FromElementError> {
     let element = rebuild(element, &|child| {
         if child.is("forwarded", NS_FORWARD) { rebuild(child, &|m| renamespace(m, NS_CLIENT, NS_COMPONENT)) } else { child }
     });
-    Result_::try_from(element).map_err(|e| e.to_string())
+    Result_::try_from(element)
 }
 
 /// `e` with each child element passed through `f`.

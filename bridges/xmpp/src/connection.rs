@@ -134,15 +134,15 @@ impl Connection {
         }
     }
 
-    pub(crate) async fn send(&mut self, stanza: Stanza) -> Result<(), String> {
+    pub(crate) async fn send(&mut self, stanza: Stanza) -> std::io::Result<()> {
         let element = match stanza {
             Stanza::Message(m) => Element::from(m),
             Stanza::Presence(p) => Element::from(p),
             Stanza::Iq(iq) => Element::from(iq),
         };
         match &mut self.stream {
-            Stream::Component(s) => s.send(&element).await.map_err(|e| e.to_string()),
-            Stream::Client(s) => s.send(&renamespace(element, NS_COMPONENT, NS_CLIENT)).await.map_err(|e| e.to_string()),
+            Stream::Component(s) => s.send(&element).await,
+            Stream::Client(s) => s.send(&renamespace(element, NS_COMPONENT, NS_CLIENT)).await,
         }
     }
 }

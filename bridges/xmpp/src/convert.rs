@@ -9,7 +9,7 @@ use tokio_xmpp::minidom::rxml::xml_ncname;
 use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType};
 
 use crate::ns::{NS_CHATSTATES, NS_CORRECT, NS_OOB, NS_REACTIONS, NS_REPLY, NS_RETRACT, NS_SID, NS_STANZAS};
-use crate::stanzas::{self, Fallback, Reply, Retract};
+use crate::stanzas::{self, Fallback, Malformed, Reply, Retract};
 use crate::styling;
 use tokio_xmpp::parsers::chatstates::ChatState;
 use tokio_xmpp::parsers::message_correct::Replace;
@@ -89,13 +89,13 @@ pub(crate) fn parse_message(
     id: Option<String>,
     body_text: Option<String>,
     m: Message,
-) -> Result<Option<Incoming>, String> {
+) -> Result<Option<Incoming>, Malformed> {
     let p = &m.payloads;
     let body = if let Some(r) = stanzas::find(p, Retract::parse) {
         Body::Retract { target: r?.id, moderated: false }
     } else if let Some(reactions) = child(p, "reactions", NS_REACTIONS) {
-        let reactions = Reactions::try_from(reactions.clone()).map_err(|e| format!("reactions that do not parse: {e}"))?;
-        let target = Some(reactions.id).filter(|t| !t.is_empty()).ok_or("reactions without an id")?;
+        let reactions = Reactions::try_from(reactions.clone()).map_err(|e| refused("reactions", e))?;
+        let target = Some(reactions.id).filter(|t| !t.is_empty()).ok_or(Malformed::Incomplete("reactions without an id"))?;
         let keys = reactions.reactions.into_iter().map(|r| r.emoji).filter(|k| !k.is_empty() && k.len() <= 64);
         match keys.into_iter().next() {
             Some(key) => Body::Reaction { target, key, removed: false },
@@ -103,8 +103,8 @@ pub(crate) fn parse_message(
             None => return Ok(None),
         }
     } else if let Some(replace) = child(p, "replace", NS_CORRECT) {
-        let replace = Replace::try_from(replace.clone()).map_err(|e| format!("a correction that does not parse: {e}"))?;
-        let text = body_text.ok_or("a correction without a body")?;
+        let replace = Replace::try_from(replace.clone()).map_err(|e| refused("a correction", e))?;
+        let text = body_text.ok_or(Malformed::Incomplete("a correction without a body"))?;
         Body::Edit { target: replace.id.0, text: styled(text) }
     } else if let Some(text) = body_text {
         let reply = stanzas::find(p, Reply::parse).transpose()?;
@@ -147,6 +147,10 @@ pub(crate) fn parse_message(
         _ => Vec::new(),
     };
     Ok(Some(Incoming { room: room.to_string(), sender, remote_id, aliases, at_ms: None, body }))
+}
+
+fn refused(element: &'static str, e: impl std::fmt::Display) -> Malformed {
+    Malformed::Refused { element, reason: e.to_string() }
 }
 
 // Event → stanza.
@@ -283,7 +287,7 @@ mod tests {
         m
     }
 
-    fn parse(m: Message) -> Result<Option<Incoming>, String> {
+    fn parse(m: Message) -> Result<Option<Incoming>, Malformed> {
         let text = m.get_best_body_cloned(vec![]).map(|(_, b)| b);
         parse_message("room", someone(), None, Some("m-1".into()), text, m)
     }
@@ -361,12 +365,16 @@ mod tests {
             }
             r.append(Element::builder("reaction", NS_REACTIONS).append(key).build()).build()
         };
-        assert!(parse(stanza(None, vec![reactions(None, "👍")])).is_err(), "reactions to nothing");
-        assert!(parse(stanza(None, vec![reactions(Some(""), "👍")])).is_err());
+        let refused = |m: Message, element: &str| match parse(m) {
+            Err(Malformed::Refused { element: e, .. }) => assert_eq!(e, element),
+            other => panic!("{element}: {other:?}"),
+        };
+        refused(stanza(None, vec![reactions(None, "👍")]), "reactions");
+        assert_eq!(parse(stanza(None, vec![reactions(Some(""), "👍")])), Err(Malformed::Incomplete("reactions without an id")));
         assert_eq!(parse(stanza(None, vec![reactions(Some("e"), &"x".repeat(65))])).unwrap(), None, "no key that long");
 
         let replace = Element::builder("replace", NS_CORRECT).attr(xml_ncname!("id").into(), "e").build();
-        assert!(parse(stanza(None, vec![replace])).is_err(), "a correction with nothing to say");
+        assert_eq!(parse(stanza(None, vec![replace])), Err(Malformed::Incomplete("a correction without a body")));
 
         let link = |url: &str| Element::builder("x", NS_OOB).append(Element::builder("url", NS_OOB).append(url).build()).build();
         let m = parse(stanza(Some("javascript:alert(1)"), vec![link("javascript:alert(1)")])).unwrap().unwrap();
@@ -377,13 +385,17 @@ mod tests {
         assert_eq!(parse(stanza(Some("  \n "), vec![])).unwrap(), None, "nothing said");
         assert_eq!(parse(stanza(None, vec![])).unwrap(), None);
         let bad_reply = Element::builder("reply", NS_REPLY).build();
-        assert!(parse(stanza(Some("hi"), vec![bad_reply])).is_err(), "a reply to no id");
+        assert_eq!(
+            parse(stanza(Some("hi"), vec![bad_reply])),
+            Err(Malformed::Missing { element: "reply", attr: "id" }),
+            "a reply to no id"
+        );
 
         // Typed by xmpp-parsers: what does not parse as its XEP is refused, not guessed at.
         let reactions_without_id = Element::builder("reactions", NS_REACTIONS).build();
-        assert!(parse(stanza(None, vec![reactions_without_id])).is_err(), "reactions to no message");
+        refused(stanza(None, vec![reactions_without_id]), "reactions");
         let replace_without_id = Element::builder("replace", NS_CORRECT).build();
-        assert!(parse(stanza(Some("fixed"), vec![replace_without_id])).is_err(), "a correction of no message");
+        refused(stanza(Some("fixed"), vec![replace_without_id]), "a correction");
         let oob_without_url = Element::builder("x", NS_OOB).build();
         let m = parse(stanza(Some("see"), vec![oob_without_url])).unwrap().unwrap();
         assert!(matches!(m.body, Body::Message { ref attachments, .. } if attachments.is_empty()), "a link to nothing is no file");

@@ -28,20 +28,33 @@ pub struct DirectRoom {
     pub ghost: BareJid,
 }
 
+/// Why a `direct:` room name is not valid.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadDirectRoom {
+    #[error("expected direct:<account>|<ghost>")]
+    Shape,
+    #[error("{0} {1:?}: {2}")]
+    NotAJid(&'static str, String, tokio_xmpp::jid::Error),
+    #[error("{account} is not an XMPP account outside {domain}")]
+    NotOutside { account: BareJid, domain: String },
+    #[error("{ghost} is not a ghost of {domain}")]
+    NotAGhost { ghost: BareJid, domain: String },
+}
+
 impl DirectRoom {
     /// `None` when `room` is not a direct conversation's; an error when it
     /// looks like one but is not valid on `domain`.
-    pub fn parse(room: &str, domain: &str) -> Option<Result<DirectRoom, String>> {
+    pub fn parse(room: &str, domain: &str) -> Option<Result<DirectRoom, BadDirectRoom>> {
         let rest = room.strip_prefix(PREFIX)?;
         let parse = || {
-            let (account, ghost) = rest.split_once('|').ok_or("expected direct:<account>|<ghost>")?;
-            let account: BareJid = account.parse().map_err(|e| format!("account {account:?}: {e}"))?;
-            let ghost: BareJid = ghost.parse().map_err(|e| format!("ghost {ghost:?}: {e}"))?;
+            let (account, ghost) = rest.split_once('|').ok_or(BadDirectRoom::Shape)?;
+            let account: BareJid = account.parse().map_err(|e| BadDirectRoom::NotAJid("account", account.to_string(), e))?;
+            let ghost: BareJid = ghost.parse().map_err(|e| BadDirectRoom::NotAJid("ghost", ghost.to_string(), e))?;
             if account.node().is_none() || account.domain().as_str() == domain {
-                return Err(format!("{account} is not an XMPP account outside {domain}"));
+                return Err(BadDirectRoom::NotOutside { account, domain: domain.to_string() });
             }
             if ghost.domain().as_str() != domain || ghost.node().is_none_or(|n| n.as_str() == BOT_NODE) {
-                return Err(format!("{ghost} is not a ghost of {domain}"));
+                return Err(BadDirectRoom::NotAGhost { ghost, domain: domain.to_string() });
             }
             Ok(DirectRoom { account, ghost })
         };
@@ -130,7 +143,7 @@ pub(crate) async fn open(inner: &Inner, account: &str, peer: &Sender, peer_bridg
     let room = DirectRoom { account, ghost: ghost.clone() };
     // Validates the account as the room would be validated after a restart.
     if let Err(e) = DirectRoom::parse(&room.name(), inner.domain()).expect("a direct room") {
-        return Err(DirectError::Unknown(e));
+        return Err(DirectError::Unknown(e.to_string()));
     }
     ghost::remember(inner, &ghost, peer, peer_bridge).await;
     Ok(room.name())
@@ -173,15 +186,16 @@ mod tests {
         assert_eq!(r.name(), "direct:alice@xmpp.test|dave@bridge.xmpp.test");
         assert_eq!(DirectRoom::parse(&r.name(), "bridge.xmpp.test").unwrap().unwrap(), r);
         assert!(DirectRoom::parse("ops@conference.xmpp.test", "bridge.xmpp.test").is_none());
-        for bad in [
-            "direct:alice@xmpp.test",
-            "direct:alice@xmpp.test|dave@elsewhere.test",
-            "direct:xmpp.test|dave@bridge.xmpp.test",
-            "direct:alice@xmpp.test|causeway@bridge.xmpp.test",
-            "direct:x@bridge.xmpp.test|dave@bridge.xmpp.test",
-            "direct:a@b@c|dave@bridge.xmpp.test",
+        for (bad, why) in [
+            ("direct:alice@xmpp.test", "Shape"),
+            ("direct:alice@xmpp.test|dave@elsewhere.test", "NotAGhost"),
+            ("direct:xmpp.test|dave@bridge.xmpp.test", "NotOutside"),
+            ("direct:alice@xmpp.test|causeway@bridge.xmpp.test", "NotAGhost"),
+            ("direct:x@bridge.xmpp.test|dave@bridge.xmpp.test", "NotOutside"),
+            ("direct:a@b@c|dave@bridge.xmpp.test", "NotAJid"),
         ] {
-            assert!(DirectRoom::parse(bad, "bridge.xmpp.test").unwrap().is_err(), "{bad}");
+            let e = DirectRoom::parse(bad, "bridge.xmpp.test").unwrap().unwrap_err();
+            assert!(format!("{e:?}").starts_with(why), "{bad}: {e:?}");
         }
     }
 }

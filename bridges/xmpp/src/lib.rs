@@ -723,7 +723,7 @@ impl Options for XmppOptions {
 /// `domain` (a component's; empty in client mode).
 fn check_room(domain: &str, room: &str) -> Result<(), String> {
     if let Some(direct) = direct::DirectRoom::parse(room, domain) {
-        return direct.map(|_| ());
+        return direct.map(|_| ()).map_err(|e| e.to_string());
     }
     match room.parse::<BareJid>() {
         Ok(j) if j.node().is_some() => Ok(()),
@@ -803,7 +803,7 @@ impl Bridge for XmppBridge {
         }
         match direct::DirectRoom::parse(&delivery.room, self.inner.domain()) {
             Some(Ok(room)) => outbound::deliver_direct(&self.inner, &room, delivery).await,
-            Some(Err(e)) => Err(DeliveryError::permanent(e)),
+            Some(Err(e)) => Err(DeliveryError::permanent(e.to_string())),
             None if self.inner.client_mode() => outbound::relay(&self.inner, delivery).await,
             None => outbound::deliver(&self.inner, delivery).await,
         }

@@ -41,11 +41,30 @@ pub fn marked_origin(payloads: &[Element]) -> Option<(&str, &str)> {
 
 const MAX_ID: usize = 256;
 
-fn id_attr(e: &Element, what: &str) -> Result<String, String> {
+/// Why an element from the network is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("{element}: `{attr}` is missing")]
+    Missing { element: &'static str, attr: &'static str },
+    #[error("{element}: `id` is empty or longer than {MAX_ID} bytes")]
+    BadId { element: &'static str },
+    #[error("{element}: bad `{attr}` {value:?}")]
+    BadValue { element: &'static str, attr: &'static str, value: String },
+    #[error("fallback: `start` and `end` must come together, start ≤ end")]
+    BadRange,
+    /// An element xmpp-parsers has a type for, and refused.
+    #[error("{element} that does not parse: {reason}")]
+    Refused { element: &'static str, reason: String },
+    /// An element without what gives it a meaning.
+    #[error("{0}")]
+    Incomplete(&'static str),
+}
+
+fn id_attr(e: &Element, element: &'static str) -> Result<String, Malformed> {
     match e.attr("id") {
         Some(id) if !id.is_empty() && id.len() <= MAX_ID => Ok(id.to_string()),
-        Some(_) => Err(format!("{what}: `id` is empty or longer than {MAX_ID} bytes")),
-        None => Err(format!("{what}: `id` is missing")),
+        Some(_) => Err(Malformed::BadId { element }),
+        None => Err(Malformed::Missing { element, attr: "id" }),
     }
 }
 
@@ -58,7 +77,7 @@ pub struct Retract {
 
 impl Retract {
     /// `None` when `e` is not a retraction at all.
-    pub fn parse(e: &Element) -> Option<Result<Self, String>> {
+    pub fn parse(e: &Element) -> Option<Result<Self, Malformed>> {
         e.is("retract", NS_RETRACT).then(|| Ok(Retract { id: id_attr(e, "retract")? }))
     }
     pub fn to_element(&self) -> Element {
@@ -75,7 +94,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn parse(e: &Element) -> Option<Result<Self, String>> {
+    pub fn parse(e: &Element) -> Option<Result<Self, Malformed>> {
         e.is("reply", NS_REPLY).then(|| Ok(Reply { id: id_attr(e, "reply")?, to: e.attr("to").map(str::to_string) }))
     }
     pub fn to_element(&self) -> Element {
@@ -98,21 +117,23 @@ pub struct Fallback {
 }
 
 impl Fallback {
-    pub fn parse(e: &Element) -> Option<Result<Self, String>> {
+    pub fn parse(e: &Element) -> Option<Result<Self, Malformed>> {
         if !e.is("fallback", NS_FALLBACK) {
             return None;
         }
         let parse = || {
-            let for_ns = e.attr("for").ok_or("fallback: `for` is missing")?.to_string();
+            let for_ns = e.attr("for").ok_or(Malformed::Missing { element: "fallback", attr: "for" })?.to_string();
             let mut ranges = Vec::new();
             for b in e.children().filter(|c| c.is("body", NS_FALLBACK)) {
-                let num = |name: &str| -> Result<Option<usize>, String> {
-                    b.attr(name).map(|v| v.parse::<usize>().map_err(|_| format!("fallback: bad `{name}` {v:?}"))).transpose()
+                let num = |attr: &'static str| -> Result<Option<usize>, Malformed> {
+                    b.attr(attr)
+                        .map(|v| v.parse::<usize>().map_err(|_| Malformed::BadValue { element: "fallback", attr, value: v.to_string() }))
+                        .transpose()
                 };
                 match (num("start")?, num("end")?) {
                     (Some(s), Some(e)) if s <= e => ranges.push(Some((s, e))),
                     (None, None) => ranges.push(None),
-                    _ => return Err("fallback: `start` and `end` must come together, start ≤ end".to_string()),
+                    _ => return Err(Malformed::BadRange),
                 }
             }
             Ok(Fallback { for_ns, ranges })
@@ -158,7 +179,7 @@ pub struct Moderated {
 impl Moderated {
     /// Read a room's moderation announcement from its payloads, in either
     /// protocol version. `None` when there is none.
-    pub fn find(payloads: &[Element]) -> Option<Result<Self, String>> {
+    pub fn find(payloads: &[Element]) -> Option<Result<Self, Malformed>> {
         if let Some(r) = payloads.iter().find(|e| e.is("retract", NS_RETRACT))
             && let Some(m) = r.get_child("moderated", NS_MODERATE)
         {
@@ -190,7 +211,7 @@ impl Moderated {
 }
 
 /// The first payload for which `parse` recognises its element.
-pub fn find<T>(payloads: &[Element], parse: fn(&Element) -> Option<Result<T, String>>) -> Option<Result<T, String>> {
+pub fn find<T>(payloads: &[Element], parse: fn(&Element) -> Option<Result<T, Malformed>>) -> Option<Result<T, Malformed>> {
     payloads.iter().find_map(parse)
 }
 

@@ -22,18 +22,44 @@ pub struct Slot {
     pub get: String,
 }
 
+/// Why a slot answer is refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SlotError {
+    #[error("expected a slot, got <{0}/>")]
+    NotASlot(String),
+    #[error("slot without {0} url")]
+    NoUrl(&'static str),
+    #[error("{0} url {1:?} is not http(s)")]
+    NotHttp(&'static str, String),
+}
+
+/// Why a file was not put on the upload service (its link is sent instead).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UploadError {
+    #[error("slot request: {0}")]
+    Request(#[from] crate::RequestError),
+    #[error("empty slot answer")]
+    NoSlot,
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    #[error("upload: {0}")]
+    Put(reqwest::Error),
+    #[error("upload answered {0}")]
+    Status(reqwest::StatusCode),
+}
+
 impl Slot {
     /// Read a `<slot/>` answer; refuses anything that is not http(s).
-    pub fn parse(e: &Element) -> Result<Slot, String> {
+    pub fn parse(e: &Element) -> Result<Slot, SlotError> {
         if !e.is("slot", NS_UPLOAD) {
-            return Err(format!("expected a slot, got <{}/>", e.name()));
+            return Err(SlotError::NotASlot(e.name().to_string()));
         }
-        let url = |name: &str| -> Result<String, String> {
-            let u = e.get_child(name, NS_UPLOAD).and_then(|c| c.attr("url")).ok_or(format!("slot without {name} url"))?;
+        let url = |name: &'static str| -> Result<String, SlotError> {
+            let u = e.get_child(name, NS_UPLOAD).and_then(|c| c.attr("url")).ok_or(SlotError::NoUrl(name))?;
             if u.starts_with("https://") || u.starts_with("http://") {
                 Ok(u.to_string())
             } else {
-                Err(format!("{name} url {u:?} is not http(s)"))
+                Err(SlotError::NotHttp(name, u.to_string()))
             }
         };
         let headers = e
@@ -84,15 +110,15 @@ pub(crate) async fn put(
     name: String,
     mime: Option<String>,
     bytes: Vec<u8>,
-) -> Result<String, String> {
+) -> Result<String, UploadError> {
     let mut request = Element::builder("request", NS_UPLOAD)
         .attr(xml_ncname!("filename").into(), name)
         .attr(xml_ncname!("size").into(), bytes.len().to_string());
     if let Some(m) = &mime {
         request = request.attr(xml_ncname!("content-type").into(), m.as_str());
     }
-    let answer = inner.request(from, service, false, request.build()).await.map_err(|e| format!("slot request: {e}"))?;
-    let slot = Slot::parse(&answer.ok_or("empty slot answer")?)?;
+    let answer = inner.request(from, service, false, request.build()).await?;
+    let slot = Slot::parse(&answer.ok_or(UploadError::NoSlot)?)?;
     let mut put = inner.http.put(&slot.put).body(bytes);
     for (n, v) in &slot.headers {
         put = put.header(n.as_str(), v.as_str());
@@ -100,9 +126,9 @@ pub(crate) async fn put(
     if let Some(m) = &mime {
         put = put.header("content-type", m.as_str());
     }
-    let done = put.send().await.map_err(|e| format!("upload: {e}"))?;
+    let done = put.send().await.map_err(UploadError::Put)?;
     if !done.status().is_success() {
-        return Err(format!("upload answered {}", done.status()));
+        return Err(UploadError::Status(done.status()));
     }
     Ok(slot.get)
 }
@@ -120,13 +146,19 @@ mod tests {
             slot,
             Slot { put: "https://up/x".into(), headers: vec![("Authorization".into(), "Basic a".into())], get: "https://dl/x".into() }
         );
-        for bad in [
-            "<slot xmlns='urn:xmpp:http:upload:0'><get url='https://dl/x'/></slot>",
-            "<slot xmlns='urn:xmpp:http:upload:0'><put url='file:///etc/passwd'/><get url='https://dl/x'/></slot>",
-            "<slot xmlns='urn:xmpp:http:upload:0'><put url='https://up/x'/><get url='javascript:x'/></slot>",
-            "<other xmlns='urn:xmpp:http:upload:0'/>",
+        for (bad, why) in [
+            ("<slot xmlns='urn:xmpp:http:upload:0'><get url='https://dl/x'/></slot>", SlotError::NoUrl("put")),
+            (
+                "<slot xmlns='urn:xmpp:http:upload:0'><put url='file:///etc/passwd'/><get url='https://dl/x'/></slot>",
+                SlotError::NotHttp("put", "file:///etc/passwd".into()),
+            ),
+            (
+                "<slot xmlns='urn:xmpp:http:upload:0'><put url='https://up/x'/><get url='javascript:x'/></slot>",
+                SlotError::NotHttp("get", "javascript:x".into()),
+            ),
+            ("<other xmlns='urn:xmpp:http:upload:0'/>", SlotError::NotASlot("other".into())),
         ] {
-            assert!(Slot::parse(&bad.parse().unwrap()).is_err(), "{bad}");
+            assert_eq!(Slot::parse(&bad.parse().unwrap()), Err(why), "{bad}");
         }
     }
 }
