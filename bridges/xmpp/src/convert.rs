@@ -8,14 +8,16 @@ use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
 use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType};
 
-use crate::ns::{NS_CHATSTATES, NS_CORRECT, NS_OOB, NS_REACTIONS, NS_REPLY, NS_RETRACT, NS_SID, NS_STANZAS};
+use crate::ns::{NS_CHATSTATES, NS_CORRECT, NS_MUC_USER, NS_OOB, NS_REACTIONS, NS_REPLY, NS_RETRACT, NS_SID, NS_STANZAS};
 use crate::stanzas::{self, Fallback, Malformed, Reply, Retract};
 use crate::styling;
 use tokio_xmpp::parsers::chatstates::ChatState;
 use tokio_xmpp::parsers::message_correct::Replace;
+use tokio_xmpp::parsers::muc::user::MucUser;
 use tokio_xmpp::parsers::oob::Oob;
 use tokio_xmpp::parsers::reactions::{Reaction, Reactions};
 use tokio_xmpp::parsers::stanza_error::DefinedCondition;
+use tokio_xmpp::parsers::stanza_id::StanzaId;
 
 // Stanza → event.
 
@@ -23,14 +25,35 @@ pub(crate) fn child<'a>(payloads: &'a [Element], name: &str, ns: &str) -> Option
     payloads.iter().find(|e| e.is(name, ns))
 }
 
-pub(crate) fn child_attr(payloads: &[Element], name: &str, ns: &str, attr: &str, by: Option<&str>) -> Option<String> {
+/// The id a room (or server) `by` gave the message (XEP-0359 `<stanza-id/>`,
+/// typed by xmpp-parsers); with `by` `None`, the first one's. Ids that are
+/// empty or longer than 256 bytes are not ids.
+pub(crate) fn stanza_id(payloads: &[Element], by: Option<&str>) -> Option<String> {
     payloads
         .iter()
-        .filter(|e| e.is(name, ns))
-        .find(|e| by.is_none_or(|b| e.attr("by") == Some(b)))
-        .and_then(|e| e.attr(attr))
+        .filter(|e| e.is("stanza-id", NS_SID))
+        .filter_map(|e| StanzaId::try_from(e.clone()).ok())
+        .find(|s| by.is_none_or(|b| s.by.as_str() == b))
+        .map(|s| s.id)
         .filter(|v| !v.is_empty() && v.len() <= 256)
-        .map(str::to_string)
+}
+
+/// The muc#user part of a room's presence (XEP-0045 §17.2.3), typed by
+/// xmpp-parsers. A child it cannot read (a status code defined after it, an
+/// item without its affiliation) is left out, not a reason to lose the
+/// statuses and items that are fine; `None` when there is no such part.
+pub(crate) fn muc_user(payloads: &[Element]) -> Option<MucUser> {
+    let x = child(payloads, "x", NS_MUC_USER)?;
+    if let Ok(user) = MucUser::try_from(x.clone()) {
+        return Some(user);
+    }
+    let alone = |c: &Element| Element::builder("x", NS_MUC_USER).append(c.clone()).build();
+    let readable = x.children().filter(|c| MucUser::try_from(alone(c)).is_ok()).cloned();
+    let mut kept = Element::builder("x", NS_MUC_USER).build();
+    for c in readable {
+        kept.append_child(c);
+    }
+    MucUser::try_from(kept).ok()
 }
 
 /// The defined condition (RFC 6120 §8.3.3) of the `<error/>` among
@@ -245,6 +268,49 @@ pub(crate) fn fill(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn muc_user_parts_are_typed_and_what_cannot_be_read_is_left_out() {
+        use tokio_xmpp::parsers::muc::user::Status;
+        let x = |inner: &str| -> Vec<Element> {
+            vec![format!("<x xmlns='http://jabber.org/protocol/muc#user'>{inner}</x>").parse::<Element>().unwrap()]
+        };
+        let u = muc_user(&x(
+            "<item affiliation='member' role='participant' jid='alice@x.test/phone' nick='al'/><status code='110'/><status code='303'/>",
+        ))
+        .unwrap();
+        assert_eq!(u.status, [Status::SelfPresence, Status::NewNick]);
+        assert_eq!(u.items[0].jid.as_ref().map(|j| j.to_string()).as_deref(), Some("alice@x.test/phone"));
+        assert_eq!(u.items[0].nick.as_deref(), Some("al"));
+        assert_eq!(muc_user(&[Element::from(u.clone())]), Some(u), "round trip");
+
+        let u = muc_user(&x("<status code='999'/><status code='110'/>")).unwrap();
+        assert_eq!(u.status, [Status::SelfPresence], "a code defined later does not hide the others");
+        let u = muc_user(&x("<item role='participant' jid='mallory@x.test/a'/><status code='110'/>")).unwrap();
+        assert!(u.items.is_empty(), "an item without its affiliation is no item");
+        assert_eq!(u.status, [Status::SelfPresence]);
+        let u = muc_user(&x("<item affiliation='none' role='participant' jid='not a jid@@'/>")).unwrap();
+        assert!(u.items.is_empty(), "nor one naming no JID");
+        assert_eq!(muc_user(&x("")), Some(MucUser::default()));
+        assert_eq!(muc_user(&[]), None);
+        let elsewhere: Vec<Element> = vec!["<x xmlns='jabber:x:other'><status code='110'/></x>".parse().unwrap()];
+        assert_eq!(muc_user(&elsewhere), None, "only muc#user says who is who");
+    }
+
+    #[test]
+    fn stanza_ids_are_read_from_whoever_gave_them() {
+        let sid = |by: &str, id: &str| -> Element { format!("<stanza-id xmlns='urn:xmpp:sid:0' by='{by}' id='{id}'/>").parse().unwrap() };
+        let forged = sid("ops@conference.evil.test", "forged");
+        let real = sid("ops@conference.x.test", "s-1");
+        let p = vec![forged.clone(), real.clone()];
+        assert_eq!(stanza_id(&p, Some("ops@conference.x.test")).as_deref(), Some("s-1"), "the room's, not a sender's");
+        assert_eq!(stanza_id(&p, Some("other@conference.x.test")), None);
+        assert_eq!(stanza_id(&p, None).as_deref(), Some("forged"), "without a `by`, the first");
+        let without_by: Element = "<stanza-id xmlns='urn:xmpp:sid:0' id='x'/>".parse().unwrap();
+        assert_eq!(stanza_id(&[without_by, real.clone()], None).as_deref(), Some("s-1"), "one without `by` is no stanza-id");
+        assert_eq!(stanza_id(&[sid("ops@conference.x.test", "")], None), None);
+        assert_eq!(stanza_id(&[sid("ops@conference.x.test", &"a".repeat(257))], None), None);
+    }
 
     #[test]
     fn a_join_refusal_is_typed_from_the_error_condition() {

@@ -13,11 +13,12 @@ use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::delay::Delay;
 use tokio_xmpp::parsers::iq::Iq;
 use tokio_xmpp::parsers::message::{Message, MessageType};
+use tokio_xmpp::parsers::muc::user::Status;
 use tokio_xmpp::parsers::presence::{Presence, Show as XShow, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::{DefinedCondition, ErrorType, StanzaError};
 
-use crate::convert::{self, child, child_attr, parse_message};
-use crate::ns::{NS_DELAY, NS_MUC_USER, NS_PING, NS_SID};
+use crate::convert::{self, child, parse_message};
+use crate::ns::{NS_DELAY, NS_PING};
 use crate::stanzas::{self};
 use crate::{Inner, direct, ghost};
 
@@ -299,7 +300,7 @@ pub(crate) fn message_inbound(inner: &Inner, m: Message) -> Vec<Inbound> {
         && room.as_ref().is_some_and(|r| inner.state().rooms.joined.contains(r) && !inner.state().rooms.subject_seen.contains(r));
     // The room's own id of what was said, where the next catch-up starts.
     let sid = match &room {
-        Some(r) if m.type_ == MessageType::Groupchat => child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(r)),
+        Some(r) if m.type_ == MessageType::Groupchat => convert::stanza_id(&m.payloads, Some(r)),
         _ => None,
     };
     let mut out: Vec<Inbound> = message_events(inner, m)
@@ -396,7 +397,7 @@ fn catch_up(inner: &Inner, m: &Message) -> Option<Inbound> {
         }
     }
     // Without the room's own id it could not be recognised if seen again.
-    let stanza_id = child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(&room))?;
+    let stanza_id = convert::stanza_id(&m.payloads, Some(&room))?;
     let body_text = m.get_best_body_cloned(vec![]).map(|(_, b)| b);
     if body_text.as_ref().map_or(0, String::len) > inner.options.max_stanza_bytes {
         return None;
@@ -474,7 +475,7 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
     // stanza-id is how the room refers to it.
     if let Some(id) = &id {
         let mut st = inner.state();
-        let sid = || child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(&room));
+        let sid = || convert::stanza_id(&m.payloads, Some(&room));
         if let Some(waiter) = st.sent.confirms.remove(id) {
             let sid = sid();
             if let Some(sid) = &sid {
@@ -501,7 +502,7 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
             if let Some((origin, sig)) = signed
                 && inner.state().rooms.joined.contains(&room)
             {
-                let copy = child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(&room));
+                let copy = convert::stanza_id(&m.payloads, Some(&room));
                 ctx.relayed_by_peer(&room, origin, sig, copy.as_deref());
             }
         }
@@ -552,7 +553,7 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
         if let Some(id) = &id {
             let mut st = inner.state();
             if st.sent.in_doubt.contains(id) {
-                let sid = child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(&room));
+                let sid = convert::stanza_id(&m.payloads, Some(&room));
                 st.sent.found.insert(id.clone(), sid);
             }
         }
@@ -570,7 +571,7 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
         tracing::warn!(room = %room, nick = %nick, size, "dropping an oversized message");
         return Vec::new();
     }
-    let stanza_id = child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(&room));
+    let stanza_id = convert::stanza_id(&m.payloads, Some(&room));
     match parse_message(&room, sender(inner, &room, &nick), stanza_id, id, body_text, m) {
         Ok(Some(incoming)) => vec![incoming],
         Ok(None) => Vec::new(),
@@ -588,7 +589,7 @@ pub(crate) fn moderation(inner: &Inner, room: &str, moderated: stanzas::Moderate
     if ours || nick == inner.options.bot_nick || inner.state().ghost.ghost_nicks.get(room).is_some_and(|n| n.contains(&nick)) {
         return Vec::new(); // our own moderation, announced back
     }
-    let remote_id = child_attr(&m.payloads, "stanza-id", NS_SID, "id", Some(room)).or_else(|| m.id.as_ref().map(|i| i.0.clone()));
+    let remote_id = convert::stanza_id(&m.payloads, Some(room)).or_else(|| m.id.as_ref().map(|i| i.0.clone()));
     let sender = if nick.is_empty() {
         RemoteSender { id: room.to_string(), name: Some("moderator".into()), avatar: None }
     } else {
@@ -629,11 +630,10 @@ pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
     let Some(nick) = from.resource().map(|r| r.as_str().to_string()) else {
         return Vec::new();
     };
-    let x = child(&p.payloads, "x", NS_MUC_USER);
-    let codes: Vec<&str> =
-        x.map(|x| x.children().filter(|c| c.name() == "status").filter_map(|c| c.attr("code")).collect()).unwrap_or_default();
-    let item = x.and_then(|x| x.children().find(|c| c.name() == "item"));
-    let mine = codes.contains(&"110");
+    let muc = convert::muc_user(&p.payloads);
+    let said = |s: Status| muc.as_ref().is_some_and(|m| m.status.contains(&s));
+    let item = muc.as_ref().and_then(|m| m.items.first());
+    let mine = said(Status::SelfPresence);
     if !inner.is_bot(&to) {
         // A ghost's join being answered.
         let key = (room.clone(), to.to_bare().to_string());
@@ -672,7 +672,7 @@ pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
         return Vec::new();
     }
     let joined = st.rooms.joined.contains(&room);
-    let real = item.and_then(|i| i.attr("jid")).and_then(|j| j.parse::<Jid>().ok()).map(|j| j.to_bare().to_string());
+    let real = item.and_then(|i| i.jid.as_ref()).map(|j| j.to_bare().to_string());
     let occupants = st.rooms.occupants.entry(room.clone()).or_default();
     let who = RemoteSender { id: real.clone().unwrap_or_else(|| format!("{room}/{nick}")), name: Some(nick.clone()), avatar: None };
     let event = |body| Incoming { room: room.clone(), sender: who.clone(), remote_id: None, aliases: Vec::new(), at_ms: None, body };
@@ -680,8 +680,8 @@ pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
     match p.type_ {
         PresenceType::Unavailable => {
             occupants.remove(&nick);
-            if codes.contains(&"303") {
-                if let Some(new) = item.and_then(|i| i.attr("nick")).filter(|n| !n.is_empty() && n.len() <= 256) {
+            if said(Status::NewNick) {
+                if let Some(new) = item.and_then(|i| i.nick.as_deref()).filter(|n| !n.is_empty() && n.len() <= 256) {
                     occupants.insert(new.to_string(), real);
                     events.push(event(Body::Membership(Membership::Nick { name: new.to_string() })));
                 }
