@@ -43,8 +43,32 @@ pub fn declared(section: Value) -> Arc<dyn causeway_core::Bridge> {
     causeway::bridges::configure(&section).and_then(|c| c.build()).unwrap_or_else(|e| panic!("{section}: {e:?}"))
 }
 
+/// A port for a server a test starts on 127.0.0.1.
+///
+/// Below the kernel's ephemeral range (`ip_local_port_range`), so that no
+/// outgoing connection takes it between this call and the server's bind.
+/// (A port from `127.0.0.1:0` is in that range: once in a while a
+/// connection of another test got it meanwhile as its local port, and a
+/// mail server could not bind it.) Each port is handed out once per
+/// process, counting on from an offset of the process id, and only while
+/// nothing holds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_low.saturating_sub(12_000).max(1024);
+    let span = ephemeral_low.saturating_sub(low).max(1);
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let port = (low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {low} and {}", low + span)
 }
 
 /// What a receiver does with a delivery.

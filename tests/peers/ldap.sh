@@ -132,7 +132,7 @@ LDIF
     for _ in $(seq 1 200); do
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "slapd exited while starting:" >&2
-            tail -20 "$dir/slapd.log" >&2 || true
+            tail -n 20 "$dir/slapd.log" >&2 || true
             exit 1
         fi
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

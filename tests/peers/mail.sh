@@ -54,7 +54,7 @@ start_dovecot() {
     echo "$pid $(start_time "$pid")" > "$dir/dovecot.pid"
     # shellcheck disable=SC1091
     . "$dir/ports"
-    wait_port "$IMAP" && wait_port "$LMTP" && wait_port "$AUTH" || { tail -20 "$dir/dovecot.log" "$dir/dovecot.out" >&2; exit 1; }
+    wait_port "$IMAP" && wait_port "$LMTP" && wait_port "$AUTH" || { tail -n 20 "$dir/dovecot.log" "$dir/dovecot.out" >&2; exit 1; }
 }
 
 start() {
@@ -225,7 +225,7 @@ CONF
         sleep 0.05
     done
     echo "$pid $(start_time "$pid")" > "$dir/postfix.pid"
-    wait_port "$smtp" || { tail -20 "$dir/postfix.log" >&2; exit 1; }
+    wait_port "$smtp" || { tail -n 20 "$dir/postfix.log" >&2; exit 1; }
     echo "mail ready (smtp $smtp, imap $imap)"
 }
 

@@ -46,7 +46,7 @@ CONF
     for _ in $(seq 1 200); do
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "prometheus exited while starting:" >&2
-            tail -20 "$dir/prometheus.log" >&2
+            tail -n 20 "$dir/prometheus.log" >&2
             exit 1
         fi
         if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then

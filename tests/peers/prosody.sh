@@ -111,7 +111,7 @@ CFG
     for _ in $(seq 1 200); do
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "prosody exited while starting:" >&2
-            tail -20 "$dir/prosody.log" "$dir/stdout.log" >&2 || true
+            tail -n 20 "$dir/prosody.log" "$dir/stdout.log" >&2 || true
             exit 1
         fi
         if (exec 3<>"/dev/tcp/127.0.0.1/$c2s") 2>/dev/null && (exec 3<>"/dev/tcp/127.0.0.1/$comp") 2>/dev/null; then

@@ -87,7 +87,7 @@ LOG
     for _ in $(seq 1 600); do
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "synapse exited while starting:" >&2
-            tail -30 "$dir/stdout.log" "$dir/homeserver.log" >&2 || true
+            tail -n 30 "$dir/stdout.log" "$dir/homeserver.log" >&2 || true
             exit 1
         fi
         if "$VENV/bin/python" - "$port" <<'PY' 2>/dev/null; then
