@@ -50,11 +50,7 @@ async fn start(mail: &MailServer, hook: &Hook, lists: &str) -> Daemon {
 
 async fn start_config(mail: &MailServer, config: &str) -> Daemon {
     let d = Daemon::start(config).await;
-    let deadline = Instant::now() + T;
-    while d.metric("causeway_bridge_up", r#"bridge="mail""#).await != 1.0 {
-        assert!(Instant::now() < deadline, "email bridge not reading mail:\n{}\n{}", d.log(), mail.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    d.wait_up(&["mail"], T).await.unwrap_or_else(|e| panic!("email bridge not reading mail: {e}\n{}", mail.log()));
     d
 }
 

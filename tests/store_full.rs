@@ -87,11 +87,7 @@ async fn a_full_disk_holds_messages_back_and_loses_none() {
     // would fail, so the daemon is killed explicitly at the end.
     let disk = SmallDisk::mount(&d.dir.path().join("disk"), "16m");
     d.restart().await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await != 1.0 {
-        assert!(Instant::now() < deadline, "XMPP bridge not connected:\n{}", d.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    d.wait_up(&["xmpp"], Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e}"));
     let mut alice = XmppPeer::join(&prosody, "alice", ROOM, "Alice", 0).await;
     let mut watcher = XmppPeer::join(&prosody, "bob", ROOM, "Watcher", 0).await;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -99,11 +99,7 @@ async fn start_two(router_a: &str, router_b: &str) -> Two {
     b.restart().await;
     wait_for(&b, "every Matrix room is set up").await;
     for d in [&a, &b] {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await != 1.0 {
-            assert!(Instant::now() < deadline, "XMPP not up:\n{}", d.log());
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        d.wait_up(&["xmpp"], Duration::from_secs(20)).await.unwrap_or_else(|e| panic!("{e}"));
     }
     Two { prosody, synapse, a, b }
 }

@@ -62,11 +62,7 @@ async fn alice_in_a_bridged_room() -> (Prosody, Hook, Daemon, XmppPeer) {
 
 /// Wait until the XMPP bridge is connected.
 async fn wait_connected(d: &Daemon, prosody: &Prosody) {
-    let deadline = Instant::now() + T;
-    while d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await != 1.0 {
-        assert!(Instant::now() < deadline, "XMPP bridge not connected:\n{}\n{}", d.log(), prosody.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    d.wait_up(&["xmpp"], T).await.unwrap_or_else(|e| panic!("{e}\n{}", prosody.log()));
 }
 
 /// `cfg` with a direct endpoint `dm` (token `tdm`) delivering to `hook`.

@@ -344,6 +344,21 @@ impl Daemon {
         metric_value(&text, name, labels)
     }
 
+    /// Until each of `bridges` is up (`causeway_bridge_up` 1), all within
+    /// `within`; the error names the first that is not, with the log.
+    pub async fn wait_up(&self, bridges: &[&str], within: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + within;
+        for bridge in bridges {
+            while self.metric("causeway_bridge_up", &format!(r#"bridge="{bridge}""#)).await != 1.0 {
+                if Instant::now() > deadline {
+                    return Err(format!("the {bridge} bridge is not up within {within:?}:\n{}", self.log()));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
     /// Run the CLI against this daemon's config.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_causeway")).args(args).arg("--config").arg(self.config_path()).output().unwrap()
@@ -721,15 +736,6 @@ impl causeway_core::conformance::Causeway for Restarts<'_> {
     async fn restart(&mut self) -> Result<(), String> {
         self.daemon.kill();
         self.daemon.restart().await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for bridge in self.bridges {
-            while self.daemon.metric("causeway_bridge_up", &format!(r#"bridge="{bridge}""#)).await != 1.0 {
-                if Instant::now() > deadline {
-                    return Err(format!("the {bridge} bridge is not up again after a restart:\n{}", self.daemon.log()));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        Ok(())
+        self.daemon.wait_up(self.bridges, Duration::from_secs(30)).await.map_err(|e| format!("after a restart: {e}"))
     }
 }

@@ -108,12 +108,7 @@ impl World {
     pub async fn wait_up(&self) {
         let d = &self.daemon;
         let deadline = Instant::now() + Duration::from_secs(30);
-        for bridge in ["xmpp", "matrix", "mail"] {
-            while d.metric("causeway_bridge_up", &format!(r#"bridge="{bridge}""#)).await != 1.0 {
-                assert!(Instant::now() < deadline, "{bridge} not up:\n{}", d.log());
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
+        d.wait_up(&["xmpp", "matrix", "mail"], Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e}"));
         while !d.log().contains("every Matrix room is set up") {
             assert!(Instant::now() < deadline, "Matrix room not set up:\n{}", d.log());
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -591,15 +591,7 @@ impl Peer for XmppPeer {
         let text = child(&m, "body", NS_CLIENT).map(|b| b.text()).unwrap_or_default();
         let reply_to = child(&m, "reply", "urn:xmpp:reply:0").and_then(|r| r.attr("id")).map(str::to_string);
         let sender_name = m.attr("from").unwrap_or_default().to_string();
-        let body = Body::Message {
-            text: Text::plain(text),
-            kind: Default::default(),
-            attachments: vec![],
-            reply_to,
-            thread: None,
-            mentions: vec![],
-        };
-        Ok(Seen { id: m.attr("id").unwrap_or_default().to_string(), sender_name, body })
+        Ok(Seen { id: m.attr("id").unwrap_or_default().to_string(), sender_name, body: Body::text_replying(text, reply_to) })
     }
     async fn next(&mut self, timeout: Duration) -> Result<Seen, String> {
         self.seen_with(timeout, true).await

@@ -180,7 +180,19 @@ impl std::fmt::Display for Report {
 
 /// Wait until `peer` sees something `want` accepts, skipping the rest
 /// (presence noise, other tests' leftovers).
-pub async fn expect<T>(peer: &mut dyn Peer, timeout: Duration, what: &str, mut want: impl FnMut(&Seen) -> Option<T>) -> Result<T, String> {
+pub async fn expect<T>(peer: &mut dyn Peer, timeout: Duration, what: &str, want: impl FnMut(&Seen) -> Option<T>) -> Result<T, String> {
+    expect_in(peer, false, timeout, what, want).await
+}
+
+/// [`expect`] among the room's messages, or (`direct`) among the peer's
+/// direct messages.
+async fn expect_in<T>(
+    peer: &mut dyn Peer,
+    direct: bool,
+    timeout: Duration,
+    what: &str,
+    mut want: impl FnMut(&Seen) -> Option<T>,
+) -> Result<T, String> {
     let deadline = Instant::now() + timeout;
     let mut skipped = Vec::new();
     loop {
@@ -188,7 +200,8 @@ pub async fn expect<T>(peer: &mut dyn Peer, timeout: Duration, what: &str, mut w
         if left.is_zero() {
             return Err(format!("{}: no {what} within {timeout:?}; saw instead: {skipped:?}", peer.label()));
         }
-        match peer.next(left).await {
+        let next = if direct { peer.next_direct(left).await } else { peer.next(left).await };
+        match next {
             Ok(seen) => match want(&seen) {
                 Some(t) => return Ok(t),
                 None => skipped.push(seen),
@@ -658,26 +671,16 @@ async fn direct(a: &mut dyn Peer, b: &mut dyn Peer, opts: &Options) -> Result<bo
     };
     let text = format!("conformance direct {}", opts.nonce);
     let a_id = a.direct(&of_b, &text, None).await?;
-    let deadline = Instant::now() + opts.timeout;
-    let b_id = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let s = b.next_direct(left).await.map_err(|e| format!("{}: no direct message: {e}", b.label()))?;
-        if message_text(&s.body).is_some_and(|(p, _, _)| p.contains(&text)) {
-            break s.id;
-        }
-    };
+    let b_id = expect_in(b, true, opts.timeout, "direct message", |s| {
+        message_text(&s.body).filter(|(p, _, _)| p.contains(&text)).map(|_| s.id.clone())
+    })
+    .await?;
     let answer = format!("conformance direct answer {}", opts.nonce);
     b.direct(&of_a, &answer, Some(b_id)).await?;
-    let deadline = Instant::now() + opts.timeout;
-    let reply_to = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let s = a.next_direct(left).await.map_err(|e| format!("{}: no direct answer: {e}", a.label()))?;
-        if let Some((p, reply_to, _)) = message_text(&s.body)
-            && p.contains(&answer)
-        {
-            break reply_to.cloned();
-        }
-    };
+    let reply_to = expect_in(a, true, opts.timeout, "direct answer", |s| {
+        message_text(&s.body).filter(|(p, _, _)| p.contains(&answer)).map(|(_, reply_to, _)| reply_to.cloned())
+    })
+    .await?;
     let both_reply = a.capabilities().replies && b.capabilities().replies;
     if both_reply && reply_to.as_ref() != Some(&a_id) {
         return Err(format!("direct answer refers to {reply_to:?}, expected {a_id:?}"));
@@ -969,14 +972,7 @@ mod tests {
             let reply_to = reply_to.map(|r| relay.ids.get(&(self.side, r.clone())).cloned().unwrap_or(r));
             relay.ids.insert((self.side, id.clone()), other_id.clone());
             relay.ids.insert((1 - self.side, other_id.clone()), id.clone());
-            let body = Body::Message {
-                text: Text::plain(text),
-                kind: Default::default(),
-                attachments: vec![],
-                reply_to,
-                thread: None,
-                mentions: vec![],
-            };
+            let body = Body::text_replying(text, reply_to);
             relay.direct[1 - self.side].push_back(Seen { id: other_id, sender_name: self.label(), body });
             Ok(id)
         }

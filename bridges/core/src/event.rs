@@ -144,11 +144,16 @@ fn none<R>() -> Option<R> {
 impl<R> Body<R> {
     /// A plain text message with no references.
     pub fn text(plain: impl Into<String>) -> Self {
+        Body::text_replying(plain, None)
+    }
+
+    /// A plain text message answering `reply_to`, if given.
+    pub fn text_replying(plain: impl Into<String>, reply_to: Option<R>) -> Self {
         Body::Message {
             text: Text::plain(plain),
             kind: MessageKind::Text,
             attachments: Vec::new(),
-            reply_to: None,
+            reply_to,
             thread: None,
             mentions: Vec::new(),
         }
