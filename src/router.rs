@@ -431,9 +431,14 @@ impl Router {
                 (None, None) => {}
             }
         }
-        let Some(body) = body.map_refs(|r| known.event_of(&remote_key(bridge, &room, &r))) else {
+        let Some(mut body) = body.map_refs(|r| known.event_of(&remote_key(bridge, &room, &r))) else {
             return Err(Refusal::dropped("unknown_target", Accepted::Ignored { reason: "refers to a message Causeway never saw" }));
         };
+        // A reply to a message of a thread stays in that thread (a mail
+        // answering one, a client that shows no threads).
+        if let Body::Message { reply_to: Some(parent), thread: thread @ None, .. } = &mut body {
+            *thread = known.thread_of(parent, earlier);
+        }
         let link = Link { bridge: bridge.to_string(), room };
         let Some(portal) = self.topology.portal(&link) else {
             return Err(Refusal { answer: Err(SubmitError::NotLinked(link.room)), dropped: None });
@@ -556,6 +561,16 @@ impl Known {
                 person: ne.event.sender.person.clone(),
             })
         })
+    }
+
+    /// The root of the thread the event `event_id` is in: archived, or
+    /// taken earlier in this batch (`earlier`).
+    fn thread_of(&self, event_id: &str, earlier: &[NewEvent]) -> Option<String> {
+        let fresh = earlier.iter().find(|ne| ne.event.id == event_id).map(|ne| match &ne.event.body {
+            Body::Message { thread, .. } => thread.clone(),
+            _ => None,
+        });
+        fresh.unwrap_or_else(|| self.hits.values().find(|h| h.event_id == event_id).and_then(|h| h.thread.clone()))
     }
 
     /// A taken event's ids, so later submissions of the batch find it.
@@ -969,6 +984,40 @@ router:
         let taken =
             classify("b", incoming("s", "carol", Some("b-7"), Body::Reaction { target: "b-1".into(), key: "👍".into(), removed: false }));
         assert!(matches!(taken.unwrap().body, Body::Reaction { target, .. } if target == first));
+    }
+
+    #[tokio::test]
+    async fn a_reply_to_a_message_of_a_thread_stays_in_the_thread() {
+        let w = world().await;
+        let r = &w.router;
+        let root = stored(r, "a", incoming("r", "bob", Some("a-1"), Body::text("root"))).await;
+        let in_thread = Body::Message {
+            text: Text::plain("in the thread"),
+            kind: Default::default(),
+            attachments: vec![],
+            reply_to: None,
+            thread: Some("a-1".into()),
+            mentions: vec![],
+        };
+        stored(r, "a", incoming("r", "bob", Some("a-2"), in_thread)).await;
+        let batch = [submission("a", incoming("r", "carol", Some("a-3"), Body::text_replying("answer", Some("a-2".into()))))];
+        let mut known = r.look_up(&batch).await.unwrap();
+        let thread_of = |t: &Taken| match &t.body {
+            Body::Message { thread, .. } => thread.clone(),
+            other => panic!("{other:?}"),
+        };
+        let answer = r.classify("a", incoming("r", "carol", Some("a-3"), Body::text_replying("answer", Some("a-2".into()))), &known, &[]);
+        assert_eq!(thread_of(&answer.unwrap()), Some(root.clone()), "archived: a reply to a-2 is in a-1's thread");
+        let to_root =
+            r.classify("a", incoming("r", "carol", Some("a-4"), Body::text_replying("on the root", Some("a-1".into()))), &known, &[]);
+        assert_eq!(thread_of(&to_root.unwrap()), None, "a reply to the root itself is an ordinary reply");
+        // Within one batch: an answer to the answer.
+        let answer = r.classify("a", incoming("r", "carol", Some("a-3"), Body::text_replying("answer", Some("a-2".into()))), &known, &[]);
+        let earlier = r.build(answer.unwrap(), false, false).unwrap();
+        known.remember(&earlier[0]);
+        let again =
+            r.classify("a", incoming("r", "dave", Some("a-5"), Body::text_replying("and again", Some("a-3".into()))), &known, &earlier);
+        assert_eq!(thread_of(&again.unwrap()), Some(root));
     }
 
     #[tokio::test]

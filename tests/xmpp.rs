@@ -112,6 +112,50 @@ async fn join_room_after_bridge(prosody: &Prosody, user: &str, room: &str, nick:
     }
 }
 
+/// A thread an XMPP client opens with an id of its own: its first message
+/// is the root, the next ones are in its thread on the other side, and
+/// what comes back in the thread carries the client's id (and a reply to
+/// the root for clients that show no threads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_opened_on_xmpp_keeps_its_id_both_ways() {
+    let (prosody, hook, mut d, mut alice) = alice_in_a_bridged_room().await;
+    let mut web = WebhookPeer::new("w", d.url("/bridges/hooks/w"), "tw", hook);
+    let thread = |id: &str| Element::builder("thread", "jabber:client").append(id).build();
+    let body = |text: &str| Element::builder("body", "jabber:client").append(text).build();
+    let root_sid = alice.say(vec![body("opening a thread"), thread("our-thread-1")]).await.unwrap();
+    let said = |text: &'static str| {
+        move |s: &conformance::Seen| match &s.body {
+            causeway_core::Body::Message { text: t, thread, reply_to, .. } if t.plain.contains(text) => {
+                Some((s.id.clone(), thread.clone(), reply_to.clone()))
+            }
+            _ => None,
+        }
+    };
+    let (root, thread_of_root, _) = conformance::expect(&mut web, T, "the root", said("opening a thread")).await.unwrap();
+    assert_eq!(thread_of_root, None, "the first message of a thread is its root");
+    alice.say(vec![body("second in the thread"), thread("our-thread-1")]).await.unwrap();
+    let (_, in_thread, _) = conformance::expect(&mut web, T, "the thread's next", said("second in the thread")).await.unwrap();
+    assert_eq!(in_thread.as_ref(), Some(&root), "{}", d.log());
+    // Answered in the thread from the other side.
+    web.act(conformance::Action::InThread { text: "an answer in the thread".into(), root: root.clone() }).await.unwrap();
+    let m = alice
+        .next_matching(T, |e| e.get_child("body", "jabber:client").is_some_and(|b| b.text().contains("an answer in the thread")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", d.log(), prosody.log()));
+    assert_eq!(m.get_child("thread", "jabber:client").map(|t| t.text()).as_deref(), Some("our-thread-1"));
+    assert_eq!(m.get_child("reply", "urn:xmpp:reply:0").and_then(|r| r.attr("id")), Some(root_sid.as_str()), "a reply to the root");
+    // And the id survives a restart (it is stored, not remembered).
+    assert!(d.terminate().success());
+    d.restart().await;
+    wait_connected(&d, &prosody).await;
+    web.act(conformance::Action::InThread { text: "after a restart".into(), root }).await.unwrap();
+    let m = alice
+        .next_matching(T, |e| e.get_child("body", "jabber:client").is_some_and(|b| b.text().contains("after a restart")))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
+    assert_eq!(m.get_child("thread", "jabber:client").map(|t| t.text()).as_deref(), Some("our-thread-1"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xmpp_conformance_with_a_webhook() {
     let prosody = Prosody::start();
@@ -119,11 +163,10 @@ async fn xmpp_conformance_with_a_webhook() {
     let mut d = start_with(&prosody, &with_direct_endpoint(&config(&prosody, &hook.url()), &hook.url())).await;
     let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
     let report = conformance_with_webhook(&mut d, &prosody, hook, &mut alice, true).await;
-    // All but threads (XMPP rooms carry none through Causeway yet) and
-    // redelivery from XMPP (a client cannot make the room deliver again;
-    // the restart case covers the archive catch-up).
-    assert_eq!(report.passed.len(), 30, "{report}");
-    assert_eq!(report.skipped, ["a→b thread", "b→a thread", "b→a redelivery"], "{report}");
+    // All but redelivery from XMPP (a client cannot make the room deliver
+    // again; the restart case covers the archive catch-up).
+    assert_eq!(report.passed.len(), 32, "{report}");
+    assert_eq!(report.skipped, ["b→a redelivery"], "{report}");
     assert_eq!(alice.label(), "xmpp Alice");
 }
 
@@ -503,13 +546,13 @@ async fn client_mode_relays_over_starttls_and_passes_conformance() {
     }
 
     let report = conformance_with_webhook(&mut d, &prosody, hook, &mut alice, false).await;
-    // Text, reply, edit, retraction, file, topic and what a bridge must not
-    // do (hostile text, foreign changes, doubles, echoes) both ways;
-    // reactions, presence, typing and comings and goings are not shown by
-    // one account, XMPP rooms carry no threads, and one account has no
-    // ghosts to write to one to one: skipped.
-    assert_eq!(report.passed.len(), 21, "{report}");
-    assert_eq!(report.skipped.len(), 12, "{report}");
+    // Text, reply, edit, retraction, thread, file, topic and what a bridge
+    // must not do (hostile text, foreign changes, doubles, echoes) both
+    // ways; reactions, presence, typing and comings and goings are not
+    // shown by one account, and one account has no ghosts to write to one
+    // to one: skipped.
+    assert_eq!(report.passed.len(), 23, "{report}");
+    assert_eq!(report.skipped.len(), 10, "{report}");
 }
 
 /// Client mode too: a stanza nested 30,000 levels deep, sent to the

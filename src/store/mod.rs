@@ -36,6 +36,8 @@ pub struct MapHit {
     pub origin: bool,
     /// Who said the event (where it is archived).
     pub author: Option<Author>,
+    /// The root of the thread the event is in, if it is in one.
+    pub thread: Option<EventId>,
 }
 
 /// Who said an archived event: their account where it came from, and the

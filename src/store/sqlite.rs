@@ -119,7 +119,8 @@ impl Store for SqliteStore {
         let mut found = HashMap::new();
         for chunk in keys.chunks(CHUNK) {
             let mut q = QueryBuilder::<Sqlite>::new(
-                "SELECT m.bridge, m.room, m.remote_id, m.event_id, m.kind, a.origin_bridge, a.sender, a.person \
+                "SELECT m.bridge, m.room, m.remote_id, m.event_id, m.kind, a.origin_bridge, a.sender, a.person, \
+                 json_extract(a.event, '$.body.thread') AS thread \
                  FROM message_map m LEFT JOIN archive a ON a.event_id = m.event_id WHERE (m.bridge, m.room, m.remote_id) IN (VALUES ",
             );
             let mut sep = q.separated(", ");
@@ -143,7 +144,12 @@ impl Store for SqliteStore {
                 });
                 found.insert(
                     key,
-                    MapHit { event_id: r.get("event_id"), origin: matches!(kind, Some(IdKind::Origin | IdKind::Alias)), author },
+                    MapHit {
+                        event_id: r.get("event_id"),
+                        origin: matches!(kind, Some(IdKind::Origin | IdKind::Alias)),
+                        author,
+                        thread: r.get("thread"),
+                    },
                 );
             }
         }
@@ -583,6 +589,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_message_is_found_with_the_root_of_its_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), true).await.unwrap();
+        let alice = Some(Author { bridge: "a".into(), sender: "alice".into(), person: None });
+        // A message in e1's thread is found with its root.
+        let mut in_thread = new_event("e3");
+        in_thread.event.body = Body::Message {
+            text: causeway_core::Text::plain("in the thread"),
+            kind: Default::default(),
+            attachments: vec![],
+            reply_to: None,
+            thread: Some("e1".into()),
+            mentions: vec![],
+        };
+        store.commit(&[new_event("e1"), in_thread]).await.unwrap();
+        let k3 = RemoteKey { bridge: "a".into(), room: "r".into(), remote_id: "remote-e3".into() };
+        let hits = store.lookup_remotes(std::slice::from_ref(&k3)).await.unwrap();
+        assert_eq!(hits[&k3], MapHit { event_id: "e3".into(), origin: true, author: alice, thread: Some("e1".into()) });
+        let k1 = RemoteKey { bridge: "a".into(), room: "r".into(), remote_id: "remote-e1".into() };
+        assert_eq!(store.lookup_remotes(std::slice::from_ref(&k1)).await.unwrap()[&k1].thread, None, "the root is in no thread");
+    }
+
+    #[tokio::test]
     async fn commit_map_deliver_complete() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("t.db"), true).await.unwrap();
@@ -593,8 +622,8 @@ mod tests {
         let echo = RemoteKey { bridge: "b".into(), room: "s".into(), remote_id: "d-e2".into() };
         let hits = store.lookup_remotes(&[key.clone(), echo.clone()]).await.unwrap();
         let alice = Some(Author { bridge: "a".into(), sender: "alice".into(), person: None });
-        assert_eq!(hits[&key], MapHit { event_id: "e1".into(), origin: true, author: alice.clone() });
-        assert_eq!(hits[&echo], MapHit { event_id: "e2".into(), origin: false, author: alice });
+        assert_eq!(hits[&key], MapHit { event_id: "e1".into(), origin: true, author: alice.clone(), thread: None });
+        assert_eq!(hits[&echo], MapHit { event_id: "e2".into(), origin: false, author: alice, thread: None });
 
         let pending = store.pending("b", "s", 0, 10).await.unwrap();
         assert_eq!(pending.len(), 2);

@@ -142,6 +142,8 @@ pub struct XmppPeer {
     jid: String,
     /// Nicks in the room now, as presences told (for joins and leaves).
     present: HashSet<String>,
+    /// Threads this client opened: thread id → the root's stanza-id.
+    threads: HashMap<String, String>,
 }
 
 impl XmppPeer {
@@ -181,6 +183,7 @@ impl XmppPeer {
             caps: declared_by(serde_json::json!({"type": "xmpp", "domain": "bridge.xmpp.test", "secret": "s"}), room),
             jid: format!("{user}@{DOMAIN}"),
             present: HashSet::new(),
+            threads: HashMap::new(),
         };
         match tokio::time::timeout(Duration::from_secs(10), peer.lines.next_line()).await {
             Ok(Ok(Some(l))) if l.contains("\"online\"") => {}
@@ -437,6 +440,9 @@ impl XmppPeer {
                     Body::Edit { target, text: Text::plain(body_text) }
                 } else if !body_text.is_empty() {
                     let reply_to = child(&s, "reply", "urn:xmpp:reply:0").and_then(|r| r.attr("id")).map(str::to_string);
+                    // A thread opened here is known by its root; one opened
+                    // elsewhere is named after its root.
+                    let thread = child(&s, "thread", NS_CLIENT).map(|t| t.text()).map(|t| self.threads.get(&t).cloned().unwrap_or(t));
                     let attachments = s
                         .children()
                         .filter(|e| e.is("x", "jabber:x:oob"))
@@ -449,7 +455,7 @@ impl XmppPeer {
                         kind: Default::default(),
                         attachments,
                         reply_to,
-                        thread: None,
+                        thread,
                         mentions: vec![],
                     }
                 } else {
@@ -509,7 +515,13 @@ impl Peer for XmppPeer {
     }
     async fn act(&mut self, action: Action) -> Result<String, String> {
         let payloads = match action {
-            Action::InThread { .. } => return Err("XMPP group chats carry no threads through Causeway".into()),
+            Action::InThread { text, root } => {
+                // As a client opens a thread on a message: a new thread id,
+                // and a reply to the message.
+                let thread = format!("thread-{}", causeway_core::new_id());
+                self.threads.insert(thread.clone(), root.clone());
+                vec![text_el("body", NS_CLIENT, &text), text_el("thread", NS_CLIENT, &thread), el("reply", "urn:xmpp:reply:0", &root)]
+            }
             Action::Text { text, reply_to } => {
                 let mut p = vec![text_el("body", NS_CLIENT, &text)];
                 p.extend(reply_to.map(|r| el("reply", "urn:xmpp:reply:0", &r)));

@@ -690,7 +690,8 @@ async fn direct(a: &mut dyn Peer, b: &mut dyn Peer, opts: &Options) -> Result<bo
 
 /// The suite across many networks in one portal: from each peer in turn, a
 /// message (everyone sees it), then a reply to the previous peer's message,
-/// an edit of its own, and a reaction to the next peer's message. Every
+/// an edit of its own, a reaction to the next peer's message, and a
+/// message in the thread of the first peer's message ([`threads_all`]). Every
 /// other peer must show each one referencing its own id of the message
 /// meant, or — where it cannot show an edit or a reaction — the notice the
 /// router sends instead (`degrade: notice`; for a reaction only where the
@@ -701,6 +702,7 @@ pub async fn run_all(peers: &mut [&mut dyn Peer], opts: &Options) -> Result<Repo
     replies_all(peers, opts, &ids, &mut report).await?;
     edits_all(peers, opts, &ids, &mut report).await?;
     reactions_all(peers, opts, &ids, &mut report).await?;
+    threads_all(peers, opts, &ids, &mut report).await?;
     Ok(report)
 }
 
@@ -826,6 +828,58 @@ async fn reactions_all(peers: &mut [&mut dyn Peer], opts: &Options, ids: &[Vec<S
             }
         }
         report.passed.push(format!("reaction from {}", peers[s].label()));
+    }
+    Ok(())
+}
+
+/// [`run_all`]: one thread on the first peer's message, continued from
+/// every peer: where a peer has threads, in the thread; where it has only
+/// replies, as an answer to the thread's last message (a mail client
+/// answering a mail), which must stay in the thread. Every peer with
+/// threads sees each message in the thread of its own id of the root;
+/// one without sees it as a reply to the root.
+async fn threads_all(peers: &mut [&mut dyn Peer], opts: &Options, ids: &[Vec<String>], report: &mut Report) -> Result<(), String> {
+    let (n, t) = (peers.len(), opts.timeout);
+    let root = &ids[0];
+    // Each peer's id of the thread's latest message.
+    let mut last: Vec<Option<String>> = vec![None; n];
+    for s in 0..n {
+        let caps = peers[s].capabilities();
+        let text = format!("four-way thread from {} {}", peers[s].label(), opts.nonce);
+        let action = match &last[s] {
+            _ if caps.threads => Action::InThread { text: text.clone(), root: root[s].clone() },
+            Some(latest) if caps.replies => Action::Text { text: text.clone(), reply_to: Some(latest.clone()) },
+            _ => {
+                report.skipped.push(format!("thread from {}", peers[s].label()));
+                continue;
+            }
+        };
+        last[s] = Some(peers[s].act(action).await?);
+        for r in (0..n).filter(|&r| r != s) {
+            let (id, reply_to, thread) = expect(&mut *peers[r], t, "message in the thread", |x| match &x.body {
+                Body::Message { text: body, reply_to, thread, .. } if body.plain.contains(&text) => {
+                    Some((x.id.clone(), reply_to.clone(), thread.clone()))
+                }
+                _ => None,
+            })
+            .await?;
+            let caps = peers[r].capabilities();
+            let fine = if caps.threads {
+                thread.as_ref() == Some(&root[r])
+            } else {
+                !caps.replies || (reply_to.is_some() && (reply_to.as_ref() == Some(&root[r]) || reply_to == last[r]))
+            };
+            if !fine {
+                return Err(format!(
+                    "thread message from {} seen by {}: thread {thread:?}, reply to {reply_to:?}; the root there is {:?}",
+                    peers[s].label(),
+                    peers[r].label(),
+                    root[r]
+                ));
+            }
+            last[r] = Some(id);
+        }
+        report.passed.push(format!("thread from {}", peers[s].label()));
     }
     Ok(())
 }

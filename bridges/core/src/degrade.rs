@@ -37,14 +37,13 @@ pub fn degrade(body: Body<Option<String>>, caps: &Capabilities, policy: Degrade)
                     text.plain.push_str(&line);
                 }
             }
-            Some(Body::Message {
-                text,
-                kind,
-                attachments,
-                reply_to: reply_to.flatten().filter(|_| caps.replies),
-                thread: thread.flatten().filter(|_| caps.threads),
-                mentions,
-            })
+            // A room without threads shows a message of a thread as a reply
+            // to the thread's root (unless it answers a message of its own).
+            let (reply_to, thread) = match (reply_to.flatten(), thread.flatten()) {
+                (reply_to, thread) if caps.threads => (reply_to, thread),
+                (reply_to, root) => (reply_to.or(root), None),
+            };
+            Some(Body::Message { text, kind, attachments, reply_to: reply_to.filter(|_| caps.replies), thread, mentions })
         }
         Body::Edit { target: Some(target), text } if caps.edits => Some(Body::Edit { target, text }),
         Body::Edit { target, text } => notice(format!("(edited) {}", text.plain), target),
@@ -112,6 +111,33 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_room_without_threads_sees_a_reply_to_the_root() {
+        let in_thread = |reply_to: Option<Option<String>>| Body::Message {
+            text: Text::plain("in the thread"),
+            kind: MessageKind::Text,
+            attachments: vec![],
+            reply_to,
+            thread: some("root"),
+            mentions: vec![],
+        };
+        let refs = |b: Option<Body<String>>| match b {
+            Some(Body::Message { reply_to, thread, .. }) => (reply_to, thread),
+            other => panic!("unexpected {other:?}"),
+        };
+        let s = |x: &str| Some(x.to_string());
+        assert_eq!(refs(degrade(in_thread(None), &Capabilities::ALL, Degrade::Notice)), (None, s("root")));
+        let replies_only = Capabilities { threads: false, ..Capabilities::ALL };
+        assert_eq!(refs(degrade(in_thread(None), &replies_only, Degrade::Notice)), (s("root"), None));
+        assert_eq!(refs(degrade(in_thread(some("m")), &replies_only, Degrade::Notice)), (s("m"), None), "its own reply first");
+        // A root that never reached the room is no reply either.
+        assert_eq!(
+            refs(degrade(in_thread(None).map_refs(|_| Some(None::<String>)).unwrap(), &replies_only, Degrade::Notice)),
+            (None, None)
+        );
+        assert_eq!(refs(degrade(in_thread(None), &Capabilities::TEXT_ONLY, Degrade::Notice)), (None, None));
     }
 
     #[test]

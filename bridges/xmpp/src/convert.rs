@@ -6,7 +6,7 @@ use causeway_core::{Attachment, Body, DeliveryError, Incoming, MessageKind, Remo
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
-use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType};
+use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType, Thread};
 
 use crate::ns::{NS_CHATSTATES, NS_CORRECT, NS_MUC_USER, NS_OOB, NS_REACTIONS, NS_REPLY, NS_RETRACT, NS_SID, NS_STANZAS};
 use crate::stanzas::{self, Fallback, Malformed, Reply, Retract};
@@ -114,6 +114,8 @@ pub(crate) fn parse_message(
     m: Message,
 ) -> Result<Option<Incoming>, Malformed> {
     let p = &m.payloads;
+    // Threads in group chats only (see `threads`).
+    let thread = if m.type_ == MessageType::Groupchat { crate::threads::read(&m) } else { None };
     let body = if let Some(r) = stanzas::find(p, Retract::parse) {
         Body::Retract { target: r?.id, moderated: false }
     } else if let Some(reactions) = child(p, "reactions", NS_REACTIONS) {
@@ -158,7 +160,7 @@ pub(crate) fn parse_message(
         if text.trim().is_empty() && attachments.is_empty() {
             return Ok(None);
         }
-        Body::Message { text: styled(text), kind, attachments, reply_to: reply.map(|r| r.id), thread: None, mentions: Vec::new() }
+        Body::Message { text: styled(text), kind, attachments, reply_to: reply.map(|r| r.id), thread, mentions: Vec::new() }
     } else if let Some(state) = p.iter().filter(|e| e.ns() == NS_CHATSTATES).find_map(|e| ChatState::try_from(e.clone()).ok()) {
         Body::Typing { active: state == ChatState::Composing }
     } else {
@@ -208,18 +210,20 @@ pub(crate) fn oob(url: &str, name: Option<&str>) -> Element {
 /// relay mark): `urls` are where the body's attachments are, in their
 /// order (copied to the upload service, or the links themselves), and
 /// `correction` the id a correction refers to (the sender's own stanza id;
-/// the target itself when not given).
+/// the target itself when not given), and `thread` the id of the thread a
+/// message in a thread goes under (its root's id when not given).
 pub(crate) fn fill(
     mut m: Message,
     id: &str,
     body: &Body<String>,
     urls: &[String],
     correction: Option<String>,
+    thread: Option<String>,
 ) -> Result<Message, DeliveryError> {
     m.payloads.push(Element::builder("origin-id", NS_SID).attr(xml_ncname!("id").into(), id).build());
     m.payloads.push(crate::stanzas::relay_mark());
     Ok(match body {
-        Body::Message { text, kind, attachments, reply_to, .. } => {
+        Body::Message { text, kind, attachments, reply_to, thread: root, .. } => {
             let mut plain = match &text.html {
                 Some(html) => styling::from_html(html),
                 None => text.plain.clone(),
@@ -234,8 +238,13 @@ pub(crate) fn fill(
                 }
                 plain.push_str(url);
             }
-            if let Some(target) = reply_to {
+            // In a thread: its id, and for clients that show no threads a
+            // reply to the root where the message answers nothing else.
+            if let Some(target) = reply_to.as_ref().or(root.as_ref()) {
                 m.payloads.push(Reply { id: target.clone(), to: None }.to_element());
+            }
+            if let Some(root) = root {
+                m.thread = Some(Thread { parent: None, id: thread.unwrap_or_else(|| root.clone()) });
             }
             with_body(m, plain)
         }
@@ -361,7 +370,7 @@ mod tests {
     /// What an event goes out as, read back as it would come in.
     fn round_trip(body: Body<String>, urls: &[&str]) -> Option<Body> {
         let urls: Vec<String> = urls.iter().map(|u| u.to_string()).collect();
-        let m = fill(chat(&from(), &to(), "d-1"), "d-1", &body, &urls, None).unwrap();
+        let m = fill(chat(&from(), &to(), "d-1"), "d-1", &body, &urls, None, None).unwrap();
         assert!(m.payloads.iter().any(|e| e.is("origin-id", NS_SID) && e.attr("id") == Some("d-1")));
         assert!(m.payloads.contains(&stanzas::relay_mark()), "marked as relayed");
         parse(m).unwrap().map(|i| i.body)
@@ -412,13 +421,45 @@ mod tests {
         assert_eq!(round_trip(retract, &[]), Some(Body::Retract { target: "e-1".into(), moderated: false }));
 
         let typing = Body::Typing { active: true };
-        assert!(fill(chat(&from(), &to(), "d"), "d", &typing, &[], None).is_err(), "typing is not a message");
+        assert!(fill(chat(&from(), &to(), "d"), "d", &typing, &[], None, None).is_err(), "typing is not a message");
+    }
+
+    #[test]
+    fn a_message_in_a_thread_carries_its_id_and_a_reply_to_the_root() {
+        let in_thread = |reply_to: Option<&str>| Body::Message {
+            text: Text::plain("in the thread"),
+            kind: MessageKind::Text,
+            attachments: vec![],
+            reply_to: reply_to.map(str::to_string),
+            thread: Some("root-sid".into()),
+            mentions: vec![],
+        };
+        let out = |body: &Body<String>, id: Option<&str>| {
+            groupchat(&from(), "ops@conference.x", "d").and_then(|m| fill(m, "d", body, &[], None, id.map(str::to_string))).unwrap()
+        };
+        let reply_of = |m: &Message| m.payloads.iter().find_map(Reply::parse).map(|r| r.unwrap().id);
+        let m = out(&in_thread(None), None);
+        assert_eq!(m.thread.as_ref().map(|t| t.id.as_str()), Some("root-sid"), "named after its root");
+        assert_eq!(reply_of(&m).as_deref(), Some("root-sid"), "a reply to the root for clients without threads");
+        let m = out(&in_thread(Some("other")), Some("client-thread"));
+        assert_eq!(m.thread.as_ref().map(|t| t.id.as_str()), Some("client-thread"), "the id its opener gave it");
+        assert_eq!(reply_of(&m).as_deref(), Some("other"), "its own reply first");
+        // Read back in the room: the thread id; in a chat: none.
+        let text = m.get_best_body_cloned(vec![]).map(|(_, b)| b);
+        let back = parse_message("ops@conference.x", someone(), Some("s-2".into()), None, text.clone(), m.clone()).unwrap().unwrap();
+        assert!(matches!(back.body, Body::Message { thread: Some(ref t), .. } if t == "client-thread"));
+        let mut chat_msg = m;
+        chat_msg.type_ = MessageType::Chat;
+        let back = parse_message("ops@conference.x", someone(), None, Some("d".into()), text, chat_msg).unwrap().unwrap();
+        assert!(matches!(back.body, Body::Message { thread: None, .. }), "one-to-one chats are not threaded");
+        let plain = out(&said("no thread", MessageKind::Text, None, vec![]), None);
+        assert!(plain.thread.is_none() && reply_of(&plain).is_none());
     }
 
     #[test]
     fn a_correction_names_the_id_it_was_given() {
         let edit = Body::Edit { target: "stanza-id".to_string(), text: Text::plain("fixed") };
-        let m = fill(chat(&from(), &to(), "d"), "d", &edit, &[], Some("origin-id".into())).unwrap();
+        let m = fill(chat(&from(), &to(), "d"), "d", &edit, &[], Some("origin-id".into()), None).unwrap();
         assert!(m.payloads.iter().any(|e| e.is("replace", NS_CORRECT) && e.attr("id") == Some("origin-id")));
     }
 

@@ -168,7 +168,7 @@ pub(crate) async fn submit_in_order(inner: Arc<Inner>, ctx: BridgeContext, mut r
 /// room's mark in its own way.
 async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool, frozen: &HashSet<String>) {
     let unavailable = |e: &SubmitError| matches!(e, SubmitError::Unavailable(_));
-    let (incoming, sid, archived) = match item {
+    let (mut incoming, sid, archived) = match item {
         Inbound::Event(incoming) => (incoming, None, false),
         Inbound::Said { incoming, sid } => (incoming, Some(sid).filter(|_| !catching), false),
         Inbound::Looked { room, first, last } => {
@@ -251,6 +251,7 @@ async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool,
         }
         Inbound::ArchiveStart { .. } | Inbound::ArchiveEnd { .. } | Inbound::Reset => return,
     };
+    crate::threads::resolve(ctx, &mut incoming).await;
     let room = incoming.room.clone();
     let what = if archived { "an event from the room's archive" } else { "an event" };
     let taken =

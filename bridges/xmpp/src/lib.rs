@@ -24,6 +24,7 @@ pub mod ns;
 pub mod outbound;
 pub mod stanzas;
 pub mod styling;
+mod threads;
 pub mod upload;
 
 use std::collections::{HashMap, HashSet};
@@ -746,20 +747,14 @@ impl Bridge for XmppBridge {
             // One account speaks for everyone: it cannot show their presence,
             // typing or comings and goings, and a reaction would be the
             // bridge's own (a short notice says who reacted instead).
-            return Capabilities {
-                threads: false,
-                presence: false,
-                typing: false,
-                membership: false,
-                reactions: false,
-                ..Capabilities::ALL
-            };
+            return Capabilities { presence: false, typing: false, membership: false, reactions: false, ..Capabilities::ALL };
         }
         if room.starts_with("direct:") {
-            // One to one: no room to show presence, membership or a subject in.
+            // One to one: no room to show presence, membership or a subject
+            // in, and no threads (see `threads`).
             return Capabilities { threads: false, presence: false, membership: false, topic: false, ..Capabilities::ALL };
         }
-        Capabilities { threads: false, ..Capabilities::ALL }
+        Capabilities::ALL
     }
 
     fn is_own_sender(&self, room: &str, sender: &str) -> bool {

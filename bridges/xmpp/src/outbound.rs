@@ -391,8 +391,12 @@ pub(crate) async fn message(
 ) -> Result<Message, DeliveryError> {
     let mut urls = Vec::new();
     let mut correction = None;
+    let mut thread = None;
     match body {
-        Body::Message { attachments, .. } => {
+        Body::Message { attachments, thread: root, .. } => {
+            if let Some(root) = root {
+                thread = Some(crate::threads::id_for(inner, room, root).await);
+            }
             for a in attachments {
                 urls.push(match &inner.options.upload_service {
                     Some(service) => crate::upload::copy(inner, service, from, a).await?.unwrap_or_else(|| a.url.clone()),
@@ -403,7 +407,7 @@ pub(crate) async fn message(
         Body::Edit { target, .. } => correction = Some(correction_target(inner, room, target).await),
         _ => {}
     }
-    convert::fill(m, id, body, &urls, correction)
+    convert::fill(m, id, body, &urls, correction, thread)
 }
 
 #[cfg(test)]
