@@ -1020,3 +1020,85 @@ async fn with_oversize_file_a_long_message_is_its_first_lines_and_an_uploaded_te
     assert!(alice.seen(Duration::from_secs(2)).await.is_err(), "more than one message");
     assert_eq!(d.metric("causeway_dead_letters_total", r#"bridge="xmpp""#).await, 0.0);
 }
+
+/// Where a room shows the bridge real JIDs (non-anonymous), a person of the
+/// directory is recognised by theirs and speaks elsewhere as the person;
+/// where it hides them (semi-anonymous, the bridge no moderator), they are
+/// an occupant ghost, and the operator is told, unless the room's `nicks`
+/// map names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_are_recognised_where_the_room_shows_real_jids_and_the_operator_told_where_not() {
+    const OPEN: &str = "open@conference.xmpp.test";
+    const SEMI: &str = "semi@conference.xmpp.test";
+    const MAPPED: &str = "mapped@conference.xmpp.test";
+    let prosody = Prosody::start();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    // Alice makes the rooms before the bridge comes (so it is no owner
+    // there): semi-anonymous, as Prosody makes them, and one opened to all.
+    let mut alice_open = XmppPeer::join(&prosody, "alice", OPEN, "Alice", 0).await;
+    let form = "<iq xmlns='jabber:client' type='set' id='test-cfg-1' to='open@conference.xmpp.test'>\
+        <query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>\
+        <field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>\
+        <field var='muc#roomconfig_whois'><value>anyone</value></field></x></query></iq>";
+    alice_open.send_xml(form).await;
+    let answer = alice_open.next_matching(T, |e| e.name() == "iq" && e.attr("id") == Some("test-cfg-1")).await.unwrap();
+    assert_eq!(answer.attr("type"), Some("result"), "the room took its new configuration: {answer:?}");
+    let mut alice_semi = XmppPeer::join(&prosody, "alice", SEMI, "Alice", 0).await;
+    let mut bob_mapped = XmppPeer::join(&prosody, "bob", MAPPED, "Bobby", 0).await;
+    let url = hook.url();
+    let cfg = format!(
+        r#"
+http: {{ listen: "127.0.0.1:{{port}}" }}
+store: {{ path: "{{db}}" }}
+bridges:
+  hooks:
+    type: webhook
+    endpoints:
+      open: {{ inbound: {{ token: t1 }}, outbound: {{ url: "{url}" }} }}
+      semi: {{ inbound: {{ token: t2 }}, outbound: {{ url: "{url}" }} }}
+      mapped: {{ inbound: {{ token: t3 }}, outbound: {{ url: "{url}" }} }}
+  xmpp: {bridge}
+portals:
+  - {{ id: open, links: [{{ bridge: hooks, room: open }}, {{ bridge: xmpp, room: "{OPEN}" }}] }}
+  - {{ id: semi, links: [{{ bridge: hooks, room: semi }}, {{ bridge: xmpp, room: "{SEMI}" }}] }}
+  - {{ id: mapped, links: [{{ bridge: hooks, room: mapped }}, {{ bridge: xmpp, room: "{MAPPED}" }}] }}
+people:
+  - {{ id: alice, name: Alice Liddell, accounts: {{ xmpp: alice@xmpp.test }} }}
+  - {{ id: bob, name: Bob Builder, accounts: {{ xmpp: bob@xmpp.test }} }}
+"#,
+        bridge = prosody.bridge_config().trim_end().trim_end_matches('}').to_string()
+            + &format!(r#", nicks: {{ "{MAPPED}": {{ Bobby: bob }} }} }}"#)
+    );
+    let d = start_with(&prosody, &cfg).await;
+    for (peer, room) in [(&mut alice_open, OPEN), (&mut alice_semi, SEMI), (&mut bob_mapped, MAPPED)] {
+        let deadline = Instant::now() + T;
+        while !peer.occupants(Duration::from_millis(300)).await.contains(&"Causeway".to_string()) {
+            assert!(Instant::now() < deadline, "the bridge never joined {room}:\n{}", d.log());
+        }
+    }
+    // Who each message came from, as the webhook is told.
+    let mut from = async |peer: &mut XmppPeer, text: &str| {
+        peer.say(vec![Element::builder("body", "jabber:client").append(text).build()]).await.unwrap();
+        let deadline = Instant::now() + T;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let got =
+                tokio::time::timeout(left, hook.rx.recv()).await.unwrap_or_else(|_| panic!("{text:?} never came\n{}", d.log())).unwrap();
+            if got.json["text"].as_str().is_some_and(|t| t.contains(text)) {
+                let s = &got.json["sender"];
+                return (s["person"].as_str().map(str::to_string), s["name"].as_str().unwrap_or_default().to_string());
+            }
+        }
+    };
+    let (person, name) = from(&mut alice_open, "said in the open room").await;
+    assert_eq!((person.as_deref(), name.as_str()), (Some("alice"), "Alice Liddell"), "her real JID names her");
+    let (person, name) = from(&mut alice_semi, "said in the semi-anonymous room").await;
+    assert_eq!((person, name.as_str()), (None, "Alice"), "an occupant ghost where the room hides her JID");
+    let (person, name) = from(&mut bob_mapped, "said under a mapped nick").await;
+    assert_eq!((person.as_deref(), name.as_str()), (Some("bob"), "Bob Builder"), "the room's nick map names him");
+    let log = d.log();
+    let told: Vec<&str> = log.lines().filter(|l| l.contains("hides real JIDs")).collect();
+    assert!(told.iter().any(|l| l.contains(SEMI)), "the operator is told:\n{log}");
+    assert!(told.iter().any(|l| l.contains(MAPPED) && l.contains("except those its `nicks` map names")), "{log}");
+    assert!(!told.iter().any(|l| l.contains(OPEN)), "not where the room shows them:\n{log}");
+}

@@ -133,6 +133,14 @@ pub struct XmppOptions {
     /// was said. Prosody keeps a room's archive a week by default.
     #[serde(default = "default_catch_up_max_age", with = "humantime_serde")]
     pub catch_up_max_age: Duration,
+    /// Per room, who is behind a nick where the room hides real JIDs from
+    /// the bridge: `{ "ops@conference.example.org": { alice: alice } }`
+    /// (nick → person id; the person's account on this bridge is their
+    /// JID). Only for rooms whose nicks are reserved to their owners (a
+    /// members-only room with registered nicks): anyone who takes the nick
+    /// is taken for the person.
+    #[serde(default)]
+    pub nicks: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 fn default_catch_up_max_age() -> Duration {
@@ -295,6 +303,16 @@ impl BridgeOptions for XmppOptions {
         if self.http_connect_timeout.is_zero() || self.http_connect_timeout > self.http_timeout {
             errors.push(OptionError::new("http_connect_timeout", "must be longer than zero and at most http_timeout"));
         }
+        for (room, nicks) in &self.nicks {
+            if room.parse::<tokio_xmpp::jid::BareJid>().is_err() || room.contains('/') {
+                errors.push(OptionError::new(format!("nicks.{room}"), "is not a room's JID"));
+            }
+            for (nick, person) in nicks {
+                if nick.trim().is_empty() || person.trim().is_empty() {
+                    errors.push(OptionError::new(format!("nicks.{room}"), "a nick and a person id must not be empty"));
+                }
+            }
+        }
         if self.reconnect_initial.is_zero() || self.reconnect_max < self.reconnect_initial {
             errors.push(OptionError::new("reconnect_max", "must be at least reconnect_initial, which must be above zero"));
         }
@@ -353,6 +371,17 @@ mod tests {
         assert_eq!(with("http_timeout", "0s"), ["http_timeout", "http_connect_timeout"]);
         assert_eq!(with("http_connect_timeout", "0s"), ["http_connect_timeout"]);
         assert_eq!(with("http_connect_timeout", "31s"), ["http_connect_timeout"]);
+    }
+
+    #[test]
+    fn a_nick_map_names_rooms_and_people() {
+        let with = |nicks: serde_json::Value| paths(json!({"domain": "bridge.example.org", "secret": "s", "nicks": nicks}));
+        assert!(with(json!({"ops@conference.example.org": {"alice": "alice"}})).is_empty());
+        assert_eq!(with(json!({"not a jid@@": {"alice": "alice"}})), ["nicks.not a jid@@"]);
+        assert_eq!(with(json!({"ops@conference.example.org/nick": {}})), ["nicks.ops@conference.example.org/nick"]);
+        assert_eq!(with(json!({"ops@conference.example.org": {" ": "alice"}})), ["nicks.ops@conference.example.org"]);
+        assert_eq!(with(json!({"ops@conference.example.org": {"alice": ""}})), ["nicks.ops@conference.example.org"]);
+        assert_eq!(with(json!({"ops@conference.example.org": ["alice"]})), ["nicks.ops@conference.example.org"]);
     }
 
     #[test]

@@ -608,7 +608,45 @@ pub(crate) fn moderation(inner: &Inner, room: &str, moderated: stanzas::Moderate
 
 fn sender(inner: &Inner, room: &str, nick: &str) -> RemoteSender {
     let real = inner.state().rooms.occupants.get(room).and_then(|o| o.get(nick)).cloned().flatten();
-    RemoteSender { id: real.unwrap_or_else(|| format!("{room}/{nick}")), name: Some(nick.to_string()), avatar: None }
+    RemoteSender { id: occupant_id(inner, room, nick, real), name: Some(nick.to_string()), avatar: None }
+}
+
+/// Who an occupant is: their real bare JID where the room shows it, else
+/// the JID of the person the room's `nicks` map names for the nick, else
+/// the occupant JID (`room/nick`).
+fn occupant_id(inner: &Inner, room: &str, nick: &str, real: Option<String>) -> String {
+    real.or_else(|| {
+        let person = inner.options.nicks.get(room)?.get(nick)?;
+        inner.ctx.get()?.account_of(person)
+    })
+    .unwrap_or_else(|| format!("{room}/{nick}"))
+}
+
+/// Tell the operator, once per room, when a room hides its occupants' real
+/// JIDs from the bridge: its people are then occupant ghosts elsewhere.
+/// A room shows them when it is non-anonymous (status 100, or 172 when it
+/// became so) or when the bridge is a moderator there (an admin or owner).
+fn note_anonymity(inner: &Inner, room: &str, muc: Option<&tokio_xmpp::parsers::muc::MucUser>) {
+    use tokio_xmpp::parsers::muc::user::Role;
+    let Some(muc) = muc else { return };
+    let open = muc.status.iter().any(|s| matches!(s, Status::NonAnonymousRoom | Status::ConfigRoomNonAnonymous));
+    let moderator = muc.items.iter().any(|i| i.role == Role::Moderator);
+    let mapped = inner.options.nicks.contains_key(room);
+    let mut st = inner.state();
+    if open || moderator {
+        if st.rooms.hiding.remove(room) {
+            tracing::info!(room, "the room now shows real JIDs to the bridge");
+        }
+    } else if st.rooms.hiding.insert(room.to_string()) {
+        tracing::warn!(
+            room,
+            nick_map = mapped,
+            "the room hides real JIDs from the bridge: its people cannot be told from their nicks, so they show up elsewhere as \
+             occupant ghosts{}. Make it non-anonymous (muc#roomconfig_whois: anyone), or make the bridge's JID an admin of the room, \
+             or name its people in `nicks`",
+            if mapped { " (except those its `nicks` map names)" } else { "" }
+        );
+    }
 }
 
 fn show(p: &Presence) -> Show {
@@ -661,6 +699,9 @@ pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
         inner.settled.notify_one();
         return Vec::new();
     }
+    if mine && p.type_ == PresenceType::None {
+        note_anonymity(inner, &room, muc.as_ref());
+    }
     let mut st = inner.state();
     if mine {
         if p.type_ == PresenceType::None {
@@ -675,7 +716,7 @@ pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
     let joined = st.rooms.joined.contains(&room);
     let real = item.and_then(|i| i.jid.as_ref()).map(|j| j.to_bare().to_string());
     let occupants = st.rooms.occupants.entry(room.clone()).or_default();
-    let who = RemoteSender { id: real.clone().unwrap_or_else(|| format!("{room}/{nick}")), name: Some(nick.clone()), avatar: None };
+    let who = RemoteSender { id: occupant_id(inner, &room, &nick, real.clone()), name: Some(nick.clone()), avatar: None };
     let event = |body| Incoming { room: room.clone(), sender: who.clone(), remote_id: None, aliases: Vec::new(), at_ms: None, body };
     let mut events = Vec::new();
     match p.type_ {

@@ -116,6 +116,8 @@ struct Rooms {
     occupants: HashMap<String, HashMap<String, Option<String>>>,
     /// Stanza-ids the bridge moderated, whose announcements are its own.
     moderated: HashSet<String>,
+    /// Rooms that hide real JIDs from the bridge (the operator is told once).
+    hiding: HashSet<String>,
 }
 
 /// The ghosts: their seats in rooms and who they stand for.
