@@ -439,6 +439,19 @@ impl Router {
         if let Body::Message { reply_to: Some(parent), thread: thread @ None, .. } = &mut body {
             *thread = known.thread_of(parent, earlier);
         }
+        // Whom a message mentions, as the router names them: an account of
+        // a person as the person; someone unknown, or a bridge that is not
+        // there, is nobody to ping.
+        if let Body::Message { mentions, .. } = &mut body {
+            mentions.retain_mut(|m| match m.recipient().map(|r| self.canonical(&r)) {
+                Some(Ok(r)) => {
+                    m.who = r.to_string();
+                    true
+                }
+                Some(Err(_)) => false,
+                None => m.is_room(),
+            });
+        }
         let link = Link { bridge: bridge.to_string(), room };
         let Some(portal) = self.topology.portal(&link) else {
             return Err(Refusal { answer: Err(SubmitError::NotLinked(link.room)), dropped: None });
@@ -984,6 +997,27 @@ router:
         let taken =
             classify("b", incoming("s", "carol", Some("b-7"), Body::Reaction { target: "b-1".into(), key: "👍".into(), removed: false }));
         assert!(matches!(taken.unwrap().body, Body::Reaction { target, .. } if target == first));
+    }
+
+    #[tokio::test]
+    async fn mentions_name_people_as_the_directory_does() {
+        let w = world().await;
+        let r = &w.router;
+        let known = r.look_up(&[]).await.unwrap();
+        let mentioning = |who: &[&str]| Body::Message {
+            text: Text::plain("hey"),
+            kind: Default::default(),
+            attachments: vec![],
+            reply_to: None,
+            thread: None,
+            mentions: who.iter().map(|w| causeway_core::Mention::new(*w, Some("x".into()))).collect(),
+        };
+        let body = mentioning(&["b:alice-b", "a:stranger", "alice", "nobody", "nowhere:x", "@room", "::"]);
+        let taken = r.classify("a", incoming("r", "bob", Some("a-1"), body), &known, &[]).unwrap();
+        let Body::Message { mentions, .. } = taken.body else { panic!() };
+        let who: Vec<&str> = mentions.iter().map(|m| m.who.as_str()).collect();
+        assert_eq!(who, ["alice", "a:stranger", "alice", "@room"], "her account is her; the unknown and malformed are nobody");
+        assert!(mentions.iter().all(|m| m.text.as_deref() == Some("x")), "the words naming them stay");
     }
 
     #[tokio::test]

@@ -16,10 +16,11 @@ use common::xmpp::XmppPeer;
 const T: Duration = Duration::from_secs(30);
 
 /// From each network: a message, a reply to another network's message, an
-/// edit, a reaction and a message in one thread; every other network shows
-/// each, referencing its own ids, or the notice where it cannot show an
-/// edit or a reaction, or a reply to the thread's root where it shows no
-/// threads.
+/// edit, a reaction, a message in one thread and a mention of the next
+/// network's person; every other network shows each, referencing its own
+/// ids, or the notice where it cannot show an edit or a reaction, or a
+/// reply to the thread's root where it shows no threads; the one mentioned
+/// is pinged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_network_conformance() {
     // Mail shows edits as notices, gathered (every 2 s here).
@@ -27,8 +28,9 @@ async fn four_network_conformance() {
     let report = conformance_of_all_four(&mut w).await;
     eprintln!("{report}");
     // Texts, replies and a thread from all four (mail continues the thread
-    // by answering in it); edits and reactions from the three that make them.
-    assert_eq!(report.passed.len(), 4 + 4 + 3 + 3 + 4, "{report}");
+    // by answering in it); edits, reactions and mentions from the three
+    // that make them.
+    assert_eq!(report.passed.len(), 4 + 4 + 3 + 3 + 4 + 3, "{report}");
 }
 
 /// The conformance suite between Alice on XMPP, Bob on Matrix, Carol by
@@ -186,4 +188,23 @@ async fn prometheus_scrapes_what_the_dashboard_and_alerts_use() {
     let up = prom.query("causeway_bridge_up == 1").await;
     assert_eq!(up.len(), 4, "{up:?}");
     eprintln!("{checked} dashboard queries and {} alert metrics have data", metrics.len());
+}
+
+/// Direct conversations between people of the directory on XMPP and
+/// Matrix, opened from either side: from Matrix by inviting a ghost into a
+/// room marked direct, from XMPP by writing to a ghost, which opens a room
+/// on Matrix and invites the person there. Each message lands on the other
+/// person's own account, and the answer comes back referring to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_conversations_between_xmpp_and_matrix_people() {
+    let w = World::start_with("", |c| c, &[]).await;
+    let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
+    let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
+    let opts = conformance::Options { timeout: T, ..Default::default() };
+    let done = conformance::direct_conversation(&mut bob, &mut alice, &opts).await;
+    assert_eq!(done, Ok(true), "opened on Matrix\n{}", w.daemon.log());
+    let opts = conformance::Options { timeout: T, ..Default::default() };
+    let done = conformance::direct_conversation(&mut alice, &mut bob, &opts).await;
+    assert_eq!(done, Ok(true), "opened on XMPP\n{}", w.daemon.log());
+    assert!(w.daemon.log().matches("opened a direct conversation").count() >= 2, "{}", w.daemon.log());
 }

@@ -25,6 +25,7 @@ bridges:
     type: webhook
     endpoints:
       w: {{ inbound: {{ token: tw }}, outbound: {{ url: "{hook}" }} }}
+      dm: {{ direct: true, inbound: {{ token: tdm }}, outbound: {{ url: "{hook}" }} }}
   matrix: {bridge}
 portals:
   - id: ops
@@ -296,15 +297,15 @@ async fn matrix_conformance_with_a_webhook() {
     // The bridge created the room; it lets alice change the topic (but not
     // moderate: her redaction of someone else's message is hers alone).
     common::matrix::open_topic(&synapse, &alice.room_id).await;
-    let mut web = WebhookPeer::new("w", d.url("/bridges/hooks/w"), "tw", hook);
+    let mut web = WebhookPeer::new("w", d.url("/bridges/hooks/w"), "tw", hook).with_direct("hooks", d.url("/bridges/hooks/dm"), "tdm");
     let file = common::serve_file().await;
     let opts = conformance::Options { timeout: T, file: Some(file), ..Default::default() };
     let mut causeway = common::Restarts { daemon: &mut d, bridges: &["matrix", "hooks"] };
     let result = conformance::run(&mut web, &mut alice, &mut causeway, &opts).await;
     let report = result.unwrap_or_else(|e| panic!("{e}\n--- causeway ---\n{}\n--- synapse ---\n{}", d.log(), synapse.log()));
-    // Everything both ways; Matrix direct conversations are not bridged yet.
-    assert_eq!(report.passed.len(), 32, "{report}");
-    assert_eq!(report.skipped, ["direct conversation"], "{report}");
+    // Everything both ways, and a direct conversation.
+    assert_eq!(report.passed.len(), 35, "{report}");
+    assert!(report.skipped.is_empty(), "{report}");
 }
 
 /// Typing, the topic and comings and goings cross both ways.

@@ -555,7 +555,7 @@ async fn webhook_conformance() {
     let result = conformance::run(&mut a, &mut b, &mut causeway, &conformance::Options::default()).await;
     let report = result.unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     // Everything both ways; direct conversations are the XMPP suite's.
-    assert_eq!(report.passed.len(), 32, "{report}");
+    assert_eq!(report.passed.len(), 34, "{report}");
     assert_eq!(report.skipped, ["direct conversation"], "{report}");
 }
 

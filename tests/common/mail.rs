@@ -269,6 +269,13 @@ impl Peer for MailPeer<'_> {
     fn capabilities(&self) -> Capabilities {
         bridge().capabilities(LIST)
     }
+    /// Mail pings nobody; it names them as `@Name` (the name the other
+    /// side knows: this mailbox's, or the directory's, both starting with
+    /// the first name).
+    fn pinged(&self, seen: &Seen) -> bool {
+        let first = self.name.split_whitespace().next().unwrap_or(self.name);
+        matches!(&seen.body, Body::Message { text, .. } if text.plain.contains(&format!("@{first}")))
+    }
     /// Whether the email bridge leaves reactions out (`reactions: drop`, its default).
     fn reaction_notices(&self) -> bool {
         bridge().degrade_for(LIST, "reaction", causeway_core::Degrade::Notice) != causeway_core::Degrade::Drop

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use causeway_core::conformance::{Action, Peer, Seen};
+use causeway_core::conformance::{Account, Action, Peer, Seen};
 use causeway_core::{Attachment, Body, Capabilities, Membership, MessageKind, Show, Text};
 use serde_json::{Value, json};
 
@@ -164,8 +164,14 @@ pub struct MatrixPeer {
     presence: VecDeque<Value>,
     /// The ids of the timeline events taken so far.
     timeline: HashSet<String>,
-    /// Event id → its sender's display name, for everything seen.
+    /// Event id → its sender, for everything synced.
     names: HashMap<String, String>,
+    /// Direct conversations: the other side's user → the room.
+    dms: HashMap<String, String>,
+    /// Events of direct conversations' rooms, not yet taken.
+    direct: VecDeque<Value>,
+    /// Event id → the direct conversation's room it was said in.
+    direct_rooms: HashMap<String, String>,
     n: u32,
     pub caps: Capabilities,
     /// Causeway's appservice URL (`…/bridges/matrix`), to push to as the
@@ -189,6 +195,9 @@ impl MatrixPeer {
             buffered: VecDeque::new(),
             presence: VecDeque::new(),
             names: HashMap::new(),
+            dms: HashMap::new(),
+            direct: VecDeque::new(),
+            direct_rooms: HashMap::new(),
             timeline: HashSet::new(),
             n: 0,
             appservice: None,
@@ -301,6 +310,9 @@ impl MatrixPeer {
             // After leaving and coming back the timeline starts again with
             // history: a client shows each event once.
             for e in events {
+                if let (Some(id), Some(sender)) = (e["event_id"].as_str(), e["sender"].as_str()) {
+                    self.names.insert(id.to_string(), sender.to_string());
+                }
                 if e["event_id"].as_str().is_none_or(|id| self.timeline.insert(id.to_string())) {
                     self.buffered.push_back(e.clone());
                 }
@@ -308,6 +320,38 @@ impl MatrixPeer {
         }
         if let Some(events) = v["rooms"]["join"][&self.room_id]["ephemeral"]["events"].as_array() {
             self.buffered.extend(events.iter().cloned());
+        }
+        // Invitations into direct conversations are taken, as clients do.
+        if let Some(invites) = v["rooms"]["invite"].as_object() {
+            for (room, state) in invites {
+                let direct = state["invite_state"]["events"].as_array().is_some_and(|es| {
+                    es.iter().any(|e| {
+                        e["type"] == "m.room.member" && e["state_key"] == self.user_id.as_str() && e["content"]["is_direct"] == true
+                    })
+                });
+                let inviter = state["invite_state"]["events"]
+                    .as_array()
+                    .and_then(|es| es.iter().find(|e| e["type"] == "m.room.member" && e["state_key"] == self.user_id.as_str()))
+                    .and_then(|e| e["sender"].as_str())
+                    .map(str::to_string);
+                if direct && let Some(inviter) = inviter {
+                    self.call(reqwest::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(room)), Some(json!({}))).await?;
+                    self.dms.insert(inviter, room.clone());
+                }
+            }
+        }
+        let direct_rooms: HashSet<String> = self.dms.values().cloned().collect();
+        for room in direct_rooms {
+            if let Some(events) = v["rooms"]["join"][&room]["timeline"]["events"].as_array() {
+                for e in events {
+                    if let Some(id) = e["event_id"].as_str() {
+                        self.direct_rooms.insert(id.to_string(), room.clone());
+                    }
+                    if e["event_id"].as_str().is_none_or(|id| self.timeline.insert(id.to_string())) {
+                        self.direct.push_back(e.clone());
+                    }
+                }
+            }
         }
         if let Some(events) = v["presence"]["events"].as_array() {
             self.presence.extend(events.iter().cloned());
@@ -331,9 +375,6 @@ impl MatrixPeer {
         let deadline = Instant::now() + timeout;
         loop {
             while let Some(e) = if presence { self.presence.pop_front() } else { self.buffered.pop_front() } {
-                if let (false, Some(id), Some(sender)) = (presence, e["event_id"].as_str(), e["sender"].as_str()) {
-                    self.names.insert(id.to_string(), sender.to_string());
-                }
                 if want(&e) {
                     return Ok(e);
                 }
@@ -384,7 +425,11 @@ impl MatrixPeer {
                     };
                     let text = if attachments.is_empty() { c["body"].as_str().unwrap_or_default().to_string() } else { String::new() };
                     let kind = if msgtype == "m.emote" { MessageKind::Emote } else { MessageKind::Text };
-                    Body::Message { text: Text::plain(text), kind, attachments, reply_to, thread, mentions: vec![] }
+                    let mentions = c["m.mentions"]["user_ids"]
+                        .as_array()
+                        .map(|us| us.iter().filter_map(Value::as_str).map(causeway_core::Mention::from).collect())
+                        .unwrap_or_default();
+                    Body::Message { text: Text::plain(text), kind, attachments, reply_to, thread, mentions }
                 }
             }
             "m.reaction" => {
@@ -420,8 +465,72 @@ impl Peer for MatrixPeer {
     fn capabilities(&self) -> Capabilities {
         self.caps
     }
+    fn account(&self) -> Option<Account> {
+        Some(Account { bridge: "matrix".into(), id: self.user_id.clone() })
+    }
+    /// In a room of its own with the ghost the bridge gives `to` (as its
+    /// own code names it), invited with `is_direct`, as clients start one.
+    async fn direct(&mut self, to: &Account, text: &str, reply_to: Option<String>) -> Result<String, String> {
+        let key = causeway_core::Recipient::Account { bridge: to.bridge.clone(), id: to.id.clone() }.to_string();
+        let ghost = causeway_matrix::ghost::user_id_of("causeway_", SERVER_NAME, &key)?.to_string();
+        // An answer goes to the room of what it answers.
+        let known = reply_to.as_ref().and_then(|r| self.direct_rooms.get(r)).or_else(|| self.dms.get(&ghost)).cloned();
+        let room = match known {
+            Some(r) => r,
+            None => {
+                let body = json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [ghost]});
+                let created = self.call(reqwest::Method::POST, "/_matrix/client/v3/createRoom", Some(body)).await?;
+                let r = created["room_id"].as_str().ok_or("createRoom without room_id")?.to_string();
+                self.dms.insert(ghost.clone(), r.clone());
+                r
+            }
+        };
+        let mut c = json!({"msgtype": "m.text", "body": text});
+        if let Some(r) = reply_to {
+            c["m.relates_to"] = json!({"m.in_reply_to": {"event_id": r}});
+        }
+        self.n += 1;
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/dm-{}-{}", enc(&room), self.n, causeway_core::new_id());
+        let sent = self.call(reqwest::Method::PUT, &path, Some(c)).await?;
+        sent["event_id"].as_str().map(str::to_string).ok_or_else(|| format!("no event id: {sent}"))
+    }
+    async fn next_direct(&mut self, timeout: Duration) -> Result<Seen, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(e) = self.direct.pop_front() {
+                if let Some(s) = self.seen(&e)
+                    && matches!(s.body, Body::Message { .. })
+                {
+                    return Ok(s);
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timed out".into());
+            }
+            self.sync(left.min(Duration::from_secs(5))).await?;
+        }
+    }
+    /// Matrix clients tell their user of a message whose `m.mentions` names them.
+    fn pinged(&self, seen: &Seen) -> bool {
+        matches!(&seen.body, Body::Message { mentions, .. } if mentions.iter().any(|m| m.who == self.user_id))
+    }
     async fn act(&mut self, action: Action) -> Result<String, String> {
         match action {
+            Action::Mention { text, of } => {
+                // A pill with the display name, and `m.mentions`.
+                let user = self.names.get(&of).cloned().ok_or_else(|| format!("nobody known to have sent {of}"))?;
+                let shown = self
+                    .profile(&user)
+                    .await
+                    .ok()
+                    .and_then(|v| v["displayname"].as_str().map(str::to_string))
+                    .unwrap_or_else(|| user.clone());
+                let c = json!({"msgtype": "m.text", "body": format!("{shown}: {text}"), "format": "org.matrix.custom.html",
+                               "formatted_body": format!("<a href=\"https://matrix.to/#/{user}\">{shown}</a>: {text}"),
+                               "m.mentions": {"user_ids": [user]}});
+                self.send("m.room.message", c).await
+            }
             Action::Text { text, reply_to } => {
                 let mut c = json!({"msgtype": "m.text", "body": text});
                 if let Some(r) = reply_to {

@@ -576,6 +576,9 @@ pub struct WebhookPeer {
     /// The idempotency keys taken: a retry of one is dropped, as the
     /// webhook contract asks of a receiver.
     keys: HashSet<String>,
+    /// Id of what was seen → who sent it (a person id or `network:id`)
+    /// and their name.
+    authors: HashMap<String, (String, String)>,
 }
 
 impl WebhookPeer {
@@ -591,6 +594,7 @@ impl WebhookPeer {
             direct: None,
             held: VecDeque::new(),
             keys: HashSet::new(),
+            authors: HashMap::new(),
         }
     }
 
@@ -652,9 +656,19 @@ impl WebhookPeer {
         }
     }
 
-    fn seen(got: Received) -> Result<Seen, String> {
+    fn seen(&mut self, got: Received) -> Result<Seen, String> {
         let incoming = parse_native("x", &got.body, None).map_err(|e| e.to_string())?;
-        Ok(Seen { id: got.id, sender_name: incoming.sender.name.unwrap_or_default(), body: incoming.body })
+        let s = &got.json["sender"];
+        let who = match (s["person"].as_str(), s["network"].as_str(), s["id"].as_str()) {
+            (Some(p), _, _) => Some(p.to_string()),
+            (None, Some(net), Some(id)) => Some(format!("{net}:{id}")),
+            _ => None,
+        };
+        let name = incoming.sender.name.unwrap_or_default();
+        if let Some(who) = who {
+            self.authors.insert(got.id.clone(), (who, name.clone()));
+        }
+        Ok(Seen { id: got.id, sender_name: name, body: incoming.body })
     }
 }
 
@@ -662,6 +676,11 @@ impl WebhookPeer {
 impl Peer for WebhookPeer {
     fn label(&self) -> String {
         self.label.to_string()
+    }
+    /// A mention of this endpoint's sender (`<bridge>:<label>`).
+    fn pinged(&self, seen: &Seen) -> bool {
+        let me = |who: &str| who.split_once(':').is_some_and(|(_, id)| id == self.label);
+        matches!(&seen.body, causeway_core::Body::Message { mentions, .. } if mentions.iter().any(|m| me(&m.who)))
     }
     fn capabilities(&self) -> Capabilities {
         // An endpoint with native JSON both ways, as the tests configure it.
@@ -675,6 +694,10 @@ impl Peer for WebhookPeer {
         let body = match action {
             Action::Text { text, reply_to } => json!({"id": id, "sender": sender, "text": text, "reply_to": reply_to}),
             Action::InThread { text, root } => json!({"id": id, "sender": sender, "text": text, "thread": root}),
+            Action::Mention { text, of } => {
+                let (who, name) = self.authors.get(&of).cloned().ok_or_else(|| format!("nobody known to have sent {of}"))?;
+                json!({"id": id, "sender": sender, "text": format!("{name}: {text}"), "mentions": [{"who": who, "text": name}]})
+            }
             Action::Edit { target, text } => json!({"id": id, "sender": sender, "type": "edit", "target": target, "text": text}),
             Action::Retract { target } => json!({"id": id, "sender": sender, "type": "retract", "target": target}),
             Action::React { target, key } => json!({"id": id, "sender": sender, "type": "reaction", "target": target, "key": key}),
@@ -712,11 +735,11 @@ impl Peer for WebhookPeer {
     }
     async fn next_direct(&mut self, timeout: Duration) -> Result<Seen, String> {
         let got = self.delivery(true, timeout).await?;
-        Self::seen(got)
+        self.seen(got)
     }
     async fn next(&mut self, timeout: Duration) -> Result<Seen, String> {
         let got = self.delivery(false, timeout).await?;
-        Self::seen(got)
+        self.seen(got)
     }
 
     async fn fetch(&mut self, url: &str) -> Result<Vec<u8>, String> {

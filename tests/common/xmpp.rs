@@ -144,6 +144,10 @@ pub struct XmppPeer {
     present: HashSet<String>,
     /// Threads this client opened: thread id → the root's stanza-id.
     threads: HashMap<String, String>,
+    /// Stanza-id → the nick that said it, for everything seen.
+    authors: HashMap<String, String>,
+    /// Direct message id → who wrote it (an answer goes back there).
+    direct_from: HashMap<String, String>,
 }
 
 impl XmppPeer {
@@ -184,6 +188,8 @@ impl XmppPeer {
             jid: format!("{user}@{DOMAIN}"),
             present: HashSet::new(),
             threads: HashMap::new(),
+            authors: HashMap::new(),
+            direct_from: HashMap::new(),
         };
         match tokio::time::timeout(Duration::from_secs(10), peer.lines.next_line()).await {
             Ok(Ok(Some(l))) if l.contains("\"online\"") => {}
@@ -416,6 +422,7 @@ impl XmppPeer {
                 let id = s.attr("id").unwrap_or("").to_string();
                 let sid = child(&s, "stanza-id", NS_SID).and_then(|e| e.attr("id")).map(str::to_string).unwrap_or_else(|| id.clone());
                 self.ids.insert(id.clone(), sid.clone());
+                self.authors.insert(sid.clone(), nick.clone());
                 if nick == self.nick || child(&s, "delay", NS_DELAY).is_some() {
                     continue;
                 }
@@ -513,6 +520,10 @@ impl Peer for XmppPeer {
     fn capabilities(&self) -> Capabilities {
         self.caps
     }
+    /// XMPP clients tell their user of a message naming their nick.
+    fn pinged(&self, seen: &Seen) -> bool {
+        matches!(&seen.body, Body::Message { text, .. } if text.plain.contains(&self.nick))
+    }
     async fn act(&mut self, action: Action) -> Result<String, String> {
         let payloads = match action {
             Action::InThread { text, root } => {
@@ -526,6 +537,11 @@ impl Peer for XmppPeer {
                 let mut p = vec![text_el("body", NS_CLIENT, &text)];
                 p.extend(reply_to.map(|r| el("reply", "urn:xmpp:reply:0", &r)));
                 p
+            }
+            Action::Mention { text, of } => {
+                // As most clients do: the nick, then the text.
+                let nick = self.authors.get(&of).cloned().ok_or_else(|| format!("nobody known to have said {of}"))?;
+                vec![text_el("body", NS_CLIENT, &format!("{nick}: {text}"))]
             }
             Action::Edit { target, text } => {
                 let original = self.ids.iter().find(|(_, sid)| **sid == target).map(|(id, _)| id.clone()).unwrap_or(target);
@@ -590,10 +606,12 @@ impl Peer for XmppPeer {
         let configured = causeway::bridges::configure(&section).map_err(|e| format!("{e:?}"))?;
         let options = causeway_core::network::options_of::<causeway_xmpp::config::XmppOptions>(&*configured)?;
         let sender = causeway_core::Sender { id: to.id.clone(), person: None, name: to.id.clone(), avatar: None };
-        let ghost = causeway_xmpp::ghost::jid_of(options, COMPONENT, &sender, &to.bridge).map_err(|e| e.to_string())?;
+        let ghost = causeway_xmpp::ghost::jid_of(options, COMPONENT, &sender, &to.bridge).map_err(|e| e.to_string())?.to_string();
+        // An answer goes to whoever wrote what it answers, as a chat window does.
+        let to_jid = reply_to.as_ref().and_then(|r| self.direct_from.get(r)).cloned().unwrap_or(ghost);
         let mut payloads = vec![text_el("body", NS_CLIENT, text)];
         payloads.extend(reply_to.map(|r| el("reply", "urn:xmpp:reply:0", &r)));
-        Ok(self.chat(&ghost.to_string(), payloads).await)
+        Ok(self.chat(&to_jid, payloads).await)
     }
     async fn next_direct(&mut self, timeout: Duration) -> Result<Seen, String> {
         let m = self.next_chat(timeout).await?;
@@ -603,7 +621,10 @@ impl Peer for XmppPeer {
         let text = child(&m, "body", NS_CLIENT).map(|b| b.text()).unwrap_or_default();
         let reply_to = child(&m, "reply", "urn:xmpp:reply:0").and_then(|r| r.attr("id")).map(str::to_string);
         let sender_name = m.attr("from").unwrap_or_default().to_string();
-        Ok(Seen { id: m.attr("id").unwrap_or_default().to_string(), sender_name, body: Body::text_replying(text, reply_to) })
+        let id = m.attr("id").unwrap_or_default().to_string();
+        let bare = sender_name.split('/').next().unwrap_or_default().to_string();
+        self.direct_from.insert(id.clone(), bare);
+        Ok(Seen { id, sender_name, body: Body::text_replying(text, reply_to) })
     }
     async fn next(&mut self, timeout: Duration) -> Result<Seen, String> {
         self.seen_with(timeout, true).await

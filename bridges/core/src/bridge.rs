@@ -21,6 +21,9 @@ pub struct Capabilities {
     pub reactions: bool,
     pub replies: bool,
     pub threads: bool,
+    /// People here mention others so that they are pinged, and are pinged
+    /// by mentions from elsewhere (mail is not: it is told `@Name` only).
+    pub mentions: bool,
     pub files: bool,
     pub presence: bool,
     pub typing: bool,
@@ -38,6 +41,7 @@ impl Capabilities {
         reactions: true,
         replies: true,
         threads: true,
+        mentions: true,
         files: true,
         presence: true,
         typing: true,
@@ -53,6 +57,7 @@ impl Capabilities {
         reactions: false,
         replies: false,
         threads: false,
+        mentions: false,
         files: false,
         presence: false,
         typing: false,

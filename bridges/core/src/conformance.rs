@@ -33,6 +33,12 @@ pub enum Action {
         text: String,
         root: String,
     },
+    /// A message that mentions (pings) the author of `of` (this side's id
+    /// of a message), as a client of this network mentions someone.
+    Mention {
+        text: String,
+        of: String,
+    },
     Edit {
         target: String,
         text: String,
@@ -95,6 +101,11 @@ pub trait Peer: Send {
     /// `false` where its bridge leaves them out (email, by default).
     fn reaction_notices(&self) -> bool {
         true
+    }
+    /// Whether `seen` pings this side's user (names them so that their
+    /// client tells them). `false` where this side cannot tell.
+    fn pinged(&self, _seen: &Seen) -> bool {
+        false
     }
     /// Do `action`; returns the network's id of the message it created.
     async fn act(&mut self, action: Action) -> Result<String, String>;
@@ -217,7 +228,7 @@ pub async fn run(a: &mut dyn Peer, b: &mut dyn Peer, causeway: &mut dyn Causeway
     let mut report = Report::default();
     one_way(a, b, causeway, opts, "a→b", &mut report).await?;
     one_way(b, a, causeway, opts, "b→a", &mut report).await?;
-    let done = direct(a, b, opts).await?;
+    let done = direct_conversation(a, b, opts).await?;
     report.record("direct conversation".into(), done);
     Ok(report)
 }
@@ -276,6 +287,7 @@ async fn one_way(
         ("edit", edit(&mut way).await?),
         ("retraction", retraction(&mut way).await?),
         ("thread", thread(&mut way).await?),
+        ("mention", mention(&mut way).await?),
         ("file", file(&mut way).await?),
         ("presence", presence(&mut way).await?),
         ("typing", typing(&mut way).await?),
@@ -316,11 +328,16 @@ impl Peer for Watched<'_> {
     fn reaction_notices(&self) -> bool {
         self.inner.reaction_notices()
     }
+    fn pinged(&self, seen: &Seen) -> bool {
+        self.inner.pinged(seen)
+    }
     async fn act(&mut self, action: Action) -> Result<String, String> {
         match &action {
-            Action::Text { text, .. } | Action::InThread { text, .. } | Action::Edit { text, .. } | Action::Topic { text } => {
-                self.own.push(text.clone())
-            }
+            Action::Text { text, .. }
+            | Action::InThread { text, .. }
+            | Action::Mention { text, .. }
+            | Action::Edit { text, .. }
+            | Action::Topic { text } => self.own.push(text.clone()),
             Action::File { caption, .. } => self.own.push(caption.clone()),
             Action::Presence { status: Some(status), .. } => self.own.push(status.clone()),
             _ => {}
@@ -450,6 +467,24 @@ async fn thread(w: &mut Way<'_>) -> Result<bool, String> {
     .await?;
     if root.as_ref() != Some(&w.to_id) {
         return Err(format!("{} thread: root {root:?}, expected {:?}", w.dir, w.to_id));
+    }
+    Ok(true)
+}
+
+/// The receiving side mentions the author of the first message, the way
+/// its clients do; the sender sees a message that pings them (on mail: the
+/// text names them as `@Name`).
+async fn mention(w: &mut Way<'_>) -> Result<bool, String> {
+    if !w.to.capabilities().mentions {
+        return Ok(false);
+    }
+    let text = w.text("mention");
+    w.to.act(Action::Mention { text: text.clone(), of: w.to_id.clone() }).await?;
+    let seen =
+        expect(w.from, w.opts.timeout, "mention", |s| message_text(&s.body).filter(|(p, _, _)| p.contains(&text)).map(|_| s.clone()))
+            .await?;
+    if !w.from.pinged(&seen) {
+        return Err(format!("{} mention: {} is not pinged by {seen:?}", w.dir, w.from.label()));
     }
     Ok(true)
 }
@@ -665,7 +700,7 @@ async fn no_echo(from: &mut Watched<'_>, to: &mut dyn Peer, opts: &Options, dir:
 /// Where both sides hold direct conversations: `a` writes one to one to
 /// `b`'s account, `b` sees it and answers it, and `a` sees the answer
 /// pointing at its own message.
-async fn direct(a: &mut dyn Peer, b: &mut dyn Peer, opts: &Options) -> Result<bool, String> {
+pub async fn direct_conversation(a: &mut dyn Peer, b: &mut dyn Peer, opts: &Options) -> Result<bool, String> {
     let (Some(of_a), Some(of_b)) = (a.account(), b.account()) else {
         return Ok(false);
     };
@@ -690,8 +725,9 @@ async fn direct(a: &mut dyn Peer, b: &mut dyn Peer, opts: &Options) -> Result<bo
 
 /// The suite across many networks in one portal: from each peer in turn, a
 /// message (everyone sees it), then a reply to the previous peer's message,
-/// an edit of its own, a reaction to the next peer's message, and a
-/// message in the thread of the first peer's message ([`threads_all`]). Every
+/// an edit of its own, a reaction to the next peer's message, a message
+/// in the thread of the first peer's message ([`threads_all`]), and a
+/// mention of the next peer ([`mentions_all`]). Every
 /// other peer must show each one referencing its own id of the message
 /// meant, or — where it cannot show an edit or a reaction — the notice the
 /// router sends instead (`degrade: notice`; for a reaction only where the
@@ -703,7 +739,34 @@ pub async fn run_all(peers: &mut [&mut dyn Peer], opts: &Options) -> Result<Repo
     edits_all(peers, opts, &ids, &mut report).await?;
     reactions_all(peers, opts, &ids, &mut report).await?;
     threads_all(peers, opts, &ids, &mut report).await?;
+    mentions_all(peers, opts, &ids, &mut report).await?;
     Ok(report)
+}
+
+/// [`run_all`]: from each peer that makes mentions, one of the next peer's
+/// author; every other peer sees the message, and the one mentioned is
+/// pinged by it (on mail: named as `@Name`).
+async fn mentions_all(peers: &mut [&mut dyn Peer], opts: &Options, ids: &[Vec<String>], report: &mut Report) -> Result<(), String> {
+    let (n, t) = (peers.len(), opts.timeout);
+    for s in 0..n {
+        let m = (s + 1) % n;
+        if !peers[s].capabilities().mentions {
+            report.skipped.push(format!("mention from {}", peers[s].label()));
+            continue;
+        }
+        let text = format!("four-way mention from {} {}", peers[s].label(), opts.nonce);
+        peers[s].act(Action::Mention { text: text.clone(), of: ids[m][s].clone() }).await?;
+        for r in (0..n).filter(|&r| r != s) {
+            let seen =
+                expect(&mut *peers[r], t, "mention", |x| message_text(&x.body).filter(|(p, _, _)| p.contains(&text)).map(|_| x.clone()))
+                    .await?;
+            if r == m && !peers[r].pinged(&seen) {
+                return Err(format!("mention from {} does not ping {}: {seen:?}", peers[s].label(), peers[r].label()));
+            }
+        }
+        report.passed.push(format!("mention from {}", peers[s].label()));
+    }
+    Ok(())
 }
 
 /// [`run_all`]: a message from each peer, seen by every other. Returns
@@ -908,6 +971,8 @@ mod tests {
         restart: bool,
         /// Take markup out of the text.
         strip: bool,
+        /// Leave mentions out.
+        unmention: bool,
     }
 
     #[derive(Default)]
@@ -946,6 +1011,11 @@ mod tests {
             {
                 text.plain = text.plain.replace("<script>", "");
             }
+            if self.faults.unmention
+                && let Body::Message { mentions, .. } = &mut body
+            {
+                mentions.clear();
+            }
             self.ids.insert((from, id.to_string()), other_id.clone());
             self.ids.insert((to, other_id.clone()), id.to_string());
             self.authors.insert((from, id.to_string()), from);
@@ -972,6 +1042,9 @@ mod tests {
         fn capabilities(&self) -> Capabilities {
             Capabilities::ALL
         }
+        fn pinged(&self, seen: &Seen) -> bool {
+            matches!(&seen.body, Body::Message { mentions, .. } if mentions.iter().any(|m| m.who == format!("side:{}", self.side)))
+        }
         async fn act(&mut self, action: Action) -> Result<String, String> {
             let mut relay = self.relay.lock().unwrap();
             relay.n += 1;
@@ -987,6 +1060,14 @@ mod tests {
             let body = match action {
                 Action::Text { text, reply_to } => message(text, reply_to, None, vec![]),
                 Action::InThread { text, root } => message(text, None, Some(root), vec![]),
+                Action::Mention { text, of } => {
+                    let author = relay.authors.get(&(self.side, of)).copied().unwrap_or(self.side);
+                    let mut body = message(text, None, None, vec![]);
+                    if let Body::Message { mentions, .. } = &mut body {
+                        mentions.push(crate::event::Mention::new(format!("side:{author}"), None));
+                    }
+                    body
+                }
                 Action::File { attachment, caption } => message(caption, None, None, vec![attachment]),
                 Action::Edit { target, text } => Body::Edit { target, text: Text::plain(text) },
                 Action::Retract { target } => Body::Retract { target, moderated: false },
@@ -1061,7 +1142,7 @@ mod tests {
     async fn a_faithful_relay_passes_every_case() {
         let report = run_with(Faults::default()).await.unwrap();
         assert!(report.skipped.is_empty(), "{report}");
-        assert_eq!(report.passed.len(), 33, "{report}");
+        assert_eq!(report.passed.len(), 35, "{report}");
     }
 
     #[tokio::test]
@@ -1072,6 +1153,7 @@ mod tests {
             (Faults { redelivery: true, ..Default::default() }, "redelivery: taken twice"),
             (Faults { restart: true, ..Default::default() }, "must be seen once"),
             (Faults { strip: true, ..Default::default() }, "hostile text: arrived as"),
+            (Faults { unmention: true, ..Default::default() }, "is not pinged"),
         ];
         for (faults, says) in cases {
             let err = run_with(faults).await.expect_err(says);

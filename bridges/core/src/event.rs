@@ -85,6 +85,128 @@ pub enum Membership {
     Nick { name: String },
 }
 
+/// Someone a message mentions, so that their client tells them.
+///
+/// `who` names them as [`crate::Recipient`] does: a person of the directory
+/// by id, or an account as `bridge:id` (a bridge hands its own ghosts in as
+/// whom they stand for, and the router turns an account of a person into
+/// the person); or [`Mention::ROOM`], everyone in the room, which bridges
+/// take only from a sender the network lets ping the room. `text` is the
+/// words of the message's text that name them (a pill's text, a nick), so
+/// that each network can put its own name for them there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "MentionForm")]
+pub struct Mention {
+    pub who: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+impl Mention {
+    /// Everyone in the room (Matrix `@room`).
+    pub const ROOM: &'static str = "@room";
+
+    pub fn new(who: impl Into<String>, text: Option<String>) -> Self {
+        Mention { who: who.into(), text }
+    }
+
+    /// Whether this mentions the whole room.
+    pub fn is_room(&self) -> bool {
+        self.who == Self::ROOM
+    }
+
+    /// Who, as a recipient (`None` for the room, or a malformed name).
+    pub fn recipient(&self) -> Option<crate::Recipient> {
+        if self.is_room() { None } else { crate::Recipient::parse(&self.who) }
+    }
+}
+
+impl From<&str> for Mention {
+    fn from(who: &str) -> Self {
+        Mention::new(who, None)
+    }
+}
+
+/// A mention as written: an object, or only who (as webhooks write them).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum MentionForm {
+    Who(String),
+    Full {
+        who: String,
+        #[serde(default)]
+        text: Option<String>,
+    },
+}
+
+impl From<MentionForm> for Mention {
+    fn from(f: MentionForm) -> Self {
+        match f {
+            MentionForm::Who(who) => Mention { who, text: None },
+            MentionForm::Full { who, text } => Mention { who, text },
+        }
+    }
+}
+
+/// Put each network's name for the people `mentions` names into `plain`:
+/// where the text names someone as the sender wrote it, `name_for` gives
+/// what to write instead (a nick, `@Name`); someone the text does not name
+/// is put before it (`name: …`). Returns the text and, for each mention
+/// given a name, the byte range it has in the text.
+pub fn rename_mentions(
+    plain: &str,
+    mentions: &[Mention],
+    mut name_for: impl FnMut(&Mention) -> Option<String>,
+) -> (String, Vec<(std::ops::Range<usize>, Mention)>) {
+    let mut text = plain.to_string();
+    let mut placed: Vec<(std::ops::Range<usize>, Mention)> = Vec::new();
+    let mut prefix = Vec::new();
+    for m in mentions.iter().filter(|m| !m.is_room()) {
+        let Some(name) = name_for(m).filter(|n| !n.is_empty()) else { continue };
+        let written = m.text.as_deref().filter(|w| !w.is_empty());
+        // The first place the text names them, as a word of its own, that
+        // is not someone else's already.
+        let at = written.and_then(|w| {
+            text.match_indices(w).map(|(i, _)| i).find(|&i| {
+                let apart = !text[..i].chars().next_back().is_some_and(char::is_alphanumeric)
+                    && !text[i + w.len()..].chars().next().is_some_and(char::is_alphanumeric);
+                apart && !placed.iter().any(|(r, _)| r.contains(&i) || (i..i + w.len()).contains(&r.start))
+            })
+        });
+        match (at, written) {
+            (Some(i), Some(w)) => {
+                text.replace_range(i..i + w.len(), &name);
+                let grow = name.len() as isize - w.len() as isize;
+                for (r, _) in placed.iter_mut().filter(|(r, _)| r.start > i) {
+                    *r = (r.start as isize + grow) as usize..(r.end as isize + grow) as usize;
+                }
+                placed.push((i..i + name.len(), m.clone()));
+            }
+            _ if text.contains(&name) => {
+                let i = text.find(&name).unwrap_or(0);
+                if !placed.iter().any(|(r, _)| r.contains(&i)) {
+                    placed.push((i..i + name.len(), m.clone()));
+                }
+            }
+            _ => prefix.push((name, m.clone())),
+        }
+    }
+    if !prefix.is_empty() {
+        let head = prefix.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ") + ": ";
+        for (r, _) in placed.iter_mut() {
+            *r = r.start + head.len()..r.end + head.len();
+        }
+        let mut at = 0;
+        for (n, m) in prefix {
+            placed.push((at..at + n.len(), m));
+            at += n.len() + 2;
+        }
+        text.insert_str(0, &head);
+    }
+    placed.sort_by_key(|(r, _)| r.start);
+    (text, placed)
+}
+
 /// What happened. `R` is the type of a reference to another message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -100,9 +222,9 @@ pub enum Body<R = EventId> {
         /// The root message of the thread this message belongs to.
         #[serde(default = "none", skip_serializing_if = "Option::is_none")]
         thread: Option<R>,
-        /// Native ids (or person ids) of people mentioned.
+        /// Who the message mentions (pings).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        mentions: Vec<String>,
+        mentions: Vec<Mention>,
     },
     Edit {
         target: R,
@@ -402,5 +524,50 @@ mod tests {
     fn presence_orders_by_availability() {
         assert!(Show::Online < Show::Away);
         assert_eq!([Show::Xa, Show::Dnd, Show::Offline].into_iter().min(), Some(Show::Dnd));
+    }
+}
+
+#[cfg(test)]
+mod mention_tests {
+    use super::*;
+
+    #[test]
+    fn mentions_read_as_objects_or_as_who_alone() {
+        let ms: Vec<Mention> =
+            serde_json::from_str(r#"["alice", {"who": "matrix:@bob:m.test", "text": "Bob"}, {"who": "@room"}]"#).unwrap();
+        assert_eq!(ms[0], Mention::new("alice", None));
+        assert_eq!(ms[1], Mention::new("matrix:@bob:m.test", Some("Bob".into())));
+        assert!(ms[2].is_room() && ms[2].recipient().is_none());
+        assert_eq!(ms[1].recipient(), Some(crate::Recipient::Account { bridge: "matrix".into(), id: "@bob:m.test".into() }));
+        assert_eq!(serde_json::to_string(&ms[0]).unwrap(), r#"{"who":"alice"}"#);
+        for hostile in [r#"[1]"#, r#"[{"text": "x"}]"#, r#"[null]"#, r#"[["a"]]"#] {
+            assert!(serde_json::from_str::<Vec<Mention>>(hostile).is_err(), "{hostile}");
+        }
+    }
+
+    #[test]
+    fn each_network_puts_its_own_name_where_the_text_names_someone() {
+        let alice = Mention::new("alice", Some("Alice Liddell".into()));
+        let bob = Mention::new("bob", Some("Bob".into()));
+        let nick = |m: &Mention| Some(if m.who == "alice" { "al".to_string() } else { "bobby".to_string() });
+        let (text, at) = rename_mentions("Alice Liddell: look, Bob", &[alice.clone(), bob.clone()], nick);
+        assert_eq!(text, "al: look, bobby");
+        assert_eq!(at.iter().map(|(r, m)| (&text[r.clone()], m.who.as_str())).collect::<Vec<_>>(), [("al", "alice"), ("bobby", "bob")]);
+        // Not named in the text: put before it.
+        let (text, at) = rename_mentions("look at this", &[Mention::new("alice", None), bob.clone()], nick);
+        assert_eq!(text, "al, bobby: look at this");
+        assert_eq!(at.iter().map(|(r, _)| &text[r.clone()]).collect::<Vec<_>>(), ["al", "bobby"]);
+        // Named already as this network names them; nobody without a name; the room is no one.
+        let (text, at) = rename_mentions("al: hi", &[Mention::new("alice", None)], nick);
+        assert_eq!((text.as_str(), at.len()), ("al: hi", 1));
+        let (text, at) = rename_mentions("hi", &[alice.clone(), Mention::new(Mention::ROOM, None)], |_| None);
+        assert_eq!((text.as_str(), at.len()), ("hi", 0));
+        // Names that hold each other or repeat are each placed once.
+        let (text, _) = rename_mentions("Bob and Bob", &[bob.clone(), bob], nick);
+        assert_eq!(text, "bobby and bobby");
+        let long = Mention::new("x", Some("é".into()));
+        let (text, at) = rename_mentions("café é", &[long], |_| Some("Ünïcode".into()));
+        assert_eq!(text, "café Ünïcode", "only where it is a word of its own");
+        assert_eq!(&text[at[0].0.clone()], "Ünïcode");
     }
 }

@@ -25,7 +25,7 @@ pub use bridge::{
 };
 pub use degrade::degrade;
 pub use event::{
-    Attachment, Body, Event, EventId, Incoming, Membership, MessageKind, Origin, RemoteSender, Sender, Show, Text, new_id, now_ms,
+    Attachment, Body, Event, EventId, Incoming, Membership, Mention, MessageKind, Origin, RemoteSender, Sender, Show, Text, new_id, now_ms,
 };
 pub use network::{Configured, Network};
 pub use secret::Secret;

@@ -72,6 +72,24 @@ pub fn html_to_plain(html: &str) -> String {
     decoded.trim().to_string()
 }
 
+/// Sanitized `html` with each Matrix pill (a link to a user,
+/// `https://matrix.to/#/@…`) replaced by its text, for networks that name
+/// people by name instead of by link.
+pub fn unpill(html: &str) -> String {
+    const OPEN: &str = "<a href=\"https://matrix.to/#/@";
+    let mut out = String::with_capacity(html.len());
+    let mut rest = html;
+    while let Some(at) = rest.find(OPEN) {
+        let Some(text_at) = rest[at..].find('>').map(|i| at + i + 1) else { break };
+        let Some(end) = rest[text_at..].find("</a>").map(|i| text_at + i) else { break };
+        out.push_str(&rest[..at]);
+        out.push_str(&rest[text_at..end]);
+        rest = &rest[end + "</a>".len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Escape text for inclusion in HTML.
 pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -150,6 +168,19 @@ pub fn preview(text: &str, max_bytes: usize, rest_in: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pills_become_their_text_and_other_links_stay() {
+        let html = r#"<a href="https://matrix.to/#/@alice:m.test">Alice</a>: see <a href="https://example.org">this</a>"#;
+        assert_eq!(unpill(html), r#"Alice: see <a href="https://example.org">this</a>"#);
+        assert_eq!(
+            unpill(r#"<a href="https://matrix.to/#/#room:m.test">room</a>"#),
+            r#"<a href="https://matrix.to/#/#room:m.test">room</a>"#
+        );
+        for broken in [r#"<a href="https://matrix.to/#/@x"#, r#"<a href="https://matrix.to/#/@x">open"#, ""] {
+            assert_eq!(unpill(broken), broken);
+        }
+    }
 
     #[test]
     fn previews_keep_the_first_lines_and_say_where_the_rest_is() {

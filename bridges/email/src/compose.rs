@@ -94,6 +94,31 @@ fn list_headers<'x>(mut b: MessageBuilder<'x>, list: &'x List) -> MessageBuilder
     b
 }
 
+/// `text` with the people it mentions as `@Name` (the words naming them,
+/// or before the text where it does not), and Matrix pills as their text.
+pub fn with_mentions(text: &Text, mentions: &[causeway_core::Mention]) -> Text {
+    if mentions.iter().all(causeway_core::Mention::is_room) {
+        return text.clone();
+    }
+    let at = |m: &causeway_core::Mention| m.text.as_ref().map(|w| if w.starts_with('@') { w.clone() } else { format!("@{w}") });
+    let (plain, _) = causeway_core::event::rename_mentions(&text.plain, mentions, at);
+    let html = text.html.as_ref().map(|h| {
+        let mut h = causeway_core::text::unpill(h);
+        for m in mentions {
+            if let (Some(w), Some(named)) = (&m.text, at(m)) {
+                let w = causeway_core::text::escape_html(w);
+                if !h.contains(&causeway_core::text::escape_html(&named))
+                    && let Some(i) = h.find(&w)
+                {
+                    h.replace_range(i..i + w.len(), &causeway_core::text::escape_html(&named));
+                }
+            }
+        }
+        h
+    });
+    Text { plain, html }
+}
+
 /// One message from `sender` (already a display name) to the list.
 #[allow(clippy::too_many_arguments)]
 pub fn message(
@@ -199,6 +224,21 @@ mod tests {
 
     fn list() -> List {
         List { address: "bridge+ops@mail.test".into(), name: "Ops".into(), owner: "owner@mail.test".into() }
+    }
+
+    #[test]
+    fn mentions_are_written_at_their_name() {
+        use causeway_core::Mention;
+        let pill = r#"<a href="https://matrix.to/#/@_causeway_alice:m.test">Alice Liddell</a>: look"#;
+        let text = Text { plain: "Alice Liddell: look".into(), html: Some(pill.into()) };
+        let m = [Mention::new("alice", Some("Alice Liddell".into()))];
+        let out = with_mentions(&text, &m);
+        assert_eq!(out.plain, "@Alice Liddell: look");
+        assert_eq!(out.html.as_deref(), Some("@Alice Liddell: look"), "the pill is a name, not a link");
+        let out = with_mentions(&Text::plain("look"), &[Mention::new("bob", Some("Bob".into()))]);
+        assert_eq!(out.plain, "@Bob: look", "named before a text that does not name them");
+        let out = with_mentions(&Text::plain("all of you"), &[Mention::new(Mention::ROOM, None), Mention::new("x", None)]);
+        assert_eq!(out.plain, "all of you", "nobody named, nothing written");
     }
 
     #[test]

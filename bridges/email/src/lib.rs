@@ -537,7 +537,7 @@ impl Inner {
 
     async fn deliver(&self, d: &Delivery) -> Result<Delivered, DeliveryError> {
         let Some(ctx) = self.ctx.get() else { return Err(DeliveryError::transient("starting")) };
-        let Body::Message { text, kind, attachments, reply_to, .. } = &d.event.body else {
+        let Body::Message { text, kind, attachments, reply_to, mentions, .. } = &d.event.body else {
             // Nothing else is shown by mail (the router made notices of what can be).
             return Ok(Delivered::default());
         };
@@ -584,6 +584,7 @@ impl Inner {
             },
             None => compose::subject_for(&list, &text.plain),
         };
+        let text = &compose::with_mentions(text, mentions);
         let mail = compose::message(&list, &d.id, &sender, text, *kind, &subject, reply_to.as_deref(), &[], files, &links, &d.event.id)
             .map_err(|e| DeliveryError::permanent(format!("cannot build the mail: {e}")))?;
         if let Some(one) = &d.recipient {

@@ -226,6 +226,21 @@ impl Client {
         }
     }
 
+    /// `user`'s account data of `kind` (`m.direct`, …), if they have any.
+    pub async fn account_data(&self, user: &UserId, kind: &str) -> Result<Option<Value>, ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "user", user.as_str(), "account_data", kind], Some(user));
+        match self.call(Method::GET, url, None).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is(ErrCode::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn set_account_data(&self, user: &UserId, kind: &str, content: &Value) -> Result<(), ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "user", user.as_str(), "account_data", kind], Some(user));
+        self.call(Method::PUT, url, Some(content)).await.map(|_| ())
+    }
+
     /// Create a room (as `as_user`, else the bridge's own user).
     pub async fn create_room(&self, body: &Value, as_user: Option<&UserId>) -> Result<OwnedRoomId, ApiError> {
         let v = self.call(Method::POST, self.url(&["_matrix", "client", "v3", "createRoom"], as_user), Some(body)).await?;
@@ -302,6 +317,15 @@ impl Client {
         Ok(may_redact(&v, user.as_str()))
     }
 
+    /// Whether `user` may ping the whole of `room` (`@room`): their power
+    /// level reaches the room's `notifications.room` level (50 unless the
+    /// room says otherwise).
+    pub async fn may_ping_room(&self, room: &str, user: &UserId) -> Result<bool, ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "rooms", room, "state", "m.room.power_levels", ""], None);
+        let v = self.call(Method::GET, url, None).await?;
+        Ok(reaches(&v, user.as_str(), &["notifications", "room"]))
+    }
+
     /// Redact `event`; `content` is the redaction's content (`reason`, …).
     pub async fn redact(&self, room: &str, event: &str, txn: &str, content: &Value, as_user: &UserId) -> Result<OwnedEventId, ApiError> {
         let url = self.url(&["_matrix", "client", "v3", "rooms", room, "redact", event, txn], Some(as_user));
@@ -320,7 +344,7 @@ impl Client {
         event_id(self.call(Method::PUT, url, Some(content)).await?)
     }
 
-    /// A page of a room's timeline as the bridge's user sees it: newest
+    /// A page of a room's timeline as the bridge's user (or `as_user`) sees it: newest
     /// first from the end (`from: None`) or from a token, with the token of
     /// the next page (none at the room's start). Events stay raw, parsed
     /// one by one like those the homeserver pushes.
@@ -329,8 +353,9 @@ impl Client {
         room: &str,
         from: Option<&str>,
         limit: u32,
+        as_user: Option<&UserId>,
     ) -> Result<(Vec<ruma::serde::Raw<ruma::events::AnyTimelineEvent>>, Option<String>), ApiError> {
-        let mut url = self.url(&["_matrix", "client", "v3", "rooms", room, "messages"], None);
+        let mut url = self.url(&["_matrix", "client", "v3", "rooms", room, "messages"], as_user);
         {
             let mut q = url.query_pairs_mut();
             q.append_pair("dir", "b").append_pair("limit", &limit.to_string());
@@ -401,15 +426,30 @@ async fn answer(resp: reqwest::Response) -> Result<Value, ApiError> {
 /// From a room's `m.room.power_levels` content: may `user` redact others'
 /// events? Levels may be numbers or (in old rooms) numeric strings.
 fn may_redact(levels: &Value, user: &str) -> bool {
+    reaches(levels, user, &["redact"])
+}
+
+/// Whether `user`'s power level in `levels` reaches the level at `path`
+/// (50 where the room names none).
+fn reaches(levels: &Value, user: &str, path: &[&str]) -> bool {
     let level = |v: &Value| v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()));
-    let redact = levels.get("redact").and_then(level).unwrap_or(50);
+    let needed = path.iter().try_fold(levels, |v, k| v.get(*k)).and_then(level).unwrap_or(50);
     let mine =
         levels.get("users").and_then(|u| u.get(user)).and_then(level).or_else(|| levels.get("users_default").and_then(level)).unwrap_or(0);
-    mine >= redact
+    mine >= needed
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn who_may_ping_the_room_is_read_from_the_power_levels() {
+        let levels = serde_json::json!({"notifications": {"room": 100}, "users": {"@admin:x": 100, "@mod:x": 50}});
+        assert!(reaches(&levels, "@admin:x", &["notifications", "room"]));
+        assert!(!reaches(&levels, "@mod:x", &["notifications", "room"]));
+        assert!(reaches(&serde_json::json!({"users": {"@mod:x": 50}}), "@mod:x", &["notifications", "room"]), "50 by default");
+        assert!(!reaches(&serde_json::json!({"notifications": "nonsense"}), "@someone:x", &["notifications", "room"]));
+    }
+
     #[test]
     fn who_may_redact_is_read_from_the_power_levels() {
         let levels = serde_json::json!({"redact": 50, "users": {"@mod:x": 50, "@admin:x": "100", "@low:x": 10}, "users_default": 0});

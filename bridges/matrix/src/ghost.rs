@@ -53,8 +53,13 @@ pub fn unescape(s: &str) -> Option<String> {
 /// The ghost of a sender from `bridge`: per person when the directory knows
 /// them (one ghost whatever network they speak from), else per account.
 pub fn user_id(prefix: &str, server_name: &str, sender: &Sender, bridge: &str) -> Result<OwnedUserId, String> {
-    let key = Recipient::key_of(sender, bridge);
-    let id = format!("@{prefix}{}:{server_name}", escape(&key));
+    user_id_of(prefix, server_name, &Recipient::key_of(sender, bridge))
+}
+
+/// The ghost of whoever `key` names (a [`Recipient`] key: a person id or
+/// `bridge:id`).
+pub fn user_id_of(prefix: &str, server_name: &str, key: &str) -> Result<OwnedUserId, String> {
+    let id = format!("@{prefix}{}:{server_name}", escape(key));
     UserId::parse(&id).map_err(|e| format!("no ghost id for {key:?}: {e}"))
 }
 

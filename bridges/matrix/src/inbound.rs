@@ -18,7 +18,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use causeway_core::text::{html_to_plain, sanitize_html};
-use causeway_core::{Accepted, Attachment, Body, BridgeContext, Incoming, Membership, MessageKind, RemoteSender, Show, SubmitError, Text};
+use causeway_core::{
+    Accepted, Attachment, Body, BridgeContext, Incoming, Membership, Mention, MessageKind, RemoteSender, Show, SubmitError, Text,
+};
 use ruma::api::appservice::event::push_events::v1::EphemeralData;
 use ruma::events::room::MediaSource;
 use ruma::events::room::member::MembershipState;
@@ -329,6 +331,9 @@ pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<
         {
             inner.invited.notify_one();
         }
+        if let Some((ghost, inviter)) = crate::direct::invitation(inner, &event) {
+            crate::direct::accept(inner, ctx, &room, &ghost, &inviter).await;
+        }
         return Ok(false);
     };
     let at_ms = Some(i64::from(event.origin_server_ts().get()));
@@ -377,6 +382,21 @@ pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<
     }
     let who = display_name(inner, &room, &sender);
     let Some(mut body) = body(inner, event) else { return Ok(false) };
+    if let Body::Message { mentions, .. } = &mut body
+        && mentions.iter().any(Mention::is_room)
+    {
+        // `@room` only from those the room lets ping everyone. Unknown counts as no.
+        let may = match inner.client.may_ping_room(room.as_str(), &sender).await {
+            Ok(may) => may,
+            Err(e) => {
+                tracing::warn!(room = %room, sender = %sender, "cannot read the room's power levels; @room is not passed on: {e}");
+                false
+            }
+        };
+        if !may {
+            mentions.retain(|m| !m.is_room());
+        }
+    }
     if let Body::Retract { moderated, .. } = &mut body {
         // Someone else's message may be taken back by those the room lets
         // redact (the router checks every other retraction against its
@@ -634,8 +654,57 @@ fn message(inner: &Inner, content: RoomMessageEventContent) -> Option<Body<Strin
     if text.plain.trim().is_empty() && attachments.is_empty() {
         return None;
     }
-    let mentions = content.mentions.as_ref().map(|m| m.user_ids.iter().map(|u| u.to_string()).collect()).unwrap_or_default();
+    let mentions = content.mentions.as_ref().map(|m| mentions(inner, m, text.html.as_deref())).unwrap_or_default();
     Some(Body::Message { text, kind, attachments, reply_to, thread, mentions })
+}
+
+/// Who `m.mentions` names, each with the text of its pill in `html`: a
+/// ghost as whom it stands for, anyone else as their account on this
+/// bridge; `@room` as [`Mention::ROOM`] (kept only where the sender may
+/// ping the room, see [`event`]). The bridge's own user is nobody.
+fn mentions(inner: &Inner, m: &ruma::events::Mentions, html: Option<&str>) -> Vec<Mention> {
+    let bridge = inner.ctx.get().map_or("matrix", |c| c.name());
+    let mut out: Vec<Mention> = m
+        .user_ids
+        .iter()
+        .filter(|u| **u != inner.bot)
+        .take(MAX_MENTIONS)
+        .map(|u| {
+            let who = match crate::ghost::recipient(&inner.options.ghost_prefix, u) {
+                Some(r) => r.to_string(),
+                None => format!("{bridge}:{u}"),
+            };
+            Mention::new(who, html.and_then(|h| pill_text(h, u.as_str())))
+        })
+        .collect();
+    if m.room {
+        out.push(Mention::new(Mention::ROOM, html.and_then(|h| h.contains("@room").then(|| "@room".to_string()))));
+    }
+    out
+}
+
+/// Most mentions taken from one message.
+const MAX_MENTIONS: usize = 50;
+
+/// The text of the first pill (`<a href="https://matrix.to/#/<user>">text</a>`)
+/// for `user` in sanitized `html`, as plain text.
+pub(crate) fn pill_text(html: &str, user: &str) -> Option<String> {
+    const LINK: &str = "href=\"https://matrix.to/#/";
+    let mut rest = html;
+    while let Some(at) = rest.find(LINK) {
+        rest = &rest[at + LINK.len()..];
+        let href = &rest[..rest.find('"')?];
+        let target = href.split(['?', '/']).next().unwrap_or_default();
+        let decoded = target.replace("%40", "@").replace("%3A", ":").replace("%3a", ":");
+        let after = &rest[rest.find('>')? + 1..];
+        let inner = &after[..after.find("</a>")?];
+        if decoded == user {
+            let text = causeway_core::text::html_to_plain(inner);
+            let text = text.trim();
+            return (!text.is_empty() && text.len() <= 256).then(|| text.to_string());
+        }
+    }
+    None
 }
 
 /// Typing and presence.
@@ -737,7 +806,32 @@ mod tests {
         assert_eq!(text("", Some(&FormattedBody::html("<p>hi</p>")), false).plain.trim(), "hi");
     }
 
+    #[test]
+    fn a_pill_gives_the_words_naming_whom_it_mentions() {
+        let html =
+            r#"<a href="https://matrix.to/#/@bob:m.test">Bob</a>, <a href="https://matrix.to/#/%40alice%3Am.test">Alice &amp; co</a>: hi"#;
+        assert_eq!(pill_text(html, "@alice:m.test").as_deref(), Some("Alice & co"), "percent-encoded, entities decoded");
+        assert_eq!(pill_text(html, "@bob:m.test").as_deref(), Some("Bob"));
+        assert_eq!(pill_text(html, "@carol:m.test"), None);
+        // Hostile or broken: unterminated, empty, too long.
+        for broken in [
+            r#"<a href="https://matrix.to/#/@bob:m.test"#,
+            r#"<a href="https://matrix.to/#/@bob:m.test">Bob"#,
+            r#"<a href="https://matrix.to/#/@bob:m.test"> </a>"#,
+        ] {
+            assert_eq!(pill_text(broken, "@bob:m.test"), None, "{broken}");
+        }
+        let long = format!(r#"<a href="https://matrix.to/#/@bob:m.test">{}</a>"#, "b".repeat(300));
+        assert_eq!(pill_text(&long, "@bob:m.test"), None);
+    }
+
     proptest! {
+        #[test]
+        fn pills_in_any_html_never_panic(html in ".{0,200}", user in "@[a-z]{1,5}:[a-z.]{1,8}") {
+            let _ = pill_text(&html, &user);
+            let _ = pill_text(&format!(r#"<a href="https://matrix.to/#/{user}">{html}"#), &user);
+        }
+
         #[test]
         fn any_text_and_html_is_taken_without_panic(body in ".{0,200}", html in ".{0,200}", reply in any::<bool>()) {
             let f = FormattedBody::html(html);

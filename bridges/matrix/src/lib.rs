@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod config;
+mod direct;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod ghost;
@@ -40,6 +41,8 @@ use crate::config::MatrixOptions;
 
 /// Where a linked room's id is kept in the bridge's state.
 const ROOM_KEY: &str = "room:";
+/// Where the ghost of a direct conversation's room is kept.
+const DIRECT_GHOST_KEY: &str = "direct-ghost:";
 /// How often the bridge checks that the homeserver answers.
 const HEALTH_CHECK: Duration = Duration::from_secs(10);
 
@@ -76,6 +79,9 @@ struct State {
     last_txn: Option<u64>,
     /// When `last_txn` was last stored.
     last_txn_saved: Option<std::time::Instant>,
+    /// Direct conversation's link → the ghost in its room, who says
+    /// everything from the other side there.
+    direct_ghosts: HashMap<String, OwnedUserId>,
 }
 
 pub(crate) struct Inner {
@@ -245,7 +251,8 @@ impl Inner {
             tracing::debug!(bridge = ctx.name(), "appservice ping not answered: {e}");
         }
         tokio::spawn(inbound::reconcile_passes(self.clone(), ctx.clone()));
-        let mut pending: Vec<String> = ctx.rooms();
+        // Direct conversations' rooms are the ghosts', not the bridge user's.
+        let mut pending: Vec<String> = ctx.rooms().into_iter().filter(|l| direct::room_of(l).is_none()).collect();
         let mut backoff = causeway_core::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
         while !pending.is_empty() {
             let delay = backoff.next_wait();
@@ -283,10 +290,58 @@ impl Inner {
         }
     }
 
+    /// A direct conversation's room (`link`), with `ghost` in it; stored,
+    /// so that after a restart the same ghost speaks there.
+    async fn remember_room(&self, ctx: &BridgeContext, link: &str, room: &RoomId, ghost: &UserId) {
+        {
+            let mut st = self.state();
+            st.room_ids.insert(link.to_string(), room.to_owned());
+            st.links.insert(room.to_owned(), link.to_string());
+            st.joined.insert((room.to_owned(), ghost.to_owned()));
+            st.direct_ghosts.insert(link.to_string(), ghost.to_owned());
+        }
+        if let Err(e) = ctx.save_state(&format!("{DIRECT_GHOST_KEY}{link}"), ghost.as_str()).await {
+            tracing::warn!(room = %room, "cannot store the ghost of a direct conversation: {e}");
+        }
+    }
+
+    fn forget_room(&self, link: &str, room: &RoomId) {
+        let mut st = self.state();
+        st.room_ids.remove(link);
+        st.links.remove(room);
+        st.direct_ghosts.remove(link);
+    }
+
+    /// The ghost that speaks in a direct conversation's room.
+    fn direct_ghost(&self, link: &str) -> Option<OwnedUserId> {
+        self.state().direct_ghosts.get(link).cloned()
+    }
+
+    /// Who reads `room`'s timeline: the bridge's user, or in a direct
+    /// conversation (where it is not) the room's ghost.
+    fn reader_of(&self, room: &RoomId) -> Option<Option<OwnedUserId>> {
+        let st = self.state();
+        match st.links.get(room) {
+            Some(link) if direct::room_of(link).is_some() => st.direct_ghosts.get(link).cloned().map(Some),
+            _ => Some(None),
+        }
+    }
+
     /// Room ids known before any request: linked by id, or found at earlier
     /// starts; so transactions for them can be taken at once.
     async fn load_room_ids(&self, ctx: &BridgeContext) {
         for link in ctx.rooms() {
+            if let Some(id) = direct::room_of(&link) {
+                let ghost = ctx.load_state(&format!("{DIRECT_GHOST_KEY}{link}")).await.ok().flatten();
+                let mut st = self.state();
+                if let Some(g) = ghost.and_then(|g| OwnedUserId::try_from(g).ok()) {
+                    st.joined.insert((id.clone(), g.clone()));
+                    st.direct_ghosts.insert(link.clone(), g);
+                }
+                st.room_ids.insert(link.clone(), id.clone());
+                st.links.insert(id, link);
+                continue;
+            }
             if let Ok(id) = RoomId::parse(&link) {
                 let mut st = self.state();
                 st.room_ids.insert(link.clone(), id.clone());
@@ -499,7 +554,11 @@ impl Bridge for MatrixBridge {
         check_room(room)
     }
 
-    fn capabilities(&self, _room: &str) -> Capabilities {
+    fn capabilities(&self, room: &str) -> Capabilities {
+        if direct::room_of(room).is_some() {
+            // One to one: no presence, comings and goings or topic to show there.
+            return Capabilities { presence: false, membership: false, topic: false, ..Capabilities::ALL };
+        }
         Capabilities::ALL
     }
 
@@ -516,8 +575,11 @@ impl Bridge for MatrixBridge {
         Ok(Some(inbound::routes(self.inner.clone())))
     }
 
-    async fn open_direct(&self, _account: &str, _peer: &Sender, _peer_bridge: &str) -> Result<String, DirectError> {
-        Err(DirectError::Unsupported("direct conversations on Matrix are not bridged yet".into()))
+    async fn open_direct(&self, account: &str, peer: &Sender, peer_bridge: &str) -> Result<String, DirectError> {
+        if !self.inner.up.load(Ordering::Acquire) {
+            return Err(DirectError::Unavailable("the homeserver is not reachable yet".into()));
+        }
+        direct::open(&self.inner, account, peer, peer_bridge).await
     }
 
     async fn deliver(&self, delivery: &Delivery) -> Result<Delivered, DeliveryError> {

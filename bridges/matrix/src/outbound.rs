@@ -1,7 +1,7 @@
 //! Events → Matrix events, sent by ghosts with the delivery id as the
 //! transaction id (so a retry is the same event, never a second one).
 
-use causeway_core::{Attachment, Body, Delivered, Delivery, DeliveryError, Membership, MessageKind, Show, Text};
+use causeway_core::{Attachment, Body, Delivered, Delivery, DeliveryError, Membership, Mention, MessageKind, Recipient, Show, Text};
 use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
@@ -135,8 +135,12 @@ impl Actor<'_> {
 pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, DeliveryError> {
     let room = inner.room_id(&d.room)?;
     let sender = &d.event.sender;
-    let ghost_id = ghost::user_id(&inner.options.ghost_prefix, &inner.options.server_name, sender, &d.event.origin.bridge)
-        .map_err(DeliveryError::permanent)?;
+    // In a direct conversation, the ghost in its room says it all.
+    let ghost_id = match inner.direct_ghost(&d.room) {
+        Some(g) => g,
+        None => ghost::user_id(&inner.options.ghost_prefix, &inner.options.server_name, sender, &d.event.origin.bridge)
+            .map_err(DeliveryError::permanent)?,
+    };
     let mut puppet = inner.puppet_of(sender, &d.event.origin.bridge, &room);
     // An edit or a redaction comes from whoever sent what it changes: a
     // message the ghost sent (before the person's account was in the room)
@@ -330,10 +334,11 @@ async fn send_message(
     attachments: &[Attachment],
     reply_to: Option<&String>,
     thread: Option<&String>,
-    mentions: &[String],
+    mentions: &[Mention],
 ) -> Result<Delivered, DeliveryError> {
     let rel = relation(reply_to, thread);
-    let mentioned: Vec<&str> = mentions.iter().map(String::as_str).filter(|m| <&UserId>::try_from(*m).is_ok()).collect();
+    let (text, mentioned) = &with_pills(inner, text, mentions);
+    let everyone = mentions.iter().any(Mention::is_room);
     let mut files = Vec::new();
     let mut links = Vec::new();
     for (i, a) in attachments.iter().enumerate() {
@@ -403,11 +408,69 @@ async fn send_message(
         if let Some(rel) = &rel {
             content["m.relates_to"] = rel.clone();
         }
-        content["m.mentions"] = json!({"user_ids": mentioned});
+        content["m.mentions"] = if everyone { json!({"user_ids": mentioned, "room": true}) } else { json!({"user_ids": mentioned}) };
         let event = send(inner, room, actor, &txn, &actor.mark(content)).await?;
         first.get_or_insert(event);
     }
     Ok(Delivered { remote_id: first.map(|e| e.to_string()) })
+}
+
+/// The Matrix user a mention names: an account here as itself, a person
+/// as their account here or else their ghost, an account elsewhere as its
+/// ghost.
+fn mentioned_user(inner: &Inner, m: &Mention) -> Option<OwnedUserId> {
+    let ctx = inner.ctx.get()?;
+    let (prefix, server) = (&inner.options.ghost_prefix, &inner.options.server_name);
+    match m.recipient()? {
+        Recipient::Account { bridge, id } if bridge == ctx.name() => UserId::parse(&id).ok(),
+        Recipient::Person(p) => match ctx.account_of(&p) {
+            Some(id) => UserId::parse(&id).ok(),
+            None => ghost::user_id_of(prefix, server, &p).ok(),
+        },
+        r @ Recipient::Account { .. } => ghost::user_id_of(prefix, server, &r.to_string()).ok(),
+    }
+}
+
+/// `text` with a pill (`<a href="https://matrix.to/#/…">`) where it names
+/// someone it mentions, and the users it mentions (for `m.mentions`).
+fn with_pills(inner: &Inner, text: &Text, mentions: &[Mention]) -> (Text, Vec<String>) {
+    let users: Vec<(Mention, OwnedUserId)> = mentions.iter().filter_map(|m| mentioned_user(inner, m).map(|u| (m.clone(), u))).collect();
+    let ids: Vec<String> = users.iter().map(|(_, u)| u.to_string()).collect();
+    let named: Vec<Mention> = users.iter().map(|(m, _)| m.clone()).collect();
+    let (_, placed) = causeway_core::event::rename_mentions(&text.plain, &named, |m| m.text.clone());
+    if placed.is_empty() {
+        return (text.clone(), ids);
+    }
+    let pill = |m: &Mention, shown: &str| {
+        let user = users.iter().find(|(x, _)| x == m).map(|(_, u)| u.to_string()).unwrap_or_default();
+        format!("<a href=\"https://matrix.to/#/{}\">{}</a>", escape_html(&user), escape_html(shown))
+    };
+    let html = match &text.html {
+        // Where the HTML names them as the text does, there.
+        Some(h) => {
+            let mut h = h.clone();
+            for (_, m) in &placed {
+                if let Some(w) = &m.text
+                    && let Some(at) = h.find(&escape_html(w))
+                {
+                    h.replace_range(at..at + escape_html(w).len(), &pill(m, w));
+                }
+            }
+            h
+        }
+        None => {
+            let mut h = String::new();
+            let mut at = 0;
+            for (r, m) in &placed {
+                h.push_str(&escape_html(&text.plain[at..r.start]));
+                h.push_str(&pill(m, &text.plain[r.clone()]));
+                at = r.end;
+            }
+            h.push_str(&escape_html(&text.plain[at..]));
+            h.replace('\n', "<br>")
+        }
+    };
+    (Text { plain: text.plain.clone(), html: Some(html) }, ids)
 }
 
 #[cfg(test)]

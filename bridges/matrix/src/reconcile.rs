@@ -98,11 +98,12 @@ impl Inner {
 /// does not answer now (the next pass tries again).
 pub(crate) async fn unseen(inner: &Inner, ctx: &BridgeContext, room: &RoomId) -> Option<(Vec<Raw<AnyTimelineEvent>>, String)> {
     let mark = inner.state().marks.get(room).cloned()?;
+    let reader = inner.reader_of(room)?;
     let mut events = Vec::new();
     let (mut from, mut reached) = (None::<String>, false);
     for page in 0..MAX_PAGES {
         let limit = if page == 0 { FIRST_PAGE } else { PAGE };
-        let (chunk, end) = match inner.client.messages_back(room.as_str(), from.as_deref(), limit).await {
+        let (chunk, end) = match inner.client.messages_back(room.as_str(), from.as_deref(), limit, reader.as_deref()).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(bridge = ctx.name(), room = %room, "cannot read the room's timeline to reconcile: {e}");

@@ -93,6 +93,10 @@ pub struct InboundOptions {
     /// Without it, only a message's sender takes it back.
     #[serde(default)]
     pub may_moderate: bool,
+    /// Senders here may ping everyone in a room (a mention of `"@room"`).
+    /// Without it, such a mention is left out.
+    #[serde(default)]
+    pub may_mention_room: bool,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -426,6 +426,11 @@ async fn inbound(
         // Only an endpoint the operator trusts to moderate may say so.
         *moderated = false;
     }
+    if let Body::Message { mentions, .. } = &mut incoming.body
+        && !inb.may_mention_room
+    {
+        mentions.retain(|m| !m.is_room());
+    }
     let id = incoming.remote_id.clone();
     if let auth::Admitted::Signed { key, .. } = &admitted
         && bridge.seen.is_replay(&endpoint, key, id.as_deref(), now)

@@ -3,7 +3,7 @@
 //! recognised as an echo by its `id`).
 
 use causeway_core::text::{html_to_plain, sanitize_html};
-use causeway_core::{Attachment, Body, Event, Incoming, Membership, MessageKind, RemoteSender, Show, Text};
+use causeway_core::{Attachment, Body, Event, Incoming, Membership, Mention, MessageKind, RemoteSender, Show, Text};
 use serde::{Deserialize, Serialize};
 
 const MAX_ID: usize = 256;
@@ -60,8 +60,11 @@ pub struct Native {
     pub reply_to: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thread: Option<String>,
+    /// Who the message mentions: `{"who": person id or "bridge:id", "text":
+    /// the words naming them}` (or only the `who` string), `"@room"` for
+    /// everyone (taken only where the endpoint says `may_mention_room`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub mentions: Vec<String>,
+    pub mentions: Vec<Mention>,
     /// Edit, retraction, reaction: the message acted on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
@@ -163,6 +166,26 @@ fn parse_at(at: Option<String>) -> Result<Option<i64>, PayloadError> {
     Ok(Some(i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)))
 }
 
+/// Most mentions one message may carry.
+const MAX_MENTIONS: usize = 50;
+
+/// Mentions as a payload may carry them: a handful, each naming someone
+/// as a recipient is named (or the room), with short text.
+fn check_mentions(mentions: Vec<Mention>) -> Result<Vec<Mention>, PayloadError> {
+    if mentions.len() > MAX_MENTIONS {
+        return Err(invalid(format!("at most {MAX_MENTIONS} `mentions`")));
+    }
+    for m in &mentions {
+        if !m.is_room() && (m.recipient().is_none() || m.who.len() > MAX_ID) {
+            return Err(invalid("a mention's `who` is a person id or `bridge:id`"));
+        }
+        if m.text.as_ref().is_some_and(|t| t.len() > 256) {
+            return Err(invalid("a mention's `text` is at most 256 bytes"));
+        }
+    }
+    Ok(mentions)
+}
+
 fn check_attachments(list: &[Attachment]) -> Result<(), PayloadError> {
     if list.len() > MAX_ATTACHMENTS {
         return Err(invalid(format!("more than {MAX_ATTACHMENTS} attachments")));
@@ -213,7 +236,7 @@ pub fn parse_native_to(room: &str, body: &[u8], header_id: Option<String>) -> Re
                 attachments: n.attachments,
                 reply_to: reference("reply_to", n.reply_to)?,
                 thread: reference("thread", n.thread)?,
-                mentions: n.mentions,
+                mentions: check_mentions(n.mentions)?,
             }
         }
         "edit" => {

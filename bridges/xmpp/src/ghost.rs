@@ -63,6 +63,11 @@ pub(crate) async fn recipient_of(inner: &Inner, ghost: &BareJid) -> Result<Optio
         return Ok(Recipient::parse(&key));
     }
     let Some(node) = ghost.node() else { return Ok(None) };
+    // An account's ghost by its name (`{bridge}={id}`): someone writing to
+    // a Matrix user by the address of their ghost before it ever spoke.
+    if let Some((bridge, id)) = jid::parse_pair(&inner.options.ghost_localpart, node.as_str()) {
+        return Ok(Some(Recipient::Account { bridge, id }));
+    }
     Ok(jid::parse_single(&inner.options.person_localpart, "person", node.as_str()).map(Recipient::Person))
 }
 

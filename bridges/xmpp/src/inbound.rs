@@ -573,8 +573,12 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
         return Vec::new();
     }
     let stanza_id = convert::stanza_id(&m.payloads, Some(&room));
+    let referenced = crate::mentions::referenced(&m.payloads, &room);
     match parse_message(&room, sender(inner, &room, &nick), stanza_id, id, body_text, m) {
-        Ok(Some(incoming)) => vec![incoming],
+        Ok(Some(mut incoming)) => {
+            crate::mentions::read(inner, &room, &nick, &referenced, &mut incoming.body);
+            vec![incoming]
+        }
         Ok(None) => Vec::new(),
         Err(e) => {
             tracing::warn!(room = %room, nick = %nick, "dropping a malformed message: {e}");
@@ -614,7 +618,7 @@ fn sender(inner: &Inner, room: &str, nick: &str) -> RemoteSender {
 /// Who an occupant is: their real bare JID where the room shows it, else
 /// the JID of the person the room's `nicks` map names for the nick, else
 /// the occupant JID (`room/nick`).
-fn occupant_id(inner: &Inner, room: &str, nick: &str, real: Option<String>) -> String {
+pub(crate) fn occupant_id(inner: &Inner, room: &str, nick: &str, real: Option<String>) -> String {
     real.or_else(|| {
         let person = inner.options.nicks.get(room)?.get(nick)?;
         inner.ctx.get()?.account_of(person)

@@ -132,9 +132,37 @@ pub fn parse_single(template: &str, name: &str, node: &str) -> Option<String> {
     (!inner.is_empty()).then(|| unescape_node(inner))
 }
 
+/// The bridge and id of a localpart made from a ghost `template` of the
+/// form `…{bridge}<text>{id}…` (the default `{bridge}={id}`), unescaped:
+/// the bridge is what comes before the first `<text>` (bridge names never
+/// hold it once escaped). `None` when `node` was not made from it.
+pub fn parse_pair(template: &str, node: &str) -> Option<(String, String)> {
+    let (prefix, rest) = template.split_once("{bridge}")?;
+    let (between, suffix) = rest.split_once("{id}")?;
+    if between.is_empty() || [prefix, between, suffix].iter().any(|t| t.contains('{')) {
+        return None;
+    }
+    let inner = node.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    let (bridge, id) = inner.split_once(between)?;
+    (!bridge.is_empty() && !id.is_empty()).then(|| (unescape_node(bridge), unescape_node(id)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ghost_of_an_account_reads_back_as_its_bridge_and_id() {
+        let node = fill("{bridge}={id}", &[("bridge", "matrix"), ("id", "@bob:matrix.test")]);
+        assert_eq!(parse_pair("{bridge}={id}", &node), Some(("matrix".into(), "@bob:matrix.test".into())));
+        let node = fill("g.{bridge}={id}.x", &[("bridge", "hooks"), ("id", "a=b")]);
+        assert_eq!(parse_pair("g.{bridge}={id}.x", &node), Some(("hooks".into(), "a=b".into())));
+        assert_eq!(parse_pair("{bridge}={id}", "alice"), None, "not a ghost of an account");
+        assert_eq!(parse_pair("{bridge}={id}", "=x"), None);
+        assert_eq!(parse_pair("{bridge}={id}", "x="), None);
+        assert_eq!(parse_pair("{bridge}{id}", "xy"), None, "nothing tells them apart");
+        assert_eq!(parse_pair("{id}", "xy"), None);
+    }
 
     #[test]
     fn templates_are_filled_checked_and_read_back() {

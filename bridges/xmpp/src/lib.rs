@@ -20,6 +20,7 @@ pub mod fuzz;
 pub mod ghost;
 pub mod inbound;
 pub mod jid;
+mod mentions;
 pub mod ns;
 pub mod outbound;
 pub mod stanzas;
@@ -749,7 +750,16 @@ impl Bridge for XmppBridge {
             // One account speaks for everyone: it cannot show their presence,
             // typing or comings and goings, and a reaction would be the
             // bridge's own (a short notice says who reacted instead).
-            return Capabilities { presence: false, typing: false, membership: false, reactions: false, ..Capabilities::ALL };
+            // A name in a relayed message stands for nobody in the room
+            // (mentions going in still name the people there).
+            return Capabilities {
+                mentions: false,
+                presence: false,
+                typing: false,
+                membership: false,
+                reactions: false,
+                ..Capabilities::ALL
+            };
         }
         if room.starts_with("direct:") {
             // One to one: no room to show presence, membership or a subject

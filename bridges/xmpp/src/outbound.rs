@@ -389,6 +389,8 @@ pub(crate) async fn message(
     id: &str,
     body: &Body<String>,
 ) -> Result<Message, DeliveryError> {
+    let mentioned = crate::mentions::write(inner, room, body);
+    let body = mentioned.as_ref().unwrap_or(body);
     let mut urls = Vec::new();
     let mut correction = None;
     let mut thread = None;
