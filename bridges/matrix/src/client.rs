@@ -312,18 +312,20 @@ impl Client {
     /// power level (the room's `users`, else `users_default`) reaches its
     /// `redact` level (50 unless the room says otherwise).
     pub async fn may_redact(&self, room: &str, user: &UserId) -> Result<bool, ApiError> {
+        Ok(may_redact(&self.power_levels(room).await?, user.as_str()))
+    }
+
+    /// The content of `room`'s `m.room.power_levels`.
+    async fn power_levels(&self, room: &str) -> Result<Value, ApiError> {
         let url = self.url(&["_matrix", "client", "v3", "rooms", room, "state", "m.room.power_levels", ""], None);
-        let v = self.call(Method::GET, url, None).await?;
-        Ok(may_redact(&v, user.as_str()))
+        self.call(Method::GET, url, None).await
     }
 
     /// Whether `user` may ping the whole of `room` (`@room`): their power
     /// level reaches the room's `notifications.room` level (50 unless the
     /// room says otherwise).
     pub async fn may_ping_room(&self, room: &str, user: &UserId) -> Result<bool, ApiError> {
-        let url = self.url(&["_matrix", "client", "v3", "rooms", room, "state", "m.room.power_levels", ""], None);
-        let v = self.call(Method::GET, url, None).await?;
-        Ok(reaches(&v, user.as_str(), &["notifications", "room"]))
+        Ok(reaches(&self.power_levels(room).await?, user.as_str(), &["notifications", "room"]))
     }
 
     /// Redact `event`; `content` is the redaction's content (`reason`, …).

@@ -16,9 +16,6 @@ use serde_json::json;
 
 use crate::{Inner, ghost};
 
-/// How much of a new conversation is read back once its ghost has joined.
-const SAID_BEFORE: u32 = 20;
-
 /// How a direct conversation's room is linked.
 pub(crate) const PREFIX: &str = "direct:";
 
@@ -44,17 +41,18 @@ pub(crate) fn invitation(inner: &Inner, event: &AnyTimelineEvent) -> Option<(Own
 }
 
 /// Take `ghost`'s invitation by `inviter` into `room`: join it and open
-/// the conversation with whom the ghost stands for. Where that cannot be,
-/// say why in the room and leave it.
-pub(crate) async fn accept(inner: &Inner, ctx: &BridgeContext, room: &RoomId, ghost: &UserId, inviter: &UserId) {
-    let Some(with) = ghost::recipient(&inner.options.ghost_prefix, ghost) else { return };
+/// the conversation with whom the ghost stands for (`true` when opened:
+/// what was said before the ghost joined is then to be read back). Where
+/// that cannot be, say why in the room and leave it.
+pub(crate) async fn accept(inner: &Inner, ctx: &BridgeContext, room: &RoomId, ghost: &UserId, inviter: &UserId) -> bool {
+    let Some(with) = ghost::recipient(&inner.options.ghost_prefix, ghost) else { return false };
     if let Err(e) = inner.client.register(ghost.localpart()).await {
         tracing::warn!(bridge = ctx.name(), ghost = %ghost, "cannot register the ghost invited to a direct conversation: {e}");
-        return;
+        return false;
     }
     if let Err(e) = inner.client.join(room.as_str(), Some(ghost)).await {
         tracing::warn!(bridge = ctx.name(), ghost = %ghost, room = %room, "cannot join a direct conversation: {e}");
-        return;
+        return false;
     }
     let link = link(room);
     inner.remember_room(ctx, &link, room, ghost).await;
@@ -62,17 +60,7 @@ pub(crate) async fn accept(inner: &Inner, ctx: &BridgeContext, room: &RoomId, gh
     match ctx.open_direct(&link, &with, initiator).await {
         Ok(portal) => {
             tracing::info!(bridge = ctx.name(), room = %room, with = %with, portal, "a Matrix user opened a direct conversation");
-            // What was said before the ghost joined was pushed to nobody.
-            match inner.client.messages_back(room.as_str(), None, SAID_BEFORE, Some(ghost)).await {
-                Ok((page, _)) => {
-                    for raw in page.into_iter().rev() {
-                        if let Err(e) = Box::pin(crate::inbound::timeline_event(inner, ctx, raw)).await {
-                            tracing::warn!(bridge = ctx.name(), room = %room, "a message of a new direct conversation not taken: {e}");
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(bridge = ctx.name(), room = %room, "cannot read what was said before the ghost joined: {e}"),
-            }
+            true
         }
         Err(e) => {
             tracing::info!(bridge = ctx.name(), room = %room, from = %inviter, with = %with, "direct conversation refused: {e}");
@@ -81,6 +69,7 @@ pub(crate) async fn accept(inner: &Inner, ctx: &BridgeContext, room: &RoomId, gh
             let _ = inner.client.send(room.as_str(), "m.room.message", &txn, &notice, ghost).await;
             let _ = inner.client.leave(room.as_str(), ghost).await;
             inner.forget_room(&link, room);
+            false
         }
     }
 }

@@ -331,8 +331,10 @@ pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<
         {
             inner.invited.notify_one();
         }
-        if let Some((ghost, inviter)) = crate::direct::invitation(inner, &event) {
-            crate::direct::accept(inner, ctx, &room, &ghost, &inviter).await;
+        if let Some((ghost, inviter)) = crate::direct::invitation(inner, &event)
+            && crate::direct::accept(inner, ctx, &room, &ghost, &inviter).await
+        {
+            said_before_the_ghost(inner, ctx, &room, &ghost).await;
         }
         return Ok(false);
     };
@@ -410,6 +412,25 @@ pub(crate) async fn timeline_event(inner: &Inner, ctx: &BridgeContext, raw: Raw<
         };
     }
     submit(ctx, Incoming { room: link, sender: who, remote_id: Some(event_id), aliases: Vec::new(), at_ms, body }).await
+}
+
+/// How much of a new direct conversation is read back once its ghost has joined.
+const SAID_BEFORE: u32 = 20;
+
+/// Take what was said in a new direct conversation before its ghost joined
+/// (pushed to nobody), read as the ghost; what was taken already is
+/// recognised by event id.
+async fn said_before_the_ghost(inner: &Inner, ctx: &BridgeContext, room: &ruma::RoomId, ghost: &ruma::UserId) {
+    match inner.client.messages_back(room.as_str(), None, SAID_BEFORE, Some(ghost)).await {
+        Ok((page, _)) => {
+            for raw in page.into_iter().rev() {
+                if let Err(e) = Box::pin(timeline_event(inner, ctx, raw)).await {
+                    tracing::warn!(bridge = ctx.name(), room = %room, "a message of a new direct conversation not taken: {e}");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(bridge = ctx.name(), room = %room, "cannot read what was said before the ghost joined: {e}"),
+    }
 }
 
 /// Take what the homeserver has in every linked room with a mark but did

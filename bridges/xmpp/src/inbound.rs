@@ -612,18 +612,7 @@ pub(crate) fn moderation(inner: &Inner, room: &str, moderated: stanzas::Moderate
 
 fn sender(inner: &Inner, room: &str, nick: &str) -> RemoteSender {
     let real = inner.state().rooms.occupants.get(room).and_then(|o| o.get(nick)).cloned().flatten();
-    RemoteSender { id: occupant_id(inner, room, nick, real), name: Some(nick.to_string()), avatar: None }
-}
-
-/// Who an occupant is: their real bare JID where the room shows it, else
-/// the JID of the person the room's `nicks` map names for the nick, else
-/// the occupant JID (`room/nick`).
-pub(crate) fn occupant_id(inner: &Inner, room: &str, nick: &str, real: Option<String>) -> String {
-    real.or_else(|| {
-        let person = inner.options.nicks.get(room)?.get(nick)?;
-        inner.ctx.get()?.account_of(person)
-    })
-    .unwrap_or_else(|| format!("{room}/{nick}"))
+    RemoteSender { id: inner.occupant_id(room, nick, real), name: Some(nick.to_string()), avatar: None }
 }
 
 /// Tell the operator, once per room, when a room hides its occupants' real
@@ -720,7 +709,7 @@ pub(crate) fn presence(inner: &Inner, p: Presence) -> Vec<Incoming> {
     let joined = st.rooms.joined.contains(&room);
     let real = item.and_then(|i| i.jid.as_ref()).map(|j| j.to_bare().to_string());
     let occupants = st.rooms.occupants.entry(room.clone()).or_default();
-    let who = RemoteSender { id: occupant_id(inner, &room, &nick, real.clone()), name: Some(nick.clone()), avatar: None };
+    let who = RemoteSender { id: inner.occupant_id(&room, &nick, real.clone()), name: Some(nick.clone()), avatar: None };
     let event = |body| Incoming { room: room.clone(), sender: who.clone(), remote_id: None, aliases: Vec::new(), at_ms: None, body };
     let mut events = Vec::new();
     match p.type_ {

@@ -242,6 +242,17 @@ impl XmppBridge {
 }
 
 impl Inner {
+    /// Who an occupant is: their real bare JID where the room shows it, else
+    /// the JID of the person the room's `nicks` map names for the nick, else
+    /// the occupant JID (`room/nick`).
+    pub(crate) fn occupant_id(&self, room: &str, nick: &str, real: Option<String>) -> String {
+        real.or_else(|| {
+            let person = self.options.nicks.get(room)?.get(nick)?;
+            self.ctx.get()?.account_of(person)
+        })
+        .unwrap_or_else(|| format!("{room}/{nick}"))
+    }
+
     /// The component's domain, under which ghosts live (empty in client mode).
     fn domain(&self) -> &str {
         match &self.connect {

@@ -41,7 +41,7 @@ pub(crate) fn read(inner: &Inner, room: &str, from_nick: &str, referenced: &[Str
             return st.ghost.ghosts.get(*jid).cloned();
         }
         let real = occupants?.get(nick)?.clone();
-        Some(format!("{bridge}:{}", crate::inbound::occupant_id(inner, room, nick, real)))
+        Some(format!("{bridge}:{}", inner.occupant_id(room, nick, real)))
     };
     let mut nicks: Vec<String> = Vec::new();
     // The longest nick the text starts with, followed by `:` or `,`.
