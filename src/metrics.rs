@@ -124,7 +124,11 @@ impl Metrics {
         let fetch_refused = Family::<ReasonLabel, Counter>::default();
         let held_back = Family::<ReasonLabel, Counter>::default();
         registry.register("events_received", "Events accepted from a network and stored", received.clone());
-        registry.register("events_dropped", "Inbound events not stored (duplicate, loop, unknown_target)", dropped.clone());
+        registry.register(
+            "events_dropped",
+            "Inbound events not stored (duplicate, loop, unknown_target, forged_reference, own_message)",
+            dropped.clone(),
+        );
         registry.register("inbound_rejected", "Inbound requests refused before they became events", rejected.clone());
         registry.register("events_delivered", "Deliveries the target network accepted", delivered.clone());
         registry.register("deliveries_skipped", "Deliveries degraded away for the target", skipped.clone());
@@ -211,7 +215,7 @@ impl Metrics {
         for r in ["transient", "permanent"] {
             let _ = self.failed.get_or_create(&reason(name, r));
         }
-        for r in ["duplicate", "loop", "unknown_target", "forged_reference"] {
+        for r in ["duplicate", "loop", "unknown_target", "forged_reference", "own_message"] {
             let _ = self.dropped.get_or_create(&reason(name, r));
         }
     }

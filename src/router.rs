@@ -466,6 +466,12 @@ impl Router {
                 Accepted::Ignored { reason: "only its sender may change or take back a message" },
             ));
         }
+        // Having seen one's own message is no news to anyone.
+        if let Body::Read { target } = &body
+            && known.author_of(target, earlier).is_some_and(|a| a.may_change(bridge, &sender))
+        {
+            return Err(Refusal::dropped("own_message", Accepted::Ignored { reason: "a read marker of the reader's own message" }));
+        }
         Ok(Taken { link, portal, sender, body, remote_id, aliases, at_ms: at_ms.unwrap_or_else(now_ms) })
     }
 
@@ -997,6 +1003,14 @@ router:
         let taken =
             classify("b", incoming("s", "carol", Some("b-7"), Body::Reaction { target: "b-1".into(), key: "👍".into(), removed: false }));
         assert!(matches!(taken.unwrap().body, Body::Reaction { target, .. } if target == first));
+
+        // Anyone may have seen a message, but having seen one's own is no news.
+        let read = |target: &str| Body::Read { target: target.into() };
+        let (answer, dropped) = refused(classify("a", incoming("r", "bob", None, read("a-1"))));
+        assert!(matches!(answer, Ok(Accepted::Ignored { .. })), "bob read what bob wrote");
+        assert_eq!(dropped, Some("own_message"));
+        let taken = classify("b", incoming("s", "carol", None, read("b-1"))).unwrap();
+        assert!(matches!(taken.body, Body::Read { target } if target == first));
     }
 
     #[tokio::test]

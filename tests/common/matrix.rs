@@ -341,6 +341,11 @@ impl MatrixPeer {
             }
         }
         let direct_rooms: HashSet<String> = self.dms.values().cloned().collect();
+        for room in &direct_rooms {
+            if let Some(events) = v["rooms"]["join"][room]["ephemeral"]["events"].as_array() {
+                self.direct.extend(events.iter().filter(|e| e["type"] == "m.receipt").cloned());
+            }
+        }
         for room in direct_rooms {
             if let Some(events) = v["rooms"]["join"][&room]["timeline"]["events"].as_array() {
                 for e in events {
@@ -494,10 +499,31 @@ impl Peer for MatrixPeer {
         let sent = self.call(reqwest::Method::PUT, &path, Some(c)).await?;
         sent["event_id"].as_str().map(str::to_string).ok_or_else(|| format!("no event id: {sent}"))
     }
+    fn read_markers(&self) -> bool {
+        true
+    }
+    /// A read receipt (`m.read`) for the event, in its conversation's room.
+    async fn mark_read(&mut self, id: &str) -> Result<(), String> {
+        let room = self.direct_rooms.get(id).cloned().ok_or_else(|| format!("no direct message {id} seen"))?;
+        let path = format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(id));
+        self.call(reqwest::Method::POST, &path, Some(json!({}))).await.map(|_| ())
+    }
     async fn next_direct(&mut self, timeout: Duration) -> Result<Seen, String> {
         let deadline = Instant::now() + timeout;
         loop {
             while let Some(e) = self.direct.pop_front() {
+                if e["type"] == "m.receipt" {
+                    // {event id: {"m.read": {user: …}}}, by someone else.
+                    let read = e["content"].as_object().and_then(|c| {
+                        c.iter()
+                            .find(|(_, r)| r["m.read"].as_object().is_some_and(|u| u.keys().any(|k| *k != self.user_id)))
+                            .map(|(ev, _)| ev.clone())
+                    });
+                    if let Some(target) = read {
+                        return Ok(Seen { id: String::new(), sender_name: String::new(), body: Body::Read { target } });
+                    }
+                    continue;
+                }
                 if let Some(s) = self.seen(&e)
                     && matches!(s.body, Body::Message { .. })
                 {

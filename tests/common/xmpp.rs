@@ -613,10 +613,28 @@ impl Peer for XmppPeer {
         payloads.extend(reply_to.map(|r| el("reply", "urn:xmpp:reply:0", &r)));
         Ok(self.chat(&to_jid, payloads).await)
     }
+    fn read_markers(&self) -> bool {
+        true
+    }
+    /// A displayed marker (XEP-0333) to whoever wrote it.
+    async fn mark_read(&mut self, id: &str) -> Result<(), String> {
+        let to = self.direct_from.get(id).cloned().ok_or_else(|| format!("no direct message {id} seen"))?;
+        let marker = Element::builder("displayed", "urn:xmpp:chat-markers:0").attr(xml_ncname!("id").into(), id).build();
+        self.chat(&to, vec![marker]).await;
+        Ok(())
+    }
     async fn next_direct(&mut self, timeout: Duration) -> Result<Seen, String> {
         let m = self.next_chat(timeout).await?;
         if m.attr("type") == Some("error") {
             return Err(format!("an error came back: {m:?}"));
+        }
+        if let Some(d) = child(&m, "displayed", "urn:xmpp:chat-markers:0") {
+            let target = d.attr("id").unwrap_or_default().to_string();
+            return Ok(Seen {
+                id: String::new(),
+                sender_name: m.attr("from").unwrap_or_default().to_string(),
+                body: Body::Read { target },
+            });
         }
         let text = child(&m, "body", NS_CLIENT).map(|b| b.text()).unwrap_or_default();
         let reply_to = child(&m, "reply", "urn:xmpp:reply:0").and_then(|r| r.attr("id")).map(str::to_string);

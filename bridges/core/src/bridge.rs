@@ -29,6 +29,9 @@ pub struct Capabilities {
     pub typing: bool,
     pub membership: bool,
     pub topic: bool,
+    /// Read markers (who has seen what): where the bridge's
+    /// `read_markers` option takes them (direct conversations by default).
+    pub read_markers: bool,
 }
 
 impl Capabilities {
@@ -47,6 +50,7 @@ impl Capabilities {
         typing: true,
         membership: true,
         topic: true,
+        read_markers: true,
     };
     /// Plain text messages only.
     pub const TEXT_ONLY: Capabilities = Capabilities {
@@ -63,9 +67,58 @@ impl Capabilities {
         typing: false,
         membership: false,
         topic: false,
+        read_markers: false,
     };
     /// Receives nothing.
     pub const NONE: Capabilities = Capabilities { outbound: false, ..Capabilities::TEXT_ONLY };
+}
+
+/// Where a bridge passes read markers on (its `read_markers` option):
+/// `direct`, `all` or `off` (YAML's bare `off` and `false` read as a
+/// boolean, taken as `off` too).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", try_from = "ReadMarkersOption")]
+pub enum ReadMarkers {
+    /// In direct conversations only: in a group chat they would be noise.
+    #[default]
+    Direct,
+    /// In group chats too.
+    All,
+    /// Nowhere.
+    Off,
+}
+
+/// `read_markers` as written: a name, or a boolean where YAML made one of `off`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ReadMarkersOption {
+    Flag(bool),
+    Name(String),
+}
+
+impl TryFrom<ReadMarkersOption> for ReadMarkers {
+    type Error = String;
+    fn try_from(o: ReadMarkersOption) -> Result<Self, String> {
+        match o {
+            ReadMarkersOption::Flag(false) => Ok(ReadMarkers::Off),
+            ReadMarkersOption::Name(n) if n == "direct" => Ok(ReadMarkers::Direct),
+            ReadMarkersOption::Name(n) if n == "all" => Ok(ReadMarkers::All),
+            ReadMarkersOption::Name(n) if n == "off" => Ok(ReadMarkers::Off),
+            ReadMarkersOption::Flag(true) => Err("read_markers: say where, `direct` or `all`".into()),
+            ReadMarkersOption::Name(n) => Err(format!("read_markers: unknown value {n:?}, expected direct, all or off")),
+        }
+    }
+}
+
+impl ReadMarkers {
+    /// Whether a room (a direct conversation's, or a group chat) shows them.
+    pub fn shown(self, direct: bool) -> bool {
+        match self {
+            ReadMarkers::Direct => direct,
+            ReadMarkers::All => true,
+            ReadMarkers::Off => false,
+        }
+    }
 }
 
 /// What to do with an event the target cannot show as such.
@@ -474,5 +527,19 @@ mod tests {
         for bad in ["", "  ", ":x", "x:", ":"] {
             assert_eq!(Recipient::parse(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn read_markers_take_names_and_the_boolean_yaml_makes_of_off() {
+        let read = |v: serde_json::Value| serde_json::from_value::<ReadMarkers>(v).map_err(|e| e.to_string());
+        assert_eq!(read("direct".into()), Ok(ReadMarkers::Direct));
+        assert_eq!(read("all".into()), Ok(ReadMarkers::All));
+        assert_eq!(read("off".into()), Ok(ReadMarkers::Off));
+        assert_eq!(read(false.into()), Ok(ReadMarkers::Off));
+        assert!(read(true.into()).unwrap_err().contains("direct` or `all"));
+        assert!(read("sometimes".into()).unwrap_err().contains("unknown value"));
+        assert!(read(3.into()).is_err());
+        assert!(ReadMarkers::Direct.shown(true) && !ReadMarkers::Direct.shown(false));
+        assert!(ReadMarkers::All.shown(false) && !ReadMarkers::Off.shown(true));
     }
 }

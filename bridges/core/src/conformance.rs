@@ -132,6 +132,16 @@ pub trait Peer: Send {
     async fn direct(&mut self, _to: &Account, _text: &str, _reply_to: Option<String>) -> Result<String, String> {
         Err(format!("{} holds no direct conversations", self.label()))
     }
+    /// Whether this side shows read markers in direct conversations (and
+    /// makes them, [`Peer::mark_read`]).
+    fn read_markers(&self) -> bool {
+        false
+    }
+    /// Say that this side has seen the direct message `id` (its own id of
+    /// it), as a client does when the person looks at it.
+    async fn mark_read(&mut self, _id: &str) -> Result<(), String> {
+        Err(format!("{} makes no read markers", self.label()))
+    }
     /// The next direct message to this side, waiting at most `timeout`.
     async fn next_direct(&mut self, _timeout: Duration) -> Result<Seen, String> {
         Err(format!("{} holds no direct conversations", self.label()))
@@ -699,7 +709,8 @@ async fn no_echo(from: &mut Watched<'_>, to: &mut dyn Peer, opts: &Options, dir:
 
 /// Where both sides hold direct conversations: `a` writes one to one to
 /// `b`'s account, `b` sees it and answers it, and `a` sees the answer
-/// pointing at its own message.
+/// pointing at its own message; where both show read markers, `b` marks
+/// `a`'s message seen and `a` is told of it.
 pub async fn direct_conversation(a: &mut dyn Peer, b: &mut dyn Peer, opts: &Options) -> Result<bool, String> {
     let (Some(of_a), Some(of_b)) = (a.account(), b.account()) else {
         return Ok(false);
@@ -711,7 +722,7 @@ pub async fn direct_conversation(a: &mut dyn Peer, b: &mut dyn Peer, opts: &Opti
     })
     .await?;
     let answer = format!("conformance direct answer {}", opts.nonce);
-    b.direct(&of_a, &answer, Some(b_id)).await?;
+    b.direct(&of_a, &answer, Some(b_id.clone())).await?;
     let reply_to = expect_in(a, true, opts.timeout, "direct answer", |s| {
         message_text(&s.body).filter(|(p, _, _)| p.contains(&answer)).map(|(_, reply_to, _)| reply_to.cloned())
     })
@@ -719,6 +730,18 @@ pub async fn direct_conversation(a: &mut dyn Peer, b: &mut dyn Peer, opts: &Opti
     let both_reply = a.capabilities().replies && b.capabilities().replies;
     if both_reply && reply_to.as_ref() != Some(&a_id) {
         return Err(format!("direct answer refers to {reply_to:?}, expected {a_id:?}"));
+    }
+    // Where both show read markers: b has seen a's message, and a is told.
+    if a.read_markers() && b.read_markers() {
+        b.mark_read(&b_id).await?;
+        let read = expect_in(a, true, opts.timeout, "read marker", |s| match &s.body {
+            Body::Read { target } => Some(target.clone()),
+            _ => None,
+        })
+        .await?;
+        if read != a_id {
+            return Err(format!("read marker for {read:?}, expected {a_id:?}"));
+        }
     }
     Ok(true)
 }
@@ -973,6 +996,8 @@ mod tests {
         strip: bool,
         /// Leave mentions out.
         unmention: bool,
+        /// Lose read markers.
+        unread: bool,
     }
 
     #[derive(Default)]
@@ -1114,6 +1139,18 @@ mod tests {
         async fn next_direct(&mut self, _timeout: Duration) -> Result<Seen, String> {
             self.relay.lock().unwrap().direct[self.side].pop_front().ok_or_else(|| "nothing more".to_string())
         }
+        fn read_markers(&self) -> bool {
+            true
+        }
+        async fn mark_read(&mut self, id: &str) -> Result<(), String> {
+            let mut relay = self.relay.lock().unwrap();
+            if relay.faults.unread {
+                return Ok(());
+            }
+            let target = relay.ids.get(&(self.side, id.to_string())).cloned().unwrap_or_else(|| id.to_string());
+            relay.direct[1 - self.side].push_back(Seen { id: String::new(), sender_name: self.label(), body: Body::Read { target } });
+            Ok(())
+        }
     }
 
     struct Restarts(Arc<Mutex<Relay>>);
@@ -1154,6 +1191,7 @@ mod tests {
             (Faults { restart: true, ..Default::default() }, "must be seen once"),
             (Faults { strip: true, ..Default::default() }, "hostile text: arrived as"),
             (Faults { unmention: true, ..Default::default() }, "is not pinged"),
+            (Faults { unread: true, ..Default::default() }, "waiting for read marker"),
         ];
         for (faults, says) in cases {
             let err = run_with(faults).await.expect_err(says);

@@ -57,6 +57,9 @@ pub fn degrade(body: Body<Option<String>>, caps: &Capabilities, policy: Degrade)
         Body::Presence { show, status } => caps.presence.then_some(Body::Presence { show, status }),
         Body::Typing { active } => caps.typing.then_some(Body::Typing { active }),
         Body::Membership(m) => caps.membership.then_some(Body::Membership(m)),
+        Body::Read { target: Some(target) } if caps.read_markers => Some(Body::Read { target }),
+        // Never shown as a notice: it would be noise.
+        Body::Read { .. } => None,
         Body::Topic { text } if caps.topic => Some(Body::Topic { text }),
         Body::Topic { text } => notice(format!("changed the topic to: {text}"), None),
     }

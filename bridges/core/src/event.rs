@@ -257,6 +257,11 @@ pub enum Body<R = EventId> {
     Topic {
         text: String,
     },
+    /// The sender has seen everything up to `target` (a read receipt, a
+    /// displayed marker).
+    Read {
+        target: R,
+    },
 }
 
 fn none<R>() -> Option<R> {
@@ -292,6 +297,7 @@ impl<R> Body<R> {
             Body::Typing { .. } => "typing",
             Body::Membership(_) => "membership",
             Body::Topic { .. } => "topic",
+            Body::Read { .. } => "read",
         }
     }
 
@@ -305,7 +311,7 @@ impl<R> Body<R> {
     pub fn refs(&self) -> Vec<&R> {
         match self {
             Body::Message { reply_to, thread, .. } => reply_to.iter().chain(thread.iter()).collect(),
-            Body::Edit { target, .. } | Body::Retract { target, .. } | Body::Reaction { target, .. } => {
+            Body::Edit { target, .. } | Body::Retract { target, .. } | Body::Reaction { target, .. } | Body::Read { target } => {
                 vec![target]
             }
             _ => Vec::new(),
@@ -313,7 +319,7 @@ impl<R> Body<R> {
     }
 
     /// Translate every reference. Returns `None` when a *required* reference
-    /// (the target of an edit, retraction or reaction) cannot be translated;
+    /// (the target of an edit, retraction, reaction or read marker) cannot be translated;
     /// an optional one (reply, thread) that cannot be translated is dropped.
     pub fn map_refs<S>(self, mut f: impl FnMut(R) -> Option<S>) -> Option<Body<S>> {
         Some(match self {
@@ -327,6 +333,7 @@ impl<R> Body<R> {
             Body::Typing { active } => Body::Typing { active },
             Body::Membership(m) => Body::Membership(m),
             Body::Topic { text } => Body::Topic { text },
+            Body::Read { target } => Body::Read { target: f(target)? },
         })
     }
 

@@ -328,6 +328,12 @@ impl Client {
         Ok(reaches(&self.power_levels(room).await?, user.as_str(), &["notifications", "room"]))
     }
 
+    /// `as_user` has read `room` up to `event` (a public read receipt).
+    pub async fn read_receipt(&self, room: &str, event: &str, as_user: &UserId) -> Result<(), ApiError> {
+        let url = self.url(&["_matrix", "client", "v3", "rooms", room, "receipt", "m.read", event], Some(as_user));
+        self.call(Method::POST, url, Some(&json!({}))).await.map(|_| ())
+    }
+
     /// Redact `event`; `content` is the redaction's content (`reason`, …).
     pub async fn redact(&self, room: &str, event: &str, txn: &str, content: &Value, as_user: &UserId) -> Result<OwnedEventId, ApiError> {
         let url = self.url(&["_matrix", "client", "v3", "rooms", room, "redact", event, txn], Some(as_user));

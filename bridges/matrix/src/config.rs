@@ -73,6 +73,10 @@ pub struct MatrixOptions {
     /// message and the whole text as `message.txt` in the media repository.
     #[serde(default)]
     pub oversize: causeway_core::text::Oversize,
+    /// Where read receipts cross (`m.read`): `direct` conversations only
+    /// (the default), `all` rooms, or `off`.
+    #[serde(default)]
+    pub read_markers: causeway_core::ReadMarkers,
     /// Also take the homeserver's token as `?access_token=` (homeservers
     /// before the v1.4 spec; Synapse sends it so only with
     /// `use_appservice_legacy_authorization`). Off: a token in a URL is

@@ -706,6 +706,8 @@ fn mentions(inner: &Inner, m: &ruma::events::Mentions, html: Option<&str>) -> Ve
 
 /// Most mentions taken from one message.
 const MAX_MENTIONS: usize = 50;
+/// Most events, and readers of each, taken from one receipt.
+const MAX_RECEIPTS: usize = 50;
 
 /// The text of the first pill (`<a href="https://matrix.to/#/<user>">text</a>`)
 /// for `user` in sanitized `html`, as plain text.
@@ -753,6 +755,26 @@ async fn ephemeral(inner: &Inner, ctx: &BridgeContext, raw: Raw<EphemeralData>) 
                     at_ms: None,
                     body: Body::Typing { active },
                 });
+            }
+        }
+        EphemeralData::Receipt(r) => {
+            let room = r.room_id.clone();
+            let Some(link) = inner.state().links.get(&room).cloned() else { return Ok(()) };
+            if !inner.options.read_markers.shown(crate::direct::room_of(&link).is_some()) {
+                return Ok(());
+            }
+            for (event, receipts) in r.content.0.iter().take(MAX_RECEIPTS) {
+                let Some(users) = receipts.get(&ruma::events::receipt::ReceiptType::Read) else { continue };
+                for user in users.keys().filter(|u| !inner.is_ours(u.as_str())).take(MAX_RECEIPTS) {
+                    events.push(Incoming {
+                        room: link.clone(),
+                        sender: display_name(inner, &room, user),
+                        remote_id: None,
+                        aliases: Vec::new(),
+                        at_ms: None,
+                        body: Body::Read { target: event.to_string() },
+                    });
+                }
             }
         }
         EphemeralData::Presence(p) => {

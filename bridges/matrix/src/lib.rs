@@ -557,9 +557,15 @@ impl Bridge for MatrixBridge {
     fn capabilities(&self, room: &str) -> Capabilities {
         if direct::room_of(room).is_some() {
             // One to one: no presence, comings and goings or topic to show there.
-            return Capabilities { presence: false, membership: false, topic: false, ..Capabilities::ALL };
+            return Capabilities {
+                presence: false,
+                membership: false,
+                topic: false,
+                read_markers: self.inner.options.read_markers.shown(true),
+                ..Capabilities::ALL
+            };
         }
-        Capabilities::ALL
+        Capabilities { read_markers: self.inner.options.read_markers.shown(false), ..Capabilities::ALL }
     }
 
     fn is_own_sender(&self, _room: &str, sender: &str) -> bool {
@@ -598,5 +604,30 @@ impl Bridge for MatrixBridge {
 
     fn ghosts(&self) -> u64 {
         self.inner.state().registered.len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use causeway_core::Bridge;
+
+    #[test]
+    fn read_receipts_cross_in_direct_conversations_unless_told_otherwise() {
+        let bridge = |markers: Option<&str>| {
+            let mut o = serde_json::json!({
+                "homeserver": "http://127.0.0.1:8008", "server_name": "matrix.test",
+                "url": "http://127.0.0.1:1/bridges/matrix", "as_token": "a", "hs_token": "h",
+            });
+            if let Some(m) = markers {
+                o["read_markers"] = m.into();
+            }
+            super::MatrixBridge::from_options(o).unwrap()
+        };
+        let shown = |b: &super::MatrixBridge| {
+            (b.capabilities("direct:!dm:matrix.test").read_markers, b.capabilities("#ops:matrix.test").read_markers)
+        };
+        assert_eq!(shown(&bridge(None)), (true, false), "by default: direct conversations only");
+        assert_eq!(shown(&bridge(Some("all"))), (true, true));
+        assert_eq!(shown(&bridge(Some("off"))), (false, false));
     }
 }

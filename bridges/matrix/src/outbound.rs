@@ -202,6 +202,10 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             inner.client.typing(r, ghost, *active).await?;
             return Ok(Delivered::default());
         }
+        Body::Read { target } => {
+            actor.client.read_receipt(r, target, ghost).await?;
+            return Ok(Delivered::default());
+        }
         Body::Topic { text } => {
             let content = actor.mark(json!({"topic": text}));
             match actor.client.set_state(r, "m.room.topic", "", &content, ghost).await {

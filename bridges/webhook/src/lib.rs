@@ -153,7 +153,8 @@ impl Bridge for WebhookBridge {
 
     fn capabilities(&self, room: &str) -> Capabilities {
         match self.endpoint(room).and_then(|e| e.outbound.as_ref()).map(|o| o.format) {
-            Some(Format::Native) => Capabilities::ALL,
+            // Read markers are for the people of a conversation, not for machines.
+            Some(Format::Native) => Capabilities { read_markers: false, ..Capabilities::ALL },
             Some(Format::Slack) => Capabilities::TEXT_ONLY,
             None => Capabilities::NONE,
         }
@@ -611,7 +612,11 @@ mod tests {
         assert!(b.check_room("dm/dave/alice").is_ok());
         assert!(b.check_room("w/dave/alice").is_err());
         assert!(b.check_room("w").is_ok());
-        assert_eq!(b.capabilities("dm/dave/alice"), Capabilities::ALL);
+        assert_eq!(
+            b.capabilities("dm/dave/alice"),
+            Capabilities { read_markers: false, ..Capabilities::ALL },
+            "read markers are for people"
+        );
     }
 
     #[test]

@@ -356,6 +356,7 @@ pub fn render_native<R: Clone + Into<String>>(event: &Event<R>, id: Option<&str>
             }
         },
         Body::Topic { text } => n.topic = Some(text.clone()),
+        Body::Read { target } => n.target = Some(r(target)),
     }
     n
 }

@@ -141,6 +141,10 @@ pub struct XmppOptions {
     /// is taken for the person.
     #[serde(default)]
     pub nicks: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// Where read markers (XEP-0333 `displayed`) cross: `direct`
+    /// conversations only (the default), `all` rooms, or `off`.
+    #[serde(default)]
+    pub read_markers: causeway_core::ReadMarkers,
 }
 
 fn default_catch_up_max_age() -> Duration {

@@ -8,10 +8,11 @@ use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
 use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType, Thread};
 
-use crate::ns::{NS_CHATSTATES, NS_CORRECT, NS_MUC_USER, NS_OOB, NS_REACTIONS, NS_REPLY, NS_RETRACT, NS_SID, NS_STANZAS};
+use crate::ns::{NS_CHATSTATES, NS_CORRECT, NS_MARKERS, NS_MUC_USER, NS_OOB, NS_REACTIONS, NS_REPLY, NS_RETRACT, NS_SID, NS_STANZAS};
 use crate::stanzas::{self, Fallback, Malformed, Reply, Retract};
 use crate::styling;
 use tokio_xmpp::parsers::chatstates::ChatState;
+use tokio_xmpp::parsers::displayed_markers::{Displayed, Markable};
 use tokio_xmpp::parsers::message_correct::Replace;
 use tokio_xmpp::parsers::muc::user::MucUser;
 use tokio_xmpp::parsers::oob::Oob;
@@ -116,7 +117,14 @@ pub(crate) fn parse_message(
     let p = &m.payloads;
     // Threads in group chats only (see `threads`).
     let thread = if m.type_ == MessageType::Groupchat { crate::threads::read(&m) } else { None };
-    let body = if let Some(r) = stanzas::find(p, Retract::parse) {
+    let said = body_text.as_deref().is_some_and(|b| !b.trim().is_empty());
+    // A marker alone (one that came with a message leaves the message whole).
+    let body = if let Some(d) = child(p, "displayed", NS_MARKERS).filter(|_| !said) {
+        let d = Displayed::try_from(d.clone()).map_err(|e| refused("a displayed marker", e))?;
+        let target =
+            Some(d.id.0).filter(|t| !t.is_empty() && t.len() <= 256).ok_or(Malformed::Incomplete("a displayed marker without an id"))?;
+        Body::Read { target }
+    } else if let Some(r) = stanzas::find(p, Retract::parse) {
         Body::Retract { target: r?.id, moderated: false }
     } else if let Some(reactions) = child(p, "reactions", NS_REACTIONS) {
         let reactions = Reactions::try_from(reactions.clone()).map_err(|e| refused("reactions", e))?;
@@ -246,6 +254,10 @@ pub(crate) fn fill(
             if let Some(root) = root {
                 m.thread = Some(Thread { parent: None, id: thread.unwrap_or_else(|| root.clone()) });
             }
+            if m.type_ == MessageType::Chat {
+                // So that the person's client says when they have seen it.
+                m.payloads.push(Markable.into());
+            }
             with_body(m, plain)
         }
         Body::Edit { target, text } => {
@@ -268,6 +280,10 @@ pub(crate) fn fill(
             m.payloads.push(Reactions { id: target.clone(), reactions }.into());
             // Reactions carry no body; a store hint keeps them in the room's archive.
             m.payloads.push(Element::builder("store", "urn:xmpp:hints").build());
+            m
+        }
+        Body::Read { target } => {
+            m.payloads.push(Displayed { id: Id(target.clone()) }.into());
             m
         }
         other => return Err(DeliveryError::permanent(format!("{} is not sent as a message", other.kind()))),
@@ -422,6 +438,34 @@ mod tests {
 
         let typing = Body::Typing { active: true };
         assert!(fill(chat(&from(), &to(), "d"), "d", &typing, &[], None, None).is_err(), "typing is not a message");
+
+        let read = Body::Read { target: "e-1".to_string() };
+        assert_eq!(round_trip(read, &[]), Some(Body::Read { target: "e-1".into() }));
+    }
+
+    #[test]
+    fn messages_to_people_are_markable_and_markers_are_read_only_alone() {
+        let m = fill(chat(&from(), &to(), "d"), "d", &Body::text("hi"), &[], None, None).unwrap();
+        assert!(m.payloads.iter().any(|e| e.is("markable", NS_MARKERS)), "a chat message asks to be marked");
+        let mut g = chat(&from(), &to(), "d");
+        g.type_ = MessageType::Groupchat;
+        let g = fill(g, "d", &Body::text("hi"), &[], None, None).unwrap();
+        assert!(!g.payloads.iter().any(|e| e.is("markable", NS_MARKERS)), "not in a group chat");
+
+        let displayed = |id: Option<&str>| {
+            let mut d = Element::builder("displayed", NS_MARKERS);
+            if let Some(id) = id {
+                d = d.attr(xml_ncname!("id").into(), id);
+            }
+            d.build()
+        };
+        assert!(matches!(parse(stanza(None, vec![displayed(None)])), Err(Malformed::Refused { .. })), "a marker of no message");
+        assert_eq!(parse(stanza(None, vec![displayed(Some(""))])), Err(Malformed::Incomplete("a displayed marker without an id")));
+        let long = "x".repeat(257);
+        assert_eq!(parse(stanza(None, vec![displayed(Some(&long))])), Err(Malformed::Incomplete("a displayed marker without an id")));
+        // A message that also marks another: the message is what counts.
+        let both = parse(stanza(Some("and also"), vec![displayed(Some("e-1"))])).unwrap().unwrap();
+        assert_eq!(plain_of(&both.body), "and also");
     }
 
     #[test]

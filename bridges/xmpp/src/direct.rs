@@ -5,7 +5,7 @@
 //! account's bare JID and the ghost's. Messages are `chat` messages between
 //! the two. The router keeps the conversation as a portal of its own.
 
-use causeway_core::{DirectError, Incoming, RemoteSender, Sender};
+use causeway_core::{Body, DirectError, Incoming, RemoteSender, Sender};
 use tokio_xmpp::jid::{BareJid, FullJid, Jid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::parsers::message::{Id, Message, MessageType};
@@ -109,6 +109,7 @@ pub(crate) fn inbound(inner: &Inner, m: Message) -> Option<(Incoming, BareJid, J
     let origin_id = m.payloads.iter().find(|e| e.is("origin-id", NS_SID)).and_then(|e| e.attr("id")).map(str::to_string);
     let id = origin_id.or_else(|| m.id.as_ref().map(|i| i.0.clone())).filter(|i| !i.is_empty() && i.len() <= 256);
     match convert::parse_message(&room, sender, None, id, body_text, m) {
+        Ok(Some(incoming)) if matches!(incoming.body, Body::Read { .. }) && !inner.options.read_markers.shown(true) => None,
         Ok(Some(incoming)) => Some((incoming, ghost, from, to)),
         Ok(None) => None,
         Err(e) => {

@@ -423,7 +423,8 @@ pub(crate) fn said_while_away(
 ) -> Option<Inbound> {
     let who = RemoteSender { id: format!("{room}/{nick}"), name: Some(nick.to_string()), avatar: None };
     match parse_message(room, who, Some(sid), id.clone(), body_text, m) {
-        Ok(Some(mut incoming)) if !matches!(incoming.body, Body::Typing { .. }) => {
+        // Chat states and read markers from the past are no news.
+        Ok(Some(mut incoming)) if !matches!(incoming.body, Body::Typing { .. } | Body::Read { .. }) => {
             incoming.at_ms = Some(at_ms);
             Some(Inbound::CatchUp { incoming, id })
         }
@@ -575,6 +576,8 @@ fn message_events(inner: &Inner, m: Message) -> Vec<Incoming> {
     let stanza_id = convert::stanza_id(&m.payloads, Some(&room));
     let referenced = crate::mentions::referenced(&m.payloads, &room);
     match parse_message(&room, sender(inner, &room, &nick), stanza_id, id, body_text, m) {
+        // Read markers in group chats only where the operator wants them.
+        Ok(Some(incoming)) if matches!(incoming.body, Body::Read { .. }) && !inner.options.read_markers.shown(false) => Vec::new(),
         Ok(Some(mut incoming)) => {
             crate::mentions::read(inner, &room, &nick, &referenced, &mut incoming.body);
             vec![incoming]

@@ -769,15 +769,23 @@ impl Bridge for XmppBridge {
                 typing: false,
                 membership: false,
                 reactions: false,
+                read_markers: false,
                 ..Capabilities::ALL
             };
         }
         if room.starts_with("direct:") {
             // One to one: no room to show presence, membership or a subject
             // in, and no threads (see `threads`).
-            return Capabilities { threads: false, presence: false, membership: false, topic: false, ..Capabilities::ALL };
+            return Capabilities {
+                threads: false,
+                presence: false,
+                membership: false,
+                topic: false,
+                read_markers: self.inner.options.read_markers.shown(true),
+                ..Capabilities::ALL
+            };
         }
-        Capabilities::ALL
+        Capabilities { read_markers: self.inner.options.read_markers.shown(false), ..Capabilities::ALL }
     }
 
     fn is_own_sender(&self, room: &str, sender: &str) -> bool {
@@ -865,6 +873,25 @@ fn parse_seen(s: &str) -> Option<(i64, i64, Option<String>)> {
 
 #[cfg(test)]
 mod tests {
+    use causeway_core::Bridge;
+
+    #[test]
+    fn read_markers_cross_in_direct_conversations_unless_told_otherwise() {
+        let bridge = |markers: Option<&str>| {
+            let mut o = serde_json::json!({"server": "127.0.0.1:5347", "domain": "bridge.xmpp.test", "secret": "s"});
+            if let Some(m) = markers {
+                o["read_markers"] = m.into();
+            }
+            super::XmppBridge::from_options(o).unwrap()
+        };
+        let shown = |b: &super::XmppBridge| {
+            (b.capabilities("direct:alice@xmpp.test").read_markers, b.capabilities("ops@conference.xmpp.test").read_markers)
+        };
+        assert_eq!(shown(&bridge(None)), (true, false), "by default: direct conversations only");
+        assert_eq!(shown(&bridge(Some("all"))), (true, true));
+        assert_eq!(shown(&bridge(Some("off"))), (false, false));
+    }
+
     #[test]
     fn marks_are_read_with_or_without_the_last_stanza_id() {
         assert_eq!(super::parse_seen("1 2"), Some((1, 2, None)));

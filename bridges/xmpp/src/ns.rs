@@ -5,6 +5,8 @@ pub const NS_BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 pub const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 /// RFC 6120 client streams.
 pub const NS_CLIENT: &str = "jabber:client";
+/// Chat markers (XEP-0333): read markers.
+pub const NS_MARKERS: &str = "urn:xmpp:chat-markers:0";
 /// XEP-0114 component streams.
 pub const NS_COMPONENT: &str = "jabber:component:accept";
 /// XEP-0308 last message correction.

@@ -168,6 +168,11 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             inner.send(m);
             Ok(Delivered::default())
         }
+        Body::Read { .. } => {
+            inner.seat(room, &ghost, name).await?;
+            inner.send(message(inner, groupchat(&from, room, &d.id)?, &from, room, &d.id, &d.event.body).await?);
+            Ok(Delivered::default())
+        }
         Body::Retract { target, .. } if came_from_xmpp(inner, room, target).await => {
             // Not a ghost's message: only a moderator can take it back.
             moderate(inner, room, target, &d.event.sender.name).await?;
@@ -295,6 +300,11 @@ pub(crate) async fn deliver_direct(inner: &Inner, room: &DirectRoom, d: &Deliver
             let mut m = chat(&from, &room.account, &d.id);
             m.payloads.push((if *active { ChatState::Composing } else { ChatState::Active }).into());
             inner.send(m);
+            return Ok(Delivered::default());
+        }
+        Body::Read { .. } => {
+            // Nothing to confirm: a marker that is lost is overtaken by the next.
+            inner.send(message(inner, chat(&from, &room.account, &d.id), &from, &d.room, &d.id, &d.event.body).await?);
             return Ok(Delivered::default());
         }
         body @ (Body::Message { .. } | Body::Edit { .. } | Body::Retract { .. } | Body::Reaction { .. }) => {
