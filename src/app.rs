@@ -116,8 +116,10 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
     };
 
     let ready = Arc::new(AtomicBool::new(false));
-    let app =
-        http::router(Surface { metrics, ready: ready.clone(), router: router.clone(), api_token: config.http.api_token.clone() }, routes);
+    let app = http::router(
+        Surface { metrics, ready: ready.clone(), router: router.clone(), store: store.clone(), api_token: config.http.api_token.clone() },
+        routes,
+    );
     let graceful = {
         let mut stop = stop_rx.clone();
         async move {

@@ -1,12 +1,12 @@
 //! The HTTP surface: `/metrics`, `/healthz`, `/readyz`, `/api/people/{id}/presence`,
-//! and every bridge's inbound routes under `/bridges/<name>`.
+//! `/api/archive/search`, and every bridge's inbound routes under `/bridges/<name>`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -21,6 +21,7 @@ pub struct Surface {
     /// Set once every bridge has started and the outbox runs.
     pub ready: Arc<AtomicBool>,
     pub router: Arc<Portals>,
+    pub store: Arc<dyn crate::store::Store>,
     pub api_token: Option<causeway_core::Secret>,
 }
 
@@ -30,6 +31,7 @@ pub fn router(surface: Surface, bridge_routes: Vec<(String, Router)>) -> Router 
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/api/people/{id}/presence", get(presence))
+        .route("/api/archive/search", get(search))
         .with_state(surface);
     for (name, routes) in bridge_routes {
         app = app.nest(&format!("/bridges/{name}"), routes);
@@ -41,12 +43,58 @@ async fn metrics(State(s): State<Surface>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], s.metrics.encode())
 }
 
+fn error(status: StatusCode, error: &str, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({"error": error, "message": message.to_string()}))).into_response()
+}
+
+/// The answer to a request without the API token (where one is set).
+fn unauthorized(s: &Surface, headers: &HeaderMap) -> Option<Response> {
+    match &s.api_token {
+        Some(token) if !causeway_core::http::bearer(headers).is_some_and(|g| token.matches(g)) => {
+            Some(error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong token"))
+        }
+        _ => None,
+    }
+}
+
+/// Search the archive (docs/archive.md). Only with an API token: the
+/// archive holds everything everyone said.
+async fn search(
+    State(s): State<Surface>,
+    headers: HeaderMap,
+    params: Result<Query<crate::archive::SearchParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let count = |result: &str| s.metrics.archive_searches.get_or_create(&crate::metrics::result(result)).inc();
+    if s.api_token.is_none() {
+        return error(StatusCode::FORBIDDEN, "forbidden", "the archive API needs http.api_token in the config");
+    }
+    if let Some(denied) = unauthorized(&s, &headers) {
+        return denied;
+    }
+    let query = match params.map_err(|e| e.body_text()).and_then(|Query(p)| p.query(causeway_core::now_ms()).map_err(|e| e.to_string())) {
+        Ok(q) => q,
+        Err(e) => {
+            count("refused");
+            return error(StatusCode::BAD_REQUEST, "bad_query", e);
+        }
+    };
+    match s.store.search(&query).await {
+        Ok(hits) => {
+            count("ok");
+            Json(json!({"hits": hits})).into_response()
+        }
+        Err(e) => {
+            count("failed");
+            tracing::warn!(error = %e, "archive search failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the archive could not be searched")
+        }
+    }
+}
+
 /// A person's presence across their networks.
 async fn presence(State(s): State<Surface>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if let Some(token) = &s.api_token
-        && !causeway_core::http::bearer(&headers).is_some_and(|g| token.matches(g))
-    {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "unauthorized", "message": "missing or wrong token"}))).into_response();
+    if let Some(denied) = unauthorized(&s, &headers) {
+        return denied;
     }
     let Some(id) = s.router.person_id(&id) else {
         return (StatusCode::NOT_FOUND, Json(json!({"error": "not_found", "message": format!("no person {id:?} in the directory")})))

@@ -3,6 +3,7 @@
 //! except the registry in [`bridges`].
 
 pub mod app;
+pub mod archive;
 pub mod bridges;
 pub mod config;
 pub mod directory;

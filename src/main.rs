@@ -81,8 +81,55 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The archive: search everything that was said.
+    Archive {
+        #[command(subcommand)]
+        action: ArchiveAction,
+    },
     /// Print the version and the bridge types this build has.
     Version,
+}
+
+#[derive(Subcommand)]
+enum ArchiveAction {
+    /// Search messages: words (any order), "a phrase", prefix*; without
+    /// diacritics (zazolc finds Zażółć). Best matches first, each with the
+    /// messages around it.
+    Search {
+        /// What to look for.
+        #[arg(required = true)]
+        words: Vec<String>,
+        /// Only in this portal.
+        #[arg(long)]
+        portal: Option<String>,
+        /// Only what this person (directory id) or account (`bridge:id`) said.
+        #[arg(long)]
+        person: Option<String>,
+        /// Only what came from this bridge.
+        #[arg(long)]
+        network: Option<String>,
+        /// From this time: 2026-12-01, 2026-12-01T09:30:00Z, or 7d (ago).
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only messages with files.
+        #[arg(long, value_enum)]
+        kind: Option<causeway::archive::SearchKind>,
+        /// Show messages that were taken back too.
+        #[arg(long)]
+        retracted: bool,
+        /// Most results.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Messages shown before and after each result.
+        #[arg(long, default_value_t = 2)]
+        context: u32,
+        /// Print JSON (docs/archive.md) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -262,6 +309,14 @@ async fn command_of(command: Command, config: Option<PathBuf>) -> anyhow::Result
             };
             return people(&loaded.config, json).await;
         }
+        Command::Archive { action } => {
+            let loaded = match load(&config()?) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            let store = causeway::app::open_store(&loaded.config).await?;
+            return archive(store.as_ref(), action).await;
+        }
         Command::Outbox { json, action } => {
             let loaded = match load(&config()?) {
                 Ok(l) => l,
@@ -323,6 +378,36 @@ async fn outbox(store: &dyn causeway::store::Store, json: bool, action: Option<O
             r.attempts,
             r.last_error.unwrap_or_default()
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn archive(store: &dyn causeway::store::Store, action: ArchiveAction) -> anyhow::Result<ExitCode> {
+    let ArchiveAction::Search { words, portal, person, network, since, until, kind, retracted, limit, context, json } = action;
+    let params = causeway::archive::SearchParams {
+        q: words.join(" "),
+        portal,
+        person,
+        network,
+        since,
+        until,
+        kind,
+        retracted,
+        limit: Some(limit),
+        context: Some(context),
+    };
+    let query = match params.query(causeway_core::now_ms()) {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let hits = store.search(&query).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"hits": hits}))?);
+    } else {
+        print!("{}", causeway::archive::render_text(&hits));
     }
     Ok(ExitCode::SUCCESS)
 }

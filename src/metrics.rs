@@ -89,6 +89,8 @@ pub struct Metrics {
     /// Deliveries held back to go out gathered later (a send limit,
     /// batched notices), by bridge and reason.
     pub held_back: Family<ReasonLabel, Counter>,
+    /// Archive searches answered over HTTP, by result (ok, refused, failed).
+    pub archive_searches: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -123,6 +125,7 @@ impl Metrics {
         let reconciled = Family::<BridgeLabel, Counter>::default();
         let fetch_refused = Family::<ReasonLabel, Counter>::default();
         let held_back = Family::<ReasonLabel, Counter>::default();
+        let archive_searches = Family::<ResultLabel, Counter>::default();
         registry.register("events_received", "Events accepted from a network and stored", received.clone());
         registry.register(
             "events_dropped",
@@ -165,8 +168,16 @@ impl Metrics {
             "Deliveries held back to go out gathered later (send limit, batched notices), by bridge and reason",
             held_back.clone(),
         );
+        registry.register(
+            "archive_searches",
+            "Archive searches answered over HTTP, by result (ok, refused: a query or time that says nothing, failed)",
+            archive_searches.clone(),
+        );
         for r in ["ok", "failed"] {
             let _ = directory_imports.get_or_create(&ResultLabel { result: r.into() });
+        }
+        for r in ["ok", "refused", "failed"] {
+            let _ = archive_searches.get_or_create(&ResultLabel { result: r.into() });
         }
         Metrics {
             registry,
@@ -192,6 +203,7 @@ impl Metrics {
             reconciled,
             fetch_refused,
             held_back,
+            archive_searches,
         }
     }
 

@@ -30,6 +30,15 @@ fn each(target: &str, run: fn(&[u8])) {
 }
 
 #[test]
+fn archive_query() {
+    each("archive_query", |data| {
+        if let Ok(text) = std::str::from_utf8(data) {
+            causeway::archive::fuzz_query(text);
+        }
+    });
+}
+
+#[test]
 fn xmpp_stanza() {
     each("xmpp_stanza", causeway_xmpp::fuzz::stanza);
 }

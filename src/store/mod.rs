@@ -149,6 +149,9 @@ pub struct OutboxDepth {
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Search the archive's messages, best first, each with the messages
+    /// around it (docs/archive.md).
+    async fn search(&self, query: &crate::archive::SearchQuery) -> Result<Vec<crate::archive::Hit>, StoreError>;
     /// Look up many network ids at once.
     async fn lookup_remotes(&self, keys: &[RemoteKey]) -> Result<HashMap<RemoteKey, MapHit>, StoreError>;
     /// The id of `event_id` on (bridge, room) that references should use:

@@ -7,7 +7,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use causeway_core::{Committed, Event, IdKind, now_ms};
+use causeway_core::{Body, Committed, Event, IdKind, now_ms};
+
+use crate::archive::{Found, FoundSender, Hit, SearchKind, SearchQuery};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
@@ -25,6 +27,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "portals", include_str!("../../migrations/sqlite/0002_portals.sql")),
     (3, "outbox_first_failure", include_str!("../../migrations/sqlite/0003_outbox_first_failure.sql")),
     (4, "outbox_recipient", include_str!("../../migrations/sqlite/0004_outbox_recipient.sql")),
+    (5, "search", include_str!("../../migrations/sqlite/0005_search.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -55,7 +58,9 @@ impl SqliteStore {
         let write = pool(1).connect_with(opts.clone()).await?;
         migrator().run(&write).await?;
         let read = pool(4).connect_with(opts.read_only(true)).await?;
-        Ok(SqliteStore { write, read })
+        let store = SqliteStore { write, read };
+        store.index_backlog().await?;
+        Ok(store)
     }
 }
 
@@ -113,8 +118,241 @@ fn kind_of(code: i64) -> Option<IdKind> {
     [IdKind::Origin, IdKind::DeliveryKey, IdKind::Reported, IdKind::Alias].into_iter().find(|k| kind_code(*k) == code)
 }
 
+/// The search index's part of a commit: each message's text and file
+/// names, an edit's text in place of its message's, a retraction marked.
+/// An edit or retraction may name an edit of the message: it is followed
+/// to the message.
+fn index_for_search(q: &mut QueryBuilder<Sqlite>, batch: &[NewEvent]) {
+    let said: Vec<(&str, Indexed)> = batch
+        .iter()
+        .filter_map(|ne| match &ne.event.body {
+            Body::Message { text, attachments, .. } => Some((ne.event.id.as_str(), Indexed::of(&text.plain, attachments))),
+            _ => None,
+        })
+        .collect();
+    for chunk in said.chunks(CHUNK) {
+        q.push(
+            "INSERT INTO archive_search (rowid, text, folded, files, retracted) \
+             SELECT a.seq, v.column2, v.column3, v.column4, 0 FROM (VALUES ",
+        );
+        let mut sep = q.separated(", ");
+        for (id, row) in chunk {
+            sep.push("(")
+                .push_bind_unseparated(*id)
+                .push_unseparated(", ")
+                .push_bind_unseparated(row.text.clone())
+                .push_unseparated(", ")
+                .push_bind_unseparated(row.folded.clone())
+                .push_unseparated(", ")
+                .push_bind_unseparated(row.files.clone())
+                .push_unseparated(")");
+        }
+        q.push(") v JOIN archive a ON a.event_id = v.column1; ");
+    }
+    let message_of = |q: &mut QueryBuilder<Sqlite>, target: &str| {
+        q.push(" WHERE rowid = (SELECT seq FROM archive WHERE kind = 'message' AND event_id = COALESCE((SELECT json_extract(event, '$.body.target') FROM archive WHERE kind = 'edit' AND event_id = ")
+            .push_bind(target)
+            .push("), ")
+            .push_bind(target)
+            .push(")); ");
+    };
+    for ne in batch {
+        match &ne.event.body {
+            Body::Edit { target, text } => {
+                let folded = crate::archive::folded(&text.plain).unwrap_or_default();
+                q.push("UPDATE archive_search SET text = ").push_bind(text.plain.as_str()).push(", folded = ").push_bind(folded);
+                message_of(q, target);
+            }
+            Body::Retract { target, .. } => {
+                q.push("UPDATE archive_search SET retracted = 1");
+                message_of(q, target);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A message's row of the search index.
+struct Indexed {
+    text: String,
+    folded: String,
+    files: String,
+}
+
+impl Indexed {
+    fn of(text: &str, attachments: &[causeway_core::Attachment]) -> Indexed {
+        let files: Vec<&str> = attachments.iter().filter_map(|a| a.name.as_deref()).collect();
+        let names = files.join(" ");
+        let folded = [crate::archive::folded(text), crate::archive::folded(&names)];
+        Indexed { text: text.to_string(), folded: folded.into_iter().flatten().collect::<Vec<_>>().join(" "), files: names }
+    }
+}
+
+/// Messages archived before search existed, a chunk at a time from a seq:
+/// each with its latest edit's text and whether it was taken back (an edit
+/// or a retraction may name an edit of the message).
+const BACKLOG: &str = "\
+    WITH m AS (SELECT seq, event_id, event FROM archive WHERE kind = 'message' AND seq >= ? AND seq <= ? ORDER BY seq LIMIT 500), \
+    changes AS (SELECT m.event_id AS message, m.event_id AS target FROM m \
+                UNION ALL SELECT m.event_id, x.event_id FROM m JOIN archive x \
+                ON json_extract(x.event, '$.body.target') = m.event_id AND x.kind = 'edit') \
+    SELECT m.seq, m.event_id, m.event, \
+      (SELECT json_extract(e.event, '$.body.text.plain') FROM changes c JOIN archive e \
+       ON json_extract(e.event, '$.body.target') = c.target AND e.kind = 'edit' \
+       WHERE c.message = m.event_id ORDER BY e.seq DESC LIMIT 1) AS edited, \
+      EXISTS (SELECT 1 FROM changes c JOIN archive r ON json_extract(r.event, '$.body.target') = c.target AND r.kind = 'retract' \
+       WHERE c.message = m.event_id) AS retracted \
+    FROM m ORDER BY m.seq";
+
+/// The text's snippet where the words matched in the text, else the best
+/// column's (the folded text, the file names); matches marked `[…]`.
+fn snippet(of_text: String, best: String) -> String {
+    let (open, close) = ('\u{E000}', '\u{E001}');
+    let s = if of_text.contains(open) { of_text } else { best };
+    s.replace(open, "[").replace(close, "]")
+}
+
+/// An archived message with its search row, as search shows it.
+fn found(r: &SqliteRow) -> Result<Found, StoreError> {
+    let id: String = r.get("event_id");
+    let e = parse_event(&id, r.get("event"))?;
+    let text: String = r.get("text");
+    let (original, attachments, reply_to, thread) = match e.body {
+        Body::Message { text, attachments, reply_to, thread, .. } => (text.plain, attachments, reply_to, thread),
+        _ => (String::new(), Vec::new(), None, None),
+    };
+    Ok(Found {
+        seq: r.get("seq"),
+        event_id: e.id,
+        portal: e.portal,
+        at_ms: e.at_ms,
+        network: e.origin.bridge,
+        room: e.origin.room,
+        sender: FoundSender { id: e.sender.id, name: e.sender.name, person: e.sender.person },
+        edited: text != original,
+        text,
+        retracted: r.get::<i64, _>("retracted") != 0,
+        attachments,
+        reply_to,
+        thread,
+    })
+}
+
+impl SqliteStore {
+    /// Index what was archived before search existed (the migration left
+    /// its range in `bridge_state`), a chunk per transaction, so that an
+    /// interrupted start goes on where it stopped.
+    async fn index_backlog(&self) -> Result<(), StoreError> {
+        let Some(range) = self.load_state("causeway", "search_backlog").await? else { return Ok(()) };
+        let mut parts = range.split(' ').map(str::parse::<i64>);
+        let (Some(Ok(mut next)), Some(Ok(last))) = (parts.next(), parts.next()) else {
+            return self.delete_state("causeway", "search_backlog").await;
+        };
+        tracing::info!(from = next, to = last, "indexing the archive for search");
+        let mut done = 0u64;
+        loop {
+            let rows = sqlx::query(BACKLOG).bind(next).bind(last).fetch_all(&self.read).await?;
+            let Some(end) = rows.last().map(|r| r.get::<i64, _>("seq")) else { break };
+            let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
+            q.push("INSERT INTO archive_search (rowid, text, folded, files, retracted) ");
+            let mut indexed = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let e = parse_event(r.get("event_id"), r.get("event"))?;
+                let Body::Message { text, attachments, .. } = &e.body else { continue };
+                let edited: Option<String> = r.get("edited");
+                let row = Indexed::of(edited.as_deref().unwrap_or(&text.plain), attachments);
+                indexed.push((r.get::<i64, _>("seq"), row, r.get::<bool, _>("retracted")));
+            }
+            q.push_values(&indexed, |mut b, (seq, row, retracted)| {
+                b.push_bind(*seq)
+                    .push_bind(row.text.clone())
+                    .push_bind(row.folded.clone())
+                    .push_bind(row.files.clone())
+                    .push_bind(*retracted);
+            });
+            next = end + 1;
+            q.push("; UPDATE bridge_state SET value = ")
+                .push_bind(format!("{next} {last}"))
+                .push(" WHERE bridge = 'causeway' AND key = 'search_backlog'; COMMIT");
+            if indexed.is_empty() {
+                continue;
+            }
+            self.write_script(q).await?;
+            done += indexed.len() as u64;
+            tracing::info!(indexed = done, at_seq = end, to = last, "indexing the archive for search");
+        }
+        self.delete_state("causeway", "search_backlog").await?;
+        tracing::info!(indexed = done, "the archive is indexed for search");
+        Ok(())
+    }
+
+    /// Up to `n` messages of `portal` just before (or after) `seq`, in order.
+    async fn around(&self, portal: &str, seq: i64, n: u32, after: bool, retracted: bool) -> Result<Vec<Found>, StoreError> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let (cmp, order) = if after { (">", "ASC") } else { ("<", "DESC") };
+        let hidden = if retracted { "" } else { " AND s.retracted = 0" };
+        let sql = format!(
+            "SELECT a.seq, a.event_id, a.event, s.text, s.retracted FROM archive a JOIN archive_search s ON s.rowid = a.seq \
+             WHERE a.portal = ? AND a.kind = 'message' AND a.seq {cmp} ?{hidden} ORDER BY a.seq {order} LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(portal).bind(seq).bind(i64::from(n)).fetch_all(&self.read).await?;
+        let mut found = rows.iter().map(found).collect::<Result<Vec<_>, _>>()?;
+        if !after {
+            found.reverse();
+        }
+        Ok(found)
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
+    async fn search(&self, s: &SearchQuery) -> Result<Vec<Hit>, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT a.seq, a.event_id, a.event, archive_search.text AS text, archive_search.retracted AS retracted, \
+             -bm25(archive_search) AS score, snippet(archive_search, 0, char(57344), char(57345), '…', 16) AS snippet, \
+             snippet(archive_search, -1, char(57344), char(57345), '…', 16) AS best \
+             FROM archive_search JOIN archive a ON a.seq = archive_search.rowid WHERE archive_search MATCH ",
+        );
+        q.push_bind(s.fts.as_str());
+        if let Some(p) = &s.portal {
+            q.push(" AND a.portal = ").push_bind(p.as_str());
+        }
+        if let Some(p) = &s.person {
+            q.push(" AND (a.person = ")
+                .push_bind(p.as_str())
+                .push(" OR a.origin_bridge || ':' || a.sender = ")
+                .push_bind(p.as_str())
+                .push(")");
+        }
+        if let Some(n) = &s.network {
+            q.push(" AND a.origin_bridge = ").push_bind(n.as_str());
+        }
+        if let Some(t) = s.since_ms {
+            q.push(" AND a.at_ms >= ").push_bind(t);
+        }
+        if let Some(t) = s.until_ms {
+            q.push(" AND a.at_ms < ").push_bind(t);
+        }
+        if !s.retracted {
+            q.push(" AND archive_search.retracted = 0");
+        }
+        if s.kind == Some(SearchKind::File) {
+            q.push(" AND json_array_length(a.event, '$.body.attachments') > 0");
+        }
+        q.push(" ORDER BY bm25(archive_search), a.seq DESC LIMIT ").push_bind(i64::from(s.limit));
+        let rows = q.build().fetch_all(&self.read).await?;
+        let mut hits = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let message = found(r)?;
+            let before = self.around(&message.portal, message.seq, s.context, false, s.retracted).await?;
+            let after = self.around(&message.portal, message.seq, s.context, true, s.retracted).await?;
+            hits.push(Hit { score: r.get("score"), snippet: snippet(r.get("snippet"), r.get("best")), message, before, after });
+        }
+        Ok(hits)
+    }
+
     async fn lookup_remotes(&self, keys: &[RemoteKey]) -> Result<HashMap<RemoteKey, MapHit>, StoreError> {
         let mut found = HashMap::new();
         for chunk in keys.chunks(CHUNK) {
@@ -252,6 +490,8 @@ impl Store for SqliteStore {
             });
             q.push(" RETURNING 'o', delivery_id, seq; ");
         }
+        // The search index, in the same transaction (docs/archive.md).
+        index_for_search(&mut q, batch);
         q.push("COMMIT");
         for r in self.write_script(q).await? {
             let table: &str = r.get(0);
@@ -696,5 +936,200 @@ mod tests {
         }
         let store = SqliteStore::open(&path, false).await.unwrap();
         assert_eq!(store.load_portals().await.unwrap(), vec![p]);
+    }
+
+    /// A committed event of `sender` (a person where `person`) on `bridge`,
+    /// in `portal` at `at_ms`.
+    fn said(id: &str, portal: &str, bridge: &str, sender: (&str, Option<&str>), at_ms: i64, body: Body) -> NewEvent {
+        let (who, person) = sender;
+        NewEvent {
+            event: Event {
+                id: id.into(),
+                portal: portal.into(),
+                origin: Origin { bridge: bridge.into(), room: "r".into(), remote_id: Some(format!("remote-{id}")) },
+                sender: Sender { id: who.into(), person: person.map(str::to_string), name: who.into(), avatar: None },
+                at_ms,
+                body,
+            },
+            origin_key: RemoteKey { bridge: bridge.into(), room: "r".into(), remote_id: format!("remote-{id}") },
+            aliases: Vec::new(),
+            deliveries: Vec::new(),
+        }
+    }
+
+    async fn find(store: &SqliteStore, words: &str, edit: impl FnOnce(&mut SearchQuery)) -> Vec<String> {
+        let mut q = crate::archive::SearchParams { q: words.into(), context: Some(0), ..Default::default() }.query(0).unwrap();
+        edit(&mut q);
+        store.search(&q).await.unwrap().into_iter().map(|h| h.message.event_id).collect()
+    }
+
+    /// The archive of these tests: Polish, Hindi, emoji and a file, in two portals.
+    async fn archive(store: &SqliteStore) {
+        let file = causeway_core::Attachment { url: "https://x/b".into(), name: Some("budget-2027.xlsx".into()), mime: None, size: None };
+        let with_file = Body::Message {
+            text: causeway_core::Text::plain("the numbers"),
+            kind: Default::default(),
+            attachments: vec![file],
+            reply_to: None,
+            thread: None,
+            mentions: Vec::new(),
+        };
+        store
+            .commit(&[
+                said("pl", "p", "xmpp", ("alice@x", Some("alice")), 1_000, Body::text("Zażółć gęślą jaźń")),
+                said("hi", "p", "matrix", ("@bob:m", Some("bob")), 2_000, Body::text("नमस्ते दुनिया, आज की बैठक")),
+                said("party", "p", "hook", ("bot", None), 3_000, Body::text("🎉 release party tonight")),
+                said("plan", "q", "mail", ("carol@x", None), 4_000, Body::text("the release plan is ready")),
+                said("file", "q", "mail", ("carol@x", None), 5_000, with_file),
+                said("typing", "p", "xmpp", ("alice@x", Some("alice")), 5_500, Body::Typing { active: true }),
+            ])
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn search_finds_words_of_any_script_without_diacritics_by_prefix_and_phrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), false).await.unwrap();
+        archive(&store).await;
+        for words in ["zazolc", "Zażółć", "ZAZOLC gesla", "jaźń", "jazn"] {
+            assert_eq!(find(&store, words, |_| {}).await, ["pl"], "{words}");
+        }
+        for words in ["दुनिया", "बैठक", "नमस्ते"] {
+            assert_eq!(find(&store, words, |_| {}).await, ["hi"], "{words}");
+        }
+        let mut release = find(&store, "relea*", |_| {}).await;
+        release.sort();
+        assert_eq!(release, ["party", "plan"]);
+        assert_eq!(find(&store, "\"release plan\"", |_| {}).await, ["plan"]);
+        assert_eq!(find(&store, "\"plan release\"", |_| {}).await, Vec::<String>::new(), "a phrase keeps its order");
+        assert_eq!(find(&store, "plan release", |_| {}).await, ["plan"], "words in any order");
+        assert_eq!(find(&store, "budget", |_| {}).await, ["file"], "a file's name");
+        assert!(find(&store, "numbers", |q| q.kind = Some(SearchKind::File)).await == ["file"]);
+        assert!(find(&store, "release", |q| q.kind = Some(SearchKind::File)).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn search_filters_by_portal_person_network_and_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), false).await.unwrap();
+        archive(&store).await;
+        assert_eq!(find(&store, "release", |q| q.portal = Some("q".into())).await, ["plan"]);
+        assert_eq!(find(&store, "release", |q| q.network = Some("hook".into())).await, ["party"]);
+        assert_eq!(find(&store, "release", |q| q.since_ms = Some(3_500)).await, ["plan"]);
+        assert_eq!(find(&store, "release", |q| q.until_ms = Some(3_500)).await, ["party"]);
+        assert!(find(&store, "release", |q| q.until_ms = Some(3_000)).await.is_empty(), "until is exclusive");
+        assert_eq!(find(&store, "zazolc", |q| q.person = Some("alice".into())).await, ["pl"], "a person");
+        assert_eq!(find(&store, "zazolc", |q| q.person = Some("xmpp:alice@x".into())).await, ["pl"], "an account");
+        assert!(find(&store, "zazolc", |q| q.person = Some("bob".into())).await.is_empty());
+        assert!(find(&store, "zazolc", |q| q.person = Some("matrix:alice@x".into())).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn search_shows_the_latest_text_hides_what_was_taken_back_and_gives_context() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), false).await.unwrap();
+        archive(&store).await;
+        let edit = |id: &str, target: &str, text: &str| {
+            said(
+                id,
+                "p",
+                "xmpp",
+                ("alice@x", Some("alice")),
+                6_000,
+                Body::Edit { target: target.into(), text: causeway_core::Text::plain(text) },
+            )
+        };
+        // The second edit names the first (as some networks do): it is followed to the message.
+        store.commit(&[edit("e1", "pl", "Zażółć poprawione"), edit("e2", "e1", "Zażółć poprawione znowu")]).await.unwrap();
+        assert_eq!(find(&store, "znowu", |_| {}).await, ["pl"]);
+        assert!(find(&store, "gęślą", |_| {}).await.is_empty(), "the old text is gone from search");
+        let hit =
+            &store.search(&crate::archive::SearchParams { q: "znowu".into(), ..Default::default() }.query(0).unwrap()).await.unwrap()[0];
+        assert!(hit.message.edited && hit.message.text == "Zażółć poprawione znowu");
+        assert!(hit.snippet.contains("[znowu]"), "{}", hit.snippet);
+        assert!(hit.before.is_empty());
+        assert_eq!(hit.after.iter().map(|f| f.event_id.as_str()).collect::<Vec<_>>(), ["hi", "party"], "messages only, in order");
+
+        let retract = said("r1", "p", "hook", ("bot", None), 7_000, Body::Retract { target: "party".into(), moderated: false });
+        store.commit(&[retract]).await.unwrap();
+        assert!(find(&store, "party", |_| {}).await.is_empty(), "taken back");
+        assert_eq!(find(&store, "party", |q| q.retracted = true).await, ["party"], "unless asked for");
+        let hit =
+            &store.search(&crate::archive::SearchParams { q: "दुनिया".into(), ..Default::default() }.query(0).unwrap()).await.unwrap()[0];
+        assert_eq!(hit.before.iter().map(|f| f.event_id.as_str()).collect::<Vec<_>>(), ["pl"]);
+        assert!(hit.after.is_empty(), "the message taken back is not context either");
+    }
+
+    #[tokio::test]
+    async fn no_query_anyone_types_makes_search_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), false).await.unwrap();
+        archive(&store).await;
+        let hostile = [
+            "NEAR(a b)",
+            "a OR",
+            "AND",
+            "\"",
+            "\"\"\"",
+            "a:b",
+            "text:release",
+            "-release",
+            "^release",
+            "release*",
+            "*release",
+            "(release",
+            "release)",
+            "{text}: x",
+            "a + b",
+            "rowid",
+            "x\u{0}y",
+            "\u{feff}release",
+            "'; DROP TABLE archive; --",
+            "zazolc*",
+            "ж*",
+            "a\"b",
+            "\"unterminated phrase",
+            "release AND NOT plan",
+        ];
+        for words in hostile {
+            if let Ok(fts) = crate::archive::fts_query(words) {
+                let q = SearchQuery { fts, limit: 5, ..Default::default() };
+                assert!(store.search(&q).await.is_ok(), "{words:?}");
+            }
+        }
+        assert_eq!(find(&store, "'; DROP TABLE archive; --", |_| {}).await, Vec::<String>::new());
+        assert_eq!(find(&store, "release", |_| {}).await.len(), 2, "and the archive is still there");
+    }
+
+    #[tokio::test]
+    async fn an_archive_from_before_search_is_indexed_by_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), false).await.unwrap();
+        archive(&store).await;
+        let edit = said(
+            "e1",
+            "p",
+            "xmpp",
+            ("alice@x", Some("alice")),
+            6_000,
+            Body::Edit { target: "pl".into(), text: causeway_core::Text::plain("poprawione") },
+        );
+        let retract = said("r1", "p", "hook", ("bot", None), 7_000, Body::Retract { target: "party".into(), moderated: false });
+        store.commit(&[edit, retract]).await.unwrap();
+        // As the archive stood before: no index; then the migration once
+        // more, and the store opened again indexes what it left.
+        sqlx::raw_sql("DROP TABLE archive_search; DROP INDEX archive_target").execute(&store.write).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(MIGRATIONS[4].2)).execute(&store.write).await.unwrap();
+        assert!(find(&store, "budget", |_| {}).await.is_empty(), "not indexed yet");
+        drop(store);
+        let store = SqliteStore::open(&dir.path().join("t.db"), false).await.unwrap();
+        assert_eq!(store.load_state("causeway", "search_backlog").await.unwrap(), None, "done");
+        assert_eq!(find(&store, "poprawione", |_| {}).await, ["pl"]);
+        assert!(find(&store, "zazolc", |_| {}).await.is_empty());
+        assert!(find(&store, "party", |_| {}).await.is_empty());
+        assert_eq!(find(&store, "party", |q| q.retracted = true).await, ["party"]);
+        assert_eq!(find(&store, "budget", |_| {}).await, ["file"]);
+        assert_eq!(find(&store, "बैठक", |_| {}).await, ["hi"]);
     }
 }
