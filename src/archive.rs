@@ -1,11 +1,13 @@
 //! The archive as people use it: full-text search (`causeway archive
-//! search`, `GET /api/archive/search`). The store keeps the search index
+//! search`, `GET /api/archive/search`) and exports (`export`). The store keeps the search index
 //! (SQLite FTS5, see docs/archive.md) in the same transaction as the
 //! archive; this module turns what someone typed into a query that cannot
 //! fail, and reads the times they give.
 
 use causeway_core::{Attachment, EventId};
 use serde::{Deserialize, Serialize};
+
+pub mod export;
 
 /// Most results one search returns.
 pub const MAX_LIMIT: u32 = 200;

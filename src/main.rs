@@ -130,6 +130,36 @@ enum ArchiveAction {
         #[arg(long)]
         json: bool,
     },
+    /// Export portals as JSON, mbox, a printable HTML page or PDF.
+    Export {
+        /// What to write.
+        #[arg(long, value_enum)]
+        format: causeway::archive::export::Format,
+        /// Where: a file, or - for standard output (not for pdf).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// A portal to export (again for more). Without it: every portal,
+        /// or those of --person.
+        #[arg(long)]
+        portal: Vec<String>,
+        /// The conversations a person (directory id) or account
+        /// (`bridge:id`) took part in, whole.
+        #[arg(long)]
+        person: Option<String>,
+        /// From this time: 2026-12-01, 2026-12-01T09:30:00Z, or 7d (ago).
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time (same forms).
+        #[arg(long)]
+        until: Option<String>,
+        /// Times on the page in this time zone (IANA: Europe/Warsaw);
+        /// the machine's by default.
+        #[arg(long)]
+        tz: Option<String>,
+        /// The Chromium that prints the PDF (default: chromium on PATH).
+        #[arg(long)]
+        chromium: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -383,7 +413,15 @@ async fn outbox(store: &dyn causeway::store::Store, json: bool, action: Option<O
 }
 
 async fn archive(store: &dyn causeway::store::Store, action: ArchiveAction) -> anyhow::Result<ExitCode> {
-    let ArchiveAction::Search { words, portal, person, network, since, until, kind, retracted, limit, context, json } = action;
+    let (words, portal, person, network, since, until, kind, retracted, limit, context, json) = match action {
+        ArchiveAction::Search { words, portal, person, network, since, until, kind, retracted, limit, context, json } => {
+            (words, portal, person, network, since, until, kind, retracted, limit, context, json)
+        }
+        ArchiveAction::Export { format, output, portal, person, since, until, tz, chromium } => {
+            let wanted = Export { format, output, portals: portal, person, since, until, tz, chromium };
+            return export(store, wanted).await;
+        }
+    };
     let params = causeway::archive::SearchParams {
         q: words.join(" "),
         portal,
@@ -408,6 +446,114 @@ async fn archive(store: &dyn causeway::store::Store, action: ArchiveAction) -> a
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"hits": hits}))?);
     } else {
         print!("{}", causeway::archive::render_text(&hits));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `causeway archive export` was asked for.
+struct Export {
+    format: causeway::archive::export::Format,
+    output: PathBuf,
+    portals: Vec<String>,
+    person: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    tz: Option<String>,
+    chromium: Option<PathBuf>,
+}
+
+async fn export(store: &dyn causeway::store::Store, x: Export) -> anyhow::Result<ExitCode> {
+    use causeway::archive::export::{self, Format};
+    use std::io::IsTerminal;
+    let now = causeway_core::now_ms();
+    let time = |t: &Option<String>| t.as_deref().map(|t| causeway::archive::parse_time(t, now)).transpose();
+    let (since, until) = match (time(&x.since), time(&x.until)) {
+        (Ok(s), Ok(u)) => (s, u),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let to_stdout = x.output.as_os_str() == "-";
+    if to_stdout && x.format == Format::Pdf {
+        eprintln!("error: a PDF goes to a file: give -o FILE.pdf");
+        return Ok(ExitCode::from(2));
+    }
+    // Found before anything is written: no half export for want of it.
+    let chromium = match x.format {
+        Format::Pdf => match export::find_chromium(x.chromium.as_deref()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        _ => None,
+    };
+    let (tz_name, tz) = match &x.tz {
+        Some(name) => match jiff::tz::TimeZone::get(name) {
+            Ok(tz) => (name.clone(), tz),
+            Err(e) => {
+                eprintln!("error: --tz {name}: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => {
+            let tz = jiff::tz::TimeZone::system();
+            (tz.iana_name().unwrap_or("UTC").to_string(), tz)
+        }
+    };
+    let mut portals = x.portals.clone();
+    if portals.is_empty() {
+        portals = store.archived_portals(x.person.as_deref()).await?;
+    }
+    if portals.is_empty() {
+        eprintln!("error: nothing to export: the archive holds no such portal");
+        return Ok(ExitCode::from(1));
+    }
+    let html_path = match x.format {
+        Format::Pdf => x.output.with_extension("partial.html"),
+        _ => x.output.clone(),
+    };
+    let out: Box<dyn std::io::Write> = if to_stdout {
+        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+    } else {
+        let f = std::fs::File::create(&html_path).with_context(|| format!("cannot write {}", html_path.display()))?;
+        Box::new(std::io::BufWriter::new(f))
+    };
+    let about = serde_json::json!({"portals": portals, "since_ms": since, "until_ms": until, "exported_at_ms": now});
+    let title = portals.join(", ");
+    let stamp = format!(
+        "Causeway archive of {title}, exported {}",
+        jiff::Timestamp::from_millisecond(now).map(|t| t.to_string()).unwrap_or_default()
+    );
+    let mut sink: Box<dyn export::Sink> = match x.format {
+        Format::Json => Box::new(export::Json::new(out, &about)?),
+        Format::Mbox => Box::new(export::Mbox::new(out)),
+        Format::Html | Format::Pdf => Box::new(export::Html::new(out, &title, &tz_name, tz, &stamp)?),
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let mut progress = |done: u64, total: u64| {
+        if terminal {
+            let pct = (done * 100).checked_div(total).unwrap_or(100);
+            eprint!("\rexporting: {done} of {total} events ({pct}%)");
+        }
+    };
+    let n = export::run(store, &portals, since, until, sink.as_mut(), &mut progress).await?;
+    drop(sink);
+    if terminal {
+        eprintln!();
+    }
+    if let Some(chromium) = chromium {
+        let printed = export::print_pdf(&chromium, &html_path, &x.output);
+        let _ = std::fs::remove_file(&html_path);
+        if let Err(e) = printed {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    if !to_stdout {
+        eprintln!("exported {n} events of {} portal(s) to {}", portals.len(), x.output.display());
     }
     Ok(ExitCode::SUCCESS)
 }

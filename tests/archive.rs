@@ -137,3 +137,127 @@ async fn what_was_said_on_four_networks_is_found() {
     assert!(w.daemon.metric("causeway_archive_searches_total", r#"result="ok""#).await >= 1.0);
     assert!(w.daemon.metric("causeway_archive_searches_total", r#"result="refused""#).await >= 4.0);
 }
+
+/// The next message `peer` sees whose text has `words`: its id there.
+async fn seen_on(peer: &mut dyn Peer, words: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let seen = peer.next(left).await.unwrap_or_else(|e| panic!("{} never saw {words:?}: {e}", peer.label()));
+        if let causeway_core::Body::Message { text, .. } = &seen.body
+            && text.plain.contains(words)
+        {
+            return seen.id;
+        }
+    }
+}
+
+/// Run `python3` on `script` with `args`; its standard output.
+fn python(script: &str, args: &[&std::path::Path]) -> String {
+    let out = std::process::Command::new("python3").arg("-c").arg(script).args(args).output().unwrap();
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A conversation on the four networks (a reply, a reaction, an edit, a
+/// thread), exported: the mbox read by Python's `mailbox` with the replies
+/// as mail threads, the JSON with the edit and the reaction, the printable
+/// page in Chromium to a PDF whose text (`pdftotext`) has the messages in
+/// their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_are_read_by_mail_programs_and_print_in_order() {
+    let mut w = World::start("").await;
+    let mut web = WebhookPeer::new("w", w.daemon.url("/bridges/hooks/w"), "tw", w.hook.take().unwrap());
+    let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
+    let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
+    let mut carol = MailPeer::new(&w.mail, "carol", "Carol D.");
+    let say = |text: &str, reply_to: Option<String>| Action::Text { text: text.into(), reply_to };
+
+    let first = alice.act(say("Zażółć gęślą jaźń: the first", None)).await.unwrap();
+    let on_matrix = seen_on(&mut bob, "the first").await;
+    bob.act(say("नमस्ते, the answer", Some(on_matrix.clone()))).await.unwrap();
+    bob.act(Action::React { target: on_matrix, key: "👍".into() }).await.unwrap();
+    let on_hook = seen_on(&mut web, "the answer").await;
+    web.act(Action::InThread { text: "🎉 the thread goes on".into(), root: on_hook }).await.unwrap();
+    seen_on(&mut alice, "the thread goes on").await;
+    carol.act(say("the last word by mail", None)).await.unwrap();
+    alice.act(Action::Edit { target: first, text: "Zażółć gęślą jaźń: the first, corrected".into() }).await.unwrap();
+    until_found(&w, &["corrected"], 1).await;
+    until_found(&w, &["last", "word"], 1).await;
+    let reacted = Instant::now() + Duration::from_secs(30);
+    let dir = tempfile::tempdir().unwrap();
+    let export = |format: &str, name: &str| {
+        let path = dir.path().join(name);
+        let out = w.daemon.cli(&[
+            "archive",
+            "export",
+            "--portal",
+            "ops",
+            "--format",
+            format,
+            "--tz",
+            "Europe/Warsaw",
+            "-o",
+            path.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{format}: {}", String::from_utf8_lossy(&out.stderr));
+        path
+    };
+
+    // JSON: every event, messages with their latest text and reactions.
+    let json: Value = loop {
+        let v: Value = serde_json::from_slice(&std::fs::read(export("json", "ops.json")).unwrap()).unwrap();
+        let has_reaction = v["events"].as_array().unwrap().iter().any(|e| e["reactions"].as_array().is_some_and(|r| !r.is_empty()));
+        if has_reaction {
+            break v;
+        }
+        assert!(Instant::now() < reacted, "the reaction never reached the archive: {v}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let events = json["events"].as_array().unwrap();
+    let messages: Vec<&Value> = events.iter().filter(|e| e["body"]["type"] == "message").collect();
+    assert_eq!(messages.len(), 4, "{json}");
+    assert_eq!(messages[0]["current_text"], "Zażółć gęślą jaźń: the first, corrected");
+    assert_eq!(messages[0]["edited"], true);
+    assert_eq!(messages[0]["sender"]["person"], "alice");
+    assert_eq!(messages[0]["reactions"][0]["key"], "👍");
+    assert_eq!(messages[1]["body"]["reply_to"], messages[0]["id"], "the answer names what it answers");
+    assert_eq!(messages[2]["body"]["thread"], messages[1]["id"], "the thread names its root");
+    assert!(events.iter().any(|e| e["body"]["type"] == "edit"), "the edit itself is there too");
+
+    // mbox: Python's mailbox reads it; the replies are mail threads.
+    let mbox = export("mbox", "ops.mbox");
+    let read = python(
+        "import mailbox, json, sys\n\
+         out = []\n\
+         for m in mailbox.mbox(sys.argv[1]):\n\
+         \x20   body = m.get_payload(decode=True).decode('utf-8')\n\
+         \x20   out.append({'id': m['Message-ID'], 'in_reply_to': m['In-Reply-To'], 'references': m['References'], 'from': m['From'], 'subject': str(m['Subject']), 'body': body})\n\
+         print(json.dumps(out))",
+        &[&mbox],
+    );
+    let mails: Vec<Value> = serde_json::from_str(&read).unwrap();
+    assert_eq!(mails.len(), 4, "{read}");
+    let id = |n: usize| format!("<{}@archive.causeway>", messages[n]["id"].as_str().unwrap());
+    assert_eq!(mails[0]["id"].as_str(), Some(id(0).as_str()));
+    assert!(mails[0]["body"].as_str().unwrap().starts_with("Zażółć gęślą jaźń: the first, corrected"), "{}", mails[0]);
+    assert!(mails[0]["body"].as_str().unwrap().contains("Reactions: 👍"), "{}", mails[0]);
+    assert_eq!(mails[1]["in_reply_to"].as_str(), Some(id(0).as_str()), "the answer threads under the first");
+    assert_eq!(mails[2]["in_reply_to"].as_str(), Some(id(1).as_str()), "the thread under its root");
+    assert!(mails[1]["body"].as_str().unwrap().contains("नमस्ते"));
+    assert!(mails[0]["from"].as_str().unwrap().contains("alice@xmpp.test"), "{}", mails[0]);
+
+    // The printable page, and the PDF Chromium prints of it.
+    let html = std::fs::read_to_string(export("html", "ops.html")).unwrap();
+    assert!(html.contains("<style>") && html.contains("break-before:page"), "self-contained, with print rules");
+    assert!(html.contains("(edited)") && html.contains("↪ Alice Liddell"), "edits and replies shown");
+    let pdf = export("pdf", "ops.pdf");
+    let text = std::process::Command::new("pdftotext").arg(&pdf).arg("-").output().unwrap();
+    assert!(text.status.success(), "pdftotext: {}", String::from_utf8_lossy(&text.stderr));
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    let at = |words: &str| text.find(words).unwrap_or_else(|| panic!("{words:?} not in the PDF:\n{text}"));
+    assert!(at("Zażółć gęślą jaźń: the first, corrected") < at("the answer"), "{text}");
+    assert!(at("the answer") < at("the thread goes on"));
+    assert!(at("the thread goes on") < at("the last word by mail"));
+    assert!(!dir.path().join("ops.partial.html").exists(), "the page printed is not left behind");
+}

@@ -152,6 +152,21 @@ pub trait Store: Send + Sync + 'static {
     /// Search the archive's messages, best first, each with the messages
     /// around it (docs/archive.md).
     async fn search(&self, query: &crate::archive::SearchQuery) -> Result<Vec<crate::archive::Hit>, StoreError>;
+    /// The portals the archive holds events of; with `person` (a person
+    /// or `bridge:id`), those where they said something.
+    async fn archived_portals(&self, person: Option<&str>) -> Result<Vec<String>, StoreError>;
+    /// How many events of `portal` fall in [since, until).
+    async fn count_events(&self, portal: &str, since_ms: Option<i64>, until_ms: Option<i64>) -> Result<u64, StoreError>;
+    /// For an export: `portal`'s events in [since, until) after `after_seq`,
+    /// in order, messages with their latest text and reactions.
+    async fn export_page(
+        &self,
+        portal: &str,
+        since_ms: Option<i64>,
+        until_ms: Option<i64>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<crate::archive::export::Exported>, StoreError>;
     /// Look up many network ids at once.
     async fn lookup_remotes(&self, keys: &[RemoteKey]) -> Result<HashMap<RemoteKey, MapHit>, StoreError>;
     /// The id of `event_id` on (bridge, room) that references should use:

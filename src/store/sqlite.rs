@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use causeway_core::{Body, Committed, Event, IdKind, now_ms};
 
+use crate::archive::export::Exported;
 use crate::archive::{Found, FoundSender, Hit, SearchKind, SearchQuery};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
@@ -308,6 +309,82 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn archived_portals(&self, person: Option<&str>) -> Result<Vec<String>, StoreError> {
+        let rows = match person {
+            None => sqlx::query("SELECT DISTINCT portal FROM archive ORDER BY portal").fetch_all(&self.read).await?,
+            Some(p) => {
+                sqlx::query("SELECT DISTINCT portal FROM archive WHERE person = ? OR origin_bridge || ':' || sender = ? ORDER BY portal")
+                    .bind(p)
+                    .bind(p)
+                    .fetch_all(&self.read)
+                    .await?
+            }
+        };
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn count_events(&self, portal: &str, since_ms: Option<i64>, until_ms: Option<i64>) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM archive WHERE portal = ? AND at_ms >= COALESCE(?, at_ms) AND at_ms < COALESCE(?, at_ms + 1)",
+        )
+        .bind(portal)
+        .bind(since_ms)
+        .bind(until_ms)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn export_page(
+        &self,
+        portal: &str,
+        since_ms: Option<i64>,
+        until_ms: Option<i64>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<Exported>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.seq, a.event_id, a.event, s.text AS text, s.retracted AS retracted \
+             FROM archive a LEFT JOIN archive_search s ON s.rowid = a.seq \
+             WHERE a.portal = ? AND a.seq > ? AND a.at_ms >= COALESCE(?, a.at_ms) AND a.at_ms < COALESCE(?, a.at_ms + 1) \
+             ORDER BY a.seq LIMIT ?",
+        )
+        .bind(portal)
+        .bind(after_seq)
+        .bind(since_ms)
+        .bind(until_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        let mut page = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let event = parse_event(r.get("event_id"), r.get("event"))?;
+            let retracted = r.get::<Option<i64>, _>("retracted").is_some_and(|x| x != 0);
+            page.push(Exported { seq: r.get("seq"), event, text: r.get("text"), retracted, reactions: Vec::new() });
+        }
+        // The reactions to this page's messages, in the archive's order.
+        let ids: Vec<&str> = page.iter().filter(|e| matches!(e.event.body, Body::Message { .. })).map(|e| e.event.id.as_str()).collect();
+        let mut reactions = Vec::new();
+        for chunk in ids.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT event_id, event FROM archive WHERE kind = 'reaction' AND json_extract(event, '$.body.target') IN (",
+            );
+            let mut sep = q.separated(", ");
+            for id in chunk {
+                sep.push_bind(*id);
+            }
+            q.push(") ORDER BY seq");
+            for r in q.build().fetch_all(&self.read).await? {
+                reactions.push(parse_event(r.get("event_id"), r.get("event"))?);
+            }
+        }
+        let mut of = crate::archive::export::tally_reactions(&reactions);
+        for e in &mut page {
+            e.reactions = of.remove(&e.event.id).unwrap_or_default();
+        }
+        Ok(page)
+    }
+
     async fn search(&self, s: &SearchQuery) -> Result<Vec<Hit>, StoreError> {
         let mut q = QueryBuilder::<Sqlite>::new(
             "SELECT a.seq, a.event_id, a.event, archive_search.text AS text, archive_search.retracted AS retracted, \
