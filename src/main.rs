@@ -539,7 +539,7 @@ async fn export(store: &dyn causeway::store::Store, x: Export) -> anyhow::Result
             eprint!("\rexporting: {done} of {total} events ({pct}%)");
         }
     };
-    let n = export::run(store, &portals, since, until, sink.as_mut(), &mut progress).await?;
+    let n = export_all(store, &portals, since, until, sink.as_mut(), &mut progress).await?;
     drop(sink);
     if terminal {
         eprintln!();
@@ -556,6 +556,39 @@ async fn export(store: &dyn causeway::store::Store, x: Export) -> anyhow::Result
         eprintln!("exported {n} events of {} portal(s) to {}", portals.len(), x.output.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Write the events of `portals` in [since, until) to `sink`, a page at a
+/// time, telling `progress` how many of how many are done; how many.
+async fn export_all(
+    store: &dyn causeway::store::Store,
+    portals: &[String],
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    sink: &mut dyn causeway::archive::export::Sink,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for p in portals {
+        total += store.count_events(p, since_ms, until_ms).await?;
+    }
+    let mut done = 0;
+    for p in portals {
+        sink.portal(p)?;
+        let mut after = 0;
+        loop {
+            let page = store.export_page(p, since_ms, until_ms, after, causeway::archive::export::PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for e in &page {
+                sink.event(e)?;
+            }
+            done += page.len() as u64;
+            progress(done, total);
+        }
+    }
+    sink.finish()?;
+    Ok(done)
 }
 
 async fn people(config: &config::Config, json: bool) -> anyhow::Result<ExitCode> {

@@ -400,39 +400,6 @@ pub enum Format {
     Pdf,
 }
 
-/// Write the events of `portals` in [since, until) to `sink`, a page at a
-/// time, telling `progress` how many of how many are done; how many.
-pub async fn run(
-    store: &dyn crate::store::Store,
-    portals: &[String],
-    since_ms: Option<i64>,
-    until_ms: Option<i64>,
-    sink: &mut dyn Sink,
-    progress: &mut dyn FnMut(u64, u64),
-) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for p in portals {
-        total += store.count_events(p, since_ms, until_ms).await?;
-    }
-    let mut done = 0;
-    for p in portals {
-        sink.portal(p)?;
-        let mut after = 0;
-        loop {
-            let page = store.export_page(p, since_ms, until_ms, after, PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for e in &page {
-                sink.event(e)?;
-            }
-            done += page.len() as u64;
-            progress(done, total);
-        }
-    }
-    sink.finish()?;
-    Ok(done)
-}
-
 /// Print an HTML file to PDF with a headless Chromium.
 pub fn print_pdf(chromium: &std::path::Path, html: &std::path::Path, pdf: &std::path::Path) -> Result<(), String> {
     let url = format!("file://{}", html.canonicalize().map_err(|e| format!("{}: {e}", html.display()))?.display());
