@@ -8,6 +8,7 @@ use causeway_core::{Attachment, EventId};
 use serde::{Deserialize, Serialize};
 
 pub mod export;
+pub mod slack;
 
 /// Most results one search returns.
 pub const MAX_LIMIT: u32 = 200;

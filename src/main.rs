@@ -475,8 +475,8 @@ async fn export(store: &dyn causeway::store::Store, x: Export) -> anyhow::Result
         }
     };
     let to_stdout = x.output.as_os_str() == "-";
-    if to_stdout && x.format == Format::Pdf {
-        eprintln!("error: a PDF goes to a file: give -o FILE.pdf");
+    if to_stdout && matches!(x.format, Format::Pdf | Format::Slack) {
+        eprintln!("error: a PDF or a Slack archive goes to a file: give -o FILE");
         return Ok(ExitCode::from(2));
     }
     // Found before anything is written: no half export for want of it.
@@ -515,31 +515,46 @@ async fn export(store: &dyn causeway::store::Store, x: Export) -> anyhow::Result
         Format::Pdf => x.output.with_extension("partial.html"),
         _ => x.output.clone(),
     };
-    let out: Box<dyn std::io::Write> = if to_stdout {
-        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
-    } else {
-        let f = std::fs::File::create(&html_path).with_context(|| format!("cannot write {}", html_path.display()))?;
-        Box::new(std::io::BufWriter::new(f))
+    let create = |path: &std::path::Path| {
+        std::fs::File::create(path).map(std::io::BufWriter::new).with_context(|| format!("cannot write {}", path.display()))
     };
+    let out: Box<dyn std::io::Write> =
+        if to_stdout { Box::new(std::io::BufWriter::new(std::io::stdout().lock())) } else { Box::new(create(&html_path)?) };
+    // What is archived while the export runs is not in it.
+    let range = export::Range { since_ms: since, until_ms: until, upto_seq: Some(store.archive_seq().await?) };
     let about = serde_json::json!({"portals": portals, "since_ms": since, "until_ms": until, "exported_at_ms": now});
     let title = portals.join(", ");
     let stamp = format!(
         "Causeway archive of {title}, exported {}",
         jiff::Timestamp::from_millisecond(now).map(|t| t.to_string()).unwrap_or_default()
     );
+    let terminal = std::io::stderr().is_terminal();
+    let progress_of = |doing: &'static str| {
+        move |done: u64, total: u64| {
+            if terminal {
+                let pct = (done * 100).checked_div(total).unwrap_or(100);
+                eprint!("\r{doing}: {done} of {total} events ({pct}%)");
+            }
+        }
+    };
     let mut sink: Box<dyn export::Sink> = match x.format {
         Format::Json => Box::new(export::Json::new(out, &about)?),
         Format::Mbox => Box::new(export::Mbox::new(out)),
         Format::Html | Format::Pdf => Box::new(export::Html::new(out, &title, &tz_name, tz, &stamp)?),
-    };
-    let terminal = std::io::stderr().is_terminal();
-    let mut progress = |done: u64, total: u64| {
-        if terminal {
-            let pct = (done * 100).checked_div(total).unwrap_or(100);
-            eprint!("\rexporting: {done} of {total} events ({pct}%)");
+        Format::Slack => {
+            // Slack lists a thread's replies on its first message: who
+            // answered what is learnt in a first pass.
+            drop(out);
+            let mut census = causeway::archive::slack::Census::new();
+            export_all(store, &portals, range, &mut census, &mut progress_of("reading")).await?;
+            if terminal {
+                eprintln!();
+            }
+            Box::new(causeway::archive::slack::Slack::new(create(&x.output)?, census, tz))
         }
     };
-    let n = export_all(store, &portals, since, until, sink.as_mut(), &mut progress).await?;
+    let mut progress = progress_of("exporting");
+    let n = export_all(store, &portals, range, sink.as_mut(), &mut progress).await?;
     drop(sink);
     if terminal {
         eprintln!();
@@ -557,27 +572,26 @@ async fn export(store: &dyn causeway::store::Store, x: Export) -> anyhow::Result
     }
     Ok(ExitCode::SUCCESS)
 }
-
+/// Write the events of `portals` in `range` to `sink`, a page at a
 /// Write the events of `portals` in [since, until) to `sink`, a page at a
 /// time, telling `progress` how many of how many are done; how many.
 async fn export_all(
     store: &dyn causeway::store::Store,
     portals: &[String],
-    since_ms: Option<i64>,
-    until_ms: Option<i64>,
+    range: causeway::archive::export::Range,
     sink: &mut dyn causeway::archive::export::Sink,
     progress: &mut dyn FnMut(u64, u64),
 ) -> anyhow::Result<u64> {
     let mut total = 0;
     for p in portals {
-        total += store.count_events(p, since_ms, until_ms).await?;
+        total += store.count_events(p, range).await?;
     }
     let mut done = 0;
     for p in portals {
         sink.portal(p)?;
         let mut after = 0;
         loop {
-            let page = store.export_page(p, since_ms, until_ms, after, causeway::archive::export::PAGE).await?;
+            let page = store.export_page(p, range, after, causeway::archive::export::PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
             for e in &page {

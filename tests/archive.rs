@@ -154,7 +154,11 @@ async fn seen_on(peer: &mut dyn Peer, words: &str) -> String {
 
 /// Run `python3` on `script` with `args`; its standard output.
 fn python(script: &str, args: &[&std::path::Path]) -> String {
-    let out = std::process::Command::new("python3").arg("-c").arg(script).args(args).output().unwrap();
+    python_in("python3", script, args)
+}
+
+fn python_in(python: &str, script: &str, args: &[&std::path::Path]) -> String {
+    let out = std::process::Command::new(python).arg("-c").arg(script).args(args).output().unwrap();
     assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -260,4 +264,36 @@ async fn exports_are_read_by_mail_programs_and_print_in_order() {
     assert!(at("the answer") < at("the thread goes on"));
     assert!(at("the thread goes on") < at("the last word by mail"));
     assert!(!dir.path().join("ops.partial.html").exists(), "the page printed is not left behind");
+
+    // Slack: slack-export-viewer's reader (PyPI) reads the archive, with
+    // the people's names, the threads and the reaction.
+    let zip = export("slack", "ops.zip");
+    let venv =
+        String::from_utf8(std::process::Command::new("bash").arg("tests/peers/python.sh").arg("path").output().unwrap().stdout).unwrap();
+    let read = python_in(
+        venv.trim(),
+        &format!(
+            "import json, os, sys, tempfile\n\
+             tempfile.tempdir = {:?}\n\
+             from slackviewer.config import Config\n\
+             from slackviewer.reader import Reader\n\
+             r = Reader(Config({{'archive': sys.argv[1], 'debug': False, 'hide_channels': None, 'since': None, 'skip_channel_member_change': True, 'thread_note': False, 'filter_user': None}}))\n\
+             out = {{name: [{{'user': m.username, 'text': m.msg, 'thread': m.is_thread_msg, 'reactions': m.reactions}} for m in msgs] for name, msgs in r.compile_channels().items()}}\n\
+             print(json.dumps(out))",
+            dir.path().to_str().unwrap()
+        ),
+        &[&zip],
+    );
+    let channels: Value = serde_json::from_str(read.lines().last().unwrap()).unwrap_or_else(|e| panic!("{e}: {read}"));
+    let ops = channels["ops"].as_array().unwrap_or_else(|| panic!("no channel ops: {read}"));
+    let said: Vec<(&str, &str, bool)> =
+        ops.iter().map(|m| (m["user"].as_str().unwrap(), m["text"].as_str().unwrap(), m["thread"].as_bool().unwrap())).collect();
+    assert_eq!(said.len(), 4, "{read}");
+    assert_eq!((said[0].0, said[0].2), ("Alice Liddell", false), "{read}");
+    assert!(said[0].1.contains("Zażółć gęślą jaźń: the first, corrected"), "{read}");
+    assert!(said[1].1.contains("नमस्ते") && said[1].2, "the answer is in the first one's thread: {read}");
+    assert!(said[2].1.contains("🎉 the thread goes on") && said[2].2, "{read}");
+    assert!(said[3].1.contains("the last word by mail") && !said[3].2, "{read}");
+    assert_eq!(said[3].0, "Carol Danvers", "a person is named as the directory names them");
+    assert_eq!(ops[0]["reactions"][0]["name"], "👍", "{read}");
 }

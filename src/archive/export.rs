@@ -10,6 +10,16 @@ use serde::Serialize;
 
 /// Events read from the store at a time.
 pub const PAGE: u32 = 1000;
+
+/// What an export reads of each portal: events in [since, until) and none
+/// archived after `upto_seq`, so that two passes over a live archive read
+/// the same events.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Range {
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    pub upto_seq: Option<i64>,
+}
 /// Messages remembered for showing what a reply answers (HTML).
 const REMEMBERED: usize = 50_000;
 
@@ -30,17 +40,28 @@ pub struct Exported {
 pub struct Reactions {
     pub key: String,
     pub by: Vec<String>,
+    /// Who gave it, as [`who`] names them (in the order of `by`).
+    #[serde(skip)]
+    pub who: Vec<String>,
+}
+
+/// Who said an event: the directory's person, else `bridge:account`.
+pub fn who(e: &Event) -> String {
+    match &e.sender.person {
+        Some(p) => p.clone(),
+        None => format!("{}:{}", e.origin.bridge, e.sender.id),
+    }
 }
 
 impl Exported {
-    fn edited(&self) -> bool {
+    pub fn edited(&self) -> bool {
         match (&self.event.body, &self.text) {
             (Body::Message { text, .. }, Some(now)) => text.plain != *now,
             _ => false,
         }
     }
 
-    fn text(&self) -> &str {
+    pub fn text(&self) -> &str {
         match (&self.text, &self.event.body) {
             (Some(t), _) => t,
             (None, Body::Message { text, .. }) => &text.plain,
@@ -55,13 +76,15 @@ pub fn tally_reactions(events: &[Event]) -> HashMap<EventId, Vec<Reactions>> {
     let mut last: BTreeMap<(EventId, String, String), (i64, String, bool)> = BTreeMap::new();
     for (n, e) in events.iter().enumerate() {
         if let Body::Reaction { target, key, removed } = &e.body {
-            last.insert((target.clone(), key.clone(), e.sender.id.clone()), (n as i64, e.sender.name.clone(), *removed));
+            last.insert((target.clone(), key.clone(), who(e)), (n as i64, e.sender.name.clone(), *removed));
         }
     }
-    let mut of: HashMap<EventId, BTreeMap<String, Vec<(i64, String)>>> = HashMap::new();
-    for ((target, key, _), (n, name, removed)) in last {
+    // Each message's emoji, each with who gave it: (when, name, who).
+    type Givers = Vec<(i64, String, String)>;
+    let mut of: HashMap<EventId, BTreeMap<String, Givers>> = HashMap::new();
+    for ((target, key, who), (n, name, removed)) in last {
         if !removed {
-            of.entry(target).or_default().entry(key).or_default().push((n, name));
+            of.entry(target).or_default().entry(key).or_default().push((n, name, who));
         }
     }
     of.into_iter()
@@ -72,7 +95,8 @@ pub fn tally_reactions(events: &[Event]) -> HashMap<EventId, Vec<Reactions>> {
                 .map(|(key, mut by)| {
                     by.sort();
                     let first = by[0].0;
-                    (first, Reactions { key, by: by.into_iter().map(|(_, name)| name).collect() })
+                    let (by, who) = by.into_iter().map(|(_, name, who)| (name, who)).unzip();
+                    (first, Reactions { key, by, who })
                 })
                 .collect();
             r.sort_by_key(|(first, r)| (std::cmp::Reverse(r.by.len()), *first));
@@ -398,6 +422,8 @@ pub enum Format {
     Mbox,
     Html,
     Pdf,
+    /// A Slack export archive (zip), for Slack-export viewers and importers.
+    Slack,
 }
 
 /// Print an HTML file to PDF with a headless Chromium.
@@ -487,7 +513,8 @@ mod tests {
         ];
         let r = &tally_reactions(&events)["m"];
         // Bob took his 👍 back; alice gave hers again after bob's 🎉.
-        assert_eq!(r, &[Reactions { key: "🎉".into(), by: vec!["bob".into()] }, Reactions { key: "👍".into(), by: vec!["alice".into()] }]);
+        let named = |key: &str, name: &str| Reactions { key: key.into(), by: vec![name.into()], who: vec![format!("xmpp:{name}@x")] };
+        assert_eq!(r, &[named("🎉", "bob"), named("👍", "alice")]);
     }
 
     #[test]

@@ -155,15 +155,16 @@ pub trait Store: Send + Sync + 'static {
     /// The portals the archive holds events of; with `person` (a person
     /// or `bridge:id`), those where they said something.
     async fn archived_portals(&self, person: Option<&str>) -> Result<Vec<String>, StoreError>;
-    /// How many events of `portal` fall in [since, until).
-    async fn count_events(&self, portal: &str, since_ms: Option<i64>, until_ms: Option<i64>) -> Result<u64, StoreError>;
-    /// For an export: `portal`'s events in [since, until) after `after_seq`,
-    /// in order, messages with their latest text and reactions.
+    /// The `seq` of the latest archived event (0 when none).
+    async fn archive_seq(&self) -> Result<i64, StoreError>;
+    /// How many events of `portal` fall in `range`.
+    async fn count_events(&self, portal: &str, range: crate::archive::export::Range) -> Result<u64, StoreError>;
+    /// For an export: `portal`'s events in `range` after `after_seq`, in
+    /// order, messages with their latest text and reactions.
     async fn export_page(
         &self,
         portal: &str,
-        since_ms: Option<i64>,
-        until_ms: Option<i64>,
+        range: crate::archive::export::Range,
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<crate::archive::export::Exported>, StoreError>;

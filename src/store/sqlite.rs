@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use causeway_core::{Body, Committed, Event, IdKind, now_ms};
 
-use crate::archive::export::Exported;
+use crate::archive::export::{Exported, Range};
 use crate::archive::{Found, FoundSender, Hit, SearchKind, SearchQuery};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
@@ -323,36 +323,38 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    async fn count_events(&self, portal: &str, since_ms: Option<i64>, until_ms: Option<i64>) -> Result<u64, StoreError> {
+    async fn archive_seq(&self) -> Result<i64, StoreError> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM archive").fetch_one(&self.read).await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    async fn count_events(&self, portal: &str, range: Range) -> Result<u64, StoreError> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM archive WHERE portal = ? AND at_ms >= COALESCE(?, at_ms) AND at_ms < COALESCE(?, at_ms + 1)",
+            "SELECT COUNT(*) FROM archive WHERE portal = ? AND at_ms >= COALESCE(?, at_ms) AND at_ms < COALESCE(?, at_ms + 1) \
+             AND seq <= COALESCE(?, seq)",
         )
         .bind(portal)
-        .bind(since_ms)
-        .bind(until_ms)
+        .bind(range.since_ms)
+        .bind(range.until_ms)
+        .bind(range.upto_seq)
         .fetch_one(&self.read)
         .await?;
         Ok(n.max(0) as u64)
     }
 
-    async fn export_page(
-        &self,
-        portal: &str,
-        since_ms: Option<i64>,
-        until_ms: Option<i64>,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<Exported>, StoreError> {
+    async fn export_page(&self, portal: &str, range: Range, after_seq: i64, limit: u32) -> Result<Vec<Exported>, StoreError> {
         let rows = sqlx::query(
             "SELECT a.seq, a.event_id, a.event, s.text AS text, s.retracted AS retracted \
              FROM archive a LEFT JOIN archive_search s ON s.rowid = a.seq \
              WHERE a.portal = ? AND a.seq > ? AND a.at_ms >= COALESCE(?, a.at_ms) AND a.at_ms < COALESCE(?, a.at_ms + 1) \
+             AND a.seq <= COALESCE(?, a.seq) \
              ORDER BY a.seq LIMIT ?",
         )
         .bind(portal)
         .bind(after_seq)
-        .bind(since_ms)
-        .bind(until_ms)
+        .bind(range.since_ms)
+        .bind(range.until_ms)
+        .bind(range.upto_seq)
         .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
