@@ -115,6 +115,12 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
         })
     };
 
+    // Files of archived messages, kept (docs/archive.md); Causeway's own
+    // links (Matrix media) are served by the listener below.
+    let keeper =
+        crate::archive::files::Keeper::new(&config, store.clone(), metrics.clone()).map_err(|e| anyhow::anyhow!("archive.fetch: {e}"))?;
+    let keeper = tokio::spawn(keeper.run(stop_rx.clone()));
+
     let ready = Arc::new(AtomicBool::new(false));
     let app = http::router(
         Surface { metrics, ready: ready.clone(), router: router.clone(), store: store.clone(), api_token: config.http.api_token.clone() },
@@ -148,6 +154,7 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
     drop(router);
     drop(host);
     let _ = up.await;
+    let _ = keeper.await;
     if let Some(t) = directory_task {
         t.abort();
     }

@@ -8,6 +8,7 @@ use causeway_core::{Attachment, EventId};
 use serde::{Deserialize, Serialize};
 
 pub mod export;
+pub mod files;
 pub mod slack;
 
 /// Most results one search returns.

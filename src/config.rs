@@ -80,6 +80,81 @@ pub struct Config {
     /// Where more people come from.
     #[serde(default)]
     pub directory: DirectoryConfig,
+    /// What the archive keeps besides the events (docs/archive.md).
+    #[serde(default)]
+    pub archive: ArchiveConfig,
+}
+
+/// Whether a portal's files are kept in the archive or only their links.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilesMode {
+    /// Fetched (through the guarded fetcher) and kept, deduplicated.
+    #[default]
+    Keep,
+    /// Only the link is archived.
+    Link,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// Every portal's files, unless the portal says otherwise.
+    #[serde(default)]
+    pub files: FilesMode,
+    /// Where kept files are written: `archive-files` beside the store by default.
+    #[serde(default)]
+    pub files_dir: Option<PathBuf>,
+    /// A larger file is not kept (its link is).
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Kept files take at most this much together; beyond it new files
+    /// are links only.
+    #[serde(default = "default_files_quota")]
+    pub files_quota_bytes: u64,
+    /// Where files may be fetched from although it is not public.
+    #[serde(default)]
+    pub fetch: causeway_core::fetch::FetchOptions,
+}
+
+fn default_max_file_bytes() -> u64 {
+    25 << 20
+}
+fn default_files_quota() -> u64 {
+    10 << 30
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            files: FilesMode::default(),
+            files_dir: None,
+            max_file_bytes: default_max_file_bytes(),
+            files_quota_bytes: default_files_quota(),
+            fetch: Default::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Where the archive keeps files.
+    pub fn files_dir(&self) -> PathBuf {
+        self.archive.files_dir.clone().unwrap_or_else(|| self.store.path.with_file_name("archive-files"))
+    }
+
+    /// Whether `portal`'s files are kept.
+    pub fn files_of(&self, portal: &str) -> FilesMode {
+        let own = self.portals.iter().find(|p| p.id == portal).and_then(|p| p.archive.as_ref()).and_then(|a| a.files);
+        own.unwrap_or(self.archive.files)
+    }
+}
+
+/// A portal's own archive settings.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortalArchive {
+    #[serde(default)]
+    pub files: Option<FilesMode>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -291,6 +366,9 @@ pub struct PortalConfig {
     /// Overrides `router.degrade` for this portal.
     #[serde(default)]
     pub degrade: Option<Degrade>,
+    /// Overrides `archive.files` for this portal.
+    #[serde(default)]
+    pub archive: Option<PortalArchive>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -611,6 +689,13 @@ fn check_router_and_directory(config: &Config, errors: &mut Vec<ConfigError>) {
         }
     }
 
+    for e in config.archive.fetch.check("archive.fetch") {
+        errors.push(ConfigError::new(e.path, e.message));
+    }
+    if config.archive.max_file_bytes == 0 {
+        errors.push(ConfigError::new("archive.max_file_bytes", "must be at least 1 (archive.files: link keeps no files)"));
+    }
+
     if let Some(ldap) = &config.directory.ldap {
         for (path, message) in ldap.check(&|b| config.bridges.contains_key(b)) {
             errors.push(ConfigError::new(format!("directory.ldap.{path}"), message));
@@ -710,6 +795,21 @@ people:
     }
 
     #[test]
+    fn a_portal_keeps_its_files_unless_it_or_the_archive_says_links() {
+        let text = GOOD
+            .replace("  - id: ops\n", "  - id: ops\n    archive: { files: link }\n")
+            .replace("      - { bridge: hooks, room: b }\n", "")
+            .replace("people:", "  - id: other\n    links: [{ bridge: hooks, room: b }]\npeople:");
+        let loaded = parse(&text, &env()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(loaded.config.files_of("ops"), FilesMode::Link);
+        assert_eq!(loaded.config.files_of("other"), FilesMode::Keep);
+        assert_eq!(loaded.config.files_of("a-direct-conversation"), FilesMode::Keep);
+        let links = parse(&format!("{text}archive: {{ files: link }}\n"), &env()).unwrap();
+        assert_eq!(links.config.files_of("other"), FilesMode::Link);
+        assert_eq!(loaded.config.files_dir(), PathBuf::from("archive-files"));
+    }
+
+    #[test]
     fn a_key_with_nothing_under_it_takes_the_defaults() {
         let text = format!("{GOOD}router:\n  presence:\n    # idle_after: 15m\noutbox:\n");
         let loaded = parse(&text, &env()).unwrap();
@@ -738,6 +838,9 @@ people:
             ("http: { listen: nowhere }\n", "http.listen: invalid socket address"),
             ("outbox: { retry_initial: soon }\n", "outbox.retry_initial"),
             ("store: { max_batch: 0 }\n", "store.max_batch: must be at least 1"),
+            ("archive: { max_file_bytes: 0 }\n", "archive.max_file_bytes: must be at least 1"),
+            ("archive: { fetch: { allow: [nowhere] } }\n", "archive.fetch.allow[0]"),
+            ("archive: { files: copy }\n", "archive.files"),
             ("portals: [{ id: p, links: [{ bridge: nope, room: r }] }]\n", "portals[0].links[0].bridge: no bridge named \"nope\""),
             ("portals: [{ id: p, links: [] }]\n", "portals[0].links: a portal needs at least one link"),
             ("router: { ignore: { nope: [\"@x:y\"] } }\n", "router.ignore.nope: no bridge named \"nope\""),

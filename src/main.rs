@@ -345,7 +345,7 @@ async fn command_of(command: Command, config: Option<PathBuf>) -> anyhow::Result
                 Err(code) => return Ok(code),
             };
             let store = causeway::app::open_store(&loaded.config).await?;
-            return archive(store.as_ref(), action).await;
+            return archive(store.as_ref(), &loaded.config, action).await;
         }
         Command::Outbox { json, action } => {
             let loaded = match load(&config()?) {
@@ -412,13 +412,14 @@ async fn outbox(store: &dyn causeway::store::Store, json: bool, action: Option<O
     Ok(ExitCode::SUCCESS)
 }
 
-async fn archive(store: &dyn causeway::store::Store, action: ArchiveAction) -> anyhow::Result<ExitCode> {
+async fn archive(store: &dyn causeway::store::Store, config: &config::Config, action: ArchiveAction) -> anyhow::Result<ExitCode> {
     let (words, portal, person, network, since, until, kind, retracted, limit, context, json) = match action {
         ArchiveAction::Search { words, portal, person, network, since, until, kind, retracted, limit, context, json } => {
             (words, portal, person, network, since, until, kind, retracted, limit, context, json)
         }
         ArchiveAction::Export { format, output, portal, person, since, until, tz, chromium } => {
-            let wanted = Export { format, output, portals: portal, person, since, until, tz, chromium };
+            let files = config.files_dir();
+            let wanted = Export { format, output, portals: portal, person, since, until, tz, chromium, files };
             return export(store, wanted).await;
         }
     };
@@ -460,6 +461,8 @@ struct Export {
     until: Option<String>,
     tz: Option<String>,
     chromium: Option<PathBuf>,
+    /// Where the archive keeps files.
+    files: PathBuf,
 }
 
 async fn export(store: &dyn causeway::store::Store, x: Export) -> anyhow::Result<ExitCode> {
@@ -539,7 +542,7 @@ async fn export(store: &dyn causeway::store::Store, x: Export) -> anyhow::Result
     };
     let mut sink: Box<dyn export::Sink> = match x.format {
         Format::Json => Box::new(export::Json::new(out, &about)?),
-        Format::Mbox => Box::new(export::Mbox::new(out)),
+        Format::Mbox => Box::new(export::Mbox::new(out, Some(x.files.clone()))),
         Format::Html | Format::Pdf => Box::new(export::Html::new(out, &title, &tz_name, tz, &stamp)?),
         Format::Slack => {
             // Slack lists a thread's replies on its first message: who

@@ -91,6 +91,11 @@ pub struct Metrics {
     pub held_back: Family<ReasonLabel, Counter>,
     /// Archive searches answered over HTTP, by result (ok, refused, failed).
     pub archive_searches: Family<ResultLabel, Counter>,
+    /// Files of archived messages, by what became of them (kept,
+    /// duplicate, link, refused, failed).
+    pub archive_files: Family<ResultLabel, Counter>,
+    /// Bytes of the files the archive keeps (each content once).
+    pub archive_file_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -126,6 +131,8 @@ impl Metrics {
         let fetch_refused = Family::<ReasonLabel, Counter>::default();
         let held_back = Family::<ReasonLabel, Counter>::default();
         let archive_searches = Family::<ResultLabel, Counter>::default();
+        let archive_files = Family::<ResultLabel, Counter>::default();
+        let archive_file_bytes = Gauge::default();
         registry.register("events_received", "Events accepted from a network and stored", received.clone());
         registry.register(
             "events_dropped",
@@ -173,6 +180,15 @@ impl Metrics {
             "Archive searches answered over HTTP, by result (ok, refused: a query or time that says nothing, failed)",
             archive_searches.clone(),
         );
+        registry.register(
+            "archive_files",
+            "Files of archived messages by result (kept, duplicate: kept already, link: the portal keeps links, refused, failed)",
+            archive_files.clone(),
+        );
+        registry.register("archive_file_bytes", "Bytes of the files the archive keeps, each content once", archive_file_bytes.clone());
+        for r in ["kept", "duplicate", "link", "refused", "failed"] {
+            let _ = archive_files.get_or_create(&ResultLabel { result: r.into() });
+        }
         for r in ["ok", "failed"] {
             let _ = directory_imports.get_or_create(&ResultLabel { result: r.into() });
         }
@@ -204,6 +220,8 @@ impl Metrics {
             fetch_refused,
             held_back,
             archive_searches,
+            archive_files,
+            archive_file_bytes,
         }
     }
 

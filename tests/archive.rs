@@ -297,3 +297,115 @@ async fn exports_are_read_by_mail_programs_and_print_in_order() {
     assert_eq!(said[3].0, "Carol Danvers", "a person is named as the directory names them");
     assert_eq!(ops[0]["reactions"][0]["name"], "👍", "{read}");
 }
+
+/// A file server on the tests' files address whose files can be deleted:
+/// `/photo.png` (a small PNG) and `/big.bin` (larger than the archive keeps).
+async fn deletable_files(png: Vec<u8>) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let gone = std::sync::Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind((common::FILES_HOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let g = gone.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let (g, png) = (g.clone(), png.clone());
+        async move {
+            use axum::response::IntoResponse;
+            match uri.path() {
+                _ if g.load(Ordering::SeqCst) => axum::http::StatusCode::NOT_FOUND.into_response(),
+                "/photo.png" => ([("content-type", "image/png")], png).into_response(),
+                "/big.bin" => ([("content-type", "application/octet-stream")], vec![7u8; 200_000]).into_response(),
+                _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, gone)
+}
+
+/// Files that crossed are kept: one from an XMPP link and the same bytes
+/// uploaded to Matrix are kept once; one over `archive.max_file_bytes` is
+/// a link. After the file server deleted them, the mbox export still
+/// attaches them (read by Python's `mailbox`) and the JSON export names
+/// the kept content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_are_kept_once_and_exported_after_their_server_deleted_them() {
+    use sha2::{Digest, Sha256};
+    let (_, png) = common::serve_file().await;
+    let (files, gone) = deletable_files(png.clone()).await;
+    let w = World::start(&format!("archive: {{ {}, max_file_bytes: 100000 }}", common::FETCH_ALLOW)).await;
+    let d = &w.daemon;
+    let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
+    let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
+    let file = |path: &str, mime: &str| causeway_core::Attachment {
+        url: format!("http://{files}/{path}"),
+        name: Some(path.into()),
+        mime: Some(mime.into()),
+        size: None,
+    };
+    alice.act(Action::File { attachment: file("photo.png", "image/png"), caption: "the photo".into() }).await.unwrap();
+    seen_on(&mut bob, "the photo").await;
+    bob.act(Action::File { attachment: file("photo.png", "image/png"), caption: "the same photo".into() }).await.unwrap();
+    alice.act(Action::File { attachment: file("big.bin", "application/octet-stream"), caption: "too big".into() }).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let count = |result: &'static str| async move { d.metric("causeway_archive_files_total", &format!(r#"result="{result}""#)).await };
+        let (kept, duplicate, refused) = (count("kept").await, count("duplicate").await, count("refused").await);
+        if (kept, duplicate, refused) == (1.0, 1.0, 1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "kept {kept}, duplicate {duplicate}, refused {refused}\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(d.metric("causeway_archive_file_bytes", "").await, png.len() as f64, "one content, kept once");
+    let mut on_disk = Vec::new();
+    for folder in std::fs::read_dir(d.dir.path().join("archive-files")).unwrap() {
+        on_disk.extend(std::fs::read_dir(folder.unwrap().path()).unwrap().map(|f| f.unwrap().file_name()));
+    }
+    let sha = hex::encode(Sha256::digest(&png));
+    assert_eq!(on_disk, [std::ffi::OsString::from(&sha)], "one file on disk, named by its content");
+
+    // The network deletes them; the archive has them still.
+    gone.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(common::fetch(&format!("http://{files}/photo.png")).await.is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let export = |format: &str| {
+        let path = dir.path().join(format!("ops.{format}"));
+        let out = d.cli(&["archive", "export", "--portal", "ops", "--format", format, "-o", path.to_str().unwrap()]);
+        assert!(out.status.success(), "{format}: {}", String::from_utf8_lossy(&out.stderr));
+        path
+    };
+    let read = python(
+        "import mailbox, json, sys, hashlib\n\
+         out = {}\n\
+         for m in mailbox.mbox(sys.argv[1]):\n\
+         \x20   parts = list(m.walk()) if m.is_multipart() else [m]\n\
+         \x20   text = [p.get_payload(decode=True).decode('utf-8') for p in parts if p.get_content_type() == 'text/plain' and not p.get_filename()]\n\
+         \x20   files = [[p.get_filename(), p.get_content_type(), hashlib.sha256(p.get_payload(decode=True)).hexdigest()] for p in parts if p.get_filename()]\n\
+         \x20   out[text[0].split('\\n')[0]] = {'text': text[0], 'files': files}\n\
+         print(json.dumps(out))",
+        &[&export("mbox")],
+    );
+    let mails: Value = serde_json::from_str(&read).unwrap_or_else(|e| panic!("{e}: {read}"));
+    let mail = |caption: &str| mails.as_object().unwrap().iter().find(|(k, _)| k.contains(caption)).map(|(_, v)| v.clone());
+    for caption in ["the photo", "the same photo"] {
+        let m = mail(caption).unwrap_or_else(|| panic!("no mail of {caption:?}: {read}"));
+        assert_eq!(m["files"].as_array().unwrap().len(), 1, "{caption}: {read}");
+        assert_eq!(m["files"][0][1], "image/png", "{read}");
+        assert_eq!(m["files"][0][2], sha.as_str(), "{caption}: the photo's bytes are attached: {read}");
+    }
+    let big = mail("too big").unwrap_or_else(|| panic!("no mail of the big file: {read}"));
+    assert!(big["files"].as_array().unwrap().is_empty(), "{read}");
+    assert!(big["text"].as_str().unwrap().contains(&format!("http://{files}/big.bin")), "the big one is its link: {read}");
+
+    let json: Value = serde_json::from_slice(&std::fs::read(export("json")).unwrap()).unwrap();
+    let kept: Vec<&Value> = json["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["body"]["attachments"].as_array()?.first())
+        .filter_map(|a| a.get("kept"))
+        .collect();
+    assert_eq!(kept.len(), 2, "{json}");
+    assert!(kept.iter().all(|k| k["sha256"] == sha.as_str() && k["size"] == png.len()), "{json}");
+}

@@ -33,6 +33,8 @@ pub struct Exported {
     pub text: Option<String>,
     pub retracted: bool,
     pub reactions: Vec<Reactions>,
+    /// Its attachments the archive keeps, by their place among them.
+    pub kept: std::collections::BTreeMap<usize, super::files::Kept>,
 }
 
 /// One emoji on a message, and who gave it (names).
@@ -146,6 +148,13 @@ impl<W: Write> Sink for Json<W> {
                 o.insert("retracted".into(), e.retracted.into());
                 o.insert("reactions".into(), serde_json::to_value(&e.reactions)?);
             }
+            if let Some(files) = o.get_mut("body").and_then(|b| b.get_mut("attachments")).and_then(|a| a.as_array_mut()) {
+                for (n, k) in &e.kept {
+                    if let Some(a) = files.get_mut(*n).and_then(|a| a.as_object_mut()) {
+                        a.insert("kept".into(), serde_json::json!({"sha256": k.sha256, "size": k.size, "mime": k.mime}));
+                    }
+                }
+            }
         }
         self.out.write_all(if self.first { b"\n" } else { b",\n" })?;
         self.first = false;
@@ -164,12 +173,35 @@ impl<W: Write> Sink for Json<W> {
 /// its thread's root, so mail clients thread it as the chat did.
 pub struct Mbox<W: Write> {
     out: W,
+    /// Where the archive keeps files: those kept are attached.
+    files: Option<std::path::PathBuf>,
 }
 
 impl<W: Write> Mbox<W> {
-    pub fn new(out: W) -> Self {
-        Mbox { out }
+    pub fn new(out: W, files: Option<std::path::PathBuf>) -> Self {
+        Mbox { out, files }
     }
+
+    /// The bytes of attachment `n` where the archive keeps it.
+    fn kept<'e>(&self, e: &'e Exported, n: usize) -> Option<(&'e super::files::Kept, Vec<u8>)> {
+        let k = e.kept.get(&n)?;
+        match super::files::read(self.files.as_deref()?, &k.sha256) {
+            Ok(bytes) => Some((k, bytes)),
+            Err(err) => {
+                tracing::warn!(sha256 = %k.sha256, "a kept file is not readable: {err}");
+                None
+            }
+        }
+    }
+}
+
+/// A media type as a mail header takes it (`type/subtype`, RFC 2045 token
+/// characters, parameters left out), or none.
+fn media_type(m: &str) -> Option<String> {
+    let m = m.split(';').next()?.trim();
+    let (t, sub) = m.split_once('/')?;
+    let token = |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b));
+    (token(t) && token(sub)).then(|| m.to_ascii_lowercase())
 }
 
 /// An event's `Message-ID` (without the angle brackets).
@@ -215,8 +247,14 @@ impl<W: Write> Sink for Mbox<W> {
         if *kind == MessageKind::Emote {
             body = format!("* {} {body}", ev.sender.name);
         }
-        for a in attachments {
-            body.push_str(&format!("\n[file] {}: {}", a.name.as_deref().unwrap_or("file"), a.url));
+        let mut parts = Vec::new();
+        for (n, a) in attachments.iter().enumerate() {
+            let name = a.name.as_deref().unwrap_or("file");
+            body.push_str(&format!("\n[file] {name}: {}", a.url));
+            if let Some((k, bytes)) = self.kept(e, n) {
+                let mime = [&k.mime, &a.mime].into_iter().flatten().find_map(|m| media_type(m));
+                parts.push((mime.unwrap_or_else(|| "application/octet-stream".into()), one_line(name), bytes));
+            }
         }
         if !e.reactions.is_empty() {
             let r: Vec<String> = e.reactions.iter().map(|r| format!("{} {}", r.key, r.by.join(", "))).collect();
@@ -251,7 +289,11 @@ impl<W: Write> Sink for Mbox<W> {
             }
             b = b.references(refs);
         }
-        let mail = b.text_body(body).write_to_vec()?;
+        b = b.text_body(body);
+        for (mime, name, bytes) in parts {
+            b = b.attachment(mime, name, bytes);
+        }
+        let mail = b.write_to_vec()?;
         let at = time::OffsetDateTime::from_unix_timestamp(ev.at_ms.div_euclid(1000)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
         let asctime = at
             .format(time::macros::format_description!(
@@ -520,7 +562,7 @@ mod tests {
     #[test]
     fn mbox_lines_that_look_like_separators_are_quoted_and_threads_named() {
         let mut out = Vec::new();
-        let mut m = Mbox::new(&mut out);
+        let mut m = Mbox::new(&mut out, None);
         let body = Body::Message {
             text: Text::plain("From here on\n>From there"),
             kind: MessageKind::Text,
@@ -529,7 +571,15 @@ mod tests {
             thread: Some("root-1".into()),
             mentions: Vec::new(),
         };
-        m.event(&Exported { seq: 1, event: said("e-1", "alice", body), text: None, retracted: false, reactions: Vec::new() }).unwrap();
+        m.event(&Exported {
+            seq: 1,
+            event: said("e-1", "alice", body),
+            text: None,
+            retracted: false,
+            reactions: Vec::new(),
+            kept: Default::default(),
+        })
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("From alice@x "), "{text}");
         assert!(text.contains("\n>From here on\n>>From there"), "{text}");
@@ -565,6 +615,7 @@ mod tests {
             text: None,
             retracted: false,
             reactions: Vec::new(),
+            kept: Default::default(),
         };
         h.event(&e).unwrap();
         h.finish().unwrap();
@@ -573,5 +624,14 @@ mod tests {
         assert!(!page.contains("<b>mallory"));
         assert!(page.contains("Tuesday, 1 December 2026"), "{page}");
         assert!(page.ends_with("</section></body></html>\n"));
+    }
+
+    #[test]
+    fn only_a_plain_media_type_reaches_a_mail_header() {
+        assert_eq!(media_type("image/PNG; name=x").as_deref(), Some("image/png"));
+        assert_eq!(media_type("application/vnd.oasis.opendocument.text").as_deref(), Some("application/vnd.oasis.opendocument.text"));
+        for bad in ["text/html\r\nBcc: victim@example.org", "image", "/png", "image/", "a b/c", "x/\"y\"", "a/b/c", ""] {
+            assert_eq!(media_type(bad), None, "{bad:?}");
+        }
     }
 }

@@ -440,7 +440,7 @@ mod tests {
                 mentions: Vec::new(),
             },
         };
-        Exported { seq: 0, event, text: None, retracted: false, reactions: Vec::new() }
+        Exported { seq: 0, event, text: None, retracted: false, reactions: Vec::new(), kept: Default::default() }
     }
 
     /// Both passes over `portals`, and the zip's files by name.

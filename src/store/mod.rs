@@ -155,6 +155,16 @@ pub trait Store: Send + Sync + 'static {
     /// The portals the archive holds events of; with `person` (a person
     /// or `bridge:id`), those where they said something.
     async fn archived_portals(&self, person: Option<&str>) -> Result<Vec<String>, StoreError>;
+    /// Attachments of archived messages waiting to be fetched for the
+    /// archive (their next try due by `now_ms`), oldest first.
+    async fn files_waiting(&self, now_ms: i64, limit: u32) -> Result<Vec<crate::archive::files::Waiting>, StoreError>;
+    /// What became of attachment `n` of the message at `seq`; whether it
+    /// was kept with a content new to the archive.
+    async fn note_file(&self, seq: i64, n: i64, outcome: &crate::archive::files::Outcome) -> Result<bool, StoreError>;
+    /// Whether the archive keeps a file of this content.
+    async fn blob_known(&self, sha256: &str) -> Result<bool, StoreError>;
+    /// Bytes of the files kept, each content once.
+    async fn file_bytes(&self) -> Result<u64, StoreError>;
     /// The `seq` of the latest archived event (0 when none).
     async fn archive_seq(&self) -> Result<i64, StoreError>;
     /// How many events of `portal` fall in `range`.

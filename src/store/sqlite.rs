@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use causeway_core::{Body, Committed, Event, IdKind, now_ms};
 
 use crate::archive::export::{Exported, Range};
+use crate::archive::files::{Kept, Outcome, Waiting};
 use crate::archive::{Found, FoundSender, Hit, SearchKind, SearchQuery};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
@@ -29,6 +30,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "outbox_first_failure", include_str!("../../migrations/sqlite/0003_outbox_first_failure.sql")),
     (4, "outbox_recipient", include_str!("../../migrations/sqlite/0004_outbox_recipient.sql")),
     (5, "search", include_str!("../../migrations/sqlite/0005_search.sql")),
+    (6, "archive_files", include_str!("../../migrations/sqlite/0006_archive_files.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -173,6 +175,26 @@ fn index_for_search(q: &mut QueryBuilder<Sqlite>, batch: &[NewEvent]) {
     }
 }
 
+/// Every attachment of the batch's messages, waiting to be kept.
+fn files_to_keep(q: &mut QueryBuilder<Sqlite>, batch: &[NewEvent]) {
+    let files: Vec<(&str, i64)> = batch
+        .iter()
+        .filter_map(|ne| match &ne.event.body {
+            Body::Message { attachments, .. } => Some((ne.event.id.as_str(), attachments.len())),
+            _ => None,
+        })
+        .flat_map(|(id, count)| (0..count as i64).map(move |n| (id, n)))
+        .collect();
+    for chunk in files.chunks(CHUNK) {
+        q.push("INSERT OR IGNORE INTO archive_file (seq, n) SELECT a.seq, v.column2 FROM (VALUES ");
+        let mut sep = q.separated(", ");
+        for (id, n) in chunk {
+            sep.push("(").push_bind_unseparated(*id).push_unseparated(", ").push_bind_unseparated(*n).push_unseparated(")");
+        }
+        q.push(") v JOIN archive a ON a.event_id = v.column1; ");
+    }
+}
+
 /// A message's row of the search index.
 struct Indexed {
     text: String,
@@ -243,6 +265,28 @@ impl SqliteStore {
     /// Index what was archived before search existed (the migration left
     /// its range in `bridge_state`), a chunk per transaction, so that an
     /// interrupted start goes on where it stopped.
+    /// A kept file noted, its content counted once more; whether it is new.
+    async fn file_kept(&self, seq: i64, n: i64, file: &Kept) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let new: i64 = sqlx::query_scalar(
+            "INSERT INTO archive_blob (sha256, size, refs) VALUES (?, ?, 1) \
+             ON CONFLICT (sha256) DO UPDATE SET refs = refs + 1 RETURNING refs",
+        )
+        .bind(&file.sha256)
+        .bind(file.size as i64)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE archive_file SET state = 1, sha256 = ?, mime = ?, reason = NULL WHERE seq = ? AND n = ?")
+            .bind(&file.sha256)
+            .bind(file.mime.as_deref())
+            .bind(seq)
+            .bind(n)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(new == 1)
+    }
+
     async fn index_backlog(&self) -> Result<(), StoreError> {
         let Some(range) = self.load_state("causeway", "search_backlog").await? else { return Ok(()) };
         let mut parts = range.split(' ').map(str::parse::<i64>);
@@ -362,7 +406,14 @@ impl Store for SqliteStore {
         for r in &rows {
             let event = parse_event(r.get("event_id"), r.get("event"))?;
             let retracted = r.get::<Option<i64>, _>("retracted").is_some_and(|x| x != 0);
-            page.push(Exported { seq: r.get("seq"), event, text: r.get("text"), retracted, reactions: Vec::new() });
+            page.push(Exported {
+                seq: r.get("seq"),
+                event,
+                text: r.get("text"),
+                retracted,
+                reactions: Vec::new(),
+                kept: Default::default(),
+            });
         }
         // The reactions to this page's messages, in the archive's order.
         let ids: Vec<&str> = page.iter().filter(|e| matches!(e.event.body, Body::Message { .. })).map(|e| e.event.id.as_str()).collect();
@@ -384,7 +435,94 @@ impl Store for SqliteStore {
         for e in &mut page {
             e.reactions = of.remove(&e.event.id).unwrap_or_default();
         }
+        // The files kept of this page's messages.
+        let with_files: Vec<i64> = page
+            .iter()
+            .filter(|e| matches!(&e.event.body, Body::Message { attachments, .. } if !attachments.is_empty()))
+            .map(|e| e.seq)
+            .collect();
+        let mut kept: HashMap<i64, std::collections::BTreeMap<usize, Kept>> = HashMap::new();
+        for chunk in with_files.chunks(CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "SELECT f.seq, f.n, f.sha256, f.mime, b.size FROM archive_file f JOIN archive_blob b ON b.sha256 = f.sha256 \
+                 WHERE f.state = 1 AND f.seq IN (",
+            );
+            let mut sep = q.separated(", ");
+            for seq in chunk {
+                sep.push_bind(*seq);
+            }
+            q.push(")");
+            for r in q.build().fetch_all(&self.read).await? {
+                let n: i64 = r.get("n");
+                let file = Kept { sha256: r.get("sha256"), size: r.get::<i64, _>("size").max(0) as u64, mime: r.get("mime") };
+                kept.entry(r.get("seq")).or_default().insert(n.max(0) as usize, file);
+            }
+        }
+        for e in &mut page {
+            e.kept = kept.remove(&e.seq).unwrap_or_default();
+        }
         Ok(page)
+    }
+
+    async fn files_waiting(&self, now_ms: i64, limit: u32) -> Result<Vec<Waiting>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT f.seq, f.n, f.tries, a.portal, a.event_id, a.event FROM archive_file f JOIN archive a ON a.seq = f.seq \
+             WHERE f.state = 0 AND f.next_ms <= ? ORDER BY f.next_ms, f.seq, f.n LIMIT ?",
+        )
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        let mut waiting = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let (seq, n): (i64, i64) = (r.get("seq"), r.get("n"));
+            let event = parse_event(r.get("event_id"), r.get("event"))?;
+            let attachment = match &event.body {
+                Body::Message { attachments, .. } => usize::try_from(n).ok().and_then(|n| attachments.get(n)).cloned(),
+                _ => None,
+            };
+            match attachment {
+                Some(attachment) => waiting.push(Waiting { seq, n, tries: r.get("tries"), portal: r.get("portal"), attachment }),
+                // Nothing to fetch: noted so, not looked at again.
+                None => {
+                    self.note_file(seq, n, &Outcome::Refused("no such attachment".into())).await?;
+                }
+            }
+        }
+        Ok(waiting)
+    }
+
+    async fn note_file(&self, seq: i64, n: i64, outcome: &Outcome) -> Result<bool, StoreError> {
+        let (state, reason, next_ms) = match outcome {
+            Outcome::Kept(file) => return self.file_kept(seq, n, file).await,
+            Outcome::Retry { next_ms, reason } => (0, Some(reason.as_str()), *next_ms),
+            Outcome::Link => (2, None, 0),
+            Outcome::Refused(why) => (3, Some(why.as_str()), 0),
+            Outcome::Failed(why) => (4, Some(why.as_str()), 0),
+        };
+        sqlx::query("UPDATE archive_file SET state = ?, reason = ?, next_ms = ?, tries = tries + ? WHERE seq = ? AND n = ?")
+            .bind(state)
+            .bind(reason)
+            .bind(next_ms)
+            .bind(i64::from(matches!(outcome, Outcome::Retry { .. } | Outcome::Failed(_))))
+            .bind(seq)
+            .bind(n)
+            .execute(&self.write)
+            .await?;
+        Ok(false)
+    }
+
+    async fn blob_known(&self, sha256: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM archive_blob WHERE sha256 = ? AND refs > 0")
+            .bind(sha256)
+            .fetch_one(&self.read)
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn file_bytes(&self) -> Result<u64, StoreError> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT SUM(size) FROM archive_blob WHERE refs > 0").fetch_one(&self.read).await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
     }
 
     async fn search(&self, s: &SearchQuery) -> Result<Vec<Hit>, StoreError> {
@@ -569,8 +707,10 @@ impl Store for SqliteStore {
             });
             q.push(" RETURNING 'o', delivery_id, seq; ");
         }
-        // The search index, in the same transaction (docs/archive.md).
+        // The search index and the files to keep, in the same transaction
+        // (docs/archive.md).
         index_for_search(&mut q, batch);
+        files_to_keep(&mut q, batch);
         q.push("COMMIT");
         for r in self.write_script(q).await? {
             let table: &str = r.get(0);
