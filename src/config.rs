@@ -115,6 +115,16 @@ pub struct ArchiveConfig {
     /// Where files may be fetched from although it is not public.
     #[serde(default)]
     pub fetch: causeway_core::fetch::FetchOptions,
+    /// How long events are kept (`forever`, or `365d`); portals may say otherwise.
+    #[serde(default)]
+    pub retention: crate::archive::retention::Retention,
+    /// How often retention is applied.
+    #[serde(default = "default_retention_every", with = "humantime_serde")]
+    pub retention_every: Duration,
+}
+
+fn default_retention_every() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_max_file_bytes() -> u64 {
@@ -132,6 +142,8 @@ impl Default for ArchiveConfig {
             max_file_bytes: default_max_file_bytes(),
             files_quota_bytes: default_files_quota(),
             fetch: Default::default(),
+            retention: Default::default(),
+            retention_every: default_retention_every(),
         }
     }
 }
@@ -140,6 +152,12 @@ impl Config {
     /// Where the archive keeps files.
     pub fn files_dir(&self) -> PathBuf {
         self.archive.files_dir.clone().unwrap_or_else(|| self.store.path.with_file_name("archive-files"))
+    }
+
+    /// How long `portal`'s events are kept.
+    pub fn retention_of(&self, portal: &str) -> crate::archive::retention::Retention {
+        let own = self.portals.iter().find(|p| p.id == portal).and_then(|p| p.archive.as_ref()).and_then(|a| a.retention);
+        own.unwrap_or(self.archive.retention)
     }
 
     /// Whether `portal`'s files are kept.
@@ -155,6 +173,8 @@ impl Config {
 pub struct PortalArchive {
     #[serde(default)]
     pub files: Option<FilesMode>,
+    #[serde(default)]
+    pub retention: Option<crate::archive::retention::Retention>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -692,6 +712,9 @@ fn check_router_and_directory(config: &Config, errors: &mut Vec<ConfigError>) {
     for e in config.archive.fetch.check("archive.fetch") {
         errors.push(ConfigError::new(e.path, e.message));
     }
+    if config.archive.retention_every < Duration::from_secs(1) {
+        errors.push(ConfigError::new("archive.retention_every", "must be at least 1s"));
+    }
     if config.archive.max_file_bytes == 0 {
         errors.push(ConfigError::new("archive.max_file_bytes", "must be at least 1 (archive.files: link keeps no files)"));
     }
@@ -841,6 +864,9 @@ people:
             ("archive: { max_file_bytes: 0 }\n", "archive.max_file_bytes: must be at least 1"),
             ("archive: { fetch: { allow: [nowhere] } }\n", "archive.fetch.allow[0]"),
             ("archive: { files: copy }\n", "archive.files"),
+            ("archive: { retention: never }\n", "archive.retention: \"never\" is neither `forever` nor a duration"),
+            ("archive: { retention: 0d }\n", "archive.retention: must be longer than zero"),
+            ("archive: { retention_every: 10ms }\n", "archive.retention_every: must be at least 1s"),
             ("portals: [{ id: p, links: [{ bridge: nope, room: r }] }]\n", "portals[0].links[0].bridge: no bridge named \"nope\""),
             ("portals: [{ id: p, links: [] }]\n", "portals[0].links: a portal needs at least one link"),
             ("router: { ignore: { nope: [\"@x:y\"] } }\n", "router.ignore.nope: no bridge named \"nope\""),

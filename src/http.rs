@@ -1,5 +1,5 @@
 //! The HTTP surface: `/metrics`, `/healthz`, `/readyz`, `/api/people/{id}/presence`,
-//! `/api/archive/search`, and every bridge's inbound routes under `/bridges/<name>`.
+//! `/api/archive/search`, `/api/archive/holds`, and every bridge's inbound routes under `/bridges/<name>`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::metrics::Metrics;
@@ -32,6 +32,8 @@ pub fn router(surface: Surface, bridge_routes: Vec<(String, Router)>) -> Router 
         .route("/readyz", get(ready))
         .route("/api/people/{id}/presence", get(presence))
         .route("/api/archive/search", get(search))
+        .route("/api/archive/holds", get(holds).post(add_hold))
+        .route("/api/archive/holds/{id}/release", post(release_hold))
         .with_state(surface);
     for (name, routes) in bridge_routes {
         app = app.nest(&format!("/bridges/{name}"), routes);
@@ -57,6 +59,99 @@ fn unauthorized(s: &Surface, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
+/// The archive API is there only with an API token: the archive holds
+/// everything everyone said.
+fn archive_denied(s: &Surface, headers: &HeaderMap) -> Option<Response> {
+    if s.api_token.is_none() {
+        return Some(error(StatusCode::FORBIDDEN, "forbidden", "the archive API needs http.api_token in the config"));
+    }
+    unauthorized(s, headers)
+}
+
+fn unavailable(e: crate::store::StoreError) -> Response {
+    tracing::warn!(error = %e, "archive API: the store failed");
+    error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the archive could not be read or written")
+}
+
+#[derive(serde::Deserialize)]
+struct HoldsQuery {
+    #[serde(default)]
+    released: bool,
+}
+
+/// Legal holds in force (`?released=true`: all, with those released).
+async fn holds(
+    State(s): State<Surface>,
+    headers: HeaderMap,
+    q: Result<Query<HoldsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Some(denied) = archive_denied(&s, &headers) {
+        return denied;
+    }
+    let Ok(Query(q)) = q else { return error(StatusCode::BAD_REQUEST, "bad_query", "released is true or false") };
+    match s.store.holds(q.released).await {
+        Ok(h) => Json(json!({"holds": h})).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Set a legal hold: `{"portal": …}` or `{"person": …}`, with `reason` and `by`.
+async fn add_hold(
+    State(s): State<Surface>,
+    headers: HeaderMap,
+    body: Result<Json<crate::archive::retention::NewHold>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Some(denied) = archive_denied(&s, &headers) {
+        return denied;
+    }
+    let hold = match body {
+        Ok(Json(h)) => h,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    if let Err(e) = hold.check() {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e);
+    }
+    match s.store.add_hold(&hold).await {
+        Ok(h) => {
+            tracing::info!(id = h.id, portal = ?h.portal, person = ?h.person, by = %h.set_by, reason = %h.reason, "legal hold set");
+            (StatusCode::CREATED, Json(h)).into_response()
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Release {
+    by: String,
+}
+
+/// Release a legal hold: `{"by": …}`.
+async fn release_hold(
+    State(s): State<Surface>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<Release>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    if let Some(denied) = archive_denied(&s, &headers) {
+        return denied;
+    }
+    let Ok(id) = id.parse::<i64>() else { return error(StatusCode::NOT_FOUND, "not_found", "no such hold") };
+    let by = match body {
+        Ok(Json(r)) if !r.by.trim().is_empty() && r.by.len() <= 1000 => r.by,
+        Ok(_) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "a release needs who released it (`by`)"),
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
+    };
+    match s.store.release_hold(id, &by).await {
+        Ok(Some(h)) => {
+            tracing::info!(id = h.id, by = %by, "legal hold released");
+            Json(h).into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no hold {id} in force")),
+        Err(e) => unavailable(e),
+    }
+}
+
 /// Search the archive (docs/archive.md). Only with an API token: the
 /// archive holds everything everyone said.
 async fn search(
@@ -65,10 +160,7 @@ async fn search(
     params: Result<Query<crate::archive::SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let count = |result: &str| s.metrics.archive_searches.get_or_create(&crate::metrics::result(result)).inc();
-    if s.api_token.is_none() {
-        return error(StatusCode::FORBIDDEN, "forbidden", "the archive API needs http.api_token in the config");
-    }
-    if let Some(denied) = unauthorized(&s, &headers) {
+    if let Some(denied) = archive_denied(&s, &headers) {
         return denied;
     }
     let query = match params.map_err(|e| e.body_text()).and_then(|Query(p)| p.query(causeway_core::now_ms()).map_err(|e| e.to_string())) {

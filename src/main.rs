@@ -160,6 +160,42 @@ enum ArchiveAction {
         #[arg(long)]
         chromium: Option<PathBuf>,
     },
+    /// Set a legal hold: retention deletes nothing of the portal, or
+    /// nothing the person said, until it is released.
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["portal", "person"]))]
+    Hold {
+        #[arg(long)]
+        portal: Option<String>,
+        /// A person (directory id) or an account (`bridge:id`).
+        #[arg(long)]
+        person: Option<String>,
+        /// Why (a case number, who asked for it).
+        #[arg(long)]
+        reason: String,
+        /// Who sets it (default: the user running the command).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// The legal holds in force.
+    Holds {
+        /// Those released too.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release a legal hold.
+    Release {
+        id: i64,
+        /// Who releases it (default: the user running the command).
+        #[arg(long)]
+        by: Option<String>,
+    },
+    /// Apply retention now (the daemon does every archive.retention_every).
+    Prune {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -345,7 +381,7 @@ async fn command_of(command: Command, config: Option<PathBuf>) -> anyhow::Result
                 Err(code) => return Ok(code),
             };
             let store = causeway::app::open_store(&loaded.config).await?;
-            return archive(store.as_ref(), &loaded.config, action).await;
+            return archive(store, &loaded.config, action).await;
         }
         Command::Outbox { json, action } => {
             let loaded = match load(&config()?) {
@@ -412,15 +448,83 @@ async fn outbox(store: &dyn causeway::store::Store, json: bool, action: Option<O
     Ok(ExitCode::SUCCESS)
 }
 
-async fn archive(store: &dyn causeway::store::Store, config: &config::Config, action: ArchiveAction) -> anyhow::Result<ExitCode> {
+async fn archive(
+    store: std::sync::Arc<dyn causeway::store::Store>,
+    config: &config::Config,
+    action: ArchiveAction,
+) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
     let (words, portal, person, network, since, until, kind, retracted, limit, context, json) = match action {
         ArchiveAction::Search { words, portal, person, network, since, until, kind, retracted, limit, context, json } => {
             (words, portal, person, network, since, until, kind, retracted, limit, context, json)
         }
+        ArchiveAction::Hold { portal, person, reason, by } => {
+            let hold = causeway::archive::retention::NewHold { portal, person, reason, by: by.unwrap_or_else(whoami) };
+            if let Err(e) = hold.check() {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+            let h = store.add_hold(&hold).await?;
+            println!("hold {} set on {} by {}: {}", h.id, held(&h), h.set_by, h.reason);
+            return Ok(ExitCode::SUCCESS);
+        }
+        ArchiveAction::Holds { all, json } => {
+            let holds = store.holds(all).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"holds": holds}))?);
+            } else {
+                for h in &holds {
+                    let at = |ms: i64| jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default();
+                    let released = match (h.released_ms, &h.released_by) {
+                        (Some(ms), by) => format!(" (released {} by {})", at(ms), by.as_deref().unwrap_or("?")),
+                        _ => String::new(),
+                    };
+                    println!("{}\t{}\tset {} by {}: {}{released}", h.id, held(h), at(h.set_ms), h.set_by, h.reason);
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        ArchiveAction::Release { id, by } => {
+            let by = by.unwrap_or_else(whoami);
+            return Ok(match store.release_hold(id, &by).await? {
+                Some(h) => {
+                    println!("hold {id} on {} released by {by}", held(&h));
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("error: no hold {id} in force (see causeway archive holds --all)");
+                    ExitCode::from(1)
+                }
+            });
+        }
+        ArchiveAction::Prune { json } => {
+            let files_lock = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+            let pruner = causeway::archive::retention::Pruner::new(config, store, files_lock, None);
+            let terminal = std::io::stderr().is_terminal();
+            let report = pruner
+                .once(|portal, n| {
+                    if terminal {
+                        eprint!("\rdeleting from {portal}: {n} events");
+                    }
+                })
+                .await?;
+            if terminal && !report.portals.is_empty() {
+                eprintln!();
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for (portal, n) in &report.portals {
+                    println!("{portal}: {n} events deleted");
+                }
+                println!("{} files and {} entries of bridge state deleted", report.files, report.message_state);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         ArchiveAction::Export { format, output, portal, person, since, until, tz, chromium } => {
             let files = config.files_dir();
             let wanted = Export { format, output, portals: portal, person, since, until, tz, chromium, files };
-            return export(store, wanted).await;
+            return export(store.as_ref(), wanted).await;
         }
     };
     let params = causeway::archive::SearchParams {
@@ -449,6 +553,20 @@ async fn archive(store: &dyn causeway::store::Store, config: &config::Config, ac
         print!("{}", causeway::archive::render_text(&hits));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who runs this command, for the audit of holds.
+fn whoami() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "cli".into())
+}
+
+/// What a hold covers, in words.
+fn held(h: &causeway::archive::retention::Hold) -> String {
+    match (&h.portal, &h.person) {
+        (Some(p), _) => format!("portal {p}"),
+        (_, Some(p)) => format!("person {p}"),
+        _ => "nothing".into(),
+    }
 }
 
 /// What `causeway archive export` was asked for.

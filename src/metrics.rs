@@ -96,6 +96,12 @@ pub struct Metrics {
     pub archive_files: Family<ResultLabel, Counter>,
     /// Bytes of the files the archive keeps (each content once).
     pub archive_file_bytes: Gauge,
+    /// Events in the archive, the database's bytes, holds in force.
+    pub archive_events: Gauge,
+    pub archive_bytes: Gauge,
+    pub archive_holds: Gauge,
+    /// Events retention deleted.
+    pub archive_pruned: Counter,
 }
 
 impl Default for Metrics {
@@ -133,6 +139,10 @@ impl Metrics {
         let archive_searches = Family::<ResultLabel, Counter>::default();
         let archive_files = Family::<ResultLabel, Counter>::default();
         let archive_file_bytes = Gauge::default();
+        let archive_events = Gauge::default();
+        let archive_bytes = Gauge::default();
+        let archive_holds = Gauge::default();
+        let archive_pruned = Counter::default();
         registry.register("events_received", "Events accepted from a network and stored", received.clone());
         registry.register(
             "events_dropped",
@@ -186,6 +196,10 @@ impl Metrics {
             archive_files.clone(),
         );
         registry.register("archive_file_bytes", "Bytes of the files the archive keeps, each content once", archive_file_bytes.clone());
+        registry.register("archive_events", "Events in the archive", archive_events.clone());
+        registry.register("archive_bytes", "Bytes of the archive's database (events, search index, message map)", archive_bytes.clone());
+        registry.register("archive_holds", "Legal holds in force", archive_holds.clone());
+        registry.register("archive_retention_deleted_events", "Events retention deleted from the archive", archive_pruned.clone());
         for r in ["kept", "duplicate", "link", "refused", "failed"] {
             let _ = archive_files.get_or_create(&ResultLabel { result: r.into() });
         }
@@ -222,6 +236,10 @@ impl Metrics {
             archive_searches,
             archive_files,
             archive_file_bytes,
+            archive_events,
+            archive_bytes,
+            archive_holds,
+            archive_pruned,
         }
     }
 

@@ -816,6 +816,10 @@ impl Host for Router {
         self.store.save_state(bridge, key, value).await.map_err(|e| SubmitError::Unavailable(e.to_string()))
     }
 
+    async fn save_message_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), SubmitError> {
+        self.store.save_message_state(bridge, key, value).await.map_err(|e| SubmitError::Unavailable(e.to_string()))
+    }
+
     async fn delete_state(&self, bridge: &str, key: &str) -> Result<(), SubmitError> {
         self.store.delete_state(bridge, key).await.map_err(|e| SubmitError::Unavailable(e.to_string()))
     }

@@ -409,3 +409,91 @@ async fn files_are_kept_once_and_exported_after_their_server_deleted_them() {
     assert_eq!(kept.len(), 2, "{json}");
     assert!(kept.iter().all(|k| k["sha256"] == sha.as_str() && k["size"] == png.len()), "{json}");
 }
+
+/// Retention of a portal (`archive.retention: 20s`, applied every second)
+/// with a legal hold on Bob, set and released over the API: what is older
+/// than the retention goes (its search entries too; an edit of it no longer
+/// finds it), what is newer stays, and Bob's stay while the hold is in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_what_is_old_and_a_hold_keeps_what_it_covers() {
+    const RETENTION: Duration = Duration::from_secs(20);
+    let edit = |c: String| {
+        let http = r#"http: { listen: "127.0.0.1:{port}" }"#;
+        let portal = "  - id: ops\n";
+        assert!(c.contains(http) && c.contains(portal), "the world's config changed");
+        c.replace(http, &format!(r#"http: {{ listen: "127.0.0.1:{{port}}", api_token: {TOKEN} }}"#))
+            .replace(portal, &format!("{portal}    archive: {{ retention: {}s }}\n", RETENTION.as_secs()))
+    };
+    let w = World::start_with("archive: { retention_every: 1s }", edit, &[]).await;
+    let d = &w.daemon;
+    let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
+    let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
+    let mut carol = MailPeer::new(&w.mail, "carol", "Carol D.");
+    let say = |text: &str| Action::Text { text: text.into(), reply_to: None };
+    let old = alice.act(say("old words from alice")).await.unwrap();
+    bob.act(say("old words from bob")).await.unwrap();
+    carol.act(say("old words from carol")).await.unwrap();
+    until_found(&w, &["old", "words"], 3).await;
+    let said = Instant::now();
+
+    // The hold, over the API: refused without the token or a reason.
+    let http = reqwest::Client::new();
+    let holds = d.url("/api/archive/holds");
+    let hold = serde_json::json!({"person": "bob", "reason": "case 42", "by": "legal@corp.example"});
+    assert_eq!(http.post(&holds).json(&hold).send().await.unwrap().status(), 401);
+    let (status, body) = common::post(&http, &holds, TOKEN, &serde_json::json!({"person": "bob", "by": "x"})).await;
+    assert_eq!(status, 400, "no reason: {body}");
+    let (status, body) =
+        common::post(&http, &holds, TOKEN, &serde_json::json!({"person": "bob", "portal": "ops", "reason": "r", "by": "x"})).await;
+    assert_eq!(status, 422, "two things at once: {body}");
+    let (status, set) = common::post(&http, &holds, TOKEN, &hold).await;
+    assert_eq!(status, 201, "{set}");
+    assert_eq!((set["person"].as_str(), set["set_by"].as_str()), (Some("bob"), Some("legal@corp.example")));
+    let listed: Value = http.get(&holds).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed["holds"].as_array().unwrap().len(), 1, "{listed}");
+
+    // Newer words, half a retention later; then the old ones age out.
+    tokio::time::sleep_until((said + RETENTION / 2).into()).await;
+    alice.act(say("new words from alice")).await.unwrap();
+    until_found(&w, &["new", "words"], 1).await;
+    let left = until_found(&w, &["old", "words"], 1).await;
+    assert!(said.elapsed() < RETENTION + RETENTION / 2, "the newer ones were found before they aged out too");
+    assert_eq!(texts(&left), ["old words from bob"], "the held one stays");
+    assert_eq!(texts(&search(&w, &["new", "words"])), ["new words from alice"], "the newer one stays");
+    // Everything older than the retention (and a pass's second or two)
+    // is Bob's, once Bob's are that old.
+    tokio::time::sleep_until((said + RETENTION + Duration::from_secs(4)).into()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ops.json");
+    let out = d.cli(&["archive", "export", "--portal", "ops", "--format", "json", "-o", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let cut = json["about"]["exported_at_ms"].as_i64().unwrap() - RETENTION.as_millis() as i64 - 3000;
+    let old_events: Vec<&Value> = json["events"].as_array().unwrap().iter().filter(|e| e["at_ms"].as_i64().unwrap() < cut).collect();
+    assert!(!old_events.is_empty() && old_events.iter().all(|e| e["sender"]["person"] == "bob"), "{old_events:?}");
+    assert!(d.metric("causeway_archive_retention_deleted_events_total", "").await >= 2.0);
+
+    // Alice corrects the message retention took: nothing is there to correct.
+    let dropped = || d.metric("causeway_events_dropped_total", r#"bridge="xmpp",reason="unknown_target""#);
+    let before = dropped().await;
+    alice.act(Action::Edit { target: old, text: "old words from alice, corrected".into() }).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while dropped().await < before + 1.0 {
+        assert!(Instant::now() < deadline, "the edit of a deleted message was not dropped\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(search(&w, &["corrected"]).is_empty());
+
+    // Released: Bob's words age out as everyone's.
+    let id = set["id"].as_i64().unwrap();
+    let release = d.url(&format!("/api/archive/holds/{id}/release"));
+    let (status, released) = common::post(&http, &release, TOKEN, &serde_json::json!({"by": "legal@corp.example"})).await;
+    assert_eq!(status, 200, "{released}");
+    assert!(released["released_ms"].is_i64());
+    let (status, _) = common::post(&http, &release, TOKEN, &serde_json::json!({"by": "legal@corp.example"})).await;
+    assert_eq!(status, 404, "released once");
+    until_found(&w, &["old", "words"], 0).await;
+    let out = d.cli(&["archive", "holds", "--all", "--json"]);
+    let all: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all["holds"][0]["released_by"], "legal@corp.example", "the hold's story is kept: {all}");
+}

@@ -18,7 +18,7 @@ use std::time::Duration;
 use causeway_core::Attachment;
 use causeway_core::fetch::{FetchError, Fetcher};
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
 
 use crate::config::{Config, FilesMode};
 use crate::metrics::{Metrics, ResultLabel};
@@ -97,11 +97,20 @@ pub struct Keeper {
     default: FilesMode,
     max_bytes: u64,
     quota: u64,
+    /// Held from looking a content up to noting it kept, and by retention
+    /// while it deletes: a content is never deleted as it is kept again.
+    lock: Arc<Mutex<()>>,
     metrics: Arc<Metrics>,
 }
 
+/// A fetched file, not yet kept.
+struct Got {
+    kept: Kept,
+    bytes: Vec<u8>,
+}
+
 impl Keeper {
-    pub fn new(config: &Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Result<Keeper, String> {
+    pub fn new(config: &Config, store: Arc<dyn Store>, lock: Arc<Mutex<()>>, metrics: Arc<Metrics>) -> Result<Keeper, String> {
         let fetcher = Fetcher::new(&config.archive.fetch, Duration::from_secs(10), Duration::from_secs(120))?;
         let modes = config.portals.iter().map(|p| (p.id.clone(), config.files_of(&p.id))).collect();
         Ok(Keeper {
@@ -112,20 +121,13 @@ impl Keeper {
             default: config.archive.files,
             max_bytes: config.archive.max_file_bytes,
             quota: config.archive.files_quota_bytes,
+            lock,
             metrics,
         })
     }
 
     /// Keep files until `stop`.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let mut bytes = match self.store.file_bytes().await {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!("archive files: cannot read what is kept: {e}");
-                0
-            }
-        };
-        self.metrics.archive_file_bytes.set(bytes as i64);
         loop {
             let waiting = match self.store.files_waiting(causeway_core::now_ms(), BATCH).await {
                 Ok(w) => w,
@@ -141,76 +143,101 @@ impl Keeper {
                 }
             }
             for w in waiting {
-                let outcome = tokio::select! {
+                let got = tokio::select! {
                     _ = stop.wait_for(|s| *s) => return,
-                    o = self.keep(&w, bytes) => o,
+                    g = self.fetch(&w) => g,
+                };
+                let _lock = self.lock.lock().await;
+                let (outcome, wrote) = match got {
+                    Ok(got) => self.write(got).await,
+                    Err(outcome) => (outcome, None),
                 };
                 let new = match self.store.note_file(w.seq, w.n, &outcome).await {
                     Ok(new) => new,
                     Err(e) => {
                         // Waits as it was: taken again at the next round.
                         tracing::warn!(seq = w.seq, "archive files: cannot note what became of a file: {e}");
-                        continue;
+                        false
                     }
                 };
-                let (result, new_bytes) = match &outcome {
-                    Outcome::Kept(k) if new => ("kept", k.size),
-                    Outcome::Kept(_) => ("duplicate", 0),
-                    Outcome::Link => ("link", 0),
+                if let (Some(path), false) = (wrote, new) {
+                    // Its message is gone (retention) or the note failed.
+                    let _ = std::fs::remove_file(path);
+                }
+                let result = match &outcome {
+                    Outcome::Kept(_) if new => "kept",
+                    Outcome::Kept(_) => "duplicate",
+                    Outcome::Link => "link",
                     Outcome::Refused(why) => {
                         tracing::info!(seq = w.seq, "archive files: not kept: {why}");
-                        ("refused", 0)
+                        "refused"
                     }
                     Outcome::Failed(why) => {
                         tracing::warn!(seq = w.seq, "archive files: given up: {why}");
-                        ("failed", 0)
+                        "failed"
                     }
                     Outcome::Retry { .. } => continue,
                 };
-                bytes += new_bytes;
-                self.metrics.archive_file_bytes.set(bytes as i64);
                 self.metrics.archive_files.get_or_create(&ResultLabel { result: result.into() }).inc();
+                if let Ok(bytes) = self.store.file_bytes().await {
+                    self.metrics.archive_file_bytes.set(bytes as i64);
+                }
             }
         }
     }
 
-    /// Fetch and write one file; `bytes` are kept already.
-    async fn keep(&self, w: &Waiting, bytes: u64) -> Outcome {
+    /// Fetch one file, or what becomes of it instead.
+    async fn fetch(&self, w: &Waiting) -> Result<Got, Outcome> {
         if self.modes.get(&w.portal).copied().unwrap_or(self.default) == FilesMode::Link {
-            return Outcome::Link;
+            return Err(Outcome::Link);
         }
         if w.attachment.size.is_some_and(|s| s > self.max_bytes) {
-            return Outcome::Refused(format!("larger than archive.max_file_bytes ({} bytes)", self.max_bytes));
+            return Err(Outcome::Refused(format!("larger than archive.max_file_bytes ({} bytes)", self.max_bytes)));
         }
         let fetched = match self.fetcher.fetch(&w.attachment.url, self.max_bytes).await {
             Ok(f) => f,
-            Err(FetchError::Refused(r)) => return Outcome::Refused(format!("{}: {}", r.reason, r.message)),
-            Err(FetchError::Unavailable(e)) if w.tries + 1 >= MAX_TRIES => return Outcome::Failed(e),
+            Err(FetchError::Refused(r)) => return Err(Outcome::Refused(format!("{}: {}", r.reason, r.message))),
+            Err(FetchError::Unavailable(e)) if w.tries + 1 >= MAX_TRIES => return Err(Outcome::Failed(e)),
             Err(FetchError::Unavailable(e)) => {
                 let wait = Duration::from_secs(30).saturating_mul(1 << w.tries.clamp(0, 7)).min(Duration::from_secs(3600));
-                return Outcome::Retry { next_ms: causeway_core::now_ms() + wait.as_millis() as i64, reason: e };
+                return Err(Outcome::Retry { next_ms: causeway_core::now_ms() + wait.as_millis() as i64, reason: e });
             }
         };
         let sha256 = hex::encode(Sha256::digest(&fetched.bytes));
         let size = fetched.bytes.len() as u64;
         let mime = w.attachment.mime.clone().or(fetched.content_type);
-        let kept = Kept { sha256, size, mime };
+        Ok(Got { kept: Kept { sha256, size, mime }, bytes: fetched.bytes })
+    }
+
+    /// Write a fetched file unless its content is kept already or the
+    /// quota is full (under the lock); what became of it, and the file
+    /// written.
+    async fn write(&self, got: Got) -> (Outcome, Option<PathBuf>) {
+        let retry = |reason: String| Outcome::Retry { next_ms: causeway_core::now_ms() + 60_000, reason };
+        let Got { kept, bytes } = got;
         match self.store.blob_known(&kept.sha256).await {
-            Ok(true) => return Outcome::Kept(kept),
+            Ok(true) => return (Outcome::Kept(kept), None),
             Ok(false) => {}
-            Err(e) => return Outcome::Retry { next_ms: causeway_core::now_ms() + 30_000, reason: e.to_string() },
+            Err(e) => return (retry(e.to_string()), None),
         }
-        if bytes.saturating_add(size) > self.quota {
-            return Outcome::Refused(format!("over archive.files_quota_bytes ({} bytes)", self.quota));
+        match self.store.file_bytes().await {
+            Ok(b) if b.saturating_add(kept.size) > self.quota => {
+                return (Outcome::Refused(format!("over archive.files_quota_bytes ({} bytes)", self.quota)), None);
+            }
+            Ok(_) => {}
+            Err(e) => return (retry(e.to_string()), None),
         }
-        let (dir, sha, data) = (self.dir.clone(), kept.sha256.clone(), fetched.bytes);
-        match tokio::task::spawn_blocking(move || write(&dir, &sha, &data)).await {
-            Ok(Ok(())) => Outcome::Kept(kept),
+        let (dir, sha) = (self.dir.clone(), kept.sha256.clone());
+        match tokio::task::spawn_blocking(move || write(&dir, &sha, &bytes)).await {
+            Ok(Ok(())) => {
+                let at = path(&self.dir, &kept.sha256);
+                (Outcome::Kept(kept), at)
+            }
             Ok(Err(e)) => {
                 tracing::error!(dir = %self.dir.display(), "archive files: cannot write a file: {e}");
-                Outcome::Retry { next_ms: causeway_core::now_ms() + 60_000, reason: format!("cannot write: {e}") }
+                (retry(format!("cannot write: {e}")), None)
             }
-            Err(e) => Outcome::Retry { next_ms: causeway_core::now_ms() + 60_000, reason: e.to_string() },
+            Err(e) => (retry(e.to_string()), None),
         }
     }
 }

@@ -165,6 +165,18 @@ pub trait Store: Send + Sync + 'static {
     async fn blob_known(&self, sha256: &str) -> Result<bool, StoreError>;
     /// Bytes of the files kept, each content once.
     async fn file_bytes(&self) -> Result<u64, StoreError>;
+    /// Retention: delete at most `limit` events of `portal` said before
+    /// `before_ms` (none a hold covers, none an outbox row needs) with their
+    /// search entries, message-map rows and files, in one transaction.
+    async fn prune(&self, portal: &str, before_ms: i64, limit: u32) -> Result<crate::archive::retention::Pruned, StoreError>;
+    /// Delete `bridge`'s per-message state saved before `before_ms`; how many.
+    async fn prune_message_state(&self, bridge: &str, before_ms: i64) -> Result<u64, StoreError>;
+    async fn add_hold(&self, hold: &crate::archive::retention::NewHold) -> Result<crate::archive::retention::Hold, StoreError>;
+    /// Holds in force, or all of them with those released.
+    async fn holds(&self, released_too: bool) -> Result<Vec<crate::archive::retention::Hold>, StoreError>;
+    /// Release a hold in force; it as it is now, or none such.
+    async fn release_hold(&self, id: i64, by: &str) -> Result<Option<crate::archive::retention::Hold>, StoreError>;
+    async fn archive_stats(&self) -> Result<crate::archive::retention::Stats, StoreError>;
     /// The `seq` of the latest archived event (0 when none).
     async fn archive_seq(&self) -> Result<i64, StoreError>;
     /// How many events of `portal` fall in `range`.
@@ -224,6 +236,8 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, portal: &str, after_seq: i64, limit: u32) -> Result<Vec<Committed>, StoreError>;
     async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, StoreError>;
     async fn save_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), StoreError>;
+    /// State of one message: saved with the time, pruned by retention.
+    async fn save_message_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), StoreError>;
     async fn delete_state(&self, bridge: &str, key: &str) -> Result<(), StoreError>;
     /// Store a run-time portal (or its new set of links).
     async fn save_portal(&self, portal: &StoredPortal) -> Result<(), StoreError>;

@@ -11,6 +11,7 @@ use causeway_core::{Body, Committed, Event, IdKind, now_ms};
 
 use crate::archive::export::{Exported, Range};
 use crate::archive::files::{Kept, Outcome, Waiting};
+use crate::archive::retention::{Hold, NewHold, Pruned, Stats};
 use crate::archive::{Found, FoundSender, Hit, SearchKind, SearchQuery};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
@@ -31,6 +32,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "outbox_recipient", include_str!("../../migrations/sqlite/0004_outbox_recipient.sql")),
     (5, "search", include_str!("../../migrations/sqlite/0005_search.sql")),
     (6, "archive_files", include_str!("../../migrations/sqlite/0006_archive_files.sql")),
+    (7, "retention", include_str!("../../migrations/sqlite/0007_retention.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -175,6 +177,20 @@ fn index_for_search(q: &mut QueryBuilder<Sqlite>, batch: &[NewEvent]) {
     }
 }
 
+/// A row of `archive_hold`.
+fn hold_of(r: &SqliteRow) -> Hold {
+    Hold {
+        id: r.get("id"),
+        portal: r.get("portal"),
+        person: r.get("person"),
+        reason: r.get("reason"),
+        set_by: r.get("set_by"),
+        set_ms: r.get("set_ms"),
+        released_ms: r.get("released_ms"),
+        released_by: r.get("released_by"),
+    }
+}
+
 /// Every attachment of the batch's messages, waiting to be kept.
 fn files_to_keep(q: &mut QueryBuilder<Sqlite>, batch: &[NewEvent]) {
     let files: Vec<(&str, i64)> = batch
@@ -265,10 +281,23 @@ impl SqliteStore {
     /// Index what was archived before search existed (the migration left
     /// its range in `bridge_state`), a chunk per transaction, so that an
     /// interrupted start goes on where it stopped.
-    /// A kept file noted, its content counted once more; whether it is new.
+    /// A kept file noted, its content counted once more; whether the
+    /// content is new. Nothing is noted for an attachment no longer
+    /// waiting (its message was deleted meanwhile).
     async fn file_kept(&self, seq: i64, n: i64, file: &Kept) -> Result<bool, StoreError> {
         let mut tx = self.write.begin().await?;
-        let new: i64 = sqlx::query_scalar(
+        let noted =
+            sqlx::query("UPDATE archive_file SET state = 1, sha256 = ?, mime = ?, reason = NULL WHERE seq = ? AND n = ? AND state = 0")
+                .bind(&file.sha256)
+                .bind(file.mime.as_deref())
+                .bind(seq)
+                .bind(n)
+                .execute(&mut *tx)
+                .await?;
+        if noted.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let refs: i64 = sqlx::query_scalar(
             "INSERT INTO archive_blob (sha256, size, refs) VALUES (?, ?, 1) \
              ON CONFLICT (sha256) DO UPDATE SET refs = refs + 1 RETURNING refs",
         )
@@ -276,15 +305,8 @@ impl SqliteStore {
         .bind(file.size as i64)
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query("UPDATE archive_file SET state = 1, sha256 = ?, mime = ?, reason = NULL WHERE seq = ? AND n = ?")
-            .bind(&file.sha256)
-            .bind(file.mime.as_deref())
-            .bind(seq)
-            .bind(n)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(new == 1)
+        Ok(refs == 1)
     }
 
     async fn index_backlog(&self) -> Result<(), StoreError> {
@@ -462,6 +484,96 @@ impl Store for SqliteStore {
             e.kept = kept.remove(&e.seq).unwrap_or_default();
         }
         Ok(page)
+    }
+
+    /// One piece: the transaction of retention, read top to bottom.
+    async fn prune(&self, portal: &str, before_ms: i64, limit: u32) -> Result<Pruned, StoreError> {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "BEGIN IMMEDIATE; \
+             CREATE TEMP TABLE IF NOT EXISTS doomed (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL); \
+             DELETE FROM doomed; \
+             INSERT INTO doomed SELECT a.seq, a.event_id FROM archive a WHERE a.portal = ",
+        );
+        q.push_bind(portal).push(" AND a.at_ms < ").push_bind(before_ms).push(
+            " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = a.event_id) \
+             AND NOT EXISTS (SELECT 1 FROM archive_hold h WHERE h.released_ms IS NULL \
+                 AND (h.portal = a.portal OR h.person = a.person OR h.person = a.origin_bridge || ':' || a.sender)) \
+             ORDER BY a.seq LIMIT ",
+        );
+        q.push_bind(i64::from(limit)).push(
+            "; \
+             DELETE FROM archive_search WHERE rowid IN (SELECT seq FROM doomed); \
+             DELETE FROM message_map WHERE event_id IN (SELECT event_id FROM doomed); \
+             UPDATE archive_blob SET refs = refs - (SELECT COUNT(*) FROM archive_file f \
+                 WHERE f.sha256 = archive_blob.sha256 AND f.state = 1 AND f.seq IN (SELECT seq FROM doomed)) \
+             WHERE sha256 IN (SELECT sha256 FROM archive_file WHERE state = 1 AND seq IN (SELECT seq FROM doomed)); \
+             DELETE FROM archive_file WHERE seq IN (SELECT seq FROM doomed); \
+             DELETE FROM archive_blob WHERE refs <= 0 RETURNING 'b', sha256; \
+             DELETE FROM archive WHERE seq IN (SELECT seq FROM doomed) RETURNING 'a', seq; \
+             DELETE FROM doomed; \
+             COMMIT",
+        );
+        let mut pruned = Pruned::default();
+        for r in self.write_script(q).await? {
+            match r.get::<&str, _>(0) {
+                "b" => pruned.blobs.push(r.get(1)),
+                _ => pruned.events += 1,
+            }
+        }
+        Ok(pruned)
+    }
+
+    async fn prune_message_state(&self, bridge: &str, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM bridge_state WHERE bridge = ? AND message_ms < ?")
+            .bind(bridge)
+            .bind(before_ms)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn add_hold(&self, hold: &NewHold) -> Result<Hold, StoreError> {
+        let trimmed = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
+        let row = sqlx::query("INSERT INTO archive_hold (portal, person, reason, set_by, set_ms) VALUES (?, ?, ?, ?, ?) RETURNING *")
+            .bind(trimmed(&hold.portal))
+            .bind(trimmed(&hold.person))
+            .bind(hold.reason.trim())
+            .bind(hold.by.trim())
+            .bind(now_ms())
+            .fetch_one(&self.write)
+            .await?;
+        Ok(hold_of(&row))
+    }
+
+    async fn holds(&self, released_too: bool) -> Result<Vec<Hold>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM archive_hold WHERE released_ms IS NULL OR ? ORDER BY id")
+            .bind(released_too)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.iter().map(hold_of).collect())
+    }
+
+    async fn release_hold(&self, id: i64, by: &str) -> Result<Option<Hold>, StoreError> {
+        let row = sqlx::query("UPDATE archive_hold SET released_ms = ?, released_by = ? WHERE id = ? AND released_ms IS NULL RETURNING *")
+            .bind(now_ms())
+            .bind(by.trim())
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await?;
+        Ok(row.as_ref().map(hold_of))
+    }
+
+    async fn archive_stats(&self) -> Result<Stats, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM archive), \
+                    (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()), \
+                    (SELECT COUNT(*) FROM archive_hold WHERE released_ms IS NULL), \
+                    (SELECT COALESCE(SUM(size), 0) FROM archive_blob WHERE refs > 0)",
+        )
+        .fetch_one(&self.read)
+        .await?;
+        let n = |i: usize| row.get::<i64, _>(i).max(0) as u64;
+        Ok(Stats { events: n(0), bytes: n(1), holds: n(2), file_bytes: n(3) })
     }
 
     async fn files_waiting(&self, now_ms: i64, limit: u32) -> Result<Vec<Waiting>, StoreError> {
@@ -949,6 +1061,20 @@ impl Store for SqliteStore {
         Ok(row.map(|r| r.get(0)))
     }
 
+    async fn save_message_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO bridge_state (bridge, key, value, message_ms) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (bridge, key) DO UPDATE SET value = excluded.value, message_ms = excluded.message_ms",
+        )
+        .bind(bridge)
+        .bind(key)
+        .bind(value)
+        .bind(now_ms())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
     async fn save_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO bridge_state (bridge, key, value) VALUES (?, ?, ?) \
@@ -1204,6 +1330,83 @@ mod tests {
             ])
             .await
             .unwrap();
+    }
+
+    fn with_file(text: &str) -> Body {
+        let file = causeway_core::Attachment { url: format!("https://x/{text}"), name: Some("f.bin".into()), mime: None, size: None };
+        Body::Message {
+            text: causeway_core::Text::plain(text),
+            kind: Default::default(),
+            attachments: vec![file],
+            reply_to: None,
+            thread: None,
+            mentions: Vec::new(),
+        }
+    }
+
+    async fn seq_of(store: &SqliteStore, id: &str) -> i64 {
+        sqlx::query_scalar("SELECT seq FROM archive WHERE event_id = ?").bind(id).fetch_one(&store.read).await.unwrap()
+    }
+
+    async fn count(store: &SqliteStore, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&store.read).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_what_is_old_and_not_held_with_all_that_points_at_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db"), false).await.unwrap();
+        archive(&store).await;
+        let mut pending = said("pending", "p", "xmpp", ("alice@x", Some("alice")), 500, Body::text("still on its way"));
+        pending.deliveries = vec![NewDelivery { id: "d1".into(), bridge: "matrix".into(), room: "!r".into() }];
+        store.commit(&[pending, said("copy", "p", "hook", ("bot", None), 2_500, with_file("the same file"))]).await.unwrap();
+        let blob = Kept { sha256: "ab".repeat(32), size: 10, mime: None };
+        assert!(store.note_file(seq_of(&store, "file").await, 0, &Outcome::Kept(blob.clone())).await.unwrap(), "a new content");
+        assert!(!store.note_file(seq_of(&store, "copy").await, 0, &Outcome::Kept(blob.clone())).await.unwrap(), "the same again");
+        let bob = NewHold { person: Some("bob".into()), reason: "case 42".into(), by: "legal".into(), ..Default::default() };
+        let bobs = store.add_hold(&bob).await.unwrap();
+        assert_eq!((bobs.person.as_deref(), bobs.set_by.as_str(), bobs.released_ms), (Some("bob"), "legal", None));
+
+        // Portal p before 4 s: not bob's (held), not the one an outbox row needs, not the later typing.
+        let pruned = store.prune("p", 4_000, 1000).await.unwrap();
+        assert_eq!(pruned, Pruned { events: 3, blobs: Vec::new() }, "pl, party and copy; the file is still the q one's");
+        let left: Vec<String> =
+            sqlx::query_scalar("SELECT event_id FROM archive WHERE portal = 'p' ORDER BY seq").fetch_all(&store.read).await.unwrap();
+        assert_eq!(left, ["hi", "typing", "pending"]);
+        assert!(find(&store, "zazolc", |_| {}).await.is_empty(), "its search entry went with it");
+        assert!(store.ids_of("xmpp", "r", "remote-pl").await.unwrap().is_empty(), "a reference to it no longer resolves");
+        assert_eq!(store.ids_of("matrix", "r", "remote-hi").await.unwrap().len(), 1, "a held one still resolves");
+        assert_eq!(count(&store, "SELECT refs FROM archive_blob").await, 1);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM archive_file").await, 1);
+
+        // Portal q, a transaction of one event at a time: the last file's content goes.
+        assert_eq!(store.prune("q", 10_000, 1).await.unwrap(), Pruned { events: 1, blobs: Vec::new() });
+        assert_eq!(store.prune("q", 10_000, 1).await.unwrap(), Pruned { events: 1, blobs: vec![blob.sha256.clone()] });
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM archive_blob").await, 0);
+        assert_eq!(store.prune("q", 10_000, 1).await.unwrap(), Pruned::default());
+
+        // A hold on the portal keeps everything of it; released, it does not.
+        let all_p = NewHold { portal: Some("p".into()), reason: "audit".into(), by: "it".into(), ..Default::default() };
+        let hold = store.add_hold(&all_p).await.unwrap();
+        assert_eq!(store.prune("p", i64::MAX, 1000).await.unwrap().events, 0);
+        assert_eq!(store.holds(false).await.unwrap().len(), 2);
+        let released = store.release_hold(hold.id, "it").await.unwrap().unwrap();
+        assert_eq!(released.released_by.as_deref(), Some("it"));
+        assert!(store.release_hold(hold.id, "it").await.unwrap().is_none(), "released once");
+        assert_eq!(store.holds(false).await.unwrap(), [bobs]);
+        assert_eq!(store.holds(true).await.unwrap().len(), 2);
+        assert_eq!(store.prune("p", i64::MAX, 1000).await.unwrap().events, 1, "the typing; bob's is held, the pending one needed");
+        let s = store.archive_stats().await.unwrap();
+        assert_eq!((s.events, s.holds, s.file_bytes), (2, 1, 0));
+        assert!(s.bytes > 0);
+
+        // Per-message state goes with its time; other state stays.
+        store.save_message_state("xmpp", "thread-of-x", "t1").await.unwrap();
+        store.save_state("xmpp", "cursor", "42").await.unwrap();
+        assert_eq!(store.prune_message_state("xmpp", now_ms() - 3_600_000).await.unwrap(), 0);
+        assert_eq!(store.prune_message_state("xmpp", now_ms() + 1).await.unwrap(), 1);
+        assert_eq!(store.load_state("xmpp", "thread-of-x").await.unwrap(), None);
+        assert_eq!(store.load_state("xmpp", "cursor").await.unwrap().as_deref(), Some("42"));
     }
 
     #[tokio::test]

@@ -348,6 +348,12 @@ pub trait Host: Send + Sync + 'static {
     /// Durable per-bridge state (cursors, sync tokens).
     async fn load_state(&self, bridge: &str, key: &str) -> Result<Option<String>, SubmitError>;
     async fn save_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), SubmitError>;
+    /// State that belongs to one message (a thread's id, a reaction's event
+    /// on the network): dropped when the archive's retention has dropped
+    /// the messages of that time.
+    async fn save_message_state(&self, bridge: &str, key: &str, value: &str) -> Result<(), SubmitError> {
+        self.save_state(bridge, key, value).await
+    }
     async fn delete_state(&self, bridge: &str, key: &str) -> Result<(), SubmitError>;
 }
 
@@ -419,6 +425,10 @@ impl BridgeContext {
     }
     pub async fn save_state(&self, key: &str, value: &str) -> Result<(), SubmitError> {
         self.host.save_state(&self.name, key, value).await
+    }
+    /// State of one message, pruned with the archive (see [`Host::save_message_state`]).
+    pub async fn save_message_state(&self, key: &str, value: &str) -> Result<(), SubmitError> {
+        self.host.save_message_state(&self.name, key, value).await
     }
     pub async fn delete_state(&self, key: &str) -> Result<(), SubmitError> {
         self.host.delete_state(&self.name, key).await

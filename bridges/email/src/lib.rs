@@ -329,7 +329,7 @@ impl Inner {
                 }
                 if linked {
                     if let (Some(id), Some(subject)) = (&t.message_id, &t.new_subject) {
-                        let _ = ctx.save_state(&format!("{SUBJECT_KEY}{id}"), subject).await;
+                        let _ = ctx.save_message_state(&format!("{SUBJECT_KEY}{id}"), subject).await;
                     }
                     Verdict::Take(t)
                 } else {
@@ -595,7 +595,7 @@ impl Inner {
         self.send_each(ctx, d, &list.address, &subs.now, &mail.bytes).await?;
         // Replies to this mail say "Re:" to the same subject.
         let root = subject.strip_prefix("Re: ").unwrap_or(&subject);
-        let _ = ctx.save_state(&format!("{SUBJECT_KEY}{}", mail.message_id), root).await;
+        let _ = ctx.save_message_state(&format!("{SUBJECT_KEY}{}", mail.message_id), root).await;
         Ok(Delivered { remote_id: Some(mail.message_id) })
     }
 }

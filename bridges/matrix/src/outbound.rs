@@ -228,7 +228,7 @@ pub(crate) async fn deliver(inner: &Inner, d: &Delivery) -> Result<Delivered, De
             let event = actor.client.send(r, "m.reaction", id, &content, ghost).await?;
             if let Some(ctx) = inner.ctx.get() {
                 // Needed to take the reaction back; the retry sends the same event.
-                ctx.save_state(&reaction_key(&room, ghost, target, key), event.as_str())
+                ctx.save_message_state(&reaction_key(&room, ghost, target, key), event.as_str())
                     .await
                     .map_err(|e| DeliveryError::transient(e.to_string()))?;
             }

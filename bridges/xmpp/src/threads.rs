@@ -108,8 +108,8 @@ pub(crate) async fn resolve(ctx: &BridgeContext, incoming: &mut Incoming) {
 /// The thread opened by an XMPP client on `root` has the id `id`.
 async fn remember(ctx: &BridgeContext, room: &str, root: &str, id: &str) {
     let saved = async {
-        ctx.save_state(&format!("{ID_KEY}{room} {root}"), id).await?;
-        ctx.save_state(&format!("{ROOT_KEY}{room} {id}"), root).await
+        ctx.save_message_state(&format!("{ID_KEY}{room} {root}"), id).await?;
+        ctx.save_message_state(&format!("{ROOT_KEY}{room} {id}"), root).await
     };
     if let Err(e) = saved.await {
         tracing::warn!(bridge = ctx.name(), room, "a thread's id not stored: {e}");

@@ -1,0 +1,311 @@
+//! Retention and legal hold (docs/archive.md): how long the archive keeps
+//! what was said, and what it keeps whatever the retention says.
+//!
+//! A background task deletes, a portal at a time and a thousand events per
+//! transaction, the events older than the portal's retention together with
+//! their search entries, message-map rows and files; an event an outbox row
+//! still needs, and whatever a hold covers, stays. State that bridges keep
+//! per message goes when no retention keeps messages of its time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, watch};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// Events deleted in one transaction.
+pub const BATCH: u32 = 1000;
+
+/// How long the archive keeps a portal's events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Retention {
+    /// Kept for this long after they were said.
+    For(Duration),
+    /// Never deleted.
+    #[default]
+    Forever,
+}
+
+impl std::str::FromStr for Retention {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "forever" {
+            return Ok(Retention::Forever);
+        }
+        match humantime::parse_duration(s) {
+            Ok(d) if d.is_zero() => Err("must be longer than zero (or `forever`)".into()),
+            Ok(d) => Ok(Retention::For(d)),
+            Err(e) => Err(format!("{s:?} is neither `forever` nor a duration such as `365d`: {e}")),
+        }
+    }
+}
+
+impl fmt::Display for Retention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Retention::Forever => f.write_str("forever"),
+            Retention::For(d) => write!(f, "{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+impl Serialize for Retention {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A legal hold: retention deletes nothing it covers until it is released.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Hold {
+    pub id: i64,
+    /// A whole portal…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portal: Option<String>,
+    /// …or what one person (a directory id, or an account `bridge:id`) said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
+    pub reason: String,
+    pub set_by: String,
+    pub set_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
+}
+
+/// A hold asked for (CLI or API).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewHold {
+    #[serde(default)]
+    pub portal: Option<String>,
+    #[serde(default)]
+    pub person: Option<String>,
+    pub reason: String,
+    pub by: String,
+}
+
+/// Longest reason, name or target a hold takes (bytes).
+const MAX_FIELD: usize = 1000;
+
+impl NewHold {
+    /// Why this hold cannot be set, if it cannot.
+    pub fn check(&self) -> Result<(), String> {
+        let portal = self.portal.as_deref().map(str::trim).filter(|p| !p.is_empty());
+        let person = self.person.as_deref().map(str::trim).filter(|p| !p.is_empty());
+        if portal.is_some() == person.is_some() {
+            return Err("a hold covers either a portal or a person: give one of them".into());
+        }
+        if self.reason.trim().is_empty() {
+            return Err("a hold needs a reason (a case number, who asked for it)".into());
+        }
+        if self.by.trim().is_empty() {
+            return Err("a hold needs who set it (`by`)".into());
+        }
+        let long = [portal, person, Some(self.reason.as_str()), Some(self.by.as_str())].into_iter().flatten().any(|f| f.len() > MAX_FIELD);
+        if long {
+            return Err(format!("a hold's fields are at most {MAX_FIELD} bytes"));
+        }
+        Ok(())
+    }
+}
+
+/// What one transaction of retention deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub events: u64,
+    /// Contents no attachment is any longer: their files are to go.
+    pub blobs: Vec<String>,
+}
+
+/// What a pass of retention did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// Events deleted, by portal.
+    pub portals: BTreeMap<String, u64>,
+    pub files: u64,
+    pub message_state: u64,
+}
+
+/// Applies retention, now and then.
+pub struct Pruner {
+    store: Arc<dyn Store>,
+    own: HashMap<String, Retention>,
+    default: Retention,
+    /// The longest any portal of a bridge keeps (its per-message state
+    /// goes after that).
+    bridges: BTreeMap<String, Retention>,
+    every: Duration,
+    files_dir: PathBuf,
+    /// Held while files are written or deleted (see [`super::files::Keeper`]).
+    files_lock: Arc<Mutex<()>>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Pruner {
+    pub fn new(config: &Config, store: Arc<dyn Store>, files_lock: Arc<Mutex<()>>, metrics: Option<Arc<Metrics>>) -> Pruner {
+        let default = config.archive.retention;
+        let own: HashMap<String, Retention> = config.portals.iter().map(|p| (p.id.clone(), config.retention_of(&p.id))).collect();
+        let mut bridges: BTreeMap<String, Retention> = config.bridges.keys().map(|b| (b.clone(), default)).collect();
+        for p in &config.portals {
+            for l in &p.links {
+                let r = bridges.entry(l.bridge.clone()).or_insert(default);
+                *r = (*r).max(own[&p.id]);
+            }
+        }
+        Pruner { store, own, default, bridges, every: config.archive.retention_every, files_dir: config.files_dir(), files_lock, metrics }
+    }
+
+    fn retention_of(&self, portal: &str) -> Retention {
+        self.own.get(portal).copied().unwrap_or(self.default)
+    }
+
+    /// One pass: every portal with a retention, then the bridges' state.
+    pub async fn once(&self, mut progress: impl FnMut(&str, u64)) -> Result<Report, StoreError> {
+        let now = causeway_core::now_ms();
+        let before = |r: Retention| match r {
+            Retention::For(d) => Some(now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
+            Retention::Forever => None,
+        };
+        let mut report = Report::default();
+        for portal in self.store.archived_portals(None).await? {
+            let Some(before_ms) = before(self.retention_of(&portal)) else { continue };
+            let mut deleted = 0;
+            loop {
+                let pruned = {
+                    let _files = self.files_lock.lock().await;
+                    let pruned = self.store.prune(&portal, before_ms, BATCH).await?;
+                    report.files += self.delete_files(&pruned.blobs).await;
+                    pruned
+                };
+                deleted += pruned.events;
+                if let Some(m) = &self.metrics {
+                    m.archive_pruned.inc_by(pruned.events);
+                }
+                if pruned.events > 0 {
+                    progress(&portal, deleted);
+                }
+                if pruned.events < u64::from(BATCH) {
+                    break;
+                }
+            }
+            if deleted > 0 {
+                tracing::info!(portal, events = deleted, retention = %self.retention_of(&portal), "retention: deleted from the archive");
+                report.portals.insert(portal, deleted);
+            }
+        }
+        for (bridge, r) in &self.bridges {
+            if let Some(before_ms) = before(*r) {
+                report.message_state += self.store.prune_message_state(bridge, before_ms).await?;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Delete the files of contents no longer kept; how many.
+    async fn delete_files(&self, blobs: &[String]) -> u64 {
+        let mut n = 0;
+        for sha in blobs {
+            let Some(path) = super::files::path(&self.files_dir, sha) else { continue };
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => n += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %path.display(), "retention: a file not deleted: {e}"),
+            }
+        }
+        n
+    }
+
+    /// The archive's numbers as metrics.
+    async fn measure(&self) {
+        let Some(m) = &self.metrics else { return };
+        match self.store.archive_stats().await {
+            Ok(s) => {
+                m.archive_events.set(s.events as i64);
+                m.archive_bytes.set(s.bytes as i64);
+                m.archive_holds.set(s.holds as i64);
+                m.archive_file_bytes.set(s.file_bytes as i64);
+            }
+            Err(e) => tracing::warn!("archive: cannot read its size: {e}"),
+        }
+    }
+
+    /// Apply retention every `archive.retention_every` (the first time at
+    /// once), and measure the archive every minute, until `stop`.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let measure_every = Duration::from_secs(60).min(self.every);
+        let mut next_prune = tokio::time::Instant::now();
+        loop {
+            if tokio::time::Instant::now() >= next_prune {
+                if let Err(e) = self.once(|_, _| {}).await {
+                    tracing::warn!("retention: {e}");
+                }
+                next_prune = tokio::time::Instant::now() + self.every;
+            }
+            self.measure().await;
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(measure_every) => {}
+            }
+        }
+    }
+}
+
+/// The archive's size.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub events: u64,
+    /// The database file's pages.
+    pub bytes: u64,
+    pub holds: u64,
+    pub file_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_forever_or_a_duration() {
+        assert_eq!("forever".parse::<Retention>(), Ok(Retention::Forever));
+        assert_eq!("365d".parse::<Retention>(), Ok(Retention::For(Duration::from_secs(365 * 86_400))));
+        assert_eq!("2s".parse::<Retention>(), Ok(Retention::For(Duration::from_secs(2))));
+        for bad in ["0s", "never", "", "-1d", "365"] {
+            assert!(bad.parse::<Retention>().is_err(), "{bad}");
+        }
+        assert!(Retention::For(Duration::from_secs(1)) < Retention::Forever, "forever is the longest");
+    }
+
+    #[test]
+    fn a_hold_names_one_thing_with_a_reason_and_who() {
+        let ok = NewHold { portal: Some("ops".into()), person: None, reason: "case 42".into(), by: "legal".into() };
+        assert_eq!(ok.check(), Ok(()));
+        let cases = [
+            NewHold { person: Some("bob".into()), ..ok.clone() },
+            NewHold { portal: None, ..ok.clone() },
+            NewHold { portal: Some("  ".into()), ..ok.clone() },
+            NewHold { reason: " ".into(), ..ok.clone() },
+            NewHold { by: "".into(), ..ok.clone() },
+            NewHold { reason: "x".repeat(MAX_FIELD + 1), ..ok.clone() },
+        ];
+        for c in cases {
+            assert!(c.check().is_err(), "{c:?}");
+        }
+    }
+}
