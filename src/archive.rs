@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod export;
 pub mod files;
+pub mod jobs;
 pub mod retention;
 pub mod slack;
 

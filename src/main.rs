@@ -499,7 +499,7 @@ async fn archive(
         }
         ArchiveAction::Prune { json } => {
             let files_lock = std::sync::Arc::new(tokio::sync::Mutex::new(()));
-            let pruner = causeway::archive::retention::Pruner::new(config, store, files_lock, None);
+            let pruner = causeway::archive::jobs::Pruner::new(config, store, files_lock, None);
             let terminal = std::io::stderr().is_terminal();
             let report = pruner
                 .once(|portal, n| {

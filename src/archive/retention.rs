@@ -1,24 +1,18 @@
 //! Retention and legal hold (docs/archive.md): how long the archive keeps
 //! what was said, and what it keeps whatever the retention says.
 //!
-//! A background task deletes, a portal at a time and a thousand events per
-//! transaction, the events older than the portal's retention together with
-//! their search entries, message-map rows and files; an event an outbox row
-//! still needs, and whatever a hold covers, stays. State that bridges keep
-//! per message goes when no retention keeps messages of its time.
+//! A background task ([`super::jobs::Pruner`]) deletes, a portal at a time
+//! and a thousand events per transaction, the events older than the
+//! portal's retention together with their search entries, message-map rows
+//! and files; an event an outbox row still needs, and whatever a hold
+//! covers, stays. State that bridges keep per message goes when no
+//! retention keeps messages of its time. This module holds the words of it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, watch};
-
-use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
 
 /// Events deleted in one transaction.
 pub const BATCH: u32 = 1000;
@@ -141,130 +135,6 @@ pub struct Report {
     pub portals: BTreeMap<String, u64>,
     pub files: u64,
     pub message_state: u64,
-}
-
-/// Applies retention, now and then.
-pub struct Pruner {
-    store: Arc<dyn Store>,
-    own: HashMap<String, Retention>,
-    default: Retention,
-    /// The longest any portal of a bridge keeps (its per-message state
-    /// goes after that).
-    bridges: BTreeMap<String, Retention>,
-    every: Duration,
-    files_dir: PathBuf,
-    /// Held while files are written or deleted (see [`super::files::Keeper`]).
-    files_lock: Arc<Mutex<()>>,
-    metrics: Option<Arc<Metrics>>,
-}
-
-impl Pruner {
-    pub fn new(config: &Config, store: Arc<dyn Store>, files_lock: Arc<Mutex<()>>, metrics: Option<Arc<Metrics>>) -> Pruner {
-        let default = config.archive.retention;
-        let own: HashMap<String, Retention> = config.portals.iter().map(|p| (p.id.clone(), config.retention_of(&p.id))).collect();
-        let mut bridges: BTreeMap<String, Retention> = config.bridges.keys().map(|b| (b.clone(), default)).collect();
-        for p in &config.portals {
-            for l in &p.links {
-                let r = bridges.entry(l.bridge.clone()).or_insert(default);
-                *r = (*r).max(own[&p.id]);
-            }
-        }
-        Pruner { store, own, default, bridges, every: config.archive.retention_every, files_dir: config.files_dir(), files_lock, metrics }
-    }
-
-    fn retention_of(&self, portal: &str) -> Retention {
-        self.own.get(portal).copied().unwrap_or(self.default)
-    }
-
-    /// One pass: every portal with a retention, then the bridges' state.
-    pub async fn once(&self, mut progress: impl FnMut(&str, u64)) -> Result<Report, StoreError> {
-        let now = causeway_core::now_ms();
-        let before = |r: Retention| match r {
-            Retention::For(d) => Some(now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
-            Retention::Forever => None,
-        };
-        let mut report = Report::default();
-        for portal in self.store.archived_portals(None).await? {
-            let Some(before_ms) = before(self.retention_of(&portal)) else { continue };
-            let mut deleted = 0;
-            loop {
-                let pruned = {
-                    let _files = self.files_lock.lock().await;
-                    let pruned = self.store.prune(&portal, before_ms, BATCH).await?;
-                    report.files += self.delete_files(&pruned.blobs).await;
-                    pruned
-                };
-                deleted += pruned.events;
-                if let Some(m) = &self.metrics {
-                    m.archive_pruned.inc_by(pruned.events);
-                }
-                if pruned.events > 0 {
-                    progress(&portal, deleted);
-                }
-                if pruned.events < u64::from(BATCH) {
-                    break;
-                }
-            }
-            if deleted > 0 {
-                tracing::info!(portal, events = deleted, retention = %self.retention_of(&portal), "retention: deleted from the archive");
-                report.portals.insert(portal, deleted);
-            }
-        }
-        for (bridge, r) in &self.bridges {
-            if let Some(before_ms) = before(*r) {
-                report.message_state += self.store.prune_message_state(bridge, before_ms).await?;
-            }
-        }
-        Ok(report)
-    }
-
-    /// Delete the files of contents no longer kept; how many.
-    async fn delete_files(&self, blobs: &[String]) -> u64 {
-        let mut n = 0;
-        for sha in blobs {
-            let Some(path) = super::files::path(&self.files_dir, sha) else { continue };
-            match tokio::fs::remove_file(&path).await {
-                Ok(()) => n += 1,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(path = %path.display(), "retention: a file not deleted: {e}"),
-            }
-        }
-        n
-    }
-
-    /// The archive's numbers as metrics.
-    async fn measure(&self) {
-        let Some(m) = &self.metrics else { return };
-        match self.store.archive_stats().await {
-            Ok(s) => {
-                m.archive_events.set(s.events as i64);
-                m.archive_bytes.set(s.bytes as i64);
-                m.archive_holds.set(s.holds as i64);
-                m.archive_file_bytes.set(s.file_bytes as i64);
-            }
-            Err(e) => tracing::warn!("archive: cannot read its size: {e}"),
-        }
-    }
-
-    /// Apply retention every `archive.retention_every` (the first time at
-    /// once), and measure the archive every minute, until `stop`.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let measure_every = Duration::from_secs(60).min(self.every);
-        let mut next_prune = tokio::time::Instant::now();
-        loop {
-            if tokio::time::Instant::now() >= next_prune {
-                if let Err(e) = self.once(|_, _| {}).await {
-                    tracing::warn!("retention: {e}");
-                }
-                next_prune = tokio::time::Instant::now() + self.every;
-            }
-            self.measure().await;
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                _ = tokio::time::sleep(measure_every) => {}
-            }
-        }
-    }
 }
 
 /// The archive's size.

@@ -251,6 +251,10 @@ fn snippet(of_text: String, best: String) -> String {
     s.replace(open, "[").replace(close, "]")
 }
 
+/// Matches a search ranks, newest first: beyond them, a word in every
+/// tenth message would cost a ranking of the whole archive (BENCHMARKS.md).
+pub const RANKED_AMONG: u32 = 10_000;
+
 /// An archived message with its search row, as search shows it.
 fn found(r: &SqliteRow) -> Result<Found, StoreError> {
     let id: String = r.get("event_id");
@@ -637,14 +641,25 @@ impl Store for SqliteStore {
         Ok(n.unwrap_or(0).max(0) as u64)
     }
 
+    /// Two steps: the best `limit` messages, ranked by the index alone
+    /// among the newest [`RANKED_AMONG`] matches (FTS5 drives the query
+    /// newest first and stops there; each match's archive row is read by
+    /// its key, only when a filter needs it), then only those read in full,
+    /// with their snippets.
     async fn search(&self, s: &SearchQuery) -> Result<Vec<Hit>, StoreError> {
+        let filtered = s.portal.is_some()
+            || s.person.is_some()
+            || s.network.is_some()
+            || s.since_ms.is_some()
+            || s.until_ms.is_some()
+            || s.kind == Some(SearchKind::File);
         let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT a.seq, a.event_id, a.event, archive_search.text AS text, archive_search.retracted AS retracted, \
-             -bm25(archive_search) AS score, snippet(archive_search, 0, char(57344), char(57345), '…', 16) AS snippet, \
-             snippet(archive_search, -1, char(57344), char(57345), '…', 16) AS best \
-             FROM archive_search JOIN archive a ON a.seq = archive_search.rowid WHERE archive_search MATCH ",
+            "SELECT seq, score FROM (SELECT archive_search.rowid AS seq, -bm25(archive_search) AS score FROM archive_search ",
         );
-        q.push_bind(s.fts.as_str());
+        if filtered {
+            q.push("CROSS JOIN archive a ON a.seq = archive_search.rowid ");
+        }
+        q.push("WHERE archive_search MATCH ").push_bind(s.fts.as_str());
         if let Some(p) = &s.portal {
             q.push(" AND a.portal = ").push_bind(p.as_str());
         }
@@ -670,14 +685,34 @@ impl Store for SqliteStore {
         if s.kind == Some(SearchKind::File) {
             q.push(" AND json_array_length(a.event, '$.body.attachments') > 0");
         }
-        q.push(" ORDER BY bm25(archive_search), a.seq DESC LIMIT ").push_bind(i64::from(s.limit));
-        let rows = q.build().fetch_all(&self.read).await?;
-        let mut hits = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let message = found(r)?;
+        q.push(" ORDER BY archive_search.rowid DESC LIMIT ")
+            .push_bind(i64::from(RANKED_AMONG))
+            .push(") ORDER BY score DESC, seq DESC LIMIT ")
+            .push_bind(i64::from(s.limit));
+        let best: Vec<(i64, f64)> = q.build().fetch_all(&self.read).await?.iter().map(|r| (r.get("seq"), r.get("score"))).collect();
+        if best.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT a.seq, a.event_id, a.event, archive_search.text AS text, archive_search.retracted AS retracted, \
+             snippet(archive_search, 0, char(57344), char(57345), '…', 16) AS snippet, \
+             snippet(archive_search, -1, char(57344), char(57345), '…', 16) AS best \
+             FROM archive_search CROSS JOIN archive a ON a.seq = archive_search.rowid WHERE archive_search MATCH ",
+        );
+        q.push_bind(s.fts.as_str()).push(" AND archive_search.rowid IN (");
+        let mut sep = q.separated(", ");
+        for (seq, _) in &best {
+            sep.push_bind(*seq);
+        }
+        q.push(")");
+        let mut rows: HashMap<i64, SqliteRow> = q.build().fetch_all(&self.read).await?.into_iter().map(|r| (r.get("seq"), r)).collect();
+        let mut hits = Vec::with_capacity(best.len());
+        for (seq, score) in best {
+            let Some(r) = rows.remove(&seq) else { continue };
+            let message = found(&r)?;
             let before = self.around(&message.portal, message.seq, s.context, false, s.retracted).await?;
             let after = self.around(&message.portal, message.seq, s.context, true, s.retracted).await?;
-            hits.push(Hit { score: r.get("score"), snippet: snippet(r.get("snippet"), r.get("best")), message, before, after });
+            hits.push(Hit { score, snippet: snippet(r.get("snippet"), r.get("best")), message, before, after });
         }
         Ok(hits)
     }
