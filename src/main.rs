@@ -191,6 +191,13 @@ enum ArchiveAction {
         #[arg(long)]
         by: Option<String>,
     },
+    /// The latest exports: who took what, when, where to.
+    Exports {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Apply retention now (the daemon does every archive.retention_every).
     Prune {
         #[arg(long)]
@@ -497,6 +504,19 @@ async fn archive(
                 }
             });
         }
+        ArchiveAction::Exports { limit, json } => {
+            let exports = store.exports(limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({"exports": exports}))?);
+            } else {
+                for e in &exports {
+                    let at = jiff::Timestamp::from_millisecond(e.at_ms).map(|t| t.to_string()).unwrap_or_default();
+                    let person = e.person.as_deref().map(|p| format!(" (of {p})")).unwrap_or_default();
+                    println!("{at}\t{}\t{}\t{}{person}\t{} events\t{}", e.by, e.format, e.portals.join(","), e.events, e.output);
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         ArchiveAction::Prune { json } => {
             let files_lock = std::sync::Arc::new(tokio::sync::Mutex::new(()));
             let pruner = causeway::archive::jobs::Pruner::new(config, store, files_lock, None);
@@ -691,10 +711,25 @@ async fn export(store: &dyn causeway::store::Store, x: Export) -> anyhow::Result
     if !to_stdout {
         eprintln!("exported {n} events of {} portal(s) to {}", portals.len(), x.output.display());
     }
+    let log = export::ExportLog {
+        at_ms: now,
+        by: whoami(),
+        format: x.format.name().into(),
+        portals: portals.clone(),
+        person: x.person.clone(),
+        since_ms: since,
+        until_ms: until,
+        events: n,
+        output: x.output.display().to_string(),
+    };
+    if let Err(e) = store.log_export(&log).await {
+        eprintln!("error: the export was written but not noted in the export log: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
+
 /// Write the events of `portals` in `range` to `sink`, a page at a
-/// Write the events of `portals` in [since, until) to `sink`, a page at a
 /// time, telling `progress` how many of how many are done; how many.
 async fn export_all(
     store: &dyn causeway::store::Store,

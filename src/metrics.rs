@@ -25,6 +25,11 @@ pub struct SourceLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FormatLabel {
+    pub format: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
 }
@@ -102,6 +107,8 @@ pub struct Metrics {
     pub archive_holds: Gauge,
     /// Events retention deleted.
     pub archive_pruned: Counter,
+    /// Exports made (from the export log), by format.
+    pub archive_exports: Family<FormatLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -143,6 +150,7 @@ impl Metrics {
         let archive_bytes = Gauge::default();
         let archive_holds = Gauge::default();
         let archive_pruned = Counter::default();
+        let archive_exports = Family::<FormatLabel, Counter>::default();
         registry.register("events_received", "Events accepted from a network and stored", received.clone());
         registry.register(
             "events_dropped",
@@ -200,6 +208,7 @@ impl Metrics {
         registry.register("archive_bytes", "Bytes of the archive's database (events, search index, message map)", archive_bytes.clone());
         registry.register("archive_holds", "Legal holds in force", archive_holds.clone());
         registry.register("archive_retention_deleted_events", "Events retention deleted from the archive", archive_pruned.clone());
+        registry.register("archive_exports", "Archive exports made, by format (from the export log)", archive_exports.clone());
         for r in ["kept", "duplicate", "link", "refused", "failed"] {
             let _ = archive_files.get_or_create(&ResultLabel { result: r.into() });
         }
@@ -240,6 +249,7 @@ impl Metrics {
             archive_bytes,
             archive_holds,
             archive_pruned,
+            archive_exports,
         }
     }
 

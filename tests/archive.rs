@@ -170,7 +170,7 @@ fn python_in(python: &str, script: &str, args: &[&std::path::Path]) -> String {
 /// their order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exports_are_read_by_mail_programs_and_print_in_order() {
-    let mut w = World::start("").await;
+    let mut w = World::start("archive: { retention_every: 1s }").await;
     let mut web = WebhookPeer::new("w", w.daemon.url("/bridges/hooks/w"), "tw", w.hook.take().unwrap());
     let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
     let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
@@ -296,6 +296,27 @@ async fn exports_are_read_by_mail_programs_and_print_in_order() {
     assert!(said[3].1.contains("the last word by mail") && !said[3].2, "{read}");
     assert_eq!(said[3].0, "Carol Danvers", "a person is named as the directory names them");
     assert_eq!(ops[0]["reactions"][0]["name"], "👍", "{read}");
+
+    // Every export is in the export log, with who made it; the daemon
+    // counts them.
+    let out = w.daemon.cli(&["archive", "exports", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let made = log["exports"].as_array().unwrap();
+    let mut formats: Vec<&str> = made.iter().map(|e| e["format"].as_str().unwrap()).collect();
+    formats.sort();
+    formats.dedup();
+    assert_eq!(formats, ["html", "json", "mbox", "pdf", "slack"], "{log}");
+    for e in made {
+        assert_eq!(e["portals"], serde_json::json!(["ops"]), "{e}");
+        assert!(e["events"].as_u64().unwrap() > 0 && !e["by"].as_str().unwrap().is_empty(), "{e}");
+    }
+    assert!(made.iter().any(|e| e["output"].as_str().unwrap().ends_with("ops.zip")));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while w.daemon.metric("causeway_archive_exports_total", r#"format="slack""#).await != 1.0 {
+        assert!(Instant::now() < deadline, "the daemon did not count the exports");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// A file server on the tests' files address whose files can be deleted:

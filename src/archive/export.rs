@@ -468,6 +468,37 @@ pub enum Format {
     Slack,
 }
 
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Mbox => "mbox",
+            Format::Html => "html",
+            Format::Pdf => "pdf",
+            Format::Slack => "slack",
+        }
+    }
+}
+
+/// An export made, as the export log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExportLog {
+    pub at_ms: i64,
+    /// Who ran it.
+    pub by: String,
+    pub format: String,
+    pub portals: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub person: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<i64>,
+    pub events: u64,
+    /// Where it was written (`-`: standard output).
+    pub output: String,
+}
+
 /// Print an HTML file to PDF with a headless Chromium.
 pub fn print_pdf(chromium: &std::path::Path, html: &std::path::Path, pdf: &std::path::Path) -> Result<(), String> {
     let url = format!("file://{}", html.canonicalize().map_err(|e| format!("{}: {e}", html.display()))?.display());

@@ -15,7 +15,7 @@ use tokio::sync::{Mutex, watch};
 use super::files::{Kept, MAX_TRIES, Outcome, Waiting, path, write};
 use super::retention::{BATCH, Report, Retention};
 use crate::config::{Config, FilesMode};
-use crate::metrics::{Metrics, ResultLabel};
+use crate::metrics::{FormatLabel, Metrics, ResultLabel};
 use crate::store::{Store, StoreError};
 
 /// Files taken from the store at a time.
@@ -188,6 +188,8 @@ pub struct Pruner {
     /// Held while files are written or deleted (see [`Keeper`]).
     files_lock: Arc<Mutex<()>>,
     metrics: Option<Arc<Metrics>>,
+    /// Exports by format counted so far (the log is the truth).
+    exports_seen: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl Pruner {
@@ -201,7 +203,17 @@ impl Pruner {
                 *r = (*r).max(own[&p.id]);
             }
         }
-        Pruner { store, own, default, bridges, every: config.archive.retention_every, files_dir: config.files_dir(), files_lock, metrics }
+        Pruner {
+            store,
+            own,
+            default,
+            bridges,
+            every: config.archive.retention_every,
+            files_dir: config.files_dir(),
+            files_lock,
+            metrics,
+            exports_seen: Default::default(),
+        }
     }
 
     fn retention_of(&self, portal: &str) -> Retention {
@@ -273,6 +285,11 @@ impl Pruner {
                 m.archive_bytes.set(s.bytes as i64);
                 m.archive_holds.set(s.holds as i64);
                 m.archive_file_bytes.set(s.file_bytes as i64);
+                let mut seen = self.exports_seen.lock().unwrap_or_else(|e| e.into_inner());
+                for (format, n) in s.exports {
+                    let was = seen.insert(format.clone(), n).unwrap_or(0);
+                    m.archive_exports.get_or_create(&FormatLabel { format }).inc_by(n.saturating_sub(was));
+                }
             }
             Err(e) => tracing::warn!("archive: cannot read its size: {e}"),
         }

@@ -145,6 +145,8 @@ pub struct Stats {
     pub bytes: u64,
     pub holds: u64,
     pub file_bytes: u64,
+    /// Exports made, by format (from the export log).
+    pub exports: BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

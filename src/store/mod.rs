@@ -177,6 +177,10 @@ pub trait Store: Send + Sync + 'static {
     /// Release a hold in force; it as it is now, or none such.
     async fn release_hold(&self, id: i64, by: &str) -> Result<Option<crate::archive::retention::Hold>, StoreError>;
     async fn archive_stats(&self) -> Result<crate::archive::retention::Stats, StoreError>;
+    /// Note an export made (the audit of who took what).
+    async fn log_export(&self, export: &crate::archive::export::ExportLog) -> Result<(), StoreError>;
+    /// The latest exports, newest first.
+    async fn exports(&self, limit: u32) -> Result<Vec<crate::archive::export::ExportLog>, StoreError>;
     /// The `seq` of the latest archived event (0 when none).
     async fn archive_seq(&self) -> Result<i64, StoreError>;
     /// How many events of `portal` fall in `range`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use causeway_core::{Body, Committed, Event, IdKind, now_ms};
 
-use crate::archive::export::{Exported, Range};
+use crate::archive::export::{ExportLog, Exported, Range};
 use crate::archive::files::{Kept, Outcome, Waiting};
 use crate::archive::retention::{Hold, NewHold, Pruned, Stats};
 use crate::archive::{Found, FoundSender, Hit, SearchKind, SearchQuery};
@@ -33,6 +33,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "search", include_str!("../../migrations/sqlite/0005_search.sql")),
     (6, "archive_files", include_str!("../../migrations/sqlite/0006_archive_files.sql")),
     (7, "retention", include_str!("../../migrations/sqlite/0007_retention.sql")),
+    (8, "export_log", include_str!("../../migrations/sqlite/0008_export_log.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -567,6 +568,44 @@ impl Store for SqliteStore {
         Ok(row.as_ref().map(hold_of))
     }
 
+    async fn log_export(&self, e: &ExportLog) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO archive_export (at_ms, by, format, portals, person, since_ms, until_ms, events, output) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.at_ms)
+        .bind(&e.by)
+        .bind(&e.format)
+        .bind(serde_json::to_string(&e.portals).unwrap_or_else(|_| "[]".into()))
+        .bind(e.person.as_deref())
+        .bind(e.since_ms)
+        .bind(e.until_ms)
+        .bind(e.events as i64)
+        .bind(&e.output)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    async fn exports(&self, limit: u32) -> Result<Vec<ExportLog>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM archive_export ORDER BY id DESC LIMIT ?").bind(i64::from(limit)).fetch_all(&self.read).await?;
+        Ok(rows
+            .iter()
+            .map(|r| ExportLog {
+                at_ms: r.get("at_ms"),
+                by: r.get("by"),
+                format: r.get("format"),
+                portals: serde_json::from_str(r.get("portals")).unwrap_or_default(),
+                person: r.get("person"),
+                since_ms: r.get("since_ms"),
+                until_ms: r.get("until_ms"),
+                events: r.get::<i64, _>("events").max(0) as u64,
+                output: r.get("output"),
+            })
+            .collect())
+    }
+
     async fn archive_stats(&self) -> Result<Stats, StoreError> {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM archive), \
@@ -577,7 +616,13 @@ impl Store for SqliteStore {
         .fetch_one(&self.read)
         .await?;
         let n = |i: usize| row.get::<i64, _>(i).max(0) as u64;
-        Ok(Stats { events: n(0), bytes: n(1), holds: n(2), file_bytes: n(3) })
+        let exports = sqlx::query("SELECT format, COUNT(*) FROM archive_export GROUP BY format")
+            .fetch_all(&self.read)
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get::<i64, _>(1).max(0) as u64))
+            .collect();
+        Ok(Stats { events: n(0), bytes: n(1), holds: n(2), file_bytes: n(3), exports })
     }
 
     async fn files_waiting(&self, now_ms: i64, limit: u32) -> Result<Vec<Waiting>, StoreError> {
