@@ -117,12 +117,11 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
 
     // Files of archived messages, kept (docs/archive.md); Causeway's own
     // links (Matrix media) are served by the listener below.
-    let files_lock = Arc::new(tokio::sync::Mutex::new(()));
-    let keeper = crate::archive::jobs::Keeper::new(&config, store.clone(), files_lock.clone(), metrics.clone())
-        .map_err(|e| anyhow::anyhow!("archive.fetch: {e}"))?;
+    let keeper =
+        crate::archive::jobs::Keeper::new(&config, store.clone(), metrics.clone()).map_err(|e| anyhow::anyhow!("archive.fetch: {e}"))?;
     let keeper = tokio::spawn(keeper.run(stop_rx.clone()));
     // Retention, and the archive's size as metrics.
-    let pruner = crate::archive::jobs::Pruner::new(&config, store.clone(), files_lock, Some(metrics.clone()));
+    let pruner = crate::archive::jobs::Pruner::new(&config, store.clone(), Some(metrics.clone()));
     let pruner = tokio::spawn(pruner.run(stop_rx.clone()));
 
     let ready = Arc::new(AtomicBool::new(false));

@@ -154,16 +154,19 @@ impl Config {
         self.archive.files_dir.clone().unwrap_or_else(|| self.store.path.with_file_name("archive-files"))
     }
 
+    /// A configured portal's own archive settings.
+    fn portal_archive(&self, portal: &str) -> Option<&PortalArchive> {
+        self.portals.iter().find(|p| p.id == portal).and_then(|p| p.archive.as_ref())
+    }
+
     /// How long `portal`'s events are kept.
     pub fn retention_of(&self, portal: &str) -> crate::archive::retention::Retention {
-        let own = self.portals.iter().find(|p| p.id == portal).and_then(|p| p.archive.as_ref()).and_then(|a| a.retention);
-        own.unwrap_or(self.archive.retention)
+        self.portal_archive(portal).and_then(|a| a.retention).unwrap_or(self.archive.retention)
     }
 
     /// Whether `portal`'s files are kept.
     pub fn files_of(&self, portal: &str) -> FilesMode {
-        let own = self.portals.iter().find(|p| p.id == portal).and_then(|p| p.archive.as_ref()).and_then(|a| a.files);
-        own.unwrap_or(self.archive.files)
+        self.portal_archive(portal).and_then(|a| a.files).unwrap_or(self.archive.files)
     }
 }
 

@@ -138,10 +138,12 @@ async fn release_hold(
     }
     let Ok(id) = id.parse::<i64>() else { return error(StatusCode::NOT_FOUND, "not_found", "no such hold") };
     let by = match body {
-        Ok(Json(r)) if !r.by.trim().is_empty() && r.by.len() <= 1000 => r.by,
-        Ok(_) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "a release needs who released it (`by`)"),
+        Ok(Json(r)) => r.by,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e.body_text()),
     };
+    if let Err(e) = crate::archive::retention::check_by(&by) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e);
+    }
     match s.store.release_hold(id, &by).await {
         Ok(Some(h)) => {
             tracing::info!(id = h.id, by = %by, "legal hold released");

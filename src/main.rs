@@ -481,18 +481,21 @@ async fn archive(
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({"holds": holds}))?);
             } else {
                 for h in &holds {
-                    let at = |ms: i64| jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default();
                     let released = match (h.released_ms, &h.released_by) {
-                        (Some(ms), by) => format!(" (released {} by {})", at(ms), by.as_deref().unwrap_or("?")),
+                        (Some(ms), by) => format!(" (released {} by {})", time_of(ms), by.as_deref().unwrap_or("?")),
                         _ => String::new(),
                     };
-                    println!("{}\t{}\tset {} by {}: {}{released}", h.id, held(h), at(h.set_ms), h.set_by, h.reason);
+                    println!("{}\t{}\tset {} by {}: {}{released}", h.id, held(h), time_of(h.set_ms), h.set_by, h.reason);
                 }
             }
             return Ok(ExitCode::SUCCESS);
         }
         ArchiveAction::Release { id, by } => {
             let by = by.unwrap_or_else(whoami);
+            if let Err(e) = causeway::archive::retention::check_by(&by) {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
             return Ok(match store.release_hold(id, &by).await? {
                 Some(h) => {
                     println!("hold {id} on {} released by {by}", held(&h));
@@ -510,7 +513,7 @@ async fn archive(
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({"exports": exports}))?);
             } else {
                 for e in &exports {
-                    let at = jiff::Timestamp::from_millisecond(e.at_ms).map(|t| t.to_string()).unwrap_or_default();
+                    let at = time_of(e.at_ms);
                     let person = e.person.as_deref().map(|p| format!(" (of {p})")).unwrap_or_default();
                     println!("{at}\t{}\t{}\t{}{person}\t{} events\t{}", e.by, e.format, e.portals.join(","), e.events, e.output);
                 }
@@ -518,8 +521,7 @@ async fn archive(
             return Ok(ExitCode::SUCCESS);
         }
         ArchiveAction::Prune { json } => {
-            let files_lock = std::sync::Arc::new(tokio::sync::Mutex::new(()));
-            let pruner = causeway::archive::jobs::Pruner::new(config, store, files_lock, None);
+            let pruner = causeway::archive::jobs::Pruner::new(config, store, None);
             let terminal = std::io::stderr().is_terminal();
             let report = pruner
                 .once(|portal, n| {
@@ -573,6 +575,11 @@ async fn archive(
         print!("{}", causeway::archive::render_text(&hits));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A time (ms since 1970) as RFC 3339, UTC.
+fn time_of(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.to_string()).unwrap_or_default()
 }
 
 /// Who runs this command, for the audit of holds.
@@ -665,10 +672,7 @@ async fn export(store: &dyn causeway::store::Store, x: Export) -> anyhow::Result
     let range = export::Range { since_ms: since, until_ms: until, upto_seq: Some(store.archive_seq().await?) };
     let about = serde_json::json!({"portals": portals, "since_ms": since, "until_ms": until, "exported_at_ms": now});
     let title = portals.join(", ");
-    let stamp = format!(
-        "Causeway archive of {title}, exported {}",
-        jiff::Timestamp::from_millisecond(now).map(|t| t.to_string()).unwrap_or_default()
-    );
+    let stamp = format!("Causeway archive of {title}, exported {}", time_of(now));
     let terminal = std::io::stderr().is_terminal();
     let progress_of = |doing: &'static str| {
         move |done: u64, total: u64| {

@@ -47,12 +47,10 @@ pub struct Reactions {
     pub who: Vec<String>,
 }
 
-/// Who said an event: the directory's person, else `bridge:account`.
+/// Who said an event: the directory's person, else `bridge:account`
+/// (as a recipient is named).
 pub fn who(e: &Event) -> String {
-    match &e.sender.person {
-        Some(p) => p.clone(),
-        None => format!("{}:{}", e.origin.bridge, e.sender.id),
-    }
+    causeway_core::Recipient::key_of(&e.sender, &e.origin.bridge)
 }
 
 impl Exported {

@@ -53,6 +53,36 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// Held while the archive's files are written or deleted: by the keeper
+/// from looking a content up to noting it kept, by retention while it
+/// deletes, so that a content is never deleted as it is kept again. A lock
+/// on `files_dir/.lock`, so that `causeway archive prune` beside a running
+/// daemon waits for it too.
+pub struct Lock {
+    path: PathBuf,
+}
+
+impl Lock {
+    pub fn new(dir: &Path) -> Lock {
+        Lock { path: dir.join(".lock") }
+    }
+
+    /// Wait for the lock; held until the file returned is dropped.
+    pub async fn hold(&self) -> std::io::Result<std::fs::File> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+            f.lock()?;
+            Ok(f)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
 /// Where the file of `sha256` is under `dir`: `ab/abcdef…`.
 pub fn path(dir: &Path, sha256: &str) -> Option<PathBuf> {
     let hex = sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
@@ -90,6 +120,18 @@ mod tests {
         for bad in ["", "../../etc/passwd", &sha.to_uppercase(), &format!("{}/..", &sha[..61]), &sha[..63]] {
             assert!(path(dir, bad).is_none(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn one_holds_the_lock_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = Lock::new(&dir.path().join("files"));
+        let held = lock.hold().await.unwrap();
+        let again = tokio::spawn(async move { lock.hold().await.map(|_| ()) });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!again.is_finished(), "a second holder waits");
+        drop(held);
+        again.await.unwrap().unwrap();
     }
 
     #[test]

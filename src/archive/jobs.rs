@@ -1,7 +1,7 @@
 //! The archive's background work: the keeper of files that crossed
 //! ([`Keeper`], see [`super::files`]) and retention ([`Pruner`], see
-//! [`super::retention`]). They share a lock so that a content is never
-//! deleted while it is being kept again.
+//! [`super::retention`]). They take the files' lock ([`Lock`]) so that a
+//! content is never deleted while it is being kept again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use causeway_core::fetch::{FetchError, Fetcher};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::watch;
 
-use super::files::{Kept, MAX_TRIES, Outcome, Waiting, path, write};
+use super::files::{Kept, Lock, MAX_TRIES, Outcome, Waiting, path, write};
 use super::retention::{BATCH, Report, Retention};
 use crate::config::{Config, FilesMode};
 use crate::metrics::{FormatLabel, Metrics, ResultLabel};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
+use anyhow::Context;
 
 /// Files taken from the store at a time.
 const FILES_AT_ONCE: u32 = 32;
@@ -30,9 +31,7 @@ pub struct Keeper {
     default: FilesMode,
     max_bytes: u64,
     quota: u64,
-    /// Held from looking a content up to noting it kept, and by retention
-    /// while it deletes: a content is never deleted as it is kept again.
-    lock: Arc<Mutex<()>>,
+    lock: Lock,
     metrics: Arc<Metrics>,
 }
 
@@ -43,7 +42,7 @@ struct Got {
 }
 
 impl Keeper {
-    pub fn new(config: &Config, store: Arc<dyn Store>, lock: Arc<Mutex<()>>, metrics: Arc<Metrics>) -> Result<Keeper, String> {
+    pub fn new(config: &Config, store: Arc<dyn Store>, metrics: Arc<Metrics>) -> Result<Keeper, String> {
         let fetcher = Fetcher::new(&config.archive.fetch, Duration::from_secs(10), Duration::from_secs(120))?;
         let modes = config.portals.iter().map(|p| (p.id.clone(), config.files_of(&p.id))).collect();
         Ok(Keeper {
@@ -54,7 +53,7 @@ impl Keeper {
             default: config.archive.files,
             max_bytes: config.archive.max_file_bytes,
             quota: config.archive.files_quota_bytes,
-            lock,
+            lock: Lock::new(&config.files_dir()),
             metrics,
         })
     }
@@ -80,10 +79,19 @@ impl Keeper {
                     _ = stop.wait_for(|s| *s) => return,
                     g = self.fetch(&w) => g,
                 };
-                let _lock = self.lock.lock().await;
-                let (outcome, wrote) = match got {
-                    Ok(got) => self.write(got).await,
-                    Err(outcome) => (outcome, None),
+                // The lock is held until what became of the file is noted.
+                let (outcome, wrote, _lock) = match got {
+                    Ok(got) => match self.lock.hold().await {
+                        Ok(lock) => {
+                            let (outcome, wrote) = self.write(got).await;
+                            (outcome, wrote, Some(lock))
+                        }
+                        Err(e) => {
+                            let reason = format!("cannot lock {}: {e}", self.dir.display());
+                            (Outcome::Retry { next_ms: causeway_core::now_ms() + 60_000, reason }, None, None)
+                        }
+                    },
+                    Err(outcome) => (outcome, None, None),
                 };
                 let new = match self.store.note_file(w.seq, w.n, &outcome).await {
                     Ok(new) => new,
@@ -185,15 +193,14 @@ pub struct Pruner {
     bridges: BTreeMap<String, Retention>,
     every: Duration,
     files_dir: PathBuf,
-    /// Held while files are written or deleted (see [`Keeper`]).
-    files_lock: Arc<Mutex<()>>,
+    files_lock: Lock,
     metrics: Option<Arc<Metrics>>,
     /// Exports by format counted so far (the log is the truth).
     exports_seen: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl Pruner {
-    pub fn new(config: &Config, store: Arc<dyn Store>, files_lock: Arc<Mutex<()>>, metrics: Option<Arc<Metrics>>) -> Pruner {
+    pub fn new(config: &Config, store: Arc<dyn Store>, metrics: Option<Arc<Metrics>>) -> Pruner {
         let default = config.archive.retention;
         let own: HashMap<String, Retention> = config.portals.iter().map(|p| (p.id.clone(), config.retention_of(&p.id))).collect();
         let mut bridges: BTreeMap<String, Retention> = config.bridges.keys().map(|b| (b.clone(), default)).collect();
@@ -210,7 +217,7 @@ impl Pruner {
             bridges,
             every: config.archive.retention_every,
             files_dir: config.files_dir(),
-            files_lock,
+            files_lock: Lock::new(&config.files_dir()),
             metrics,
             exports_seen: Default::default(),
         }
@@ -221,7 +228,7 @@ impl Pruner {
     }
 
     /// One pass: every portal with a retention, then the bridges' state.
-    pub async fn once(&self, mut progress: impl FnMut(&str, u64)) -> Result<Report, StoreError> {
+    pub async fn once(&self, mut progress: impl FnMut(&str, u64)) -> anyhow::Result<Report> {
         let now = causeway_core::now_ms();
         let before = |r: Retention| match r {
             Retention::For(d) => Some(now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))),
@@ -233,7 +240,7 @@ impl Pruner {
             let mut deleted = 0;
             loop {
                 let pruned = {
-                    let _files = self.files_lock.lock().await;
+                    let _files = self.files_lock.hold().await.with_context(|| format!("cannot lock {}", self.files_dir.display()))?;
                     let pruned = self.store.prune(&portal, before_ms, BATCH).await?;
                     report.files += self.delete_files(&pruned.blobs).await;
                     pruned
@@ -303,7 +310,7 @@ impl Pruner {
         loop {
             if tokio::time::Instant::now() >= next_prune {
                 if let Err(e) = self.once(|_, _| {}).await {
-                    tracing::warn!("retention: {e}");
+                    tracing::warn!("retention: {e:#}");
                 }
                 next_prune = tokio::time::Instant::now() + self.every;
             }

@@ -98,6 +98,17 @@ pub struct NewHold {
 /// Longest reason, name or target a hold takes (bytes).
 const MAX_FIELD: usize = 1000;
 
+/// Why `by` cannot name who set or released a hold, if it cannot.
+pub fn check_by(by: &str) -> Result<(), String> {
+    if by.trim().is_empty() {
+        return Err("who set or released the hold is needed (`by`)".into());
+    }
+    if by.len() > MAX_FIELD {
+        return Err(format!("`by` is at most {MAX_FIELD} bytes"));
+    }
+    Ok(())
+}
+
 impl NewHold {
     /// Why this hold cannot be set, if it cannot.
     pub fn check(&self) -> Result<(), String> {
@@ -109,10 +120,8 @@ impl NewHold {
         if self.reason.trim().is_empty() {
             return Err("a hold needs a reason (a case number, who asked for it)".into());
         }
-        if self.by.trim().is_empty() {
-            return Err("a hold needs who set it (`by`)".into());
-        }
-        let long = [portal, person, Some(self.reason.as_str()), Some(self.by.as_str())].into_iter().flatten().any(|f| f.len() > MAX_FIELD);
+        check_by(&self.by)?;
+        let long = [portal, person, Some(self.reason.as_str())].into_iter().flatten().any(|f| f.len() > MAX_FIELD);
         if long {
             return Err(format!("a hold's fields are at most {MAX_FIELD} bytes"));
         }
@@ -175,6 +184,7 @@ mod tests {
             NewHold { reason: " ".into(), ..ok.clone() },
             NewHold { by: "".into(), ..ok.clone() },
             NewHold { reason: "x".repeat(MAX_FIELD + 1), ..ok.clone() },
+            NewHold { by: "x".repeat(MAX_FIELD + 1), ..ok.clone() },
         ];
         for c in cases {
             assert!(c.check().is_err(), "{c:?}");

@@ -610,8 +610,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(
             "SELECT (SELECT COUNT(*) FROM archive), \
                     (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()), \
-                    (SELECT COUNT(*) FROM archive_hold WHERE released_ms IS NULL), \
-                    (SELECT COALESCE(SUM(size), 0) FROM archive_blob WHERE refs > 0)",
+                    (SELECT COUNT(*) FROM archive_hold WHERE released_ms IS NULL)",
         )
         .fetch_one(&self.read)
         .await?;
@@ -622,7 +621,7 @@ impl Store for SqliteStore {
             .iter()
             .map(|r| (r.get(0), r.get::<i64, _>(1).max(0) as u64))
             .collect();
-        Ok(Stats { events: n(0), bytes: n(1), holds: n(2), file_bytes: n(3), exports })
+        Ok(Stats { events: n(0), bytes: n(1), holds: n(2), file_bytes: self.file_bytes().await?, exports })
     }
 
     async fn files_waiting(&self, now_ms: i64, limit: u32) -> Result<Vec<Waiting>, StoreError> {
