@@ -49,6 +49,18 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {} (http.listen)", config.http.listen))?;
+    let admin_listener = match &config.admin {
+        Some(admin) => {
+            if !admin.listen.ip().is_loopback() {
+                tracing::warn!(listen = %admin.listen, "admin.listen is not a loopback address: put a reverse proxy with TLS in front");
+            }
+            let l = tokio::net::TcpListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (admin.listen)", admin.listen))?;
+            Some((l, admin.clone()))
+        }
+        None => None,
+    };
     let store = open_store(&config).await?;
     let metrics = Arc::new(Metrics::new());
     for name in bridges.keys() {
@@ -125,6 +137,22 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
     let pruner = tokio::spawn(pruner.run(stop_rx.clone()));
 
     let ready = Arc::new(AtomicBool::new(false));
+    let console = admin_listener.map(|(listener, admin)| {
+        let console = crate::admin::Console {
+            router: router.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+            auth: Arc::new(crate::admin::auth::Auth::new(&admin)),
+            edits: Default::default(),
+        };
+        let app = crate::admin::routes(console).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let mut stop = stop_rx.clone();
+        let graceful = async move {
+            let _ = stop.wait_for(|stopping| *stopping).await;
+        };
+        tracing::info!(listen = %admin.listen, "the console listens");
+        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(graceful).into_future())
+    });
     let app = http::router(
         Surface { metrics, ready: ready.clone(), router: router.clone(), store: store.clone(), api_token: config.http.api_token.clone() },
         routes,
@@ -153,6 +181,11 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
     // Requests in flight get a moment; long-lived ones (event streams) are cut.
     if tokio::time::timeout(Duration::from_secs(5), &mut server).await.is_err() {
         server.abort();
+    }
+    if let Some(mut console) = console
+        && tokio::time::timeout(Duration::from_secs(5), &mut console).await.is_err()
+    {
+        console.abort();
     }
     drop(router);
     drop(host);

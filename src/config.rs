@@ -5,7 +5,7 @@
 //! → typed structs (with the failing path on error) → cross-checks (links
 //! name existing bridges and rooms, people's accounts, one portal per room).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -83,6 +83,53 @@ pub struct Config {
     /// What the archive keeps besides the events (docs/archive.md).
     #[serde(default)]
     pub archive: ArchiveConfig,
+    /// The IT console and its API (docs/console.md); off when absent.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+}
+
+/// `admin:`: the console's own listener and who may use it.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The console's listener, apart from `http.listen` (which the
+    /// networks reach): nothing of the console is served there.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// Who may log in: each token's SHA-256 (`causeway admin token` makes
+    /// one), never the token itself.
+    pub tokens: Vec<AdminToken>,
+    /// How long a login lasts.
+    #[serde(default = "default_session_for", with = "humantime_serde")]
+    pub session_for: Duration,
+    /// Failed logins allowed per client address per minute; more are refused.
+    #[serde(default = "default_login_failures")]
+    pub login_failures_per_minute: u32,
+    /// Mark the session cookie `Secure` (set when a TLS proxy is in front).
+    #[serde(default)]
+    pub secure_cookie: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who the token is, as the audit log names them.
+    pub name: String,
+    /// SHA-256 of the token, hex (or `sha256_file:` naming a file with it).
+    pub sha256: String,
+    /// Sees everything, changes nothing.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8081))
+}
+fn default_session_for() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+fn default_login_failures() -> u32 {
+    5
 }
 
 /// Whether a portal's files are kept in the archive or only their links.
@@ -727,6 +774,38 @@ fn check_router_and_directory(config: &Config, errors: &mut Vec<ConfigError>) {
             errors.push(ConfigError::new(format!("directory.ldap.{path}"), message));
         }
     }
+    if let Some(admin) = &config.admin {
+        check_admin(config, admin, errors);
+    }
+}
+
+fn check_admin(config: &Config, admin: &AdminConfig, errors: &mut Vec<ConfigError>) {
+    if admin.listen == config.http.listen {
+        errors.push(ConfigError::new("admin.listen", "must differ from http.listen: the networks must not reach the console"));
+    }
+    if admin.tokens.is_empty() {
+        errors.push(ConfigError::new("admin.tokens", "name at least one token (causeway admin token makes one)"));
+    }
+    let mut names = HashSet::new();
+    for (i, t) in admin.tokens.iter().enumerate() {
+        if !valid_name(&t.name) {
+            errors.push(ConfigError::new(format!("admin.tokens[{i}].name"), "letters, digits, - and _, at most 64"));
+        } else if !names.insert(t.name.as_str()) {
+            errors.push(ConfigError::new(format!("admin.tokens[{i}].name"), format!("{:?} is named twice", t.name)));
+        }
+        if t.sha256.len() != 64 || !t.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            errors.push(ConfigError::new(
+                format!("admin.tokens[{i}].sha256"),
+                "must be the token's SHA-256 as 64 hex digits (causeway admin token prints it), not the token",
+            ));
+        }
+    }
+    if admin.session_for < Duration::from_secs(60) || admin.session_for > Duration::from_secs(30 * 86400) {
+        errors.push(ConfigError::new("admin.session_for", "must be between 1m and 30d"));
+    }
+    if admin.login_failures_per_minute == 0 {
+        errors.push(ConfigError::new("admin.login_failures_per_minute", "must be at least 1"));
+    }
 }
 
 #[cfg(test)]
@@ -789,6 +868,35 @@ people:
     }
 
     #[test]
+    fn admin_tokens_are_hashes_with_names_of_their_own() {
+        let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let ok = format!(
+            "{GOOD}admin:\n  tokens:\n    - {{ name: it, sha256: {hash} }}\n    - {{ name: audit, sha256_file: /run/hash, read_only: true }}\n"
+        );
+        let f = Fake(HashMap::from([("TOKEN", "t0k"), ("/run/secret", "s"), ("/run/hash", hash)]));
+        let admin = parse(&ok, &f).unwrap_or_else(|e| panic!("{e}")).config.admin.unwrap();
+        assert_eq!(admin.listen, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!((admin.tokens[1].sha256.as_str(), admin.tokens[1].read_only), (hash, true));
+        assert_eq!(admin.session_for, Duration::from_secs(8 * 3600));
+
+        let bad = format!(
+            "{GOOD}http: {{ listen: 127.0.0.1:8081 }}\nadmin:\n  session_for: 1s\n  login_failures_per_minute: 0\n  tokens:\n    - {{ name: it, sha256: s3cret-token }}\n    - {{ name: it, sha256: {hash} }}\n    - {{ name: \"a b\", sha256: {hash} }}\n"
+        );
+        let found = errors(&bad);
+        for want in [
+            "admin.listen: must differ from http.listen",
+            "admin.tokens[0].sha256: must be the token's SHA-256",
+            "admin.tokens[1].name: \"it\" is named twice",
+            "admin.tokens[2].name: letters, digits",
+            "admin.session_for: must be between 1m and 30d",
+            "admin.login_failures_per_minute: must be at least 1",
+        ] {
+            assert!(found.iter().any(|e| e.starts_with(want)), "{want:?} not in {found:?}");
+        }
+        assert!(errors(&format!("{GOOD}admin: {{ tokens: [] }}\n")).iter().any(|e| e.starts_with("admin.tokens: name at least one")));
+    }
+
+    #[test]
     fn the_example_config_is_valid() {
         let text = include_str!("../config.example.yaml");
         struct Env;
@@ -812,6 +920,8 @@ people:
         // bridge crate's to check.
         let text = include_str!("../config.example.yaml");
         let ldap = "directory:\n  ldap:\n    url: ldap://127.0.0.1\n    base: dc=example\n    avatar: \"{labeledURI}\"\n    accounts: { hooks: \"{uid}\" }\n";
+        let admin = format!("admin:\n  tokens: [{{ name: it, sha256: \"{}\" }}]\n", "0".repeat(64));
+        let ldap = format!("{ldap}{admin}");
         let f = Fake(HashMap::new());
         let loaded = parse(&format!("{text}\n{ldap}"), &f).unwrap_or_else(|e| panic!("{e}"));
         let mut all = serde_json::to_value(&loaded.config).unwrap();

@@ -2,6 +2,7 @@
 //! Protocols live in the bridge crates (`bridges/`); nothing here names one
 //! except the registry in [`bridges`].
 
+pub mod admin;
 pub mod app;
 pub mod archive;
 pub mod bridges;

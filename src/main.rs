@@ -86,8 +86,20 @@ enum Command {
         #[command(subcommand)]
         action: ArchiveAction,
     },
+    /// The IT console (docs/console.md).
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Print the version and the bridge types this build has.
     Version,
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Make a new admin token: the token (give it to who logs in) and its
+    /// SHA-256 (for admin.tokens in the config). Needs no config.
+    Token,
 }
 
 #[derive(Subcommand)]
@@ -355,6 +367,12 @@ fn verb(kind: &str, matches: &clap::ArgMatches, config: &std::path::Path) -> any
 async fn command_of(command: Command, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let config = || config_given(config.clone());
     match command {
+        Command::Admin { action: AdminAction::Token } => {
+            let (token, hash) = causeway::admin::auth::new_token();
+            println!("token:  {token}");
+            println!("sha256: {hash}");
+            eprintln!("give the token to who logs in; put only the sha256 in admin.tokens");
+        }
         Command::Version => {
             println!("causeway {}", env!("CARGO_PKG_VERSION"));
             println!("bridges: {}", causeway::bridges::compiled().join(", "));

@@ -109,6 +109,8 @@ pub struct Metrics {
     pub archive_pruned: Counter,
     /// Exports made (from the export log), by format.
     pub archive_exports: Family<FormatLabel, Counter>,
+    /// Console logins (and bearer tokens) by result: ok, failed, limited.
+    pub admin_logins: Family<ResultLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -151,6 +153,7 @@ impl Metrics {
         let archive_holds = Gauge::default();
         let archive_pruned = Counter::default();
         let archive_exports = Family::<FormatLabel, Counter>::default();
+        let admin_logins = Family::<ResultLabel, Counter>::default();
         registry.register("events_received", "Events accepted from a network and stored", received.clone());
         registry.register(
             "events_dropped",
@@ -209,6 +212,11 @@ impl Metrics {
         registry.register("archive_holds", "Legal holds in force", archive_holds.clone());
         registry.register("archive_retention_deleted_events", "Events retention deleted from the archive", archive_pruned.clone());
         registry.register("archive_exports", "Archive exports made, by format (from the export log)", archive_exports.clone());
+        registry.register(
+            "admin_logins",
+            "Console logins and admin tokens presented, by result (ok, failed, limited)",
+            admin_logins.clone(),
+        );
         for r in ["kept", "duplicate", "link", "refused", "failed"] {
             let _ = archive_files.get_or_create(&ResultLabel { result: r.into() });
         }
@@ -250,6 +258,7 @@ impl Metrics {
             archive_holds,
             archive_pruned,
             archive_exports,
+            admin_logins,
         }
     }
 

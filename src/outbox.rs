@@ -125,6 +125,10 @@ impl Outbox {
             if *shutdown.borrow() {
                 return;
             }
+            if feed.is_closed() {
+                self.retire(&link).await;
+                return;
+            }
             let (handed, wake) = feed.take();
             let items: Vec<OutboxItem> = if read || wake {
                 // What was handed over is in the store too.
@@ -157,16 +161,39 @@ impl Outbox {
             }
             for item in items {
                 // Rows read from the store may come again in the hand-over.
-                if item.seq <= last_seq {
+                if item.seq <= last_seq || feed.is_closed() {
                     continue;
                 }
                 let seq = item.seq;
-                if !self.deliver(bridge.as_ref(), &link, item, &mut recent, &mut shutdown).await {
+                if !self.deliver(bridge.as_ref(), &link, &feed, item, &mut recent, &mut shutdown).await {
                     return;
                 }
                 last_seq = seq;
             }
         }
+    }
+
+    /// A link left its portal: what is still pending for it becomes dead
+    /// letters (retried from the outbox once the room is linked again, or
+    /// dropped), so nothing waits unseen.
+    async fn retire(&self, link: &Link) {
+        let why = "the room was taken out of its portal before this was delivered";
+        loop {
+            let rows = match self.store.pending(&link.bridge, &link.room, 0, LANE_BATCH).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(bridge = %link.bridge, room = %link.room, error = %e, "cannot read the outbox of a removed link");
+                    return;
+                }
+            };
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                self.dead_letter(row.seq, row.attempts, why, link, &row.event).await;
+            }
+        }
+        tracing::info!(bridge = %link.bridge, room = %link.room, "lane stopped: the room left its portal");
     }
 
     /// The event's references, as ids of the target room.
@@ -193,6 +220,7 @@ impl Outbox {
         &self,
         bridge: &dyn Bridge,
         link: &Link,
+        feed: &LaneFeed,
         item: OutboxItem,
         recent: &mut Recent,
         shutdown: &mut watch::Receiver<bool>,
@@ -276,11 +304,18 @@ impl Outbox {
                     self.metrics.delivered.get_or_create(&label).inc();
                     let latency = (now_ms() - enqueued_ms).max(0) as f64 / 1000.0;
                     self.metrics.delivery_latency.get_or_create(&label).observe(latency);
+                    feed.delivered(now_ms());
                     let _ = self.completions.send(done(d.remote_id)).await;
                     return true;
                 }
                 Err(DeliveryError::Transient { reason, retry_after }) => {
                     attempts += 1;
+                    feed.failed(now_ms(), &reason);
+                    if feed.is_closed() {
+                        // Left pending: the lane's retirement makes it a dead letter.
+                        let _ = self.store.record_failure(seq, attempts, now_ms(), &reason).await;
+                        return true;
+                    }
                     self.metrics.failed.get_or_create(&metrics::reason(&link.bridge, "transient")).inc();
                     // Counted from the first failure: a row that waited
                     // behind an outage still gets its full time.
@@ -306,6 +341,7 @@ impl Outbox {
                 }
                 Err(DeliveryError::Permanent { reason }) => {
                     attempts += 1;
+                    feed.failed(now_ms(), &reason);
                     self.metrics.failed.get_or_create(&metrics::reason(&link.bridge, "permanent")).inc();
                     self.dead_letter(seq, attempts, &reason, link, &event).await;
                     return true;

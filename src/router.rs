@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::directory::Directory;
 use crate::metrics::{self, Metrics};
 use crate::presence::PresenceBook;
-use crate::store::{Author, MapHit, NewDelivery, NewEvent, RemoteKey, Store, StoreError, StoredLink, StoredPortal};
+use crate::store::{Author, MapHit, NewDelivery, NewEvent, RemoteKey, Store, StoreError, StoredKind, StoredLink, StoredPortal};
 use crate::topology::{Link, Portal, PortalKind, Topology};
 
 /// Tell the networks when people have gone idle: a presence said where each
@@ -172,8 +172,12 @@ impl Router {
                     known && free
                 })
                 .collect();
+            let kind = match p.kind {
+                StoredKind::Direct => PortalKind::Direct,
+                StoredKind::Console => PortalKind::Console,
+            };
             if links.len() >= 2 {
-                router.add_portal(Portal { id: p.id, kind: PortalKind::Direct, links, degrade: default_degrade });
+                router.add_portal(Portal { id: p.id, kind, links, degrade: default_degrade });
             }
         }
         tokio::spawn(router.clone().writer(rx, max_batch));
@@ -188,9 +192,19 @@ impl Router {
         &self.topology
     }
 
+    /// The bridge of this name.
+    pub fn bridge(&self, name: &str) -> Option<&Arc<dyn Bridge>> {
+        self.bridges.get(name)
+    }
+
+    /// Every bridge, by name.
+    pub fn bridges(&self) -> &BTreeMap<String, Arc<dyn Bridge>> {
+        &self.bridges
+    }
+
     /// Add a portal (see [`Topology::add`]); the links that receive
     /// deliveries get a lane. Returns the id of the portal the links are in.
-    fn add_portal(&self, portal: Portal) -> String {
+    pub(crate) fn add_portal(&self, portal: Portal) -> String {
         self.topology.add(portal, |l| self.capabilities(l).outbound)
     }
 
@@ -710,7 +724,7 @@ impl Host for Router {
             };
             all.extend(links.iter().filter(|l| !all.contains(l)).cloned().collect::<Vec<_>>());
             let links_stored = all.into_iter().map(|l| StoredLink { bridge: l.bridge, room: l.room }).collect();
-            let stored = StoredPortal { id: id.clone(), created_ms: now_ms(), links: links_stored };
+            let stored = StoredPortal { id: id.clone(), created_ms: now_ms(), links: links_stored, kind: StoredKind::Direct };
             self.store.save_portal(&stored).await.map_err(|e| DirectError::Unavailable(e.to_string()))?;
             let id = self.add_portal(Portal { id, kind: PortalKind::Direct, links, degrade: self.topology.default_degrade() });
             if stranger {

@@ -6,7 +6,7 @@
 //! lane's feed; the outbox takes the lanes and reads their feeds; presence
 //! names links. Nothing here touches the store or a network.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use causeway_core::{Degrade, Event, new_id};
@@ -37,6 +37,18 @@ pub enum PortalKind {
     Configured,
     /// A direct conversation, opened at run time and kept in the store.
     Direct,
+    /// Made in the console (or its API) at run time and kept in the store.
+    Console,
+}
+
+impl PortalKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PortalKind::Configured => "configured",
+            PortalKind::Direct => "direct",
+            PortalKind::Console => "console",
+        }
+    }
 }
 
 /// Rooms that are one conversation.
@@ -64,6 +76,12 @@ impl Portal {
 pub struct LaneFeed {
     notify: Notify,
     state: Mutex<FeedState>,
+    /// The link left its portal: the lane stops.
+    closed: std::sync::atomic::AtomicBool,
+    /// When the lane last delivered (ms since the epoch; 0 never).
+    last_delivered_ms: std::sync::atomic::AtomicI64,
+    /// The last failure of a delivery here: when, and what the network said.
+    last_error: Mutex<Option<(i64, String)>>,
 }
 
 #[derive(Default)]
@@ -111,9 +129,36 @@ impl LaneFeed {
     }
 
     /// Until something is pushed or woken (at once if that happened since
-    /// the last wait).
+    /// the last wait), or the feed is closed.
     pub async fn woken(&self) {
         self.notify.notified().await
+    }
+
+    /// The link left its portal: its lane stops.
+    fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn delivered(&self, at_ms: i64) {
+        self.last_delivered_ms.store(at_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn last_delivered_ms(&self) -> Option<i64> {
+        Some(self.last_delivered_ms.load(std::sync::atomic::Ordering::Relaxed)).filter(|&ms| ms > 0)
+    }
+
+    /// A delivery here failed.
+    pub fn failed(&self, at_ms: i64, error: &str) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((at_ms, error.to_string()));
+    }
+
+    pub fn last_error(&self) -> Option<(i64, String)> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -122,11 +167,10 @@ pub type Lane = (Link, Arc<LaneFeed>);
 
 #[derive(Default)]
 struct Rooms {
-    /// Only ever appended to, so an index stays valid; a portal that gains
-    /// links is replaced by a copy with them.
-    portals: Vec<Arc<Portal>>,
-    /// Link → index into `portals`.
-    link_portal: HashMap<Link, usize>,
+    /// By id; a portal that gains or loses links is replaced by a copy.
+    portals: BTreeMap<String, Arc<Portal>>,
+    /// Link → the id of its portal.
+    link_portal: HashMap<Link, String>,
     /// What feeds each outbox lane (a link that receives deliveries).
     lanes: HashMap<Link, Arc<LaneFeed>>,
 }
@@ -161,19 +205,19 @@ impl Topology {
     pub fn add(&self, portal: Portal, receives: impl Fn(&Link) -> bool) -> String {
         let Portal { id, kind, links, degrade } = portal;
         let mut t = self.rooms.write().unwrap_or_else(|p| p.into_inner());
-        let index = match links.iter().find_map(|l| t.link_portal.get(l).copied()) {
-            Some(i) => i,
+        let id = match links.iter().find_map(|l| t.link_portal.get(l).cloned()) {
+            Some(existing) => existing,
             None => {
-                t.portals.push(Arc::new(Portal { id, kind, links: Vec::new(), degrade }));
-                t.portals.len() - 1
+                t.portals.entry(id.clone()).or_insert_with(|| Arc::new(Portal { id: id.clone(), kind, links: Vec::new(), degrade }));
+                id
             }
         };
-        let mut grown = (*t.portals[index]).clone();
+        let mut grown = (*t.portals[&id]).clone();
         for l in links {
             if t.link_portal.contains_key(&l) {
                 continue;
             }
-            t.link_portal.insert(l.clone(), index);
+            t.link_portal.insert(l.clone(), id.clone());
             grown.links.push(l.clone());
             if receives(&l) {
                 let feed = Arc::new(LaneFeed::default());
@@ -182,15 +226,60 @@ impl Topology {
                 let _ = self.new_lanes.send((l, feed));
             }
         }
-        let id = grown.id.clone();
-        t.portals[index] = Arc::new(grown);
+        t.portals.insert(id.clone(), Arc::new(grown));
         id
+    }
+
+    /// Take `links` out of portal `id` (all of them: the portal goes); their
+    /// lanes stop, and what was still pending for them becomes dead letters
+    /// (the outbox does that). Returns the links taken out.
+    pub fn remove(&self, id: &str, links: Option<&[Link]>) -> Vec<Link> {
+        let mut t = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+        let Some(portal) = t.portals.get(id).cloned() else { return Vec::new() };
+        let (gone, kept): (Vec<Link>, Vec<Link>) = portal.links.iter().cloned().partition(|l| links.is_none_or(|only| only.contains(l)));
+        for l in &gone {
+            t.link_portal.remove(l);
+            if let Some(feed) = t.lanes.remove(l) {
+                feed.close();
+            }
+        }
+        if kept.is_empty() {
+            t.portals.remove(id);
+        } else {
+            t.portals.insert(id.to_string(), Arc::new(Portal { links: kept, ..(*portal).clone() }));
+        }
+        gone
+    }
+
+    /// Every portal, by id.
+    pub fn portals(&self) -> Vec<Arc<Portal>> {
+        self.rooms().portals.values().cloned().collect()
+    }
+
+    /// The portal of this id.
+    pub fn get(&self, id: &str) -> Option<Arc<Portal>> {
+        self.rooms().portals.get(id).cloned()
+    }
+
+    /// The last failure of a delivery to `link`.
+    pub fn link_error(&self, link: &Link) -> Option<(i64, String)> {
+        self.rooms().lanes.get(link).and_then(|f| f.last_error())
+    }
+
+    /// The newest failure of a delivery to any room of `bridge`.
+    pub fn last_error(&self, bridge: &str) -> Option<(i64, String)> {
+        self.rooms().lanes.iter().filter(|(l, _)| l.bridge == bridge).filter_map(|(_, f)| f.last_error()).max_by_key(|(at, _)| *at)
+    }
+
+    /// When `link`'s lane last delivered.
+    pub fn last_delivered_ms(&self, link: &Link) -> Option<i64> {
+        self.rooms().lanes.get(link).and_then(|f| f.last_delivered_ms())
     }
 
     /// The portal `link` is in.
     pub fn portal(&self, link: &Link) -> Option<Arc<Portal>> {
         let t = self.rooms();
-        t.link_portal.get(link).map(|&i| t.portals[i].clone())
+        t.link_portal.get(link).and_then(|id| t.portals.get(id).cloned())
     }
 
     pub fn is_linked(&self, link: &Link) -> bool {
@@ -211,7 +300,7 @@ impl Topology {
 
     /// How many portals of this kind there are.
     pub fn count(&self, kind: PortalKind) -> usize {
-        self.rooms().portals.iter().filter(|p| p.kind == kind).count()
+        self.rooms().portals.values().filter(|p| p.kind == kind).count()
     }
 
     /// Lanes as they are now, and from now on every lane added later.
@@ -335,6 +424,24 @@ mod tests {
         let mut added = vec![later.try_recv().expect("a lane").0, later.try_recv().expect("a lane").0];
         added.sort_by(|a, b| a.bridge.cmp(&b.bridge));
         assert_eq!(added, [Link::new("matrix", "!dm:hs"), Link::new("xmpp", "bob@x")]);
+    }
+
+    #[test]
+    fn links_taken_out_stop_their_lanes_and_free_their_rooms() {
+        let t = Topology::new(Degrade::default());
+        t.add(portal("ops", PortalKind::Console, &[("a", "r"), ("b", "s"), ("c", "u")]), |_| true);
+        let (lanes, _) = t.take_lanes();
+        let feed = |b: &str| lanes.iter().find(|(l, _)| l.bridge == b).expect("lane").1.clone();
+        assert_eq!(t.remove("ops", Some(&[Link::new("c", "u"), Link::new("x", "y")])), [Link::new("c", "u")]);
+        assert!(feed("c").is_closed() && !feed("a").is_closed());
+        assert!(!t.is_linked(&Link::new("c", "u")));
+        assert_eq!(t.get("ops").expect("kept").links, [Link::new("a", "r"), Link::new("b", "s")]);
+        // A room taken out may be linked again, into another portal.
+        assert_eq!(t.add(portal("other", PortalKind::Console, &[("c", "u")]), |_| true), "other");
+        assert_eq!(t.remove("ops", None).len(), 2);
+        assert!(t.get("ops").is_none() && feed("a").is_closed() && feed("b").is_closed());
+        assert_eq!(t.portals().iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["other"]);
+        assert!(t.remove("nothing", None).is_empty());
     }
 
     #[test]

@@ -39,6 +39,11 @@ fn archive_query() {
 }
 
 #[test]
+fn admin_request() {
+    each("admin_request", causeway::admin::fuzz_request);
+}
+
+#[test]
 fn xmpp_stanza() {
     each("xmpp_stanza", causeway_xmpp::fuzz::stanza);
 }

@@ -126,12 +126,42 @@ pub struct OutboxRow {
     pub recipient: Option<String>,
 }
 
-/// A portal opened at run time (a direct conversation).
+/// A portal opened at run time: a direct conversation, or one made in the
+/// console.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredPortal {
     pub id: String,
     pub created_ms: i64,
     pub links: Vec<StoredLink>,
+    pub kind: StoredKind,
+}
+
+/// What made a run-time portal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoredKind {
+    Direct,
+    Console,
+}
+
+/// An admin action, as the audit log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at_ms: i64,
+    /// The name of the admin token.
+    pub who: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+/// Per (bridge, room): what waits in the outbox.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LaneDepth {
+    pub pending: u64,
+    pub dead: u64,
+    /// When the oldest pending row was queued.
+    pub oldest_pending_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -221,6 +251,28 @@ pub trait Store: Send + Sync + 'static {
     /// Pending and dead counts per target bridge.
     async fn outbox_depths(&self) -> Result<HashMap<String, OutboxDepth>, StoreError>;
     async fn list_outbox(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Like `list_outbox`, only rows of `bridge` and `room` where given,
+    /// after `after_seq`.
+    async fn find_outbox(
+        &self,
+        state: OutboxState,
+        bridge: Option<&str>,
+        room: Option<&str>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxRow>, StoreError>;
+    /// Pending and dead counts per (bridge, room).
+    async fn lane_depths(&self) -> Result<HashMap<(String, String), LaneDepth>, StoreError>;
+    /// Give up on a dead letter for good: it leaves the outbox and is noted
+    /// with `reason` and `by` (its event stays in the archive). False when
+    /// there is no such dead letter.
+    async fn drop_dead_letter(&self, delivery_id: &str, reason: &str, by: &str) -> Result<bool, StoreError>;
+    /// Note an admin action in the audit log.
+    async fn audit(&self, who: &str, action: &str, target: &str, detail: &str) -> Result<(), StoreError>;
+    /// The audit log, newest first, before `before_id` (when given).
+    async fn audit_log(&self, before_id: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Forget a run-time portal; false when there was none of this id.
+    async fn delete_portal(&self, id: &str) -> Result<bool, StoreError>;
     /// Put a dead letter back at the end of its lane (same delivery id).
     async fn requeue(&self, delivery_id: &str) -> Result<bool, StoreError>;
     /// A dead letter for one recipient of a room's delivery (the room took

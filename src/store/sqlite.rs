@@ -18,8 +18,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
 
 use super::{
-    Author, Completion, MapHit, NewEvent, OutboxDepth, OutboxItem, OutboxRow, OutboxState, RemoteKey, Store, StoreError, Stored,
-    StoredPortal,
+    AuditEntry, Author, Completion, LaneDepth, MapHit, NewEvent, OutboxDepth, OutboxItem, OutboxRow, OutboxState, RemoteKey, Store,
+    StoreError, Stored, StoredKind, StoredPortal,
 };
 
 /// Rows per multi-row statement (SQLite allows 32766 bound parameters).
@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "archive_files", include_str!("../../migrations/sqlite/0006_archive_files.sql")),
     (7, "retention", include_str!("../../migrations/sqlite/0007_retention.sql")),
     (8, "export_log", include_str!("../../migrations/sqlite/0008_export_log.sql")),
+    (9, "console", include_str!("../../migrations/sqlite/0009_console.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -1174,25 +1175,146 @@ impl Store for SqliteStore {
 
     async fn save_portal(&self, portal: &StoredPortal) -> Result<(), StoreError> {
         let links = serde_json::to_string(&portal.links).expect("links serialize");
-        sqlx::query("INSERT INTO portals (id, created_ms, links) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET links = excluded.links")
-            .bind(&portal.id)
-            .bind(portal.created_ms)
-            .bind(links)
-            .execute(&self.write)
-            .await?;
+        let kind = match portal.kind {
+            StoredKind::Direct => 0,
+            StoredKind::Console => 1,
+        };
+        sqlx::query(
+            "INSERT INTO portals (id, created_ms, links, kind) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET links = excluded.links",
+        )
+        .bind(&portal.id)
+        .bind(portal.created_ms)
+        .bind(links)
+        .bind(kind)
+        .execute(&self.write)
+        .await?;
         Ok(())
     }
 
     async fn load_portals(&self) -> Result<Vec<StoredPortal>, StoreError> {
-        let rows = sqlx::query("SELECT id, created_ms, links FROM portals ORDER BY created_ms, id").fetch_all(&self.read).await?;
+        let rows = sqlx::query("SELECT id, created_ms, links, kind FROM portals ORDER BY created_ms, id").fetch_all(&self.read).await?;
         rows.iter()
             .map(|r| {
                 let id: String = r.get("id");
                 let links: String = r.get("links");
                 let links = serde_json::from_str(&links).map_err(|e| StoreError::Corrupt(format!("portal {id}"), e))?;
-                Ok(StoredPortal { id, created_ms: r.get("created_ms"), links })
+                let kind = if r.get::<i64, _>("kind") == 1 { StoredKind::Console } else { StoredKind::Direct };
+                Ok(StoredPortal { id, created_ms: r.get("created_ms"), links, kind })
             })
             .collect()
+    }
+
+    async fn delete_portal(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(sqlx::query("DELETE FROM portals WHERE id = ?").bind(id).execute(&self.write).await?.rows_affected() > 0)
+    }
+
+    async fn find_outbox(
+        &self,
+        state: OutboxState,
+        bridge: Option<&str>,
+        room: Option<&str>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let state = match state {
+            OutboxState::Pending => 0,
+            OutboxState::Dead => 2,
+        };
+        let rows = sqlx::query(
+            "SELECT o.seq, o.delivery_id, o.event_id, a.portal, a.kind, o.bridge, o.room, o.attempts, o.enqueued_ms, \
+             o.next_attempt_ms, o.last_error, o.recipient FROM outbox o JOIN archive a ON a.event_id = o.event_id \
+             WHERE o.state = ? AND (?2 IS NULL OR o.bridge = ?2) AND (?3 IS NULL OR o.room = ?3) AND o.seq > ?4 \
+             ORDER BY o.seq LIMIT ?5",
+        )
+        .bind(state)
+        .bind(bridge)
+        .bind(room)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.iter().map(outbox_row).collect())
+    }
+
+    async fn lane_depths(&self) -> Result<HashMap<(String, String), LaneDepth>, StoreError> {
+        let rows = sqlx::query("SELECT bridge, room, state, COUNT(*), MIN(enqueued_ms) FROM outbox GROUP BY bridge, room, state")
+            .fetch_all(&self.read)
+            .await?;
+        let mut out: HashMap<(String, String), LaneDepth> = HashMap::new();
+        for r in rows {
+            let d = out.entry((r.get(0), r.get(1))).or_default();
+            let n = r.get::<i64, _>(3).try_into().unwrap_or(0);
+            if r.get::<i64, _>(2) == 0 {
+                d.pending += n;
+                d.oldest_pending_ms = r.get(4);
+            } else {
+                d.dead += n;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn drop_dead_letter(&self, delivery_id: &str, reason: &str, by: &str) -> Result<bool, StoreError> {
+        let mut tx = self.write.begin().await?;
+        let row = sqlx::query(
+            "DELETE FROM outbox WHERE delivery_id = ? AND state = 2 RETURNING event_id, bridge, room, recipient, attempts, last_error",
+        )
+        .bind(delivery_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "INSERT INTO outbox_dropped (delivery_id, event_id, bridge, room, recipient, attempts, last_error, reason, dropped_by, dropped_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (delivery_id) DO UPDATE SET reason = excluded.reason, \
+             dropped_by = excluded.dropped_by, dropped_ms = excluded.dropped_ms",
+        )
+        .bind(delivery_id)
+        .bind(row.get::<String, _>(0))
+        .bind(row.get::<String, _>(1))
+        .bind(row.get::<String, _>(2))
+        .bind(row.get::<Option<String>, _>(3))
+        .bind(row.get::<i64, _>(4))
+        .bind(row.get::<Option<String>, _>(5))
+        .bind(reason)
+        .bind(by)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn audit(&self, who: &str, action: &str, target: &str, detail: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO admin_audit (at_ms, who, action, target, detail) VALUES (?, ?, ?, ?, ?)")
+            .bind(now_ms())
+            .bind(who)
+            .bind(action)
+            .bind(target)
+            .bind(detail)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, before_id: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM admin_audit WHERE id < ? ORDER BY id DESC LIMIT ?")
+            .bind(before_id.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                id: r.get("id"),
+                at_ms: r.get("at_ms"),
+                who: r.get("who"),
+                action: r.get("action"),
+                target: r.get("target"),
+                detail: r.get("detail"),
+            })
+            .collect())
     }
 }
 
@@ -1351,7 +1473,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let link = |b: &str, r: &str| StoredLink { bridge: b.into(), room: r.into() };
-        let mut p = StoredPortal { id: "dm-1".into(), created_ms: 5, links: vec![link("xmpp", "direct:a|b"), link("hooks", "dm/b/a")] };
+        let mut p = StoredPortal {
+            id: "dm-1".into(),
+            created_ms: 5,
+            links: vec![link("xmpp", "direct:a|b"), link("hooks", "dm/b/a")],
+            kind: StoredKind::Direct,
+        };
         {
             let store = SqliteStore::open(&path, false).await.unwrap();
             store.save_portal(&p).await.unwrap();

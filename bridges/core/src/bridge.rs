@@ -477,6 +477,16 @@ pub trait Bridge: Send + Sync + 'static {
     /// Deliver one event. Called sequentially per room, in order.
     async fn deliver(&self, delivery: &Delivery) -> Result<Delivered, DeliveryError>;
 
+    /// `room` was linked into a portal while the bridge runs (the console, a
+    /// config reload): join it, as `start` joins the rooms linked then. The
+    /// default: nothing to join (the network reaches the bridge).
+    async fn linked(&self, _room: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// `room` left its portal while the bridge runs: leave it. Default: nothing.
+    async fn unlinked(&self, _room: &str) {}
+
     /// Whether the bridge is connected to its network (the `bridge_up` metric).
     fn is_up(&self) -> bool {
         true

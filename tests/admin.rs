@@ -1,0 +1,385 @@
+//! The IT console's API through the real `causeway` binary: logins,
+//! sessions, CSRF, read-only tokens, the limit on failed logins, portals
+//! made, changed and removed at run time (and kept across a restart),
+//! dead letters retried and dropped, the audit log; good and hostile input
+//! on every route.
+#![cfg(feature = "webhook")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, Hook, Mode, free_port, post};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(10);
+
+struct Tokens {
+    ops: String,
+    viewer: String,
+}
+
+/// Endpoints `a`…`d` of one webhook bridge; `a` and `b` in the configured
+/// portal `ops`; `c` and `d` free for the console.
+fn config(admin_port: u16, hooks: [&str; 4]) -> (String, Tokens) {
+    let (ops, ops_hash) = causeway::admin::auth::new_token();
+    let (viewer, viewer_hash) = causeway::admin::auth::new_token();
+    let [a, b, c, d] = hooks;
+    let config = format!(
+        r#"
+http: {{ listen: "127.0.0.1:{{port}}" }}
+store: {{ path: "{{db}}" }}
+outbox: {{ retry_initial: 50ms, retry_max: 200ms, give_up_after: 1s }}
+admin:
+  listen: "127.0.0.1:{admin_port}"
+  login_failures_per_minute: 3
+  tokens:
+    - {{ name: ops, sha256: "{ops_hash}" }}
+    - {{ name: viewer, sha256: "{viewer_hash}", read_only: true }}
+bridges:
+  hooks:
+    type: webhook
+    endpoints:
+      a: {{ inbound: {{ token: "token-a" }}, outbound: {{ url: "{a}" }} }}
+      b: {{ inbound: {{ token: "token-b" }}, outbound: {{ url: "{b}" }} }}
+      c: {{ inbound: {{ token: "token-c" }}, outbound: {{ url: "{c}" }} }}
+      d: {{ inbound: {{ token: "token-d" }}, outbound: {{ url: "{d}" }} }}
+portals:
+  - id: ops
+    links:
+      - {{ bridge: hooks, room: a }}
+      - {{ bridge: hooks, room: b }}
+people:
+  - {{ id: alice, name: Alice Liddell, accounts: {{ hooks: alice }} }}
+"#
+    );
+    (config, Tokens { ops, viewer })
+}
+
+/// A console client: its session cookie and CSRF token once logged in.
+struct Admin {
+    http: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+    csrf: Option<String>,
+}
+
+impl Admin {
+    fn new(port: u16) -> Admin {
+        Admin { http: reqwest::Client::new(), base: format!("http://127.0.0.1:{port}/admin/api"), cookie: None, csrf: None }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn login(&mut self, token: &str) -> (StatusCode, Value) {
+        let r = self.http.post(self.url("/login")).json(&json!({"token": token})).send().await.unwrap();
+        let status = r.status();
+        if let Some(c) = r.headers().get("set-cookie") {
+            let c = c.to_str().unwrap();
+            for attr in ["HttpOnly", "SameSite=Strict", "Path=/admin"] {
+                assert!(c.contains(attr), "the session cookie is {attr}: {c}");
+            }
+            self.cookie = Some(c.split(';').next().unwrap().to_string());
+        }
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if let Some(csrf) = body["csrf"].as_str() {
+            self.csrf = Some(csrf.to_string());
+        }
+        (status, body)
+    }
+
+    fn with_session(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let req = match &self.cookie {
+            Some(c) => req.header("cookie", c),
+            None => req,
+        };
+        match &self.csrf {
+            Some(t) => req.header("x-csrf-token", t),
+            None => req,
+        }
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let r = self.with_session(req).send().await.unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.get(self.url(path))).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.http.post(self.url(path)).json(&body)).await
+    }
+
+    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(self.http.patch(self.url(path)).json(&body)).await
+    }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.delete(self.url(path))).await
+    }
+}
+
+async fn say(d: &Daemon, endpoint: &str, text: &str) -> u16 {
+    post(
+        &reqwest::Client::new(),
+        &d.url(&format!("/bridges/hooks/{endpoint}")),
+        &format!("token-{endpoint}"),
+        &json!({"sender": {"id": "alice"}, "text": text}),
+    )
+    .await
+    .0
+}
+
+/// The dead letters of `room`, once there are `n`.
+async fn dead_letters(admin: &Admin, room: &str, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let (status, body) = admin.get(&format!("/outbox?state=dead&bridge=hooks&room={room}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let rows = body["rows"].as_array().unwrap().clone();
+        if rows.len() >= n {
+            return rows;
+        }
+        assert!(std::time::Instant::now() < deadline, "no {n} dead letters of {room}: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_console_api_lets_in_only_its_tokens_and_every_change_is_audited() {
+    let hook_a = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut hook_b = Hook::start(Mode::Fail(400)).await;
+    let mut hook_c = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut hook_d = Hook::start(Mode::Accept { own_ids: None }).await;
+    let admin_port = free_port();
+    let (config, tokens) = config(admin_port, [&hook_a.url(), &hook_b.url(), &hook_c.url(), &hook_d.url()]);
+    let mut d = Daemon::start(&config).await;
+    let mut admin = Admin::new(admin_port);
+    let raw = reqwest::Client::new();
+
+    // Nothing of the console is on the listener the networks reach.
+    for path in ["/admin/api/openapi.json", "/admin/api/bridges", "/admin/api/login", "/admin/"] {
+        assert_eq!(raw.get(d.url(path)).send().await.unwrap().status(), StatusCode::NOT_FOUND, "{path} on http.listen");
+    }
+    // The OpenAPI document is open; everything else wants a login.
+    let (status, doc) = admin.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in ["/bridges", "/portals", "/portals/ops", "/people", "/outbox", "/audit", "/archive/search?q=x", "/overview", "/session"] {
+        let r = raw.get(admin.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} without a login");
+        assert!(r.headers().contains_key("www-authenticate"));
+        let forged = format!("causeway_admin={}", "a".repeat(64));
+        assert_eq!(raw.get(admin.url(path)).header("cookie", forged).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(admin.get("/no/such/route").await.0, StatusCode::NOT_FOUND);
+
+    // Failed logins are limited per address (here 127.0.0.2 and .3, so the
+    // rest of the test, from 127.0.0.1, is not held back): guessed logins
+    // and guessed bearer tokens alike.
+    let from = |ip: &str| reqwest::Client::builder().local_address(ip.parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let guesser = from("127.0.0.2");
+    for _ in 0..3 {
+        let r = guesser.post(admin.url("/login")).json(&json!({"token": "guess"})).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = guesser.post(admin.url("/login")).json(&json!({"token": tokens.ops})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS, "even the right token waits after too many failures");
+    assert!(r.headers().contains_key("retry-after"));
+    let bearer = from("127.0.0.3");
+    for path in ["/bridges", "/portals", "/audit"] {
+        let r = bearer.get(admin.url(path)).bearer_auth("cwa_forged").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} with a forged token");
+    }
+    let r = bearer.get(admin.url("/bridges")).bearer_auth(&tokens.viewer).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(d.metric("causeway_admin_logins_total", r#"result="limited""#).await, 2.0);
+    assert_eq!(d.metric("causeway_admin_logins_total", r#"result="failed""#).await, 6.0);
+
+    // Hostile logins: not JSON, unknown fields, too large.
+    for body in ["{", "[]", r#"{"token": 5}"#, r#"{"token": "x", "admin": true}"#] {
+        let r = raw.post(admin.url("/login")).header("content-type", "application/json").body(body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
+    let huge = json!({"token": "x".repeat(100_000)});
+    assert_eq!(raw.post(admin.url("/login")).json(&huge).send().await.unwrap().status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Log in: a session cookie and its CSRF token.
+    let (status, who) = admin.login(&tokens.ops).await;
+    assert_eq!(status, StatusCode::OK, "{who}");
+    assert_eq!((who["who"].as_str(), who["read_only"].as_bool()), (Some("ops"), Some(false)));
+    let (_, session) = admin.get("/session").await;
+    assert_eq!(session["who"], "ops");
+
+    // A change without the CSRF token, or with a forged one, is refused.
+    let new = json!({"id": "sales", "links": [{"bridge": "hooks", "room": "c"}, {"bridge": "hooks", "room": "d"}]});
+    let cookie = admin.cookie.clone().unwrap();
+    let r = raw.post(admin.url("/portals")).header("cookie", &cookie).json(&new).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "no CSRF token");
+    let r =
+        raw.post(admin.url("/portals")).header("cookie", &cookie).header("x-csrf-token", "0".repeat(64)).json(&new).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a forged CSRF token");
+    // A read-only token sees but does not change.
+    let r = raw.get(admin.url("/portals")).bearer_auth(&tokens.viewer).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = raw.post(admin.url("/portals")).bearer_auth(&tokens.viewer).json(&new).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "read-only");
+
+    // Portals that cannot be: each mistake at its field.
+    let cases = [
+        (json!({"links": [{"bridge": "nope", "room": "c"}, {"bridge": "hooks", "room": "d"}]}), "links[0].bridge"),
+        (json!({"links": [{"bridge": "hooks", "room": "zz"}, {"bridge": "hooks", "room": "d"}]}), "links[0].room"),
+        (json!({"links": [{"bridge": "hooks", "room": "c"}]}), "links"),
+        (json!({"links": [{"bridge": "hooks", "room": "c"}, {"bridge": "hooks", "room": "c"}]}), "links[1].room"),
+        (json!({"links": [{"bridge": "hooks", "room": "a"}, {"bridge": "hooks", "room": "d"}]}), "links[0].room"),
+        (json!({"id": "no spaces!", "links": [{"bridge": "hooks", "room": "c"}, {"bridge": "hooks", "room": "d"}]}), "id"),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = admin.post("/portals", body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+        assert!(answer["fields"].as_array().unwrap().iter().any(|f| f["field"] == field), "{body}: {answer}");
+    }
+    assert_eq!(admin.post("/portals", json!({"id": "ops", "links": new["links"]})).await.0, StatusCode::CONFLICT);
+    assert_eq!(admin.post("/portals", json!({"links": "c,d"})).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(admin.post("/portals", json!({"links": [], "owner": "me"})).await.0, StatusCode::BAD_REQUEST);
+    let r = admin
+        .with_session(raw.post(admin.url("/portals")))
+        .header("content-type", "application/json")
+        .body("{\"links\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+
+    // A portal made at run time: messages cross at once.
+    let (status, made) = admin.post("/portals", new.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert_eq!(made["kind"], "console");
+    assert_eq!(say(&d, "c", "hello sales").await, 202);
+    assert_eq!(hook_d.next(T).await.json["text"], "hello sales");
+    let (_, list) = admin.get("/portals").await;
+    let kinds: Vec<(&str, &str)> =
+        list["portals"].as_array().unwrap().iter().map(|p| (p["id"].as_str().unwrap(), p["kind"].as_str().unwrap())).collect();
+    assert_eq!(kinds, [("ops", "configured"), ("sales", "console")]);
+    let (_, sales) = admin.get("/portals/sales").await;
+    let link_d = sales["links"].as_array().unwrap().iter().find(|l| l["room"] == "d").unwrap().clone();
+    assert!(link_d["last_delivered_ms"].as_i64().is_some(), "{sales}");
+    assert_eq!((link_d["connected"].as_bool(), link_d["receives"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(admin.get("/portals/nope").await.0, StatusCode::NOT_FOUND);
+
+    // Configured portals change only with the config.
+    assert_eq!(admin.patch("/portals/ops", json!({"remove": [{"bridge": "hooks", "room": "b"}]})).await.0, StatusCode::CONFLICT);
+    assert_eq!(admin.delete("/portals/ops").await.0, StatusCode::CONFLICT);
+    // A portal keeps two rooms at least; unknown rooms are not taken out.
+    let (status, answer) = admin.patch("/portals/sales", json!({"remove": [{"bridge": "hooks", "room": "d"}]})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    let (status, answer) = admin.patch("/portals/sales", json!({"remove": [{"bridge": "hooks", "room": "a"}]})).await;
+    assert_eq!((status, answer["fields"][0]["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("remove[0].room")));
+    assert_eq!(admin.patch("/portals/nope", json!({})).await.0, StatusCode::NOT_FOUND);
+
+    // A dead letter: `b` refuses; it is listed, retried once `b` takes it.
+    assert_eq!(say(&d, "a", "first for b").await, 202);
+    let rows = dead_letters(&admin, "b", 1).await;
+    let first = rows[0]["delivery_id"].as_str().unwrap().to_string();
+    let (_, bridges) = admin.get("/bridges").await;
+    let hooks = &bridges["bridges"][0];
+    assert_eq!((hooks["name"].as_str(), hooks["dead"].as_u64()), (Some("hooks"), Some(1)), "{bridges}");
+    assert!(hooks["last_error"]["message"].as_str().is_some_and(|m| m.contains("400")), "{bridges}");
+    assert!(hooks["events_in"].as_u64().unwrap() >= 2);
+    assert_eq!(admin.post("/outbox/nope/retry", json!({})).await.0, StatusCode::NOT_FOUND);
+    hook_b.set_mode(Mode::Accept { own_ids: None });
+    assert_eq!(admin.post(&format!("/outbox/{first}/retry"), json!({})).await.0, StatusCode::OK);
+    let got = hook_b.next(T).await;
+    assert_eq!((got.json["text"].as_str(), got.key.as_str()), (Some("first for b"), first.as_str()), "the same delivery id");
+
+    // Another is dropped, with a reason; it stays in the archive.
+    hook_b.set_mode(Mode::Fail(400));
+    assert_eq!(say(&d, "a", "second for b").await, 202);
+    let second = dead_letters(&admin, "b", 1).await[0]["delivery_id"].as_str().unwrap().to_string();
+    assert_eq!(admin.post(&format!("/outbox/{second}/drop"), json!({})).await.0, StatusCode::BAD_REQUEST, "no reason");
+    assert_eq!(admin.post(&format!("/outbox/{second}/drop"), json!({"reason": "  "})).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        admin.post(&format!("/outbox/{second}/drop"), json!({"reason": "x".repeat(1001)})).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(admin.post(&format!("/outbox/{second}/drop"), json!({"reason": "b was retired"})).await.0, StatusCode::OK);
+    assert_eq!(admin.post(&format!("/outbox/{second}/drop"), json!({"reason": "again"})).await.0, StatusCode::NOT_FOUND);
+    assert!(admin.get("/outbox?state=dead").await.1["rows"].as_array().unwrap().is_empty());
+    let (_, found) = admin.get("/archive/search?q=second&person=alice").await;
+    assert_eq!(found["hits"].as_array().map(Vec::len), Some(1), "{found}");
+    // Retry all matching, and what is not a match.
+    assert_eq!(admin.post("/outbox/retry", json!({"bridge": "nope"})).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(admin.post("/outbox/retry", json!({"room": "b"})).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(admin.post("/outbox/retry", json!({"bridge": "hooks"})).await.1["queued"], 0);
+    for q in ["state=gone", "limit=-1", "after=x", "colour=red"] {
+        assert_eq!(admin.get(&format!("/outbox?{q}")).await.0, StatusCode::BAD_REQUEST, "{q}");
+    }
+    assert_eq!(admin.get("/archive/search?q=").await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(admin.get("/audit?limit=x").await.0, StatusCode::BAD_REQUEST);
+
+    // The people.
+    let (_, people) = admin.get("/people").await;
+    assert_eq!(people["people"][0]["id"], "alice");
+    assert_eq!(people["people"][0]["accounts"]["hooks"], "alice");
+
+    // The console's portal is kept across a restart.
+    assert!(d.terminate().success());
+    d.restart().await;
+    assert_eq!(say(&d, "d", "after the restart").await, 202);
+    assert_eq!(hook_c.next(T).await.json["text"], "after the restart");
+    let (status, _) = admin.get("/portals/sales").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "sessions end with the process");
+    admin.login(&tokens.ops).await;
+    assert_eq!(admin.get("/portals/sales").await.1["kind"], "console");
+
+    // Removed: its rooms are linked no more, and it is gone after a restart.
+    assert_eq!(admin.delete("/portals/sales").await.0, StatusCode::NO_CONTENT);
+    assert_eq!(admin.delete("/portals/sales").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(say(&d, "c", "nobody hears").await, 404);
+    assert!(hook_d.drain(Duration::from_millis(300)).await.is_empty());
+    // The rooms are free again: a new portal may take them.
+    let (status, again) = admin.post("/portals", json!({"links": new["links"]})).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    let id = again["id"].as_str().unwrap().to_string();
+    assert_eq!(say(&d, "c", "in a new portal").await, 202);
+    assert_eq!(hook_d.next(T).await.json["text"], "in a new portal");
+
+    // The audit log says who did what.
+    let (_, audit) = admin.get("/audit").await;
+    let said: Vec<(String, String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["who"].as_str().unwrap().into(), e["action"].as_str().unwrap().into(), e["target"].as_str().unwrap().into()))
+        .collect();
+    for want in [
+        ("ops", "portal.create", "sales"),
+        ("ops", "outbox.retry", first.as_str()),
+        ("ops", "outbox.drop", second.as_str()),
+        ("ops", "outbox.retry_all", "hooks"),
+        ("ops", "portal.delete", "sales"),
+        ("ops", "portal.create", id.as_str()),
+        ("ops", "login", ""),
+    ] {
+        assert!(said.iter().any(|(w, a, t)| (w.as_str(), a.as_str(), t.as_str()) == want), "{want:?} not in {said:?}");
+    }
+    let dropped = audit["entries"].as_array().unwrap().iter().find(|e| e["action"] == "outbox.drop").unwrap();
+    assert_eq!(dropped["detail"], "b was retired");
+    assert!(!said.iter().any(|(w, ..)| w == "viewer"), "looking is not an action");
+    let r = raw.get(admin.url("/audit?limit=2")).bearer_auth(&tokens.viewer).send().await.unwrap();
+    let page: Value = r.json().await.unwrap();
+    assert_eq!(page["entries"].as_array().unwrap().len(), 2);
+    assert!(page["next_before"].as_i64().is_some());
+
+    // Logged out: the cookie opens nothing.
+    assert_eq!(admin.post("/logout", json!({})).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(admin.get("/session").await.0, StatusCode::UNAUTHORIZED);
+    assert!(d.terminate().success(), "{}", d.log());
+}
