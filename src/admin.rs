@@ -10,6 +10,7 @@
 pub mod api;
 pub mod auth;
 pub mod openapi;
+pub mod pages;
 pub mod portals;
 
 use std::net::SocketAddr;
@@ -81,7 +82,13 @@ pub fn routes(console: Console) -> Router {
         .layer(middleware::from_fn_with_state(console.clone(), authenticate))
         .merge(api::open_routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such admin API route") });
-    Router::new().nest("/admin/api", api).layer(DefaultBodyLimit::max(MAX_BODY)).layer(middleware::from_fn(headers)).with_state(console)
+    Router::new()
+        .nest("/admin/api", api)
+        .nest("/admin", pages::routes())
+        .route("/admin/", axum::routing::get(|| async { axum::response::Redirect::to("/admin/overview") }))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(headers))
+        .with_state(console)
 }
 
 /// Who asks, let in or not: a session (with its CSRF token on changes) or
@@ -128,14 +135,15 @@ pub fn refusal(c: &Console, refused: auth::Refused) -> Response {
 
 /// What every answer of the console carries: not cached, not framed by
 /// another site, no guessing of content types, no scripts or styles but
-/// its own.
+/// its own, no address told to other sites (but its own origin to itself:
+/// forms are checked for it).
 async fn headers(req: Request, next: Next) -> Response {
     let mut r = next.run(req).await;
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),

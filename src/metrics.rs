@@ -111,6 +111,10 @@ pub struct Metrics {
     pub archive_exports: Family<FormatLabel, Counter>,
     /// Console logins (and bearer tokens) by result: ok, failed, limited.
     pub admin_logins: Family<ResultLabel, Counter>,
+    /// Every delivery's latency summed (ms) and counted, all bridges
+    /// together: the console's overview (not exported; the histogram is).
+    pub latency_ms_sum: std::sync::atomic::AtomicU64,
+    pub latency_count: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Metrics {
@@ -259,6 +263,8 @@ impl Metrics {
             archive_pruned,
             archive_exports,
             admin_logins,
+            latency_ms_sum: Default::default(),
+            latency_count: Default::default(),
         }
     }
 
@@ -285,6 +291,20 @@ impl Metrics {
         for r in ["duplicate", "loop", "unknown_target", "forged_reference", "own_message"] {
             let _ = self.dropped.get_or_create(&reason(name, r));
         }
+    }
+
+    /// A delivery took `ms` from its commit.
+    pub fn delivered_after(&self, ms: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.latency_ms_sum.fetch_add(ms, Relaxed);
+        self.latency_count.fetch_add(1, Relaxed);
+    }
+
+    /// The mean delivery latency since the start, in seconds.
+    pub fn delivery_latency_summary(&self) -> Option<f64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = self.latency_count.load(Relaxed);
+        (n > 0).then(|| self.latency_ms_sum.load(Relaxed) as f64 / n as f64 / 1000.0)
     }
 
     pub fn encode(&self) -> String {

@@ -302,7 +302,9 @@ impl Outbox {
                     let remote = d.remote_id.clone().unwrap_or_else(|| delivery_id.clone());
                     recent.insert(event.id.clone(), remote);
                     self.metrics.delivered.get_or_create(&label).inc();
-                    let latency = (now_ms() - enqueued_ms).max(0) as f64 / 1000.0;
+                    let latency_ms = (now_ms() - enqueued_ms).max(0);
+                    self.metrics.delivered_after(latency_ms as u64);
+                    let latency = latency_ms as f64 / 1000.0;
                     self.metrics.delivery_latency.get_or_create(&label).observe(latency);
                     feed.delivered(now_ms());
                     let _ = self.completions.send(done(d.remote_id)).await;

@@ -160,6 +160,8 @@ async fn overview(State(c): State<Console>) -> Response {
             "direct": count(crate::topology::PortalKind::Direct),
         },
         "people": c.router.directory().people().len(),
+        "latency_ms_sum": c.metrics.latency_ms_sum.load(std::sync::atomic::Ordering::Relaxed),
+        "latency_count": c.metrics.latency_count.load(std::sync::atomic::Ordering::Relaxed),
     }))
     .into_response()
 }

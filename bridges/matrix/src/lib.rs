@@ -598,6 +598,34 @@ impl Bridge for MatrixBridge {
         outbound::deliver(&self.inner, delivery).await
     }
 
+    async fn linked(&self, room: &str) -> Result<(), String> {
+        // Not started yet (the start sets up every linked room), or a
+        // direct conversation's room (its ghost is in it already).
+        let Some(ctx) = self.inner.ctx.get() else { return Ok(()) };
+        if direct::room_of(room).is_some() {
+            return Ok(());
+        }
+        if !self.inner.up.load(Ordering::Acquire) {
+            return Err("the homeserver is not reachable yet; the room is set up once it is".into());
+        }
+        self.inner.set_up_room(ctx, room).await.map_err(|e| format!("{e} (invite {} to the room)", self.inner.bot))
+    }
+
+    async fn unlinked(&self, link: &str) {
+        if direct::room_of(link).is_some() {
+            return;
+        }
+        let id = self.inner.state().room_ids.get(link).cloned();
+        let Some(id) = id else { return };
+        if let Err(e) = self.inner.client.leave(id.as_str(), &self.inner.bot).await {
+            tracing::warn!(room = %link, "the bridge could not leave a room taken out of its portal: {e}");
+        }
+        let mut st = self.inner.state();
+        st.joined.remove(&(id.clone(), self.inner.bot.clone()));
+        st.room_ids.remove(link);
+        st.links.remove(&id);
+    }
+
     fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)
     }

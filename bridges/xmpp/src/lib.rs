@@ -198,6 +198,9 @@ struct Inner {
     /// The mode, with its options.
     connect: Connect,
     ctx: OnceLock<BridgeContext>,
+    /// Where stanzas read are handed on, once the bridge runs (rooms linked
+    /// at run time are joined through it too).
+    inbound_tx: OnceLock<mpsc::Sender<inbound::Inbound>>,
     up: AtomicBool,
     out: mpsc::UnboundedSender<Stanza>,
     out_rx: Mutex<Option<mpsc::UnboundedReceiver<Stanza>>>,
@@ -229,6 +232,7 @@ impl XmppBridge {
                 options,
                 connect,
                 ctx: OnceLock::new(),
+                inbound_tx: OnceLock::new(),
                 up: AtomicBool::new(false),
                 out,
                 out_rx: Mutex::new(Some(out_rx)),
@@ -318,6 +322,7 @@ impl Inner {
     /// state.
     async fn run(self: Arc<Self>, mut out_rx: mpsc::UnboundedReceiver<Stanza>, ctx: BridgeContext) {
         let (inbound_tx, inbound_rx) = mpsc::channel(1024);
+        let _ = self.inbound_tx.set(inbound_tx.clone());
         tokio::spawn(inbound::submit_in_order(self.clone(), ctx.clone(), inbound_rx));
         let mut backoff = causeway_core::retry::Backoff::new(self.options.reconnect_initial, self.options.reconnect_max);
         loop {
@@ -451,44 +456,119 @@ impl Inner {
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
             }
-            let archive = archive::has_archive(&self, room).await.unwrap_or_else(|e| {
-                tracing::debug!(bridge = ctx.name(), room = %room, "no archive found: {e}");
-                false
-            });
-            let since = self.catch_up_since(&ctx, room).await;
-            let after = self.state().history.last_sid.get(room).cloned();
-            self.state().rooms.refused.remove(room);
-            let bot = self.bot_jid();
-            if archive && (after.is_some() || since.is_some()) {
-                // From the archive, before anything live of the room.
-                let token = {
-                    let mut st = self.state();
-                    st.history.catch_up.remove(room);
-                    st.history.last_token += 1;
-                    let token = st.history.last_token;
-                    st.history.catching_up.insert(room.clone(), token);
-                    token
-                };
-                let _ = inbound_tx.send(inbound::Inbound::ArchiveStart { room: room.clone(), token }).await;
-                self.send(outbound::join(&bot, room, &self.options.bot_nick, None, 0, None));
-                let mark = archive::Mark { after, since_ms: since };
-                tokio::spawn(archive::catch_up(self.clone(), ctx.clone(), inbound_tx.clone(), room.clone(), mark, token));
-            } else if archive {
-                // Never looked at (or too long ago): from now on.
-                self.state().history.catch_up.remove(room);
-                self.send(outbound::join(&bot, room, &self.options.bot_nick, None, 0, None));
-            } else {
-                if since.is_some() {
-                    tracing::warn!(
-                        bridge = ctx.name(), room = %room,
-                        "the room keeps no archive (XEP-0313): what was said while the bridge was away is taken from its history replay, which may not reach back that far"
-                    );
-                    ctx.count_rejected("catch_up_without_archive");
-                }
-                self.send(outbound::join(&bot, room, &self.options.bot_nick, None, BOT_HISTORY, since));
-            }
+            self.clone().join_room(&ctx, &inbound_tx, room).await;
             waiting.push((room.clone(), tokio::time::Instant::now()));
         }
+    }
+
+    /// Join one room as the bridge: from its archive (XEP-0313) where it
+    /// keeps one and the bridge was there before, else with its history
+    /// replay since the bridge was last there.
+    async fn join_room(self: Arc<Self>, ctx: &BridgeContext, inbound_tx: &mpsc::Sender<inbound::Inbound>, room: &String) {
+        let archive = archive::has_archive(&self, room).await.unwrap_or_else(|e| {
+            tracing::debug!(bridge = ctx.name(), room = %room, "no archive found: {e}");
+            false
+        });
+        let since = self.catch_up_since(ctx, room).await;
+        let after = self.state().history.last_sid.get(room).cloned();
+        self.state().rooms.refused.remove(room);
+        let bot = self.bot_jid();
+        if archive && (after.is_some() || since.is_some()) {
+            // From the archive, before anything live of the room.
+            let token = {
+                let mut st = self.state();
+                st.history.catch_up.remove(room);
+                st.history.last_token += 1;
+                let token = st.history.last_token;
+                st.history.catching_up.insert(room.clone(), token);
+                token
+            };
+            let _ = inbound_tx.send(inbound::Inbound::ArchiveStart { room: room.clone(), token }).await;
+            self.send(outbound::join(&bot, room, &self.options.bot_nick, None, 0, None));
+            let mark = archive::Mark { after, since_ms: since };
+            tokio::spawn(archive::catch_up(self.clone(), ctx.clone(), inbound_tx.clone(), room.clone(), mark, token));
+        } else if archive {
+            // Never looked at (or too long ago): from now on.
+            self.state().history.catch_up.remove(room);
+            self.send(outbound::join(&bot, room, &self.options.bot_nick, None, 0, None));
+        } else {
+            if since.is_some() {
+                tracing::warn!(
+                    bridge = ctx.name(), room = %room,
+                    "the room keeps no archive (XEP-0313): what was said while the bridge was away is taken from its history replay, which may not reach back that far"
+                );
+                ctx.count_rejected("catch_up_without_archive");
+            }
+            self.send(outbound::join(&bot, room, &self.options.bot_nick, None, BOT_HISTORY, since));
+        }
+    }
+
+    /// A room linked while the bridge runs: joined now, and waited for
+    /// until the room answers (its subject, or a refusal).
+    async fn link_room(self: Arc<Self>, room: &str) -> Result<(), String> {
+        let (Some(ctx), Some(tx)) = (self.ctx.get().cloned(), self.inbound_tx.get().cloned()) else {
+            // Not started yet: the start joins every linked room.
+            return Ok(());
+        };
+        if !self.up.load(Ordering::Acquire) {
+            return Err("not connected to the XMPP server; the room is joined once it is".into());
+        }
+        {
+            let mut st = self.state();
+            st.rooms.subject_seen.remove(room);
+            st.rooms.refused.remove(room);
+        }
+        let room = room.to_string();
+        self.clone().join_room(&ctx, &tx, &room).await;
+        let deadline = tokio::time::Instant::now() + self.options.confirm_timeout;
+        loop {
+            {
+                let st = self.state();
+                if st.rooms.subject_seen.contains(&room) {
+                    return Ok(());
+                }
+                if st.rooms.refused.contains(&room) {
+                    return Err(format!("{room} refused the bridge's join (does it exist, may the bridge enter?)"));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("{room} did not answer the join within {:?}", self.options.confirm_timeout));
+            }
+            tokio::select! {
+                _ = self.settled.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    /// A room taken out of its portal: the bridge and its ghosts leave it.
+    fn unlink_room(&self, room: &str) {
+        let (bot_nick, seats) = {
+            let mut st = self.state();
+            st.rooms.joined.remove(room);
+            st.rooms.subject_seen.remove(room);
+            st.rooms.occupants.remove(room);
+            st.ghost.ghost_nicks.remove(room);
+            st.ghost.lost_seats.retain(|(r, _), _| r != room);
+            let seats: Vec<(String, Seat)> =
+                st.ghost.seats.iter().filter(|((r, _), _)| r == room).map(|((_, g), s)| (g.clone(), s.clone())).collect();
+            st.ghost.seats.retain(|(r, _), _| r != room);
+            (self.options.bot_nick.clone(), seats)
+        };
+        let leave = |from: FullJid, nick: &str| {
+            let mut p = tokio_xmpp::parsers::presence::Presence::new(tokio_xmpp::parsers::presence::Type::Unavailable).with_from(from);
+            p.payloads.push(crate::stanzas::relay_mark());
+            if let Some(to) = occupant(room, nick) {
+                p = p.with_to(to);
+            }
+            p
+        };
+        for (ghost, seat) in seats {
+            if let Ok(from) = FullJid::new(&format!("{ghost}/{RESOURCE}")) {
+                self.send(leave(from, &seat.nick));
+            }
+        }
+        self.send(leave(self.bot_jid(), &bot_nick));
     }
 
     /// Since when `room`'s history is taken on joining it: what was said
@@ -832,6 +912,19 @@ impl Bridge for XmppBridge {
             Some(Err(e)) => Err(DeliveryError::permanent(e.to_string())),
             None if self.inner.client_mode() => outbound::relay(&self.inner, delivery).await,
             None => outbound::deliver(&self.inner, delivery).await,
+        }
+    }
+
+    async fn linked(&self, room: &str) -> Result<(), String> {
+        if direct::DirectRoom::parse(room, self.inner.domain()).is_some() {
+            return Ok(());
+        }
+        self.inner.clone().link_room(room).await
+    }
+
+    async fn unlinked(&self, room: &str) {
+        if direct::DirectRoom::parse(room, self.inner.domain()).is_none() {
+            self.inner.unlink_room(room);
         }
     }
 
