@@ -383,3 +383,51 @@ async fn the_console_api_lets_in_only_its_tokens_and_every_change_is_audited() {
     assert_eq!(admin.get("/session").await.0, StatusCode::UNAUTHORIZED);
     assert!(d.terminate().success(), "{}", d.log());
 }
+
+/// schemathesis (PyPI) against the OpenAPI document: examples, coverage,
+/// fuzzing and stateful runs of every route with an admin token find no
+/// server error and no answer its document does not describe (status,
+/// content type, body, headers), and no route that ignores the token.
+/// `CAUSEWAY_SCHEMATHESIS_SEED` and `CAUSEWAY_SCHEMATHESIS_EXAMPLES` change
+/// the run (by default a fixed seed: the same cases every time).
+#[tokio::test]
+async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
+    let hooks = [Hook::start(Mode::Accept { own_ids: None }).await, Hook::start(Mode::Fail(400)).await];
+    let admin_port = free_port();
+    let (config, tokens) = config(admin_port, [&hooks[0].url(), &hooks[1].url(), &hooks[0].url(), &hooks[0].url()]);
+    // Its cases with wrong tokens would otherwise hold back the rest.
+    let mut d = Daemon::start(&config.replace("login_failures_per_minute: 3", "login_failures_per_minute: 1000000")).await;
+    // A dead letter and something in the archive, for the routes to find.
+    assert_eq!(say(&d, "a", "for the schema run").await, 202);
+    let mut admin = Admin::new(admin_port);
+    admin.login(&tokens.ops).await;
+    dead_letters(&admin, "b", 1).await;
+    let python = String::from_utf8(
+        std::process::Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/python.sh"))
+            .arg("path")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let schemathesis = std::path::Path::new(python.trim()).with_file_name("schemathesis");
+    let seed = std::env::var("CAUSEWAY_SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261204".into());
+    let examples = std::env::var("CAUSEWAY_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "40".into());
+    let out = tokio::process::Command::new(&schemathesis)
+        .arg("run")
+        .arg(format!("http://127.0.0.1:{admin_port}/admin/api/openapi.json"))
+        .args(["--header", &format!("Authorization: Bearer {}", tokens.ops)])
+        .args(["--checks", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,ignored_auth"])
+        .args(["--max-examples", &examples, "--seed", &seed, "--workers", "1"])
+        .current_dir(d.dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("schemathesis (bash tests/peers/python.sh install)");
+    let report = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "schemathesis found answers the document does not allow:\n{report}\n--- causeway ---\n{}", d.log());
+    assert!(report.contains("passed") && !report.contains(" failed"), "{report}");
+    assert!(!d.log().contains("panicked"), "{}", d.log());
+    assert!(d.terminate().success(), "{}", d.log());
+}

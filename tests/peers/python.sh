@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The Python environment of the test peers (real clients such as slixmpp,
-# and readers such as slack-export-viewer, which reads Slack export
-# archives), kept in one venv that is reused when present.
+# readers such as slack-export-viewer, which reads Slack export archives,
+# and schemathesis, which tests the admin API against its OpenAPI
+# document), kept in one venv that is reused when present.
 #
 #   python.sh install   create or update the venv (idempotent)
 #   python.sh path      print the venv's python
 set -euo pipefail
 VENV=${CAUSEWAY_PEERS_VENV:-$HOME/.cache/causeway-peers/venv}
-PACKAGES=(slixmpp==1.17.0 slack-export-viewer==3.5.0)
+PACKAGES=(slixmpp==1.17.0 slack-export-viewer==3.5.0 schemathesis==4.32.5)
 
 case "${1:-}" in
     install)
@@ -15,7 +16,7 @@ case "${1:-}" in
             mkdir -p "$(dirname "$VENV")"
             python3 -m venv "$VENV"
         fi
-        if ! "$VENV/bin/python" -c 'import slixmpp, slackviewer' 2>/dev/null; then
+        if ! "$VENV/bin/python" -c 'import slixmpp, slackviewer, schemathesis' 2>/dev/null; then
             "$VENV/bin/pip" install -q "${PACKAGES[@]}"
         fi
         ;;
