@@ -37,8 +37,12 @@ pub struct Console {
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<auth::Auth>,
-    /// One portal change at a time.
+    /// One portal change (or reload) at a time.
     pub edits: Arc<tokio::sync::Mutex<()>>,
+    pub reloader: Arc<crate::reload::Reloader>,
+    pub people: Arc<crate::directory::People>,
+    /// `directory.ldap`, for an import on demand.
+    pub ldap: Option<crate::ldap::LdapConfig>,
 }
 
 impl Console {

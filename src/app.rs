@@ -12,7 +12,7 @@ use causeway_core::{BridgeContext, Host};
 use tokio::sync::watch;
 
 use crate::config::{Loaded, Sync};
-use crate::directory::{self, Directory};
+use crate::directory;
 use crate::http::{self, Surface};
 use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
@@ -32,11 +32,11 @@ pub async fn open_store(config: &crate::config::Config) -> anyhow::Result<Arc<dy
     Ok(Arc::new(store))
 }
 
-/// Run until `shutdown` resolves.
+/// Run until `shutdown` resolves; `path` is read again on `SIGHUP`.
 ///
 /// One piece (over 80 lines): the order in which everything starts and stops,
 /// read top to bottom in one place.
-pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let Loaded { config, bridges } = loaded;
     let bridges = crate::bridges::build(&bridges)?;
     if !config.http.listen.ip().is_loopback() {
@@ -78,24 +78,17 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
     let outbox = Outbox::start(store.clone(), metrics.clone(), router.clone(), by_name, config.outbox.clone(), stop_rx.clone());
 
     // People from the directory server are known before any bridge starts.
-    metrics.directory_people.get_or_create(&metrics::source("config")).set(config.people.len() as i64);
+    let people = Arc::new(directory::People::new(&config.people, router.clone(), metrics.clone()));
+    people.configured(&config.people);
     let directory_task = match config.directory.ldap.clone() {
         Some(ldap) => {
-            let apply = {
-                let (router, metrics, configured) = (router.clone(), metrics.clone(), config.people.clone());
-                move |imported: Vec<crate::config::PersonConfig>| {
-                    let (directory, left_out) = Directory::merged(&configured, &imported);
-                    for why in &left_out {
-                        tracing::warn!("LDAP person left out: {why}");
-                    }
-                    let from_ldap = directory.people().len() - configured.len();
-                    metrics.directory_people.get_or_create(&metrics::source("ldap")).set(from_ldap as i64);
-                    router.set_directory(directory);
-                }
-            };
-            if let Some(people) = directory::ldap_people(&ldap, store.as_ref(), &metrics).await {
-                apply(people);
+            if let Some(imported) = directory::ldap_people(&ldap, store.as_ref(), &metrics).await {
+                people.imported(imported);
             }
+            let apply = {
+                let people = people.clone();
+                move |imported: Vec<crate::config::PersonConfig>| people.imported(imported)
+            };
             Some(tokio::spawn(directory::refresh_ldap(ldap, store.clone(), metrics.clone(), apply, stop_rx.clone())))
         }
         None => None,
@@ -136,6 +129,11 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
     let pruner = crate::archive::jobs::Pruner::new(&config, store.clone(), Some(metrics.clone()));
     let pruner = tokio::spawn(pruner.run(stop_rx.clone()));
 
+    // SIGHUP (and the console) read the config again.
+    let edits: Arc<tokio::sync::Mutex<()>> = Default::default();
+    let reloader = Arc::new(crate::reload::Reloader::new(path, config.clone(), router.clone(), people.clone(), edits.clone()));
+    let hangups = tokio::spawn(on_hangup(reloader.clone(), stop_rx.clone()));
+
     let ready = Arc::new(AtomicBool::new(false));
     let console = admin_listener.map(|(listener, admin)| {
         let console = crate::admin::Console {
@@ -143,7 +141,10 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
             store: store.clone(),
             metrics: metrics.clone(),
             auth: Arc::new(crate::admin::auth::Auth::new(&admin)),
-            edits: Default::default(),
+            edits,
+            reloader: reloader.clone(),
+            people: people.clone(),
+            ldap: config.directory.ldap.clone(),
         };
         let app = crate::admin::routes(console).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let mut stop = stop_rx.clone();
@@ -190,6 +191,7 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
     drop(router);
     drop(host);
     let _ = up.await;
+    hangups.abort();
     let _ = keeper.await;
     let _ = pruner.await;
     if let Some(t) = directory_task {
@@ -200,4 +202,37 @@ pub async fn run(loaded: Loaded, shutdown: impl Future<Output = ()> + Send + 'st
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Reload the config on every `SIGHUP`.
+async fn on_hangup(reloader: Arc<crate::reload::Reloader>, mut stop: watch::Receiver<bool>) {
+    #[cfg(unix)]
+    {
+        let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGHUP: {e}; the config is not reloaded on it");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                got = hup.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    tracing::info!("SIGHUP: reading the config again");
+                    if let Err(crate::reload::ReloadError::Invalid(errors)) = reloader.reload().await {
+                        tracing::error!(problems = errors.len(), "the new config does not check; the running one stays");
+                        for e in &errors {
+                            tracing::error!("  {e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (reloader, stop.changed().await);
 }

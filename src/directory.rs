@@ -205,6 +205,86 @@ pub async fn refresh_ldap(
     }
 }
 
+/// Where the directory's people come from, and the directory made of them:
+/// the configured ones (changed by a reload) and the last LDAP import
+/// (changed by each import), merged into the router's directory whenever
+/// either changes.
+pub struct People {
+    sources: std::sync::Mutex<Sources>,
+    router: Arc<crate::router::Router>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Sources {
+    #[serde(skip)]
+    configured: Vec<PersonConfig>,
+    #[serde(skip)]
+    imported: Option<Vec<PersonConfig>>,
+    /// When the last LDAP import was applied.
+    pub imported_ms: Option<i64>,
+    /// What the last import left out, and why.
+    pub left_out: Vec<String>,
+}
+
+impl People {
+    pub fn new(configured: &[PersonConfig], router: Arc<crate::router::Router>, metrics: Arc<Metrics>) -> Self {
+        let sources = Sources { configured: configured.to_vec(), ..Sources::default() };
+        People { sources: std::sync::Mutex::new(sources), router, metrics }
+    }
+
+    fn sources(&self) -> std::sync::MutexGuard<'_, Sources> {
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The configured people, from a reload.
+    pub fn configured(&self, people: &[PersonConfig]) {
+        let mut s = self.sources();
+        s.configured = people.to_vec();
+        self.apply(&mut s);
+    }
+
+    /// A good LDAP import.
+    pub fn imported(&self, people: Vec<PersonConfig>) {
+        let mut s = self.sources();
+        s.imported = Some(people);
+        s.imported_ms = Some(causeway_core::now_ms());
+        self.apply(&mut s);
+    }
+
+    /// Import from LDAP now (the console's button): how many people the
+    /// directory holds after it, or why it failed (the people imported
+    /// before stay).
+    pub async fn import_now(&self, config: &LdapConfig, store: &dyn Store) -> Result<usize, String> {
+        let people = import(config, store, &self.metrics).await.map_err(|e| e.to_string())?;
+        self.imported(people);
+        Ok(self.router.directory().people().len())
+    }
+
+    /// The last import: when, and what it left out.
+    pub fn last_import(&self) -> Sources {
+        self.sources().clone()
+    }
+
+    fn apply(&self, s: &mut Sources) {
+        let (directory, left_out) = match &s.imported {
+            Some(imported) => Directory::merged(&s.configured, imported),
+            None => (Directory::new(&s.configured), Vec::new()),
+        };
+        for why in &left_out {
+            tracing::warn!("LDAP person left out: {why}");
+        }
+        s.left_out = left_out;
+        let configured = s.configured.len();
+        self.metrics.directory_people.get_or_create(&metrics::source("config")).set(configured as i64);
+        if s.imported.is_some() {
+            let from_ldap = directory.people().len() - configured;
+            self.metrics.directory_people.get_or_create(&metrics::source("ldap")).set(from_ldap as i64);
+        }
+        self.router.set_directory(directory);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod person;
 pub mod presence;
+pub mod reload;
 pub mod router;
 pub mod store;
 pub mod topology;

@@ -387,11 +387,12 @@ async fn command_of(command: Command, config: Option<PathBuf>) -> anyhow::Result
             println!("{}: ok ({} bridges, {} portals, {} people)", config.display(), loaded.bridges.len(), c.portals.len(), c.people.len());
         }
         Command::Run => {
-            let loaded = match load(&config()?) {
+            let path = config()?;
+            let loaded = match load(&path) {
                 Ok(l) => l,
                 Err(code) => return Ok(code),
             };
-            causeway::app::run(loaded, shutdown_signal()).await?;
+            causeway::app::run(loaded, path, shutdown_signal()).await?;
         }
         Command::People { json } => {
             let loaded = match load(&config()?) {

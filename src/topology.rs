@@ -251,6 +251,16 @@ impl Topology {
         gone
     }
 
+    /// Change what portal `id` does with what a room cannot show.
+    pub fn set_degrade(&self, id: &str, degrade: Degrade) {
+        let mut t = self.rooms.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = t.portals.get(id).cloned()
+            && p.degrade != degrade
+        {
+            t.portals.insert(id.to_string(), Arc::new(Portal { degrade, ..(*p).clone() }));
+        }
+    }
+
     /// Every portal, by id.
     pub fn portals(&self) -> Vec<Arc<Portal>> {
         self.rooms().portals.values().cloned().collect()

@@ -431,3 +431,100 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
     assert!(!d.log().contains("panicked"), "{}", d.log());
     assert!(d.terminate().success(), "{}", d.log());
 }
+
+/// `kill -HUP` with a portal and a person added to the config: the new
+/// portal carries messages, the person is known, and a stream through the
+/// old portal loses and doubles nothing while it happens. A config that
+/// does not check is refused, by SIGHUP and by the API, with the errors
+/// `causeway check` gives, and the running one stays.
+#[tokio::test]
+async fn a_reload_adds_a_portal_and_a_person_and_the_old_portal_loses_nothing() {
+    let hooks = [
+        Hook::start(Mode::Accept { own_ids: None }).await,
+        Hook::start(Mode::Accept { own_ids: None }).await,
+        Hook::start(Mode::Accept { own_ids: None }).await,
+        Hook::start(Mode::Accept { own_ids: None }).await,
+    ];
+    let [hook_a, mut hook_b, mut hook_c, mut hook_d] = hooks;
+    let admin_port = free_port();
+    let (config, tokens) = config(admin_port, [&hook_a.url(), &hook_b.url(), &hook_c.url(), &hook_d.url()]);
+    let mut d = Daemon::start(&config).await;
+    let mut admin = Admin::new(admin_port);
+    admin.login(&tokens.ops).await;
+    assert_eq!(say(&d, "c", "before").await, 404, "c is in no portal yet");
+
+    // A stream through the old portal, while the config is read again.
+    let stream = {
+        let url = d.url("/bridges/hooks/a");
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for n in 0..200 {
+                let (status, _) = post(&http, &url, "token-a", &json!({"sender": {"id": "alice"}, "text": format!("n{n}")})).await;
+                assert_eq!(status, 202);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let grown = config.replace(
+        "people:\n",
+        "  - id: partners\n    links:\n      - { bridge: hooks, room: c }\n      - { bridge: hooks, room: d }\npeople:\n  - { id: carol, name: Carol Danvers, accounts: { hooks: carol } }\n",
+    );
+    let path = d.config_path();
+    let before = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, before.replace(&config[config.find("portals:").unwrap()..], &grown[grown.find("portals:").unwrap()..])).unwrap();
+    let hup = std::process::Command::new("kill").args(["-HUP", &d.pid().to_string()]).status().unwrap();
+    assert!(hup.success());
+    stream.await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 200 {
+        got.push(hook_b.next(T).await.json["text"].as_str().unwrap().to_string());
+    }
+    let want: Vec<String> = (0..200).map(|n| format!("n{n}")).collect();
+    assert_eq!(got, want, "every message of the old portal, once, in order");
+    assert!(hook_b.drain(Duration::from_millis(300)).await.is_empty(), "nothing twice");
+
+    // The new portal and the new person.
+    let deadline = std::time::Instant::now() + T;
+    while !d.log().contains("config reloaded") {
+        assert!(std::time::Instant::now() < deadline, "no reload:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let carol = json!({"sender": {"id": "carol"}, "text": "hello partners"});
+    assert_eq!(post(&reqwest::Client::new(), &d.url("/bridges/hooks/c"), "token-c", &carol).await.0, 202);
+    let m = hook_d.next(T).await;
+    assert_eq!((m.json["text"].as_str(), m.json["sender"]["name"].as_str()), (Some("hello partners"), Some("Carol Danvers")));
+    let (_, portals) = admin.get("/portals/partners").await;
+    assert_eq!(portals["kind"], "configured");
+
+    // A config that does not check: refused, the running one stays.
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, good.replace("room: d }", "room: nowhere }")).unwrap();
+    let check = d.cli(&["check"]);
+    assert!(!check.status.success());
+    let checked = String::from_utf8_lossy(&check.stderr).to_string();
+    let (status, refused) = admin.post("/reload", json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert!(!refused["fields"].as_array().unwrap().is_empty(), "{refused}");
+    for f in refused["fields"].as_array().unwrap() {
+        let line = format!("{}: {}", f["field"].as_str().unwrap(), f["message"].as_str().unwrap());
+        assert!(checked.contains(&line), "{line:?} is what causeway check says:\n{checked}");
+    }
+    std::process::Command::new("kill").args(["-HUP", &d.pid().to_string()]).status().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(d.log().contains("the new config does not check; the running one stays"), "{}", d.log());
+    assert_eq!(say(&d, "c", "still linked").await, 202);
+    assert_eq!(hook_d.next(T).await.json["text"], "still linked");
+
+    // Taken out again by the API's reload: its rooms are linked no more.
+    std::fs::write(&path, &before).unwrap();
+    let (status, done) = admin.post("/reload", json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    assert_eq!(done["portals_removed"], json!(["partners"]));
+    assert_eq!(say(&d, "c", "gone").await, 404);
+    assert!(hook_c.drain(Duration::from_millis(200)).await.is_empty());
+    let (_, audit) = admin.get("/audit").await;
+    assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["action"] == "config.reload"));
+    drop(hook_a);
+    assert!(d.terminate().success(), "{}", d.log());
+}

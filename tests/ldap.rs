@@ -309,3 +309,47 @@ async fn ldap_problems_are_named() {
     assert!(err.contains("directory.ldap.url: the password and the directory would cross the network in the clear"), "{err}");
     assert!(err.contains("directory.ldap.filter"), "{err}");
 }
+
+/// The console imports on demand: the last import and what it left out
+/// are shown, a new entry is there after the import, and a directory
+/// server that is away fails the import without losing anyone.
+#[tokio::test]
+async fn the_console_imports_from_ldap_on_demand() {
+    let slapd = Slapd::start();
+    slapd.apply(&directory());
+    let hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let admin_port = free_port();
+    let (token, hash) = causeway::admin::auth::new_token();
+    let admin = format!("admin:\n  listen: \"127.0.0.1:{admin_port}\"\n  tokens: [{{ name: it, sha256: \"{hash}\" }}]\n");
+    let config = format!("{}\n{admin}", config(&slapd, &hook.url(), "").replace("refresh: 1s", "refresh: 1h"));
+    let mut d = Daemon::start(&config).await;
+    let api = |path: &str| format!("http://127.0.0.1:{admin_port}/admin/api{path}");
+    let http = reqwest::Client::new();
+    let people = || async {
+        let v: Value = http.get(api("/people")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        v
+    };
+    let before = people().await;
+    assert!(before["ldap"]["imported_ms"].as_i64().is_some(), "{before}");
+    let left_out: Vec<&str> = before["ldap"]["left_out"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(left_out.iter().any(|l| l.contains("carol: a person with this id is configured already")), "{left_out:?}");
+    let count = before["people"].as_array().unwrap().len();
+
+    slapd.apply(&person("frank", "Frank", "displayName: Frank Fresh\n"));
+    let r = http.post(api("/people/import")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let done: Value = r.json().await.unwrap();
+    assert_eq!(done["people"], count + 1, "{done}");
+    let after = people().await;
+    assert!(after["people"].as_array().unwrap().iter().any(|p| p["id"] == "frank" && p["name"] == "Frank Fresh"), "{after}");
+
+    slapd.down();
+    let r = http.post(api("/people/import")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(people().await["people"].as_array().unwrap().len(), count + 1, "nobody lost");
+    let audit: Value = http.get(api("/audit")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let imports = audit["entries"].as_array().unwrap().iter().filter(|e| e["action"] == "people.import").count();
+    assert_eq!(imports, 2);
+    slapd.up();
+    d.terminate();
+}

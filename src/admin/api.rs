@@ -34,11 +34,13 @@ pub fn routes() -> Router<Console> {
         .route("/portals", get(list_portals).post(create_portal))
         .route("/portals/{id}", get(show_portal).patch(change_portal).delete(delete_portal))
         .route("/people", get(people))
+        .route("/people/import", post(import_people))
         .route("/outbox", get(outbox))
         .route("/outbox/retry", post(retry_matching))
         .route("/outbox/{delivery}/retry", post(retry_one))
         .route("/outbox/{delivery}/drop", post(drop_one))
         .route("/audit", get(audit))
+        .route("/reload", post(reload))
         .route("/archive/search", get(search))
 }
 
@@ -307,7 +309,54 @@ async fn people(State(c): State<Console>) -> Response {
             })
         })
         .collect();
-    Json(json!({"people": people})).into_response()
+    let ldap = c.people.last_import();
+    Json(json!({"people": people, "ldap": {"imported_ms": ldap.imported_ms, "left_out": ldap.left_out}})).into_response()
+}
+
+/// Import the people from LDAP now.
+async fn import_people(State(c): State<Console>, Extension(caller): Extension<Caller>) -> Response {
+    let Some(ldap) = &c.ldap else {
+        return error(StatusCode::CONFLICT, "no_directory", "no directory.ldap in the config");
+    };
+    let started = std::time::Instant::now();
+    match c.people.import_now(ldap, c.store.as_ref()).await {
+        Ok(people) => {
+            let left_out = c.people.last_import().left_out;
+            c.audit(&caller, "people.import", "ldap", &format!("{people} people, {} left out", left_out.len())).await;
+            Json(json!({"people": people, "left_out": left_out, "took_ms": started.elapsed().as_millis() as u64})).into_response()
+        }
+        Err(e) => {
+            c.audit(&caller, "people.import", "ldap", &format!("failed: {e}")).await;
+            error(StatusCode::BAD_GATEWAY, "import_failed", e)
+        }
+    }
+}
+
+/// Read the config file again (as `SIGHUP` does).
+async fn reload(State(c): State<Console>, Extension(caller): Extension<Caller>) -> Response {
+    match c.reloader.reload().await {
+        Ok(done) => {
+            let detail = format!(
+                "added {:?}, changed {:?}, removed {:?}, {} people{}",
+                done.portals_added,
+                done.portals_changed,
+                done.portals_removed,
+                done.people,
+                if done.restart_needed.is_empty() { String::new() } else { format!("; at the next start: {:?}", done.restart_needed) }
+            );
+            c.audit(&caller, "config.reload", "", &detail).await;
+            Json(done).into_response()
+        }
+        Err(crate::reload::ReloadError::Invalid(errors)) => {
+            let fields: Vec<Value> = errors.iter().map(|e| json!({"field": e.path, "message": e.message})).collect();
+            c.audit(&caller, "config.reload", "", &format!("refused: {} problem(s)", errors.len())).await;
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"error": "invalid", "message": "the config does not check; the running one stays", "fields": fields})),
+            )
+                .into_response()
+        }
+    }
 }
 
 #[derive(Deserialize, Clone, Copy, Default)]

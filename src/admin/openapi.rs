@@ -112,6 +112,14 @@ fn schemas() -> Value {
         "Lane": {"type": "object", "required": ["bridge", "room", "pending", "dead"], "properties": {
             "bridge": {"type": "string"}, "room": {"type": "string"}, "pending": {"type": "integer"},
             "dead": {"type": "integer"}, "oldest_pending_ms": nullable("integer")}},
+        "Reloaded": {"type": "object", "required": ["portals_added", "portals_changed", "portals_removed", "people", "restart_needed", "not_joined"],
+            "properties": {
+                "portals_added": {"type": "array", "items": {"type": "string"}},
+                "portals_changed": {"type": "array", "items": {"type": "string"}},
+                "portals_removed": {"type": "array", "items": {"type": "string"}},
+                "people": {"type": "integer"},
+                "restart_needed": {"type": "array", "items": {"type": "string"}},
+                "not_joined": {"type": "array", "items": {"type": "string"}}}},
         "AuditEntry": {"type": "object", "required": ["id", "at_ms", "who", "action", "target", "detail"], "properties": {
             "id": {"type": "integer"}, "at_ms": {"type": "integer"}, "who": {"type": "string"},
             "action": {"type": "string"}, "target": {"type": "string"}, "detail": {"type": "string"}}},
@@ -172,8 +180,18 @@ pub fn document() -> Value {
                 "delete": change("Remove a portal (its events stay in the archive)", "portals", None, json!({
                     "204": {"description": "Removed"}, "404": error("No such portal"),
                     "409": error("A portal of the config file"), "503": error("The store failed")}))},
-            "/people": {"get": op("The directory, with presence", "people", json!({"200": answer("The people",
-                json!({"type": "object", "required": ["people"], "properties": {"people": {"type": "array", "items": r("Person")}}}))}))},
+            "/people": {"get": op("The directory, with presence, and the last LDAP import", "people", json!({"200": answer("The people",
+                json!({"type": "object", "required": ["people", "ldap"], "properties": {
+                    "people": {"type": "array", "items": r("Person")},
+                    "ldap": {"type": "object", "required": ["left_out"], "properties": {
+                        "imported_ms": nullable("integer"), "left_out": {"type": "array", "items": {"type": "string"}}}}}}))}))},
+            "/people/import": {"post": change("Import the people from LDAP now", "people", None, json!({
+                "200": answer("Imported", json!({"type": "object", "required": ["people", "left_out", "took_ms"], "properties": {
+                    "people": {"type": "integer"}, "left_out": {"type": "array", "items": {"type": "string"}}, "took_ms": {"type": "integer"}}})),
+                "409": error("No directory.ldap in the config"), "502": error("The directory server failed; the people imported before stay")}))},
+            "/reload": {"post": change("Read the config file again (as SIGHUP does)", "config", None, json!({
+                "200": answer("Applied", r("Reloaded")),
+                "422": error("The config does not check (see fields); the running one stays")}))},
             "/outbox": {"get": {
                 "summary": "Pending deliveries or dead letters", "tags": ["outbox"],
                 "parameters": [

@@ -38,6 +38,8 @@ pub fn routes() -> Router<Console> {
         .route("/portals/{id}/links", post(change_links))
         .route("/portals/{id}/delete", post(delete_portal))
         .route("/people", get(people))
+        .route("/people/import", post(import_people))
+        .route("/reload", post(reload))
         .route("/outbox", get(outbox))
         .route("/outbox/retry", post(retry_matching))
         .route("/outbox/{delivery}/retry", post(retry_one))
@@ -294,8 +296,89 @@ async fn overview(State(c): State<Console>, headers: HeaderMap, ConnectInfo(from
         }
         (bridges_table(&bridges))
         p.help #live aria-live="polite" { "Updated " span #updated { (when(now_ms())) } }
+        @if !caller.read_only {
+            form.card method="post" action="/admin/reload" {
+                h2 { "The config file" }
+                (csrf(&caller))
+                p.help { "Read it again, as SIGHUP does: portals and people change at once; a file that does not check is refused." }
+                button type="submit" { "Reload the config" }
+            }
+        }
     };
     page(StatusCode::OK, layout("Overview", Some(&caller), "overview", body))
+}
+
+async fn reload(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let caller = match changer(&c, &headers, from, &form) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let (status, body) = match c.reloader.reload().await {
+        Ok(done) => {
+            c.audit(
+                &caller,
+                "config.reload",
+                "",
+                &format!("added {:?}, changed {:?}, removed {:?}", done.portals_added, done.portals_changed, done.portals_removed),
+            )
+            .await;
+            let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+            (
+                StatusCode::OK,
+                html! {
+                    (notice("ok", "The config was read again."))
+                    dl {
+                        dt { "Portals added" } dd { (list(&done.portals_added)) }
+                        dt { "Portals changed" } dd { (list(&done.portals_changed)) }
+                        dt { "Portals removed" } dd { (list(&done.portals_removed)) }
+                        dt { "People" } dd { (done.people) }
+                        dt { "Changed, for the next start" } dd { (list(&done.restart_needed)) }
+                        @if !done.not_joined.is_empty() { dt { "Not joined yet" } dd { (done.not_joined.join("; ")) } }
+                    }
+                },
+            )
+        }
+        Err(crate::reload::ReloadError::Invalid(errors)) => {
+            c.audit(&caller, "config.reload", "", &format!("refused: {} problem(s)", errors.len())).await;
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                html! {
+                    (notice("error", "The config does not check; the running one stays."))
+                    ul.problems { @for e in &errors { li { code { (e.path) } ": " (e.message) } } }
+                },
+            )
+        }
+    };
+    page(status, layout("Reload", Some(&caller), "overview", html! { (body) p { a href="/admin/overview" { "Back to the overview" } } }))
+}
+
+async fn import_people(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    let caller = match changer(&c, &headers, from, &form) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let Some(ldap) = &c.ldap else { return people_page(&c, &caller, Some(notice("error", "There is no directory.ldap in the config."))) };
+    let message = match c.people.import_now(ldap, c.store.as_ref()).await {
+        Ok(n) => {
+            c.audit(&caller, "people.import", "ldap", &format!("{n} people")).await;
+            notice("ok", &format!("Imported: the directory holds {n} people."))
+        }
+        Err(e) => {
+            c.audit(&caller, "people.import", "ldap", &format!("failed: {e}")).await;
+            notice("error", &format!("The import failed ({e}); the people imported before stay."))
+        }
+    };
+    people_page(&c, &caller, Some(message))
 }
 
 fn kind_badge(kind: PortalKind) -> Markup {
@@ -573,12 +656,35 @@ async fn delete_portal(
 }
 
 async fn people(State(c): State<Console>, headers: HeaderMap, ConnectInfo(from): ConnectInfo<SocketAddr>) -> Response {
-    let caller = match caller(&c, &headers, from) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+    match caller(&c, &headers, from) {
+        Ok(caller) => people_page(&c, &caller, None),
+        Err(r) => *r,
+    }
+}
+
+fn people_page(c: &Console, caller: &Caller, message: Option<Markup>) -> Response {
     let directory = c.router.directory();
+    let last = c.people.last_import();
     let body = html! {
+        @if let Some(m) = message { (m) }
+        @if c.ldap.is_some() {
+            section.card aria-labelledby="ldap" {
+                h2 #ldap { "LDAP directory" }
+                p { "Last import: " (last.imported_ms.map_or("none yet".into(), when)) }
+                @if !last.left_out.is_empty() {
+                    details {
+                        summary { (last.left_out.len()) " entries left out" }
+                        ul { @for why in &last.left_out { li { (why) } } }
+                    }
+                }
+                @if !caller.read_only {
+                    form method="post" action="/admin/people/import" {
+                        (csrf(caller))
+                        button type="submit" { "Import now" }
+                    }
+                }
+            }
+        }
         div.scroll {
             table {
                 caption { (directory.people().len()) " people" }
@@ -596,7 +702,7 @@ async fn people(State(c): State<Console>, headers: HeaderMap, ConnectInfo(from):
             }
         }
     };
-    page(StatusCode::OK, layout("People", Some(&caller), "people", body))
+    page(StatusCode::OK, layout("People", Some(caller), "people", body))
 }
 
 #[derive(serde::Deserialize, Default)]
