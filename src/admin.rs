@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod exports;
 pub mod openapi;
 pub mod pages;
 pub mod portals;
@@ -43,6 +44,8 @@ pub struct Console {
     pub people: Arc<crate::directory::People>,
     /// `directory.ldap`, for an import on demand.
     pub ldap: Option<crate::ldap::LdapConfig>,
+    /// Exports made from the console.
+    pub exports: Arc<exports::Exports>,
 }
 
 impl Console {

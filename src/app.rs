@@ -78,7 +78,10 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     let outbox = Outbox::start(store.clone(), metrics.clone(), router.clone(), by_name, config.outbox.clone(), stop_rx.clone());
 
     // People from the directory server are known before any bridge starts.
-    let people = Arc::new(directory::People::new(&config.people, router.clone(), metrics.clone()));
+    let people = {
+        let router = router.clone();
+        Arc::new(directory::People::new(&config.people, move |d| router.set_directory(d), metrics.clone()))
+    };
     people.configured(&config.people);
     let directory_task = match config.directory.ldap.clone() {
         Some(ldap) => {
@@ -145,6 +148,7 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
             reloader: reloader.clone(),
             people: people.clone(),
             ldap: config.directory.ldap.clone(),
+            exports: Arc::new(crate::admin::exports::Exports::new(config.store.path.with_file_name("console-exports"), config.files_dir())),
         };
         let app = crate::admin::routes(console).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let mut stop = stop_rx.clone();
@@ -190,6 +194,8 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     }
     drop(router);
     drop(host);
+    drop(reloader);
+    drop(people);
     let _ = up.await;
     hangups.abort();
     let _ = keeper.await;

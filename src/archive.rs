@@ -8,6 +8,7 @@ use causeway_core::{Attachment, EventId};
 use serde::{Deserialize, Serialize};
 
 pub mod export;
+pub mod exporter;
 pub mod files;
 pub mod jobs;
 pub mod retention;

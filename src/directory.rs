@@ -211,7 +211,8 @@ pub async fn refresh_ldap(
 /// either changes.
 pub struct People {
     sources: std::sync::Mutex<Sources>,
-    router: Arc<crate::router::Router>,
+    /// Where each new directory goes (the router's).
+    apply: Box<dyn Fn(Directory) + Send + Sync>,
     metrics: Arc<Metrics>,
 }
 
@@ -225,12 +226,14 @@ pub struct Sources {
     pub imported_ms: Option<i64>,
     /// What the last import left out, and why.
     pub left_out: Vec<String>,
+    /// How many people the directory holds.
+    pub people: usize,
 }
 
 impl People {
-    pub fn new(configured: &[PersonConfig], router: Arc<crate::router::Router>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(configured: &[PersonConfig], apply: impl Fn(Directory) + Send + Sync + 'static, metrics: Arc<Metrics>) -> Self {
         let sources = Sources { configured: configured.to_vec(), ..Sources::default() };
-        People { sources: std::sync::Mutex::new(sources), router, metrics }
+        People { sources: std::sync::Mutex::new(sources), apply: Box::new(apply), metrics }
     }
 
     fn sources(&self) -> std::sync::MutexGuard<'_, Sources> {
@@ -258,7 +261,7 @@ impl People {
     pub async fn import_now(&self, config: &LdapConfig, store: &dyn Store) -> Result<usize, String> {
         let people = import(config, store, &self.metrics).await.map_err(|e| e.to_string())?;
         self.imported(people);
-        Ok(self.router.directory().people().len())
+        Ok(self.sources().people)
     }
 
     /// The last import: when, and what it left out.
@@ -281,7 +284,8 @@ impl People {
             let from_ldap = directory.people().len() - configured;
             self.metrics.directory_people.get_or_create(&metrics::source("ldap")).set(from_ldap as i64);
         }
-        self.router.set_directory(directory);
+        s.people = directory.people().len();
+        (self.apply)(directory);
     }
 }
 

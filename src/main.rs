@@ -564,8 +564,9 @@ async fn archive(
         }
         ArchiveAction::Export { format, output, portal, person, since, until, tz, chromium } => {
             let files = config.files_dir();
-            let wanted = Export { format, output, portals: portal, person, since, until, tz, chromium, files };
-            return export(store.as_ref(), wanted).await;
+            let wanted =
+                causeway::archive::exporter::Request { format, portals: portal, person, since, until, tz, chromium, files, by: whoami() };
+            return export(store.as_ref(), wanted, output).await;
         }
     };
     let params = causeway::archive::SearchParams {
@@ -615,173 +616,48 @@ fn held(h: &causeway::archive::retention::Hold) -> String {
     }
 }
 
-/// What `causeway archive export` was asked for.
-struct Export {
-    format: causeway::archive::export::Format,
-    output: PathBuf,
-    portals: Vec<String>,
-    person: Option<String>,
-    since: Option<String>,
-    until: Option<String>,
-    tz: Option<String>,
-    chromium: Option<PathBuf>,
-    /// Where the archive keeps files.
-    files: PathBuf,
-}
-
-async fn export(store: &dyn causeway::store::Store, x: Export) -> anyhow::Result<ExitCode> {
-    use causeway::archive::export::{self, Format};
+/// `causeway archive export`: the export, its progress on a terminal, and
+/// what went wrong as an exit code (2: the request, 1: nothing to export).
+async fn export(store: &dyn causeway::store::Store, x: causeway::archive::exporter::Request, output: PathBuf) -> anyhow::Result<ExitCode> {
+    use causeway::archive::exporter::{self, ExportError, Output};
     use std::io::IsTerminal;
-    let now = causeway_core::now_ms();
-    let time = |t: &Option<String>| t.as_deref().map(|t| causeway::archive::parse_time(t, now)).transpose();
-    let (since, until) = match (time(&x.since), time(&x.until)) {
-        (Ok(s), Ok(u)) => (s, u),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let to_stdout = x.output.as_os_str() == "-";
-    if to_stdout && matches!(x.format, Format::Pdf | Format::Slack) {
-        eprintln!("error: a PDF or a Slack archive goes to a file: give -o FILE");
-        return Ok(ExitCode::from(2));
-    }
-    // Found before anything is written: no half export for want of it.
-    let chromium = match x.format {
-        Format::Pdf => match export::find_chromium(x.chromium.as_deref()) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Ok(ExitCode::from(2));
-            }
-        },
-        _ => None,
-    };
-    let (tz_name, tz) = match &x.tz {
-        Some(name) => match jiff::tz::TimeZone::get(name) {
-            Ok(tz) => (name.clone(), tz),
-            Err(e) => {
-                eprintln!("error: --tz {name}: {e}");
-                return Ok(ExitCode::from(2));
-            }
-        },
-        None => {
-            let tz = jiff::tz::TimeZone::system();
-            (tz.iana_name().unwrap_or("UTC").to_string(), tz)
-        }
-    };
-    let mut portals = x.portals.clone();
-    if portals.is_empty() {
-        portals = store.archived_portals(x.person.as_deref()).await?;
-    }
-    if portals.is_empty() {
-        eprintln!("error: nothing to export: the archive holds no such portal");
-        return Ok(ExitCode::from(1));
-    }
-    let html_path = match x.format {
-        Format::Pdf => x.output.with_extension("partial.html"),
-        _ => x.output.clone(),
-    };
-    let create = |path: &std::path::Path| {
-        std::fs::File::create(path).map(std::io::BufWriter::new).with_context(|| format!("cannot write {}", path.display()))
-    };
-    let out: Box<dyn std::io::Write> =
-        if to_stdout { Box::new(std::io::BufWriter::new(std::io::stdout().lock())) } else { Box::new(create(&html_path)?) };
-    // What is archived while the export runs is not in it.
-    let range = export::Range { since_ms: since, until_ms: until, upto_seq: Some(store.archive_seq().await?) };
-    let about = serde_json::json!({"portals": portals, "since_ms": since, "until_ms": until, "exported_at_ms": now});
-    let title = portals.join(", ");
-    let stamp = format!("Causeway archive of {title}, exported {}", time_of(now));
     let terminal = std::io::stderr().is_terminal();
-    let progress_of = |doing: &'static str| {
-        move |done: u64, total: u64| {
-            if terminal {
-                let pct = (done * 100).checked_div(total).unwrap_or(100);
-                eprint!("\r{doing}: {done} of {total} events ({pct}%)");
-            }
-        }
-    };
-    let mut sink: Box<dyn export::Sink> = match x.format {
-        Format::Json => Box::new(export::Json::new(out, &about)?),
-        Format::Mbox => Box::new(export::Mbox::new(out, Some(x.files.clone()))),
-        Format::Html | Format::Pdf => Box::new(export::Html::new(out, &title, &tz_name, tz, &stamp)?),
-        Format::Slack => {
-            // Slack lists a thread's replies on its first message: who
-            // answered what is learnt in a first pass.
-            drop(out);
-            let mut census = causeway::archive::slack::Census::new();
-            export_all(store, &portals, range, &mut census, &mut progress_of("reading")).await?;
-            if terminal {
+    let to = if output.as_os_str() == "-" { Output::Stdout } else { Output::File(output.clone()) };
+    let mut doing = "";
+    let mut progress = |what: &'static str, done: u64, total: u64| {
+        if terminal {
+            if what != doing && !doing.is_empty() {
                 eprintln!();
             }
-            Box::new(causeway::archive::slack::Slack::new(create(&x.output)?, census, tz))
+            doing = what;
+            let pct = (done * 100).checked_div(total).unwrap_or(100);
+            eprint!("\r{what}: {done} of {total} events ({pct}%)");
         }
     };
-    let mut progress = progress_of("exporting");
-    let n = export_all(store, &portals, range, sink.as_mut(), &mut progress).await?;
-    drop(sink);
+    let done = exporter::export(store, &x, to, &mut progress).await;
     if terminal {
         eprintln!();
     }
-    if let Some(chromium) = chromium {
-        let printed = export::print_pdf(&chromium, &html_path, &x.output);
-        let _ = std::fs::remove_file(&html_path);
-        if let Err(e) = printed {
-            eprintln!("error: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
-    }
-    if !to_stdout {
-        eprintln!("exported {n} events of {} portal(s) to {}", portals.len(), x.output.display());
-    }
-    let log = export::ExportLog {
-        at_ms: now,
-        by: whoami(),
-        format: x.format.name().into(),
-        portals: portals.clone(),
-        person: x.person.clone(),
-        since_ms: since,
-        until_ms: until,
-        events: n,
-        output: x.output.display().to_string(),
-    };
-    if let Err(e) = store.log_export(&log).await {
-        eprintln!("error: the export was written but not noted in the export log: {e}");
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// Write the events of `portals` in `range` to `sink`, a page at a
-/// time, telling `progress` how many of how many are done; how many.
-async fn export_all(
-    store: &dyn causeway::store::Store,
-    portals: &[String],
-    range: causeway::archive::export::Range,
-    sink: &mut dyn causeway::archive::export::Sink,
-    progress: &mut dyn FnMut(u64, u64),
-) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for p in portals {
-        total += store.count_events(p, range).await?;
-    }
-    let mut done = 0;
-    for p in portals {
-        sink.portal(p)?;
-        let mut after = 0;
-        loop {
-            let page = store.export_page(p, range, after, causeway::archive::export::PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for e in &page {
-                sink.event(e)?;
+    match done {
+        Ok(log) => {
+            if log.output != "-" {
+                eprintln!("exported {} events of {} portal(s) to {}", log.events, log.portals.len(), output.display());
             }
-            done += page.len() as u64;
-            progress(done, total);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ExportError::Invalid(e)) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(ExportError::Nothing(e)) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+        Err(ExportError::Failed(e)) => {
+            eprintln!("error: {e:#}");
+            Ok(ExitCode::FAILURE)
         }
     }
-    sink.finish()?;
-    Ok(done)
 }
 
 async fn people(config: &config::Config, json: bool) -> anyhow::Result<ExitCode> {

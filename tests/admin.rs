@@ -314,6 +314,35 @@ async fn the_console_api_lets_in_only_its_tokens_and_every_change_is_audited() {
     assert!(admin.get("/outbox?state=dead").await.1["rows"].as_array().unwrap().is_empty());
     let (_, found) = admin.get("/archive/search?q=second&person=alice").await;
     assert_eq!(found["hits"].as_array().map(Vec::len), Some(1), "{found}");
+    // An export made here, followed while it runs, downloaded once done.
+    assert_eq!(admin.post("/archive/exports", json!({"format": "exe"})).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(admin.post("/archive/exports", json!({"format": "json", "to": "/etc"})).await.0, StatusCode::BAD_REQUEST);
+    let (status, job) = admin.post("/archive/exports", json!({"format": "json", "portals": ["ops"]})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id_export = job["id"].as_str().unwrap().to_string();
+    let id = id_export.clone();
+    let deadline = std::time::Instant::now() + T;
+    let job = loop {
+        let (_, job) = admin.get(&format!("/archive/exports/{id}")).await;
+        if job["state"] != "running" {
+            break job;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job["state"], "done", "{job}");
+    let r = admin.with_session(raw.get(admin.url(&format!("/archive/exports/{id}/download")))).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers()["content-disposition"].to_str().unwrap().starts_with("attachment; filename=\"causeway-"));
+    let exported: Value = r.json().await.unwrap();
+    let texts: Vec<&str> = exported["events"].as_array().unwrap().iter().filter_map(|e| e["current_text"].as_str()).collect();
+    assert!(texts.contains(&"first for b") && texts.contains(&"second for b"), "{texts:?}");
+    assert_eq!(admin.get("/archive/exports/nope").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(admin.get("/archive/exports/nope/download").await.0, StatusCode::NOT_FOUND);
+    let (_, exports) = admin.get("/archive/exports").await;
+    assert_eq!(exports["log"][0]["by"], "console:ops", "{exports}");
+    assert_eq!(exports["jobs"][0]["id"], id.as_str());
+
     // Retry all matching, and what is not a match.
     assert_eq!(admin.post("/outbox/retry", json!({"bridge": "nope"})).await.0, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(admin.post("/outbox/retry", json!({"room": "b"})).await.0, StatusCode::UNPROCESSABLE_ENTITY);
@@ -364,6 +393,8 @@ async fn the_console_api_lets_in_only_its_tokens_and_every_change_is_audited() {
         ("ops", "outbox.retry", first.as_str()),
         ("ops", "outbox.drop", second.as_str()),
         ("ops", "outbox.retry_all", "hooks"),
+        ("ops", "archive.export", id_export.as_str()),
+        ("ops", "archive.download", id_export.as_str()),
         ("ops", "portal.delete", "sales"),
         ("ops", "portal.create", id.as_str()),
         ("ops", "login", ""),

@@ -2,7 +2,8 @@
 //! playwright-core: tests/console/drive.cjs) against the real daemon with a
 //! real Prosody and Synapse: log in, make a portal linking a MUC and a
 //! Matrix room and see a real client's message cross, retry a dead letter,
-//! search the archive, read the audit log, log out.
+//! search the archive and download an export of it, read the audit log,
+//! log out.
 //!
 //! The screenshots go to a temporary directory; with
 //! `CAUSEWAY_CONSOLE_SHOTS=docs/console` they are the ones docs/console.md
@@ -157,7 +158,7 @@ people:
     let got = hook_b.next(T).await;
     assert_eq!(got.json["text"], "disk 91% on db-2");
 
-    browser.step(&["search", "quarterly", "the quarterly numbers are in"], &d);
+    browser.step(&["search", "quarterly", "the quarterly numbers are in", "sales"], &d);
     browser.step(&["audit"], &d);
     browser.step(&["logout"], &d);
 

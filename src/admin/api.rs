@@ -42,6 +42,9 @@ pub fn routes() -> Router<Console> {
         .route("/audit", get(audit))
         .route("/reload", post(reload))
         .route("/archive/search", get(search))
+        .route("/archive/exports", get(list_exports).post(start_export))
+        .route("/archive/exports/{id}", get(show_export))
+        .route("/archive/exports/{id}/download", get(download_export))
 }
 
 /// The routes open to anyone who reaches the listener.
@@ -536,4 +539,90 @@ async fn search(
             error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the archive could not be searched")
         }
     }
+}
+
+/// Start an export; it runs in the background (`GET …/exports/{id}` says
+/// how far it is, `…/download` gives the file once done).
+async fn start_export(
+    State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<super::exports::Wanted>, JsonRejection>,
+) -> Response {
+    let wanted = match body {
+        Ok(Json(w)) => w,
+        Err(e) => return bad_json(e),
+    };
+    let what = format!(
+        "{} of {}",
+        wanted.format.name(),
+        if wanted.portals.is_empty() { "every portal".into() } else { wanted.portals.join(", ") }
+    );
+    match c.exports.start(c.store.clone(), wanted, &caller.who) {
+        Ok(job) => {
+            c.audit(&caller, "archive.export", &job.id, &what).await;
+            (StatusCode::ACCEPTED, [(header::LOCATION, format!("/admin/api/archive/exports/{}", job.id))], Json(job)).into_response()
+        }
+        Err(e @ super::exports::StartError::Busy) => error(StatusCode::TOO_MANY_REQUESTS, "busy", e),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e),
+    }
+}
+
+/// The console's exports, and the export log (the CLI's too).
+async fn list_exports(State(c): State<Console>) -> Response {
+    match c.store.exports(100).await {
+        Ok(log) => Json(json!({"jobs": c.exports.list(), "log": log})).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn show_export(State(c): State<Console>, Path(id): Path<String>) -> Response {
+    match c.exports.get(&id) {
+        Some(job) => Json(job).into_response(),
+        None => error(StatusCode::NOT_FOUND, "not_found", format!("no export {id:?}")),
+    }
+}
+
+/// The file of a finished export, streamed.
+pub async fn download(c: &Console, caller: &Caller, id: &str) -> Response {
+    let Some(job) = c.exports.get(id) else { return error(StatusCode::NOT_FOUND, "not_found", format!("no export {id:?}")) };
+    let Some((job, path)) = c.exports.file(id) else {
+        return error(StatusCode::CONFLICT, "not_ready", format!("export {id:?} is {:?}", job.state));
+    };
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "cannot read a finished export: {e}");
+            return error(StatusCode::GONE, "gone", "the export's file is no longer there");
+        }
+    };
+    c.audit(caller, "archive.download", id, &job.filename).await;
+    let stream = futures_util::stream::unfold(Some(file), |file| async move {
+        use tokio::io::AsyncReadExt;
+        let mut f = file?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)), Some(f)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    let mime = match job.format {
+        crate::archive::export::Format::Json => "application/json",
+        crate::archive::export::Format::Mbox => "application/mbox",
+        crate::archive::export::Format::Html => "text/html; charset=utf-8",
+        crate::archive::export::Format::Pdf => "application/pdf",
+        crate::archive::export::Format::Slack => "application/zip",
+    };
+    (
+        [(header::CONTENT_TYPE, mime.to_string()), (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{}\"", job.filename))],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn download_export(State(c): State<Console>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Response {
+    download(&c, &caller, &id).await
 }

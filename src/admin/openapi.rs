@@ -120,6 +120,15 @@ fn schemas() -> Value {
                 "people": {"type": "integer"},
                 "restart_needed": {"type": "array", "items": {"type": "string"}},
                 "not_joined": {"type": "array", "items": {"type": "string"}}}},
+        "NewExport": {"type": "object", "additionalProperties": false, "required": ["format"], "properties": {
+            "format": {"enum": ["json", "mbox", "html", "pdf", "slack"]},
+            "portals": {"type": "array", "items": {"type": "string"}}, "person": nullable("string"),
+            "since": nullable("string"), "until": nullable("string"), "tz": nullable("string")}},
+        "ExportJob": {"type": "object", "required": ["id", "format", "by", "started_ms", "state", "doing", "done", "total", "filename"],
+            "properties": {
+                "id": {"type": "string"}, "format": {"enum": ["json", "mbox", "html", "pdf", "slack"]}, "by": {"type": "string"},
+                "started_ms": {"type": "integer"}, "state": {"enum": ["running", "done", "failed"]}, "doing": {"type": "string"},
+                "done": {"type": "integer"}, "total": {"type": "integer"}, "error": {"type": "string"}, "filename": {"type": "string"}}},
         "AuditEntry": {"type": "object", "required": ["id", "at_ms", "who", "action", "target", "detail"], "properties": {
             "id": {"type": "integer"}, "at_ms": {"type": "integer"}, "who": {"type": "string"},
             "action": {"type": "string"}, "target": {"type": "string"}, "detail": {"type": "string"}}},
@@ -144,7 +153,15 @@ pub fn document() -> Value {
             }
         },
         "security": [{"token": []}, {"session": []}],
-        "paths": {
+        "paths": paths(&int, &limit),
+    })
+}
+
+/// The routes, in two parts (one `json!` of them all is deeper than the
+/// macro goes).
+fn paths(int: &Value, limit: &Value) -> Value {
+    let (int, limit) = (int.clone(), limit.clone());
+    let mut paths = json!({
             "/login": {"post": {"summary": "Log in with an admin token", "tags": ["session"], "security": [],
                 "requestBody": body(json!({"type": "object", "additionalProperties": false, "required": ["token"],
                     "properties": {"token": {"type": "string"}}})),
@@ -179,7 +196,9 @@ pub fn document() -> Value {
                     "503": error("The store failed")})),
                 "delete": change("Remove a portal (its events stay in the archive)", "portals", None, json!({
                     "204": {"description": "Removed"}, "404": error("No such portal"),
-                    "409": error("A portal of the config file"), "503": error("The store failed")}))},
+                    "409": error("A portal of the config file"), "503": error("The store failed")}))}
+    });
+    let more = json!({
             "/people": {"get": op("The directory, with presence, and the last LDAP import", "people", json!({"200": answer("The people",
                 json!({"type": "object", "required": ["people", "ldap"], "properties": {
                     "people": {"type": "array", "items": r("Person")},
@@ -234,6 +253,24 @@ pub fn document() -> Value {
                     "200": answer("The entries", json!({"type": "object", "required": ["entries"], "properties": {
                         "entries": {"type": "array", "items": r("AuditEntry")}, "next_before": nullable("integer")}})),
                     "400": error("A parameter is wrong"), "503": error("The store failed")}), false)}},
+            "/archive/exports": {
+                "get": op("Exports made from the console, and the export log", "archive", json!({"200": answer("The exports",
+                    json!({"type": "object", "required": ["jobs", "log"], "properties": {
+                        "jobs": {"type": "array", "items": r("ExportJob")}, "log": {"type": "array", "items": {"type": "object"}}}})),
+                    "503": error("The store failed")})),
+                "post": change("Start an export (it runs in the background)", "archive", Some(body(r("NewExport"))), json!({
+                    "202": answer("Started", r("ExportJob")), "400": error("Not an export request"),
+                    "422": error("Cannot be made here (a PDF without Chromium)"), "429": error("Two exports are running")}))},
+            "/archive/exports/{id}": {
+                "parameters": [path_param("id", "The export's id")],
+                "get": op("How far an export is", "archive", json!({"200": answer("The export", r("ExportJob")), "404": error("No such export")}))},
+            "/archive/exports/{id}/download": {
+                "parameters": [path_param("id", "The export's id")],
+                "get": op("The file of a finished export", "archive", json!({
+                    "200": {"description": "The file", "content": {
+                        "application/json": {"schema": {}}, "application/mbox": {"schema": {}}, "text/html": {"schema": {}},
+                        "application/pdf": {"schema": {}}, "application/zip": {"schema": {}}}},
+                    "404": error("No such export"), "409": error("Not finished (or failed)"), "410": error("Its file is gone")}))},
             "/archive/search": {"get": {
                 "summary": "Search the archive (docs/archive.md)", "tags": ["archive"],
                 "parameters": [
@@ -251,8 +288,11 @@ pub fn document() -> Value {
                     "200": answer("Results, best first", json!({"type": "object", "required": ["hits"], "properties": {
                         "hits": {"type": "array", "items": {"type": "object"}}}})),
                     "400": error("A parameter is wrong"), "503": error("The archive could not be searched")}), false)}}
-        }
-    })
+    });
+    if let (Some(p), Value::Object(m)) = (paths.as_object_mut(), more) {
+        p.extend(m);
+    }
+    paths
 }
 
 #[cfg(test)]

@@ -46,6 +46,9 @@ pub fn routes() -> Router<Console> {
         .route("/outbox/{delivery}/drop", post(drop_one))
         .route("/audit", get(audit))
         .route("/archive", get(archive))
+        .route("/archive/exports", post(start_export))
+        .route("/archive/exports/{id}", get(export_page))
+        .route("/archive/exports/{id}/download", get(download_export))
         .route("/static/console.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS) }))
         .route("/static/console.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], JS) }))
 }
@@ -168,6 +171,39 @@ fn changer(c: &Console, headers: &HeaderMap, from: SocketAddr, form: &[(String, 
     Ok(caller)
 }
 
+/// Who looks at a page: logged in (else the way to the login page).
+struct Viewer(Caller);
+
+impl axum::extract::FromRequestParts<Console> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, c: &Console) -> Result<Self, Response> {
+        let from = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0);
+        let Some(from) = from else { return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()) };
+        caller(c, &parts.headers, from).map(Viewer).map_err(|r| *r)
+    }
+}
+
+/// A form that changes something, from who may send it (see [`changer`]);
+/// anyone else gets the page that says why.
+struct Change {
+    caller: Caller,
+    form: Vec<(String, String)>,
+}
+
+impl axum::extract::FromRequest<Console> for Change {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, c: &Console) -> Result<Self, Response> {
+        let from = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|ci| ci.0);
+        let Some(from) = from else { return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response()) };
+        let headers = req.headers().clone();
+        let Form(form) = Form::<Vec<(String, String)>>::from_request(req, c).await.map_err(IntoResponse::into_response)?;
+        let caller = changer(c, &headers, from, &form).map_err(|r| *r)?;
+        Ok(Change { caller, form })
+    }
+}
+
 /// A form posted from elsewhere names another origin (browsers send it).
 fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return true };
@@ -204,7 +240,16 @@ fn login_form(error: Option<&str>) -> Markup {
     )
 }
 
-async fn login(State(c): State<Console>, ConnectInfo(from): ConnectInfo<SocketAddr>, Form(form): Form<Vec<(String, String)>>) -> Response {
+async fn login(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    Form(form): Form<Vec<(String, String)>>,
+) -> Response {
+    if !same_origin(&headers) {
+        // Another site must not log a browser in (as someone else).
+        return page(StatusCode::FORBIDDEN, login_form(Some("This login did not come from this console.")));
+    }
     let token = field(&form, "token");
     let caller = match c.auth.check_token(token, from.ip()) {
         Ok(caller) => caller,
@@ -276,11 +321,7 @@ fn bridges_table(bridges: &[Value]) -> Markup {
     }
 }
 
-async fn overview(State(c): State<Console>, headers: HeaderMap, ConnectInfo(from): ConnectInfo<SocketAddr>) -> Response {
-    let caller = match caller(&c, &headers, from) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+async fn overview(State(c): State<Console>, Viewer(caller): Viewer) -> Response {
     let bridges = super::api::bridge_states(&c).await.unwrap_or_default();
     let portals = c.router.topology().portals();
     let count = |k: PortalKind| portals.iter().filter(|p| p.kind == k).count();
@@ -308,16 +349,7 @@ async fn overview(State(c): State<Console>, headers: HeaderMap, ConnectInfo(from
     page(StatusCode::OK, layout("Overview", Some(&caller), "overview", body))
 }
 
-async fn reload(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    Form(form): Form<Vec<(String, String)>>,
-) -> Response {
-    let caller = match changer(&c, &headers, from, &form) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+async fn reload(State(c): State<Console>, Change { caller, .. }: Change) -> Response {
     let (status, body) = match c.reloader.reload().await {
         Ok(done) => {
             c.audit(
@@ -357,16 +389,7 @@ async fn reload(
     page(status, layout("Reload", Some(&caller), "overview", html! { (body) p { a href="/admin/overview" { "Back to the overview" } } }))
 }
 
-async fn import_people(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    Form(form): Form<Vec<(String, String)>>,
-) -> Response {
-    let caller = match changer(&c, &headers, from, &form) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+async fn import_people(State(c): State<Console>, Change { caller, .. }: Change) -> Response {
     let Some(ldap) = &c.ldap else { return people_page(&c, &caller, Some(notice("error", "There is no directory.ldap in the config."))) };
     let message = match c.people.import_now(ldap, c.store.as_ref()).await {
         Ok(n) => {
@@ -452,23 +475,11 @@ async fn portals_page(c: &Console, caller: &Caller, form: &[(String, String)], e
     page(status, layout("Portals", Some(caller), "portals", body))
 }
 
-async fn portals(State(c): State<Console>, headers: HeaderMap, ConnectInfo(from): ConnectInfo<SocketAddr>) -> Response {
-    match caller(&c, &headers, from) {
-        Ok(caller) => portals_page(&c, &caller, &[], &[], StatusCode::OK).await,
-        Err(r) => *r,
-    }
+async fn portals(State(c): State<Console>, Viewer(caller): Viewer) -> Response {
+    portals_page(&c, &caller, &[], &[], StatusCode::OK).await
 }
 
-async fn create_portal(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    Form(form): Form<Vec<(String, String)>>,
-) -> Response {
-    let caller = match changer(&c, &headers, from, &form) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+async fn create_portal(State(c): State<Console>, Change { caller, form }: Change) -> Response {
     // Rows left empty are not rooms; the others keep their row's number,
     // so a mistake is shown beside the field it is in.
     let rows: Vec<(usize, StoredLink)> = (0..FORM_LINKS)
@@ -580,29 +591,11 @@ async fn portal_page(c: &Console, caller: &Caller, id: &str, message: Option<Mar
     page(status, layout(&format!("Portal {}", p.id), Some(caller), "portals", body))
 }
 
-async fn portal(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-) -> Response {
-    match caller(&c, &headers, from) {
-        Ok(caller) => portal_page(&c, &caller, &id, None, StatusCode::OK).await,
-        Err(r) => *r,
-    }
+async fn portal(State(c): State<Console>, Viewer(caller): Viewer, Path(id): Path<String>) -> Response {
+    portal_page(&c, &caller, &id, None, StatusCode::OK).await
 }
 
-async fn change_links(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    Form(form): Form<Vec<(String, String)>>,
-) -> Response {
-    let caller = match changer(&c, &headers, from, &form) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+async fn change_links(State(c): State<Console>, Path(id): Path<String>, Change { caller, form }: Change) -> Response {
     let link = |b: &str, r: &str| StoredLink { bridge: field(&form, b).into(), room: field(&form, r).into() };
     let mut change = PortalChange::default();
     if !field(&form, "add_room").is_empty() {
@@ -635,17 +628,7 @@ async fn change_links(
     }
 }
 
-async fn delete_portal(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    Path(id): Path<String>,
-    Form(form): Form<Vec<(String, String)>>,
-) -> Response {
-    let caller = match changer(&c, &headers, from, &form) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+async fn delete_portal(State(c): State<Console>, Path(id): Path<String>, Change { caller, .. }: Change) -> Response {
     match super::portals::delete(&c.router, c.store.as_ref(), &c.edits, &id).await {
         Ok(gone) => {
             c.audit(&caller, "portal.delete", &id, &links_text(&gone)).await;
@@ -655,11 +638,8 @@ async fn delete_portal(
     }
 }
 
-async fn people(State(c): State<Console>, headers: HeaderMap, ConnectInfo(from): ConnectInfo<SocketAddr>) -> Response {
-    match caller(&c, &headers, from) {
-        Ok(caller) => people_page(&c, &caller, None),
-        Err(r) => *r,
-    }
+async fn people(State(c): State<Console>, Viewer(caller): Viewer) -> Response {
+    people_page(&c, &caller, None)
 }
 
 fn people_page(c: &Console, caller: &Caller, message: Option<Markup>) -> Response {
@@ -786,16 +766,8 @@ async fn outbox_page(c: &Console, caller: &Caller, q: &OutboxQuery, message: Opt
     page(StatusCode::OK, layout("Outbox", Some(caller), "outbox", body))
 }
 
-async fn outbox(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    Query(q): Query<OutboxQuery>,
-) -> Response {
-    match caller(&c, &headers, from) {
-        Ok(caller) => outbox_page(&c, &caller, &q, None).await,
-        Err(r) => *r,
-    }
+async fn outbox(State(c): State<Console>, Viewer(caller): Viewer, Query(q): Query<OutboxQuery>) -> Response {
+    outbox_page(&c, &caller, &q, None).await
 }
 
 /// Back to the outbox page the form was on.
@@ -805,17 +777,7 @@ fn back_to(form: &[(String, String)]) -> Redirect {
     if back.starts_with("/admin/outbox") && !back.contains("//") { Redirect::to(back) } else { Redirect::to("/admin/outbox") }
 }
 
-async fn retry_one(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    Path(delivery): Path<String>,
-    Form(form): Form<Vec<(String, String)>>,
-) -> Response {
-    let caller = match changer(&c, &headers, from, &form) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+async fn retry_one(State(c): State<Console>, Path(delivery): Path<String>, Change { caller, form }: Change) -> Response {
     match c.store.requeue(&delivery).await {
         Ok(true) => {
             c.audit(&caller, "outbox.retry", &delivery, "").await;
@@ -828,16 +790,7 @@ async fn retry_one(
     }
 }
 
-async fn retry_matching(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    Form(form): Form<Vec<(String, String)>>,
-) -> Response {
-    let caller = match changer(&c, &headers, from, &form) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+async fn retry_matching(State(c): State<Console>, Change { caller, form }: Change) -> Response {
     let bridge = Some(field(&form, "bridge")).filter(|s| !s.is_empty());
     let room = Some(field(&form, "room")).filter(|s| !s.is_empty());
     match c.store.requeue_matching(bridge, room).await {
@@ -850,17 +803,7 @@ async fn retry_matching(
     }
 }
 
-async fn drop_one(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    Path(delivery): Path<String>,
-    Form(form): Form<Vec<(String, String)>>,
-) -> Response {
-    let caller = match changer(&c, &headers, from, &form) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+async fn drop_one(State(c): State<Console>, Path(delivery): Path<String>, Change { caller, form }: Change) -> Response {
     let reason = field(&form, "reason");
     if reason.is_empty() || reason.len() > 1000 {
         return outbox_page(
@@ -881,11 +824,7 @@ async fn drop_one(
     }
 }
 
-async fn audit(State(c): State<Console>, headers: HeaderMap, ConnectInfo(from): ConnectInfo<SocketAddr>) -> Response {
-    let caller = match caller(&c, &headers, from) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+async fn audit(State(c): State<Console>, Viewer(caller): Viewer) -> Response {
     let entries = c.store.audit_log(None, 200).await.unwrap_or_default();
     let body = html! {
         div.scroll {
@@ -903,16 +842,7 @@ async fn audit(State(c): State<Console>, headers: HeaderMap, ConnectInfo(from): 
     page(StatusCode::OK, layout("Audit log", Some(&caller), "audit", body))
 }
 
-async fn archive(
-    State(c): State<Console>,
-    headers: HeaderMap,
-    ConnectInfo(from): ConnectInfo<SocketAddr>,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Response {
-    let caller = match caller(&c, &headers, from) {
-        Ok(c) => c,
-        Err(r) => return *r,
-    };
+async fn archive(State(c): State<Console>, Viewer(caller): Viewer, Query(params): Query<Vec<(String, String)>>) -> Response {
     let q = field(&params, "q").to_string();
     let portal = field(&params, "portal").to_string();
     let person = field(&params, "person").to_string();
@@ -961,5 +891,103 @@ async fn archive(
             }
         }
     };
+    let jobs = c.exports.list();
+    let body = html! {
+        (body)
+        @if !caller.read_only {
+            form.card method="post" action="/admin/archive/exports" {
+                h2 { "Export" }
+                (csrf(&caller))
+                div.link-row {
+                    div.field {
+                        label for="format" { "Format" }
+                        select id="format" name="format" {
+                            option value="html" { "Printable page (HTML)" }
+                            option value="pdf" { "PDF" }
+                            option value="json" { "JSON" }
+                            option value="mbox" { "Mail (mbox)" }
+                            option value="slack" { "Slack export archive" }
+                        }
+                    }
+                    div.field { label for="export-portal" { "Portal (empty: all)" } input id="export-portal" name="portal" value=(portal); }
+                }
+                div.link-row {
+                    div.field { label for="export-since" { "Since" } input id="export-since" name="since" placeholder="2026-01-01 or 30d"; }
+                    div.field { label for="export-until" { "Until" } input id="export-until" name="until"; }
+                }
+                button type="submit" { "Export" }
+            }
+        }
+        @if !jobs.is_empty() {
+            div.scroll {
+                table #exports {
+                    caption { "Exports made here" }
+                    thead { tr { th scope="col" { "Started" } th scope="col" { "By" } th scope="col" { "Format" } th scope="col" { "State" } } }
+                    tbody {
+                        @for j in &jobs {
+                            tr {
+                                td { a href={ "/admin/archive/exports/" (j.id) } { (when(j.started_ms)) } }
+                                td { (j.by) } td { (j.format.name()) } td { (j.doing) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
     page(StatusCode::OK, layout("Archive", Some(&caller), "archive", body))
+}
+
+async fn start_export(State(c): State<Console>, Change { caller, form }: Change) -> Response {
+    let format = match serde_json::from_value::<crate::archive::export::Format>(Value::String(field(&form, "format").into())) {
+        Ok(f) => f,
+        Err(_) => {
+            return page(StatusCode::UNPROCESSABLE_ENTITY, layout("Export", Some(&caller), "archive", notice("error", "Choose a format.")));
+        }
+    };
+    let some = |name: &str| Some(field(&form, name).to_string()).filter(|s| !s.is_empty());
+    let wanted = super::exports::Wanted {
+        format,
+        portals: some("portal").into_iter().collect(),
+        person: None,
+        since: some("since"),
+        until: some("until"),
+        tz: None,
+    };
+    let what = format!("{} of {}", format.name(), some("portal").unwrap_or_else(|| "every portal".into()));
+    match c.exports.start(c.store.clone(), wanted, &caller.who) {
+        Ok(job) => {
+            c.audit(&caller, "archive.export", &job.id, &what).await;
+            Redirect::to(&format!("/admin/archive/exports/{}", job.id)).into_response()
+        }
+        Err(e) => page(StatusCode::UNPROCESSABLE_ENTITY, layout("Export", Some(&caller), "archive", notice("error", &e.to_string()))),
+    }
+}
+
+/// An export's progress; the page looks again every 2 s while it runs
+/// (no script needed), and offers the file once done.
+async fn export_page(State(c): State<Console>, Viewer(caller): Viewer, Path(id): Path<String>) -> Response {
+    let Some(job) = c.exports.get(&id) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            layout("No such export", Some(&caller), "archive", notice("error", "There is no such export.")),
+        );
+    };
+    let running = job.state == super::exports::State::Running;
+    let body = html! {
+        @if running { meta http-equiv="refresh" content="2"; }
+        p { (job.format.name()) " export started " (when(job.started_ms)) " by " (job.by) }
+        label for="progress" { (job.doing) ": " (job.done) " of " (job.total) " events" }
+        progress id="progress" max=(job.total.max(1)) value=(if running { job.done } else { job.total.max(1) }) { (job.done) " of " (job.total) }
+        @if let Some(e) = &job.error { (notice("error", e)) }
+        @if job.state == super::exports::State::Done {
+            p { a.button #download href={ "/admin/archive/exports/" (job.id) "/download" } download=(job.filename) { "Download " (job.filename) } }
+        }
+        p { a href="/admin/archive" { "Back to the archive" } }
+    };
+    page(StatusCode::OK, layout("Export", Some(&caller), "archive", body))
+}
+
+async fn download_export(State(c): State<Console>, Viewer(caller): Viewer, Path(id): Path<String>) -> Response {
+    super::api::download(&c, &caller, &id).await
 }

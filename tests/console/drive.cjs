@@ -151,18 +151,32 @@ const steps = {
   },
 
   // Search the archive.
-  async search(page, context, word, expected) {
+  async search(page, context, word, expected, portal) {
     await page.goto(base + "/admin/archive");
     await page.getByLabel("Words").fill(word);
     await page.getByRole("button", { name: "Search" }).click();
     await page.locator(".hits li", { hasText: expected }).first().waitFor();
     await shot(page, "archive");
+    // An export of the portal as a printable page: progress, then the file.
+    await page.getByLabel("Format").selectOption("html");
+    await page.getByLabel("Portal (empty: all)").fill(portal);
+    await page.getByRole("button", { name: "Export", exact: true }).click();
+    await page.waitForURL(/\/admin\/archive\/exports\//);
+    await page.locator("progress").waitFor();
+    const link = page.locator("#download");
+    await link.waitFor({ timeout: 20000 });
+    await shot(page, "export");
+    const [download] = await Promise.all([page.waitForEvent("download"), link.click()]);
+    check(/^causeway-.*\.html$/.test(download.suggestedFilename()), "the file's name: " + download.suggestedFilename());
+    const saved = path.join(path.dirname(state), "export.html");
+    await download.saveAs(saved);
+    check(fs.readFileSync(saved, "utf8").includes(expected), "the export holds what was said");
   },
 
   // The audit log and the people.
   async audit(page) {
     await page.goto(base + "/admin/audit");
-    for (const action of ["login", "portal.create", "outbox.retry", "archive.search"]) {
+    for (const action of ["login", "portal.create", "outbox.retry", "archive.search", "archive.export", "archive.download"]) {
       await page.locator("#audit tbody td", { hasText: action }).first().waitFor();
     }
     await shot(page, "audit");
