@@ -272,6 +272,7 @@ async fn the_console_api_lets_in_only_its_tokens_and_every_change_is_audited() {
     let link_d = sales["links"].as_array().unwrap().iter().find(|l| l["room"] == "d").unwrap().clone();
     assert!(link_d["last_delivered_ms"].as_i64().is_some(), "{sales}");
     assert_eq!((link_d["connected"].as_bool(), link_d["receives"].as_bool()), (Some(true), Some(true)));
+    assert!(link_d["joined"].is_null(), "a webhook endpoint has no room to sit in: {link_d}");
     assert_eq!(admin.get("/portals/nope").await.0, StatusCode::NOT_FOUND);
 
     // Configured portals change only with the config.

@@ -197,6 +197,7 @@ async fn portal_detail(c: &Console, p: &Portal) -> Result<Value, StoreError> {
                 "bridge": l.bridge,
                 "room": l.room,
                 "connected": bridge.is_some_and(|b| b.is_up()),
+                "joined": bridge.and_then(|b| b.joined(&l.room)),
                 "receives": bridge.is_some_and(|b| b.capabilities(&l.room).outbound),
                 "pending": depth.pending,
                 "dead": depth.dead,

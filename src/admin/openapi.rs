@@ -92,6 +92,7 @@ fn schemas() -> Value {
             "links": {"type": "array", "items": {"type": "object",
                 "required": ["bridge", "room", "connected", "receives", "pending", "dead"], "properties": {
                 "bridge": {"type": "string"}, "room": {"type": "string"}, "connected": {"type": "boolean"},
+                "joined": {"type": ["boolean", "null"], "description": "whether the bridge sits in the room (null: the network has no such thing)"},
                 "receives": {"type": "boolean"}, "pending": {"type": "integer"}, "dead": {"type": "integer"},
                 "oldest_pending_ms": nullable("integer"), "last_delivered_ms": nullable("integer"),
                 "last_error": last_error}}}}},

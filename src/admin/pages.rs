@@ -536,7 +536,7 @@ async fn portal_page(c: &Console, caller: &Caller, id: &str, message: Option<Mar
             table {
                 caption { "Rooms" }
                 thead { tr {
-                    th scope="col" { "Bridge" } th scope="col" { "Room" } th scope="col" { "Connected" } th scope="col" { "Last delivery" }
+                    th scope="col" { "Bridge" } th scope="col" { "Room" } th scope="col" { "Connected" } th scope="col" { "In the room" } th scope="col" { "Last delivery" }
                     th scope="col" { "Pending" } th scope="col" { "Dead" } th scope="col" { "Last error" }
                     @if editable { th scope="col" { span.sr { "Actions" } } }
                 } }
@@ -547,6 +547,10 @@ async fn portal_page(c: &Console, caller: &Caller, id: &str, message: Option<Mar
                         tr {
                             td { (l.bridge) } th scope="row" { (l.room) }
                             td class=(if up { "up" } else { "down" }) { (if up { "yes" } else { "no" }) }
+                            @let joined = c.router.bridge(&l.bridge).and_then(|b| b.joined(&l.room));
+                            td data-field="joined" class=(match joined { Some(true) => "up", Some(false) => "down", None => "" }) {
+                                (match joined { Some(true) => "joined", Some(false) => "not joined", None => "—" })
+                            }
                             td { (c.router.topology().last_delivered_ms(l).map_or("—".into(), |ms| format!("{} ago", ago(Some(ms))))) }
                             td { (d.pending) } td { (d.dead) }
                             td { (c.router.topology().link_error(l).map_or("—".into(), |(_, m)| m)) }

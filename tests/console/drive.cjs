@@ -135,6 +135,8 @@ const steps = {
     await page.goto(base + "/admin/portals/" + id);
     const ago = await page.locator("table tbody tr").filter({ hasText: "ago" }).count();
     check(ago >= 1, "a room of the portal shows its last delivery");
+    const joined = await page.locator('td[data-field="joined"]').allTextContents();
+    check(joined.length === 2 && joined.every((j) => j === "joined"), "the bridges sit in both rooms: " + joined.join(", "));
     await shot(page, "portal-delivered");
   },
 

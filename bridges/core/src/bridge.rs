@@ -487,6 +487,13 @@ pub trait Bridge: Send + Sync + 'static {
     /// `room` left its portal while the bridge runs: leave it. Default: nothing.
     async fn unlinked(&self, _room: &str) {}
 
+    /// Whether the bridge sits in `room` now, where its network has such a
+    /// thing (a MUC, a Matrix room); `None` where it has not (a webhook
+    /// endpoint, a mailing list). The console shows it per link.
+    fn joined(&self, _room: &str) -> Option<bool> {
+        None
+    }
+
     /// Whether the bridge is connected to its network (the `bridge_up` metric).
     fn is_up(&self) -> bool {
         true

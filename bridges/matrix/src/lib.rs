@@ -626,6 +626,14 @@ impl Bridge for MatrixBridge {
         st.links.remove(&id);
     }
 
+    fn joined(&self, link: &str) -> Option<bool> {
+        let st = self.inner.state();
+        let Some(id) = st.room_ids.get(link) else { return Some(false) };
+        // A direct conversation's room is its ghost's, not the bridge user's.
+        let who = st.direct_ghosts.get(link).unwrap_or(&self.inner.bot);
+        Some(st.joined.contains(&(id.clone(), who.clone())))
+    }
+
     fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)
     }

@@ -928,6 +928,13 @@ impl Bridge for XmppBridge {
         }
     }
 
+    fn joined(&self, room: &str) -> Option<bool> {
+        if direct::DirectRoom::parse(room, self.inner.domain()).is_some() {
+            return None;
+        }
+        Some(self.inner.state().rooms.joined.iter().any(|r| r.eq_ignore_ascii_case(room)))
+    }
+
     fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)
     }
