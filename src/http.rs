@@ -161,26 +161,59 @@ async fn search(
     headers: HeaderMap,
     params: Result<Query<crate::archive::SearchParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let count = |result: &str| s.metrics.archive_searches.get_or_create(&crate::metrics::result(result)).inc();
     if let Some(denied) = archive_denied(&s, &headers) {
         return denied;
     }
-    let query = match params.map_err(|e| e.body_text()).and_then(|Query(p)| p.query(causeway_core::now_ms()).map_err(|e| e.to_string())) {
+    let params = params.map(|Query(p)| p).map_err(|e| e.body_text());
+    match search_archive(&s.metrics, s.store.as_ref(), params).await {
+        Ok((_, hits)) => Json(json!({"hits": hits})).into_response(),
+        Err(refused) => refused.response(),
+    }
+}
+
+/// Why an archive search asked over HTTP has no results.
+pub enum SearchRefused {
+    /// The query or a time says nothing (the message says why).
+    Query(String),
+    /// The store could not be read.
+    Failed,
+}
+
+impl SearchRefused {
+    /// The API's answer.
+    pub fn response(self) -> Response {
+        match self {
+            SearchRefused::Query(e) => error(StatusCode::BAD_REQUEST, "bad_query", e),
+            SearchRefused::Failed => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the archive could not be searched"),
+        }
+    }
+}
+
+/// An archive search asked over HTTP (`/api/archive/search`, the console's
+/// API and page), counted in `archive_searches_total{result}`: the query
+/// made of the parameters, and its results.
+pub async fn search_archive(
+    metrics: &Metrics,
+    store: &dyn crate::store::Store,
+    params: Result<crate::archive::SearchParams, String>,
+) -> Result<(crate::archive::SearchQuery, Vec<crate::archive::Hit>), SearchRefused> {
+    let count = |result: &str| metrics.archive_searches.get_or_create(&crate::metrics::result(result)).inc();
+    let query = match params.and_then(|p| p.query(causeway_core::now_ms()).map_err(|e| e.to_string())) {
         Ok(q) => q,
         Err(e) => {
             count("refused");
-            return error(StatusCode::BAD_REQUEST, "bad_query", e);
+            return Err(SearchRefused::Query(e));
         }
     };
-    match s.store.search(&query).await {
+    match store.search(&query).await {
         Ok(hits) => {
             count("ok");
-            Json(json!({"hits": hits})).into_response()
+            Ok((query, hits))
         }
         Err(e) => {
             count("failed");
             tracing::warn!(error = %e, "archive search failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the archive could not be searched")
+            Err(SearchRefused::Failed)
         }
     }
 }

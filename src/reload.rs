@@ -30,6 +30,17 @@ pub struct Reloaded {
     pub not_joined: Vec<String>,
 }
 
+impl Reloaded {
+    /// What the reload did, in words, for the audit log.
+    pub fn summary(&self) -> String {
+        let later = if self.restart_needed.is_empty() { String::new() } else { format!("; at the next start: {:?}", self.restart_needed) };
+        format!(
+            "added {:?}, changed {:?}, removed {:?}, {} people{later}",
+            self.portals_added, self.portals_changed, self.portals_removed, self.people
+        )
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     /// What `causeway check` says of the file.

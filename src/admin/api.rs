@@ -17,7 +17,7 @@ use super::auth::Caller;
 use super::portals::{NewPortal, PortalChange, PortalError};
 use super::{Console, error};
 use crate::store::{OutboxState, StoreError};
-use crate::topology::{Link, Portal};
+use crate::topology::Portal;
 
 /// Rows one list answer holds at most.
 const MAX_ROWS: u32 = 500;
@@ -135,7 +135,7 @@ pub async fn bridge_states(c: &Console) -> Result<Vec<Value>, StoreError> {
             "pending": pending,
             "dead": dead,
             "lag_ms": oldest.map(|o| (now - o).max(0)),
-            "last_error": last_error.map(|(at_ms, message)| json!({"at_ms": at_ms, "message": message})),
+            "last_error": last_error.map(|(at_ms, message)| LastError { at_ms, message }),
         }));
     }
     Ok(out)
@@ -184,31 +184,58 @@ async fn list_portals(State(c): State<Console>) -> Response {
     Json(json!({"portals": portals})).into_response()
 }
 
-/// A portal with the state of each of its links.
-async fn portal_detail(c: &Console, p: &Portal) -> Result<Value, StoreError> {
+/// When something last failed, and what was said.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LastError {
+    pub at_ms: i64,
+    pub message: String,
+}
+
+/// One room of a portal as the console shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LinkState {
+    pub bridge: String,
+    pub room: String,
+    /// Its bridge is connected to its network.
+    pub connected: bool,
+    /// The bridge sits in the room (none where the network has no rooms to sit in).
+    pub joined: Option<bool>,
+    pub receives: bool,
+    pub pending: u64,
+    pub dead: u64,
+    pub oldest_pending_ms: Option<i64>,
+    pub last_delivered_ms: Option<i64>,
+    pub last_error: Option<LastError>,
+}
+
+/// The state of each room of `p`, in its order.
+pub async fn link_states(c: &Console, p: &Portal) -> Result<Vec<LinkState>, StoreError> {
     let lanes = c.store.lane_depths().await?;
-    let links: Vec<Value> = p
-        .links
+    Ok(p.links
         .iter()
         .map(|l| {
             let bridge = c.router.bridge(&l.bridge);
             let depth = lanes.get(&(l.bridge.clone(), l.room.clone())).cloned().unwrap_or_default();
-            json!({
-                "bridge": l.bridge,
-                "room": l.room,
-                "connected": bridge.is_some_and(|b| b.is_up()),
-                "joined": bridge.and_then(|b| b.joined(&l.room)),
-                "receives": bridge.is_some_and(|b| b.capabilities(&l.room).outbound),
-                "pending": depth.pending,
-                "dead": depth.dead,
-                "oldest_pending_ms": depth.oldest_pending_ms,
-                "last_delivered_ms": c.router.topology().last_delivered_ms(l),
-                "last_error": c.router.topology().link_error(l).map(|(at_ms, message)| json!({"at_ms": at_ms, "message": message})),
-            })
+            LinkState {
+                bridge: l.bridge.clone(),
+                room: l.room.clone(),
+                connected: bridge.is_some_and(|b| b.is_up()),
+                joined: bridge.and_then(|b| b.joined(&l.room)),
+                receives: bridge.is_some_and(|b| b.capabilities(&l.room).outbound),
+                pending: depth.pending,
+                dead: depth.dead,
+                oldest_pending_ms: depth.oldest_pending_ms,
+                last_delivered_ms: c.router.topology().last_delivered_ms(l),
+                last_error: c.router.topology().link_error(l).map(|(at_ms, message)| LastError { at_ms, message }),
+            }
         })
-        .collect();
+        .collect())
+}
+
+/// A portal with the state of each of its links.
+async fn portal_detail(c: &Console, p: &Portal) -> Result<Value, StoreError> {
     let mut v = portal_summary(p);
-    v["links"] = Value::Array(links);
+    v["links"] = json!(link_states(c, p).await?);
     v["degrade"] = serde_json::to_value(p.degrade).unwrap_or(Value::Null);
     Ok(v)
 }
@@ -236,10 +263,6 @@ fn portal_error(e: PortalError) -> Response {
     }
 }
 
-fn links_text(links: &[Link]) -> String {
-    links.iter().map(|l| format!("{}:{}", l.bridge, l.room)).collect::<Vec<_>>().join(", ")
-}
-
 async fn create_portal(
     State(c): State<Console>,
     Extension(caller): Extension<Caller>,
@@ -251,7 +274,7 @@ async fn create_portal(
     };
     match super::portals::create(&c.router, c.store.as_ref(), &c.edits, new).await {
         Ok((p, joined)) => {
-            c.audit(&caller, "portal.create", &p.id, &links_text(&p.links)).await;
+            c.audit(&caller, "portal.create", &p.id, &super::portals::links_text(&p.links)).await;
             let mut v = portal_summary(&p);
             v["joined"] = json!(joined);
             (StatusCode::CREATED, [(header::LOCATION, format!("/admin/api/portals/{}", p.id))], Json(v)).into_response()
@@ -270,11 +293,7 @@ async fn change_portal(
         Ok(Json(ch)) => ch,
         Err(e) => return bad_json(e),
     };
-    let detail = format!(
-        "add {}; remove {}",
-        change.add.iter().map(|l| format!("{}:{}", l.bridge, l.room)).collect::<Vec<_>>().join(", "),
-        change.remove.iter().map(|l| format!("{}:{}", l.bridge, l.room)).collect::<Vec<_>>().join(", ")
-    );
+    let detail = change.describe();
     match super::portals::change(&c.router, c.store.as_ref(), &c.edits, &id, change).await {
         Ok((p, joined)) => {
             c.audit(&caller, "portal.change", &p.id, &detail).await;
@@ -289,7 +308,7 @@ async fn change_portal(
 async fn delete_portal(State(c): State<Console>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Response {
     match super::portals::delete(&c.router, c.store.as_ref(), &c.edits, &id).await {
         Ok(gone) => {
-            c.audit(&caller, "portal.delete", &id, &links_text(&gone)).await;
+            c.audit(&caller, "portal.delete", &id, &super::portals::links_text(&gone)).await;
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => portal_error(e),
@@ -340,15 +359,7 @@ async fn import_people(State(c): State<Console>, Extension(caller): Extension<Ca
 async fn reload(State(c): State<Console>, Extension(caller): Extension<Caller>) -> Response {
     match c.reloader.reload().await {
         Ok(done) => {
-            let detail = format!(
-                "added {:?}, changed {:?}, removed {:?}, {} people{}",
-                done.portals_added,
-                done.portals_changed,
-                done.portals_removed,
-                done.people,
-                if done.restart_needed.is_empty() { String::new() } else { format!("; at the next start: {:?}", done.restart_needed) }
-            );
-            c.audit(&caller, "config.reload", "", &detail).await;
+            c.audit(&caller, "config.reload", "", &done.summary()).await;
             Json(done).into_response()
         }
         Err(crate::reload::ReloadError::Invalid(errors)) => {
@@ -520,25 +531,13 @@ async fn search(
     Extension(caller): Extension<Caller>,
     params: Result<Query<crate::archive::SearchParams>, QueryRejection>,
 ) -> Response {
-    let count = |result: &str| c.metrics.archive_searches.get_or_create(&crate::metrics::result(result)).inc();
-    let query = match params.map_err(|e| e.body_text()).and_then(|Query(p)| p.query(now_ms()).map_err(|e| e.to_string())) {
-        Ok(q) => q,
-        Err(e) => {
-            count("refused");
-            return error(StatusCode::BAD_REQUEST, "bad_query", e);
-        }
-    };
-    match c.store.search(&query).await {
-        Ok(hits) => {
-            count("ok");
+    let params = params.map(|Query(p)| p).map_err(|e| e.body_text());
+    match crate::http::search_archive(&c.metrics, c.store.as_ref(), params).await {
+        Ok((query, hits)) => {
             c.audit(&caller, "archive.search", "", &query.fts).await;
             Json(json!({"hits": hits})).into_response()
         }
-        Err(e) => {
-            count("failed");
-            tracing::warn!(error = %e, "archive search failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the archive could not be searched")
-        }
+        Err(refused) => refused.response(),
     }
 }
 

@@ -20,7 +20,7 @@ use super::Console;
 use super::auth::{Caller, Refused};
 use super::portals::{FieldError, NewPortal, PortalChange, PortalError};
 use crate::store::{OutboxState, StoredLink};
-use crate::topology::{Link, PortalKind};
+use crate::topology::PortalKind;
 
 const CSS: &str = include_str!("console.css");
 const JS: &str = include_str!("console.js");
@@ -352,13 +352,7 @@ async fn overview(State(c): State<Console>, Viewer(caller): Viewer) -> Response 
 async fn reload(State(c): State<Console>, Change { caller, .. }: Change) -> Response {
     let (status, body) = match c.reloader.reload().await {
         Ok(done) => {
-            c.audit(
-                &caller,
-                "config.reload",
-                "",
-                &format!("added {:?}, changed {:?}, removed {:?}", done.portals_added, done.portals_changed, done.portals_removed),
-            )
-            .await;
+            c.audit(&caller, "config.reload", "", &done.summary()).await;
             let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
             (
                 StatusCode::OK,
@@ -490,7 +484,7 @@ async fn create_portal(State(c): State<Console>, Change { caller, form }: Change
     let new = NewPortal { id, links: rows.iter().map(|(_, l)| l.clone()).collect() };
     match super::portals::create(&c.router, c.store.as_ref(), &c.edits, new).await {
         Ok((p, _)) => {
-            c.audit(&caller, "portal.create", &p.id, &links_text(&p.links)).await;
+            c.audit(&caller, "portal.create", &p.id, &super::portals::links_text(&p.links)).await;
             Redirect::to(&format!("/admin/portals/{}", p.id)).into_response()
         }
         Err(PortalError::Invalid(errors)) => {
@@ -516,10 +510,6 @@ async fn create_portal(State(c): State<Console>, Change { caller, form }: Change
     }
 }
 
-fn links_text(links: &[Link]) -> String {
-    links.iter().map(|l| format!("{}:{}", l.bridge, l.room)).collect::<Vec<_>>().join(", ")
-}
-
 async fn portal_page(c: &Console, caller: &Caller, id: &str, message: Option<Markup>, status: StatusCode) -> Response {
     let Some(p) = c.router.topology().get(id) else {
         return page(
@@ -527,7 +517,7 @@ async fn portal_page(c: &Console, caller: &Caller, id: &str, message: Option<Mar
             layout("No such portal", Some(caller), "portals", notice("error", &format!("There is no portal {id:?}."))),
         );
     };
-    let lanes = c.store.lane_depths().await.unwrap_or_default();
+    let links = super::api::link_states(c, &p).await.unwrap_or_default();
     let editable = p.kind != PortalKind::Configured && !caller.read_only;
     let body = html! {
         @if let Some(m) = message { (m) }
@@ -541,19 +531,16 @@ async fn portal_page(c: &Console, caller: &Caller, id: &str, message: Option<Mar
                     @if editable { th scope="col" { span.sr { "Actions" } } }
                 } }
                 tbody {
-                    @for l in &p.links {
-                        @let d = lanes.get(&(l.bridge.clone(), l.room.clone())).cloned().unwrap_or_default();
-                        @let up = c.router.bridge(&l.bridge).is_some_and(|b| b.is_up());
+                    @for l in &links {
                         tr {
                             td { (l.bridge) } th scope="row" { (l.room) }
-                            td class=(if up { "up" } else { "down" }) { (if up { "yes" } else { "no" }) }
-                            @let joined = c.router.bridge(&l.bridge).and_then(|b| b.joined(&l.room));
-                            td data-field="joined" class=(match joined { Some(true) => "up", Some(false) => "down", None => "" }) {
-                                (match joined { Some(true) => "joined", Some(false) => "not joined", None => "—" })
+                            td class=(if l.connected { "up" } else { "down" }) { (if l.connected { "yes" } else { "no" }) }
+                            td data-field="joined" class=(match l.joined { Some(true) => "up", Some(false) => "down", None => "" }) {
+                                (match l.joined { Some(true) => "joined", Some(false) => "not joined", None => "—" })
                             }
-                            td { (c.router.topology().last_delivered_ms(l).map_or("—".into(), |ms| format!("{} ago", ago(Some(ms))))) }
-                            td { (d.pending) } td { (d.dead) }
-                            td { (c.router.topology().link_error(l).map_or("—".into(), |(_, m)| m)) }
+                            td { (l.last_delivered_ms.map_or("—".into(), |ms| format!("{} ago", ago(Some(ms))))) }
+                            td { (l.pending) } td { (l.dead) }
+                            td { (l.last_error.as_ref().map_or("—", |e| e.message.as_str())) }
                             @if editable {
                                 td {
                                     form method="post" action={ "/admin/portals/" (p.id) "/links" } {
@@ -608,11 +595,7 @@ async fn change_links(State(c): State<Console>, Path(id): Path<String>, Change {
     if !field(&form, "remove_room").is_empty() {
         change.remove.push(link("remove_bridge", "remove_room"));
     }
-    let detail = format!(
-        "add {}; remove {}",
-        change.add.iter().map(|l| format!("{}:{}", l.bridge, l.room)).collect::<Vec<_>>().join(", "),
-        change.remove.iter().map(|l| format!("{}:{}", l.bridge, l.room)).collect::<Vec<_>>().join(", ")
-    );
+    let detail = change.describe();
     match super::portals::change(&c.router, c.store.as_ref(), &c.edits, &id, change).await {
         Ok((_, joined)) => {
             c.audit(&caller, "portal.change", &id, &detail).await;
@@ -635,7 +618,7 @@ async fn change_links(State(c): State<Console>, Path(id): Path<String>, Change {
 async fn delete_portal(State(c): State<Console>, Path(id): Path<String>, Change { caller, .. }: Change) -> Response {
     match super::portals::delete(&c.router, c.store.as_ref(), &c.edits, &id).await {
         Ok(gone) => {
-            c.audit(&caller, "portal.delete", &id, &links_text(&gone)).await;
+            c.audit(&caller, "portal.delete", &id, &super::portals::links_text(&gone)).await;
             Redirect::to("/admin/portals").into_response()
         }
         Err(e) => portal_page(&c, &caller, &id, Some(notice("error", &e.to_string())), StatusCode::CONFLICT).await,
@@ -864,12 +847,13 @@ async fn archive(State(c): State<Console>, Viewer(caller): Viewer, Query(params)
             limit: Some(50),
             context: Some(0),
         };
-        result = Some(match search.query(now_ms()) {
-            Ok(query) => {
+        result = Some(match crate::http::search_archive(&c.metrics, c.store.as_ref(), Ok(search)).await {
+            Ok((query, hits)) => {
                 c.audit(&caller, "archive.search", &portal, &query.fts).await;
-                c.store.search(&query).await.map_err(|e| e.to_string())
+                Ok(hits)
             }
-            Err(e) => Err(e.to_string()),
+            Err(crate::http::SearchRefused::Query(e)) => Err(e),
+            Err(crate::http::SearchRefused::Failed) => Err("The archive could not be searched.".to_string()),
         });
     }
     let body = html! {

@@ -38,6 +38,19 @@ pub struct PortalChange {
     pub remove: Vec<StoredLink>,
 }
 
+impl PortalChange {
+    /// The change in words, for the audit log.
+    pub fn describe(&self) -> String {
+        let text = |links: &[StoredLink]| links.iter().map(|l| format!("{}:{}", l.bridge, l.room)).collect::<Vec<_>>().join(", ");
+        format!("add {}; remove {}", text(&self.add), text(&self.remove))
+    }
+}
+
+/// Rooms in words (`bridge:room, …`), for the audit log.
+pub fn links_text(links: &[Link]) -> String {
+    links.iter().map(|l| format!("{}:{}", l.bridge, l.room)).collect::<Vec<_>>().join(", ")
+}
+
 /// A mistake at a field of the request (shown beside it in the console).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FieldError {

@@ -1028,20 +1028,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_outbox(&self, state: OutboxState, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
-        let state = match state {
-            OutboxState::Pending => 0,
-            OutboxState::Dead => 2,
-        };
-        let rows = sqlx::query(
-            "SELECT o.seq, o.delivery_id, o.event_id, a.portal, a.kind, o.bridge, o.room, o.attempts, o.enqueued_ms, \
-             o.next_attempt_ms, o.last_error, o.recipient FROM outbox o JOIN archive a ON a.event_id = o.event_id \
-             WHERE o.state = ? ORDER BY o.seq LIMIT ?",
-        )
-        .bind(state)
-        .bind(i64::from(limit))
-        .fetch_all(&self.read)
-        .await?;
-        Ok(rows.iter().map(outbox_row).collect())
+        self.find_outbox(state, None, None, 0, limit).await
     }
 
     async fn requeue(&self, delivery_id: &str) -> Result<bool, StoreError> {
