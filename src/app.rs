@@ -192,6 +192,12 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     {
         console.abort();
     }
+    // What each bridge's next start needs, written while the store is open.
+    for (name, b) in &bridges {
+        if tokio::time::timeout(Duration::from_secs(5), b.stop()).await.is_err() {
+            tracing::warn!(bridge = %name, "the bridge did not finish stopping within 5 s");
+        }
+    }
     drop(router);
     drop(host);
     drop(reloader);

@@ -487,6 +487,10 @@ pub trait Bridge: Send + Sync + 'static {
     /// `room` left its portal while the bridge runs: leave it. Default: nothing.
     async fn unlinked(&self, _room: &str) {}
 
+    /// Causeway is stopping: write down what the next start needs (the
+    /// connection itself ends with the process). Default: nothing.
+    async fn stop(&self) {}
+
     /// Whether the bridge sits in `room` now, where its network has such a
     /// thing (a MUC, a Matrix room); `None` where it has not (a webhook
     /// endpoint, a mailing list). The console shows it per link.

@@ -175,19 +175,7 @@ async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool,
             if frozen.contains(&room) {
                 return;
             }
-            let sid = inner.state().history.last_sid.get(&room).cloned();
-            let mark = match &sid {
-                Some(sid) => format!("{first} {last} {sid}"),
-                None => format!("{first} {last}"),
-            };
-            match ctx.save_state(&format!("{}{room}", crate::SEEN_KEY), &mark).await {
-                Ok(()) => {
-                    if let Some(sid) = sid {
-                        inner.state().history.saved_sid.insert(room, sid);
-                    }
-                }
-                Err(e) => tracing::warn!(bridge = ctx.name(), room = %room, "cannot store when the room was last seen: {e}"),
-            }
+            save_mark(inner, ctx, room, first, last).await;
             return;
         }
         Inbound::CatchUp { incoming, id } => {
@@ -438,6 +426,24 @@ pub(crate) fn said_while_away(
 
 /// The bridge sees `room` live from now on: the mark to store once what
 /// came before it is taken.
+/// Store when `room` was first and last seen, with the last stanza-id
+/// taken from it: where the next start catches up from.
+pub(crate) async fn save_mark(inner: &Inner, ctx: &BridgeContext, room: String, first: i64, last: i64) {
+    let sid = inner.state().history.last_sid.get(&room).cloned();
+    let mark = match &sid {
+        Some(sid) => format!("{first} {last} {sid}"),
+        None => format!("{first} {last}"),
+    };
+    match ctx.save_state(&format!("{}{room}", crate::SEEN_KEY), &mark).await {
+        Ok(()) => {
+            if let Some(sid) = sid {
+                inner.state().history.saved_sid.insert(room, sid);
+            }
+        }
+        Err(e) => tracing::warn!(bridge = ctx.name(), room = %room, "cannot store when the room was last seen: {e}"),
+    }
+}
+
 pub(crate) fn looked_at(inner: &Inner, room: &str) -> Inbound {
     let now = causeway_core::now_ms();
     let mut st = inner.state();

@@ -928,6 +928,28 @@ impl Bridge for XmppBridge {
         }
     }
 
+    async fn stop(&self) {
+        // The marks moved since the last tick (every MARK_EVERY) would be
+        // lost with the process: the next start would catch up from the
+        // time of the join instead of the last message taken. Rooms being
+        // caught up keep their mark as it is.
+        let Some(ctx) = self.inner.ctx.get() else { return };
+        let rooms: Vec<String> = {
+            let st = self.inner.state();
+            st.rooms
+                .subject_seen
+                .iter()
+                .filter(|r| !st.history.catching_up.contains_key(*r) && st.history.last_sid.get(*r) != st.history.saved_sid.get(*r))
+                .cloned()
+                .collect()
+        };
+        for room in rooms {
+            if let inbound::Inbound::Looked { room, first, last } = inbound::looked_at(&self.inner, &room) {
+                inbound::save_mark(&self.inner, ctx, room, first, last).await;
+            }
+        }
+    }
+
     fn joined(&self, room: &str) -> Option<bool> {
         if direct::DirectRoom::parse(room, self.inner.domain()).is_some() {
             return None;
