@@ -1,14 +1,12 @@
 //! Wiring: open the store, start router, outbox and bridges, serve HTTP,
 //! and stop in order.
 
-use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use causeway_core::{BridgeContext, Host};
 use tokio::sync::watch;
 
 use crate::config::{Loaded, Sync};
@@ -39,6 +37,7 @@ pub async fn open_store(config: &crate::config::Config) -> anyhow::Result<Arc<dy
 pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let Loaded { config, bridges } = loaded;
     let bridges = crate::bridges::build(&bridges)?;
+    let sections = config.bridges.clone();
     if !config.http.listen.ip().is_loopback() {
         tracing::warn!(
             listen = %config.http.listen,
@@ -63,9 +62,6 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     };
     let store = open_store(&config).await?;
     let metrics = Arc::new(Metrics::new());
-    for name in bridges.keys() {
-        metrics.register_bridge(name);
-    }
     for (bridge, depth) in store.outbox_depths().await? {
         let b = metrics::bridge(&bridge);
         metrics.outbox_depth.get_or_create(&b).set(depth.pending as i64);
@@ -74,8 +70,12 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     let stored = store.load_portals().await.context("cannot read the stored direct conversations")?;
     let router = Router::start(&config, bridges.clone(), store.clone(), metrics.clone(), stored);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let by_name: HashMap<_, _> = bridges.iter().map(|(n, b)| (n.clone(), b.clone())).collect();
-    let outbox = Outbox::start(store.clone(), metrics.clone(), router.clone(), by_name, config.outbox.clone(), stop_rx.clone());
+    let mounted = http::Mounted::default();
+    let running = Arc::new(crate::running::Running::new(router.clone(), mounted.clone(), metrics.clone()));
+    for (name, bridge) in &bridges {
+        running.register(name, bridge);
+    }
+    let outbox = Outbox::start(store.clone(), metrics.clone(), router.clone(), config.outbox.clone(), stop_rx.clone());
 
     // People from the directory server are known before any bridge starts.
     let people = {
@@ -97,21 +97,15 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
         None => None,
     };
 
-    let host: Arc<dyn Host> = router.clone();
-    let mut routes = Vec::new();
-    for (name, bridge) in &bridges {
-        let ctx = BridgeContext::new(name, host.clone());
-        let r = bridge.clone().start(ctx).await.with_context(|| format!("bridge {name} did not start"))?;
-        if let Some(r) = r {
-            routes.push((name.clone(), r));
-        }
-        tracing::info!(bridge = %name, kind = bridge.kind(), "bridge started");
+    for (name, bridge) in bridges {
+        let section = sections.get(&name).cloned().unwrap_or_default();
+        running.start(&name, section, bridge).await?;
     }
     let up = {
-        let (bridges, metrics, mut stop) = (bridges.clone(), metrics.clone(), stop_rx.clone());
+        let (router, metrics, mut stop) = (router.clone(), metrics.clone(), stop_rx.clone());
         tokio::spawn(async move {
             loop {
-                for (name, b) in &bridges {
+                for (name, b) in &router.bridges() {
                     metrics.bridge_up.get_or_create(&metrics::bridge(name)).set(i64::from(b.is_up()));
                     metrics.ghosts.get_or_create(&metrics::bridge(name)).set(b.ghosts() as i64);
                 }
@@ -134,7 +128,8 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
 
     // SIGHUP (and the console) read the config again.
     let edits: Arc<tokio::sync::Mutex<()>> = Default::default();
-    let reloader = Arc::new(crate::reload::Reloader::new(path, config.clone(), router.clone(), people.clone(), edits.clone()));
+    let reloader =
+        Arc::new(crate::reload::Reloader::new(path, config.clone(), router.clone(), running.clone(), people.clone(), edits.clone()));
     let hangups = tokio::spawn(on_hangup(reloader.clone(), stop_rx.clone()));
 
     let ready = Arc::new(AtomicBool::new(false));
@@ -160,7 +155,7 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     });
     let app = http::router(
         Surface { metrics, ready: ready.clone(), router: router.clone(), store: store.clone(), api_token: config.http.api_token.clone() },
-        routes,
+        mounted,
     );
     let graceful = {
         let mut stop = stop_rx.clone();
@@ -192,14 +187,11 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     {
         console.abort();
     }
-    // What each bridge's next start needs, written while the store is open.
-    for (name, b) in &bridges {
-        if tokio::time::timeout(Duration::from_secs(5), b.stop()).await.is_err() {
-            tracing::warn!(bridge = %name, "the bridge did not finish stopping within 5 s");
-        }
-    }
+    // Connections end; what each bridge's next start needs is written
+    // while the store is open.
+    running.stop_all().await;
+    drop(running);
     drop(router);
-    drop(host);
     drop(reloader);
     drop(people);
     let _ = up.await;

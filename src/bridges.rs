@@ -1,7 +1,8 @@
 //! Which networks this build has: the one table of bridge types. Each type
 //! is a cargo feature of the same name; nothing else in the daemon names a
-//! network.
+//! network. The bridges that run are in [`crate::running`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use causeway_core::{Bridge, Configured, Network, OptionError};
@@ -64,27 +65,30 @@ pub fn configure(section: &Value) -> Result<Box<dyn Configured>, Vec<OptionError
 
 /// Build every configured bridge (their clients; nothing starts), naming
 /// each failing option by its path in the config.
-pub fn build(
-    configured: &std::collections::BTreeMap<String, Box<dyn Configured>>,
-) -> anyhow::Result<std::collections::BTreeMap<String, Arc<dyn Bridge>>> {
-    let mut built = std::collections::BTreeMap::new();
+pub fn build(configured: &BTreeMap<String, Box<dyn Configured>>) -> anyhow::Result<BTreeMap<String, Arc<dyn Bridge>>> {
+    let mut built = BTreeMap::new();
     for (name, options) in configured {
-        let bridge = options.build().map_err(|errors| {
-            let each: Vec<String> = errors
-                .iter()
-                .map(|e| {
-                    if e.path.is_empty() {
-                        format!("bridges.{name}: {}", e.message)
-                    } else {
-                        format!("bridges.{name}.{}: {}", e.path, e.message)
-                    }
-                })
-                .collect();
+        let bridge = build_one(name, options.as_ref()).map_err(|errors| {
+            let each: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
             anyhow::anyhow!("{}", each.join("; "))
         })?;
         built.insert(name.clone(), bridge);
     }
     Ok(built)
+}
+
+/// Build the bridge `name`; each error names its option by its path in
+/// the config (`bridges.NAME.…`).
+pub fn build_one(name: &str, options: &dyn Configured) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
+    options.build().map_err(|errors| {
+        errors
+            .iter()
+            .map(|e| {
+                let path = if e.path.is_empty() { format!("bridges.{name}") } else { format!("bridges.{name}.{}", e.path) };
+                OptionError::new(path, e.message.clone())
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]

@@ -1,16 +1,18 @@
 //! The HTTP surface: `/metrics`, `/healthz`, `/readyz`, `/api/people/{id}/presence`,
 //! `/api/archive/search`, `/api/archive/holds`, and every bridge's inbound routes under `/bridges/<name>`.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use tower_service::Service;
 
 use crate::metrics::Metrics;
 use crate::router::Router as Portals;
@@ -25,8 +27,62 @@ pub struct Surface {
     pub api_token: Option<causeway_core::Secret>,
 }
 
-pub fn router(surface: Surface, bridge_routes: Vec<(String, Router)>) -> Router {
-    let mut app = Router::new()
+/// Every running bridge's inbound routes, by bridge name, reached under
+/// `/bridges/<name>`: mounted when the bridge starts, taken away or
+/// replaced when a reload removes or changes it.
+#[derive(Clone, Default)]
+pub struct Mounted(Arc<RwLock<BTreeMap<String, Router>>>);
+
+impl Mounted {
+    /// `name`'s routes from now on (`None`: it has none, or does not run).
+    pub fn mount(&self, name: &str, routes: Option<Router>) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        match routes {
+            Some(r) => map.insert(name.to_string(), r),
+            None => map.remove(name),
+        };
+    }
+
+    fn get(&self, name: &str) -> Option<Router> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+}
+
+/// A request under `/bridges/<name>/…`, handed to that bridge's routes with
+/// the path they see (`/…`), as `nest` would.
+async fn to_bridge(mounted: Mounted, mut req: Request) -> Response {
+    let path = req.uri().path();
+    let Some(rest) = path.strip_prefix("/bridges/") else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such path");
+    };
+    let (name, tail) = match rest.split_once('/') {
+        Some((name, tail)) => (name, format!("/{tail}")),
+        None => (rest, "/".to_string()),
+    };
+    let Some(mut routes) = mounted.get(name) else {
+        return error(StatusCode::NOT_FOUND, "not_found", format!("no running bridge {name:?} has routes here"));
+    };
+    let uri = match req.uri().query() {
+        Some(q) => format!("{tail}?{q}"),
+        None => tail,
+    };
+    match uri.parse::<Uri>() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => return error(StatusCode::BAD_REQUEST, "bad_path", "the path cannot be read"),
+    }
+    let _ = std::future::poll_fn(|cx| Service::<Request>::poll_ready(&mut routes, cx)).await;
+    match routes.call(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+pub fn router(surface: Surface, mounted: Mounted) -> Router {
+    let to_bridges = {
+        let m = mounted.clone();
+        move |req: Request| to_bridge(m.clone(), req)
+    };
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
@@ -34,11 +90,10 @@ pub fn router(surface: Surface, bridge_routes: Vec<(String, Router)>) -> Router 
         .route("/api/archive/search", get(search))
         .route("/api/archive/holds", get(holds).post(add_hold))
         .route("/api/archive/holds/{id}/release", post(release_hold))
-        .with_state(surface);
-    for (name, routes) in bridge_routes {
-        app = app.nest(&format!("/bridges/{name}"), routes);
-    }
-    app
+        // Not a route with path parameters: the bridge's own routes would
+        // see them beside theirs.
+        .fallback(to_bridges)
+        .with_state(surface)
 }
 
 async fn metrics(State(s): State<Surface>) -> impl IntoResponse {

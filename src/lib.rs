@@ -16,5 +16,6 @@ pub mod person;
 pub mod presence;
 pub mod reload;
 pub mod router;
+pub mod running;
 pub mod store;
 pub mod topology;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use causeway_core::retry::backoff;
-use causeway_core::{Body, Bridge, Delivery, DeliveryError, Event, degrade, now_ms};
+use causeway_core::{Body, Delivery, DeliveryError, Event, degrade, now_ms};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::OutboxConfig;
@@ -24,6 +24,8 @@ use crate::topology::{LANE_BATCH, LaneFeed, Link, Topology};
 /// Deliveries whose ids a lane remembers before they are confirmed in the
 /// store (a reply right after its original needs the original's id).
 const RECENT: usize = 1024;
+/// How often a delivery looks again for its bridge while it does not run.
+const BRIDGE_AWAITED: Duration = Duration::from_millis(200);
 /// Typing notifications older than this are not delivered.
 const EPHEMERAL_MAX_AGE_MS: i64 = 60_000;
 
@@ -32,7 +34,6 @@ pub struct Outbox {
     metrics: Arc<Metrics>,
     router: Arc<Router>,
     topology: Arc<Topology>,
-    bridges: HashMap<String, Arc<dyn Bridge>>,
     config: OutboxConfig,
     completions: mpsc::Sender<Completion>,
     /// The newest row when this process started: rows up to it may have
@@ -48,7 +49,6 @@ impl Outbox {
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         router: Arc<Router>,
-        bridges: HashMap<String, Arc<dyn Bridge>>,
         config: OutboxConfig,
         shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
@@ -56,8 +56,7 @@ impl Outbox {
         let completer = tokio::spawn(complete(store.clone(), metrics.clone(), rx));
         let topology = router.topology().clone();
         let (now, mut added) = topology.take_lanes();
-        let outbox =
-            Arc::new(Outbox { store, metrics, router, topology, bridges, config, completions: tx, earlier_run: Default::default() });
+        let outbox = Arc::new(Outbox { store, metrics, router, topology, config, completions: tx, earlier_run: Default::default() });
         let mut lanes = Vec::new();
         for (link, feed) in now {
             lanes.push(tokio::spawn(outbox.clone().lane(link, feed, shutdown.clone())));
@@ -102,7 +101,7 @@ impl Outbox {
             // The gauges count in memory; rows changed by another process
             // (a retried dead letter) are only seen here.
             if let Ok(depths) = self.store.outbox_depths().await {
-                for bridge in self.bridges.keys() {
+                for bridge in self.router.bridges().keys() {
                     let d = depths.get(bridge).cloned().unwrap_or_default();
                     let b = metrics::bridge(bridge);
                     self.metrics.outbox_depth.get_or_create(&b).set(d.pending as i64);
@@ -113,7 +112,6 @@ impl Outbox {
     }
 
     async fn lane(self: Arc<Self>, link: Link, feed: Arc<LaneFeed>, mut shutdown: watch::Receiver<bool>) {
-        let Some(bridge) = self.bridges.get(&link.bridge).cloned() else { return };
         // Unknown counts as "maybe sent": a look too many, never a double.
         self.earlier_run.get_or_init(|| async { self.store.max_outbox_seq().await.unwrap_or(i64::MAX) }).await;
         let mut last_seq = 0;
@@ -165,7 +163,7 @@ impl Outbox {
                     continue;
                 }
                 let seq = item.seq;
-                if !self.deliver(bridge.as_ref(), &link, &feed, item, &mut recent, &mut shutdown).await {
+                if !self.deliver(&link, &feed, item, &mut recent, &mut shutdown).await {
                     return;
                 }
                 last_seq = seq;
@@ -218,7 +216,6 @@ impl Outbox {
     /// one arm.
     async fn deliver(
         &self,
-        bridge: &dyn Bridge,
         link: &Link,
         feed: &LaneFeed,
         item: OutboxItem,
@@ -254,6 +251,20 @@ impl Outbox {
             }
         }
         loop {
+            // Taken at each attempt: a reload may have replaced the bridge
+            // (the delivery waits while it restarts) or removed it (a
+            // direct conversation's room: the row waits for its return).
+            let Some(bridge) = self.router.bridge(&link.bridge) else {
+                feed.failed(now_ms(), "the bridge is not running");
+                if !pause(BRIDGE_AWAITED, shutdown).await {
+                    return false;
+                }
+                if feed.is_closed() {
+                    // Left pending: the lane's retirement makes it a dead letter.
+                    return true;
+                }
+                continue;
+            };
             let age_ms = now_ms() - enqueued_ms;
             let translated = match self.translate(event.body.clone(), link, recent).await {
                 Ok(b) => b,

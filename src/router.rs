@@ -82,7 +82,9 @@ struct Submission {
 pub struct Router {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
-    bridges: BTreeMap<String, Arc<dyn Bridge>>,
+    /// The running bridges, by name: changed while Causeway runs by a
+    /// config reload ([`crate::running::Running`]).
+    bridges: RwLock<BTreeMap<String, Arc<dyn Bridge>>>,
     topology: Arc<Topology>,
     directory: RwLock<Arc<Directory>>,
     submissions: mpsc::Sender<Submission>,
@@ -133,7 +135,7 @@ impl Router {
         let router = Arc::new(Router {
             store,
             metrics,
-            bridges,
+            bridges: RwLock::new(bridges),
             topology: Arc::new(Topology::new(default_degrade)),
             directory: RwLock::new(Arc::new(Directory::new(&config.people))),
             submissions: tx,
@@ -163,7 +165,7 @@ impl Router {
                 .into_iter()
                 .map(|l| Link { bridge: l.bridge, room: l.room })
                 .filter(|l| {
-                    let known = router.bridges.get(&l.bridge).is_some_and(|b| b.check_room(&l.room).is_ok());
+                    let known = router.bridge(&l.bridge).is_some_and(|b| b.check_room(&l.room).is_ok());
                     let free = !router.topology.is_linked(l);
                     if !(known && free) {
                         tracing::warn!(portal = %p.id, bridge = %l.bridge, room = %l.room,
@@ -192,14 +194,24 @@ impl Router {
         &self.topology
     }
 
-    /// The bridge of this name.
-    pub fn bridge(&self, name: &str) -> Option<&Arc<dyn Bridge>> {
-        self.bridges.get(name)
+    /// The running bridge of this name.
+    pub fn bridge(&self, name: &str) -> Option<Arc<dyn Bridge>> {
+        self.bridges.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
-    /// Every bridge, by name.
-    pub fn bridges(&self) -> &BTreeMap<String, Arc<dyn Bridge>> {
-        &self.bridges
+    /// Every running bridge, by name, as it is now.
+    pub fn bridges(&self) -> BTreeMap<String, Arc<dyn Bridge>> {
+        self.bridges.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// `name` runs as `bridge` from now on (`None`: it does not run). The
+    /// outbox's lanes take the bridge of their link at each delivery.
+    pub(crate) fn set_bridge(&self, name: &str, bridge: Option<Arc<dyn Bridge>>) {
+        let mut map = self.bridges.write().unwrap_or_else(|p| p.into_inner());
+        match bridge {
+            Some(b) => map.insert(name.to_string(), b),
+            None => map.remove(name),
+        };
     }
 
     /// Add a portal (see [`Topology::add`]); the links that receive
@@ -278,13 +290,13 @@ impl Router {
     }
 
     fn capabilities(&self, link: &Link) -> Capabilities {
-        self.bridges.get(&link.bridge).map(|b| b.capabilities(&link.room)).unwrap_or(Capabilities::NONE)
+        self.bridge(&link.bridge).map(|b| b.capabilities(&link.room)).unwrap_or(Capabilities::NONE)
     }
 
     /// Whether `body` would show anything at all on `link`.
     fn wanted_on(&self, link: &Link, body: &Body, policy: Degrade) -> bool {
         let caps = self.capabilities(link);
-        let policy = self.bridges.get(&link.bridge).map_or(policy, |b| b.degrade_for(&link.room, body.kind(), policy));
+        let policy = self.bridge(&link.bridge).map_or(policy, |b| b.degrade_for(&link.room, body.kind(), policy));
         caps.outbound && body.clone().map_refs(|r| Some(Some(r))).and_then(|b| degrade(b, &caps, policy)).is_some()
     }
 
@@ -320,7 +332,7 @@ impl Router {
                 .map(|p| Recipient::Person(p.id.clone()))
                 .ok_or_else(|| DirectError::Unknown(format!("nobody called {id:?} in the directory"))),
             Recipient::Account { bridge, id } => {
-                if !self.bridges.contains_key(bridge) {
+                if self.bridge(bridge).is_none() {
                     return Err(DirectError::Unknown(format!("no bridge named {bridge:?}")));
                 }
                 Ok(match self.directory().person_of(bridge, id) {
@@ -346,7 +358,7 @@ impl Router {
                 Ok(targets)
             }
             Recipient::Account { bridge, id } => {
-                if !self.bridges.contains_key(bridge) {
+                if self.bridge(bridge).is_none() {
                     return Err(DirectError::Unknown(format!("no bridge named {bridge:?}")));
                 }
                 if bridge == from_bridge {
@@ -656,7 +668,7 @@ impl Host for Router {
             return Err(SubmitError::NotLinked(incoming.room));
         }
         let ignored = self.ignore.get(bridge).is_some_and(|patterns| patterns.iter().any(|p| glob_match(p, &incoming.sender.id)));
-        if ignored || self.bridges.get(bridge).is_some_and(|b| b.is_own_sender(&incoming.room, &incoming.sender.id)) {
+        if ignored || self.bridge(bridge).is_some_and(|b| b.is_own_sender(&incoming.room, &incoming.sender.id)) {
             self.metrics.dropped.get_or_create(&metrics::reason(bridge, "loop")).inc();
             return Ok(Accepted::Echo);
         }
@@ -694,7 +706,7 @@ impl Host for Router {
         let peer = self.directory().resolve(bridge, initiator);
         let mut refusals = Vec::new();
         for (target, account) in self.direct_targets(bridge, with)? {
-            let Some(b) = self.bridges.get(&target) else { continue };
+            let Some(b) = self.bridge(&target) else { continue };
             let target_room = match b.open_direct(&account, &peer, bridge).await {
                 Ok(r) => r,
                 Err(DirectError::Unavailable(e)) => return Err(DirectError::Unavailable(e)),

@@ -1103,3 +1103,113 @@ people:
     assert!(told.iter().any(|l| l.contains(MAPPED) && l.contains("except those its `nicks` map names")), "{log}");
     assert!(!told.iter().any(|l| l.contains(OPEN)), "not where the room shows them:\n{log}");
 }
+
+/// The config read again (`SIGHUP`) with `text`; waits until the reload is
+/// the `n`th.
+async fn reload_with(d: &common::Daemon, text: &str, n: usize) {
+    std::fs::write(d.config_path(), text).unwrap();
+    assert!(std::process::Command::new("kill").args(["-HUP", &d.pid().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + T;
+    while d.log().matches("config reloaded").count() < n {
+        assert!(Instant::now() < deadline, "reload {n} not done:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A reload adds the XMPP bridge (it connects and joins its portal's MUC),
+/// changes it while messages stream into the room (every one arrives once,
+/// in order; the new instance sits in the room under its new nick and the
+/// old one has left), and removes it (it leaves the room; down).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_changes_and_removes_the_xmpp_bridge() {
+    let body = |t: &str| Element::builder("body", common::xmpp::NS_CLIENT).append(t).build();
+    let said = |e: &Element| -> Option<String> {
+        (e.name() == "message").then(|| e.children().find(|c| c.name() == "body").map(|c| c.text())).flatten()
+    };
+    let prosody = Prosody::start();
+    let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+    let full = config(&prosody, &hook.url());
+    let xmpp_line = format!("  xmpp: {}\n", prosody.bridge_config());
+    let ops = full[full.find("  - id: ops").unwrap()..full.find("people:").unwrap()].to_string();
+    let without = full.replace(&xmpp_line, "").replace(&format!("portals:\n{ops}"), "portals: []\n");
+    assert!(!without.contains("type: xmpp") && without.contains("portals: []"), "{without}");
+    let d = Daemon::start(&without).await;
+    let base = std::fs::read_to_string(d.config_path()).unwrap();
+    let client = reqwest::Client::new();
+    let w = d.url("/bridges/hooks/w");
+
+    // Added: connected, in the room, both ways.
+    let added = base.replace("portals: []\n", &format!("{xmpp_line}portals:\n{ops}"));
+    reload_with(&d, &added, 1).await;
+    wait_connected(&d, &prosody).await;
+    let mut alice = join_after_bridge(&prosody, "alice", "Alice").await;
+    let (status, answer) = post(&client, &w, "tw", &json!({"sender": {"id": "dave"}, "text": "from the new bridge"})).await;
+    assert_eq!(status, 202, "{answer}\n{}", d.log());
+    alice.next_matching(T, |e| said(e).as_deref() == Some("from the new bridge")).await.unwrap();
+    alice.say(vec![body("to the new bridge")]).await.unwrap();
+    loop {
+        let r = hook.next(T).await;
+        if r.json["type"] == "message" {
+            assert_eq!(r.json["text"], "to the new bridge");
+            break;
+        }
+    }
+
+    // Changed while a stream goes into the room.
+    let stream = {
+        let (client, w) = (client.clone(), w.clone());
+        tokio::spawn(async move {
+            for n in 0..100 {
+                let (status, _) = post(&client, &w, "tw", &json!({"sender": {"id": "dave"}, "text": format!("n{n}")})).await;
+                assert_eq!(status, 202);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let renamed = prosody.bridge_config().replace("type: xmpp,", "type: xmpp, bot_nick: Relay,");
+    let changed = added.replace(&prosody.bridge_config(), &renamed);
+    assert_ne!(changed, added);
+    reload_with(&d, &changed, 2).await;
+    stream.await.unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 100 {
+        if Instant::now() > deadline {
+            let pending = String::from_utf8_lossy(&d.cli(&["outbox", "pending"]).stdout).to_string();
+            let dead = String::from_utf8_lossy(&d.cli(&["outbox", "dead"]).stdout).to_string();
+            let archived = common::archived_texts(&d.db(), "ops").await;
+            panic!("{} of 100 arrived: {got:?}\npending: {pending}\ndead: {dead}\narchived: {archived:?}\n{}", got.len(), d.log());
+        }
+        match alice.next_matching(Duration::from_secs(1), |e| said(e).is_some_and(|t| t.starts_with('n'))).await {
+            Ok(e) => got.push(said(&e).unwrap()),
+            Err(e) if e == "timed out" => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let want: Vec<String> = (0..100).map(|n| format!("n{n}")).collect();
+    assert_eq!(got, want, "every message once, in order");
+    assert!(alice.next_matching(Duration::from_secs(1), |e| said(e).is_some_and(|t| t.starts_with('n'))).await.is_err(), "nothing twice");
+    assert!(!d.log().contains("reconnecting"), "the old connection ended, the new one was not pushed out:\n{}", d.log());
+    let mut bob = XmppPeer::join(&prosody, "bob", ROOM, "Bob", 0).await;
+    let present = bob.occupants(Duration::from_secs(1)).await;
+    assert!(present.contains(&"Relay".to_string()) && !present.contains(&"Causeway".to_string()), "{present:?}");
+    alice.say(vec![body("to the changed bridge")]).await.unwrap();
+    let mut taken = 0;
+    for r in hook.drain(Duration::from_secs(3)).await {
+        if r.json["type"] == "message" {
+            assert_eq!(r.json["text"], "to the changed bridge");
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 1, "taken in once, by the new instance alone");
+
+    // Removed: it leaves the room, is down, and its portal is gone.
+    reload_with(&d, &base, 3).await;
+    let gone = format!("{ROOM}/Relay");
+    bob.next_matching(T, |e| e.name() == "presence" && e.attr("type") == Some("unavailable") && e.attr("from") == Some(gone.as_str()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", d.log(), prosody.log()));
+    assert_eq!(d.metric("causeway_bridge_up", r#"bridge="xmpp""#).await, 0.0);
+    assert_eq!(post(&client, &w, "tw", &json!({"sender": {"id": "dave"}, "text": "nowhere"})).await.0, 404);
+}

@@ -112,7 +112,7 @@ pub async fn bridge_states(c: &Console) -> Result<Vec<Value>, StoreError> {
     let lanes = c.store.lane_depths().await?;
     let now = now_ms();
     let mut out = Vec::new();
-    for (name, bridge) in c.router.bridges() {
+    for (name, bridge) in &c.router.bridges() {
         let label = crate::metrics::bridge(name);
         let mine = lanes.iter().filter(|((b, _), _)| b == name).map(|(_, d)| d);
         let (mut pending, mut dead, mut oldest) = (0, 0, None::<i64>);
@@ -219,9 +219,9 @@ pub async fn link_states(c: &Console, p: &Portal) -> Result<Vec<LinkState>, Stor
             LinkState {
                 bridge: l.bridge.clone(),
                 room: l.room.clone(),
-                connected: bridge.is_some_and(|b| b.is_up()),
-                joined: bridge.and_then(|b| b.joined(&l.room)),
-                receives: bridge.is_some_and(|b| b.capabilities(&l.room).outbound),
+                connected: bridge.as_ref().is_some_and(|b| b.is_up()),
+                joined: bridge.as_ref().and_then(|b| b.joined(&l.room)),
+                receives: bridge.as_ref().is_some_and(|b| b.capabilities(&l.room).outbound),
                 pending: depth.pending,
                 dead: depth.dead,
                 oldest_pending_ms: depth.oldest_pending_ms,

@@ -113,8 +113,13 @@ fn schemas() -> Value {
         "Lane": {"type": "object", "required": ["bridge", "room", "pending", "dead"], "properties": {
             "bridge": {"type": "string"}, "room": {"type": "string"}, "pending": {"type": "integer"},
             "dead": {"type": "integer"}, "oldest_pending_ms": nullable("integer")}},
-        "Reloaded": {"type": "object", "required": ["portals_added", "portals_changed", "portals_removed", "people", "restart_needed", "not_joined"],
+        "Reloaded": {"type": "object", "required": ["bridges_added", "bridges_changed", "bridges_removed", "bridges_failed",
+                "portals_added", "portals_changed", "portals_removed", "people", "restart_needed", "not_joined"],
             "properties": {
+                "bridges_added": {"type": "array", "items": {"type": "string"}},
+                "bridges_changed": {"type": "array", "items": {"type": "string"}},
+                "bridges_removed": {"type": "array", "items": {"type": "string"}},
+                "bridges_failed": {"type": "array", "items": {"type": "string"}},
                 "portals_added": {"type": "array", "items": {"type": "string"}},
                 "portals_changed": {"type": "array", "items": {"type": "string"}},
                 "portals_removed": {"type": "array", "items": {"type": "string"}},

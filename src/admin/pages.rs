@@ -359,6 +359,10 @@ async fn reload(State(c): State<Console>, Change { caller, .. }: Change) -> Resp
                 html! {
                     (notice("ok", "The config was read again."))
                     dl {
+                        dt { "Bridges added" } dd { (list(&done.bridges_added)) }
+                        dt { "Bridges restarted with new settings" } dd { (list(&done.bridges_changed)) }
+                        dt { "Bridges removed" } dd { (list(&done.bridges_removed)) }
+                        @if !done.bridges_failed.is_empty() { dt { "Bridges not started" } dd { (done.bridges_failed.join("; ")) } }
                         dt { "Portals added" } dd { (list(&done.portals_added)) }
                         dt { "Portals changed" } dd { (list(&done.portals_changed)) }
                         dt { "Portals removed" } dd { (list(&done.portals_removed)) }
@@ -404,7 +408,8 @@ fn kind_badge(kind: PortalKind) -> Markup {
 
 fn portal_form(c: &Console, caller: &Caller, form: &[(String, String)], errors: &[FieldError]) -> Markup {
     let error_of = |f: &str| errors.iter().find(|e| e.field == f).map(|e| e.message.clone());
-    let bridges: Vec<&String> = c.router.bridges().keys().collect();
+    let running = c.router.bridges();
+    let bridges: Vec<&String> = running.keys().collect();
     html! {
         form.card method="post" action="/admin/portals" novalidate {
             h2 { "New portal" }

@@ -98,7 +98,8 @@ fn check_links(router: &Router, id: &str, links: &[StoredLink], path: &str, erro
     for (i, l) in links.iter().enumerate() {
         let at = format!("{path}[{i}]");
         let Some(bridge) = router.bridge(&l.bridge) else {
-            let known: Vec<&str> = router.bridges().keys().map(String::as_str).collect();
+            let running = router.bridges();
+            let known: Vec<&str> = running.keys().map(String::as_str).collect();
             errors.push(field(format!("{at}.bridge"), format!("no bridge named {:?} (there are: {})", l.bridge, known.join(", "))));
             continue;
         };

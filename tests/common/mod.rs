@@ -277,7 +277,7 @@ impl Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_causeway"))
             .args(["run", "--config"])
             .arg(self.config_path())
-            .env("CAUSEWAY_LOG", "info")
+            .env("CAUSEWAY_LOG", std::env::var("CAUSEWAY_TEST_LOG").unwrap_or_else(|_| "info".into()))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

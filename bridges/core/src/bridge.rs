@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::event::{Event, EventId, Incoming, RemoteSender, Sender};
 
@@ -213,6 +213,10 @@ pub enum SubmitError {
     /// The store could not commit; the network should retry later.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    /// This instance of the bridge has stopped (Causeway stops, or a
+    /// reload replaced it): the event is not taken from it.
+    #[error("the bridge has stopped")]
+    Stopped,
 }
 
 /// The other side of a direct conversation, as the bridge where it starts
@@ -358,20 +362,84 @@ pub trait Host: Send + Sync + 'static {
 }
 
 /// A bridge's handle on the daemon, bound to the bridge's configured name.
+///
+/// One context belongs to one running instance of a bridge: when the
+/// daemon stops or replaces that instance (a config reload changed it), it
+/// says so ([`BridgeContext::begin_stop`]), the bridge's loops end
+/// ([`BridgeContext::stopping`], [`BridgeContext::spawn`]), and once
+/// [`Bridge::stop`] has returned the context is closed: nothing more is
+/// taken from that instance ([`BridgeContext::close`]).
 #[derive(Clone)]
 pub struct BridgeContext {
     name: Arc<str>,
     host: Arc<dyn Host>,
+    life: Arc<Life>,
+}
+
+/// Where a bridge instance is in its life.
+struct Life {
+    stopping: watch::Sender<bool>,
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl BridgeContext {
     pub fn new(name: &str, host: Arc<dyn Host>) -> Self {
-        BridgeContext { name: name.into(), host }
+        let life = Life { stopping: watch::channel(false).0, closed: false.into() };
+        BridgeContext { name: name.into(), host, life: Arc::new(life) }
     }
     pub fn name(&self) -> &str {
         &self.name
     }
+
+    /// The daemon stops this instance of the bridge: its loops end and its
+    /// connections close; what it has taken in is still submitted.
+    pub fn begin_stop(&self) {
+        self.life.stopping.send_replace(true);
+    }
+
+    /// Whether this instance is stopping.
+    pub fn is_stopping(&self) -> bool {
+        *self.life.stopping.borrow()
+    }
+
+    /// Resolves once this instance is stopping.
+    pub async fn stopping(&self) {
+        let mut rx = self.life.stopping.subscribe();
+        // The sender lives in `self`: `wait_for` ends only when stopping.
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Run `task` until it ends or this instance stops, whichever is first
+    /// (then it is dropped where it waits): the bridge's background work.
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = ctx.stopping() => {}
+                _ = task => {}
+            }
+        })
+    }
+
+    /// The instance has stopped: from now on nothing it submits is taken
+    /// (a task it left behind cannot bring in events twice beside the
+    /// instance that replaced it).
+    pub fn close(&self) {
+        self.begin_stop();
+        self.life.closed.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn closed(&self) -> bool {
+        self.life.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     pub async fn submit(&self, incoming: Incoming) -> Result<Accepted, SubmitError> {
+        if self.closed() {
+            return Err(SubmitError::Stopped);
+        }
         self.host.submit(&self.name, incoming).await
     }
     pub fn portal_of(&self, room: &str) -> Option<String> {
@@ -418,6 +486,9 @@ impl BridgeContext {
         self.host.canonical_recipient(with)
     }
     pub async fn open_direct(&self, room: &str, with: &Recipient, initiator: RemoteSender) -> Result<String, DirectError> {
+        if self.closed() {
+            return Err(DirectError::Unavailable("this bridge has stopped".into()));
+        }
         self.host.open_direct(&self.name, room, with, initiator).await
     }
     pub async fn load_state(&self, key: &str) -> Result<Option<String>, SubmitError> {
@@ -487,8 +558,13 @@ pub trait Bridge: Send + Sync + 'static {
     /// `room` left its portal while the bridge runs: leave it. Default: nothing.
     async fn unlinked(&self, _room: &str) {}
 
-    /// Causeway is stopping: write down what the next start needs (the
-    /// connection itself ends with the process). Default: nothing.
+    /// Causeway stops this bridge (it stops, or a config reload changed or
+    /// removed the bridge), after [`BridgeContext::begin_stop`]: end the
+    /// connections, submit what was taken in, and write down what the next
+    /// start needs. Deliveries still waiting fail as transient, to be
+    /// retried by the instance that follows. When it returns the context
+    /// is closed. Default: nothing (the loops end by
+    /// [`BridgeContext::spawn`]).
     async fn stop(&self) {}
 
     /// Whether the bridge sits in `room` now, where its network has such a

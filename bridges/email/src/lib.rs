@@ -324,7 +324,7 @@ impl Inner {
                     match ctx.submit(incoming).await {
                         Ok(Accepted::Stored { .. } | Accepted::Duplicate { .. } | Accepted::Echo | Accepted::Ignored { .. }) => {}
                         Err(SubmitError::NotLinked(_)) => linked = false,
-                        Err(e @ SubmitError::Unavailable(_)) => return Err(ReadError::Store(e)),
+                        Err(e @ (SubmitError::Unavailable(_) | SubmitError::Stopped)) => return Err(ReadError::Store(e)),
                     }
                 }
                 if linked {
@@ -363,7 +363,10 @@ impl Inner {
     /// Send digests that are due, every few seconds.
     async fn run_digests(self: Arc<Self>, ctx: BridgeContext) {
         loop {
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::select! {
+                _ = ctx.stopping() => return,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
             for list in self.options.lists.keys() {
                 if let Err(e) = self.send_held_if_due(&ctx, list).await {
                     tracing::warn!(bridge = ctx.name(), list = %list, "gathered mail not sent yet: {e}");
@@ -697,8 +700,9 @@ impl Bridge for EmailBridge {
         let files = Files::new(&inner.options.attachments_dir, &inner.options.url, key.into_bytes(), files::CONCURRENCY)
             .map_err(|e| BridgeError::Config(format!("attachments_dir {}: {e}", inner.options.attachments_dir.display())))?;
         let _ = inner.files.set(files);
-        tokio::spawn(inner.clone().run_imap(ctx.clone()));
-        tokio::spawn(inner.clone().run_digests(ctx));
+        ctx.spawn(inner.clone().run_imap(ctx.clone()));
+        // Ends between two rounds: a digest is not cut while it is sent.
+        tokio::spawn(inner.clone().run_digests(ctx.clone()));
         Ok(Some(axum::Router::new().route("/files/{hash}/{name}", get(file)).with_state(inner.clone())))
     }
 

@@ -250,7 +250,7 @@ impl Inner {
         if let Err(e) = self.client.ping(&self.options.id, &format!("causeway-start-{}", std::process::id())).await {
             tracing::debug!(bridge = ctx.name(), "appservice ping not answered: {e}");
         }
-        tokio::spawn(inbound::reconcile_passes(self.clone(), ctx.clone()));
+        ctx.spawn(inbound::reconcile_passes(self.clone(), ctx.clone()));
         // Direct conversations' rooms are the ghosts', not the bridge user's.
         let mut pending: Vec<String> = ctx.rooms().into_iter().filter(|l| direct::room_of(l).is_none()).collect();
         let mut backoff = causeway_core::retry::Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
@@ -282,7 +282,7 @@ impl Inner {
             if ok != self.up.swap(ok, Ordering::AcqRel) {
                 if ok {
                     tracing::info!(bridge = ctx.name(), "the homeserver answers again");
-                    tokio::spawn(inbound::reconcile_passes(self.clone(), ctx.clone()));
+                    ctx.spawn(inbound::reconcile_passes(self.clone(), ctx.clone()));
                 } else {
                     tracing::warn!(bridge = ctx.name(), "the homeserver does not answer");
                 }
@@ -577,7 +577,7 @@ impl Bridge for MatrixBridge {
         self.inner.fetcher.attach(&ctx);
         self.inner.load_room_ids(&ctx).await;
         self.inner.load_marks(&ctx).await;
-        tokio::spawn(self.inner.clone().set_up(ctx));
+        ctx.spawn(self.inner.clone().set_up(ctx.clone()));
         Ok(Some(inbound::routes(self.inner.clone())))
     }
 

@@ -454,7 +454,7 @@ async fn inbound(
         Ok(Accepted::Echo) => (StatusCode::OK, axum::Json(json!({"status": "ignored", "reason": "echo"}))).into_response(),
         Ok(Accepted::Ignored { reason }) => (StatusCode::OK, axum::Json(json!({"status": "ignored", "reason": reason}))).into_response(),
         Err(e @ SubmitError::NotLinked(_)) => error(StatusCode::NOT_FOUND, "not_linked", e),
-        Err(e @ SubmitError::Unavailable(_)) => {
+        Err(e @ (SubmitError::Unavailable(_) | SubmitError::Stopped)) => {
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e);
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
@@ -535,7 +535,9 @@ fn sse_event(c: &Committed) -> SseEvent {
 fn portal_stream(ctx: BridgeContext, portal: String, last_seen: Option<i64>) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let (tx, rx) = mpsc::channel(64);
     let mut live = ctx.subscribe();
-    tokio::spawn(async move {
+    // Ends when the client goes, or this instance of the bridge stops (the
+    // client comes back with Last-Event-ID).
+    ctx.clone().spawn(async move {
         let mut last = last_seen;
         let catch_up = |last: i64, tx: mpsc::Sender<Result<SseEvent, Infallible>>, ctx: BridgeContext, portal: String| async move {
             let mut last = last;

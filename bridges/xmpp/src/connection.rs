@@ -134,6 +134,19 @@ impl Connection {
         }
     }
 
+    /// End the stream (its footer) and the sending side, within a second.
+    pub(crate) async fn close(&mut self) {
+        let shutdown = async {
+            match &mut self.stream {
+                Stream::Component(s) => s.shutdown().await,
+                Stream::Client(s) => s.shutdown().await,
+            }
+        };
+        if let Ok(Err(e)) = tokio::time::timeout(std::time::Duration::from_secs(1), shutdown).await {
+            tracing::debug!("the stream did not end cleanly: {e}");
+        }
+    }
+
     pub(crate) async fn send(&mut self, stanza: Stanza) -> std::io::Result<()> {
         let element = match stanza {
             Stanza::Message(m) => Element::from(m),

@@ -67,6 +67,9 @@ pub(crate) enum Inbound {
     },
     /// The connection is gone: whatever is held is taken now.
     Reset,
+    /// The bridge stops: whatever is held is taken now, then the answer,
+    /// and nothing after.
+    Stop(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Inbound {
@@ -127,13 +130,17 @@ pub(crate) async fn submit_in_order(inner: Arc<Inner>, ctx: BridgeContext, mut r
                     }
                 }
             }
-            Inbound::Reset => {
+            Inbound::Reset | Inbound::Stop(_) => {
                 // Their catch-up did not finish: the next join reads on from the mark.
                 frozen.extend(held.keys().cloned());
                 for (_, h) in held.drain() {
                     for i in h.items {
                         take(&inner, &ctx, i, false, &frozen).await;
                     }
+                }
+                if let Inbound::Stop(done) = item {
+                    let _ = done.send(());
+                    return;
                 }
             }
             item => {
@@ -237,7 +244,7 @@ async fn take(inner: &Inner, ctx: &BridgeContext, item: Inbound, catching: bool,
             }
             (incoming, None, false)
         }
-        Inbound::ArchiveStart { .. } | Inbound::ArchiveEnd { .. } | Inbound::Reset => return,
+        Inbound::ArchiveStart { .. } | Inbound::ArchiveEnd { .. } | Inbound::Reset | Inbound::Stop(_) => return,
     };
     crate::threads::resolve(ctx, &mut incoming).await;
     let room = incoming.room.clone();

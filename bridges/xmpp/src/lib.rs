@@ -201,6 +201,8 @@ struct Inner {
     /// Where stanzas read are handed on, once the bridge runs (rooms linked
     /// at run time are joined through it too).
     inbound_tx: OnceLock<mpsc::Sender<inbound::Inbound>>,
+    /// The connection's loop, which [`Bridge::stop`] waits for.
+    run_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     up: AtomicBool,
     out: mpsc::UnboundedSender<Stanza>,
     out_rx: Mutex<Option<mpsc::UnboundedReceiver<Stanza>>>,
@@ -233,6 +235,7 @@ impl XmppBridge {
                 connect,
                 ctx: OnceLock::new(),
                 inbound_tx: OnceLock::new(),
+                run_task: Mutex::new(None),
                 up: AtomicBool::new(false),
                 out,
                 out_rx: Mutex::new(Some(out_rx)),
@@ -326,7 +329,11 @@ impl Inner {
         tokio::spawn(inbound::submit_in_order(self.clone(), ctx.clone(), inbound_rx));
         let mut backoff = causeway_core::retry::Backoff::new(self.options.reconnect_initial, self.options.reconnect_max);
         loop {
-            let mut conn = match Connection::open(&self.options, &self.connect).await {
+            let opened = tokio::select! {
+                _ = ctx.stopping() => break,
+                opened = Connection::open(&self.options, &self.connect) => opened,
+            };
+            let mut conn = match opened {
                 Ok(c) => c,
                 Err(e) => {
                     let delay = backoff.next_wait();
@@ -337,8 +344,10 @@ impl Inner {
                             tracing::warn!(bridge = ctx.name(), server, retry_in = ?delay, "cannot connect: {e}")
                         }
                     }
-                    tokio::time::sleep(delay).await;
-                    continue;
+                    tokio::select! {
+                        _ = ctx.stopping() => break,
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
                 }
             };
             backoff.reset();
@@ -361,8 +370,13 @@ impl Inner {
             }
             let mut look = tokio::time::interval_at(tokio::time::Instant::now() + LOOK_EVERY, LOOK_EVERY);
             let mut mark = tokio::time::interval_at(tokio::time::Instant::now() + MARK_EVERY, MARK_EVERY);
+            let mut stop = false;
             loop {
                 tokio::select! {
+                    _ = ctx.stopping() => {
+                        stop = true;
+                        break;
+                    }
                     _ = look.tick() => {
                         let rooms: Vec<String> = self.state().rooms.subject_seen.iter().cloned().collect();
                         for room in rooms {
@@ -400,8 +414,33 @@ impl Inner {
                 }
             }
             joiner.abort();
+            if stop {
+                // What was read is submitted and the rooms' marks written
+                // while the connection's state is still there; then the
+                // bridge and its ghosts leave their rooms (nobody stays in
+                // a room for a bridge that is gone) and the stream ends.
+                Self::end_intake(&inbound_tx).await;
+                self.write_marks(&ctx).await;
+                // What was queued goes out first (a room left just before).
+                let mut queued = Vec::new();
+                while let Ok(s) = out_rx.try_recv() {
+                    queued.push(s);
+                }
+                let rooms: Vec<String> = self.state().rooms.joined.iter().cloned().collect();
+                queued.extend(rooms.iter().flat_map(|r| self.leave(r)).map(Stanza::from));
+                for s in queued {
+                    if conn.send(s).await.is_err() {
+                        break;
+                    }
+                }
+                conn.close().await;
+            }
             self.up.store(false, Ordering::Release);
-            tracing::warn!(bridge = ctx.name(), "disconnected from the XMPP server; reconnecting");
+            if stop {
+                tracing::info!(bridge = ctx.name(), "disconnecting from the XMPP server: the bridge stops");
+            } else {
+                tracing::warn!(bridge = ctx.name(), "disconnected from the XMPP server; reconnecting");
+            }
             {
                 let mut st = self.state();
                 st.history.catching_up.clear();
@@ -429,6 +468,42 @@ impl Inner {
             st.rooms.subject_seen.clear();
             st.rooms.refused.clear();
             st.history.catch_up.clear();
+            drop(st);
+            if stop {
+                // The connection closes as it is dropped.
+                return;
+            }
+        }
+        // Stopped while not connected.
+        Self::end_intake(&inbound_tx).await;
+    }
+
+    /// Let the submitter take what it has and end.
+    async fn end_intake(inbound_tx: &mpsc::Sender<inbound::Inbound>) {
+        let (done, taken) = tokio::sync::oneshot::channel();
+        if inbound_tx.send(inbound::Inbound::Stop(done)).await.is_ok() {
+            let _ = taken.await;
+        }
+    }
+
+    /// Write the rooms' marks moved since the last tick (every
+    /// MARK_EVERY): else the next start would catch up from the time of
+    /// the join instead of the last message taken. Rooms being caught up
+    /// keep their mark as it is.
+    async fn write_marks(&self, ctx: &BridgeContext) {
+        let rooms: Vec<String> = {
+            let st = self.state();
+            st.rooms
+                .subject_seen
+                .iter()
+                .filter(|r| !st.history.catching_up.contains_key(*r) && st.history.last_sid.get(*r) != st.history.saved_sid.get(*r))
+                .cloned()
+                .collect()
+        };
+        for room in rooms {
+            if let inbound::Inbound::Looked { room, first, last } = inbound::looked_at(self, &room) {
+                inbound::save_mark(self, ctx, room, first, last).await;
+            }
         }
     }
 
@@ -486,7 +561,7 @@ impl Inner {
             let _ = inbound_tx.send(inbound::Inbound::ArchiveStart { room: room.clone(), token }).await;
             self.send(outbound::join(&bot, room, &self.options.bot_nick, None, 0, None));
             let mark = archive::Mark { after, since_ms: since };
-            tokio::spawn(archive::catch_up(self.clone(), ctx.clone(), inbound_tx.clone(), room.clone(), mark, token));
+            ctx.spawn(archive::catch_up(self.clone(), ctx.clone(), inbound_tx.clone(), room.clone(), mark, token));
         } else if archive {
             // Never looked at (or too long ago): from now on.
             self.state().history.catch_up.remove(room);
@@ -543,6 +618,13 @@ impl Inner {
 
     /// A room taken out of its portal: the bridge and its ghosts leave it.
     fn unlink_room(&self, room: &str) {
+        for p in self.leave(room) {
+            self.send(p);
+        }
+    }
+
+    /// The bridge and its ghosts leave `room`: the presences to send.
+    fn leave(&self, room: &str) -> Vec<tokio_xmpp::parsers::presence::Presence> {
         let (bot_nick, seats) = {
             let mut st = self.state();
             st.rooms.joined.remove(room);
@@ -563,12 +645,12 @@ impl Inner {
             }
             p
         };
-        for (ghost, seat) in seats {
-            if let Ok(from) = FullJid::new(&format!("{ghost}/{RESOURCE}")) {
-                self.send(leave(from, &seat.nick));
-            }
-        }
-        self.send(leave(self.bot_jid(), &bot_nick));
+        let mut out: Vec<_> = seats
+            .into_iter()
+            .filter_map(|(ghost, seat)| FullJid::new(&format!("{ghost}/{RESOURCE}")).ok().map(|from| leave(from, &seat.nick)))
+            .collect();
+        out.push(leave(self.bot_jid(), &bot_nick));
+        out
     }
 
     /// Since when `room`'s history is taken on joining it: what was said
@@ -889,7 +971,8 @@ impl Bridge for XmppBridge {
         self.inner.fetcher.attach(&ctx);
         let rx = self.inner.out_rx.lock().unwrap_or_else(|p| p.into_inner()).take();
         let rx = rx.ok_or_else(|| BridgeError::Other("xmpp bridge started twice".into()))?;
-        tokio::spawn(self.inner.clone().run(rx, ctx));
+        let task = tokio::spawn(self.inner.clone().run(rx, ctx));
+        *self.inner.run_task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(None)
     }
 
@@ -929,24 +1012,11 @@ impl Bridge for XmppBridge {
     }
 
     async fn stop(&self) {
-        // The marks moved since the last tick (every MARK_EVERY) would be
-        // lost with the process: the next start would catch up from the
-        // time of the join instead of the last message taken. Rooms being
-        // caught up keep their mark as it is.
-        let Some(ctx) = self.inner.ctx.get() else { return };
-        let rooms: Vec<String> = {
-            let st = self.inner.state();
-            st.rooms
-                .subject_seen
-                .iter()
-                .filter(|r| !st.history.catching_up.contains_key(*r) && st.history.last_sid.get(*r) != st.history.saved_sid.get(*r))
-                .cloned()
-                .collect()
-        };
-        for room in rooms {
-            if let inbound::Inbound::Looked { room, first, last } = inbound::looked_at(&self.inner, &room) {
-                inbound::save_mark(&self.inner, ctx, room, first, last).await;
-            }
+        // The connection's loop sees the context stopping: it submits what
+        // it read, writes the rooms' marks, fails what waits, and ends.
+        let task = self.inner.run_task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
         }
     }
 
