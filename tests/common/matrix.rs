@@ -392,6 +392,25 @@ impl MatrixPeer {
         }
     }
 
+    /// The next event of a direct conversation's room (the invitations
+    /// into them are taken) that `want` accepts, with its room.
+    pub async fn next_direct_matching(&mut self, timeout: Duration, want: impl Fn(&Value) -> bool) -> Result<(String, Value), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(e) = self.direct.pop_front() {
+                if want(&e) {
+                    let room = e["event_id"].as_str().and_then(|id| self.direct_rooms.get(id)).cloned().unwrap_or_default();
+                    return Ok((room, e));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err("timed out".into());
+            }
+            self.sync(left.min(Duration::from_secs(5))).await?;
+        }
+    }
+
     /// A room event as the conformance suite sees it; `None` for the rest.
     fn seen(&self, e: &Value) -> Option<Seen> {
         if e["type"] == "m.typing" {

@@ -73,7 +73,7 @@ component_interfaces = { "127.0.0.1" }
 c2s_require_encryption = false
 disable_sasl_mechanisms = { "PLAIN" }
 authentication = "internal_hashed"
-modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "presence", "message" }
+modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "presence", "message", "offline" }
 modules_disabled = { "s2s" }
 http_ports = { ${http:-} }
 http_interfaces = { "127.0.0.1" }
@@ -102,7 +102,7 @@ Component "upload.$DOMAIN" "http_file_share"
     http_file_share_size_limit = 1048576
 CFG
     fi
-    for u in alice bob carol causeway; do
+    for u in alice bob carol causeway erin; do
         prosodyctl --config "$dir/prosody.cfg.lua" register "$u" "$DOMAIN" pw >/dev/null 2>&1
     done
     prosody --config "$dir/prosody.cfg.lua" -F >>"$dir/stdout.log" 2>&1 &

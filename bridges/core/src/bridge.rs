@@ -71,7 +71,15 @@ impl Capabilities {
     };
     /// Receives nothing.
     pub const NONE: Capabilities = Capabilities { outbound: false, ..Capabilities::TEXT_ONLY };
+    /// A broadcast to one person ([`PEOPLE_ROOM`]): a formatted text with files.
+    pub const PEOPLE: Capabilities = Capabilities { html: true, files: true, ..Capabilities::TEXT_ONLY };
 }
+
+/// The room of deliveries to people one by one (a broadcast): each such
+/// delivery names its person's account on the network in
+/// [`Delivery::recipient`], and reaches them as a direct message from the
+/// bridge's own account. No network's room is called this.
+pub const PEOPLE_ROOM: &str = "@people";
 
 /// Where a bridge passes read markers on (its `read_markers` option):
 /// `direct`, `all` or `off` (YAML's bare `off` and `false` read as a
@@ -142,7 +150,8 @@ pub struct Delivery {
     /// 1 on the first try.
     pub attempt: u32,
     /// Only for this recipient of the room (a retried dead letter of one
-    /// list subscriber, see [`BridgeContext::refused_recipient`]).
+    /// list subscriber, see [`BridgeContext::refused_recipient`]); in
+    /// [`PEOPLE_ROOM`], the account of the person it is for.
     pub recipient: Option<String>,
     /// It may have reached the network already: an earlier attempt failed
     /// in doubt, or an earlier run of Causeway stopped before it could
@@ -572,6 +581,12 @@ pub trait Bridge: Send + Sync + 'static {
     /// endpoint, a mailing list). The console shows it per link.
     fn joined(&self, _room: &str) -> Option<bool> {
         None
+    }
+
+    /// Whether the bridge delivers to people one by one ([`PEOPLE_ROOM`]
+    /// rows of a broadcast, each to [`Delivery::recipient`]). Default: no.
+    fn reaches_people(&self) -> bool {
+        false
     }
 
     /// Whether the bridge is connected to its network (the `bridge_up` metric).

@@ -21,7 +21,7 @@ pub mod text;
 
 pub use bridge::{
     Accepted, Bridge, BridgeContext, BridgeError, BridgeOptions, Capabilities, Committed, Degrade, Delivered, Delivery, DeliveryError,
-    DirectError, Host, IdKind, OptionError, ReadMarkers, Recipient, SubmitError, parse_options,
+    DirectError, Host, IdKind, OptionError, PEOPLE_ROOM, ReadMarkers, Recipient, SubmitError, parse_options,
 };
 pub use degrade::degrade;
 pub use event::{

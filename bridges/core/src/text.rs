@@ -90,6 +90,16 @@ pub fn unpill(html: &str) -> String {
     out
 }
 
+/// A broadcast as one person reads it from the bridge's own account: a
+/// first line says whom it is from.
+pub fn announced_by(text: &crate::Text, name: &str) -> crate::Text {
+    let name: String = name.chars().filter(|c| !c.is_control()).collect();
+    crate::Text {
+        plain: format!("📢 Announcement from {name}\n\n{}", text.plain),
+        html: text.html.as_ref().map(|h| format!("<p><strong>📢 Announcement from {}</strong></p>{h}", escape_html(&name))),
+    }
+}
+
 /// Escape text for inclusion in HTML.
 pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

@@ -175,6 +175,60 @@ pub fn message(
     Ok(Mail { bytes: b.write_to_vec()?, message_id })
 }
 
+/// Whether `a` looks like `local@domain`: one `@`, no spaces, no angle
+/// brackets or control characters.
+pub fn plausible_address(a: &str) -> bool {
+    let ok = |s: &str| !s.is_empty() && !s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c));
+    matches!(a.split_once('@'), Some((l, d)) if ok(l) && ok(d) && !d.contains('@'))
+}
+
+/// A broadcast to one person: from `from` (named for who sent it) to `to`,
+/// a mail of its own that no auto-responder answers.
+#[allow(clippy::too_many_arguments)]
+pub fn announcement(
+    from: &str,
+    sender: &str,
+    to: &str,
+    delivery_id: &str,
+    text: &Text,
+    files: Vec<File>,
+    links: &[String],
+    event_id: &str,
+) -> std::io::Result<Mail> {
+    let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
+    let message_id = format!("{delivery_id}@{domain}");
+    let sender = one_line(sender);
+    let mut plain = match &text.html {
+        Some(h) if text.plain.trim().is_empty() => html_to_plain(h),
+        _ => text.plain.clone(),
+    };
+    for l in links {
+        plain.push_str(&format!("\n{l}"));
+    }
+    let first: String = plain.lines().find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(60).collect();
+    let mut b = MessageBuilder::new()
+        .from(Address::new_address(Some(sender.clone()), from.to_string()))
+        .to(to.to_string())
+        .subject(one_line(&format!("Announcement from {sender}: {first}")))
+        .message_id(message_id.clone())
+        .header("X-Causeway-Event", Raw::new(event_id.to_string()))
+        .header("Auto-Submitted", Raw::new("auto-generated"))
+        .header("Precedence", Raw::new("bulk"))
+        .text_body(plain);
+    if let Some(html) = &text.html {
+        let mut html = html.clone();
+        for l in links {
+            let l = causeway_core::text::escape_html(l);
+            html.push_str(&format!("<br><a href=\"{l}\">{l}</a>"));
+        }
+        b = b.html_body(html);
+    }
+    for f in files {
+        b = b.attachment(mime_type(&f.mime), one_line(&f.name), f.bytes);
+    }
+    Ok(Mail { bytes: b.write_to_vec()?, message_id })
+}
+
 /// One entry of a digest.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DigestEntry {

@@ -177,6 +177,10 @@ pub struct EmailOptions {
     /// default: the list address itself.
     #[serde(default)]
     pub owner: Option<String>,
+    /// The address broadcasts to people come from (docs/broadcast.md);
+    /// without it, this bridge reaches no people one by one.
+    #[serde(default)]
+    pub broadcast_from: Option<String>,
 }
 
 fn default_reactions() -> Changes {
@@ -299,6 +303,11 @@ impl BridgeOptions for EmailOptions {
         }
         if self.smtp.username.is_some() != self.smtp.password.is_some() {
             errors.push(OptionError::new("smtp", "give both `username` and `password`, or neither"));
+        }
+        if let Some(a) = &self.broadcast_from
+            && !crate::compose::plausible_address(a)
+        {
+            errors.push(OptionError::new("broadcast_from", format!("{a:?} is not a mail address")));
         }
         if self.batch_every < Duration::from_secs(1) {
             errors.push(OptionError::new("batch_every", "must be at least 1s"));

@@ -538,8 +538,51 @@ impl Inner {
         Ok(())
     }
 
+    /// Files of a message: attached where they can be fetched, else linked.
+    async fn files_of(&self, attachments: &[causeway_core::Attachment]) -> Result<(Vec<compose::File>, Vec<String>), DeliveryError> {
+        let mut files = Vec::new();
+        let mut links = Vec::new();
+        for a in attachments {
+            match self.fetcher.fetch_to_copy(&a.url, self.options.max_attachment_bytes).await? {
+                Some(f) => files.push(compose::File {
+                    name: a
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| a.url.rsplit('/').next().unwrap_or("file").split('?').next().unwrap_or("file").to_string()),
+                    mime: a.mime.clone().or(f.content_type).unwrap_or_else(|| "application/octet-stream".into()),
+                    bytes: f.bytes,
+                }),
+                None => links.push(a.url.clone()),
+            }
+        }
+        Ok((files, links))
+    }
+
+    /// A broadcast to one person ([`causeway_core::PEOPLE_ROOM`]): a mail
+    /// of its own from `broadcast_from` to their address.
+    async fn deliver_to_person(&self, ctx: &BridgeContext, d: &Delivery) -> Result<Delivered, DeliveryError> {
+        let Body::Message { text, attachments, .. } = &d.event.body else { return Ok(Delivered::default()) };
+        let from = self
+            .options
+            .broadcast_from
+            .as_deref()
+            .ok_or_else(|| DeliveryError::permanent("no broadcast_from: this bridge reaches no people"))?;
+        let to = d.recipient.as_deref().ok_or_else(|| DeliveryError::permanent("a delivery to people names nobody"))?;
+        if !compose::plausible_address(to) {
+            return Err(DeliveryError::permanent(format!("{to:?} is not a mail address")));
+        }
+        let (files, links) = self.files_of(attachments).await?;
+        let mail = compose::announcement(from, &d.event.sender.name, to, &d.id, text, files, &links, &d.event.id)
+            .map_err(|e| DeliveryError::permanent(format!("cannot build the mail: {e}")))?;
+        self.send_each(ctx, d, from, &[to.to_string()], &mail.bytes).await?;
+        Ok(Delivered::default())
+    }
+
     async fn deliver(&self, d: &Delivery) -> Result<Delivered, DeliveryError> {
         let Some(ctx) = self.ctx.get() else { return Err(DeliveryError::transient("starting")) };
+        if d.room == causeway_core::PEOPLE_ROOM {
+            return self.deliver_to_person(ctx, d).await;
+        }
         let Body::Message { text, kind, attachments, reply_to, mentions, .. } = &d.event.body else {
             // Nothing else is shown by mail (the router made notices of what can be).
             return Ok(Delivered::default());
@@ -564,22 +607,7 @@ impl Inner {
                 return Ok(Delivered::default());
             }
         }
-        // Files: attached where they can be fetched, else linked.
-        let mut files = Vec::new();
-        let mut links = Vec::new();
-        for a in attachments {
-            match self.fetcher.fetch_to_copy(&a.url, self.options.max_attachment_bytes).await? {
-                Some(f) => files.push(compose::File {
-                    name: a
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| a.url.rsplit('/').next().unwrap_or("file").split('?').next().unwrap_or("file").to_string()),
-                    mime: a.mime.clone().or(f.content_type).unwrap_or_else(|| "application/octet-stream".into()),
-                    bytes: f.bytes,
-                }),
-                None => links.push(a.url.clone()),
-            }
-        }
+        let (files, links) = self.files_of(attachments).await?;
         let subject = match reply_to {
             Some(r) => match ctx.load_state(&format!("{SUBJECT_KEY}{r}")).await.map_err(|e| DeliveryError::transient(e.to_string()))? {
                 Some(s) => compose::reply_subject(&s),
@@ -712,5 +740,9 @@ impl Bridge for EmailBridge {
 
     fn is_up(&self) -> bool {
         self.inner.up.load(Ordering::Acquire)
+    }
+
+    fn reaches_people(&self) -> bool {
+        self.inner.options.broadcast_from.is_some()
     }
 }

@@ -595,7 +595,14 @@ impl Bridge for MatrixBridge {
                 retry_after: Some(Duration::from_secs(1)),
             });
         }
+        if delivery.room == causeway_core::PEOPLE_ROOM {
+            return outbound::deliver_to_person(&self.inner, delivery).await;
+        }
         outbound::deliver(&self.inner, delivery).await
+    }
+
+    fn reaches_people(&self) -> bool {
+        true
     }
 
     async fn linked(&self, room: &str) -> Result<(), String> {
@@ -627,6 +634,9 @@ impl Bridge for MatrixBridge {
     }
 
     fn joined(&self, link: &str) -> Option<bool> {
+        if link == causeway_core::PEOPLE_ROOM {
+            return None;
+        }
         let st = self.inner.state();
         let Some(id) = st.room_ids.get(link) else { return Some(false) };
         // A direct conversation's room is its ghost's, not the bridge user's.

@@ -302,6 +302,48 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Where the bridge's own user keeps the direct room of a person it
+/// delivers broadcasts to (`bridge_state`, by their user id).
+const PERSON_ROOM_KEY: &str = "person-room:";
+
+/// Deliver a broadcast to one person ([`causeway_core::PEOPLE_ROOM`]): the
+/// bridge's own user writes in its direct room with them, made (and
+/// they invited) the first time; they read it when they are back.
+pub(crate) async fn deliver_to_person(inner: &Inner, d: &Delivery) -> Result<Delivered, DeliveryError> {
+    let account = d.recipient.as_deref().ok_or_else(|| DeliveryError::permanent("a delivery to people names nobody"))?;
+    let user = UserId::parse(account).map_err(|e| DeliveryError::permanent(format!("{account:?} is not a Matrix user: {e}")))?;
+    if inner.is_ours(user.as_str()) {
+        return Err(DeliveryError::permanent(format!("{user} is Causeway's own user")));
+    }
+    let Body::Message { text, kind, attachments, .. } = &d.event.body else { return Ok(Delivered::default()) };
+    let ctx = inner.ctx.get().ok_or_else(|| DeliveryError::transient("starting"))?;
+    let key = format!("{PERSON_ROOM_KEY}{user}");
+    let known = ctx.load_state(&key).await.map_err(|e| DeliveryError::transient(e.to_string()))?;
+    let mut room = known.and_then(|r| ruma::OwnedRoomId::try_from(r).ok());
+    if let Some(r) = &room {
+        // A room they left (or were never let into) reaches nobody: a new one.
+        let membership = inner.client.membership(r.as_str(), &user, None).await?;
+        if !matches!(membership.as_deref(), Some("join" | "invite")) {
+            room = None;
+        }
+    }
+    let room = match room {
+        Some(r) => r,
+        None => {
+            let body = json!({"preset": "trusted_private_chat", "is_direct": true, "invite": [user.as_str()], "name": "Announcements"});
+            let r = inner.client.create_room(&body, None).await?;
+            ctx.save_state(&key, r.as_str()).await.map_err(|e| DeliveryError::transient(e.to_string()))?;
+            tracing::info!(room = %r, with = %user, "opened the room that brings broadcasts to a Matrix user");
+            r
+        }
+    };
+    let actor = Actor { user: inner.bot.clone(), client: &inner.client, puppet: false, relay: json!(true) };
+    let text = causeway_core::text::announced_by(text, &d.event.sender.name);
+    send_message(inner, &room, &actor, &d.id, &text, *kind, attachments, None, None, &[]).await?;
+    // Nothing refers to it later: no id to keep.
+    Ok(Delivered::default())
+}
+
 /// Send a message event as the actor; if the homeserver says they are not
 /// in the room (removed meanwhile), join again and retry once.
 async fn send(inner: &Inner, room: &RoomId, actor: &Actor<'_>, txn: &str, content: &Value) -> Result<ruma::OwnedEventId, DeliveryError> {

@@ -171,6 +171,10 @@ impl Bridge for WebhookBridge {
         Ok(Some(router))
     }
 
+    fn reaches_people(&self) -> bool {
+        self.options.endpoints.values().any(|e| e.direct && e.outbound.is_some())
+    }
+
     async fn open_direct(&self, account: &str, peer: &Sender, peer_bridge: &str) -> Result<String, DirectError> {
         let endpoint = self
             .options
@@ -186,6 +190,18 @@ impl Bridge for WebhookBridge {
     }
 
     async fn deliver(&self, delivery: &Delivery) -> Result<Delivered, DeliveryError> {
+        if delivery.room == causeway_core::PEOPLE_ROOM {
+            // A broadcast to one person: as a direct message from whoever
+            // sent it, on the direct endpoint.
+            let account = delivery.recipient.as_deref().unwrap_or_default();
+            let room = self
+                .open_direct(account, &delivery.event.sender, &delivery.event.origin.bridge)
+                .await
+                .map_err(|e| DeliveryError::permanent(format!("cannot reach {account:?}: {e}")))?;
+            let mut d = delivery.clone();
+            d.room = room;
+            return Box::pin(self.deliver(&d)).await;
+        }
         let out = self
             .endpoint(&delivery.room)
             .and_then(|e| e.outbound.as_ref())

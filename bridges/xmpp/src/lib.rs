@@ -990,6 +990,9 @@ impl Bridge for XmppBridge {
                 retry_after: Some(Duration::from_secs(1)),
             });
         }
+        if delivery.room == causeway_core::PEOPLE_ROOM {
+            return outbound::deliver_to_person(&self.inner, delivery).await;
+        }
         match direct::DirectRoom::parse(&delivery.room, self.inner.domain()) {
             Some(Ok(room)) => outbound::deliver_direct(&self.inner, &room, delivery).await,
             Some(Err(e)) => Err(DeliveryError::permanent(e.to_string())),
@@ -1020,7 +1023,14 @@ impl Bridge for XmppBridge {
         }
     }
 
+    fn reaches_people(&self) -> bool {
+        true
+    }
+
     fn joined(&self, room: &str) -> Option<bool> {
+        if room == causeway_core::PEOPLE_ROOM {
+            return None;
+        }
         if direct::DirectRoom::parse(room, self.inner.domain()).is_some() {
             return None;
         }

@@ -2,7 +2,7 @@
 
 use causeway_core::text::Oversize;
 use causeway_core::{Body, Delivered, Delivery, DeliveryError, IdKind, Membership, MessageKind, Show, Text};
-use tokio_xmpp::jid::FullJid;
+use tokio_xmpp::jid::{BareJid, FullJid};
 use tokio_xmpp::minidom::Element;
 use tokio_xmpp::minidom::rxml::xml_ncname;
 use tokio_xmpp::parsers::chatstates::ChatState;
@@ -333,6 +333,26 @@ pub(crate) async fn deliver_direct(inner: &Inner, room: &DirectRoom, d: &Deliver
         Ok(_) | Err(RequestError::Refused(_)) => Ok(Delivered::default()),
         Err(e @ RequestError::Lost(_)) => Err(DeliveryError::transient(format!("direct message to {}: {e}", room.account))),
     }
+}
+
+/// Deliver a broadcast to one person ([`causeway_core::PEOPLE_ROOM`]): a
+/// `chat` message from the bridge's own address to their account, which
+/// their server keeps for them while they are offline (XEP-0160).
+pub(crate) async fn deliver_to_person(inner: &Inner, d: &Delivery) -> Result<Delivered, DeliveryError> {
+    let account = d.recipient.as_deref().ok_or_else(|| DeliveryError::permanent("a delivery to people names nobody"))?;
+    let account: BareJid = account.parse().map_err(|e| DeliveryError::permanent(format!("{account:?} is not an XMPP address: {e}")))?;
+    if account.node().is_none() {
+        return Err(DeliveryError::permanent(format!("{account} is a server, not an account")));
+    }
+    let bot = inner.bot_jid();
+    let room = DirectRoom { account, ghost: bot.to_bare() };
+    // Only the message: the people room has no typing, markers or edits.
+    let Body::Message { text, .. } = &d.event.body else { return Ok(Delivered::default()) };
+    let mut d = d.clone();
+    if let Body::Message { text: said, .. } = &mut d.event.body {
+        *said = causeway_core::text::announced_by(text, &d.event.sender.name);
+    }
+    deliver_direct(inner, &room, &d).await.map(|_| Delivered::default())
 }
 
 /// Deliver as the bridge's one account (client mode): everyone's messages
