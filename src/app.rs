@@ -101,6 +101,8 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
         let section = sections.get(&name).cloned().unwrap_or_default();
         running.start(&name, section, bridge).await?;
     }
+    // Broadcasts asked for here or by `causeway broadcast` (docs/broadcast.md).
+    let planner = tokio::spawn(crate::broadcast::planner::run(router.clone(), stop_rx.clone()));
     let up = {
         let (router, metrics, mut stop) = (router.clone(), metrics.clone(), stop_rx.clone());
         tokio::spawn(async move {
@@ -195,6 +197,7 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     drop(reloader);
     drop(people);
     let _ = up.await;
+    let _ = planner.await;
     hangups.abort();
     let _ = keeper.await;
     let _ = pruner.await;

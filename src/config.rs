@@ -86,6 +86,9 @@ pub struct Config {
     /// The IT console and its API (docs/console.md); off when absent.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// Who may broadcast, and how people are reached (docs/broadcast.md).
+    #[serde(default)]
+    pub broadcast: crate::broadcast::BroadcastConfig,
 }
 
 /// `admin:`: the console's own listener and who may use it.
@@ -630,6 +633,8 @@ fn validate(config: &Config) -> Result<BTreeMap<String, Box<dyn Configured>>, Co
     check_portals(config, &bridges, &mut errors);
     check_people(config, &mut errors);
     check_router_and_directory(config, &mut errors);
+    let names: Vec<String> = config.bridges.keys().cloned().collect();
+    errors.extend(config.broadcast.check(&names).into_iter().map(|(path, message)| ConfigError::new(path, message)));
     if errors.is_empty() { Ok(bridges) } else { Err(ConfigErrors(errors)) }
 }
 

@@ -300,6 +300,8 @@ mod tests {
             name: "Alice Liddell".into(),
             avatar: None,
             accounts: [("xmpp".to_string(), "alice@corp".to_string())].into(),
+            groups: Vec::new(),
+            broadcast_via: Vec::new(),
         };
         let d = Directory::new(&[alice]);
         let s = d.resolve("xmpp", RemoteSender { id: "alice@corp".into(), name: Some("al".into()), avatar: None });
@@ -315,6 +317,8 @@ mod tests {
             name: id.to_uppercase(),
             avatar: None,
             accounts: accounts.iter().map(|(b, a)| (b.to_string(), a.to_string())).collect(),
+            groups: Vec::new(),
+            broadcast_via: Vec::new(),
         };
         let configured = [person("alice", &[("mail", "alice@corp")])];
         let imported = [

@@ -54,6 +54,11 @@ pub struct LdapConfig {
     /// Bridge name → the person's account on that bridge's network.
     #[serde(default)]
     pub accounts: BTreeMap<String, Template>,
+    /// The attribute whose values name the person's groups (`memberOf`, or
+    /// any attribute with several values; a DN counts as its first RDN's
+    /// value).
+    #[serde(default)]
+    pub groups: Option<String>,
     /// Import again this often.
     #[serde(default = "default_refresh", with = "humantime_serde")]
     pub refresh: Duration,
@@ -156,6 +161,7 @@ impl LdapConfig {
             .chain(self.avatar.as_ref())
             .chain(self.accounts.values())
             .flat_map(|t| t.attributes())
+            .chain(self.groups.iter().cloned())
             .collect();
         all.sort_by_key(|a| a.to_ascii_lowercase());
         all.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
@@ -439,7 +445,33 @@ pub fn person(config: &LdapConfig, entry: &SearchEntry) -> Result<(PersonConfig,
             Err(m) => dropped.push(format!("{id}: no {bridge} account: {m}")),
         }
     }
-    Ok((PersonConfig { id, name, avatar, accounts }, dropped))
+    let groups = match &config.groups {
+        Some(attribute) => group_names(entry.attrs.iter().filter(|(k, _)| k.eq_ignore_ascii_case(attribute)).flat_map(|(_, v)| v)),
+        None => Vec::new(),
+    };
+    Ok((PersonConfig { id, name, avatar, accounts, groups, broadcast_via: Vec::new() }, dropped))
+}
+
+/// The group names of an entry's group attribute: a DN (`memberOf`) names
+/// the group by its first RDN's value (`cn=it,ou=groups,…` is `it`); a
+/// value that is too long or holds control characters is left out.
+fn group_names<'a>(values: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in values {
+        let v = v.trim();
+        let first = v.split(',').next().unwrap_or(v);
+        let name = match first.split_once('=') {
+            Some((attr, value)) if v.contains(',') || valid_attribute(attr.trim()) => value.trim(),
+            _ => v,
+        };
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            continue;
+        }
+        if !out.iter().any(|g| g.eq_ignore_ascii_case(name)) {
+            out.push(name.to_string());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -461,6 +493,24 @@ mod tests {
             accounts.iter().map(|(b, t)| format!("{b}: {t:?}")).collect::<Vec<_>>().join(", ")
         );
         serde_saphyr::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn groups_come_from_an_attribute_of_many_values_and_dns_name_them_by_their_first_rdn() {
+        let mut c = config(&[]);
+        c.groups = Some("memberOf".into());
+        let e = entry(&[
+            ("uid", &["alice"]),
+            ("cn", &["Alice"]),
+            ("memberof", &["cn=IT,ou=groups,dc=test", "CN=it,ou=other,dc=test", "comms", "", "bad\u{7}name", "ou=Sales"]),
+        ]);
+        let (p, _) = person(&c, &e).expect("a person");
+        assert_eq!(p.groups, ["IT", "comms", "Sales"]);
+        assert!(p.in_group("it") && p.in_group("COMMS") && !p.in_group("ops"));
+        assert!(c.attributes().iter().any(|a| a == "memberOf"));
+        // Without the option, no groups.
+        let (p, _) = person(&config(&[]), &e).expect("a person");
+        assert!(p.groups.is_empty());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod app;
 pub mod archive;
 pub mod bridges;
+pub mod broadcast;
 pub mod config;
 pub mod directory;
 pub mod http;

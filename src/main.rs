@@ -86,6 +86,9 @@ enum Command {
         #[command(subcommand)]
         action: ArchiveAction,
     },
+    /// Send an announcement to everyone, to every room, to some people or
+    /// a group (docs/broadcast.md); `status ID` shows each recipient.
+    Broadcast(BroadcastArgs),
     /// The IT console (docs/console.md).
     Admin {
         #[command(subcommand)]
@@ -93,6 +96,53 @@ enum Command {
     },
     /// Print the version and the bridge types this build has.
     Version,
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BroadcastArgs {
+    #[command(subcommand)]
+    action: Option<BroadcastAction>,
+    /// Whom it is for: all (everyone in the directory, each on their
+    /// network), portals (every room), portal:ID, people:ID,ID or
+    /// group:NAME; give it again for more.
+    #[arg(long, required = true)]
+    to: Vec<String>,
+    /// The announcement.
+    #[arg(long, required_unless_present = "html")]
+    text: Option<String>,
+    /// The announcement with formatting (sanitized); --text is then the
+    /// plain form (made from the HTML when not given).
+    #[arg(long)]
+    html: Option<String>,
+    /// A file to go with it, by URL (again for more).
+    #[arg(long)]
+    attach: Vec<String>,
+    /// Whom it is from, as the rooms and people see it.
+    #[arg(long)]
+    from: Option<String>,
+    /// Wait until every recipient has it (or failed), showing progress.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: print each recipient's state as JSON at the end.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum BroadcastAction {
+    /// A broadcast and each of its recipients: delivered, pending, failed
+    /// or unreachable.
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The latest broadcasts with their counts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -408,6 +458,31 @@ async fn command_of(command: Command, config: Option<PathBuf>) -> anyhow::Result
             };
             let store = causeway::app::open_store(&loaded.config).await?;
             return archive(store, &loaded.config, action).await;
+        }
+        Command::Broadcast(args) => {
+            let loaded = match load(&config()?) {
+                Ok(l) => l,
+                Err(code) => return Ok(code),
+            };
+            let store = causeway::app::open_store(&loaded.config).await?;
+            use causeway::broadcast::cli;
+            let code = match args.action {
+                Some(BroadcastAction::Status { id, json }) => cli::status(store.as_ref(), &id, json).await?,
+                Some(BroadcastAction::List { json }) => cli::list(store.as_ref(), json).await?,
+                None => {
+                    let send = cli::Send {
+                        to: args.to,
+                        text: args.text,
+                        html: args.html,
+                        attach: args.attach,
+                        from: args.from,
+                        wait: args.wait,
+                        json: args.json,
+                    };
+                    cli::send(store.as_ref(), send).await?
+                }
+            };
+            return Ok(ExitCode::from(code));
         }
         Command::Outbox { json, action } => {
             let loaded = match load(&config()?) {

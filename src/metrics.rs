@@ -34,6 +34,12 @@ pub struct ResultLabel {
     pub result: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BroadcastLabel {
+    pub broadcast: String,
+    pub state: String,
+}
+
 type Hist = Family<BridgeLabel, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -47,6 +53,11 @@ fn batch_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
+    /// Broadcasts planned (`result`: planned) or refused.
+    pub broadcasts: Family<ResultLabel, Counter>,
+    /// Recipients of each recent broadcast by state (delivered, pending,
+    /// failed, unreachable); a broadcast's series go once it is done and old.
+    pub broadcast_recipients: Family<BroadcastLabel, Gauge>,
     /// Events accepted from a network and stored.
     pub received: Family<BridgeLabel, Counter>,
     /// Events from a network that were not stored: duplicate, loop, unknown target.
@@ -158,6 +169,14 @@ impl Metrics {
         let archive_pruned = Counter::default();
         let archive_exports = Family::<FormatLabel, Counter>::default();
         let admin_logins = Family::<ResultLabel, Counter>::default();
+        let broadcasts = Family::<ResultLabel, Counter>::default();
+        let broadcast_recipients = Family::<BroadcastLabel, Gauge>::default();
+        registry.register("broadcasts", "Broadcasts by result (planned, refused)", broadcasts.clone());
+        registry.register(
+            "broadcast_recipients",
+            "Recipients of recent broadcasts by state (delivered, pending, failed, unreachable)",
+            broadcast_recipients.clone(),
+        );
         registry.register("events_received", "Events accepted from a network and stored", received.clone());
         registry.register(
             "events_dropped",
@@ -263,6 +282,8 @@ impl Metrics {
             archive_pruned,
             archive_exports,
             admin_logins,
+            broadcasts,
+            broadcast_recipients,
             latency_ms_sum: Default::default(),
             latency_count: Default::default(),
         }

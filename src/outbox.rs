@@ -114,6 +114,7 @@ impl Outbox {
     async fn lane(self: Arc<Self>, link: Link, feed: Arc<LaneFeed>, mut shutdown: watch::Receiver<bool>) {
         // Unknown counts as "maybe sent": a look too many, never a double.
         self.earlier_run.get_or_init(|| async { self.store.max_outbox_seq().await.unwrap_or(i64::MAX) }).await;
+        let mut pace = (link.room == causeway_core::PEOPLE_ROOM).then(|| Pace::new(&self.router, &link.bridge));
         let mut last_seq = 0;
         let mut recent = Recent::default();
         // Start from the store: rows left from before, or committed before
@@ -163,6 +164,11 @@ impl Outbox {
                     continue;
                 }
                 let seq = item.seq;
+                if let Some(pace) = &mut pace
+                    && !pace.wait(&mut shutdown).await
+                {
+                    return;
+                }
                 if !self.deliver(&link, &feed, item, &mut recent, &mut shutdown).await {
                     return;
                 }
@@ -276,7 +282,7 @@ impl Outbox {
                     continue;
                 }
             };
-            let caps = bridge.capabilities(&link.room);
+            let caps = crate::router::people_or_room(bridge.as_ref(), &link.room);
             let policy = bridge.degrade_for(&link.room, event.body.kind(), self.topology.degrade_of(link));
             let body = degrade(translated, &caps, policy).filter(|b| !(b.is_ephemeral() && age_ms > EPHEMERAL_MAX_AGE_MS));
             let Some(body) = body else {
@@ -384,6 +390,35 @@ impl Outbox {
                 }
             });
         }
+    }
+}
+
+/// The pace of a lane to people (`broadcast.rate`): deliveries start at
+/// most `rate` a second, so that a broadcast to thousands stays within
+/// the network's limits. A delivery's retries count as the delivery.
+struct Pace {
+    every: Duration,
+    next: tokio::time::Instant,
+}
+
+impl Pace {
+    fn new(router: &Router, bridge: &str) -> Self {
+        let kind = router.bridge(bridge).map_or("", |b| b.kind());
+        let rate = router.broadcast.rate_of(bridge, kind);
+        Pace { every: Duration::from_secs_f64(1.0 / rate), next: tokio::time::Instant::now() }
+    }
+
+    /// Wait for the next delivery's turn; false when shutting down.
+    async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let now = tokio::time::Instant::now();
+        if self.next > now {
+            tokio::select! {
+                _ = shutdown.changed() => return false,
+                _ = tokio::time::sleep_until(self.next) => {}
+            }
+        }
+        self.next = self.next.max(now) + self.every;
+        true
     }
 }
 

@@ -15,6 +15,20 @@ pub struct PersonConfig {
     /// Bridge name → the person's id on that bridge's network.
     #[serde(default)]
     pub accounts: BTreeMap<String, String>,
+    /// The groups the person is in (`broadcast.senders`, `--to group:NAME`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The bridges a broadcast reaches them on, first choice first (else
+    /// `broadcast.order`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub broadcast_via: Vec<String>,
+}
+
+impl PersonConfig {
+    /// Whether the person is in `group` (case-insensitive).
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g.eq_ignore_ascii_case(group))
+    }
 }
 
 /// Letters, digits, `-`, `_` and `.`, at most 64: never a `:`, so a person

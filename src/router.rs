@@ -40,7 +40,7 @@ async fn idle_watch(router: std::sync::Weak<Router>, tick: std::time::Duration) 
                 body: Body::Presence { show, status },
             };
             let (reply, _) = oneshot::channel();
-            let sub = Submission { bridge: link.bridge, incoming, reply, synthetic: true, back_to_origin: false };
+            let sub = Submission { bridge: link.bridge, incoming, reply, synthetic: true, back_to_origin: false, quiet: false };
             if router.submissions.send(sub).await.is_err() {
                 return;
             }
@@ -77,6 +77,9 @@ struct Submission {
     /// Delivered only to the room it names (a notice to the sender's room),
     /// not to the portal's other links.
     back_to_origin: bool,
+    /// Archived (so that it is known when it comes again) and delivered
+    /// nowhere: a command such as `!broadcast`.
+    quiet: bool,
 }
 
 pub struct Router {
@@ -107,7 +110,18 @@ pub struct Router {
     /// current hour (when it began, how many).
     direct: crate::config::DirectConfig,
     strangers_opened: Mutex<(std::time::Instant, u32)>,
+    /// `broadcast:`; broadcasts are planned one at a time, and a request
+    /// made here wakes the planner.
+    pub broadcast: crate::broadcast::BroadcastConfig,
+    planning: tokio::sync::Mutex<()>,
+    broadcast_wake: tokio::sync::Notify,
 }
+
+/// The id of the portal whose links are the lanes to people (one
+/// [`causeway_core::PEOPLE_ROOM`] per bridge that reaches people).
+pub const PEOPLE_PORTAL: &str = "@people";
+/// The origin bridge of a broadcast's event (no bridge is called this).
+pub const BROADCAST_ORIGIN: &str = "causeway";
 
 /// (bridge, room, the id the message had where it came from).
 type CopyKey = (String, String, String);
@@ -149,7 +163,13 @@ impl Router {
             relayed_elsewhere: Mutex::new(HashMap::new()),
             direct: config.router.direct.clone(),
             strangers_opened: Mutex::new((std::time::Instant::now(), 0)),
+            broadcast: config.broadcast.clone(),
+            planning: tokio::sync::Mutex::new(()),
+            broadcast_wake: tokio::sync::Notify::new(),
         });
+        for (name, b) in router.bridges() {
+            router.reach_people_through(&name, &b);
+        }
         for p in &config.portals {
             let links = p.links.iter().map(|l| Link { bridge: l.bridge.clone(), room: l.room.clone() }).collect();
             router.add_portal(Portal {
@@ -208,10 +228,181 @@ impl Router {
     /// outbox's lanes take the bridge of their link at each delivery.
     pub(crate) fn set_bridge(&self, name: &str, bridge: Option<Arc<dyn Bridge>>) {
         let mut map = self.bridges.write().unwrap_or_else(|p| p.into_inner());
-        match bridge {
-            Some(b) => map.insert(name.to_string(), b),
+        match &bridge {
+            Some(b) => map.insert(name.to_string(), b.clone()),
             None => map.remove(name),
         };
+        drop(map);
+        if let Some(b) = bridge {
+            self.reach_people_through(name, &b);
+        }
+    }
+
+    /// A lane to people through `bridge`, if it reaches people (kept while
+    /// Causeway runs: rows wait in it while the bridge does not run).
+    fn reach_people_through(&self, name: &str, bridge: &Arc<dyn Bridge>) {
+        let link = Link::new(name, causeway_core::PEOPLE_ROOM);
+        if bridge.reaches_people() && !self.topology.is_linked(&link) {
+            self.topology
+                .add(Portal { id: PEOPLE_PORTAL.into(), kind: PortalKind::Broadcast, links: vec![link], degrade: Degrade::Notice }, |_| {
+                    true
+                });
+        }
+    }
+
+    /// The store, for the broadcasts' planner and status.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Keep a broadcast asked for here, and wake the planner.
+    pub async fn request_broadcast(&self, requested: &crate::broadcast::Requested) -> Result<(), StoreError> {
+        self.store.request_broadcast(requested).await?;
+        self.broadcast_wake.notify_one();
+        Ok(())
+    }
+
+    /// A broadcast was asked for in this process.
+    pub async fn broadcast_requested(&self) {
+        self.broadcast_wake.notified().await;
+    }
+
+    /// The running bridges that reach people, with their types.
+    fn people_bridges(&self) -> crate::broadcast::plan::PeopleBridges {
+        self.bridges().into_iter().filter(|(_, b)| b.reaches_people()).map(|(n, b)| (n, b.kind())).collect()
+    }
+
+    /// Plan every broadcast asked for and not planned yet: choose its
+    /// recipients and commit its event, deliveries and recipients in one
+    /// transaction; one that cannot be sent is refused with why. A store
+    /// that does not answer leaves them for the next round.
+    pub async fn plan_broadcasts(&self) {
+        let _one = self.planning.lock().await;
+        let waiting = match self.store.unplanned_broadcasts().await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the broadcasts asked for");
+                return;
+            }
+        };
+        for requested in waiting {
+            if let Err(e) = self.plan_broadcast(&requested).await {
+                tracing::warn!(broadcast = %requested.id, error = %e, "broadcast not planned yet; trying again");
+                return;
+            }
+        }
+    }
+
+    async fn plan_broadcast(&self, requested: &crate::broadcast::Requested) -> Result<(), StoreError> {
+        use causeway_core::MessageKind;
+        let request = &requested.request;
+        let body = Body::Message {
+            text: request.text.clone(),
+            kind: MessageKind::Notice,
+            attachments: request.attachments.clone(),
+            reply_to: None,
+            thread: None,
+            mentions: Vec::new(),
+        };
+        let directory = self.directory();
+        let portals = self.topology.portals();
+        let receives = |l: &Link| self.topology.portal(l).is_some_and(|p| self.wanted_on(l, &body, p.degrade));
+        let recipients =
+            match crate::broadcast::plan::plan(request, &self.broadcast, &directory, &portals, &self.people_bridges(), receives) {
+                Ok(r) => r,
+                Err(why) => {
+                    tracing::warn!(broadcast = %requested.id, "broadcast refused: {why}");
+                    self.metrics.broadcasts.get_or_create(&metrics::result("refused")).inc();
+                    return self.store.refuse_broadcast(&requested.id, &why).await;
+                }
+            };
+        let portal = requested.portal();
+        let person = request.from_person.as_ref().and_then(|p| directory.person(p));
+        let sender = Sender {
+            id: request.from_person.clone().unwrap_or_else(|| NOTICE_SENDER.to_string()),
+            person: person.map(|p| p.id.clone()),
+            name: request.from_name.clone(),
+            avatar: person.and_then(|p| p.avatar.clone()),
+        };
+        let id = new_id();
+        let event = Event {
+            id: id.clone(),
+            portal: portal.clone(),
+            origin: Origin { bridge: BROADCAST_ORIGIN.into(), room: portal.clone(), remote_id: None },
+            sender,
+            at_ms: now_ms(),
+            body,
+        };
+        let deliveries: Vec<NewDelivery> = recipients
+            .iter()
+            .filter_map(|r| {
+                Some(NewDelivery {
+                    id: r.delivery_id.clone()?,
+                    bridge: r.bridge.clone()?,
+                    room: r.room.clone()?,
+                    recipient: r.account.clone(),
+                })
+            })
+            .collect();
+        let ne = NewEvent { origin_key: remote_key(BROADCAST_ORIGIN, &portal, &id), event, aliases: Vec::new(), deliveries };
+        let planned = crate::broadcast::Planned { id: requested.id.clone(), event_id: id, recipients };
+        let stored = self.store.commit_broadcast(&ne, &planned).await?;
+        let rooms = planned.recipients.iter().filter(|r| r.person.is_none()).count();
+        let unreachable = planned.recipients.iter().filter(|r| r.delivery_id.is_none()).count();
+        tracing::info!(broadcast = %requested.id, by = %requested.requested_by, rooms, people = planned.recipients.len() - rooms, unreachable,
+            "broadcast planned");
+        self.metrics.broadcasts.get_or_create(&metrics::result("planned")).inc();
+        for d in &ne.deliveries {
+            self.metrics.outbox_depth.get_or_create(&metrics::bridge(&d.bridge)).inc();
+        }
+        self.topology.hand_over(&ne.event, &ne.deliveries, &stored.outbox, now_ms());
+        let _ = self.committed.send(Arc::new(Committed { seq: stored.seq, event: ne.event }));
+        Ok(())
+    }
+
+    /// `!broadcast …` from `sender` in `link`'s room: broadcast it when the
+    /// sender may, and say in the room what became of it.
+    async fn broadcast_command(&self, link: &Link, sender: &Sender, command: crate::broadcast::Command) {
+        let directory = self.directory();
+        let person = sender.person.as_ref().and_then(|p| directory.person(p));
+        let answer = match (person, command) {
+            (_, crate::broadcast::Command::Invalid(why)) => why,
+            (None, _) => "Only people of the directory may broadcast.".to_string(),
+            (Some(p), crate::broadcast::Command::Send(to, text)) if self.broadcast.may_send(p, &to) => {
+                match crate::broadcast::Request::new(to, &text, None, Vec::new(), &p.name) {
+                    Err(why) => format!("Not broadcast: {why}."),
+                    Ok(mut request) => {
+                        request.from_person = Some(p.id.clone());
+                        let requested = crate::broadcast::Requested::new(&format!("person:{}", p.id), request);
+                        match self.store.request_broadcast(&requested).await {
+                            Err(e) => format!("Not broadcast: the store is not answering ({e})."),
+                            Ok(()) => {
+                                self.plan_broadcasts().await;
+                                match self.store.broadcasts(Some(&requested.id), 1).await.ok().and_then(|mut s| s.pop()) {
+                                    Some(s) if s.error.is_some() => format!("Not broadcast: {}.", s.error.unwrap_or_default()),
+                                    Some(s) => format!(
+                                        "Broadcast {} is on its way to {} recipients ({} cannot be reached).",
+                                        s.requested.id, s.counts.total, s.counts.unreachable
+                                    ),
+                                    None => format!("Broadcast {} is on its way.", requested.id),
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            (Some(_), crate::broadcast::Command::Send(to, _)) => {
+                let to: Vec<String> = to.iter().map(ToString::to_string).collect();
+                format!("You may not broadcast to {} (broadcast.senders).", to.join(", "))
+            }
+        };
+        if let Err(e) = self.notify(link, answer).await {
+            tracing::warn!(bridge = %link.bridge, room = %link.room, "broadcast command answer not sent: {e}");
+        }
     }
 
     /// Add a portal (see [`Topology::add`]); the links that receive
@@ -266,7 +457,7 @@ impl Router {
         back_to_origin: bool,
     ) -> Result<Accepted, SubmitError> {
         let (reply, answer) = oneshot::channel();
-        let sub = Submission { bridge, incoming, reply, synthetic, back_to_origin };
+        let sub = Submission { bridge, incoming, reply, synthetic, back_to_origin, quiet: false };
         self.submissions.send(sub).await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?;
         answer.await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?
     }
@@ -290,7 +481,10 @@ impl Router {
     }
 
     fn capabilities(&self, link: &Link) -> Capabilities {
-        self.bridge(&link.bridge).map(|b| b.capabilities(&link.room)).unwrap_or(Capabilities::NONE)
+        match self.bridge(&link.bridge) {
+            Some(b) => people_or_room(b.as_ref(), &link.room),
+            None => Capabilities::NONE,
+        }
     }
 
     /// Whether `body` would show anything at all on `link`.
@@ -404,8 +598,8 @@ impl Router {
         let mut new_events = Vec::with_capacity(batch.len());
         // One per event; none for an event the router adds itself.
         let mut replies = Vec::with_capacity(batch.len());
-        for Submission { bridge, incoming, reply, synthetic, back_to_origin } in batch {
-            let built = self.classify(&bridge, incoming, &known, &new_events).and_then(|t| self.build(t, synthetic, back_to_origin));
+        for Submission { bridge, incoming, reply, synthetic, back_to_origin, quiet } in batch {
+            let built = self.classify(&bridge, incoming, &known, &new_events).and_then(|t| self.build(t, synthetic, back_to_origin, quiet));
             match built {
                 Ok(events) => {
                     let mut own = Some(reply);
@@ -479,7 +673,7 @@ impl Router {
             });
         }
         let link = Link { bridge: bridge.to_string(), room };
-        let Some(portal) = self.topology.portal(&link) else {
+        let Some(portal) = self.topology.portal(&link).filter(|p| p.kind != PortalKind::Broadcast) else {
             return Err(Refusal { answer: Err(SubmitError::NotLinked(link.room)), dropped: None });
         };
         let sender = self.directory().resolve(bridge, sender);
@@ -507,7 +701,7 @@ impl Router {
     /// what all of a person's accounts say together, so one that changes
     /// nothing makes no event. `back_to_origin`: deliver to the submission's
     /// own room alone (a notice) instead of to the portal's other links.
-    fn build(&self, taken: Taken, synthetic: bool, back_to_origin: bool) -> Result<Vec<NewEvent>, Refusal> {
+    fn build(&self, taken: Taken, synthetic: bool, back_to_origin: bool, quiet: bool) -> Result<Vec<NewEvent>, Refusal> {
         let Taken { link, portal, sender, body, remote_id, aliases, at_ms } = taken;
         let mut woken = None;
         let body = match (&sender.person, body) {
@@ -528,9 +722,9 @@ impl Router {
             let deliveries = portal
                 .links
                 .iter()
-                .filter(|l| (**l == link) == back_to_origin)
+                .filter(|l| !quiet && (**l == link) == back_to_origin)
                 .filter(|l| self.wanted_on(l, &body, portal.degrade))
-                .map(|l| NewDelivery { id: new_id(), bridge: l.bridge.clone(), room: l.room.clone() })
+                .map(|l| NewDelivery { id: new_id(), bridge: l.bridge.clone(), room: l.room.clone(), recipient: None })
                 .collect();
             let origin_key = remote_key(&link.bridge, &link.room, remote_id.as_deref().unwrap_or(&id));
             let origin = Origin { bridge: link.bridge.clone(), room: link.room.clone(), remote_id };
@@ -671,6 +865,19 @@ impl Host for Router {
         if ignored || self.bridge(bridge).is_some_and(|b| b.is_own_sender(&incoming.room, &incoming.sender.id)) {
             self.metrics.dropped.get_or_create(&metrics::reason(bridge, "loop")).inc();
             return Ok(Accepted::Echo);
+        }
+        if let Some(command) = crate::broadcast::command(&incoming.body) {
+            // Archived, so that the same message coming again is known and
+            // the command runs once; shown nowhere.
+            let sender = self.directory().resolve(bridge, incoming.sender.clone());
+            let (reply, answer) = oneshot::channel();
+            let sub = Submission { bridge: link.bridge.clone(), incoming, reply, synthetic: false, back_to_origin: false, quiet: true };
+            self.submissions.send(sub).await.map_err(|_| SubmitError::Unavailable("shutting down".into()))?;
+            let accepted = answer.await.map_err(|_| SubmitError::Unavailable("shutting down".into()))??;
+            if matches!(accepted, Accepted::Stored { .. }) {
+                self.broadcast_command(&link, &sender, command).await;
+            }
+            return Ok(accepted);
         }
         self.submit_to_writer(link.bridge, incoming, false, false).await
     }
@@ -854,6 +1061,18 @@ impl Host for Router {
 /// What the peer's mark signs: the room the copy is in and the id the
 /// message had where it came from (a mark copied into another room is not
 /// the peer's there).
+/// What a bridge's room can show, where [`causeway_core::PEOPLE_ROOM`] is
+/// a person (when the bridge reaches people at all).
+pub fn people_or_room(bridge: &dyn Bridge, room: &str) -> Capabilities {
+    if room != causeway_core::PEOPLE_ROOM {
+        bridge.capabilities(room)
+    } else if bridge.reaches_people() {
+        Capabilities::PEOPLE
+    } else {
+        Capabilities::NONE
+    }
+}
+
 fn mark_material(room: &str, origin: &str) -> String {
     format!("causeway-mark\n{room}\n{origin}")
 }
@@ -942,7 +1161,7 @@ router:
     }
 
     fn submission(bridge: &str, incoming: Incoming) -> Submission {
-        Submission { bridge: bridge.into(), incoming, reply: oneshot::channel().0, synthetic: false, back_to_origin: false }
+        Submission { bridge: bridge.into(), incoming, reply: oneshot::channel().0, synthetic: false, back_to_origin: false, quiet: false }
     }
 
     async fn stored(router: &Router, bridge: &str, incoming: Incoming) -> String {
@@ -977,7 +1196,7 @@ router:
         // What the batch takes is known to the rest of it, aliases too.
         let mut taken = w.router.classify("b", incoming("s", "carol", Some("b-9"), Body::text("new")), &known, &[]).unwrap();
         taken.aliases = vec!["b-9-alias".into()];
-        let events = w.router.build(taken, false, false).unwrap();
+        let events = w.router.build(taken, false, false, false).unwrap();
         known.remember(&events[0]);
         assert_eq!(known.event_of(&remote_key("b", "s", "b-9")), Some(events[0].event.id.clone()));
         assert_eq!(known.event_of(&remote_key("b", "s", "b-9-alias")), Some(events[0].event.id.clone()));
@@ -1091,7 +1310,7 @@ router:
         assert_eq!(thread_of(&to_root.unwrap()), None, "a reply to the root itself is an ordinary reply");
         // Within one batch: an answer to the answer.
         let answer = r.classify("a", incoming("r", "carol", Some("a-3"), Body::text_replying("answer", Some("a-2".into()))), &known, &[]);
-        let earlier = r.build(answer.unwrap(), false, false).unwrap();
+        let earlier = r.build(answer.unwrap(), false, false, false).unwrap();
         known.remember(&earlier[0]);
         let again =
             r.classify("a", incoming("r", "dave", Some("a-5"), Body::text_replying("and again", Some("a-3".into()))), &known, &earlier);
@@ -1106,7 +1325,7 @@ router:
         let said = r.classify("a", incoming("r", "alice", Some("a-1"), Body::text("hi")), &known, &[]).unwrap();
         assert_eq!(said.sender.person.as_deref(), Some("alice"), "the directory knows her account");
         let mut known = known;
-        let earlier = r.build(said, false, false).unwrap();
+        let earlier = r.build(said, false, false, false).unwrap();
         known.remember(&earlier[0]);
         let fixed = r.classify("b", incoming("s", "alice-b", Some("b-1"), edit("a-1")), &known, &[]);
         assert!(fixed.is_err(), "a-1 is on a, not on b: b's id for it is not known yet");
@@ -1126,7 +1345,7 @@ router:
         let r = &w.router;
         let known = r.look_up(&[]).await.unwrap();
         let taken = r.classify("hook", incoming("in", "ci", Some("h-1"), Body::text("build green")), &known, &[]).unwrap();
-        let events = r.build(taken, false, false).unwrap();
+        let events = r.build(taken, false, false, false).unwrap();
         let to: Vec<_> = events[0].deliveries.iter().map(|d| (d.bridge.as_str(), d.room.as_str())).collect();
         assert_eq!(to, [("a", "r"), ("b", "s")], "not back to its own room, not to the webhook that only takes in");
         assert_eq!(events[0].origin_key, remote_key("hook", "in", "h-1"));
@@ -1134,7 +1353,7 @@ router:
 
         // A notice goes back to its own room alone.
         let taken = r.classify("a", incoming("r", NOTICE_SENDER, None, Body::text("note")), &known, &[]).unwrap();
-        let events = r.build(taken, true, true).unwrap();
+        let events = r.build(taken, true, true, false).unwrap();
         let to: Vec<_> = events[0].deliveries.iter().map(|d| (d.bridge.as_str(), d.room.as_str())).collect();
         assert_eq!(to, [("a", "r")]);
         assert_eq!(events[0].origin_key.remote_id, events[0].event.id, "no network id: the event's own");
@@ -1143,14 +1362,14 @@ router:
         // presence back to online, in that order.
         let online = Body::Presence { show: Show::Online, status: None };
         let taken = r.classify("a", incoming("r", "alice", None, online.clone()), &known, &[]).unwrap();
-        assert_eq!(r.build(taken, false, false).unwrap().len(), 1);
+        assert_eq!(r.build(taken, false, false, false).unwrap().len(), 1);
         let taken = r.classify("a", incoming("r", "alice", None, online), &known, &[]).unwrap();
-        assert!(r.build(taken, false, false).is_err(), "presence unchanged: no event");
+        assert!(r.build(taken, false, false, false).is_err(), "presence unchanged: no event");
         let taken = r.classify("a", incoming("r", "alice", Some("a-1"), Body::text("first")), &known, &[]).unwrap();
-        assert_eq!(r.build(taken, false, false).unwrap().len(), 1, "not idle: nothing to wake");
+        assert_eq!(r.build(taken, false, false, false).unwrap().len(), 1, "not idle: nothing to wake");
         assert_eq!(r.presence.idle_now(i64::MAX).len(), 1);
         let taken = r.classify("a", incoming("r", "alice", Some("a-2"), Body::text("back")), &known, &[]).unwrap();
-        let events = r.build(taken, false, false).unwrap();
+        let events = r.build(taken, false, false, false).unwrap();
         assert_eq!(events.len(), 2);
         assert!(matches!(events[1].event.body, Body::Presence { show: Show::Online, .. }));
         assert_eq!(events[1].deliveries.len(), 1, "to b; the webhook takes nothing");
@@ -1166,7 +1385,7 @@ router:
         let mut announced = r.subscribe();
         let known = r.look_up(&[]).await.unwrap();
         let taken = r.classify("a", incoming("r", "bob", Some("a-1"), Body::text("hi")), &known, &[]).unwrap();
-        let events = r.build(taken, false, false).unwrap();
+        let events = r.build(taken, false, false, false).unwrap();
         let id = events[0].event.id.clone();
         let (reply, answer) = oneshot::channel();
         r.commit_and_hand_over(events, vec![Some(reply)]).await;

@@ -39,14 +39,24 @@ pub enum PortalKind {
     Direct,
     /// Made in the console (or its API) at run time and kept in the store.
     Console,
+    /// The lanes of broadcasts to people ([`causeway_core::PEOPLE_ROOM`] of
+    /// each bridge that reaches people): no conversation, never submitted to.
+    Broadcast,
 }
 
 impl PortalKind {
+    /// Whether the console may change or remove such a portal (one made
+    /// at run time).
+    pub fn editable(self) -> bool {
+        matches!(self, PortalKind::Direct | PortalKind::Console)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             PortalKind::Configured => "configured",
             PortalKind::Direct => "direct",
             PortalKind::Console => "console",
+            PortalKind::Broadcast => "broadcast",
         }
     }
 }
@@ -303,7 +313,13 @@ impl Topology {
 
     /// The rooms of `bridge` that are in a portal, sorted.
     pub fn rooms_of(&self, bridge: &str) -> Vec<String> {
-        let mut rooms: Vec<String> = self.rooms().link_portal.keys().filter(|l| l.bridge == bridge).map(|l| l.room.clone()).collect();
+        let mut rooms: Vec<String> = self
+            .rooms()
+            .link_portal
+            .keys()
+            .filter(|l| l.bridge == bridge && l.room != causeway_core::PEOPLE_ROOM)
+            .map(|l| l.room.clone())
+            .collect();
         rooms.sort();
         rooms
     }
@@ -346,7 +362,7 @@ impl Topology {
                     attempts: 0,
                     enqueued_ms: now_ms,
                     first_failed_ms: None,
-                    recipient: None,
+                    recipient: d.recipient.clone(),
                     event: event.clone(),
                 }),
                 None => feed.wake(),
@@ -464,6 +480,7 @@ mod tests {
             id: format!("d-{b}"),
             bridge: b.into(),
             room: if b == "b" { "s".into() } else { "u".into() },
+            recipient: None,
         });
         t.hand_over(&event("e1"), &deliveries, &[7, 8], 100);
         let (items, read) = feed("b").take();

@@ -1,7 +1,8 @@
 //! The IT console's API through the real `causeway` binary: logins,
 //! sessions, CSRF, read-only tokens, the limit on failed logins, portals
 //! made, changed and removed at run time (and kept across a restart),
-//! dead letters retried and dropped, the audit log; good and hostile input
+//! dead letters retried and dropped, broadcasts and their recipients, the
+//! audit log; good and hostile input
 //! on every route.
 #![cfg(feature = "webhook")]
 
@@ -559,4 +560,113 @@ async fn a_reload_adds_a_portal_and_a_person_and_the_old_portal_loses_nothing() 
     assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["action"] == "config.reload"));
     drop(hook_a);
     assert!(d.terminate().success(), "{}", d.log());
+}
+
+/// A broadcast sent through the API: refused for a read-only token and for
+/// what names nobody; otherwise 202, each recipient followed to its end
+/// (`delivered`, `failed` where the room refuses it, `unreachable` for a
+/// person with no network that takes broadcasts), each once, and audited.
+#[tokio::test]
+async fn a_broadcast_through_the_api_reports_each_recipient() {
+    let mut room_a = Hook::start(Mode::Accept { own_ids: None }).await;
+    let room_b = Hook::start(Mode::Fail(400)).await;
+    let mut direct = Hook::start(Mode::Accept { own_ids: None }).await;
+    let admin_port = free_port();
+    let (ops, ops_hash) = causeway::admin::auth::new_token();
+    let (viewer, viewer_hash) = causeway::admin::auth::new_token();
+    let config = format!(
+        r#"
+http: {{ listen: "127.0.0.1:{{port}}" }}
+store: {{ path: "{{db}}" }}
+outbox: {{ retry_initial: 50ms, retry_max: 200ms, give_up_after: 1s }}
+admin:
+  listen: "127.0.0.1:{admin_port}"
+  tokens:
+    - {{ name: ops, sha256: "{ops_hash}" }}
+    - {{ name: viewer, sha256: "{viewer_hash}", read_only: true }}
+bridges:
+  hooks:
+    type: webhook
+    endpoints:
+      a: {{ inbound: {{ token: "token-a" }}, outbound: {{ url: "{a}" }} }}
+      b: {{ inbound: {{ token: "token-b" }}, outbound: {{ url: "{b}" }} }}
+      dm: {{ direct: true, inbound: {{ token: "token-dm" }}, outbound: {{ url: "{dm}" }} }}
+portals:
+  - id: ops
+    links: [{{ bridge: hooks, room: a }}, {{ bridge: hooks, room: b }}]
+people:
+  - {{ id: alice, name: Alice Liddell, accounts: {{ hooks: alice }} }}
+  - {{ id: bob, name: Bob Ross, accounts: {{ hooks: bob }}, groups: [staff] }}
+  - {{ id: carol, name: Carol Ann, groups: [staff] }}
+"#,
+        a = room_a.url(),
+        b = room_b.url(),
+        dm = direct.url()
+    );
+    let _d = Daemon::start(&config).await;
+    let mut viewing = Admin::new(admin_port);
+    assert_eq!(viewing.login(&viewer).await.0, StatusCode::OK);
+    let mut admin = Admin::new(admin_port);
+    assert_eq!(admin.login(&ops).await.0, StatusCode::OK);
+
+    let body = json!({"to": ["all", "portal:ops"], "text": "Fire drill at 15:00", "from": "Facilities"});
+    assert_eq!(viewing.post("/broadcasts", body.clone()).await.0, StatusCode::FORBIDDEN);
+    for (bad, why) in [
+        (json!({"to": ["group:nobody"], "text": "x"}), "nobody is in group"),
+        (json!({"to": ["portal:nope"], "text": "x"}), "no portal"),
+        (json!({"to": ["everyone"], "text": "x"}), "not a target"),
+        (json!({"to": ["all"], "text": "  "}), "no text"),
+        (json!({"to": [], "text": "x"}), "whom"),
+        (json!({"to": ["all"], "text": "x", "attachments": [{"url": "file:///etc/passwd"}]}), "http(s)"),
+    ] {
+        let (status, answer) = admin.post("/broadcasts", bad.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {answer}");
+        assert!(answer.to_string().contains(why), "{bad}: {answer}");
+    }
+
+    let (status, sent) = admin.post("/broadcasts", body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{sent}");
+    let id = sent["broadcast"]["id"].as_str().unwrap().to_string();
+    assert_eq!(sent["broadcast"]["counts"]["total"], 5, "{sent}");
+    let deadline = std::time::Instant::now() + T;
+    let shown = loop {
+        let (status, shown) = admin.get(&format!("/broadcasts/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{shown}");
+        if shown["state"] == "done" {
+            break shown;
+        }
+        assert!(std::time::Instant::now() < deadline, "not done: {shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut states: Vec<(String, String)> = shown["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let whom = r["person"].as_str().or(r["room"].as_str()).unwrap().to_string();
+            (whom, r["state"].as_str().unwrap().to_string())
+        })
+        .collect();
+    states.sort();
+    let want = [("a", "delivered"), ("alice", "delivered"), ("b", "failed"), ("bob", "delivered"), ("carol", "unreachable")];
+    assert_eq!(states, want.map(|(w, s)| (w.to_string(), s.to_string())), "{shown}");
+    let counts = &shown["broadcast"]["counts"];
+    assert_eq!((counts["delivered"].as_u64(), counts["failed"].as_u64(), counts["unreachable"].as_u64()), (Some(3), Some(1), Some(1)));
+
+    // Each once: a notice in room a, a direct message to alice and to bob.
+    let in_a = room_a.drain(Duration::from_secs(1)).await;
+    assert_eq!(in_a.len(), 1, "{in_a:?}");
+    assert!(in_a[0].json["text"].as_str().unwrap().contains("Fire drill"), "{:?}", in_a[0].json);
+    let mut to: Vec<String> =
+        direct.drain(Duration::from_secs(1)).await.iter().map(|r| r.json["direct"]["to"].as_str().unwrap_or("?").to_string()).collect();
+    to.sort();
+    assert_eq!(to, ["alice", "bob"]);
+
+    let (_, list) = admin.get("/broadcasts").await;
+    // Those refused when planned (nobody in the group, no such portal) are
+    // listed with why; those not understood were never kept.
+    assert_eq!(list["broadcasts"].as_array().unwrap().len(), 1 + 2, "{list}");
+    let (_, audit) = admin.get("/audit").await;
+    assert!(audit["entries"].as_array().unwrap().iter().any(|e| e["action"] == "broadcast.send" && e["target"] == id.as_str()), "{audit}");
+    assert_eq!(admin.get("/broadcasts/b-nope").await.0, StatusCode::NOT_FOUND);
 }

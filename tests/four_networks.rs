@@ -208,3 +208,145 @@ async fn direct_conversations_between_xmpp_and_matrix_people() {
     assert_eq!(done, Ok(true), "opened on XMPP\n{}", w.daemon.log());
     assert!(w.daemon.log().matches("opened a direct conversation").count() >= 2, "{}", w.daemon.log());
 }
+
+/// The people of the test directory, and who of them a broadcast reaches
+/// where: erin is offline on XMPP while it is sent, dave has no account on
+/// a network that takes broadcasts.
+const BROADCAST_PEOPLE: &str = r#"
+  - id: erin
+    name: Erin Hunt
+    accounts: { xmpp: erin@xmpp.test }
+broadcast:
+  senders:
+    - people: [alice]
+      to: [all, portals]
+  rate: { xmpp: 20, matrix: 5, email: 5 }
+"#;
+
+/// A broadcast to everyone in the directory, asked for by a person with
+/// `!broadcast` in a room: each person gets it once, on their own network,
+/// from the bridge's account (erin, offline while it is sent, when she is
+/// back); `causeway broadcast status` tells each recipient's state. Then a
+/// broadcast from the command line reaches every room as a notice, and
+/// someone not allowed to broadcast is told so and sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_reaches_everyone_once_on_their_own_network() {
+    let w = World::start_with(
+        "",
+        |c| {
+            let c = c.replace(
+                "policy: { allow: [partner.example] }",
+                "policy: { allow: [partner.example] }, broadcast_from: announce@mail.test",
+            );
+            // The extra person and the broadcast section go with the people.
+            c.replace("    accounts: { hooks: w }\n", &format!("    accounts: {{ hooks: w }}{BROADCAST_PEOPLE}"))
+        },
+        &[],
+    )
+    .await;
+    let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
+    let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
+    let said = alice.say(vec![xmpp_body("!broadcast Fire drill at 15:00, meet in the car park")]).await.unwrap();
+    assert!(!said.is_empty());
+    // The answer in the room says it is on its way.
+    let answer = alice
+        .next_matching(T, |s| s.name() == "message" && text_of(s).contains("is on its way"))
+        .await
+        .unwrap_or_else(|e| panic!("no answer to the command: {e}\n{}", w.daemon.log()));
+    let answer = text_of(&answer);
+    assert!(answer.contains("to 5 recipients (1 cannot be reached)"), "{answer}");
+    let id = answer.split_whitespace().find(|w| w.starts_with("b-")).expect("the broadcast's id").to_string();
+
+    // Alice, online on XMPP: a chat message from the bridge.
+    let dm = alice.next_chat(T).await.unwrap_or_else(|e| panic!("alice: {e}\n{}", w.daemon.log()));
+    assert_eq!(dm.attr("from").map(|f| f.split('/').next().unwrap()), Some("causeway@bridge.xmpp.test"), "{dm:?}");
+    assert!(text_of(&dm).contains("Announcement from Alice Liddell") && text_of(&dm).contains("Fire drill"), "{dm:?}");
+    // Bob on Matrix: a room of the bridge's user with him, and the notice in it.
+    let (room, notice) =
+        bob.next_direct_matching(T, |e| e["type"] == "m.room.message").await.unwrap_or_else(|e| panic!("bob: {e}\n{}", w.daemon.log()));
+    assert_eq!(notice["sender"], "@causeway:matrix.test", "{notice}");
+    assert_eq!(notice["content"]["msgtype"], "m.notice", "{notice}");
+    assert!(notice["content"]["body"].as_str().unwrap().contains("Fire drill"), "{notice}");
+    // Carol by mail, from the broadcast address.
+    let mail = w.mail.wait_for("carol", "INBOX", T, |m| m.subject().is_some_and(|s| s.starts_with("Announcement from Alice"))).await;
+    let mail = mail_parser::MessageParser::default().parse(&mail).unwrap();
+    assert!(mail.body_text(0).unwrap().contains("Fire drill"));
+    assert_eq!(mail.from().and_then(|f| f.first()).and_then(|a| a.address()), Some("announce@mail.test"));
+
+    // Every reachable recipient delivered, erin included while offline;
+    // dave cannot be reached.
+    let status = wait_broadcast_done(&w, &id).await;
+    let states: Vec<(String, String)> = status["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["person"].as_str().unwrap_or("").to_string(), r["state"].as_str().unwrap().to_string()))
+        .collect();
+    let want: Vec<(String, String)> =
+        [("alice", "delivered"), ("bob", "delivered"), ("carol", "delivered"), ("dave", "unreachable"), ("erin", "delivered")]
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+            .to_vec();
+    let mut sorted = states.clone();
+    sorted.sort();
+    assert_eq!(sorted, want, "{status}");
+    // Erin comes back: her server kept it for her.
+    let mut erin = XmppPeer::login(&w.prosody, "erin", MUC, "Erin").await;
+    let kept = erin.next_chat(T).await.unwrap_or_else(|e| panic!("erin: {e}\n{}", w.prosody.log()));
+    assert!(text_of(&kept).contains("Fire drill"), "{kept:?}");
+
+    // Once each: nothing more comes to anyone.
+    let quiet = Duration::from_secs(3);
+    assert!(erin.next_chat(quiet).await.is_err(), "erin got it twice");
+    assert!(alice.next_chat(quiet).await.is_err(), "alice got it twice");
+    assert!(bob.next_direct_matching(quiet, |e| e["type"] == "m.room.message").await.is_err(), "bob got it twice");
+    let announced = |raw: &Vec<u8>| {
+        mail_parser::MessageParser::default().parse(raw).is_some_and(|m| m.subject().is_some_and(|s| s.starts_with("Announcement from")))
+    };
+    assert_eq!(w.mail.fetch("carol", "INBOX").iter().filter(|(_, raw)| announced(raw)).count(), 1);
+    assert!(!room.is_empty());
+
+    // From the command line, to every room: a notice in each.
+    let out = w.daemon.cli(&["broadcast", "--to", "portals", "--text", "The canteen is closed today", "--from", "Facilities", "--wait"]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), w.daemon.log());
+    let seen = alice.next_matching(T, |s| s.name() == "message" && text_of(s).contains("canteen is closed")).await;
+    assert!(seen.is_ok(), "not in the MUC: {seen:?}");
+    let seen = bob.next_matching(T, |e| e["content"]["body"].as_str().is_some_and(|b| b.contains("canteen is closed"))).await;
+    assert_eq!(seen.map(|e| e["content"]["msgtype"].clone()), Ok(serde_json::json!("m.notice")));
+    w.mail.wait_for("carol", "INBOX", T, |m| m.body_text(0).is_some_and(|b| b.contains("canteen is closed"))).await;
+    let cli_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = w.daemon.cli(&["broadcast", "status", &cli_id]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("(done)") && table.contains("4 recipients: 4 delivered"), "{table}");
+
+    // Bob may not broadcast: told so in his room, and nothing is sent.
+    bob.send("m.room.message", serde_json::json!({"msgtype": "m.text", "body": "!broadcast free pizza"})).await.unwrap();
+    let refused = bob.next_matching(T, |e| e["content"]["body"].as_str().is_some_and(|b| b.contains("may not broadcast"))).await;
+    assert!(refused.is_ok(), "{refused:?}\n{}", w.daemon.log());
+    let out = w.daemon.cli(&["broadcast", "list", "--json"]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    assert!(alice.next_matching(Duration::from_secs(2), |s| text_of(s).contains("free pizza")).await.is_err(), "the command was relayed");
+}
+
+/// `causeway broadcast status ID --json` once nothing is pending.
+async fn wait_broadcast_done(w: &World, id: &str) -> serde_json::Value {
+    let deadline = Instant::now() + T;
+    loop {
+        let out = w.daemon.cli(&["broadcast", "status", id, "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v["state"] == "done" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "broadcast not done: {v}\n{}", w.daemon.log());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn xmpp_body(text: &str) -> tokio_xmpp::minidom::Element {
+    tokio_xmpp::minidom::Element::builder("body", "jabber:client").append(text).build()
+}
+
+fn text_of(e: &tokio_xmpp::minidom::Element) -> String {
+    e.get_child("body", "jabber:client").map(|b| b.text()).unwrap_or_default()
+}

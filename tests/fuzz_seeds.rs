@@ -39,6 +39,15 @@ fn archive_query() {
 }
 
 #[test]
+fn broadcast_command() {
+    each("broadcast_command", |data| {
+        if let Ok(text) = std::str::from_utf8(data) {
+            causeway::broadcast::fuzz_command(text);
+        }
+    });
+}
+
+#[test]
 fn admin_request() {
     each("admin_request", causeway::admin::fuzz_request);
 }

@@ -40,6 +40,8 @@ pub fn routes() -> Router<Console> {
         .route("/outbox/{delivery}/retry", post(retry_one))
         .route("/outbox/{delivery}/drop", post(drop_one))
         .route("/audit", get(audit))
+        .route("/broadcasts", get(list_broadcasts).post(send_broadcast))
+        .route("/broadcasts/{id}", get(show_broadcast))
         .route("/reload", post(reload))
         .route("/archive/search", get(search))
         .route("/archive/exports", get(list_exports).post(start_export))
@@ -538,6 +540,83 @@ async fn search(
             Json(json!({"hits": hits})).into_response()
         }
         Err(refused) => refused.response(),
+    }
+}
+
+/// A broadcast as the API takes it.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBroadcast {
+    to: Vec<String>,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    html: Option<String>,
+    #[serde(default)]
+    attachments: Vec<causeway_core::Attachment>,
+    #[serde(default)]
+    from: Option<String>,
+}
+
+/// Send a broadcast: planned at once (its recipients chosen, every
+/// delivery queued); `GET …/broadcasts/{id}` follows it.
+async fn send_broadcast(
+    State(c): State<Console>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<NewBroadcast>, JsonRejection>,
+) -> Response {
+    use crate::broadcast::{Request, Requested, Target};
+    let new = match body {
+        Ok(Json(n)) => n,
+        Err(e) => return bad_json(e),
+    };
+    let to: Result<Vec<Target>, String> = new.to.iter().map(|t| t.parse()).collect();
+    let request =
+        to.and_then(|to| Request::new(to, &new.text, new.html.as_deref(), new.attachments, new.from.as_deref().unwrap_or(&caller.who)));
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e),
+    };
+    let requested = Requested::new(&format!("admin:{}", caller.who), request);
+    if let Err(e) = c.router.request_broadcast(&requested).await {
+        return unavailable(e);
+    }
+    c.router.plan_broadcasts().await;
+    match c.store.broadcasts(Some(&requested.id), 1).await {
+        Ok(mut s) => match s.pop() {
+            Some(summary) => {
+                let to: Vec<String> = summary.requested.request.to.iter().map(ToString::to_string).collect();
+                c.audit(&caller, "broadcast.send", &requested.id, &to.join(" ")).await;
+                let status = if summary.error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::ACCEPTED };
+                let body = json!({"broadcast": summary, "state": summary.state()});
+                (status, [(header::LOCATION, format!("/admin/api/broadcasts/{}", requested.id))], Json(body)).into_response()
+            }
+            None => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the broadcast was not kept"),
+        },
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn list_broadcasts(State(c): State<Console>) -> Response {
+    match c.store.broadcasts(None, 100).await {
+        Ok(all) => {
+            let all: Vec<Value> = all.iter().map(|s| json!({"broadcast": s, "state": s.state()})).collect();
+            Json(json!({"broadcasts": all})).into_response()
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+/// A broadcast with each recipient's state.
+async fn show_broadcast(State(c): State<Console>, Path(id): Path<String>) -> Response {
+    let summary = match c.store.broadcasts(Some(&id), 1).await {
+        Ok(mut s) => s.pop(),
+        Err(e) => return unavailable(e),
+    };
+    let Some(summary) = summary else { return error(StatusCode::NOT_FOUND, "not_found", format!("no broadcast {id:?}")) };
+    match c.store.broadcast_recipients(&id).await {
+        Ok(recipients) => Json(json!({"broadcast": summary, "state": summary.state(), "recipients": recipients})).into_response(),
+        Err(e) => unavailable(e),
     }
 }
 

@@ -70,6 +70,29 @@ fn schemas() -> Value {
         "Error": {"type": "object", "required": ["error", "message"], "properties": {
             "error": {"type": "string"}, "message": {"type": "string"},
             "fields": {"type": "array", "items": r("FieldError")}}},
+        "Broadcast": {"type": "object", "required": ["id", "requested_ms", "requested_by", "request", "counts"], "properties": {
+            "id": {"type": "string"}, "requested_ms": {"type": "integer"}, "requested_by": {"type": "string"},
+            "request": {"type": "object", "required": ["to", "text", "from_name"], "properties": {
+                "to": {"type": "array", "items": {"type": "string"}}, "text": {"type": "object"},
+                "attachments": {"type": "array", "items": {"type": "object"}}, "from_name": {"type": "string"},
+                "from_person": nullable("string")}},
+            "event_id": nullable("string"), "planned_ms": nullable("integer"), "error": nullable("string"),
+            "counts": {"type": "object", "required": ["total", "delivered", "pending", "failed", "unreachable"], "properties": {
+                "total": {"type": "integer"}, "delivered": {"type": "integer"}, "pending": {"type": "integer"},
+                "failed": {"type": "integer"}, "unreachable": {"type": "integer"}}}}},
+        "BroadcastState": {"type": "object", "required": ["broadcast", "state"], "properties": {
+            "broadcast": r("Broadcast"), "state": {"enum": ["waiting", "sending", "done", "refused"]},
+            "recipients": {"type": "array", "items": r("BroadcastRecipient")}}},
+        "BroadcastRecipient": {"type": "object", "required": ["state", "attempts"], "properties": {
+            "person": nullable("string"), "bridge": nullable("string"), "room": nullable("string"), "account": nullable("string"),
+            "delivery_id": nullable("string"), "state": {"enum": ["delivered", "pending", "failed", "unreachable"]},
+            "attempts": {"type": "integer"}, "error": nullable("string")}},
+        "NewBroadcast": {"type": "object", "required": ["to"], "properties": {
+            "to": {"type": "array", "items": {"type": "string"}, "description": "all, portals, portal:ID, people:ID,ID, group:NAME"},
+            "text": {"type": "string"}, "html": {"type": "string"},
+            "attachments": {"type": "array", "items": {"type": "object", "required": ["url"], "properties": {
+                "url": {"type": "string"}, "name": {"type": "string"}, "mime": {"type": "string"}}}},
+            "from": {"type": "string", "description": "Whom it is from (the token's name when left out)"}}},
         "FieldError": {"type": "object", "required": ["field", "message"], "properties": {
             "field": {"type": "string"}, "message": {"type": "string"}}},
         "Session": {"type": "object", "required": ["who", "read_only"], "properties": {
@@ -259,6 +282,19 @@ fn paths(int: &Value, limit: &Value) -> Value {
                     "200": answer("The entries", json!({"type": "object", "required": ["entries"], "properties": {
                         "entries": {"type": "array", "items": r("AuditEntry")}, "next_before": nullable("integer")}})),
                     "400": error("A parameter is wrong"), "503": error("The store failed")}), false)}},
+            "/broadcasts": {
+                "get": op("The latest broadcasts with their counts (docs/broadcast.md)", "broadcasts", json!({"200": answer("The broadcasts",
+                    json!({"type": "object", "required": ["broadcasts"], "properties": {
+                        "broadcasts": {"type": "array", "items": r("BroadcastState")}}})),
+                    "503": error("The store failed")})),
+                "post": change("Send a broadcast: its recipients are chosen and every delivery queued at once", "broadcasts",
+                    Some(body(r("NewBroadcast"))), json!({
+                    "202": answer("Planned and on its way", r("BroadcastState")), "400": error("Not a broadcast"),
+                    "422": error("Not sendable (no text, an unknown target, nobody reached)"), "503": error("The store failed")}))},
+            "/broadcasts/{id}": {
+                "parameters": [path_param("id", "The broadcast's id")],
+                "get": op("A broadcast and each recipient's state", "broadcasts", json!({
+                    "200": answer("The broadcast", r("BroadcastState")), "404": error("No such broadcast"), "503": error("The store failed")}))},
             "/archive/exports": {
                 "get": op("Exports made from the console, and the export log", "archive", json!({"200": answer("The exports",
                     json!({"type": "object", "required": ["jobs", "log"], "properties": {

@@ -523,7 +523,7 @@ async fn portal_page(c: &Console, caller: &Caller, id: &str, message: Option<Mar
         );
     };
     let links = super::api::link_states(c, &p).await.unwrap_or_default();
-    let editable = p.kind != PortalKind::Configured && !caller.read_only;
+    let editable = p.kind.editable() && !caller.read_only;
     let body = html! {
         @if let Some(m) = message { (m) }
         p { (kind_badge(p.kind)) @if p.kind == PortalKind::Configured { " From the config file: change it there, then reload." } }

@@ -207,6 +207,9 @@ pub async fn change(
     if portal.kind == PortalKind::Configured {
         return Err(PortalError::Conflict(format!("portal {id:?} is in the config file: change it there (and reload)")));
     }
+    if !portal.kind.editable() {
+        return Err(PortalError::Conflict(format!("portal {id:?} is Causeway's own ({}): it cannot be changed", portal.kind.name())));
+    }
     let mut errors = Vec::new();
     check_links(router, id, &change.add, "add", &mut errors);
     let remove = links_of(&change.remove);
@@ -251,6 +254,9 @@ pub async fn delete(router: &Arc<Router>, store: &dyn Store, edits: &tokio::sync
     let portal = router.topology().get(id).ok_or_else(|| PortalError::NotFound(id.to_string()))?;
     if portal.kind == PortalKind::Configured {
         return Err(PortalError::Conflict(format!("portal {id:?} is in the config file: remove it there (and reload)")));
+    }
+    if !portal.kind.editable() {
+        return Err(PortalError::Conflict(format!("portal {id:?} is Causeway's own ({}): it cannot be removed", portal.kind.name())));
     }
     store.delete_portal(id).await.map_err(|e| PortalError::Unavailable(e.to_string()))?;
     let gone = router.topology().remove(id, None);

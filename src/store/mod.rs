@@ -74,6 +74,9 @@ pub struct NewDelivery {
     pub id: String,
     pub bridge: String,
     pub room: String,
+    /// For this recipient of the room alone: a person's account, in
+    /// [`causeway_core::PEOPLE_ROOM`] (a broadcast).
+    pub recipient: Option<String>,
 }
 
 /// A pending delivery with its event, as an outbox lane works on it.
@@ -235,6 +238,19 @@ pub trait Store: Send + Sync + 'static {
     /// Archive, map and enqueue a batch in ONE transaction. Returns each
     /// event's sequence numbers, in the batch's order.
     async fn commit(&self, batch: &[NewEvent]) -> Result<Vec<Stored>, StoreError>;
+    /// A broadcast's event with its deliveries, its recipients and its plan,
+    /// in one transaction.
+    async fn commit_broadcast(&self, event: &NewEvent, planned: &crate::broadcast::Planned) -> Result<Stored, StoreError>;
+    /// A broadcast asked for, to be planned by the daemon.
+    async fn request_broadcast(&self, b: &crate::broadcast::Requested) -> Result<(), StoreError>;
+    /// A broadcast that cannot be planned, and why.
+    async fn refuse_broadcast(&self, id: &str, error: &str) -> Result<(), StoreError>;
+    /// Broadcasts asked for and not planned yet, oldest first.
+    async fn unplanned_broadcasts(&self) -> Result<Vec<crate::broadcast::Requested>, StoreError>;
+    /// Broadcasts with their counts, newest first (`id`: that one alone).
+    async fn broadcasts(&self, id: Option<&str>, limit: u32) -> Result<Vec<crate::broadcast::Summary>, StoreError>;
+    /// Each recipient of a broadcast, with where its delivery stands.
+    async fn broadcast_recipients(&self, id: &str) -> Result<Vec<crate::broadcast::RecipientStatus>, StoreError>;
     /// Pending deliveries of one lane after `after_seq`, in order.
     async fn pending(&self, bridge: &str, room: &str, after_seq: i64, limit: u32) -> Result<Vec<OutboxItem>, StoreError>;
     /// Lanes with pending rows after `after_seq` (rows another process

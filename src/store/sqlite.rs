@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (7, "retention", include_str!("../../migrations/sqlite/0007_retention.sql")),
     (8, "export_log", include_str!("../../migrations/sqlite/0008_export_log.sql")),
     (9, "console", include_str!("../../migrations/sqlite/0009_console.sql")),
+    (10, "broadcasts", include_str!("../../migrations/sqlite/0010_broadcasts.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -75,6 +76,100 @@ impl SqliteStore {
     /// Run a script that is one transaction (`BEGIN …; …; COMMIT`) on the
     /// write connection in one go: one hand-off to SQLite's thread instead of
     /// one per statement. If a statement fails, the transaction is rolled back.
+    async fn commit_with(&self, batch: &[NewEvent], broadcast: Option<&crate::broadcast::Planned>) -> Result<Vec<Stored>, StoreError> {
+        // One transaction, sent to SQLite's thread as one script.
+        let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
+        let mut jsons = Vec::with_capacity(batch.len());
+        for ne in batch {
+            let e = &ne.event;
+            jsons.push(serde_json::to_string(e).map_err(|err| StoreError::Corrupt(e.id.clone(), err))?);
+        }
+        // Archive and outbox rows, many per statement; RETURNING names each
+        // row's seq (in no promised order, hence by event or delivery id;
+        // the first column tells which table).
+        let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(batch.len());
+        let mut outbox_seq_of: HashMap<String, i64> = HashMap::new();
+        let rows: Vec<(&NewEvent, &String)> = batch.iter().zip(&jsons).collect();
+        for chunk in rows.chunks(CHUNK) {
+            q.push("INSERT INTO archive (event_id, portal, at_ms, kind, origin_bridge, origin_room, sender, person, event) ");
+            q.push_values(chunk, |mut b, (ne, json)| {
+                let e = &ne.event;
+                b.push_bind(&e.id)
+                    .push_bind(&e.portal)
+                    .push_bind(e.at_ms)
+                    .push_bind(e.body.kind())
+                    .push_bind(&e.origin.bridge)
+                    .push_bind(&e.origin.room)
+                    .push_bind(&e.sender.id)
+                    .push_bind(e.sender.person.as_deref())
+                    .push_bind(json.as_str());
+            });
+            q.push(" RETURNING 'a', event_id, seq; ");
+        }
+        // Map rows: the origin's id, and each delivery id (so an echo of a
+        // delivery is recognised even before the target confirms it).
+        let maps: Vec<(&str, &str, &str, &str, i64)> = batch
+            .iter()
+            .flat_map(|ne| {
+                let k = &ne.origin_key;
+                let id = ne.event.id.as_str();
+                std::iter::once((k.bridge.as_str(), k.room.as_str(), k.remote_id.as_str(), id, kind_code(IdKind::Origin)))
+                    .chain(ne.aliases.iter().map(move |a| (k.bridge.as_str(), k.room.as_str(), a.as_str(), id, kind_code(IdKind::Alias))))
+                    .chain(
+                        ne.deliveries
+                            .iter()
+                            .map(move |d| (d.bridge.as_str(), d.room.as_str(), d.id.as_str(), id, kind_code(IdKind::DeliveryKey))),
+                    )
+            })
+            .collect();
+        for chunk in maps.chunks(CHUNK) {
+            q.push("INSERT OR IGNORE INTO message_map (bridge, room, remote_id, event_id, kind) ");
+            q.push_values(chunk, |mut b, (bridge, room, remote, event, kind)| {
+                b.push_bind(*bridge).push_bind(*room).push_bind(*remote).push_bind(*event).push_bind(*kind);
+            });
+            q.push("; ");
+        }
+        let now = now_ms();
+        let rows: Vec<(&super::NewDelivery, &str)> =
+            batch.iter().flat_map(|ne| ne.deliveries.iter().map(|d| (d, ne.event.id.as_str()))).collect();
+        for chunk in rows.chunks(CHUNK) {
+            q.push("INSERT INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms, recipient) ");
+            q.push_values(chunk, |mut b, (d, event)| {
+                b.push_bind(&d.id)
+                    .push_bind(*event)
+                    .push_bind(&d.bridge)
+                    .push_bind(&d.room)
+                    .push_bind(now)
+                    .push_bind(d.recipient.as_deref());
+            });
+            q.push(" RETURNING 'o', delivery_id, seq; ");
+        }
+        // The search index and the files to keep, in the same transaction
+        // (docs/archive.md).
+        index_for_search(&mut q, batch);
+        files_to_keep(&mut q, batch);
+        if let Some(b) = broadcast {
+            planned_broadcast(&mut q, b);
+        }
+        q.push("COMMIT");
+        for r in self.write_script(q).await? {
+            let table: &str = r.get(0);
+            match table {
+                "a" => seq_of.insert(r.get(1), r.get(2)),
+                _ => outbox_seq_of.insert(r.get(1), r.get(2)),
+            };
+        }
+        // RETURNING names every row it inserted; should one be missing all
+        // the same, the event is committed and its lanes read the store.
+        Ok(batch
+            .iter()
+            .map(|ne| Stored {
+                seq: seq_of.get(&ne.event.id).copied().unwrap_or_default(),
+                outbox: ne.deliveries.iter().map(|d| outbox_seq_of.get(&d.id).copied()).collect::<Option<_>>().unwrap_or_default(),
+            })
+            .collect())
+    }
+
     async fn write_script(&self, mut q: QueryBuilder<Sqlite>) -> Result<Vec<SqliteRow>, StoreError> {
         let mut conn = self.write.acquire().await?;
         match q.build().fetch_all(&mut *conn).await {
@@ -129,6 +224,38 @@ fn kind_of(code: i64) -> Option<IdKind> {
 /// names, an edit's text in place of its message's, a retraction marked.
 /// An edit or retraction may name an edit of the message: it is followed
 /// to the message.
+/// A planned broadcast's recipients, and its plan, in the transaction of its event.
+fn planned_broadcast(q: &mut QueryBuilder<Sqlite>, b: &crate::broadcast::Planned) {
+    let rows: Vec<(usize, &crate::broadcast::PlannedRecipient)> = b.recipients.iter().enumerate().collect();
+    for chunk in rows.chunks(CHUNK) {
+        q.push("INSERT INTO broadcast_recipients (broadcast_id, n, person, bridge, room, recipient, delivery_id, note) ");
+        q.push_values(chunk, |mut v, (n, r)| {
+            v.push_bind(&b.id)
+                .push_bind(*n as i64)
+                .push_bind(r.person.as_deref())
+                .push_bind(r.bridge.as_deref())
+                .push_bind(r.room.as_deref())
+                .push_bind(r.account.as_deref())
+                .push_bind(r.delivery_id.as_deref())
+                .push_bind(r.note.as_deref());
+        });
+        q.push("; ");
+    }
+    q.push("UPDATE broadcasts SET event_id = ").push_bind(&b.event_id).push(", planned_ms = ").push_bind(now_ms());
+    q.push(" WHERE id = ").push_bind(&b.id).push("; ");
+}
+
+fn requested_of(r: &SqliteRow) -> Result<crate::broadcast::Requested, StoreError> {
+    let id: String = r.get("id");
+    let request: String = r.get("request");
+    Ok(crate::broadcast::Requested {
+        request: serde_json::from_str(&request).map_err(|e| StoreError::Corrupt(id.clone(), e))?,
+        id,
+        requested_ms: r.get("requested_ms"),
+        requested_by: r.get("requested_by"),
+    })
+}
+
 fn index_for_search(q: &mut QueryBuilder<Sqlite>, batch: &[NewEvent]) {
     let said: Vec<(&str, Indexed)> = batch
         .iter()
@@ -835,89 +962,125 @@ impl Store for SqliteStore {
     /// One piece (over 80 lines): one transaction (archive, message map, outbox
     /// rows), read top to bottom.
     async fn commit(&self, batch: &[NewEvent]) -> Result<Vec<Stored>, StoreError> {
-        // One transaction, sent to SQLite's thread as one script.
-        let mut q = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
-        let mut jsons = Vec::with_capacity(batch.len());
-        for ne in batch {
-            let e = &ne.event;
-            jsons.push(serde_json::to_string(e).map_err(|err| StoreError::Corrupt(e.id.clone(), err))?);
-        }
-        // Archive and outbox rows, many per statement; RETURNING names each
-        // row's seq (in no promised order, hence by event or delivery id;
-        // the first column tells which table).
-        let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(batch.len());
-        let mut outbox_seq_of: HashMap<String, i64> = HashMap::new();
-        let rows: Vec<(&NewEvent, &String)> = batch.iter().zip(&jsons).collect();
-        for chunk in rows.chunks(CHUNK) {
-            q.push("INSERT INTO archive (event_id, portal, at_ms, kind, origin_bridge, origin_room, sender, person, event) ");
-            q.push_values(chunk, |mut b, (ne, json)| {
-                let e = &ne.event;
-                b.push_bind(&e.id)
-                    .push_bind(&e.portal)
-                    .push_bind(e.at_ms)
-                    .push_bind(e.body.kind())
-                    .push_bind(&e.origin.bridge)
-                    .push_bind(&e.origin.room)
-                    .push_bind(&e.sender.id)
-                    .push_bind(e.sender.person.as_deref())
-                    .push_bind(json.as_str());
-            });
-            q.push(" RETURNING 'a', event_id, seq; ");
-        }
-        // Map rows: the origin's id, and each delivery id (so an echo of a
-        // delivery is recognised even before the target confirms it).
-        let maps: Vec<(&str, &str, &str, &str, i64)> = batch
-            .iter()
-            .flat_map(|ne| {
-                let k = &ne.origin_key;
-                let id = ne.event.id.as_str();
-                std::iter::once((k.bridge.as_str(), k.room.as_str(), k.remote_id.as_str(), id, kind_code(IdKind::Origin)))
-                    .chain(ne.aliases.iter().map(move |a| (k.bridge.as_str(), k.room.as_str(), a.as_str(), id, kind_code(IdKind::Alias))))
-                    .chain(
-                        ne.deliveries
-                            .iter()
-                            .map(move |d| (d.bridge.as_str(), d.room.as_str(), d.id.as_str(), id, kind_code(IdKind::DeliveryKey))),
-                    )
+        self.commit_with(batch, None).await
+    }
+
+    async fn commit_broadcast(&self, event: &NewEvent, planned: &crate::broadcast::Planned) -> Result<Stored, StoreError> {
+        let mut stored = self.commit_with(std::slice::from_ref(event), Some(planned)).await?;
+        Ok(stored.pop().unwrap_or(Stored { seq: 0, outbox: Vec::new() }))
+    }
+
+    async fn request_broadcast(&self, b: &crate::broadcast::Requested) -> Result<(), StoreError> {
+        let request = serde_json::to_string(&b.request).map_err(|e| StoreError::Corrupt(b.id.clone(), e))?;
+        sqlx::query("INSERT INTO broadcasts (id, requested_ms, requested_by, request) VALUES (?, ?, ?, ?)")
+            .bind(&b.id)
+            .bind(b.requested_ms)
+            .bind(&b.requested_by)
+            .bind(request)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn refuse_broadcast(&self, id: &str, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE broadcasts SET error = ?, planned_ms = ? WHERE id = ? AND event_id IS NULL")
+            .bind(error)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    async fn unplanned_broadcasts(&self) -> Result<Vec<crate::broadcast::Requested>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, requested_ms, requested_by, request FROM broadcasts WHERE event_id IS NULL AND error IS NULL ORDER BY requested_ms",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(requested_of).collect()
+    }
+
+    async fn broadcasts(&self, id: Option<&str>, limit: u32) -> Result<Vec<crate::broadcast::Summary>, StoreError> {
+        // Counted from the outbox: a delivery that left it was delivered.
+        let rows = sqlx::query(
+            "SELECT b.id, b.requested_ms, b.requested_by, b.request, b.event_id, b.planned_ms, b.error, \
+             (SELECT COUNT(*) FROM broadcast_recipients r WHERE r.broadcast_id = b.id) AS total, \
+             (SELECT COUNT(*) FROM broadcast_recipients r WHERE r.broadcast_id = b.id AND r.delivery_id IS NULL) AS unreachable, \
+             (SELECT COUNT(*) FROM broadcast_recipients r JOIN outbox o ON o.delivery_id = r.delivery_id \
+                WHERE r.broadcast_id = b.id AND o.state = 0) AS pending, \
+             (SELECT COUNT(*) FROM broadcast_recipients r JOIN outbox o ON o.delivery_id = r.delivery_id \
+                WHERE r.broadcast_id = b.id AND o.state = 2) AS failed, \
+             (SELECT COUNT(*) FROM broadcast_recipients r JOIN outbox_dropped d ON d.delivery_id = r.delivery_id \
+                WHERE r.broadcast_id = b.id) AS dropped \
+             FROM broadcasts b WHERE (?1 IS NULL OR b.id = ?1) ORDER BY b.requested_ms DESC LIMIT ?2",
+        )
+        .bind(id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let total: i64 = r.get("total");
+                let unreachable: i64 = r.get("unreachable");
+                let pending: i64 = r.get("pending");
+                let failed: i64 = r.get("failed");
+                let dropped: i64 = r.get("dropped");
+                Ok(crate::broadcast::Summary {
+                    requested: requested_of(r)?,
+                    event_id: r.get("event_id"),
+                    planned_ms: r.get("planned_ms"),
+                    error: r.get("error"),
+                    counts: crate::broadcast::Counts {
+                        total: total as u64,
+                        delivered: (total - unreachable - pending - failed - dropped).max(0) as u64,
+                        pending: pending as u64,
+                        failed: (failed + dropped) as u64,
+                        unreachable: unreachable as u64,
+                    },
+                })
             })
-            .collect();
-        for chunk in maps.chunks(CHUNK) {
-            q.push("INSERT OR IGNORE INTO message_map (bridge, room, remote_id, event_id, kind) ");
-            q.push_values(chunk, |mut b, (bridge, room, remote, event, kind)| {
-                b.push_bind(*bridge).push_bind(*room).push_bind(*remote).push_bind(*event).push_bind(*kind);
-            });
-            q.push("; ");
-        }
-        let now = now_ms();
-        let rows: Vec<(&str, &str, &str, &str)> = batch
+            .collect()
+    }
+
+    async fn broadcast_recipients(&self, id: &str) -> Result<Vec<crate::broadcast::RecipientStatus>, StoreError> {
+        use crate::broadcast::{RecipientState, RecipientStatus};
+        let rows = sqlx::query(
+            "SELECT r.person, r.bridge, r.room, r.recipient, r.delivery_id, r.note, o.state, o.attempts, o.last_error, \
+             d.reason AS dropped, d.last_error AS dropped_error FROM broadcast_recipients r \
+             LEFT JOIN outbox o ON o.delivery_id = r.delivery_id LEFT JOIN outbox_dropped d ON d.delivery_id = r.delivery_id \
+             WHERE r.broadcast_id = ? ORDER BY r.n",
+        )
+        .bind(id)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows
             .iter()
-            .flat_map(|ne| ne.deliveries.iter().map(|d| (d.id.as_str(), ne.event.id.as_str(), d.bridge.as_str(), d.room.as_str())))
-            .collect();
-        for chunk in rows.chunks(CHUNK) {
-            q.push("INSERT INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms) ");
-            q.push_values(chunk, |mut b, (id, event, bridge, room)| {
-                b.push_bind(*id).push_bind(*event).push_bind(*bridge).push_bind(*room).push_bind(now);
-            });
-            q.push(" RETURNING 'o', delivery_id, seq; ");
-        }
-        // The search index and the files to keep, in the same transaction
-        // (docs/archive.md).
-        index_for_search(&mut q, batch);
-        files_to_keep(&mut q, batch);
-        q.push("COMMIT");
-        for r in self.write_script(q).await? {
-            let table: &str = r.get(0);
-            match table {
-                "a" => seq_of.insert(r.get(1), r.get(2)),
-                _ => outbox_seq_of.insert(r.get(1), r.get(2)),
-            };
-        }
-        // RETURNING names every row it inserted; should one be missing all
-        // the same, the event is committed and its lanes read the store.
-        Ok(batch
-            .iter()
-            .map(|ne| Stored {
-                seq: seq_of.get(&ne.event.id).copied().unwrap_or_default(),
-                outbox: ne.deliveries.iter().map(|d| outbox_seq_of.get(&d.id).copied()).collect::<Option<_>>().unwrap_or_default(),
+            .map(|r| {
+                let delivery_id: Option<String> = r.get("delivery_id");
+                let state: Option<i64> = r.get("state");
+                let dropped: Option<String> = r.get("dropped");
+                let (state, error) = match (&delivery_id, state, dropped) {
+                    (None, _, _) => (RecipientState::Unreachable, r.get("note")),
+                    (Some(_), _, Some(reason)) => {
+                        let e: Option<String> = r.get("dropped_error");
+                        (RecipientState::Failed, Some(format!("dropped: {reason}{}", e.map(|e| format!(" ({e})")).unwrap_or_default())))
+                    }
+                    (Some(_), Some(2), None) => (RecipientState::Failed, r.get("last_error")),
+                    (Some(_), Some(_), None) => (RecipientState::Pending, r.get("last_error")),
+                    (Some(_), None, None) => (RecipientState::Delivered, None),
+                };
+                let attempts: Option<i64> = r.get("attempts");
+                RecipientStatus {
+                    person: r.get("person"),
+                    bridge: r.get("bridge"),
+                    room: r.get("room"),
+                    account: r.get("recipient"),
+                    delivery_id,
+                    state,
+                    attempts: attempts.unwrap_or_default() as u32,
+                    error,
+                }
             })
             .collect())
     }
@@ -1338,7 +1501,7 @@ mod tests {
             event: event(id, "p"),
             origin_key: RemoteKey { bridge: "a".into(), room: "r".into(), remote_id: format!("remote-{id}") },
             aliases: vec![format!("alias-{id}")],
-            deliveries: vec![NewDelivery { id: format!("d-{id}"), bridge: "b".into(), room: "s".into() }],
+            deliveries: vec![NewDelivery { id: format!("d-{id}"), bridge: "b".into(), room: "s".into(), recipient: None }],
         }
     }
 
@@ -1551,7 +1714,7 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("t.db"), false).await.unwrap();
         archive(&store).await;
         let mut pending = said("pending", "p", "xmpp", ("alice@x", Some("alice")), 500, Body::text("still on its way"));
-        pending.deliveries = vec![NewDelivery { id: "d1".into(), bridge: "matrix".into(), room: "!r".into() }];
+        pending.deliveries = vec![NewDelivery { id: "d1".into(), bridge: "matrix".into(), room: "!r".into(), recipient: None }];
         store.commit(&[pending, said("copy", "p", "hook", ("bot", None), 2_500, with_file("the same file"))]).await.unwrap();
         let blob = Kept { sha256: "ab".repeat(32), size: 10, mime: None };
         assert!(store.note_file(seq_of(&store, "file").await, 0, &Outcome::Kept(blob.clone())).await.unwrap(), "a new content");
