@@ -442,6 +442,10 @@ pub struct PortalConfig {
     /// Overrides `archive.files` for this portal.
     #[serde(default)]
     pub archive: Option<PortalArchive>,
+    /// The time zone times are shown in here (an IANA name such as
+    /// `Europe/Berlin`, or a Windows one); UTC when absent.
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -686,6 +690,11 @@ fn check_portals(config: &Config, bridges: &BTreeMap<String, Box<dyn Configured>
         }
         if p.links.is_empty() {
             errors.push(ConfigError::new(format!("{path}.links"), "a portal needs at least one link"));
+        }
+        if let Some(tz) = &p.time_zone
+            && crate::time_zone::zone(tz).is_none()
+        {
+            errors.push(ConfigError::new(format!("{path}.time_zone"), format!("{tz:?} is not a time zone (e.g. Europe/Berlin)")));
         }
         for (k, link) in p.links.iter().enumerate() {
             let lpath = format!("{path}.links[{k}]");

@@ -19,4 +19,5 @@ pub mod reload;
 pub mod router;
 pub mod running;
 pub mod store;
+pub mod time_zone;
 pub mod topology;

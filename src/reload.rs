@@ -236,6 +236,7 @@ impl Reloader {
             }
         }
 
+        self.router.set_time_zones(&new.portals);
         self.people.configured(&new.people);
         done.people = self.router.directory().people().len();
 

@@ -113,6 +113,8 @@ pub struct Router {
     /// `broadcast:`; broadcasts are planned one at a time, and a request
     /// made here wakes the planner.
     pub broadcast: crate::broadcast::BroadcastConfig,
+    /// Portal id → its time zone, as configured.
+    time_zones: RwLock<HashMap<String, String>>,
     planning: tokio::sync::Mutex<()>,
     broadcast_wake: tokio::sync::Notify,
 }
@@ -120,6 +122,17 @@ pub struct Router {
 /// The id of the portal whose links are the lanes to people (one
 /// [`causeway_core::PEOPLE_ROOM`] per bridge that reaches people).
 pub const PEOPLE_PORTAL: &str = "@people";
+
+fn time_zones(portals: &[crate::config::PortalConfig]) -> HashMap<String, String> {
+    portals.iter().filter_map(|p| Some((p.id.clone(), p.time_zone.clone()?))).collect()
+}
+
+impl Router {
+    /// The configured portals' time zones, as a reload has them.
+    pub fn set_time_zones(&self, portals: &[crate::config::PortalConfig]) {
+        *self.time_zones.write().unwrap() = time_zones(portals);
+    }
+}
 /// The origin bridge of a broadcast's event (no bridge is called this).
 pub const BROADCAST_ORIGIN: &str = "causeway";
 
@@ -164,6 +177,7 @@ impl Router {
             direct: config.router.direct.clone(),
             strangers_opened: Mutex::new((std::time::Instant::now(), 0)),
             broadcast: config.broadcast.clone(),
+            time_zones: RwLock::new(time_zones(&config.portals)),
             planning: tokio::sync::Mutex::new(()),
             broadcast_wake: tokio::sync::Notify::new(),
         });
@@ -884,6 +898,11 @@ impl Host for Router {
 
     fn portal_of(&self, bridge: &str, room: &str) -> Option<String> {
         self.topology.portal(&Link::new(bridge, room)).map(|p| p.id.clone())
+    }
+
+    fn time_zone(&self, bridge: &str, room: &str) -> Option<String> {
+        let portal = self.topology.portal(&Link::new(bridge, room))?;
+        self.time_zones.read().unwrap().get(&portal.id).cloned()
     }
 
     fn rooms(&self, bridge: &str) -> Vec<String> {

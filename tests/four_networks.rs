@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use causeway_core::conformance::{self, Peer};
 use common::WebhookPeer;
-use common::mail::MailPeer;
+use common::mail::{LIST, MailPeer};
 use common::matrix::MatrixPeer;
 use common::world::{ALIAS, MUC, World};
 use common::xmpp::XmppPeer;
@@ -349,4 +349,119 @@ fn xmpp_body(text: &str) -> tokio_xmpp::minidom::Element {
 
 fn text_of(e: &tokio_xmpp::minidom::Element) -> String {
     e.get_child("body", "jabber:client").map(|b| b.text()).unwrap_or_default()
+}
+
+/// An invitation in Outlook's shape: METHOD, a Windows time zone, the
+/// event inline (`text/calendar`) and attached again (`application/ics`).
+fn invitation_mail(id: &str, from: &str, method: &str, sequence: u32, start: &str, end: &str, partstat: &str) -> String {
+    use base64::Engine;
+    let ics = format!(
+        "BEGIN:VCALENDAR\r\nPRODID:-//Microsoft Corporation//Outlook 16.0 MIMEDIR//EN\r\nVERSION:2.0\r\nMETHOD:{method}\r\n\
+         BEGIN:VTIMEZONE\r\nTZID:W. Europe Standard Time\r\nBEGIN:STANDARD\r\nDTSTART:16011028T030000\r\n\
+         RRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=10\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\nEND:STANDARD\r\n\
+         BEGIN:DAYLIGHT\r\nDTSTART:16010325T020000\r\nRRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=3\r\nTZOFFSETFROM:+0100\r\n\
+         TZOFFSETTO:+0200\r\nEND:DAYLIGHT\r\nEND:VTIMEZONE\r\nBEGIN:VEVENT\r\nUID:review-2026-q4@mail.test\r\n\
+         SEQUENCE:{sequence}\r\nDTSTAMP:20261201T09000{sequence}Z\r\nSUMMARY:Quarterly review\r\n\
+         DTSTART;TZID=W. Europe Standard Time:{start}\r\nDTEND;TZID=W. Europe Standard Time:{end}\r\n\
+         LOCATION:Room 4.12\r\nORGANIZER;CN=Carol Danvers:mailto:carol@mail.test\r\n\
+         ATTENDEE;CN=Pat;PARTSTAT={partstat};RSVP=TRUE:mailto:pat@partner.example\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    );
+    let attached = base64::engine::general_purpose::STANDARD.encode(&ics);
+    format!(
+        "From: {from}\nTo: {LIST}\nSubject: Invitation: Quarterly review\nMessage-ID: <{id}>\nMIME-Version: 1.0\n\
+         Content-Type: multipart/mixed; boundary=m\n\n--m\nContent-Type: multipart/alternative; boundary=a\n\n\
+         --a\nContent-Type: text/plain; charset=utf-8\n\nWhen: see the invitation\n\
+         --a\nContent-Type: text/calendar; method={method}; charset=utf-8\nContent-Transfer-Encoding: base64\n\n{attached}\n--a--\n\
+         --m\nContent-Type: application/ics; name=invite.ics\nContent-Disposition: attachment; filename=invite.ics\n\
+         Content-Transfer-Encoding: base64\n\n{attached}\n--m--\n"
+    )
+}
+
+/// A mail with an invitation becomes one card in the XMPP MUC and the
+/// Matrix room, its times in the portal's zone; a later SEQUENCE edits the
+/// card (an XMPP correction, a Matrix `m.replace`), an older copy changes
+/// nothing, an attendee's reply is a line under it, and the cancellation
+/// marks the card cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_by_mail_is_one_card_updated_then_cancelled() {
+    let w = World::start_with(
+        "",
+        |c| {
+            assert!(c.contains("  - id: ops\n    links:"));
+            c.replacen("  - id: ops\n    links:", "  - id: ops\n    time_zone: Europe/Berlin\n    links:", 1)
+        },
+        &[],
+    )
+    .await;
+    let mut alice = XmppPeer::join(&w.prosody, "alice", MUC, "Alice", 0).await;
+    let mut bob = MatrixPeer::join(&w.synapse.url(), "bob", ALIAS).await;
+    let carol = "Carol Danvers <carol@mail.test>";
+    let card = |t: &str| t.contains("Quarterly review");
+
+    // 10:00 Berlin in December; the card shows it in the portal's zone.
+    let first = invitation_mail("inv-0@mail.test", carol, "REQUEST", 0, "20261215T100000", "20261215T113000", "NEEDS-ACTION");
+    w.mail.send("carol@mail.test", &[LIST], &first);
+    let shown = alice
+        .next_matching(T, |s| s.name() == "message" && card(&text_of(s)))
+        .await
+        .unwrap_or_else(|e| panic!("no card on XMPP: {e}\n{}\n{}", w.daemon.log(), w.mail.log()));
+    let text = text_of(&shown);
+    for part in [
+        "📅 Invitation: Quarterly review",
+        "When: Tue 15 Dec 2026, 10:00–11:30 (Europe/Berlin)",
+        "Where: Room 4.12",
+        "Organiser: Carol Danvers <carol@mail.test>",
+        "Attendees: Pat (invited)",
+    ] {
+        assert!(text.contains(part), "{part:?} not in {text:?}");
+    }
+    assert!(!text.contains("see the invitation"), "the mail's own text is not the card: {text}");
+    let xmpp_id = shown.attr("id").expect("the card's id").to_string();
+    let on_matrix = bob.next_matching(T, |e| e["content"]["body"].as_str().is_some_and(card)).await.unwrap();
+    let matrix_id = on_matrix["event_id"].as_str().unwrap().to_string();
+    assert!(on_matrix["content"]["formatted_body"].as_str().unwrap().contains("<strong>📅 Invitation: Quarterly review</strong>"));
+
+    // Moved an hour later (SEQUENCE 1): the card is edited.
+    let moved = invitation_mail("inv-1@mail.test", carol, "REQUEST", 1, "20261215T110000", "20261215T123000", "NEEDS-ACTION");
+    w.mail.send("carol@mail.test", &[LIST], &moved);
+    let corrected = |s: &tokio_xmpp::minidom::Element, want: &str| {
+        s.get_child("replace", "urn:xmpp:message-correct:0").and_then(|r| r.attr("id")) == Some(xmpp_id.as_str())
+            && text_of(s).contains(want)
+    };
+    let edit = alice.next_matching(T, |s| corrected(s, "11:00–12:30")).await;
+    assert!(edit.is_ok(), "no correction on XMPP: {edit:?}\n{}", w.daemon.log());
+    let replaced = |e: &serde_json::Value, want: &str| {
+        e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+            && e["content"]["m.relates_to"]["event_id"] == matrix_id.as_str()
+            && e["content"]["m.new_content"]["body"].as_str().is_some_and(|b| b.contains(want))
+    };
+    assert!(bob.next_matching(T, |e| replaced(e, "11:00–12:30")).await.is_ok());
+
+    // The first invitation again, as a new mail: older than the card shown.
+    let again = invitation_mail("inv-0-again@mail.test", carol, "REQUEST", 0, "20261215T100000", "20261215T113000", "NEEDS-ACTION");
+    w.mail.send("carol@mail.test", &[LIST], &again);
+    // Pat answers from the partner's domain: a line under the card.
+    let reply =
+        invitation_mail("inv-r@partner.example", "Pat <pat@partner.example>", "REPLY", 1, "20261215T110000", "20261215T123000", "ACCEPTED");
+    w.mail.send("pat@partner.example", &[LIST], &reply.replace("Subject: Invitation:", "Subject: Accepted:"));
+    let answer = alice.next_matching(T, |s| s.name() == "message" && text_of(s).contains("accepted the invitation")).await;
+    let answer = answer.unwrap_or_else(|e| panic!("no answer: {e}\n{}", w.daemon.log()));
+    assert!(text_of(&answer).contains("“Quarterly review”"), "{answer:?}");
+
+    // Cancelled (SEQUENCE 2): the card says so.
+    let cancel = invitation_mail("inv-2@mail.test", carol, "CANCEL", 2, "20261215T110000", "20261215T123000", "NEEDS-ACTION");
+    w.mail.send("carol@mail.test", &[LIST], &cancel);
+    // (On XMPP the struck-through title is styled: `~Quarterly review~`.)
+    let gone = alice.next_matching(T, |s| corrected(s, "❌ Cancelled: ~Quarterly review~")).await;
+    assert!(gone.is_ok(), "no cancellation on XMPP: {gone:?}\n{}", w.daemon.log());
+    let gone = bob.next_matching(T, |e| replaced(e, "❌ Cancelled: Quarterly review")).await.unwrap();
+    assert!(gone["content"]["m.new_content"]["formatted_body"].as_str().unwrap().contains("<del>Quarterly review</del>"), "{gone}");
+
+    // One card in all: nothing else about the event came to the room (the
+    // older copy was not shown).
+    let more = alice.next_matching(Duration::from_secs(3), |s| s.name() == "message" && card(&text_of(s))).await;
+    assert!(more.is_err(), "more than one card: {more:?}");
+    let archived = common::archived_texts(&w.daemon.db(), "ops").await;
+    assert_eq!(archived.iter().filter(|t| t.starts_with("📅 Invitation") || t.starts_with("❌ Cancelled")).count(), 1, "{archived:?}");
+    assert!(w.daemon.metric("causeway_inbound_rejected_total", r#"bridge="mail",reason="stale_invitation""#).await >= 1.0);
 }

@@ -318,6 +318,11 @@ pub trait Host: Send + Sync + 'static {
     async fn submit(&self, bridge: &str, incoming: Incoming) -> Result<Accepted, SubmitError>;
     /// The portal a room is linked to.
     fn portal_of(&self, bridge: &str, room: &str) -> Option<String>;
+    /// The time zone of the portal a room is linked to (an IANA or
+    /// Windows name, as configured), for what shows times there.
+    fn time_zone(&self, _bridge: &str, _room: &str) -> Option<String> {
+        None
+    }
     /// Every room of `bridge` linked to a portal.
     fn rooms(&self, bridge: &str) -> Vec<String>;
     /// Every event committed from now on, in archive order.
@@ -453,6 +458,9 @@ impl BridgeContext {
     }
     pub fn portal_of(&self, room: &str) -> Option<String> {
         self.host.portal_of(&self.name, room)
+    }
+    pub fn time_zone(&self, room: &str) -> Option<String> {
+        self.host.time_zone(&self.name, room)
     }
     pub fn rooms(&self) -> Vec<String> {
         self.host.rooms(&self.name)

@@ -17,8 +17,18 @@ static OPTIONS: LazyLock<EmailOptions> = LazyLock::new(|| {
 });
 
 /// The container count, the MIME parser, the policy
-/// (Authentication-Results), the text, HTML and attachments.
+/// (Authentication-Results), the text, HTML and attachments; the
+/// invitation it carries (also when the policy would refuse the mail), its
+/// card and what an update of it would do.
 pub fn mail(data: &[u8]) {
-    let _ = crate::read::mime_containers(data);
+    let containers = crate::read::mime_containers(data);
     let _ = crate::read::read(data, &OPTIONS, &|_| vec!["alice@mail.test".to_string()]);
+    if containers <= 64
+        && let Some(inv) = crate::invite::of_raw(data)
+    {
+        let card = crate::invite::card(&inv, calcard::common::timezone::Tz::UTC, "UTC");
+        assert!(card.plain.len() < 16 * 1024, "a card of {} bytes", card.plain.len());
+        assert!(!inv.summary.chars().any(char::is_control));
+        let _ = crate::invite::decide(Some(&inv), &inv, "alice@mail.test");
+    }
 }

@@ -16,6 +16,7 @@ pub mod files;
 pub mod fuzz;
 pub mod held;
 pub mod imap;
+pub mod invite;
 pub mod read;
 pub mod smtp;
 
@@ -48,6 +49,21 @@ const SENT_KEY: &str = "sent:";
 const HELD_KEY: &str = "held:";
 /// A gathered mail goes out early once it holds this many.
 const MAX_GATHERED: usize = 500;
+
+/// What the router said of a mail's event: none when the list is in no
+/// portal; an error when the store did not take it (the mail is read again).
+fn submitted(r: Result<Accepted, SubmitError>) -> Result<Option<Accepted>, ReadError> {
+    match r {
+        Ok(a) => Ok(Some(a)),
+        Err(SubmitError::NotLinked(_)) => Ok(None),
+        Err(e @ (SubmitError::Unavailable(_) | SubmitError::Stopped)) => Err(ReadError::Store(e)),
+    }
+}
+
+/// Where the card shown for an event (by UID) of a list is kept.
+fn invite_key(list: &str, uid: &str) -> String {
+    format!("invite:{list}:{}", hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(uid.as_bytes())[..16]))
+}
 
 fn digest_key(list: &str, address: &str) -> String {
     format!("{DIGEST_KEY}{list}:{address}")
@@ -168,7 +184,8 @@ impl Inner {
 
     /// The incoming events of a taken mail (a topic first, where the
     /// subject becomes one), with its attachments stored.
-    async fn incoming(&self, t: &Taken, fallback_id: String) -> Result<Vec<Incoming>, ReadError> {
+    /// The mail's files, kept where other networks fetch them.
+    async fn attachments(&self, t: &Taken) -> Result<Vec<causeway_core::Attachment>, ReadError> {
         let files = self.files.get().ok_or(ReadError::NotStarted)?;
         let mut attachments = Vec::new();
         for f in &t.files {
@@ -180,6 +197,11 @@ impl Inner {
                 size: Some(f.bytes.len() as u64),
             });
         }
+        Ok(attachments)
+    }
+
+    async fn incoming(&self, t: &Taken, fallback_id: String) -> Result<Vec<Incoming>, ReadError> {
+        let attachments = self.attachments(t).await?;
         let sender = RemoteSender { id: t.from.clone(), name: t.name.clone(), avatar: None };
         let mut plain = t.plain.clone();
         let mut html = t.html.clone();
@@ -222,6 +244,70 @@ impl Inner {
             body,
         });
         Ok(events)
+    }
+
+    /// A mail with an invitation: a new card in the list's portal, an edit
+    /// of the card shown for its event (a later SEQUENCE, or its
+    /// cancellation), a line saying what an attendee answered, or nothing
+    /// (an older or repeated copy). The card shown is kept per list and
+    /// UID. Edits come from the mail's sender, so the router takes them only
+    /// from whoever sent the card (the organiser). False when the list is
+    /// in no portal.
+    async fn take_invitation(&self, ctx: &BridgeContext, t: &Taken, inv: &invite::Invitation, fallback: String) -> Result<bool, ReadError> {
+        let key = invite_key(&t.list, &inv.uid);
+        let shown: Option<invite::Invitation> =
+            ctx.load_state(&key).await.map_err(ReadError::Store)?.and_then(|v| serde_json::from_str(&v).ok());
+        let (tz, tz_name) = ctx
+            .time_zone(&t.list)
+            .and_then(|name| Some((invite::zone(&name)?, name)))
+            .unwrap_or((calcard::common::timezone::Tz::UTC, "UTC".into()));
+        let card = |i: &invite::Invitation| invite::card(i, tz, &tz_name);
+        let alias = format!("ical:{}", inv.uid);
+        let (body, aliases, keep) = match invite::decide(shown.as_ref(), inv, &t.from) {
+            invite::Decision::New => {
+                let body = Body::Message {
+                    text: card(inv),
+                    kind: Default::default(),
+                    attachments: self.attachments(t).await?,
+                    reply_to: None,
+                    thread: None,
+                    mentions: Vec::new(),
+                };
+                (body, vec![alias], Some(inv))
+            }
+            invite::Decision::Update => (Body::Edit { target: alias, text: card(inv) }, Vec::new(), Some(inv)),
+            invite::Decision::Answer(word) => {
+                let summary = shown.as_ref().map_or(inv.summary.as_str(), |s| s.summary.as_str());
+                let body = Body::Message {
+                    text: Text::plain(format!("{word} the invitation “{summary}”")),
+                    kind: Default::default(),
+                    attachments: Vec::new(),
+                    reply_to: Some(alias),
+                    thread: None,
+                    mentions: Vec::new(),
+                };
+                (body, Vec::new(), None)
+            }
+            invite::Decision::Stale => {
+                tracing::info!(bridge = ctx.name(), list = %t.list, uid = %inv.uid, sequence = inv.sequence, "an invitation no newer than the card shown: not shown again");
+                ctx.count_rejected("stale_invitation");
+                return Ok(ctx.portal_of(&t.list).is_some());
+            }
+        };
+        let incoming = Incoming {
+            room: t.list.clone(),
+            sender: RemoteSender { id: t.from.clone(), name: t.name.clone(), avatar: None },
+            remote_id: Some(t.message_id.clone().unwrap_or(fallback)),
+            aliases,
+            at_ms: t.at_ms,
+            body,
+        };
+        let Some(accepted) = submitted(ctx.submit(incoming).await)? else { return Ok(false) };
+        if let (Some(keep), Accepted::Stored { .. } | Accepted::Duplicate { .. }) = (keep, accepted) {
+            let value = serde_json::to_string(keep).expect("an invitation serializes");
+            ctx.save_state(&key, &value).await.map_err(ReadError::Store)?;
+        }
+        Ok(true)
     }
 
     /// Keep reading the mailbox: connect, take what is new, wait, again.
@@ -320,11 +406,12 @@ impl Inner {
                 // Without a Message-ID, the mail's content identifies it.
                 let fallback = format!("sha256-{}@{}", hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&raw)[..16]), t.list);
                 let mut linked = true;
-                for incoming in self.incoming(&t, fallback).await? {
-                    match ctx.submit(incoming).await {
-                        Ok(Accepted::Stored { .. } | Accepted::Duplicate { .. } | Accepted::Echo | Accepted::Ignored { .. }) => {}
-                        Err(SubmitError::NotLinked(_)) => linked = false,
-                        Err(e @ (SubmitError::Unavailable(_) | SubmitError::Stopped)) => return Err(ReadError::Store(e)),
+                match &t.invitation {
+                    Some(invitation) => linked = self.take_invitation(ctx, &t, invitation, fallback).await?,
+                    None => {
+                        for incoming in self.incoming(&t, fallback).await? {
+                            linked &= submitted(ctx.submit(incoming).await)?.is_some();
+                        }
                     }
                 }
                 if linked {

@@ -25,6 +25,9 @@ pub struct Taken {
     pub html: Option<String>,
     pub files: Vec<File>,
     pub at_ms: Option<i64>,
+    /// The invitation the mail carries (its calendar parts, read; they are
+    /// not among `files`).
+    pub invitation: Option<crate::invite::Invitation>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -346,7 +349,8 @@ pub fn read(raw: &[u8], options: &EmailOptions, subscribers: &dyn Fn(&str) -> Ve
         m.subject().map(crate::compose::one_line).filter(|s| !s.is_empty() && in_reply_to.is_none()).map(|s| s.chars().take(300).collect());
     let html_body =
         m.body_html(0).filter(|_| m.html_body_count() > 0 && m.html_bodies().any(|p| p.is_text_html())).map(|h| sanitize_html(&h));
-    let plain_body = match m.text_bodies().find(|p| !p.is_text_html()) {
+    let invitation = crate::invite::of_mail(&m);
+    let plain_body = match m.text_bodies().find(|p| !p.is_text_html() && !crate::invite::is_calendar_part(p)) {
         Some(p) => p.text_contents().unwrap_or("").to_string(),
         None => html_body.as_deref().map(html_to_plain).unwrap_or_default(),
     };
@@ -364,7 +368,7 @@ pub fn read(raw: &[u8], options: &EmailOptions, subscribers: &dyn Fn(&str) -> Ve
     let mut files = Vec::new();
     for (i, part) in m.attachments().enumerate() {
         let bytes = part.contents().to_vec();
-        if bytes.is_empty() {
+        if bytes.is_empty() || (invitation.is_some() && crate::invite::is_calendar_part(part)) {
             continue;
         }
         let mime = part.content_type().map(|c| match c.subtype() {
@@ -379,7 +383,7 @@ pub fn read(raw: &[u8], options: &EmailOptions, subscribers: &dyn Fn(&str) -> Ve
             bytes,
         });
     }
-    if plain.trim().is_empty() && files.is_empty() && new_subject.is_none() {
+    if plain.trim().is_empty() && files.is_empty() && new_subject.is_none() && invitation.is_none() {
         return quarantine("malformed", "no text and no attachment");
     }
     let at_ms = m.date().map(|d| d.to_timestamp() * 1000);
@@ -394,6 +398,7 @@ pub fn read(raw: &[u8], options: &EmailOptions, subscribers: &dyn Fn(&str) -> Ve
         html,
         files,
         at_ms,
+        invitation,
     }))
 }
 
