@@ -415,14 +415,7 @@ const USAGE: &str = "Write `!broadcast [--to TARGET]… TEXT`, where TARGET is a
 /// The broadcast command a message is, if it is one: a message (not a
 /// notice) whose text starts with `!broadcast`.
 pub fn command(body: &causeway_core::Body) -> Option<Command> {
-    let causeway_core::Body::Message { text, kind, .. } = body else { return None };
-    if *kind == causeway_core::MessageKind::Notice {
-        return None;
-    }
-    let rest = text.plain.trim_start().strip_prefix("!broadcast")?;
-    if !(rest.is_empty() || rest.starts_with(char::is_whitespace)) {
-        return None;
-    }
+    let rest = body.command("!broadcast")?;
     let mut rest = rest.trim_start();
     let mut to = Vec::new();
     while let Some(after) = rest.strip_prefix("--to").filter(|a| a.starts_with(char::is_whitespace) || a.starts_with('=')) {

@@ -27,3 +27,23 @@ stop_pidfile() {
     fi
     rm -f "$file"
 }
+
+# Wait until PID listens on 127.0.0.1:PORT, up to TRIES × 50 ms (default
+# 200); when it exits first, show the end of LOG. NAME names it.
+wait_for_port() {
+    local name=$1 pid=$2 port=$3 log=$4 tries=${5:-200}
+    for _ in $(seq 1 "$tries"); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "$name exited while starting:" >&2
+            tail -n 20 "$log" >&2
+            return 1
+        fi
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$name ready (pid $pid, port $port)"
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "$name did not open its port in $((tries / 20)) s" >&2
+    return 1
+}

@@ -43,20 +43,7 @@ CONF
         --web.listen-address="127.0.0.1:$port" >>"$dir/prometheus.log" 2>&1 &
     local pid=$!
     echo "$pid $(start_time "$pid")" > "$dir/prometheus.pid"
-    for _ in $(seq 1 200); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "prometheus exited while starting:" >&2
-            tail -n 20 "$dir/prometheus.log" >&2
-            exit 1
-        fi
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "prometheus ready (pid $pid, port $port)"
-            return 0
-        fi
-        sleep 0.05
-    done
-    echo "prometheus did not open its port in 10 s" >&2
-    exit 1
+    wait_for_port prometheus "$pid" "$port" "$dir/prometheus.log"
 }
 
 stop() {

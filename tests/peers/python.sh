@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The Python environment of the test peers (real clients such as slixmpp,
 # readers such as slack-export-viewer, which reads Slack export archives,
-# and schemathesis, which tests the admin API against its OpenAPI
-# document), kept in one venv that is reused when present.
+# schemathesis, which tests the admin API against its OpenAPI document,
+# and Radicale, a CalDAV server), kept in one venv that is reused when
+# present.
 #
 #   python.sh install   create or update the venv (idempotent)
 #   python.sh path      print the venv's python
 set -euo pipefail
 VENV=${CAUSEWAY_PEERS_VENV:-$HOME/.cache/causeway-peers/venv}
-PACKAGES=(slixmpp==1.17.0 slack-export-viewer==3.5.0 schemathesis==4.32.5)
+PACKAGES=(slixmpp==1.17.0 slack-export-viewer==3.5.0 schemathesis==4.32.5 radicale==3.9.0)
 
 case "${1:-}" in
     install)
@@ -16,7 +17,7 @@ case "${1:-}" in
             mkdir -p "$(dirname "$VENV")"
             python3 -m venv "$VENV"
         fi
-        if ! "$VENV/bin/python" -c 'import slixmpp, slackviewer, schemathesis' 2>/dev/null; then
+        if ! "$VENV/bin/python" -c 'import slixmpp, slackviewer, schemathesis, radicale' 2>/dev/null; then
             "$VENV/bin/pip" install -q "${PACKAGES[@]}"
         fi
         ;;

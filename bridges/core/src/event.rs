@@ -269,6 +269,18 @@ fn none<R>() -> Option<R> {
 }
 
 impl<R> Body<R> {
+    /// What follows `word` when this is a command: a message (not a
+    /// notice, which bots write) whose text starts with `word` (`!agenda`)
+    /// followed by a space or nothing.
+    pub fn command(&self, word: &str) -> Option<&str> {
+        let Body::Message { text, kind, .. } = self else { return None };
+        if *kind == MessageKind::Notice {
+            return None;
+        }
+        let rest = text.plain.trim_start().strip_prefix(word)?;
+        (rest.is_empty() || rest.starts_with(char::is_whitespace)).then_some(rest)
+    }
+
     /// A plain text message with no references.
     pub fn text(plain: impl Into<String>) -> Self {
         Body::text_replying(plain, None)
