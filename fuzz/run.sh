@@ -4,7 +4,7 @@
 #   bash fuzz/run.sh [MINUTES] [TARGET ...]   each target for MINUTES (default 5)
 #
 # Targets: xmpp_stanza xmpp_styling matrix_transaction email_mime
-# webhook_payload config html archive_query admin_request broadcast_command. The corpus grows in fuzz/corpus/TARGET
+# webhook_payload config html archive_query admin_request broadcast_command calendar. The corpus grows in fuzz/corpus/TARGET
 # (seeded from fuzz/seeds/TARGET); a crashing input lands in
 # fuzz/artifacts/TARGET and belongs, once fixed, in fuzz/regressions/TARGET
 # (the test suite replays those: tests/fuzz_seeds.rs). FUZZ_SANITIZER=address
@@ -16,7 +16,7 @@ minutes=${1:-5}
 [ $# -gt 0 ] && shift
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(xmpp_stanza xmpp_styling matrix_transaction email_mime webhook_payload config html archive_query admin_request broadcast_command)
+    targets=(xmpp_stanza xmpp_styling matrix_transaction email_mime webhook_payload config html archive_query admin_request broadcast_command calendar)
 fi
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # cargo-fuzz passes flags the stable compiler takes only with this.

@@ -103,6 +103,8 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     }
     // Broadcasts asked for here or by `causeway broadcast` (docs/broadcast.md).
     let planner = tokio::spawn(crate::broadcast::planner::run(router.clone(), stop_rx.clone()));
+    // The portals' calendars (docs/calendars.md).
+    let calendars = tokio::spawn(crate::calendar::poll::run(router.clone(), config.portals.clone(), stop_rx.clone()));
     let up = {
         let (router, metrics, mut stop) = (router.clone(), metrics.clone(), stop_rx.clone());
         tokio::spawn(async move {
@@ -198,6 +200,7 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     drop(people);
     let _ = up.await;
     let _ = planner.await;
+    let _ = calendars.await;
     hangups.abort();
     let _ = keeper.await;
     let _ = pruner.await;

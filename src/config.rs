@@ -446,6 +446,12 @@ pub struct PortalConfig {
     /// `Europe/Berlin`, or a Windows one); UTC when absent.
     #[serde(default)]
     pub time_zone: Option<String>,
+    /// Calendars announced here (docs/calendars.md).
+    #[serde(default)]
+    pub calendars: Vec<crate::calendar::CalendarConfig>,
+    /// The local time of the daily agenda of those calendars ("08:00").
+    #[serde(default)]
+    pub agenda: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -695,6 +701,21 @@ fn check_portals(config: &Config, bridges: &BTreeMap<String, Box<dyn Configured>
             && crate::time_zone::zone(tz).is_none()
         {
             errors.push(ConfigError::new(format!("{path}.time_zone"), format!("{tz:?} is not a time zone (e.g. Europe/Berlin)")));
+        }
+        let mut names = HashMap::new();
+        for (k, c) in p.calendars.iter().enumerate() {
+            let cpath = format!("{path}.calendars[{k}]");
+            for (at, why) in c.check(&cpath) {
+                errors.push(ConfigError::new(at, why));
+            }
+            if let Some(j) = names.insert(c.name.as_str(), k) {
+                errors.push(ConfigError::new(format!("{cpath}.name"), format!("{:?} is already the name of calendars[{j}]", c.name)));
+            }
+        }
+        if let Some(a) = &p.agenda
+            && crate::calendar::agenda_time(a).is_none()
+        {
+            errors.push(ConfigError::new(format!("{path}.agenda"), format!("{a:?} is not a time of day such as 08:00")));
         }
         for (k, link) in p.links.iter().enumerate() {
             let lpath = format!("{path}.links[{k}]");

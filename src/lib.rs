@@ -7,6 +7,7 @@ pub mod app;
 pub mod archive;
 pub mod bridges;
 pub mod broadcast;
+pub mod calendar;
 pub mod config;
 pub mod directory;
 pub mod http;

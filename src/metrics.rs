@@ -35,6 +35,17 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CalendarLabel {
+    pub calendar: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BroadcastLabel {
     pub broadcast: String,
     pub state: String,
@@ -55,6 +66,11 @@ pub struct Metrics {
     registry: Registry,
     /// Broadcasts planned (`result`: planned) or refused.
     pub broadcasts: Family<ResultLabel, Counter>,
+    /// Calendar polls by calendar (`portal/name`) and result: unchanged,
+    /// changed, failed.
+    pub calendar_polls: Family<CalendarLabel, Counter>,
+    /// What calendars announced: reminder, agenda, change, answer.
+    pub calendar_announcements: Family<KindLabel, Counter>,
     /// Recipients of each recent broadcast by state (delivered, pending,
     /// failed, unreachable); a broadcast's series go once it is done and old.
     pub broadcast_recipients: Family<BroadcastLabel, Gauge>,
@@ -171,6 +187,14 @@ impl Metrics {
         let admin_logins = Family::<ResultLabel, Counter>::default();
         let broadcasts = Family::<ResultLabel, Counter>::default();
         let broadcast_recipients = Family::<BroadcastLabel, Gauge>::default();
+        let calendar_polls = Family::<CalendarLabel, Counter>::default();
+        let calendar_announcements = Family::<KindLabel, Counter>::default();
+        registry.register("calendar_polls", "Calendar polls by calendar and result (unchanged, changed, failed)", calendar_polls.clone());
+        registry.register(
+            "calendar_announcements",
+            "Announcements calendars made (reminder, agenda, change, answer)",
+            calendar_announcements.clone(),
+        );
         registry.register("broadcasts", "Broadcasts by result (planned, refused)", broadcasts.clone());
         registry.register(
             "broadcast_recipients",
@@ -283,6 +307,8 @@ impl Metrics {
             archive_exports,
             admin_logins,
             broadcasts,
+            calendar_polls,
+            calendar_announcements,
             broadcast_recipients,
             latency_ms_sum: Default::default(),
             latency_count: Default::default(),

@@ -237,6 +237,16 @@ impl Reloader {
         }
 
         self.router.set_time_zones(&new.portals);
+        // Calendars are polled as the daemon started them.
+        let calendars = |ps: &[PortalConfig]| -> Vec<(String, Vec<crate::calendar::CalendarConfig>, Option<String>)> {
+            ps.iter()
+                .filter(|p| !p.calendars.is_empty() || p.agenda.is_some())
+                .map(|p| (p.id.clone(), p.calendars.clone(), p.agenda.clone()))
+                .collect()
+        };
+        if calendars(&current.portals) != calendars(&new.portals) {
+            done.restart_needed.push("portals[].calendars".into());
+        }
         self.people.configured(&new.people);
         done.people = self.router.directory().people().len();
 

@@ -115,6 +115,8 @@ pub struct Router {
     pub broadcast: crate::broadcast::BroadcastConfig,
     /// Portal id → its time zone, as configured.
     time_zones: RwLock<HashMap<String, String>>,
+    /// What the portals' calendars hold (docs/calendars.md).
+    calendars: crate::calendar::Book,
     planning: tokio::sync::Mutex<()>,
     broadcast_wake: tokio::sync::Notify,
 }
@@ -131,6 +133,57 @@ impl Router {
     /// The configured portals' time zones, as a reload has them.
     pub fn set_time_zones(&self, portals: &[crate::config::PortalConfig]) {
         *self.time_zones.write().unwrap() = time_zones(portals);
+        for p in portals {
+            self.calendars.set_zone(&p.id, p.time_zone.as_deref());
+        }
+    }
+
+    /// What the portals' calendars hold.
+    pub fn calendars(&self) -> &crate::calendar::Book {
+        &self.calendars
+    }
+
+    /// Announce `text` into every room of `portal` that shows notices, as
+    /// Causeway's own notice, once per `key`: true when it was made now,
+    /// false when it was made before (or the portal is gone).
+    pub async fn announce(&self, portal: &str, key: &str, text: String) -> Result<bool, StoreError> {
+        use causeway_core::MessageKind;
+        let _one = self.planning.lock().await;
+        let origin_key = remote_key(BROADCAST_ORIGIN, portal, key);
+        if self.store.lookup_remotes(std::slice::from_ref(&origin_key)).await?.contains_key(&origin_key) {
+            return Ok(false);
+        }
+        let Some(p) = self.topology.get(portal) else { return Ok(false) };
+        let body = Body::Message {
+            text: causeway_core::Text::plain(text),
+            kind: MessageKind::Notice,
+            attachments: Vec::new(),
+            reply_to: None,
+            thread: None,
+            mentions: Vec::new(),
+        };
+        let deliveries: Vec<NewDelivery> = p
+            .links
+            .iter()
+            .filter(|l| self.wanted_on(l, &body, p.degrade))
+            .map(|l| NewDelivery { id: new_id(), bridge: l.bridge.clone(), room: l.room.clone(), recipient: None })
+            .collect();
+        let event = Event {
+            id: new_id(),
+            portal: portal.to_string(),
+            origin: Origin { bridge: BROADCAST_ORIGIN.into(), room: portal.to_string(), remote_id: Some(key.to_string()) },
+            sender: Sender { id: NOTICE_SENDER.into(), person: None, name: "Causeway".into(), avatar: None },
+            at_ms: now_ms(),
+            body,
+        };
+        let ne = NewEvent { origin_key, event, aliases: Vec::new(), deliveries };
+        let Some(stored) = self.store.commit(std::slice::from_ref(&ne)).await?.pop() else { return Ok(false) };
+        for d in &ne.deliveries {
+            self.metrics.outbox_depth.get_or_create(&metrics::bridge(&d.bridge)).inc();
+        }
+        self.topology.hand_over(&ne.event, &ne.deliveries, &stored.outbox, now_ms());
+        let _ = self.committed.send(Arc::new(Committed { seq: stored.seq, event: ne.event }));
+        Ok(true)
     }
 }
 /// The origin bridge of a broadcast's event (no bridge is called this).
@@ -178,6 +231,7 @@ impl Router {
             strangers_opened: Mutex::new((std::time::Instant::now(), 0)),
             broadcast: config.broadcast.clone(),
             time_zones: RwLock::new(time_zones(&config.portals)),
+            calendars: crate::calendar::Book::new(),
             planning: tokio::sync::Mutex::new(()),
             broadcast_wake: tokio::sync::Notify::new(),
         });
@@ -193,6 +247,7 @@ impl Router {
                 degrade: p.degrade.unwrap_or(default_degrade),
             });
         }
+        router.set_time_zones(&config.portals);
         for p in stored {
             let links: Vec<Link> = p
                 .links
@@ -890,6 +945,23 @@ impl Host for Router {
             let accepted = answer.await.map_err(|_| SubmitError::Unavailable("shutting down".into()))??;
             if matches!(accepted, Accepted::Stored { .. }) {
                 self.broadcast_command(&link, &sender, command).await;
+            }
+            return Ok(accepted);
+        }
+        if let Some(command) = crate::calendar::command(&incoming.body) {
+            // Shown like any message; the answer follows it in every room.
+            let accepted = self.submit_to_writer(link.bridge.clone(), incoming, false, false).await?;
+            if let (Accepted::Stored { event_id }, Some(portal)) = (&accepted, self.topology.portal(&link)) {
+                let text = match command {
+                    crate::calendar::Command::Agenda(span) => crate::calendar::agenda(&self.calendars, &portal.id, span, now_ms() / 1000),
+                    crate::calendar::Command::Invalid(usage) => usage,
+                };
+                match self.announce(&portal.id, &format!("agenda-answer|{event_id}"), text).await {
+                    Ok(_) => {
+                        self.metrics.calendar_announcements.get_or_create(&metrics::KindLabel { kind: "answer".into() }).inc();
+                    }
+                    Err(e) => tracing::warn!(portal = %portal.id, "!agenda not answered: {e}"),
+                }
             }
             return Ok(accepted);
         }

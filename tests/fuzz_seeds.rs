@@ -48,6 +48,11 @@ fn broadcast_command() {
 }
 
 #[test]
+fn calendar() {
+    each("calendar", causeway::calendar::fuzz);
+}
+
+#[test]
 fn admin_request() {
     each("admin_request", causeway::admin::fuzz_request);
 }
