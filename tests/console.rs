@@ -151,6 +151,14 @@ people:
         .unwrap_or_else(|e| panic!("{e}\n{}", d.log()));
     browser.step(&["delivered", "sales"], &d);
 
+    // A broadcast from the console to the portal's rooms: a notice in each.
+    browser.step(&["broadcast", "sales", "The office closes at 16:00 today"], &d);
+    let notice =
+        alice.next_matching(T, |e| e.get_child("body", NS_CLIENT).is_some_and(|b| b.text().contains("The office closes at 16:00"))).await;
+    assert!(notice.is_ok(), "not in the MUC: {notice:?}\n{}", d.log());
+    let notice = bob.next_matching(T, |e| e["content"]["body"].as_str().is_some_and(|b| b.contains("The office closes at 16:00"))).await;
+    assert_eq!(notice.map(|e| e["content"]["msgtype"].clone()), Ok(json!("m.notice")));
+
     // A dead letter: `b` refused the first message; retried once it takes it.
     wait_dead(&d, Path::new(&d.db()), 1).await;
     hook_b.set_mode(Mode::Accept { own_ids: None });
@@ -174,6 +182,8 @@ people:
         "archive",
         "audit",
         "people",
+        "broadcast",
+        "broadcasts",
     ] {
         let png = shots.join(format!("{name}.png"));
         let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));

@@ -565,35 +565,21 @@ async fn send_broadcast(
     Extension(caller): Extension<Caller>,
     body: Result<Json<NewBroadcast>, JsonRejection>,
 ) -> Response {
-    use crate::broadcast::{Request, Requested, Target};
+    use super::broadcasts::{Asked, SendError, send};
     let new = match body {
         Ok(Json(n)) => n,
         Err(e) => return bad_json(e),
     };
-    let to: Result<Vec<Target>, String> = new.to.iter().map(|t| t.parse()).collect();
-    let request =
-        to.and_then(|to| Request::new(to, &new.text, new.html.as_deref(), new.attachments, new.from.as_deref().unwrap_or(&caller.who)));
-    let request = match request {
-        Ok(r) => r,
-        Err(e) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e),
-    };
-    let requested = Requested::new(&format!("admin:{}", caller.who), request);
-    if let Err(e) = c.router.request_broadcast(&requested).await {
-        return unavailable(e);
-    }
-    c.router.plan_broadcasts().await;
-    match c.store.broadcasts(Some(&requested.id), 1).await {
-        Ok(mut s) => match s.pop() {
-            Some(summary) => {
-                let to: Vec<String> = summary.requested.request.to.iter().map(ToString::to_string).collect();
-                c.audit(&caller, "broadcast.send", &requested.id, &to.join(" ")).await;
-                let status = if summary.error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::ACCEPTED };
-                let body = json!({"broadcast": summary, "state": summary.state()});
-                (status, [(header::LOCATION, format!("/admin/api/broadcasts/{}", requested.id))], Json(body)).into_response()
-            }
-            None => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the broadcast was not kept"),
-        },
-        Err(e) => unavailable(e),
+    let asked = Asked { to: &new.to, text: &new.text, html: new.html.as_deref(), attachments: new.attachments, from: new.from.as_deref() };
+    match send(&c, &caller, asked).await {
+        Ok(summary) => {
+            let status = if summary.error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::ACCEPTED };
+            let location = format!("/admin/api/broadcasts/{}", summary.requested.id);
+            let body = json!({"broadcast": summary, "state": summary.state()});
+            (status, [(header::LOCATION, location)], Json(body)).into_response()
+        }
+        Err(SendError::Invalid(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e),
+        Err(SendError::Store(e)) => unavailable(e),
     }
 }
 

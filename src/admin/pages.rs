@@ -45,6 +45,8 @@ pub fn routes() -> Router<Console> {
         .route("/outbox/{delivery}/retry", post(retry_one))
         .route("/outbox/{delivery}/drop", post(drop_one))
         .route("/audit", get(audit))
+        .route("/broadcasts", get(broadcasts).post(send_broadcast))
+        .route("/broadcasts/{id}", get(broadcast_page))
         .route("/archive", get(archive))
         .route("/archive/exports", post(start_export))
         .route("/archive/exports/{id}", get(export_page))
@@ -78,6 +80,7 @@ fn layout(title: &str, caller: Option<&Caller>, active: &str, body: Markup) -> M
         ("portals", "Portals"),
         ("people", "People"),
         ("outbox", "Outbox"),
+        ("broadcasts", "Broadcasts"),
         ("archive", "Archive"),
         ("audit", "Audit log"),
     ];
@@ -983,4 +986,115 @@ async fn export_page(State(c): State<Console>, Viewer(caller): Viewer, Path(id):
 
 async fn download_export(State(c): State<Console>, Viewer(caller): Viewer, Path(id): Path<String>) -> Response {
     super::api::download(&c, &caller, &id).await
+}
+
+fn counts_text(s: &crate::broadcast::Summary) -> String {
+    let c = &s.counts;
+    format!("{} recipients: {} delivered, {} pending, {} failed, {} unreachable", c.total, c.delivered, c.pending, c.failed, c.unreachable)
+}
+
+/// The broadcast form and the latest broadcasts.
+async fn broadcasts_page(c: &Console, caller: &Caller, form: &[(String, String)], message: Option<Markup>, status: StatusCode) -> Response {
+    let latest = c.store.broadcasts(None, 50).await.unwrap_or_default();
+    let to = if form.is_empty() { "all" } else { field(form, "to") };
+    let body = html! {
+        @if let Some(m) = message { (m) }
+        @if !caller.read_only {
+            form #broadcast method="post" action="/admin/broadcasts" {
+                (csrf(caller))
+                p {
+                    label for="to" { "To" }
+                    input #to name="to" value=(to) required aria-describedby="to-help";
+                    small #to-help { "all, portals, portal:ID, people:ID,ID or group:NAME; several, separated by spaces" }
+                }
+                p { label for="text" { "Announcement" } textarea #text name="text" rows="4" required { (field(form, "text")) } }
+                p { label for="from" { "From" } input #from name="from" value=(field(form, "from")) placeholder=(caller.who); }
+                button type="submit" { "Send the broadcast" }
+            }
+        }
+        div.scroll {
+            table #broadcasts {
+                caption { "The latest broadcasts" }
+                thead { tr { th scope="col" { "Broadcast" } th scope="col" { "Asked" } th scope="col" { "By" } th scope="col" { "To" } th scope="col" { "State" } th scope="col" { "Recipients" } } }
+                tbody {
+                    @for s in &latest {
+                        tr {
+                            th scope="row" { a href={ "/admin/broadcasts/" (s.requested.id) } { (s.requested.id) } }
+                            td { (when(s.requested.requested_ms)) }
+                            td { (s.requested.requested_by) }
+                            td { (s.requested.request.to.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")) }
+                            td { (s.state()) }
+                            td { (counts_text(s)) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(status, layout("Broadcasts", Some(caller), "broadcasts", body))
+}
+
+async fn broadcasts(State(c): State<Console>, Viewer(caller): Viewer) -> Response {
+    broadcasts_page(&c, &caller, &[], None, StatusCode::OK).await
+}
+
+async fn send_broadcast(State(c): State<Console>, Change { caller, form }: Change) -> Response {
+    use super::broadcasts::{Asked, SendError, send};
+    let to: Vec<String> = field(&form, "to").split_whitespace().map(str::to_string).collect();
+    let from = Some(field(&form, "from")).filter(|f| !f.is_empty());
+    let asked = Asked { to: &to, text: field(&form, "text"), html: None, attachments: Vec::new(), from };
+    match send(&c, &caller, asked).await {
+        Ok(s) if s.error.is_none() => Redirect::to(&format!("/admin/broadcasts/{}", s.requested.id)).into_response(),
+        Ok(s) => {
+            let why = format!("Not sent: {}.", s.error.unwrap_or_default());
+            broadcasts_page(&c, &caller, &form, Some(notice("error", &why)), StatusCode::UNPROCESSABLE_ENTITY).await
+        }
+        Err(SendError::Invalid(e)) => {
+            broadcasts_page(&c, &caller, &form, Some(notice("error", &e)), StatusCode::UNPROCESSABLE_ENTITY).await
+        }
+        Err(SendError::Store(_)) => {
+            let why = "The store could not be written; nothing was sent.";
+            broadcasts_page(&c, &caller, &form, Some(notice("error", why)), StatusCode::SERVICE_UNAVAILABLE).await
+        }
+    }
+}
+
+/// One broadcast and each recipient; the page looks again every 2 s while
+/// deliveries are pending (no script needed).
+async fn broadcast_page(State(c): State<Console>, Viewer(caller): Viewer, Path(id): Path<String>) -> Response {
+    let Some(s) = c.store.broadcasts(Some(&id), 1).await.ok().and_then(|mut s| s.pop()) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            layout("No such broadcast", Some(&caller), "broadcasts", notice("error", "There is no such broadcast.")),
+        );
+    };
+    let recipients = c.store.broadcast_recipients(&id).await.unwrap_or_default();
+    let sending = matches!(s.state(), "sending" | "waiting");
+    let body = html! {
+        @if sending { meta http-equiv="refresh" content="2"; }
+        p { "Asked " (when(s.requested.requested_ms)) " by " (s.requested.requested_by) ", to "
+            (s.requested.request.to.iter().map(ToString::to_string).collect::<Vec<_>>().join(" ")) }
+        blockquote { (s.requested.request.text.plain) }
+        p #state role="status" { "State: " strong { (s.state()) } ". " (counts_text(&s)) }
+        @if let Some(e) = &s.error { (notice("error", e)) }
+        div.scroll {
+            table #recipients {
+                caption { "Recipients" }
+                thead { tr { th scope="col" { "Person or room" } th scope="col" { "Bridge" } th scope="col" { "Account or room" } th scope="col" { "State" } th scope="col" { "Why" } } }
+                tbody {
+                    @for r in &recipients {
+                        tr {
+                            th scope="row" { (r.person.as_deref().unwrap_or("(room)")) }
+                            td { (r.bridge.as_deref().unwrap_or("—")) }
+                            td { (r.account.as_deref().or(r.room.as_deref()).unwrap_or("—")) }
+                            td { (r.state.name()) }
+                            td { (r.error.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        }
+        p { a href="/admin/broadcasts" { "Back to the broadcasts" } }
+    };
+    page(StatusCode::OK, layout(&format!("Broadcast {id}"), Some(&caller), "broadcasts", body))
 }

@@ -140,6 +140,27 @@ const steps = {
     await shot(page, "portal-delivered");
   },
 
+  // A broadcast to a portal's rooms: a target that names nothing is
+  // refused with why; then it is sent, and its page follows each room
+  // until every one has it.
+  async broadcast(page, context, portal, text) {
+    await page.goto(base + "/admin/broadcasts");
+    await page.getByLabel("To").fill("portal:nowhere");
+    await page.getByLabel("Announcement").fill(text);
+    await page.getByRole("button", { name: "Send the broadcast" }).click();
+    await page.locator(".notice.error", { hasText: "no portal" }).waitFor();
+    await page.getByLabel("To").fill("portal:" + portal);
+    await page.getByRole("button", { name: "Send the broadcast" }).click();
+    await page.waitForURL(/\/admin\/broadcasts\/b-/);
+    await page.locator("#state", { hasText: "State: done" }).waitFor({ timeout: 30000 });
+    const states = await page.locator("#recipients tbody td:nth-child(4)").allTextContents();
+    check(states.length === 2 && states.every((s) => s === "delivered"), "each room delivered: " + states.join(", "));
+    await shot(page, "broadcast");
+    await page.goto(base + "/admin/broadcasts");
+    await page.locator("#broadcasts tbody tr", { hasText: "done" }).first().waitFor();
+    await shot(page, "broadcasts");
+  },
+
   // Retry the one dead letter.
   async retry(page, context, room) {
     await page.goto(base + "/admin/outbox?state=dead");
@@ -178,7 +199,7 @@ const steps = {
   // The audit log and the people.
   async audit(page) {
     await page.goto(base + "/admin/audit");
-    for (const action of ["login", "portal.create", "outbox.retry", "archive.search", "archive.export", "archive.download"]) {
+    for (const action of ["login", "portal.create", "broadcast.send", "outbox.retry", "archive.search", "archive.export", "archive.download"]) {
       await page.locator("#audit tbody td", { hasText: action }).first().waitFor();
     }
     await shot(page, "audit");
