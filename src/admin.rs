@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod broadcasts;
 pub mod exports;
 pub mod openapi;
 pub mod pages;

@@ -2,13 +2,16 @@
 //! (Radicale, tests/peers/radicale.sh) and a real XMPP MUC and Matrix room:
 //! the daily agenda, a reminder at the right minute for a recurring event
 //! in the portal's zone, a new event and its deletion announced, `!agenda`
-//! answered on every network, and an unchanged calendar costing one request.
+//! answered on every network, and an unchanged calendar costing one request
+//! (CalDAV by its change tag; an ICS file on a web server by its ETag).
 #![cfg(all(feature = "webhook", feature = "xmpp", feature = "matrix", feature = "email"))]
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::TimeZone;
@@ -79,6 +82,44 @@ fn event(uid: &str, summary: &str, start: &str, end: &str, rrule: &str) -> Strin
     )
 }
 
+/// An iCalendar file on a plain web server (as nginx would serve one): its
+/// ETag, `304` when it is what the client has; counts both answers.
+struct IcsFile {
+    url: String,
+    full: Arc<AtomicUsize>,
+    not_modified: Arc<AtomicUsize>,
+}
+
+impl IcsFile {
+    async fn serve(body: String) -> IcsFile {
+        use axum::http::{HeaderMap, StatusCode, header};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/lunch.ics", listener.local_addr().unwrap());
+        let (full, not_modified) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (f, n) = (full.clone(), not_modified.clone());
+        let etag = "\"lunch-1\"";
+        let app = axum::Router::new().route(
+            "/lunch.ics",
+            axum::routing::get(move |headers: HeaderMap| {
+                let (body, f, n) = (body.clone(), f.clone(), n.clone());
+                async move {
+                    use axum::response::IntoResponse;
+                    if headers.get(header::IF_NONE_MATCH).is_some_and(|v| v == etag) {
+                        n.fetch_add(1, Ordering::SeqCst);
+                        return StatusCode::NOT_MODIFIED.into_response();
+                    }
+                    f.fetch_add(1, Ordering::SeqCst);
+                    ([(header::ETAG, etag), (header::CONTENT_TYPE, "text/calendar")], body).into_response()
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        IcsFile { url, full, not_modified }
+    }
+}
+
 fn text_of(e: &tokio_xmpp::minidom::Element) -> String {
     e.get_child("body", "jabber:client").map(|b| b.text()).unwrap_or_default()
 }
@@ -96,10 +137,14 @@ async fn a_caldav_calendar_is_announced_into_the_portal_at_the_right_minute() {
     let offsite =
         event("offsite", "Offsite", &format!("{}T000000", today.format("%Y%m%d")), &format!("{}T235900", today.format("%Y%m%d")), "");
     assert_eq!(dav.send("PUT", "/alice/team/offsite.ics", Some(offsite)).await, 201);
+    // Tomorrow's lunch, in an ICS file on a web server.
+    let tomorrow = berlin(now + 86_400).date_naive().format("%Y%m%d").to_string();
+    let lunch = IcsFile::serve(event("lunch", "Team lunch", &format!("{tomorrow}T120000"), &format!("{tomorrow}T130000"), "")).await;
     let calendars = format!(
-        "  - id: ops\n    time_zone: Europe/Berlin\n    agenda: \"{}\"\n    calendars:\n      - {{ name: Team, caldav: \"{}\", username: {USER}, password: {PASS}, every: 2s, remind: 1m }}\n    links:",
+        "  - id: ops\n    time_zone: Europe/Berlin\n    agenda: \"{}\"\n    calendars:\n      - {{ name: Team, caldav: \"{}\", username: {USER}, password: {PASS}, every: 2s, remind: 1m }}\n      - {{ name: Lunches, ics: \"{}\", every: 2s, remind: 0s }}\n    links:",
         berlin(now).format("%H:%M"),
-        dav.url("/alice/team/")
+        dav.url("/alice/team/"),
+        lunch.url
     );
     let w = World::start_with(
         "",
@@ -146,7 +191,6 @@ async fn a_caldav_calendar_is_announced_into_the_portal_at_the_right_minute() {
     assert_eq!(on_matrix.map(|e| e["content"]["msgtype"].clone()), Ok(serde_json::json!("m.notice")));
 
     // A new event, then its deletion, announced.
-    let tomorrow = berlin(now + 86_400).date_naive().format("%Y%m%d").to_string();
     let retro = event("retro", "Retro", &format!("{tomorrow}T150000"), &format!("{tomorrow}T160000"), "");
     assert_eq!(dav.send("PUT", "/alice/team/retro.ics", Some(retro)).await, 201);
     let new = alice.next_matching(T, |s| says(s, "📅 New in Team: Retro")).await;
@@ -161,6 +205,7 @@ async fn a_caldav_calendar_is_announced_into_the_portal_at_the_right_minute() {
         answer.contains(&format!("{local}–")) && answer.contains("Stand-up — Room 4.12 (Team)") && answer.contains("15:00–16:00 Retro"),
         "{answer}"
     );
+    assert!(answer.contains("12:00–13:00 Team lunch — Room 4.12 (Lunches)"), "{answer}");
     assert!(bob.next_matching(T, |e| e["content"]["body"].as_str().is_some_and(|b| b.starts_with("📅 Tomorrow,"))).await.is_ok());
 
     assert_eq!(dav.send("DELETE", "/alice/team/retro.ics", None).await, 200);
@@ -171,6 +216,11 @@ async fn a_caldav_calendar_is_announced_into_the_portal_at_the_right_minute() {
     let again = alice.next_matching(Duration::from_secs(4), |s| says(s, "⏰")).await;
     assert!(again.is_err(), "reminded twice: {again:?}");
     let unchanged = w.daemon.metric("causeway_calendar_polls_total", r#"calendar="ops/Team",result="unchanged""#).await;
+    assert!(unchanged >= 3.0, "{unchanged}");
+    // The file was fetched once; after that the server said `304`.
+    assert_eq!(lunch.full.load(Ordering::SeqCst), 1);
+    assert!(lunch.not_modified.load(Ordering::SeqCst) >= 3);
+    let unchanged = w.daemon.metric("causeway_calendar_polls_total", r#"calendar="ops/Lunches",result="unchanged""#).await;
     assert!(unchanged >= 3.0, "{unchanged}");
     let reminders = w.daemon.metric("causeway_calendar_announcements_total", r#"kind="reminder""#).await;
     assert_eq!(reminders, 1.0);

@@ -9,11 +9,12 @@ use calcard::icalendar::{ICalendar, ICalendarComponentType, ICalendarProperty, I
 use super::Occurrence;
 use crate::time_zone::Tz;
 
-/// Objects larger than this are not read.
-pub const MAX_OBJECT_BYTES: usize = 1024 * 1024;
+/// Objects larger than this are not read (a whole ICS file is one object).
+pub const MAX_OBJECT_BYTES: usize = 16 * 1024 * 1024;
 /// Occurrences expanded per object, from the first (an event repeated
-/// every minute for years stops here).
-const MAX_EXPANDED: usize = 20_000;
+/// every minute for years stops here; so does a file of more events than
+/// this since its first).
+const MAX_EXPANDED: usize = 200_000;
 /// Occurrences kept per calendar.
 pub const MAX_KEPT: usize = 5_000;
 
