@@ -698,7 +698,7 @@ fn check_portals(config: &Config, bridges: &BTreeMap<String, Box<dyn Configured>
             errors.push(ConfigError::new(format!("{path}.links"), "a portal needs at least one link"));
         }
         if let Some(tz) = &p.time_zone
-            && crate::time_zone::zone(tz).is_none()
+            && causeway_core::time_zone::zone(tz).is_none()
         {
             errors.push(ConfigError::new(format!("{path}.time_zone"), format!("{tz:?} is not a time zone (e.g. Europe/Berlin)")));
         }

@@ -20,5 +20,4 @@ pub mod reload;
 pub mod router;
 pub mod running;
 pub mod store;
-pub mod time_zone;
 pub mod topology;

@@ -29,6 +29,20 @@ impl PersonConfig {
     pub fn in_group(&self, group: &str) -> bool {
         self.groups.iter().any(|g| g.eq_ignore_ascii_case(group))
     }
+
+    /// A person for tests: named `id` in capitals, with these accounts
+    /// (bridge, account) and groups.
+    #[cfg(test)]
+    pub fn for_tests(id: &str, accounts: &[(&str, &str)], groups: &[&str]) -> PersonConfig {
+        PersonConfig {
+            id: id.into(),
+            name: id.to_uppercase(),
+            avatar: None,
+            accounts: accounts.iter().map(|(b, a)| (b.to_string(), a.to_string())).collect(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            broadcast_via: Vec::new(),
+        }
+    }
 }
 
 /// Letters, digits, `-`, `_` and `.`, at most 64: never a `:`, so a person

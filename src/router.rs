@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::directory::Directory;
 use crate::metrics::{self, Metrics};
 use crate::presence::PresenceBook;
-use crate::store::{Author, MapHit, NewDelivery, NewEvent, RemoteKey, Store, StoreError, StoredKind, StoredLink, StoredPortal};
+use crate::store::{Author, MapHit, NewDelivery, NewEvent, RemoteKey, Store, StoreError, Stored, StoredKind, StoredLink, StoredPortal};
 use crate::topology::{Link, Portal, PortalKind, Topology};
 
 /// Tell the networks when people have gone idle: a presence said where each
@@ -154,14 +154,7 @@ impl Router {
             return Ok(false);
         }
         let Some(p) = self.topology.get(portal) else { return Ok(false) };
-        let body = Body::Message {
-            text: causeway_core::Text::plain(text),
-            kind: MessageKind::Notice,
-            attachments: Vec::new(),
-            reply_to: None,
-            thread: None,
-            mentions: Vec::new(),
-        };
+        let body = Body::message(causeway_core::Text::plain(text), MessageKind::Notice);
         let deliveries: Vec<NewDelivery> = p
             .links
             .iter()
@@ -178,11 +171,7 @@ impl Router {
         };
         let ne = NewEvent { origin_key, event, aliases: Vec::new(), deliveries };
         let Some(stored) = self.store.commit(std::slice::from_ref(&ne)).await?.pop() else { return Ok(false) };
-        for d in &ne.deliveries {
-            self.metrics.outbox_depth.get_or_create(&metrics::bridge(&d.bridge)).inc();
-        }
-        self.topology.hand_over(&ne.event, &ne.deliveries, &stored.outbox, now_ms());
-        let _ = self.committed.send(Arc::new(Committed { seq: stored.seq, event: ne.event }));
+        self.after_commit(ne, &stored, now_ms());
         Ok(true)
     }
 }
@@ -425,11 +414,7 @@ impl Router {
         tracing::info!(broadcast = %requested.id, by = %requested.requested_by, rooms, people = planned.recipients.len() - rooms, unreachable,
             "broadcast planned");
         self.metrics.broadcasts.get_or_create(&metrics::result("planned")).inc();
-        for d in &ne.deliveries {
-            self.metrics.outbox_depth.get_or_create(&metrics::bridge(&d.bridge)).inc();
-        }
-        self.topology.hand_over(&ne.event, &ne.deliveries, &stored.outbox, now_ms());
-        let _ = self.committed.send(Arc::new(Committed { seq: stored.seq, event: ne.event }));
+        self.after_commit(ne, &stored, now_ms());
         Ok(())
     }
 
@@ -826,16 +811,22 @@ impl Router {
         let now = now_ms();
         for ((ne, stored), reply) in new_events.into_iter().zip(stored).zip(replies) {
             self.metrics.received.get_or_create(&metrics::bridge(&ne.event.origin.bridge)).inc();
-            for d in &ne.deliveries {
-                self.metrics.outbox_depth.get_or_create(&metrics::bridge(&d.bridge)).inc();
-            }
-            self.topology.hand_over(&ne.event, &ne.deliveries, &stored.outbox, now);
             if let Some(reply) = reply {
                 let _ = reply.send(Ok(Accepted::Stored { event_id: ne.event.id.clone() }));
             }
-            // Nobody listening is fine.
-            let _ = self.committed.send(Arc::new(Committed { seq: stored.seq, event: ne.event }));
+            self.after_commit(ne, &stored, now);
         }
+    }
+
+    /// What follows the commit of an event: its deliveries counted and
+    /// handed to their lanes, and the event to whoever follows the portals.
+    fn after_commit(&self, ne: NewEvent, stored: &Stored, now: i64) {
+        for d in &ne.deliveries {
+            self.metrics.outbox_depth.get_or_create(&metrics::bridge(&d.bridge)).inc();
+        }
+        self.topology.hand_over(&ne.event, &ne.deliveries, &stored.outbox, now);
+        // Nobody listening is fine.
+        let _ = self.committed.send(Arc::new(Committed { seq: stored.seq, event: ne.event }));
     }
 }
 

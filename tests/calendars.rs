@@ -126,7 +126,7 @@ fn text_of(e: &tokio_xmpp::minidom::Element) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caldav_calendar_is_announced_into_the_portal_at_the_right_minute() {
-    let tz = causeway::time_zone::zone("Europe/Berlin").unwrap();
+    let tz = causeway_core::time_zone::zone("Europe/Berlin").unwrap();
     let berlin = |t: i64| tz.timestamp_opt(t, 0).single().unwrap();
     let dav = Radicale::start();
     assert_eq!(dav.send("MKCALENDAR", "/alice/team/", None).await, 201, "{}", dav.log());

@@ -445,14 +445,7 @@ pub fn fuzz_command(input: &str) {
     if let Ok(t) = input.parse::<Target>() {
         assert_eq!(t.to_string().parse::<Target>().as_ref(), Ok(&t), "{input:?}");
     }
-    let body = Body::Message {
-        text: Text::plain(input),
-        kind: MessageKind::Text,
-        attachments: Vec::new(),
-        reply_to: None,
-        thread: None,
-        mentions: Vec::new(),
-    };
+    let body = Body::text(input);
     let rest = input.trim_start().strip_prefix("!broadcast");
     let is_command = rest.is_some_and(|r| r.is_empty() || r.starts_with(char::is_whitespace));
     match command(&body) {
@@ -473,27 +466,12 @@ pub fn fuzz_command(input: &str) {
             }
         }
     }
-    let mut body = body;
-    if let Body::Message { kind, .. } = &mut body {
-        *kind = MessageKind::Notice;
-    }
-    assert_eq!(command(&body), None, "a notice is never a command");
+    assert_eq!(command(&Body::message(Text::plain(input), MessageKind::Notice)), None, "a notice is never a command");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn person(id: &str, accounts: &[(&str, &str)], groups: &[&str]) -> PersonConfig {
-        PersonConfig {
-            id: id.into(),
-            name: id.to_uppercase(),
-            avatar: None,
-            accounts: accounts.iter().map(|(b, a)| (b.to_string(), a.to_string())).collect(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            broadcast_via: Vec::new(),
-        }
-    }
 
     #[test]
     fn targets_read_back_and_bad_ones_say_what_is_wrong() {
@@ -523,14 +501,7 @@ mod tests {
     #[test]
     fn commands_are_messages_that_start_with_the_word() {
         use causeway_core::{Body, MessageKind};
-        let msg = |t: &str, kind| Body::Message {
-            text: Text::plain(t),
-            kind,
-            attachments: Vec::new(),
-            reply_to: None,
-            thread: None,
-            mentions: Vec::new(),
-        };
+        let msg = |t: &str, kind| Body::message(Text::plain(t), kind);
         let c = |t: &str| command(&msg(t, MessageKind::Text));
         assert_eq!(c("!broadcast Fire drill at 3\nBe there"), Some(Command::Send(vec![Target::All], "Fire drill at 3\nBe there".into())));
         assert_eq!(
@@ -575,9 +546,9 @@ mod tests {
         let yaml = "senders:\n  - people: [alice]\n  - groups: [comms]\n    to: [portal:*, 'group:staff']\n";
         let config: BroadcastConfig = serde_saphyr::from_str(yaml).unwrap();
         assert!(config.check(&[]).is_empty());
-        let alice = person("alice", &[], &[]);
-        let carol = person("carol", &[], &["Comms"]);
-        let mallory = person("mallory", &[], &["staff"]);
+        let alice = PersonConfig::for_tests("alice", &[], &[]);
+        let carol = PersonConfig::for_tests("carol", &[], &["Comms"]);
+        let mallory = PersonConfig::for_tests("mallory", &[], &["staff"]);
         let t = |s: &str| vec![s.parse::<Target>().unwrap()];
         assert!(config.may_send(&alice, &t("all")));
         assert!(config.may_send(&carol, &t("portal:ops")) && config.may_send(&carol, &t("group:STAFF")));

@@ -131,17 +131,6 @@ fn network_of(p: &PersonConfig, config: &BroadcastConfig, people_bridges: &Peopl
 mod tests {
     use super::*;
 
-    fn person(id: &str, accounts: &[(&str, &str)], groups: &[&str]) -> PersonConfig {
-        PersonConfig {
-            id: id.into(),
-            name: id.to_uppercase(),
-            avatar: None,
-            accounts: accounts.iter().map(|(b, a)| (b.to_string(), a.to_string())).collect(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-            broadcast_via: Vec::new(),
-        }
-    }
-
     /// A planned recipient: person, bridge, account or room, whether it has a delivery.
     type Row<'a> = (Option<&'a str>, Option<&'a str>, Option<&'a str>, bool);
 
@@ -151,14 +140,14 @@ mod tests {
 
     #[test]
     fn each_person_is_planned_once_on_their_first_network_that_reaches_people() {
-        let mut carol = person("carol", &[("mail", "carol@corp"), ("chat", "carol@x")], &[]);
+        let mut carol = PersonConfig::for_tests("carol", &[("mail", "carol@corp"), ("chat", "carol@x")], &[]);
         carol.broadcast_via = vec!["mail".into()];
         let d = Directory::new(&[
-            person("alice", &[("chat", "alice@x"), ("mx", "@alice:m")], &["it"]),
-            person("bob", &[("mx", "@bob:m"), ("mail", "bob@corp")], &["it"]),
+            PersonConfig::for_tests("alice", &[("chat", "alice@x"), ("mx", "@alice:m")], &["it"]),
+            PersonConfig::for_tests("bob", &[("mx", "@bob:m"), ("mail", "bob@corp")], &["it"]),
             carol,
-            person("dave", &[("hooks", "dave")], &[]),
-            person("erin", &[], &[]),
+            PersonConfig::for_tests("dave", &[("hooks", "dave")], &[]),
+            PersonConfig::for_tests("erin", &[], &[]),
         ]);
         let bridges: PeopleBridges =
             [("chat", "xmpp"), ("mx", "matrix"), ("mail", "email")].into_iter().map(|(n, k)| (n.to_string(), k)).collect();

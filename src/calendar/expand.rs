@@ -7,7 +7,8 @@
 use calcard::icalendar::{ICalendar, ICalendarComponentType, ICalendarProperty, ICalendarStatus, ICalendarValue};
 
 use super::Occurrence;
-use crate::time_zone::Tz;
+use causeway_core::text::one_line;
+use causeway_core::time_zone::Tz;
 
 /// Objects larger than this are not read (a whole ICS file is one object).
 pub const MAX_OBJECT_BYTES: usize = 16 * 1024 * 1024;
@@ -17,11 +18,6 @@ pub const MAX_OBJECT_BYTES: usize = 16 * 1024 * 1024;
 const MAX_EXPANDED: usize = 200_000;
 /// Occurrences kept per calendar.
 pub const MAX_KEPT: usize = 5_000;
-
-fn clean(s: &str, most: usize) -> String {
-    let one: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(most).collect();
-    one.split_whitespace().collect::<Vec<_>>().join(" ")
-}
 
 /// The occurrences of `text`'s events that overlap `[from, to)`, in time
 /// zone `default` where the object names none. Cancelled events and
@@ -48,12 +44,12 @@ pub fn occurrences(calendar: &str, text: &str, default: Tz, from: i64, to: i64) 
         if !(start < to && end.max(start + 1) > from) {
             continue;
         }
-        let Some(uid) = comp.uid().map(|u| clean(u, 255)).filter(|u| !u.is_empty()) else { continue };
+        let Some(uid) = comp.uid().map(|u| one_line(u, 255)).filter(|u| !u.is_empty()) else { continue };
         let text_of = |p: ICalendarProperty, most: usize| {
             comp.property(&p)
                 .and_then(|e| e.values.first())
                 .and_then(ICalendarValue::as_text)
-                .map(|t| clean(t, most))
+                .map(|t| one_line(t, most))
                 .filter(|t| !t.is_empty())
         };
         let all_day = comp
@@ -117,7 +113,7 @@ END:VCALENDAR\r\n";
         let floating = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:f\r\nDTSTART:20270110T120000\r\nDURATION:PT1H\r\nSUMMARY:Lunch\r\nEND:VEVENT\r\n\
 BEGIN:VEVENT\r\nUID:d\r\nDTSTART;VALUE=DATE:20270111\r\nSUMMARY:Holiday\r\nEND:VEVENT\r\n\
 BEGIN:VEVENT\r\nUID:c\r\nSTATUS:CANCELLED\r\nDTSTART:20270110T130000Z\r\nSUMMARY:Gone\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
-        let berlin = crate::time_zone::zone("Europe/Berlin").unwrap();
+        let berlin = causeway_core::time_zone::zone("Europe/Berlin").unwrap();
         let got = occurrences("Team", floating, berlin, utc(2027, 1, 1, 0, 0), utc(2027, 2, 1, 0, 0));
         assert_eq!(got.len(), 2, "{got:?}");
         assert_eq!((got[0].summary.as_str(), got[0].start, got[0].end), ("Lunch", utc(2027, 1, 10, 11, 0), utc(2027, 1, 10, 12, 0)));

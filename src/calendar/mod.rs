@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveTime, TimeZone};
 use serde::{Deserialize, Serialize};
 
-use crate::time_zone::Tz;
+use causeway_core::time_zone::Tz;
 
 pub mod expand;
 pub mod poll;
@@ -157,7 +157,7 @@ impl Book {
     }
 
     pub fn set_zone(&self, portal: &str, name: Option<&str>) {
-        let zone = name.and_then(|n| Some((crate::time_zone::zone(n)?, n.to_string()))).unwrap_or((Tz::UTC, "UTC".into()));
+        let zone = name.and_then(|n| Some((causeway_core::time_zone::zone(n)?, n.to_string()))).unwrap_or((Tz::UTC, "UTC".into()));
         self.zones.write().unwrap().insert(portal.to_string(), zone);
     }
 
@@ -395,14 +395,7 @@ mod tests {
     #[test]
     fn commands_are_messages_that_start_with_the_word() {
         use causeway_core::{Body, MessageKind, Text};
-        let msg = |t: &str, kind| Body::Message {
-            text: Text::plain(t),
-            kind,
-            attachments: Vec::new(),
-            reply_to: None,
-            thread: None,
-            mentions: Vec::new(),
-        };
+        let msg = |t: &str, kind| Body::message(Text::plain(t), kind);
         let c = |t: &str| command(&msg(t, MessageKind::Text));
         assert_eq!(c("!agenda"), Some(Command::Agenda(Span::Today)));
         assert_eq!(c(" !agenda  Tomorrow "), Some(Command::Agenda(Span::Tomorrow)));
@@ -436,7 +429,7 @@ mod tests {
 
     #[test]
     fn reminders_and_changes_say_what_and_when() {
-        let (tz, name) = (crate::time_zone::zone("Europe/Berlin").unwrap(), "Europe/Berlin");
+        let (tz, name) = (causeway_core::time_zone::zone("Europe/Berlin").unwrap(), "Europe/Berlin");
         let s = occ("s", T0, 30, "Stand-up");
         assert_eq!(reminder(&s, T0 - 600, tz, name), "⏰ In 10 minutes: Stand-up, 09:00–09:30 (Europe/Berlin) [Team]");
         let before = next_of(&[s.clone(), occ("x", T0 + 3600, 60, "Lunch")], T0 - 600);

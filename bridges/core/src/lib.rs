@@ -18,6 +18,7 @@ pub mod sign;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod text;
+pub mod time_zone;
 
 pub use bridge::{
     Accepted, Bridge, BridgeContext, BridgeError, BridgeOptions, Capabilities, Committed, Degrade, Delivered, Delivery, DeliveryError,

@@ -175,6 +175,14 @@ pub fn preview(text: &str, max_bytes: usize, rest_in: &str) -> String {
     format!("{head}\n… ({lines} lines, {} KiB in all: {rest_in})", text.len().div_ceil(1024))
 }
 
+/// `s` as one line: control characters become spaces, runs of white space
+/// one space, and at most `most` characters are read (for text from outside
+/// shown in a single line: a title, a name, an id).
+pub fn one_line(s: &str, most: usize) -> String {
+    let one: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(most).collect();
+    one.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,15 +135,9 @@ pub fn message(
     event_id: &str,
 ) -> std::io::Result<Mail> {
     let message_id = format!("{delivery_id}@{}", list.domain());
-    let mut plain = match &text.html {
-        Some(h) if text.plain.trim().is_empty() => html_to_plain(h),
-        _ => text.plain.clone(),
-    };
+    let mut plain = plain_of(text);
     if kind == MessageKind::Emote {
         plain = format!("* {plain}");
-    }
-    for l in links {
-        plain.push_str(&format!("\n{l}"));
     }
     let mut b = MessageBuilder::new()
         .from(Address::new_address(Some(one_line(sender)), list.address.clone()))
@@ -160,7 +154,24 @@ pub fn message(
         }
         b = b.references(refs);
     }
-    b = list_headers(b, list).text_body(plain);
+    Ok(Mail { bytes: with_body(list_headers(b, list), plain, text, files, links)?, message_id })
+}
+
+/// The text of a message as plain text (from its HTML when it has only that).
+fn plain_of(text: &Text) -> String {
+    match &text.html {
+        Some(h) if text.plain.trim().is_empty() => html_to_plain(h),
+        _ => text.plain.clone(),
+    }
+}
+
+/// The mail `b` with its body: `plain` and `text`'s HTML, each with the
+/// `links` (files not attached) after it, and the `files` attached.
+fn with_body(mut b: MessageBuilder<'_>, mut plain: String, text: &Text, files: Vec<File>, links: &[String]) -> std::io::Result<Vec<u8>> {
+    for l in links {
+        plain.push_str(&format!("\n{l}"));
+    }
+    b = b.text_body(plain);
     if let Some(html) = &text.html {
         let mut html = html.clone();
         for l in links {
@@ -172,7 +183,7 @@ pub fn message(
     for f in files {
         b = b.attachment(mime_type(&f.mime), one_line(&f.name), f.bytes);
     }
-    Ok(Mail { bytes: b.write_to_vec()?, message_id })
+    b.write_to_vec()
 }
 
 /// Whether `a` looks like `local@domain`: one `@`, no spaces, no angle
@@ -198,35 +209,18 @@ pub fn announcement(
     let domain = from.rsplit_once('@').map_or("localhost", |(_, d)| d);
     let message_id = format!("{delivery_id}@{domain}");
     let sender = one_line(sender);
-    let mut plain = match &text.html {
-        Some(h) if text.plain.trim().is_empty() => html_to_plain(h),
-        _ => text.plain.clone(),
-    };
-    for l in links {
-        plain.push_str(&format!("\n{l}"));
-    }
-    let first: String = plain.lines().find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(60).collect();
-    let mut b = MessageBuilder::new()
+    let plain = plain_of(text);
+    let first: String =
+        plain.lines().chain(links.iter().map(String::as_str)).find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(60).collect();
+    let b = MessageBuilder::new()
         .from(Address::new_address(Some(sender.clone()), from.to_string()))
         .to(to.to_string())
         .subject(one_line(&format!("Announcement from {sender}: {first}")))
         .message_id(message_id.clone())
         .header("X-Causeway-Event", Raw::new(event_id.to_string()))
         .header("Auto-Submitted", Raw::new("auto-generated"))
-        .header("Precedence", Raw::new("bulk"))
-        .text_body(plain);
-    if let Some(html) = &text.html {
-        let mut html = html.clone();
-        for l in links {
-            let l = causeway_core::text::escape_html(l);
-            html.push_str(&format!("<br><a href=\"{l}\">{l}</a>"));
-        }
-        b = b.html_body(html);
-    }
-    for f in files {
-        b = b.attachment(mime_type(&f.mime), one_line(&f.name), f.bytes);
-    }
-    Ok(Mail { bytes: b.write_to_vec()?, message_id })
+        .header("Precedence", Raw::new("bulk"));
+    Ok(Mail { bytes: with_body(b, plain, text, files, links)?, message_id })
 }
 
 /// One entry of a digest.

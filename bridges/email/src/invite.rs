@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use calcard::common::timezone::Tz;
+use causeway_core::time_zone::Tz;
 use calcard::icalendar::{
     ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarEntry, ICalendarFrequency, ICalendarMethod, ICalendarParameterName,
     ICalendarProperty, ICalendarStatus, ICalendarValue,
 };
 use causeway_core::Text;
-use causeway_core::text::escape_html;
+use causeway_core::text::{escape_html, one_line};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
 use mail_parser::{Message, MessageParser, MimeHeaders};
 use serde::{Deserialize, Serialize};
@@ -136,9 +136,9 @@ pub fn parse(text: &str) -> Vec<Invitation> {
         if ev.has_property(&ICalendarProperty::RecurrenceId) {
             continue;
         }
-        let Some(uid) = ev.uid().map(|u| clean(u, 255)).filter(|u| !u.is_empty()) else { continue };
+        let Some(uid) = ev.uid().map(|u| one_line(u, 255)).filter(|u| !u.is_empty()) else { continue };
         let text = |p: ICalendarProperty, most: usize| {
-            ev.property(&p).and_then(|e| e.values.first()).and_then(|v| v.as_text()).map(|t| clean(t, most)).filter(|t| !t.is_empty())
+            ev.property(&p).and_then(|e| e.values.first()).and_then(|v| v.as_text()).map(|t| one_line(t, most)).filter(|t| !t.is_empty())
         };
         let when = |p: ICalendarProperty| ev.property(&p).and_then(|e| when_of(e, &tzs));
         let start = when(ICalendarProperty::Dtstart);
@@ -204,12 +204,12 @@ fn when_of(e: &ICalendarEntry, tzs: &calcard::icalendar::timezone::TzResolver<&s
 }
 
 fn person(e: &ICalendarEntry) -> Option<Attendee> {
-    let address = clean(e.calendar_address()?, 254);
+    let address = one_line(e.calendar_address()?, 254);
     if address.is_empty() {
         return None;
     }
     let param = |p: ICalendarParameterName, most: usize| {
-        e.parameter(&p).and_then(|v| v.as_text()).map(|t| clean(t, most)).filter(|t| !t.is_empty())
+        e.parameter(&p).and_then(|v| v.as_text()).map(|t| one_line(t, most)).filter(|t| !t.is_empty())
     };
     Some(Attendee { address, name: param(ICalendarParameterName::Cn, 100), status: param(ICalendarParameterName::Partstat, 20) })
 }
@@ -233,17 +233,6 @@ fn repeats(ev: &ICalendarComponent) -> Option<String> {
         s.push_str(&format!(", until {}", until.date_time.date().format("%-d %b %Y")));
     }
     Some(s)
-}
-
-/// One line of at most `most` characters, without control characters.
-fn clean(s: &str, most: usize) -> String {
-    let one: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(most).collect();
-    one.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// A time zone by IANA or Windows name ("W. Europe Standard Time").
-pub fn zone(name: &str) -> Option<Tz> {
-    name.parse::<Tz>().ok().filter(|tz| !matches!(tz, Tz::Floating))
 }
 
 fn day(d: NaiveDate) -> String {
@@ -384,6 +373,7 @@ pub fn decide(shown: Option<&Invitation>, inv: &Invitation, from: &str) -> Decis
 #[cfg(test)]
 mod tests {
     use super::*;
+    use causeway_core::time_zone::zone;
 
     const REQUEST: &str = "BEGIN:VCALENDAR\r\nPRODID:-//Microsoft Corporation//Outlook 16.0 MIMEDIR//EN\r\nVERSION:2.0\r\nMETHOD:REQUEST\r\n\
 BEGIN:VTIMEZONE\r\nTZID:W. Europe Standard Time\r\nBEGIN:STANDARD\r\nDTSTART:16011028T030000\r\nRRULE:FREQ=YEARLY;BYDAY=-1SU;BYMONTH=10\r\n\

@@ -259,7 +259,7 @@ impl Inner {
             ctx.load_state(&key).await.map_err(ReadError::Store)?.and_then(|v| serde_json::from_str(&v).ok());
         let (tz, tz_name) = ctx
             .time_zone(&t.list)
-            .and_then(|name| Some((invite::zone(&name)?, name)))
+            .and_then(|name| Some((causeway_core::time_zone::zone(&name)?, name)))
             .unwrap_or((calcard::common::timezone::Tz::UTC, "UTC".into()));
         let card = |i: &invite::Invitation| invite::card(i, tz, &tz_name);
         let alias = format!("ical:{}", inv.uid);
