@@ -16,10 +16,17 @@ use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
 use crate::router::Router;
 use crate::store::Store;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
 /// Open the configured store.
 pub async fn open_store(config: &crate::config::Config) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = &config.store.url {
+        let store = PostgresStore::open(url.expose())
+            .await
+            .with_context(|| format!("cannot open the store at {}", causeway_core::secret::url_for_log(url.expose())))?;
+        return Ok(Arc::new(store));
+    }
     let path = &config.store.path;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;

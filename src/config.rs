@@ -275,8 +275,12 @@ pub enum Sync {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
+    /// The SQLite database (the default store).
     #[serde(default = "default_db")]
     pub path: PathBuf,
+    /// A PostgreSQL database instead (`postgres://user:pass@host/db`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<causeway_core::Secret>,
     #[serde(default)]
     pub sync: Sync,
     /// Most events committed in one transaction (group commit).
@@ -293,7 +297,7 @@ fn default_batch() -> usize {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { path: default_db(), sync: Sync::default(), max_batch: default_batch() }
+        StoreConfig { path: default_db(), url: None, sync: Sync::default(), max_batch: default_batch() }
     }
 }
 
@@ -653,6 +657,11 @@ fn check_limits(config: &Config, errors: &mut Vec<ConfigError>) {
     if config.store.max_batch == 0 {
         errors.push(ConfigError::new("store.max_batch", "must be at least 1"));
     }
+    if let Some(url) = &config.store.url
+        && !["postgres://", "postgresql://"].iter().any(|s| url.expose().starts_with(s))
+    {
+        errors.push(ConfigError::new("store.url", "must be a PostgreSQL URL (postgres://user@host:port/database)"));
+    }
     if config.outbox.retry_initial.is_zero() {
         errors.push(ConfigError::new("outbox.retry_initial", "must be longer than zero"));
     }
@@ -1009,6 +1018,7 @@ people:
             ("http: { listen: nowhere }\n", "http.listen: invalid socket address"),
             ("outbox: { retry_initial: soon }\n", "outbox.retry_initial"),
             ("store: { max_batch: 0 }\n", "store.max_batch: must be at least 1"),
+            ("store: { url: \"mysql://x/y\" }\n", "store.url: must be a PostgreSQL URL"),
             ("archive: { max_file_bytes: 0 }\n", "archive.max_file_bytes: must be at least 1"),
             ("archive: { fetch: { allow: [nowhere] } }\n", "archive.fetch.allow[0]"),
             ("archive: { files: copy }\n", "archive.files"),

@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::matrix::{MatrixPeer, Synapse, bridge_config as matrix_bridge};
@@ -160,7 +160,7 @@ people:
     assert_eq!(notice.map(|e| e["content"]["msgtype"].clone()), Ok(json!("m.notice")));
 
     // A dead letter: `b` refused the first message; retried once it takes it.
-    wait_dead(&d, Path::new(&d.db()), 1).await;
+    wait_dead(&d, 1).await;
     hook_b.set_mode(Mode::Accept { own_ids: None });
     browser.step(&["retry", "b"], &d);
     let got = hook_b.next(T).await;
@@ -194,7 +194,7 @@ people:
 }
 
 /// Until the outbox holds `n` dead letters (read from the store).
-async fn wait_dead(d: &Daemon, _db: &Path, n: usize) {
+async fn wait_dead(d: &Daemon, n: usize) {
     let deadline = Instant::now() + T;
     loop {
         let out = d.cli(&["outbox", "--json", "dead"]);

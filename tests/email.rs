@@ -333,7 +333,7 @@ async fn restarts_of_causeway_and_dovecot_mid_stream_take_each_mail_once() {
             let missing: Vec<usize> = (0..N).filter(|i| !keys.contains_key(i)).collect();
             // Where each was lost: never taken from the mailbox, or taken
             // (archived) and not delivered.
-            let archived = common::archived_texts(&d.db(), "ops").await;
+            let archived = common::archived_texts(&d, "ops").await;
             let taken: Vec<usize> =
                 missing.iter().copied().filter(|i| archived.iter().any(|t| t.trim_end().ends_with(&format!("mail #{i}")))).collect();
             let in_box = mail.fetch("bridge", "INBOX").len();
@@ -356,7 +356,7 @@ async fn restarts_of_causeway_and_dovecot_mid_stream_take_each_mail_once() {
     let doubled: Vec<_> = keys.iter().filter(|(_, k)| k.len() > 1).collect();
     assert!(doubled.is_empty(), "taken twice: {doubled:?}");
     assert_eq!(keys.len(), N);
-    assert_eq!(common::archived_texts(&d.db(), "ops").await.len(), N, "each mail archived once");
+    assert_eq!(common::archived_texts(&d, "ops").await.len(), N, "each mail archived once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -461,7 +461,7 @@ async fn an_invitation_by_mail_is_one_card_updated_then_cancelled() {
     // older copy was not shown).
     let more = alice.next_matching(Duration::from_secs(3), |s| s.name() == "message" && card(&text_of(s))).await;
     assert!(more.is_err(), "more than one card: {more:?}");
-    let archived = common::archived_texts(&w.daemon.db(), "ops").await;
+    let archived = common::archived_texts(&w.daemon, "ops").await;
     assert_eq!(archived.iter().filter(|t| t.starts_with("📅 Invitation") || t.starts_with("❌ Cancelled")).count(), 1, "{archived:?}");
     assert!(w.daemon.metric("causeway_inbound_rejected_total", r#"bridge="mail",reason="stale_invitation""#).await >= 1.0);
 }

@@ -34,6 +34,7 @@ fn archive_query() {
     each("archive_query", |data| {
         if let Ok(text) = std::str::from_utf8(data) {
             causeway::archive::fuzz_query(text);
+            causeway::store::postgres::fuzz_search(text);
         }
     });
 }

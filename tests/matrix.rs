@@ -153,7 +153,7 @@ async fn transactions_are_authenticated_deduplicated_and_hostile_events_dropped(
     assert_eq!(r.status().as_u16(), 400);
     let extra: Vec<_> = hook.drain(Duration::from_millis(800)).await.into_iter().filter(|r| r.json["type"] == "message").collect();
     assert!(extra.is_empty(), "taken again: {:?}", extra.iter().map(|r| &r.json).collect::<Vec<_>>());
-    assert_eq!(common::archived_texts(&d.db(), "ops").await, ["the one good event"], "only the good event is archived");
+    assert_eq!(common::archived_texts(&d, "ops").await, ["the one good event"], "only the good event is archived");
 }
 
 /// Ghosts carry the person's name (and follow it when it changes) and their presence.

@@ -260,10 +260,7 @@ async fn secrets_stay_out_of_the_log_and_the_store_at_trace_level() {
     let log = d.log();
     let verbose = log.matches("DEBUG").count() + log.matches("TRACE").count();
     assert!(verbose > 50, "not a trace-level log ({verbose} debug and trace lines, {} bytes)", log.len());
-    let mut store = Vec::new();
-    for f in ["causeway.db", "causeway.db-wal"] {
-        store.extend(std::fs::read(d.dir.path().join(f)).unwrap_or_default());
-    }
+    let store = d.store_bytes();
     let store = String::from_utf8_lossy(&store);
     assert!(store.contains("127.0.0.1:9"), "the failure is not in the store: the test saw nothing");
     for secret in [

@@ -119,7 +119,7 @@ async fn signed_message_and_replies_cross_with_translated_references() {
     assert_eq!(hook_a.next(T).await.json["text"], "from slack");
 
     // A bad signature or token: 401, nothing stored, nothing delivered.
-    let stored = archive_len(&d.db(), "ops").await;
+    let stored = archive_len(&d, "ops").await;
     let evil = json!({"id": "evil", "sender": {"id": "mallory"}, "text": "pwned"});
     assert_eq!(post_signed(&d, "a", b"wrong-secret", &evil).await.0, 401);
     assert_eq!(post(&client, &d.url("/bridges/hooks/a"), "token-b", &evil).await.0, 401);
@@ -132,7 +132,7 @@ async fn signed_message_and_replies_cross_with_translated_references() {
     assert_eq!(body["error"], "unauthorized");
     assert!(hook_b.drain(Duration::from_millis(500)).await.is_empty());
     assert!(hook_a.drain(Duration::from_millis(10)).await.is_empty());
-    assert_eq!(archive_len(&d.db(), "ops").await, stored);
+    assert_eq!(archive_len(&d, "ops").await, stored);
     assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="hooks",reason="unauthorized""#).await, 5.0);
     assert_eq!(d.metric("causeway_events_received_total", r#"bridge="hooks""#).await, 4.0);
     assert_eq!(d.metric("causeway_events_delivered_total", r#"bridge="hooks""#).await, 5.0);
@@ -219,7 +219,7 @@ async fn hostile_requests_get_clear_errors_and_store_nothing() {
     assert_eq!(r.status(), 404);
     // Still healthy, nothing stored or delivered.
     assert_eq!(client.get(d.url("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(archive_len(&d.db(), "ops").await, 0);
+    assert_eq!(archive_len(&d, "ops").await, 0);
     assert!(hook_b.drain(Duration::from_millis(300)).await.is_empty());
     assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="hooks",reason="too_large""#).await, 2.0);
     assert_eq!(d.metric("causeway_events_dropped_total", r#"bridge="hooks",reason="unknown_target""#).await, 1.0);

@@ -501,7 +501,7 @@ async fn thousands_of_strangers_open_no_more_direct_conversations_than_allowed()
     assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="hooks",reason="direct_not_allowed""#).await, 1.0);
     assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="xmpp",reason="direct_not_allowed""#).await, 1.0);
     assert_eq!(d.metric("causeway_inbound_rejected_total", r#"bridge="xmpp",reason="direct_limit""#).await, 1.0);
-    assert_eq!(common::stored_portals(&d.db()).await, 21, "the store holds the conversations opened, no more");
+    assert_eq!(common::stored_portals(&d).await, 21, "the store holds the conversations opened, no more");
     let _ = hook.drain(Duration::from_millis(300)).await;
 }
 
@@ -1178,7 +1178,7 @@ async fn a_reload_adds_changes_and_removes_the_xmpp_bridge() {
         if Instant::now() > deadline {
             let pending = String::from_utf8_lossy(&d.cli(&["outbox", "pending"]).stdout).to_string();
             let dead = String::from_utf8_lossy(&d.cli(&["outbox", "dead"]).stdout).to_string();
-            let archived = common::archived_texts(&d.db(), "ops").await;
+            let archived = common::archived_texts(&d, "ops").await;
             panic!("{} of 100 arrived: {got:?}\npending: {pending}\ndead: {dead}\narchived: {archived:?}\n{}", got.len(), d.log());
         }
         match alice.next_matching(Duration::from_secs(1), |e| said(e).is_some_and(|t| t.starts_with('n'))).await {

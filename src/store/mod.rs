@@ -1,14 +1,18 @@
 //! Durable state: archive, message map, outbox, bridge state.
 //!
-//! The router and the outbox talk to [`Store`] only, so another database
-//! (PostgreSQL) is one more implementation of this trait.
+//! The router and the outbox talk to [`Store`] only: SQLite (`sqlite`, the
+//! default) and PostgreSQL (`postgres`) implement it.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use causeway_core::{Committed, Event, EventId, IdKind};
 
+mod common;
+pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

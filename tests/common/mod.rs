@@ -228,6 +228,9 @@ impl Hook {
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The PostgreSQL database of this daemon, when the suite runs on
+    /// PostgreSQL (`CAUSEWAY_TEST_STORE=postgres`, see [`postgres_database`]).
+    pub store_url: Option<String>,
     child: Option<Child>,
     /// Extra environment for the process.
     env: Vec<(String, String)>,
@@ -251,13 +254,19 @@ impl Daemon {
     pub fn prepare(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        // On PostgreSQL, each daemon's SQLite store becomes a database of its own.
+        let store_url = on_postgres().then(postgres_database);
+        let config = match &store_url {
+            Some(url) => config.replace("path: \"{db}\"", &format!("url: \"{url}\", path: \"{{db}}\"")),
+            None => config.to_string(),
+        };
         let config = config
             .replace("{port}", &port.to_string())
             .replace("{db}", &dir.path().join("causeway.db").display().to_string())
             .replace("{dir}", &dir.path().display().to_string());
         std::fs::write(dir.path().join("causeway.yaml"), config).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Daemon { dir, port, child: None, env }
+        Daemon { dir, port, store_url, child: None, env }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -389,6 +398,29 @@ impl Daemon {
 
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("causeway.db")
+    }
+
+    /// The daemon's store, opened beside it (for checking what was stored).
+    pub async fn store(&self) -> Box<dyn causeway::store::Store> {
+        match &self.store_url {
+            Some(url) => Box::new(causeway::store::postgres::PostgresStore::open(url).await.unwrap()),
+            None => Box::new(causeway::store::sqlite::SqliteStore::open(&self.db(), false).await.unwrap()),
+        }
+    }
+
+    /// Every byte the store holds: the SQLite files, or a dump of the
+    /// PostgreSQL database.
+    pub fn store_bytes(&self) -> Vec<u8> {
+        match &self.store_url {
+            Some(url) => {
+                let out = Command::new("pg_dump").args(["--data-only", url]).output().expect("pg_dump");
+                assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+                out.stdout
+            }
+            None => {
+                ["causeway.db", "causeway.db-wal"].iter().flat_map(|f| std::fs::read(self.dir.path().join(f)).unwrap_or_default()).collect()
+            }
+        }
     }
 }
 
@@ -527,25 +559,40 @@ pub async fn post(client: &reqwest::Client, url: &str, token: &str, body: &Value
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-/// Open the daemon's store read-side, for checking what was (not) stored.
-pub async fn archive_len(db: &Path, portal: &str) -> usize {
-    let store = causeway::store::sqlite::SqliteStore::open(db, false).await.unwrap();
-    use causeway::store::Store;
-    store.history(portal, 0, 100_000).await.unwrap().len()
+/// Whether the suite runs on PostgreSQL (`CAUSEWAY_TEST_STORE=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("CAUSEWAY_TEST_STORE").is_ok_and(|s| s == "postgres")
+}
+
+/// A new, empty database on the suite's PostgreSQL server
+/// (`CAUSEWAY_TEST_POSTGRES`, which tests/run.sh starts): its URL.
+pub fn postgres_database() -> String {
+    let server = std::env::var("CAUSEWAY_TEST_POSTGRES")
+        .expect("CAUSEWAY_TEST_STORE=postgres needs CAUSEWAY_TEST_POSTGRES (a server URL; tests/run.sh starts one)");
+    let name = format!("t{}", uuid::Uuid::now_v7().simple());
+    let out = Command::new("psql")
+        .args(["-qX", "-v", "ON_ERROR_STOP=1", &server, "-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("psql");
+    assert!(out.status.success(), "cannot create a database: {}", String::from_utf8_lossy(&out.stderr));
+    let (base, _) = server.rsplit_once('/').expect("a URL with a database");
+    format!("{base}/{name}")
+}
+
+/// How many events of `portal` the daemon's store archived.
+pub async fn archive_len(d: &Daemon, portal: &str) -> usize {
+    d.store().await.history(portal, 0, 100_000).await.unwrap().len()
+}
+
+/// The portals opened at run time that the store holds (direct conversations).
+pub async fn stored_portals(d: &Daemon) -> usize {
+    d.store().await.load_portals().await.unwrap().len()
 }
 
 /// The texts of a portal's archived messages, oldest first.
-/// The portals opened at run time that the store holds (direct conversations).
-pub async fn stored_portals(db: &Path) -> usize {
-    let store = causeway::store::sqlite::SqliteStore::open(db, false).await.unwrap();
-    use causeway::store::Store;
-    store.load_portals().await.unwrap().len()
-}
-
-pub async fn archived_texts(db: &Path, portal: &str) -> Vec<String> {
-    let store = causeway::store::sqlite::SqliteStore::open(db, false).await.unwrap();
-    use causeway::store::Store;
-    store
+pub async fn archived_texts(d: &Daemon, portal: &str) -> Vec<String> {
+    d.store()
+        .await
         .history(portal, 0, 100_000)
         .await
         .unwrap()

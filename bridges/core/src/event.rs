@@ -288,7 +288,14 @@ impl<R> Body<R> {
 
     /// A plain text message answering `reply_to`, if given.
     pub fn text_replying(plain: impl Into<String>, reply_to: Option<R>) -> Self {
-        Body::Message { text: Text::plain(plain), kind: MessageKind::Text, attachments: Vec::new(), reply_to, thread: None, mentions: Vec::new() }
+        Body::Message {
+            text: Text::plain(plain),
+            kind: MessageKind::Text,
+            attachments: Vec::new(),
+            reply_to,
+            thread: None,
+            mentions: Vec::new(),
+        }
     }
 
     /// A message of `kind` with no files and no references.

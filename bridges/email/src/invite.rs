@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use causeway_core::time_zone::Tz;
 use calcard::icalendar::{
     ICalendar, ICalendarComponent, ICalendarComponentType, ICalendarEntry, ICalendarFrequency, ICalendarMethod, ICalendarParameterName,
     ICalendarProperty, ICalendarStatus, ICalendarValue,
 };
 use causeway_core::Text;
 use causeway_core::text::{escape_html, one_line};
+use causeway_core::time_zone::Tz;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
 use mail_parser::{Message, MessageParser, MimeHeaders};
 use serde::{Deserialize, Serialize};
