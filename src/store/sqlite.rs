@@ -17,7 +17,10 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite};
 
-use super::common::{Indexed, RANKED_AMONG, kind_code, kind_of, parse_event};
+use super::common::{
+    Indexed, RANKED_AMONG, audit_entry, broadcast_summary, export_log, hold_of, kind_code, kind_of, outbox_item, outbox_row, parse_event,
+    recipient_status, requested_of, stored_portal,
+};
 use super::{
     AuditEntry, Author, Completion, LaneDepth, MapHit, NewEvent, OutboxDepth, OutboxItem, OutboxRow, OutboxState, RemoteKey, Store,
     StoreError, Stored, StoredKind, StoredPortal,
@@ -184,23 +187,6 @@ impl SqliteStore {
     }
 }
 
-fn outbox_row(r: &SqliteRow) -> OutboxRow {
-    OutboxRow {
-        seq: r.get("seq"),
-        delivery_id: r.get("delivery_id"),
-        event_id: r.get("event_id"),
-        portal: r.get("portal"),
-        kind: r.get("kind"),
-        bridge: r.get("bridge"),
-        room: r.get("room"),
-        attempts: r.get::<i64, _>("attempts").try_into().unwrap_or(u32::MAX),
-        enqueued_ms: r.get("enqueued_ms"),
-        next_attempt_ms: r.get("next_attempt_ms"),
-        last_error: r.get("last_error"),
-        recipient: r.get("recipient"),
-    }
-}
-
 /// The search index's part of a commit: each message's text and file
 /// names, an edit's text in place of its message's, a retraction marked.
 /// An edit or retraction may name an edit of the message: it is followed
@@ -224,17 +210,6 @@ fn planned_broadcast(q: &mut QueryBuilder<Sqlite>, b: &crate::broadcast::Planned
     }
     q.push("UPDATE broadcasts SET event_id = ").push_bind(&b.event_id).push(", planned_ms = ").push_bind(now_ms());
     q.push(" WHERE id = ").push_bind(&b.id).push("; ");
-}
-
-fn requested_of(r: &SqliteRow) -> Result<crate::broadcast::Requested, StoreError> {
-    let id: String = r.get("id");
-    let request: String = r.get("request");
-    Ok(crate::broadcast::Requested {
-        request: serde_json::from_str(&request).map_err(|e| StoreError::Corrupt(id.clone(), e))?,
-        id,
-        requested_ms: r.get("requested_ms"),
-        requested_by: r.get("requested_by"),
-    })
 }
 
 fn index_for_search(q: &mut QueryBuilder<Sqlite>, batch: &[NewEvent]) {
@@ -284,20 +259,6 @@ fn index_for_search(q: &mut QueryBuilder<Sqlite>, batch: &[NewEvent]) {
             }
             _ => {}
         }
-    }
-}
-
-/// A row of `archive_hold`.
-fn hold_of(r: &SqliteRow) -> Hold {
-    Hold {
-        id: r.get("id"),
-        portal: r.get("portal"),
-        person: r.get("person"),
-        reason: r.get("reason"),
-        set_by: r.get("set_by"),
-        set_ms: r.get("set_ms"),
-        released_ms: r.get("released_ms"),
-        released_by: r.get("released_by"),
     }
 }
 
@@ -679,20 +640,7 @@ impl Store for SqliteStore {
     async fn exports(&self, limit: u32) -> Result<Vec<ExportLog>, StoreError> {
         let rows =
             sqlx::query("SELECT * FROM archive_export ORDER BY id DESC LIMIT ?").bind(i64::from(limit)).fetch_all(&self.read).await?;
-        Ok(rows
-            .iter()
-            .map(|r| ExportLog {
-                at_ms: r.get("at_ms"),
-                by: r.get("by"),
-                format: r.get("format"),
-                portals: serde_json::from_str(r.get("portals")).unwrap_or_default(),
-                person: r.get("person"),
-                since_ms: r.get("since_ms"),
-                until_ms: r.get("until_ms"),
-                events: r.get::<i64, _>("events").max(0) as u64,
-                output: r.get("output"),
-            })
-            .collect())
+        Ok(rows.iter().map(export_log).collect())
     }
 
     async fn archive_stats(&self) -> Result<Stats, StoreError> {
@@ -980,32 +928,10 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let total: i64 = r.get("total");
-                let unreachable: i64 = r.get("unreachable");
-                let pending: i64 = r.get("pending");
-                let failed: i64 = r.get("failed");
-                let dropped: i64 = r.get("dropped");
-                Ok(crate::broadcast::Summary {
-                    requested: requested_of(r)?,
-                    event_id: r.get("event_id"),
-                    planned_ms: r.get("planned_ms"),
-                    error: r.get("error"),
-                    counts: crate::broadcast::Counts {
-                        total: total as u64,
-                        delivered: (total - unreachable - pending - failed - dropped).max(0) as u64,
-                        pending: pending as u64,
-                        failed: (failed + dropped) as u64,
-                        unreachable: unreachable as u64,
-                    },
-                })
-            })
-            .collect()
+        rows.iter().map(broadcast_summary).collect()
     }
 
     async fn broadcast_recipients(&self, id: &str) -> Result<Vec<crate::broadcast::RecipientStatus>, StoreError> {
-        use crate::broadcast::{RecipientState, RecipientStatus};
         let rows = sqlx::query(
             "SELECT r.person, r.bridge, r.room, r.recipient, r.delivery_id, r.note, o.state, o.attempts, o.last_error, \
              d.reason AS dropped, d.last_error AS dropped_error FROM broadcast_recipients r \
@@ -1015,35 +941,7 @@ impl Store for SqliteStore {
         .bind(id)
         .fetch_all(&self.read)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let delivery_id: Option<String> = r.get("delivery_id");
-                let state: Option<i64> = r.get("state");
-                let dropped: Option<String> = r.get("dropped");
-                let (state, error) = match (&delivery_id, state, dropped) {
-                    (None, _, _) => (RecipientState::Unreachable, r.get("note")),
-                    (Some(_), _, Some(reason)) => {
-                        let e: Option<String> = r.get("dropped_error");
-                        (RecipientState::Failed, Some(format!("dropped: {reason}{}", e.map(|e| format!(" ({e})")).unwrap_or_default())))
-                    }
-                    (Some(_), Some(2), None) => (RecipientState::Failed, r.get("last_error")),
-                    (Some(_), Some(_), None) => (RecipientState::Pending, r.get("last_error")),
-                    (Some(_), None, None) => (RecipientState::Delivered, None),
-                };
-                let attempts: Option<i64> = r.get("attempts");
-                RecipientStatus {
-                    person: r.get("person"),
-                    bridge: r.get("bridge"),
-                    room: r.get("room"),
-                    account: r.get("recipient"),
-                    delivery_id,
-                    state,
-                    attempts: attempts.unwrap_or_default() as u32,
-                    error,
-                }
-            })
-            .collect())
+        Ok(rows.iter().map(recipient_status).collect())
     }
 
     async fn pending(&self, bridge: &str, room: &str, after_seq: i64, limit: u32) -> Result<Vec<OutboxItem>, StoreError> {
@@ -1058,20 +956,7 @@ impl Store for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.get("event_id");
-                Ok(OutboxItem {
-                    seq: r.get("seq"),
-                    delivery_id: r.get("delivery_id"),
-                    attempts: r.get::<i64, _>("attempts").try_into().unwrap_or(u32::MAX),
-                    enqueued_ms: r.get("enqueued_ms"),
-                    first_failed_ms: r.get("first_failed_ms"),
-                    recipient: r.get("recipient"),
-                    event: parse_event(&id, r.get("event"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(outbox_item).collect()
     }
 
     async fn lanes_after(&self, after_seq: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
@@ -1304,15 +1189,7 @@ impl Store for SqliteStore {
 
     async fn load_portals(&self) -> Result<Vec<StoredPortal>, StoreError> {
         let rows = sqlx::query("SELECT id, created_ms, links, kind FROM portals ORDER BY created_ms, id").fetch_all(&self.read).await?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.get("id");
-                let links: String = r.get("links");
-                let links = serde_json::from_str(&links).map_err(|e| StoreError::Corrupt(format!("portal {id}"), e))?;
-                let kind = if r.get::<i64, _>("kind") == 1 { StoredKind::Console } else { StoredKind::Direct };
-                Ok(StoredPortal { id, created_ms: r.get("created_ms"), links, kind })
-            })
-            .collect()
+        rows.iter().map(stored_portal).collect()
     }
 
     async fn delete_portal(&self, id: &str) -> Result<bool, StoreError> {
@@ -1415,17 +1292,7 @@ impl Store for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.read)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| AuditEntry {
-                id: r.get("id"),
-                at_ms: r.get("at_ms"),
-                who: r.get("who"),
-                action: r.get("action"),
-                target: r.get("target"),
-                detail: r.get("detail"),
-            })
-            .collect())
+        Ok(rows.iter().map(audit_entry).collect())
     }
 }
 

@@ -2,7 +2,8 @@
 //! (`on_sqlite::…`) and on PostgreSQL (`on_postgres::…`) when
 //! `CAUSEWAY_TEST_POSTGRES` names a server (`postgres://causeway@127.0.0.1:PORT/causeway`,
 //! as tests/peers/postgres.sh starts one), each in a schema of its own.
-//! Without it, the PostgreSQL ones say so and pass.
+//! Without it, the PostgreSQL ones say so and pass (and fail where `CI`
+//! is set: there tests/run.sh always starts the server).
 
 use super::postgres::PostgresStore;
 use super::sqlite::SqliteStore;
@@ -39,6 +40,8 @@ impl Backend {
     /// none without it.
     async fn postgres(test: &str) -> Option<Backend> {
         let Ok(server) = std::env::var("CAUSEWAY_TEST_POSTGRES") else {
+            // In CI the suite always has its server (tests/run.sh).
+            assert!(std::env::var_os("CI").is_none(), "CAUSEWAY_TEST_POSTGRES is not set in CI: {test} cannot run on PostgreSQL");
             eprintln!("CAUSEWAY_TEST_POSTGRES is not set: {test} did not run on PostgreSQL");
             return None;
         };
