@@ -77,12 +77,19 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     let stored = store.load_portals().await.context("cannot read the stored direct conversations")?;
     let router = Router::start(&config, bridges.clone(), store.clone(), metrics.clone(), stored);
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Alone, or one of several instances on the store (docs/scale-out.md).
+    let ownership = match (&config.cluster, &config.store.url) {
+        (Some(cluster), Some(url)) => crate::cluster::Leases::start(url.expose(), cluster, metrics.clone(), stop_rx.clone())
+            .await
+            .context("cannot take part in the cluster (cluster:)")?,
+        _ => crate::cluster::Ownership::alone(),
+    };
     let mounted = http::Mounted::default();
-    let running = Arc::new(crate::running::Running::new(router.clone(), mounted.clone(), metrics.clone()));
+    let running = Arc::new(crate::running::Running::new(router.clone(), mounted.clone(), metrics.clone(), ownership.clone()));
     for (name, bridge) in &bridges {
         running.register(name, bridge);
     }
-    let outbox = Outbox::start(store.clone(), metrics.clone(), router.clone(), config.outbox.clone(), stop_rx.clone());
+    let outbox = Outbox::start(store.clone(), metrics.clone(), router.clone(), config.outbox.clone(), ownership.clone(), stop_rx.clone());
 
     // People from the directory server are known before any bridge starts.
     let people = {
@@ -109,9 +116,17 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
         running.start(&name, section, bridge).await?;
     }
     // Broadcasts asked for here or by `causeway broadcast` (docs/broadcast.md).
-    let planner = tokio::spawn(crate::broadcast::planner::run(router.clone(), stop_rx.clone()));
+    // These, and the jobs below, run on one instance at a time.
+    use crate::cluster::{JOBS, while_held};
+    let planner = {
+        let router = router.clone();
+        while_held(&ownership, JOBS, stop_rx.clone(), move |stop| crate::broadcast::planner::run(router.clone(), stop))
+    };
     // The portals' calendars (docs/calendars.md).
-    let calendars = tokio::spawn(crate::calendar::poll::run(router.clone(), config.portals.clone(), stop_rx.clone()));
+    let calendars = {
+        let (router, portals) = (router.clone(), config.portals.clone());
+        while_held(&ownership, JOBS, stop_rx.clone(), move |stop| crate::calendar::poll::run(router.clone(), portals.clone(), stop))
+    };
     let up = {
         let (router, metrics, mut stop) = (router.clone(), metrics.clone(), stop_rx.clone());
         tokio::spawn(async move {
@@ -132,10 +147,15 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     // links (Matrix media) are served by the listener below.
     let keeper =
         crate::archive::jobs::Keeper::new(&config, store.clone(), metrics.clone()).map_err(|e| anyhow::anyhow!("archive.fetch: {e}"))?;
-    let keeper = tokio::spawn(keeper.run(stop_rx.clone()));
+    let keeper = {
+        let keeper = Arc::new(keeper);
+        while_held(&ownership, JOBS, stop_rx.clone(), move |stop| keeper.clone().run(stop))
+    };
     // Retention, and the archive's size as metrics.
-    let pruner = crate::archive::jobs::Pruner::new(&config, store.clone(), Some(metrics.clone()));
-    let pruner = tokio::spawn(pruner.run(stop_rx.clone()));
+    let pruner = {
+        let pruner = Arc::new(crate::archive::jobs::Pruner::new(&config, store.clone(), Some(metrics.clone())));
+        while_held(&ownership, JOBS, stop_rx.clone(), move |stop| pruner.clone().run(stop))
+    };
 
     // SIGHUP (and the console) read the config again.
     let edits: Arc<tokio::sync::Mutex<()>> = Default::default();
@@ -217,6 +237,8 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     if tokio::time::timeout(Duration::from_secs(10), outbox).await.is_err() {
         tracing::warn!("outbox did not stop within 10 s; unconfirmed deliveries will be retried at next start");
     }
+    // Nothing of this instance runs any more: the others may take over now.
+    ownership.release().await;
     tracing::info!("stopped");
     Ok(())
 }

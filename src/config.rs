@@ -89,6 +89,27 @@ pub struct Config {
     /// Who may broadcast, and how people are reached (docs/broadcast.md).
     #[serde(default)]
     pub broadcast: crate::broadcast::BroadcastConfig,
+    /// Several instances on one PostgreSQL store (docs/scale-out.md); one
+    /// instance alone when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `cluster:`: this instance among others that share the store. Each
+/// bridge's connection is held by one of them at a time, under a lease.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This instance's name, unique among them (logs, metrics, the lease table).
+    pub instance: String,
+    /// How long a lease holds without renewal: an instance that dies is
+    /// replaced within about this time. Renewed every sixth of it (at most every second).
+    #[serde(default = "default_lease", with = "humantime_serde")]
+    pub lease: Duration,
+}
+
+fn default_lease() -> Duration {
+    Duration::from_secs(6)
 }
 
 /// `admin:`: the console's own listener and who may use it.
@@ -662,6 +683,18 @@ fn check_limits(config: &Config, errors: &mut Vec<ConfigError>) {
     {
         errors.push(ConfigError::new("store.url", "must be a PostgreSQL URL (postgres://user@host:port/database)"));
     }
+    if let Some(cluster) = &config.cluster {
+        if config.store.url.is_none() {
+            errors.push(ConfigError::new("cluster", "needs a PostgreSQL store (store.url) that every instance shares"));
+        }
+        let name = &cluster.instance;
+        if name.is_empty() || name.len() > 64 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            errors.push(ConfigError::new("cluster.instance", "must be 1 to 64 letters, digits, '-', '_' or '.'"));
+        }
+        if cluster.lease < Duration::from_secs(3) || cluster.lease > Duration::from_secs(600) {
+            errors.push(ConfigError::new("cluster.lease", "must be between 3 s and 10 min"));
+        }
+    }
     if config.outbox.retry_initial.is_zero() {
         errors.push(ConfigError::new("outbox.retry_initial", "must be longer than zero"));
     }
@@ -1019,6 +1052,9 @@ people:
             ("outbox: { retry_initial: soon }\n", "outbox.retry_initial"),
             ("store: { max_batch: 0 }\n", "store.max_batch: must be at least 1"),
             ("store: { url: \"mysql://x/y\" }\n", "store.url: must be a PostgreSQL URL"),
+            ("cluster: { instance: a }\n", "cluster: needs a PostgreSQL store"),
+            ("store: { url: \"postgres://h/d\" }\ncluster: { instance: \"a b\" }\n", "cluster.instance: must be 1 to 64"),
+            ("store: { url: \"postgres://h/d\" }\ncluster: { instance: a, lease: 1s }\n", "cluster.lease: must be between"),
             ("archive: { max_file_bytes: 0 }\n", "archive.max_file_bytes: must be at least 1"),
             ("archive: { fetch: { allow: [nowhere] } }\n", "archive.fetch.allow[0]"),
             ("archive: { files: copy }\n", "archive.files"),

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod bridges;
 pub mod broadcast;
 pub mod calendar;
+pub mod cluster;
 pub mod config;
 pub mod directory;
 pub mod http;

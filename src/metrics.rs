@@ -19,6 +19,12 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
+/// A connection held under a lease (`bridge:NAME`, `jobs`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabel {
+    pub connection: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
     pub source: String,
@@ -142,6 +148,17 @@ pub struct Metrics {
     /// together: the console's overview (not exported; the histogram is).
     pub latency_ms_sum: std::sync::atomic::AtomicU64,
     pub latency_count: std::sync::atomic::AtomicU64,
+    /// With several instances (docs/scale-out.md): 1 for each connection
+    /// this instance holds now.
+    pub cluster_owned: Family<ConnectionLabel, Gauge>,
+    /// Leases this instance renewed (all connections).
+    pub cluster_renewals: Counter,
+    /// Connections this instance took, by connection (from another
+    /// instance, or free at its start).
+    pub cluster_takeovers: Family<ConnectionLabel, Counter>,
+    /// Connections this instance let go of without meaning to (a renewal
+    /// that did not come through in time).
+    pub cluster_lost: Family<ConnectionLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -273,7 +290,19 @@ impl Metrics {
         for r in ["ok", "refused", "failed"] {
             let _ = archive_searches.get_or_create(&ResultLabel { result: r.into() });
         }
+        let cluster_owned = Family::<ConnectionLabel, Gauge>::default();
+        let cluster_renewals = Counter::default();
+        let cluster_takeovers = Family::<ConnectionLabel, Counter>::default();
+        let cluster_lost = Family::<ConnectionLabel, Counter>::default();
+        registry.register("cluster_owned", "1 for each connection this instance holds under its lease", cluster_owned.clone());
+        registry.register("cluster_lease_renewals", "Leases this instance renewed", cluster_renewals.clone());
+        registry.register("cluster_takeovers", "Connections this instance took under a lease", cluster_takeovers.clone());
+        registry.register("cluster_leases_lost", "Leases this instance lost without letting go", cluster_lost.clone());
         Metrics {
+            cluster_owned,
+            cluster_renewals,
+            cluster_takeovers,
+            cluster_lost,
             registry,
             received,
             dropped,

@@ -15,6 +15,7 @@ use causeway_core::retry::backoff;
 use causeway_core::{Body, Delivery, DeliveryError, Event, degrade, now_ms};
 use tokio::sync::{mpsc, watch};
 
+use crate::cluster::{Ownership, bridge_lease, settled};
 use crate::config::OutboxConfig;
 use crate::metrics::{self, Metrics};
 use crate::router::Router;
@@ -39,6 +40,8 @@ pub struct Outbox {
     /// The newest row when this process started: rows up to it may have
     /// been sent by the run before, which could not record it.
     earlier_run: tokio::sync::OnceCell<i64>,
+    /// Which bridges' deliveries are this instance's (docs/scale-out.md).
+    ownership: Ownership,
 }
 
 impl Outbox {
@@ -50,16 +53,18 @@ impl Outbox {
         metrics: Arc<Metrics>,
         router: Arc<Router>,
         config: OutboxConfig,
+        ownership: Ownership,
         shutdown: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
         let (tx, rx) = mpsc::channel(4096);
         let completer = tokio::spawn(complete(store.clone(), metrics.clone(), rx));
         let topology = router.topology().clone();
         let (now, mut added) = topology.take_lanes();
-        let outbox = Arc::new(Outbox { store, metrics, router, topology, config, completions: tx, earlier_run: Default::default() });
+        let outbox =
+            Arc::new(Outbox { store, metrics, router, topology, config, completions: tx, earlier_run: Default::default(), ownership });
         let mut lanes = Vec::new();
         for (link, feed) in now {
-            lanes.push(tokio::spawn(outbox.clone().lane(link, feed, shutdown.clone())));
+            lanes.push(tokio::spawn(outbox.clone().held_lane(link, feed, shutdown.clone())));
         }
         tokio::spawn(outbox.clone().watch_foreign(shutdown.clone()));
         let mut stop = shutdown.clone();
@@ -69,7 +74,7 @@ impl Outbox {
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
                     Some((link, feed)) = added.recv() => {
-                        lanes.push(tokio::spawn(outbox.clone().lane(link, feed, shutdown.clone())));
+                        lanes.push(tokio::spawn(outbox.clone().held_lane(link, feed, shutdown.clone())));
                     }
                 }
             }
@@ -84,9 +89,12 @@ impl Outbox {
     /// Rows queued by another process (`causeway outbox retry`) wake their lanes.
     async fn watch_foreign(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut seen = self.store.max_outbox_seq().await.unwrap_or(0);
+        // Other instances' rows: told at once by the store when it can tell.
+        let told = self.ownership.foreign_rows().unwrap_or_default();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
+                _ = told.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
             match self.store.lanes_after(seen).await {
@@ -111,9 +119,36 @@ impl Outbox {
         }
     }
 
-    async fn lane(self: Arc<Self>, link: Link, feed: Arc<LaneFeed>, mut shutdown: watch::Receiver<bool>) {
-        // Unknown counts as "maybe sent": a look too many, never a double.
-        self.earlier_run.get_or_init(|| async { self.store.max_outbox_seq().await.unwrap_or(i64::MAX) }).await;
+    /// Run `link`'s lane while this instance holds its bridge's lease: it
+    /// stops the moment the lease is lost (a delivery under way is
+    /// abandoned, to be made again, with its id, by the next holder) and
+    /// starts again, from the store, when it is taken again.
+    async fn held_lane(self: Arc<Self>, link: Link, feed: Arc<LaneFeed>, mut shutdown: watch::Receiver<bool>) {
+        let mut held = self.ownership.watch(&bridge_lease(&link.bridge));
+        loop {
+            tokio::select! {
+                _ = settled(&mut shutdown, |s| *s) => return,
+                ok = settled(&mut held, |e| e.is_some()) => if !ok { return },
+            }
+            let epoch = *held.borrow();
+            // Rows up to here may have been sent by the one before (the run
+            // before, or the instance that held the lease); unknown counts
+            // as "maybe sent": a look too many, never a double.
+            let earlier = if self.ownership.is_shared() {
+                self.store.max_outbox_seq().await.unwrap_or(i64::MAX)
+            } else {
+                *self.earlier_run.get_or_init(|| async { self.store.max_outbox_seq().await.unwrap_or(i64::MAX) }).await
+            };
+            tokio::select! {
+                _ = self.clone().lane(link.clone(), feed.clone(), earlier, shutdown.clone()) => return,
+                _ = settled(&mut held, |e| *e != epoch) => {
+                    tracing::info!(bridge = %link.bridge, room = %link.room, "lane paused: another instance holds the bridge");
+                }
+            }
+        }
+    }
+
+    async fn lane(self: Arc<Self>, link: Link, feed: Arc<LaneFeed>, earlier: i64, mut shutdown: watch::Receiver<bool>) {
         let mut pace = (link.room == causeway_core::PEOPLE_ROOM).then(|| Pace::new(&self.router, &link.bridge));
         let mut last_seq = 0;
         let mut recent = Recent::default();
@@ -169,7 +204,7 @@ impl Outbox {
                 {
                     return;
                 }
-                if !self.deliver(&link, &feed, item, &mut recent, &mut shutdown).await {
+                if !self.deliver(&link, &feed, item, earlier, &mut recent, &mut shutdown).await {
                     return;
                 }
                 last_seq = seq;
@@ -225,6 +260,7 @@ impl Outbox {
         link: &Link,
         feed: &LaneFeed,
         item: OutboxItem,
+        earlier: i64,
         recent: &mut Recent,
         shutdown: &mut watch::Receiver<bool>,
     ) -> bool {
@@ -297,7 +333,7 @@ impl Outbox {
                 room: link.room.clone(),
                 attempt: attempts + 1,
                 recipient: recipient.clone(),
-                maybe_sent: attempts > 0 || self.earlier_run.get().is_none_or(|&e| seq <= e),
+                maybe_sent: attempts > 0 || seq <= earlier,
                 stands_for,
                 event: Event {
                     id: event.id.clone(),

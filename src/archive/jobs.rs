@@ -59,7 +59,7 @@ impl Keeper {
     }
 
     /// Keep files until `stop`.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self: std::sync::Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             let waiting = match self.store.files_waiting(causeway_core::now_ms(), FILES_AT_ONCE).await {
                 Ok(w) => w,
@@ -304,7 +304,7 @@ impl Pruner {
 
     /// Apply retention every `archive.retention_every` (the first time at
     /// once), and measure the archive every minute, until `stop`.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self: std::sync::Arc<Self>, mut stop: watch::Receiver<bool>) {
         let measure_every = Duration::from_secs(60).min(self.every);
         let mut next_prune = tokio::time::Instant::now();
         loop {

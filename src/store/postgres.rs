@@ -33,7 +33,13 @@ mod search;
 #[doc(hidden)]
 pub use search::fuzz as fuzz_search;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "initial", include_str!("../../migrations/postgres/0001_initial.sql"))];
+/// The channel of PostgreSQL notifications sent when rows are added.
+pub const OUTBOX_CHANNEL: &str = "causeway_outbox";
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../../migrations/postgres/0001_initial.sql")),
+    (2, "leases", include_str!("../../migrations/postgres/0002_leases.sql")),
+];
 
 fn migrator() -> Migrator {
     Migrator::with_migrations(
@@ -65,8 +71,15 @@ impl PostgresStore {
 /// transactions commit, so a lane that read its rows up to a seq never
 /// misses a lower one committed after (a sequence alone gives them as
 /// transactions start). Taken first, before any row is locked.
+///
+/// It also tells every instance on the database, once the transaction
+/// commits, that rows were added ([`OUTBOX_CHANNEL`]): the one that holds
+/// their connection delivers them at once (docs/scale-out.md).
 async fn take_turn(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock('outbox'::regclass::oid::bigint)").execute(conn).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock('outbox'::regclass::oid::bigint), pg_notify($1, '')")
+        .bind(OUTBOX_CHANNEL)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

@@ -591,6 +591,16 @@ pub trait Bridge: Send + Sync + 'static {
         None
     }
 
+    /// With several instances on one store: whether this bridge runs on
+    /// each of them (it holds no connection of its own, and what its
+    /// network sends may reach any instance: HTTP pushes), rather than only
+    /// on the instance that holds its lease (an XMPP component, a mailbox:
+    /// one connection at a time). Its deliveries are made by the holder
+    /// alone either way. Default: only on the holder.
+    fn runs_everywhere(&self) -> bool {
+        false
+    }
+
     /// Whether the bridge delivers to people one by one ([`PEOPLE_ROOM`]
     /// rows of a broadcast, each to [`Delivery::recipient`]). Default: no.
     fn reaches_people(&self) -> bool {

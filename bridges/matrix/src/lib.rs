@@ -601,6 +601,11 @@ impl Bridge for MatrixBridge {
         outbound::deliver(&self.inner, delivery).await
     }
 
+    /// Its network pushes over HTTP, which may reach any instance.
+    fn runs_everywhere(&self) -> bool {
+        true
+    }
+
     fn reaches_people(&self) -> bool {
         true
     }

@@ -171,6 +171,11 @@ impl Bridge for WebhookBridge {
         Ok(Some(router))
     }
 
+    /// Its network pushes over HTTP, which may reach any instance.
+    fn runs_everywhere(&self) -> bool {
+        true
+    }
+
     fn reaches_people(&self) -> bool {
         self.options.endpoints.values().any(|e| e.direct && e.outbound.is_some())
     }
