@@ -269,9 +269,18 @@ async fn the_console_api_lets_in_only_its_tokens_and_every_change_is_audited() {
     let kinds: Vec<(&str, &str)> =
         list["portals"].as_array().unwrap().iter().map(|p| (p["id"].as_str().unwrap(), p["kind"].as_str().unwrap())).collect();
     assert_eq!(kinds, [("ops", "configured"), ("sales", "console")]);
-    let (_, sales) = admin.get("/portals/sales").await;
-    let link_d = sales["links"].as_array().unwrap().iter().find(|l| l["room"] == "d").unwrap().clone();
-    assert!(link_d["last_delivered_ms"].as_i64().is_some(), "{sales}");
+    // The hook has the message before Causeway has its answer: the link
+    // shows the delivery once that answer came back.
+    let deadline = std::time::Instant::now() + T;
+    let link_d = loop {
+        let (_, sales) = admin.get("/portals/sales").await;
+        let link_d = sales["links"].as_array().unwrap().iter().find(|l| l["room"] == "d").unwrap().clone();
+        if link_d["last_delivered_ms"].as_i64().is_some() && link_d["pending"] == 0 {
+            break link_d;
+        }
+        assert!(std::time::Instant::now() < deadline, "the delivery is not shown on its link: {sales}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!((link_d["connected"].as_bool(), link_d["receives"].as_bool()), (Some(true), Some(true)));
     assert!(link_d["joined"].is_null(), "a webhook endpoint has no room to sit in: {link_d}");
     assert_eq!(admin.get("/portals/nope").await.0, StatusCode::NOT_FOUND);
