@@ -84,6 +84,14 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
             .context("cannot take part in the cluster (cluster:)")?,
         _ => crate::cluster::Ownership::alone(),
     };
+    // Every connection's series from the start: alone, this instance holds
+    // them all for good; in a cluster, none until a lease is taken.
+    for connection in config.bridges.keys().map(|n| crate::cluster::bridge_lease(n)).chain([crate::cluster::JOBS.to_string()]) {
+        let label = metrics::ConnectionLabel { connection };
+        let _ = metrics.cluster_takeovers.get_or_create(&label);
+        let _ = metrics.cluster_lost.get_or_create(&label);
+        metrics.cluster_owned.get_or_create(&label).set(i64::from(!ownership.is_shared()));
+    }
     let mounted = http::Mounted::default();
     let running = Arc::new(crate::running::Running::new(router.clone(), mounted.clone(), metrics.clone(), ownership.clone()));
     for (name, bridge) in &bridges {
