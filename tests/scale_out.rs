@@ -43,6 +43,23 @@ outbox: {{ retry_initial: 50ms, retry_max: 500ms }}
     )
 }
 
+/// One webhook bridge: what is posted to `in` goes to `out` at `target`.
+fn hooks(target: &str) -> String {
+    format!(
+        r#"
+bridges:
+  hooks:
+    type: webhook
+    endpoints:
+      in: {{ inbound: {{ token: t }} }}
+      out: {{ outbound: {{ url: "{target}" }} }}
+portals:
+  - id: p
+    links: [{{ bridge: hooks, room: in }}, {{ bridge: hooks, room: out }}]
+"#
+    )
+}
+
 /// Start instances a, b and c in that order; a holds everything once it
 /// is up, as the first.
 async fn three(lease: &str, body: &str, first_holds: &str) -> Vec<Daemon> {
@@ -91,20 +108,7 @@ async fn the_holder_killed_mid_stream_loses_doubles_and_reorders_nothing() {
         return;
     }
     let mut out = Hook::start(Mode::Accept { own_ids: None }).await;
-    let body = format!(
-        r#"
-bridges:
-  hooks:
-    type: webhook
-    endpoints:
-      in: {{ inbound: {{ token: t }} }}
-      out: {{ outbound: {{ url: "{}" }} }}
-portals:
-  - id: p
-    links: [{{ bridge: hooks, room: in }}, {{ bridge: hooks, room: out }}]
-"#,
-        out.url()
-    );
+    let body = hooks(&out.url());
     let mut d = three("3s", &body, "bridge:hooks").await;
     assert!(!holds(&d[1], "bridge:hooks").await && !holds(&d[2], "bridge:hooks").await, "the lease is held twice");
 
@@ -187,20 +191,7 @@ async fn an_instance_that_stops_lets_go_at_once() {
         return;
     }
     let out = Hook::start(Mode::Accept { own_ids: None }).await;
-    let body = format!(
-        r#"
-bridges:
-  hooks:
-    type: webhook
-    endpoints:
-      in: {{ inbound: {{ token: t }} }}
-      out: {{ outbound: {{ url: "{}" }} }}
-portals:
-  - id: p
-    links: [{{ bridge: hooks, room: in }}, {{ bridge: hooks, room: out }}]
-"#,
-        out.url()
-    );
+    let body = hooks(&out.url());
     // Long enough that running out cannot be what hands them over.
     let mut d = three("30s", &body, "jobs").await;
     // The jobs (broadcasts, calendars, files, retention) run on one alone.
@@ -221,4 +212,269 @@ portals:
     )
     .await;
     eprintln!("taken over {:?} after the stop", stopped.elapsed());
+}
+
+/// Real clients on three networks, and three instances linking them:
+/// first the instance holding the XMPP component is SIGKILLed while they
+/// talk, then (the first back) the one holding the mailbox. Each person
+/// gets everyone else's messages once each, in the order said (mail in
+/// the order the mailbox has it: mail servers do not keep the order of
+/// sending), and so does a webhook receiver on the same portal.
+#[cfg(all(feature = "xmpp", feature = "matrix", feature = "email"))]
+mod real_clients {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    use causeway_core::Body;
+    use causeway_core::conformance::{Action, Peer};
+
+    use super::common::mail::{LIST, MailPeer, MailServer};
+    use super::common::matrix::{MatrixPeer, Synapse};
+    use super::common::world::{self, ALIAS, MUC};
+    use super::common::xmpp::{Prosody, XmppPeer};
+    use super::common::{Daemon, Hook, Mode, Received};
+    use super::{here, holds, wait_for};
+
+    /// Messages per person per round.
+    const N: usize = 30;
+    /// Who says what: a message of `x` is `x#n`.
+    const XMPP: char = 'x';
+    const MATRIX: char = 'm';
+    const MAIL: char = 'e';
+
+    /// A load balancer in front of the instances, as an operator puts one
+    /// before their HTTP ports: each new connection goes to the next
+    /// instance in turn that takes it.
+    fn balance(listener: tokio::net::TcpListener, ports: Vec<u16>) {
+        tokio::spawn(async move {
+            let mut turn = 0;
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                turn += 1;
+                let ports = ports.clone();
+                tokio::spawn(async move {
+                    for k in 0..ports.len() {
+                        let port = ports[(turn + k) % ports.len()];
+                        if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    /// The numbered messages in `text`, by who said them.
+    fn said(text: &str) -> Vec<(char, usize)> {
+        text.split(|c: char| c.is_whitespace() || c == ':' || c == '>')
+            .filter_map(|w| {
+                let (who, n) = w.split_once('#')?;
+                let who = match who {
+                    "x" => XMPP,
+                    "m" => MATRIX,
+                    "e" => MAIL,
+                    _ => return None,
+                };
+                Some((who, n.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// What one side received: by who said it, the numbers in the order
+    /// they came.
+    #[derive(Default)]
+    struct Got(HashMap<char, Vec<usize>>);
+
+    impl Got {
+        fn take(&mut self, own: Option<char>, text: &str) {
+            for (who, n) in said(text) {
+                if Some(who) != own {
+                    self.0.entry(who).or_default().push(n);
+                }
+            }
+        }
+
+        fn has(&self, who: char, upto: usize) -> bool {
+            let seen: std::collections::HashSet<_> = self.0.get(&who).into_iter().flatten().collect();
+            (0..upto).all(|n| seen.contains(&n))
+        }
+    }
+
+    async fn pull(peer: &mut dyn Peer, own: char, got: &mut Got) {
+        while let Ok(s) = peer.next(Duration::from_millis(100)).await {
+            if let Body::Message { text, .. } = &s.body {
+                got.take(Some(own), &text.plain);
+            }
+        }
+    }
+
+    fn instance(name: &str, url: &str, config: &str) -> String {
+        assert!(config.contains(r#"store: { path: "{db}" }"#), "the four networks' config changed");
+        config.replace(r#"store: { path: "{db}" }"#, &format!("store: {{ url: \"{url}\" }}\ncluster: {{ instance: {name}, lease: 3s }}"))
+    }
+
+    /// The instance holding `connection`, if one does (and only one).
+    async fn holder(d: &[Daemon], alive: &[bool], connection: &str) -> Option<usize> {
+        let mut found = None;
+        for (i, d) in d.iter().enumerate() {
+            if alive[i] && holds(d, connection).await {
+                assert!(found.is_none(), "{connection} is held twice");
+                found = Some(i);
+            }
+        }
+        found
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_xmpp_and_the_mailbox_holders_killed_while_people_talk() {
+        if !here() {
+            return;
+        }
+        let prosody = Prosody::start();
+        let mail = MailServer::start();
+        let mut hook = Hook::start(Mode::Accept { own_ids: None }).await;
+        let synapse_port = super::common::free_port();
+        let lb = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let lb_port = lb.local_addr().unwrap().port();
+        // Synapse pushes to the balancer, which passes each connection on
+        // to any instance that is up.
+        let four = world::without_send_limit(world::config(&prosody, synapse_port, &mail, &hook.url(), ""))
+            .replace("url: \"http://127.0.0.1:{port}/bridges/matrix\"", &format!("url: \"http://127.0.0.1:{lb_port}/bridges/matrix\""));
+        assert!(four.contains(&format!("{lb_port}/bridges/matrix")), "the Matrix bridge's config changed");
+        let url = super::common::postgres_database();
+        let mut d: Vec<Daemon> = ["a", "b", "c"].iter().map(|n| Daemon::prepare(&instance(n, &url, &four), &[])).collect();
+        balance(lb, d.iter().map(|d| d.port).collect());
+        let registration = d[0].dir.path().join("registration.yaml");
+        let out = d[0].cli(&["matrix", "registration", "--output", registration.to_str().unwrap()]);
+        assert!(out.status.success(), "registration: {}", String::from_utf8_lossy(&out.stderr));
+        let synapse = Synapse::start_with(&registration, synapse_port, None);
+        synapse.register("bob");
+
+        // a first: it holds every connection and sets up the Matrix room.
+        d[0].restart().await;
+        d[0].wait_up(&["xmpp", "matrix", "mail"], Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("{e}"));
+        wait_for(async || d[0].log().contains("every Matrix room is set up"), Duration::from_secs(30), "the Matrix room").await;
+        d[1].restart().await;
+        d[2].restart().await;
+        let mut alive = [true; 3];
+        assert_eq!(holder(&d, &alive, "bridge:xmpp").await, Some(0));
+
+        let mut alice = XmppPeer::join(&prosody, "alice", MUC, "Alice", 0).await;
+        let mut bob = MatrixPeer::join(&synapse.url(), "bob", ALIAS).await;
+        let mut carol = MailPeer::new(&mail, "carol", "Carol Danvers");
+        let (mut to_alice, mut to_bob, mut to_carol, mut to_hook) = (Got::default(), Got::default(), Got::default(), Got::default());
+        let mut hooked: Vec<Received> = Vec::new();
+
+        for (round, connection) in [(0, "bridge:xmpp"), (1, "bridge:mail")] {
+            let victim = holder(&d, &alive, connection).await.expect("someone holds it");
+            let mut killed_at = None;
+            for i in round * N..(round + 1) * N {
+                let text = |who: char| Action::Text { text: format!("{who}#{i}"), reply_to: None };
+                alice.act(text(XMPP)).await.unwrap();
+                bob.act(text(MATRIX)).await.unwrap();
+                carol.act(text(MAIL)).await.unwrap();
+                if i == round * N + N / 3 {
+                    d[victim].kill();
+                    alive[victim] = false;
+                    killed_at = Some(Instant::now());
+                }
+                // Reading as they go, as people do.
+                hooked.extend(hook.drain(Duration::from_millis(1)).await);
+            }
+            // Another instance takes over.
+            let killed_at = killed_at.unwrap();
+            let deadline = killed_at + Duration::from_secs(15);
+            let new = loop {
+                if let Some(h) = holder(&d, &alive, connection).await {
+                    break h;
+                }
+                assert!(Instant::now() < deadline, "nobody took {connection} over within 15 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let after = killed_at.elapsed();
+            assert!(after <= Duration::from_secs(10), "{connection} taken over after {after:?}");
+
+            // Everyone gets everything of this round.
+            let upto = (round + 1) * N;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                pull(&mut alice, XMPP, &mut to_alice).await;
+                pull(&mut bob, MATRIX, &mut to_bob).await;
+                pull(&mut carol, MAIL, &mut to_carol).await;
+                hooked.extend(hook.drain(Duration::from_millis(100)).await);
+                let complete = to_alice.has(MATRIX, upto)
+                    && to_alice.has(MAIL, upto)
+                    && to_bob.has(XMPP, upto)
+                    && to_bob.has(MAIL, upto)
+                    && to_carol.has(XMPP, upto)
+                    && to_carol.has(MATRIX, upto)
+                    && [XMPP, MATRIX, MAIL].iter().all(|w| {
+                        let mut g = Got::default();
+                        for r in &hooked {
+                            g.take(None, r.json["text"].as_str().unwrap_or_default());
+                        }
+                        g.has(*w, upto)
+                    });
+                if complete {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "round {round}: not everything arrived within 120 s; alice {:?}, bob {:?}, carol {:?}\n{}",
+                    to_alice.0,
+                    to_bob.0,
+                    to_carol.0,
+                    d[new].log()
+                );
+            }
+            eprintln!("round {round}: {connection} taken over by {} {after:?} after the kill", ["a", "b", "c"][new]);
+            if round == 0 {
+                // Back, as an operator brings a failed machine back.
+                d[victim].restart().await;
+                alive[victim] = true;
+            }
+        }
+        // Anything doubled would come now.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        pull(&mut alice, XMPP, &mut to_alice).await;
+        pull(&mut bob, MATRIX, &mut to_bob).await;
+        pull(&mut carol, MAIL, &mut to_carol).await;
+        hooked.extend(hook.drain(Duration::from_millis(500)).await);
+
+        // Mail in the order the mailbox holds it.
+        let mut mailbox = Vec::new();
+        for (_, raw) in mail.fetch("bridge", "INBOX") {
+            let m = mail_parser::MessageParser::default().parse(&raw).unwrap();
+            if m.to().and_then(|t| t.first()).and_then(|a| a.address()) == Some(LIST) {
+                mailbox.extend(said(&m.body_text(0).unwrap_or_default()).into_iter().filter(|(w, _)| *w == MAIL).map(|(_, n)| n));
+            }
+        }
+        let total = 2 * N;
+        assert_eq!(mailbox.len(), total, "the mailbox holds {mailbox:?}");
+        let said_order = |who: char| if who == MAIL { mailbox.clone() } else { (0..total).collect::<Vec<_>>() };
+        // The hook: once each by key as well.
+        let mut keys: HashMap<String, usize> = HashMap::new();
+        let mut to_hook_once = Vec::new();
+        for r in &hooked {
+            *keys.entry(r.key.clone()).or_default() += 1;
+            if keys[&r.key] == 1 {
+                to_hook_once.push(r.json["text"].as_str().unwrap_or_default().to_string());
+            }
+        }
+        for t in &to_hook_once {
+            to_hook.take(None, t);
+        }
+        for (side, got, from) in [
+            ("alice (XMPP)", &to_alice, &[MATRIX, MAIL][..]),
+            ("bob (Matrix)", &to_bob, &[XMPP, MAIL]),
+            ("carol (mail)", &to_carol, &[XMPP, MATRIX]),
+            ("the hook", &to_hook, &[XMPP, MATRIX, MAIL]),
+        ] {
+            for &who in from {
+                assert_eq!(got.0.get(&who), Some(&said_order(who)), "{side}: what {who} said, lost, doubled or out of order");
+            }
+        }
+        eprintln!("{total} messages each from XMPP, Matrix and mail, through two kills: each received once, in order, on every side");
+    }
 }
