@@ -16,13 +16,23 @@ use crate::metrics::{self, Metrics};
 use crate::outbox::Outbox;
 use crate::router::Router;
 use crate::store::Store;
-use crate::store::postgres::PostgresStore;
+use crate::store::postgres::{PostgresStore, Wakeups};
 use crate::store::sqlite::SqliteStore;
 
-/// Open the configured store.
+/// Open the configured store. In a cluster, added rows are told by a
+/// PostgreSQL notification unless NATS tells them (which only a running
+/// instance does: [`run`]).
 pub async fn open_store(config: &crate::config::Config) -> anyhow::Result<Arc<dyn Store>> {
+    let wakeups = match &config.cluster {
+        Some(c) if c.nats.is_none() => Wakeups::Postgres,
+        _ => Wakeups::Quiet,
+    };
+    open_store_with(config, wakeups).await
+}
+
+async fn open_store_with(config: &crate::config::Config, wakeups: Wakeups) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(url) = &config.store.url {
-        let store = PostgresStore::open(url.expose())
+        let store = PostgresStore::open_with(url.expose(), wakeups)
             .await
             .with_context(|| format!("cannot open the store at {}", causeway_core::secret::url_for_log(url.expose())))?;
         return Ok(Arc::new(store));
@@ -67,7 +77,12 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
         }
         None => None,
     };
-    let store = open_store(&config).await?;
+    // With NATS, the rows this instance adds are told there once committed.
+    let added = Arc::new(tokio::sync::Notify::new());
+    let store = match config.cluster.as_ref().and_then(|c| c.nats.as_ref()) {
+        Some(_) => open_store_with(&config, Wakeups::Told(added.clone())).await?,
+        None => open_store(&config).await?,
+    };
     let metrics = Arc::new(Metrics::new());
     for (bridge, depth) in store.outbox_depths().await? {
         let b = metrics::bridge(&bridge);
@@ -79,7 +94,7 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     let (stop_tx, stop_rx) = watch::channel(false);
     // Alone, or one of several instances on the store (docs/scale-out.md).
     let ownership = match (&config.cluster, &config.store.url) {
-        (Some(cluster), Some(url)) => crate::cluster::Leases::start(url.expose(), cluster, metrics.clone(), stop_rx.clone())
+        (Some(cluster), Some(url)) => crate::cluster::Leases::start(url.expose(), cluster, added, metrics.clone(), stop_rx.clone())
             .await
             .context("cannot take part in the cluster (cluster:)")?,
         _ => crate::cluster::Ownership::alone(),

@@ -15,6 +15,12 @@
 //!
 //! Alone (no `cluster:`), everything is this instance's, at once and for
 //! good.
+//!
+//! How the instances wake each other (rows added, leases let go of): by
+//! PostgreSQL notifications, or with `cluster.nats` by NATS ([`nats`]).
+//! Either is a hint only; each also looks for itself every couple of seconds.
+
+mod nats;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -148,8 +154,11 @@ pub struct Leases {
     held: Mutex<BTreeMap<String, Held>>,
     /// Notified when rows were added by any instance.
     rows: Arc<Notify>,
-    /// Told to try at once (a connection is wanted for the first time).
+    /// Told to try at once (a connection is wanted for the first time,
+    /// another instance let go of its leases).
     now: Notify,
+    /// NATS, with `cluster.nats`.
+    nats: Option<async_nats::Client>,
 }
 
 struct Held {
@@ -161,15 +170,24 @@ struct Held {
 impl Leases {
     /// Connect with a pool of its own (renewals never wait behind the
     /// store's writes) and start contending.
+    ///
+    /// `added` is notified after each commit of this instance's that added
+    /// rows; with `cluster.nats` they are told there (the store sends no
+    /// PostgreSQL notification then).
     pub async fn start(
         url: &str,
         config: &ClusterConfig,
+        added: Arc<Notify>,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Ownership> {
         let opts = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new().max_connections(2).connect_with(opts).await?;
         let owner = format!("{}/{}", config.instance, uuid::Uuid::now_v7().simple());
+        let nats = match &config.nats {
+            Some(urls) => Some(nats::connect(urls.expose(), &config.instance, config.lease, metrics.clone()).await?),
+            None => None,
+        };
         let leases = Arc::new(Leases {
             pool: pool.clone(),
             owner,
@@ -178,11 +196,23 @@ impl Leases {
             held: Default::default(),
             rows: Default::default(),
             now: Notify::new(),
+            nats: nats.clone(),
         });
-        tracing::info!(instance = %config.instance, lease_ms = config.lease.as_millis() as u64, "sharing the store with other instances");
+        tracing::info!(
+            instance = %config.instance, lease_ms = config.lease.as_millis() as u64, nats = nats.is_some(),
+            "sharing the store with other instances"
+        );
         tokio::spawn(leases.clone().contend(shutdown.clone()));
-        tokio::spawn(listen(pool, leases.rows.clone(), shutdown));
+        match nats {
+            Some(client) => nats::start(client, leases.clone(), added, config.instance.clone(), shutdown),
+            None => drop(tokio::spawn(listen(pool, leases.rows.clone(), shutdown))),
+        }
         Ok(Ownership { leases: Some(leases), alone: watch::Sender::new(None) })
+    }
+
+    /// The connections this instance holds now.
+    fn holding(&self) -> Vec<String> {
+        self.held().iter().filter(|(_, h)| h.tx.borrow().is_some()).map(|(c, _)| c.clone()).collect()
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Held>> {
@@ -317,7 +347,12 @@ impl Leases {
         .execute(&self.pool)
         .await;
         match released {
-            Ok(r) => tracing::info!(released = r.rows_affected(), "let go of the leases"),
+            Ok(r) => {
+                tracing::info!(released = r.rows_affected(), "let go of the leases");
+                if let Some(client) = &self.nats {
+                    nats::tell_released(client, &self.owner).await;
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "cannot let go of the leases; the others wait for them to run out"),
         }
         for h in self.held().values_mut() {

@@ -106,6 +106,12 @@ pub struct ClusterConfig {
     /// replaced within about this time. Renewed every sixth of it (at most every second).
     #[serde(default = "default_lease", with = "humantime_serde")]
     pub lease: Duration,
+    /// A NATS server with JetStream (`nats://host:4222`, `tls://…`; several
+    /// comma-separated): hints between the instances, so they act at once
+    /// (new rows, leases let go of) and see who is up. Only hints: without
+    /// NATS they look for themselves, every couple of seconds.
+    #[serde(default)]
+    pub nats: Option<causeway_core::Secret>,
 }
 
 fn default_lease() -> Duration {
@@ -694,6 +700,11 @@ fn check_limits(config: &Config, errors: &mut Vec<ConfigError>) {
         if cluster.lease < Duration::from_secs(3) || cluster.lease > Duration::from_secs(600) {
             errors.push(ConfigError::new("cluster.lease", "must be between 3 s and 10 min"));
         }
+        if let Some(nats) = &cluster.nats
+            && !nats.expose().split(',').all(|u| ["nats://", "tls://"].iter().any(|s| u.trim().starts_with(s)))
+        {
+            errors.push(ConfigError::new("cluster.nats", "must be NATS URLs (nats://host:4222 or tls://host:4222, comma-separated)"));
+        }
     }
     if config.outbox.retry_initial.is_zero() {
         errors.push(ConfigError::new("outbox.retry_initial", "must be longer than zero"));
@@ -1055,6 +1066,7 @@ people:
             ("cluster: { instance: a }\n", "cluster: needs a PostgreSQL store"),
             ("store: { url: \"postgres://h/d\" }\ncluster: { instance: \"a b\" }\n", "cluster.instance: must be 1 to 64"),
             ("store: { url: \"postgres://h/d\" }\ncluster: { instance: a, lease: 1s }\n", "cluster.lease: must be between"),
+            ("store: { url: \"postgres://h/d\" }\ncluster: { instance: a, nats: \"http://h:4222\" }\n", "cluster.nats: must be NATS URLs"),
             ("archive: { max_file_bytes: 0 }\n", "archive.max_file_bytes: must be at least 1"),
             ("archive: { fetch: { allow: [nowhere] } }\n", "archive.fetch.allow[0]"),
             ("archive: { files: copy }\n", "archive.files"),

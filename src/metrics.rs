@@ -159,6 +159,14 @@ pub struct Metrics {
     /// Connections this instance let go of without meaning to (a renewal
     /// that did not come through in time).
     pub cluster_lost: Family<ConnectionLabel, Counter>,
+    /// With `cluster.nats`: 1 while connected to NATS.
+    pub cluster_nats_up: Gauge,
+    /// With `cluster.nats`: hints from other instances taken (new rows,
+    /// leases let go of).
+    pub cluster_hints: Counter,
+    /// With `cluster.nats`: the instances up, by their heartbeats (this
+    /// one included).
+    pub cluster_instances: Gauge,
 }
 
 impl Default for Metrics {
@@ -298,7 +306,20 @@ impl Metrics {
         registry.register("cluster_lease_renewals", "Leases this instance renewed", cluster_renewals.clone());
         registry.register("cluster_takeovers", "Connections this instance took under a lease", cluster_takeovers.clone());
         registry.register("cluster_leases_lost", "Leases this instance lost without letting go", cluster_lost.clone());
+        let cluster_nats_up = Gauge::default();
+        let cluster_hints = Counter::default();
+        let cluster_instances = Gauge::default();
+        registry.register("cluster_nats_up", "1 while connected to NATS (cluster.nats)", cluster_nats_up.clone());
+        registry.register(
+            "cluster_hints",
+            "Hints from other instances taken over NATS (new rows, leases let go of)",
+            cluster_hints.clone(),
+        );
+        registry.register("cluster_instances", "Instances up by their heartbeats in NATS, this one included", cluster_instances.clone());
         Metrics {
+            cluster_nats_up,
+            cluster_hints,
+            cluster_instances,
             cluster_owned,
             cluster_renewals,
             cluster_takeovers,

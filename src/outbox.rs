@@ -91,12 +91,16 @@ impl Outbox {
         let mut seen = self.store.max_outbox_seq().await.unwrap_or(0);
         // Other instances' rows: told at once by the store when it can tell.
         let told = self.ownership.foreign_rows().unwrap_or_default();
+        let mut look = tokio::time::interval(Duration::from_secs(2));
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        look.tick().await;
         loop {
-            tokio::select! {
+            // A hint wakes the lanes only; the gauges are counted at the looks.
+            let looked = tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = told.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
+                _ = told.notified() => false,
+                _ = look.tick() => true,
+            };
             match self.store.lanes_after(seen).await {
                 Ok(lanes) => {
                     for (bridge, room, max) in lanes {
@@ -108,6 +112,9 @@ impl Outbox {
             }
             // The gauges count in memory; rows changed by another process
             // (a retried dead letter) are only seen here.
+            if !looked {
+                continue;
+            }
             if let Ok(depths) = self.store.outbox_depths().await {
                 for bridge in self.router.bridges().keys() {
                     let d = depths.get(bridge).cloned().unwrap_or_default();
@@ -164,7 +171,11 @@ impl Outbox {
                 return;
             }
             let (handed, wake) = feed.take();
-            let items: Vec<OutboxItem> = if read || wake {
+            // Shared with other instances, the store alone has every row in
+            // order: one of theirs committed just before one handed over
+            // here has the lower number, and taking the handed one first
+            // would pass it over.
+            let items: Vec<OutboxItem> = if read || wake || self.ownership.is_shared() {
                 // What was handed over is in the store too.
                 match self.store.pending(&link.bridge, &link.room, last_seq, LANE_BATCH).await {
                     Ok(items) => {

@@ -31,13 +31,14 @@ fn here() -> bool {
     true
 }
 
-/// Instance `name`'s config, on the shared database `url`.
-fn config(name: &str, url: &str, lease: &str, body: &str) -> String {
+/// Instance `name`'s config, on the shared database `url`; `cluster` is
+/// the rest of its `cluster` section.
+fn config(name: &str, url: &str, cluster: &str, body: &str) -> String {
     format!(
         r#"
 http: {{ listen: "127.0.0.1:{{port}}" }}
 store: {{ url: "{url}" }}
-cluster: {{ instance: {name}, lease: {lease} }}
+cluster: {{ instance: {name}, {cluster} }}
 outbox: {{ retry_initial: 50ms, retry_max: 500ms }}
 {body}"#
     )
@@ -62,11 +63,11 @@ portals:
 
 /// Start instances a, b and c in that order; a holds everything once it
 /// is up, as the first.
-async fn three(lease: &str, body: &str, first_holds: &str) -> Vec<Daemon> {
+async fn three(cluster: &str, body: &str, first_holds: &str) -> Vec<Daemon> {
     let url = common::postgres_database();
     let mut all = Vec::new();
     for name in ["a", "b", "c"] {
-        let d = Daemon::start(&config(name, &url, lease, body)).await;
+        let d = Daemon::start(&config(name, &url, cluster, body)).await;
         if name == "a" {
             wait_for(|| holds(&d, first_holds), Duration::from_secs(20), "a to take the lease").await;
         }
@@ -84,6 +85,38 @@ async fn wait_for<F: AsyncFn() -> bool>(f: F, within: Duration, what: &str) {
     while !f().await {
         assert!(Instant::now() < deadline, "waited {within:?} for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One sender, each message to the next instance in turn (what a load
+/// balancer does); one that does not answer is passed over, and what it
+/// did not acknowledge goes to the next with the same id.
+struct Sender {
+    client: reqwest::Client,
+    urls: Vec<String>,
+}
+
+impl Sender {
+    fn new(d: &[Daemon]) -> Self {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        Sender { client, urls: d.iter().map(|d| d.url("/bridges/hooks/in")).collect() }
+    }
+
+    /// Message `#i`, until an instance that is not `dead` takes it.
+    async fn send(&self, i: usize, dead: &[bool]) {
+        let body = json!({"id": format!("m{i}"), "sender": {"id": "load"}, "text": format!("#{i}")});
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut at = i % self.urls.len();
+        loop {
+            assert!(Instant::now() < deadline, "sending stalled at #{i}");
+            if !dead[at] {
+                match self.client.post(&self.urls[at]).bearer_auth("t").json(&body).send().await {
+                    Ok(r) if r.status().is_success() => return,
+                    _ => {}
+                }
+            }
+            at = (at + 1) % self.urls.len();
+        }
     }
 }
 
@@ -109,30 +142,14 @@ async fn the_holder_killed_mid_stream_loses_doubles_and_reorders_nothing() {
     }
     let mut out = Hook::start(Mode::Accept { own_ids: None }).await;
     let body = hooks(&out.url());
-    let mut d = three("3s", &body, "bridge:hooks").await;
+    let mut d = three("lease: 3s", &body, "bridge:hooks").await;
     assert!(!holds(&d[1], "bridge:hooks").await && !holds(&d[2], "bridge:hooks").await, "the lease is held twice");
 
-    // One sender, each message to the next instance in turn (what a load
-    // balancer does); one that does not answer is passed over, and what it
-    // did not acknowledge goes to the next with the same id.
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
-    let urls: Vec<String> = d.iter().map(|d| d.url("/bridges/hooks/in")).collect();
+    let sender = Sender::new(&d);
     let mut dead = [false; 3];
     let mut killed_at = None;
-    let deadline = Instant::now() + Duration::from_secs(180);
     for i in 0..N {
-        let body = json!({"id": format!("m{i}"), "sender": {"id": "load"}, "text": format!("#{i}")});
-        let mut at = i % 3;
-        loop {
-            assert!(Instant::now() < deadline, "sending stalled at #{i}");
-            if !dead[at] {
-                match client.post(&urls[at]).bearer_auth("t").json(&body).send().await {
-                    Ok(r) if r.status().is_success() => break,
-                    _ => {}
-                }
-            }
-            at = (at + 1) % 3;
-        }
+        sender.send(i, &dead).await;
         if i == N / 3 {
             // Mid-stream: the holder dies with deliveries in flight.
             d[0].kill();
@@ -193,7 +210,7 @@ async fn an_instance_that_stops_lets_go_at_once() {
     let out = Hook::start(Mode::Accept { own_ids: None }).await;
     let body = hooks(&out.url());
     // Long enough that running out cannot be what hands them over.
-    let mut d = three("30s", &body, "jobs").await;
+    let mut d = three("lease: 30s", &body, "jobs").await;
     // The jobs (broadcasts, calendars, files, retention) run on one alone.
     let mut holding = 0;
     for i in &d {
@@ -212,6 +229,100 @@ async fn an_instance_that_stops_lets_go_at_once() {
     )
     .await;
     eprintln!("taken over {:?} after the stop", stopped.elapsed());
+}
+
+/// Three instances with NATS for their hints: NATS stops answering for
+/// 30 s (SIGSTOP, what a partition looks like to its clients) while a
+/// stream goes on, and the holder is killed half way through. Deliveries
+/// go on without NATS, another instance takes over by the leases alone,
+/// and no message is delivered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_stopped_for_30_s_lets_nothing_be_delivered_twice() {
+    if !here() {
+        return;
+    }
+    let nats = common::Nats::start();
+    let mut out = Hook::start(Mode::Accept { own_ids: None }).await;
+    let mut d = three(&format!("lease: 3s, nats: \"{}\"", nats.url()), &hooks(&out.url()), "bridge:hooks").await;
+    for i in &d {
+        wait_for(async || i.metric("causeway_cluster_instances", "").await == 3.0, Duration::from_secs(20), "three heartbeats in NATS")
+            .await;
+        assert_eq!(i.metric("causeway_cluster_nats_up", "").await, 1.0);
+    }
+    let sender = Sender::new(&d);
+    let mut dead = [false; 3];
+    let mut received = Vec::new();
+    let delivered = |received: &[Received]| tally(received).0.len();
+
+    // With NATS: two of three messages come in at an instance that does
+    // not hold the bridge, and the holder hears of them there.
+    for i in 0..100 {
+        sender.send(i, &dead).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while delivered(&received) < 100 {
+        assert!(Instant::now() < deadline, "{} of 100 delivered with NATS up", delivered(&received));
+        received.extend(out.drain(Duration::from_millis(100)).await);
+    }
+    let hints = d[0].metric("causeway_cluster_hints_total", "").await;
+    assert!(hints > 0.0, "the holder heard no hints over NATS");
+
+    // NATS stops answering for 30 s; ten messages a second meanwhile, the
+    // holder killed half way.
+    nats.pause();
+    let paused = Instant::now();
+    let mut before_kill = 0;
+    for i in 100..400 {
+        sender.send(i, &dead).await;
+        if i == 250 {
+            received.extend(out.drain(Duration::from_millis(1)).await);
+            before_kill = received.len();
+            d[0].kill();
+            dead[0] = true;
+        }
+        tokio::time::sleep_until((paused + Duration::from_millis(100) * (i as u32 - 99)).into()).await;
+        received.extend(out.drain(Duration::from_millis(1)).await);
+    }
+    let mut holding = Vec::new();
+    for n in [1, 2] {
+        if holds(&d[n], "bridge:hooks").await {
+            holding.push(n);
+        }
+    }
+    assert_eq!(holding.len(), 1, "the bridge is held by {holding:?} of the two left");
+    let mut seen_away = false;
+    for n in [1, 2] {
+        seen_away |= d[n].metric("causeway_cluster_nats_up", "").await == 0.0;
+    }
+    assert!(seen_away, "no instance noticed that NATS stopped answering");
+    let during = delivered(&received);
+    assert!(during > 300, "only {during} of 400 delivered while NATS was away:\n{}", d[holding[0]].log());
+    nats.resume();
+
+    for i in 400..500 {
+        sender.send(i, &dead).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while delivered(&received) < 500 {
+        assert!(Instant::now() < deadline, "{} of 500 delivered:\n{}", delivered(&received), d[holding[0]].log());
+        received.extend(out.drain(Duration::from_millis(100)).await);
+    }
+    received.extend(out.drain(Duration::from_millis(500)).await);
+    let (order, keys) = tally(&received);
+    assert_eq!(order, (0..500).collect::<Vec<_>>(), "every message once, in order");
+    let doubled: Vec<_> = keys.iter().filter(|(_, k)| k.len() != 1).collect();
+    assert!(doubled.is_empty(), "delivered under several keys: {doubled:?}");
+    // Before the kill nothing was even sent twice; after it, only what the
+    // killed one may have sent, again under the same key.
+    assert_eq!(tally(&received[..before_kill]).0.len(), before_kill, "sent twice while NATS was away");
+    for n in [1, 2] {
+        wait_for(async || d[n].metric("causeway_cluster_nats_up", "").await == 1.0, Duration::from_secs(20), "NATS again").await;
+    }
+    eprintln!(
+        "500 delivered once each, in order, through 30 s without NATS and a kill; {} hints heard with NATS; {} sent again under the same key after the kill",
+        hints,
+        received.len() - 500
+    );
 }
 
 /// Real clients on three networks, and three instances linking them:

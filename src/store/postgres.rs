@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use causeway_core::{Body, Committed, Event, IdKind, now_ms};
@@ -52,6 +53,22 @@ const CONNECTIONS: u32 = 10;
 
 pub struct PostgresStore {
     pool: PgPool,
+    wakeups: Wakeups,
+}
+
+/// How other instances learn that a transaction added outbox rows
+/// (docs/scale-out.md): the one that holds their connection delivers them
+/// at once instead of at its next look.
+#[derive(Clone, Default)]
+pub enum Wakeups {
+    /// Nobody to tell (one instance alone).
+    #[default]
+    Quiet,
+    /// A PostgreSQL notification on [`OUTBOX_CHANNEL`], sent as the
+    /// transaction commits.
+    Postgres,
+    /// Notified after the commit, for whoever passes it on (NATS).
+    Told(Arc<tokio::sync::Notify>),
 }
 
 impl PostgresStore {
@@ -59,10 +76,27 @@ impl PostgresStore {
     /// `?options[search_path]=s` keeps the tables in schema `s`), creating
     /// or migrating its tables if needed.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, Wakeups::Quiet).await
+    }
+
+    /// [`PostgresStore::open`], telling others of added rows by `wakeups`.
+    pub async fn open_with(url: &str, wakeups: Wakeups) -> Result<Self, StoreError> {
         let opts = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new().max_connections(CONNECTIONS).connect_with(opts).await?;
         migrator().run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore { pool, wakeups })
+    }
+
+    /// Whether the transaction that adds rows also sends a notification.
+    fn notifies(&self) -> bool {
+        matches!(self.wakeups, Wakeups::Postgres)
+    }
+
+    /// A transaction that added rows has committed.
+    fn added(&self) {
+        if let Wakeups::Told(n) = &self.wakeups {
+            n.notify_one();
+        }
     }
 }
 
@@ -72,14 +106,18 @@ impl PostgresStore {
 /// misses a lower one committed after (a sequence alone gives them as
 /// transactions start). Taken first, before any row is locked.
 ///
-/// It also tells every instance on the database, once the transaction
-/// commits, that rows were added ([`OUTBOX_CHANNEL`]): the one that holds
-/// their connection delivers them at once (docs/scale-out.md).
-async fn take_turn(conn: &mut PgConnection) -> Result<(), StoreError> {
-    sqlx::query("SELECT pg_advisory_xact_lock('outbox'::regclass::oid::bigint), pg_notify($1, '')")
-        .bind(OUTBOX_CHANNEL)
-        .execute(conn)
-        .await?;
+/// With `notify` it also tells every instance on the database, once the
+/// transaction commits, that rows were added ([`OUTBOX_CHANNEL`]), in the
+/// same round trip.
+async fn take_turn(conn: &mut PgConnection, notify: bool) -> Result<(), StoreError> {
+    if notify {
+        sqlx::query("SELECT pg_advisory_xact_lock('outbox'::regclass::oid::bigint), pg_notify($1, '')")
+            .bind(OUTBOX_CHANNEL)
+            .execute(conn)
+            .await?;
+    } else {
+        sqlx::query("SELECT pg_advisory_xact_lock('outbox'::regclass::oid::bigint)").execute(conn).await?;
+    }
     Ok(())
 }
 
@@ -182,7 +220,7 @@ impl PostgresStore {
         }
         let events: Vec<&Event> = batch.iter().map(|ne| &ne.event).collect();
         let mut tx = self.pool.begin().await?;
-        take_turn(&mut tx).await?;
+        take_turn(&mut tx, self.notifies()).await?;
         // RETURNING names each row's seq, by event or delivery id.
         let seq_of: HashMap<String, i64> = sqlx::query(INSERT_ARCHIVE)
             .bind(texts(events.iter().map(|e| e.id.as_str())))
@@ -311,6 +349,7 @@ impl PostgresStore {
                 .await?;
         }
         tx.commit().await?;
+        self.added();
         Ok(batch
             .iter()
             .map(|ne| Stored {
@@ -517,7 +556,7 @@ impl Store for PostgresStore {
     async fn prune(&self, portal: &str, before_ms: i64, limit: u32) -> Result<Pruned, StoreError> {
         let mut tx = self.pool.begin().await?;
         // No outbox row or edit may come for what is deleted meanwhile.
-        take_turn(&mut tx).await?;
+        take_turn(&mut tx, false).await?;
         let doomed: Vec<(i64, String)> = sqlx::query_as(
             "SELECT a.seq, a.event_id FROM archive a WHERE a.portal = $1 AND a.at_ms < $2 \
              AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = a.event_id) \
@@ -940,7 +979,7 @@ impl Store for PostgresStore {
         // The sequence keeps the high-water mark after rows are deleted; with
         // the turn, no transaction holds a number it has not committed.
         let mut tx = self.pool.begin().await?;
-        take_turn(&mut tx).await?;
+        take_turn(&mut tx, false).await?;
         let seq: i64 =
             sqlx::query_scalar("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM outbox_seq").fetch_one(&mut *tx).await?;
         tx.commit().await?;
@@ -1016,7 +1055,7 @@ impl Store for PostgresStore {
 
     async fn requeue(&self, delivery_id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        take_turn(&mut tx).await?;
+        take_turn(&mut tx, self.notifies()).await?;
         let row = sqlx::query("DELETE FROM outbox WHERE delivery_id = $1 AND state = 2 RETURNING event_id, bridge, room, recipient")
             .bind(nul_free(delivery_id))
             .fetch_optional(&mut *tx)
@@ -1034,6 +1073,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.added();
         Ok(true)
     }
 
@@ -1047,7 +1087,7 @@ impl Store for PostgresStore {
         error: &str,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        take_turn(&mut tx).await?;
+        take_turn(&mut tx, self.notifies()).await?;
         let done = sqlx::query(
             "INSERT INTO outbox (delivery_id, event_id, bridge, room, enqueued_ms, recipient, state, attempts, last_error) \
              VALUES ($1, $2, $3, $4, $5, $6, 2, 1, $7) ON CONFLICT DO NOTHING",
@@ -1062,6 +1102,7 @@ impl Store for PostgresStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.added();
         Ok(done.rows_affected() == 1)
     }
 
@@ -1069,7 +1110,7 @@ impl Store for PostgresStore {
         // Each row goes to the end of its lane in the order it had; the same
         // delivery ids, so a target that got one already sees no duplicate.
         let mut tx = self.pool.begin().await?;
-        take_turn(&mut tx).await?;
+        take_turn(&mut tx, self.notifies()).await?;
         let mut rows: Vec<(i64, String, String, String, String, Option<String>)> = sqlx::query_as(
             "DELETE FROM outbox WHERE state = 2 AND ($1::text IS NULL OR bridge = $1) AND ($2::text IS NULL OR room = $2) \
              RETURNING seq, delivery_id, event_id, bridge, room, recipient",
@@ -1091,6 +1132,7 @@ impl Store for PostgresStore {
                 .await?;
         }
         tx.commit().await?;
+        self.added();
         Ok(rows.len() as u64)
     }
 

@@ -441,6 +441,54 @@ pub fn metric_value(text: &str, name: &str, labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A real NATS server with JetStream (tests/peers/nats.sh), stopped when dropped.
+pub struct Nats {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let n = Nats { dir: tempfile::tempdir().unwrap(), port: free_port() };
+        n.run(&["start", &n.port.to_string()]);
+        n
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// It stops answering (SIGSTOP): as the instances see it, a partition.
+    pub fn pause(&self) {
+        self.run(&["pause"]);
+    }
+
+    pub fn resume(&self) {
+        self.run(&["resume"]);
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = Command::new("bash")
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/nats.sh"))
+            .arg(args[0])
+            .arg(self.dir.path())
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "nats.sh {args:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/nats.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
 /// A real Prometheus (tests/peers/prometheus.sh), stopped when dropped.
 pub struct Prometheus {
     pub dir: tempfile::TempDir,
