@@ -68,27 +68,40 @@ pub fn configure(section: &Value) -> Result<Box<dyn Configured>, Vec<OptionError
 pub fn build(configured: &BTreeMap<String, Box<dyn Configured>>) -> anyhow::Result<BTreeMap<String, Arc<dyn Bridge>>> {
     let mut built = BTreeMap::new();
     for (name, options) in configured {
-        let bridge = build_one(name, options.as_ref()).map_err(|errors| {
-            let each: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
-            anyhow::anyhow!("{}", each.join("; "))
-        })?;
+        let bridge = build_one(name, options.as_ref()).map_err(|e| one_error(&e))?;
         built.insert(name.clone(), bridge);
     }
     Ok(built)
 }
 
+/// Read, check and build bridge `name` from its config section (a bridge
+/// started later, on the instance that takes its lease).
+pub fn build_section(name: &str, section: &Value) -> anyhow::Result<Arc<dyn Bridge>> {
+    let options = configure(section).map_err(|e| one_error(&under(name, e)))?;
+    build_one(name, options.as_ref()).map_err(|e| one_error(&e))
+}
+
 /// Build the bridge `name`; each error names its option by its path in
 /// the config (`bridges.NAME.…`).
 pub fn build_one(name: &str, options: &dyn Configured) -> Result<Arc<dyn Bridge>, Vec<OptionError>> {
-    options.build().map_err(|errors| {
-        errors
-            .iter()
-            .map(|e| {
-                let path = if e.path.is_empty() { format!("bridges.{name}") } else { format!("bridges.{name}.{}", e.path) };
-                OptionError::new(path, e.message.clone())
-            })
-            .collect()
-    })
+    options.build().map_err(|errors| under(name, errors))
+}
+
+/// Errors of bridge `name`'s options, named by their paths in the config.
+fn under(name: &str, errors: Vec<OptionError>) -> Vec<OptionError> {
+    errors
+        .into_iter()
+        .map(|e| {
+            let path = if e.path.is_empty() { format!("bridges.{name}") } else { format!("bridges.{name}.{}", e.path) };
+            OptionError::new(path, e.message)
+        })
+        .collect()
+}
+
+/// Option errors as one error, each with its path.
+fn one_error(errors: &[OptionError]) -> anyhow::Error {
+    let each: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
+    anyhow::anyhow!("{}", each.join("; "))
 }
 
 #[cfg(test)]

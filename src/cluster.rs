@@ -64,7 +64,8 @@ impl Ownership {
         self.leases.is_some()
     }
 
-    /// Whether this instance holds `connection` now.
+    /// Whether this instance holds `connection` now (and contends for it
+    /// from now on, as [`Ownership::watch`]: every caller wants what it asks about).
     pub fn holds(&self, connection: &str) -> bool {
         self.watch(connection).borrow().is_some()
     }
@@ -107,23 +108,18 @@ where
     let mut held = ownership.watch(connection);
     let connection = connection.to_string();
     tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = settled(&mut shutdown, |s| *s) => return,
-                ok = settled(&mut held, |e| e.is_some()) => if !ok { return },
-            }
-            let epoch = *held.borrow();
+        while let Some(epoch) = next_holding(&mut held, &mut shutdown).await {
             let (stop, stopped) = watch::channel(false);
             let mut task = tokio::spawn(job(stopped));
             let ended = tokio::select! {
                 _ = settled(&mut shutdown, |s| *s) => true,
-                _ = settled(&mut held, |e| *e != epoch) => false,
+                _ = lost(&mut held, epoch) => false,
                 _ = &mut task => {
                     // The job ended by itself (nothing to do): it starts
                     // again with the next holding.
                     tokio::select! {
                         _ = settled(&mut shutdown, |s| *s) => return,
-                        _ = settled(&mut held, |e| *e != epoch) => continue,
+                        _ = lost(&mut held, epoch) => continue,
                     }
                 }
             };
@@ -135,6 +131,21 @@ where
             tracing::info!(connection = %connection, "stopped: the lease is no longer this instance's");
         }
     })
+}
+
+/// Until this instance holds the connection `held` watches: its epoch then,
+/// or `None` at shutdown.
+pub async fn next_holding(held: &mut watch::Receiver<Option<i64>>, shutdown: &mut watch::Receiver<bool>) -> Option<i64> {
+    tokio::select! {
+        _ = settled(shutdown, |s| *s) => None,
+        ok = settled(held, |e| e.is_some()) => if ok { *held.borrow() } else { None },
+    }
+}
+
+/// Until the holding under `epoch` is over (lost, or taken again under
+/// another epoch).
+pub async fn lost(held: &mut watch::Receiver<Option<i64>>, epoch: i64) {
+    settled(held, |e| *e != Some(epoch)).await;
 }
 
 /// Until `rx`'s value is as `f` wants (at once when it is); false when

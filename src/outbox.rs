@@ -15,7 +15,7 @@ use causeway_core::retry::backoff;
 use causeway_core::{Body, Delivery, DeliveryError, Event, degrade, now_ms};
 use tokio::sync::{mpsc, watch};
 
-use crate::cluster::{Ownership, bridge_lease, settled};
+use crate::cluster::{Ownership, bridge_lease, lost, next_holding};
 use crate::config::OutboxConfig;
 use crate::metrics::{self, Metrics};
 use crate::router::Router;
@@ -132,12 +132,7 @@ impl Outbox {
     /// starts again, from the store, when it is taken again.
     async fn held_lane(self: Arc<Self>, link: Link, feed: Arc<LaneFeed>, mut shutdown: watch::Receiver<bool>) {
         let mut held = self.ownership.watch(&bridge_lease(&link.bridge));
-        loop {
-            tokio::select! {
-                _ = settled(&mut shutdown, |s| *s) => return,
-                ok = settled(&mut held, |e| e.is_some()) => if !ok { return },
-            }
-            let epoch = *held.borrow();
+        while let Some(epoch) = next_holding(&mut held, &mut shutdown).await {
             // Rows up to here may have been sent by the one before (the run
             // before, or the instance that held the lease); unknown counts
             // as "maybe sent": a look too many, never a double.
@@ -148,7 +143,7 @@ impl Outbox {
             };
             tokio::select! {
                 _ = self.clone().lane(link.clone(), feed.clone(), earlier, shutdown.clone()) => return,
-                _ = settled(&mut held, |e| *e != epoch) => {
+                _ = lost(&mut held, epoch) => {
                     tracing::info!(bridge = %link.bridge, room = %link.room, "lane paused: another instance holds the bridge");
                 }
             }

@@ -113,12 +113,9 @@ impl Running {
                 let Some(running) = running.upgrade() else { return };
                 if holds {
                     let Some(section) = running.waiting().remove(&name) else { continue };
-                    let started = match crate::bridges::configure(&section) {
-                        Ok(options) => match crate::bridges::build_one(&name, options.as_ref()) {
-                            Ok(bridge) => running.start(&name, section.clone(), bridge).await,
-                            Err(e) => Err(anyhow::anyhow!("{}", e.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "))),
-                        },
-                        Err(e) => Err(anyhow::anyhow!("{}", e.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; "))),
+                    let started = match crate::bridges::build_section(&name, &section) {
+                        Ok(bridge) => running.start(&name, section.clone(), bridge).await,
+                        Err(e) => Err(e),
                     };
                     if let Err(e) = started {
                         tracing::error!(bridge = %name, "{e:#}");
