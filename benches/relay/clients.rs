@@ -18,6 +18,29 @@ use crate::common::matrix::enc;
 
 pub type Arrivals = mpsc::UnboundedReceiver<(String, Instant)>;
 
+/// The numbered messages seen on the far side: when each first came, how
+/// many came again, how many came after a higher number.
+#[derive(Default)]
+pub struct Tally {
+    pub got: std::collections::HashMap<usize, Instant>,
+    pub duplicates: usize,
+    pub out_of_order: usize,
+    highest: Option<usize>,
+}
+
+impl Tally {
+    pub fn take(&mut self, i: usize, at: Instant) {
+        if self.got.insert(i, at).is_some() {
+            self.duplicates += 1;
+            return;
+        }
+        if self.highest.is_some_and(|h| i < h) {
+            self.out_of_order += 1;
+        }
+        self.highest = Some(self.highest.map_or(i, |h| h.max(i)));
+    }
+}
+
 fn peers(file: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(file)
 }

@@ -19,7 +19,7 @@ mod clients;
 mod common;
 mod scale;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -307,18 +307,10 @@ async fn run(s: &mut Setup, tag: &str, n: usize, rate: f64) -> Run {
     let servers0: Vec<Duration> = s.servers.iter().map(|(_, pid)| cpu_of(*pid)).collect();
     let start = Instant::now() + Duration::from_millis(100);
     let mut sent_at = Vec::with_capacity(n);
-    let mut got: HashMap<usize, Instant> = HashMap::new();
-    let (mut duplicates, mut out_of_order, mut highest) = (0, 0, None::<usize>);
-    let mut take = |text: &str, at: Instant, got: &mut HashMap<usize, Instant>| {
+    let mut tally = clients::Tally::default();
+    let take = |tally: &mut clients::Tally, text: &str, at: Instant| {
         if let Some(i) = seq_of(text, tag) {
-            if got.insert(i, at).is_some() {
-                duplicates += 1;
-            } else {
-                if highest.is_some_and(|h| i < h) {
-                    out_of_order += 1;
-                }
-                highest = Some(highest.map_or(i, |h| h.max(i)));
-            }
+            tally.take(i, at);
         }
     };
     for i in 0..n {
@@ -326,31 +318,31 @@ async fn run(s: &mut Setup, tag: &str, n: usize, rate: f64) -> Run {
         sent_at.push(Instant::now());
         s.sender.send(&format!("bench-{tag}-{i} hello from the benchmark")).await;
         while let Ok((text, at)) = s.arrivals.try_recv() {
-            take(&text, at, &mut got);
+            take(&mut tally, &text, at);
         }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while got.len() < n && Instant::now() < deadline {
+    while tally.got.len() < n && Instant::now() < deadline {
         if let Ok(Some((text, at))) = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), s.arrivals.recv()).await {
-            take(&text, at, &mut got);
+            take(&mut tally, &text, at);
         }
     }
-    let last = got.values().max().copied().unwrap_or(start);
+    let last = tally.got.values().max().copied().unwrap_or(start);
     // Anything more is a duplicate.
     let linger = Instant::now() + Duration::from_secs(2);
     while let Ok(Some((text, at))) = tokio::time::timeout(linger.saturating_duration_since(Instant::now()), s.arrivals.recv()).await {
-        take(&text, at, &mut got);
+        take(&mut tally, &text, at);
     }
     let mut lat: Vec<f64> =
-        got.iter().filter_map(|(i, at)| sent_at.get(*i).map(|s| at.saturating_duration_since(*s).as_secs_f64() * 1e3)).collect();
+        tally.got.iter().filter_map(|(i, at)| sent_at.get(*i).map(|s| at.saturating_duration_since(*s).as_secs_f64() * 1e3)).collect();
     lat.sort_by(f64::total_cmp);
-    let delivered = got.len();
+    let delivered = tally.got.len();
     let per_msg = |d: Duration| d.as_secs_f64() * 1e6 / delivered.max(1) as f64;
     Run {
         sent: n,
         delivered,
-        duplicates,
-        out_of_order,
+        duplicates: tally.duplicates,
+        out_of_order: tally.out_of_order,
         p50: percentile(&lat, 0.50),
         p95: percentile(&lat, 0.95),
         p99: percentile(&lat, 0.99),
