@@ -19,18 +19,21 @@ use crate::store::Store;
 use crate::store::postgres::{PostgresStore, Wakeups};
 use crate::store::sqlite::SqliteStore;
 
-/// Open the configured store. In a cluster, added rows are told by a
-/// PostgreSQL notification unless NATS tells them (which only a running
-/// instance does: [`run`]).
+/// Open the configured store.
 pub async fn open_store(config: &crate::config::Config) -> anyhow::Result<Arc<dyn Store>> {
-    let wakeups = match &config.cluster {
-        Some(c) if c.nats.is_none() => Wakeups::Postgres,
-        _ => Wakeups::Quiet,
-    };
-    open_store_with(config, wakeups).await
+    open_store_with(config, None).await
 }
 
-async fn open_store_with(config: &crate::config::Config, wakeups: Wakeups) -> anyhow::Result<Arc<dyn Store>> {
+/// [`open_store`]; `added` is notified after each commit that added rows,
+/// for a running instance to tell the others over NATS. In a cluster
+/// without NATS (or where nobody passes it on), a PostgreSQL notification
+/// tells them.
+async fn open_store_with(config: &crate::config::Config, added: Option<Arc<tokio::sync::Notify>>) -> anyhow::Result<Arc<dyn Store>> {
+    let wakeups = match (&config.cluster, added) {
+        (Some(c), Some(added)) if c.nats.is_some() => Wakeups::Told(added),
+        (Some(c), _) if c.nats.is_none() => Wakeups::Postgres,
+        _ => Wakeups::Quiet,
+    };
     if let Some(url) = &config.store.url {
         let store = PostgresStore::open_with(url.expose(), wakeups)
             .await
@@ -79,10 +82,7 @@ pub async fn run(loaded: Loaded, path: std::path::PathBuf, shutdown: impl Future
     };
     // With NATS, the rows this instance adds are told there once committed.
     let added = Arc::new(tokio::sync::Notify::new());
-    let store = match config.cluster.as_ref().and_then(|c| c.nats.as_ref()) {
-        Some(_) => open_store_with(&config, Wakeups::Told(added.clone())).await?,
-        None => open_store(&config).await?,
-    };
+    let store = open_store_with(&config, Some(added.clone())).await?;
     let metrics = Arc::new(Metrics::new());
     for (bridge, depth) in store.outbox_depths().await? {
         let b = metrics::bridge(&bridge);

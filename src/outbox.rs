@@ -166,11 +166,7 @@ impl Outbox {
                 return;
             }
             let (handed, wake) = feed.take();
-            // Shared with other instances, the store alone has every row in
-            // order: one of theirs committed just before one handed over
-            // here has the lower number, and taking the handed one first
-            // would pass it over.
-            let items: Vec<OutboxItem> = if read || wake || self.ownership.is_shared() {
+            let items: Vec<OutboxItem> = if read || wake {
                 // What was handed over is in the store too.
                 match self.store.pending(&link.bridge, &link.room, last_seq, LANE_BATCH).await {
                     Ok(items) => {

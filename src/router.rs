@@ -205,7 +205,7 @@ impl Router {
             store,
             metrics,
             bridges: RwLock::new(bridges),
-            topology: Arc::new(Topology::new(default_degrade)),
+            topology: Arc::new(Topology::new(default_degrade).sharing_the_store(config.cluster.is_some())),
             directory: RwLock::new(Arc::new(Directory::new(&config.people))),
             submissions: tx,
             committed,

@@ -193,12 +193,22 @@ pub struct Topology {
     /// Lanes added after the outbox took the first ones.
     new_lanes: mpsc::UnboundedSender<Lane>,
     new_lanes_rx: Mutex<Option<mpsc::UnboundedReceiver<Lane>>>,
+    /// Other instances add rows to the same store (`cluster:`): the lanes
+    /// read every row from it, in order, instead of taking this instance's
+    /// from [`Topology::hand_over`].
+    shared_store: bool,
 }
 
 impl Topology {
     pub fn new(default_degrade: Degrade) -> Self {
         let (new_lanes, rx) = mpsc::unbounded_channel();
-        Topology { rooms: RwLock::default(), default_degrade, new_lanes, new_lanes_rx: Mutex::new(Some(rx)) }
+        Topology { rooms: RwLock::default(), default_degrade, new_lanes, new_lanes_rx: Mutex::new(Some(rx)), shared_store: false }
+    }
+
+    /// The store is shared with other instances (see `shared_store`).
+    pub fn sharing_the_store(mut self, shared: bool) -> Self {
+        self.shared_store = shared;
+        self
     }
 
     fn rooms(&self) -> std::sync::RwLockReadGuard<'_, Rooms> {
@@ -351,12 +361,16 @@ impl Topology {
     /// Give each lane its rows of a just committed event: `deliveries` and
     /// their outbox sequence numbers `seqs` (in the same order; where the
     /// store could not tell them, the lane is told to read them back).
+    ///
+    /// With a shared store the lane is only told to read: a row another
+    /// instance committed just before these has the lower number, and
+    /// taking these first would pass it over.
     pub fn hand_over(&self, event: &Event, deliveries: &[NewDelivery], seqs: &[i64], now_ms: i64) {
         let t = self.rooms();
         for (i, d) in deliveries.iter().enumerate() {
             let Some(feed) = t.lanes.get(&Link::new(d.bridge.as_str(), d.room.as_str())) else { continue };
             match seqs.get(i) {
-                Some(&seq) => feed.push(OutboxItem {
+                Some(&seq) if !self.shared_store => feed.push(OutboxItem {
                     seq,
                     delivery_id: d.id.clone(),
                     attempts: 0,
@@ -365,7 +379,7 @@ impl Topology {
                     recipient: d.recipient.clone(),
                     event: event.clone(),
                 }),
-                None => feed.wake(),
+                _ => feed.wake(),
             }
         }
     }
